@@ -1,0 +1,36 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv when it is
+# missing and (re)install the project when pyproject.toml changed.
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Which Faiss build to install: cpu (default) or gpu.
+FAISS ?= cpu
+
+.PHONY: demo test lint install clean-venv
+
+$(VPY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || { \
+	  echo "error: Python >= 3.11 is required, but '$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo 'not found')."; \
+	  echo "       Run again with PYTHON=/path/to/python3.11 (or newer)."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install --upgrade --quiet pip
+	$(VPY) -m pip install --quiet -e '.[dev,$(FAISS)]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VPY) scripts/generate_attacks.py sample Results/demo/attacks --resume
+
+test: $(STAMP)
+	@# pytest exits 5 when it collects nothing: that is not a failure.
+	$(VPY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

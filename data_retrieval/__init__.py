@@ -1,0 +1,57 @@
+"""Where images come from: records, manifests, named datasets, splits and the memes splitter."""
+
+from data_retrieval.bsds500 import BSDS500_URL, ArchiveError, download_bsds500, extract_bsds500
+from data_retrieval.datasets import (
+    DATA_ROOT_ENV,
+    Dataset,
+    DatasetInfo,
+    DatasetNotFoundError,
+    data_root,
+    dataset_info,
+    list_datasets,
+    load_dataset,
+    load_images,
+    register_dataset,
+    sample_files,
+)
+from data_retrieval.listing import IMAGE_EXTENSIONS, BadImage, list_images
+from data_retrieval.memes import MemeSplit, split_kaggle_memes
+from data_retrieval.records import (
+    MANIFEST_COLUMNS,
+    ImageRecord,
+    read_manifest,
+    records_to_frame,
+    write_manifest,
+)
+from data_retrieval.splits import CONTROL, EXPERIMENTAL, split_groups
+
+__all__ = [
+    "BSDS500_URL",
+    "CONTROL",
+    "DATA_ROOT_ENV",
+    "EXPERIMENTAL",
+    "IMAGE_EXTENSIONS",
+    "MANIFEST_COLUMNS",
+    "ArchiveError",
+    "BadImage",
+    "Dataset",
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "ImageRecord",
+    "MemeSplit",
+    "data_root",
+    "dataset_info",
+    "download_bsds500",
+    "extract_bsds500",
+    "list_datasets",
+    "list_images",
+    "load_dataset",
+    "load_images",
+    "read_manifest",
+    "records_to_frame",
+    "register_dataset",
+    "sample_files",
+    "split_groups",
+    "split_kaggle_memes",
+    "write_manifest",
+]

@@ -1,0 +1,45 @@
+"""Command-line flags for choosing images, shared by the scripts."""
+
+from __future__ import annotations
+
+import argparse
+
+from data_retrieval.datasets import DATA_ROOT_ENV, Dataset, list_datasets, load_images
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--data-root``, ``--limit`` and ``--group`` to a parser."""
+    group = parser.add_argument_group("images")
+    group.add_argument(
+        "--data-root",
+        default=None,
+        help=f"folder holding the named datasets (default: ${DATA_ROOT_ENV}, else Datasets/)",
+    )
+    group.add_argument("--limit", type=int, default=None,
+                       help="use only the first N images of the input (default: all)")
+    group.add_argument("--group", choices=("experimental", "control"), default=None,
+                       help="with a manifest as input, keep only this group (default: all)")
+
+
+def input_help() -> str:
+    """Help text for a positional INPUT argument."""
+    return (
+        f"a dataset name ({', '.join(list_datasets())}), folder:<path>, a folder of images, "
+        "or a manifest .csv"
+    )
+
+
+def images_from_args(spec: str, args: argparse.Namespace) -> Dataset:
+    """The images an INPUT argument and the data flags select."""
+    dataset = load_images(spec, args.data_root)
+    records = dataset.records
+    if args.group is not None:
+        records = [r for r in records if r.group == args.group]
+        if not records:
+            raise ValueError(f"{spec}: no image in group {args.group!r}")
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        records = records[: args.limit]
+    dataset.records = records
+    return dataset

@@ -1,0 +1,167 @@
+"""The image record and its manifest (CSV, one row per image, readable with pandas)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from helpers import atomic_write
+
+MANIFEST_COLUMNS = ("image_id", "path", "source_id", "attack_id", "group")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image and where it comes from.
+
+    Attributes
+    ----------
+    image_id : str
+        Unique id of this image.
+    path : Path
+        Its file (may be ``None``-like for images made on the fly, see the generator).
+    source_id : str
+        Id of the original the image was made from; equals ``image_id`` for an original.
+    attack_id : str or None
+        The attack that made it from its source; ``None`` for an original.
+    group : str or None
+        ``"experimental"`` (in the database), ``"control"`` (never in it) or ``None``.
+    """
+
+    image_id: str
+    path: Path | None
+    source_id: str = ""
+    attack_id: str | None = None
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.image_id:
+            raise ValueError("an image record needs a non-empty image_id")
+        if not self.source_id:
+            object.__setattr__(self, "source_id", self.image_id)
+        if self.path is not None and not isinstance(self.path, Path):
+            object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def is_original(self) -> bool:
+        """True for an unattacked image."""
+        return self.attack_id is None
+
+    def replace(self, **changes: object) -> ImageRecord:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _check_unique(records: list[ImageRecord]) -> None:
+    seen: set[str] = set()
+    for record in records:
+        if record.image_id in seen:
+            raise ValueError(f"duplicate image_id {record.image_id!r} in records")
+        seen.add(record.image_id)
+
+
+def write_manifest(records: Iterable[ImageRecord], path: str | os.PathLike) -> Path:
+    """Write records as a manifest CSV, atomically.
+
+    Paths inside the manifest's folder are written relative to it, so a folder of results
+    can be moved as a whole; other paths are written absolute.
+
+    Parameters
+    ----------
+    records : iterable of ImageRecord
+        Unique ``image_id`` values.
+    path : str or PathLike
+        The CSV file.
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    records = list(records)
+    _check_unique(records)
+    base = path.parent.resolve()
+    with atomic_write(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(MANIFEST_COLUMNS)
+        for record in records:
+            file = ""
+            if record.path is not None:
+                resolved = Path(record.path).resolve()
+                file = (
+                    resolved.relative_to(base).as_posix()
+                    if resolved.is_relative_to(base)
+                    else str(resolved)
+                )
+            writer.writerow(
+                [
+                    record.image_id,
+                    file,
+                    record.source_id,
+                    record.attack_id or "",
+                    record.group or "",
+                ]
+            )
+    return path
+
+
+def read_manifest(path: str | os.PathLike) -> list[ImageRecord]:
+    """Read a manifest CSV written by :func:`write_manifest` (relative paths resolved).
+
+    Raises
+    ------
+    ValueError
+        Missing columns, empty ids, or duplicate ids, naming the file and row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} not found")
+    base = path.parent.resolve()
+    records = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"image_id", "path"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(
+                f"{path}: not a manifest, missing column(s) {sorted(missing)}; "
+                f"expected {', '.join(MANIFEST_COLUMNS)}"
+            )
+        for line, row in enumerate(reader, start=2):
+            if not row["image_id"]:
+                raise ValueError(f"{path}, line {line}: empty image_id")
+            file = row["path"]
+            records.append(
+                ImageRecord(
+                    image_id=row["image_id"],
+                    path=(base / file) if file else None,
+                    source_id=row.get("source_id") or "",
+                    attack_id=row.get("attack_id") or None,
+                    group=row.get("group") or None,
+                )
+            )
+    try:
+        _check_unique(records)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return records
+
+
+def records_to_frame(records: Iterable[ImageRecord]) -> pd.DataFrame:
+    """Records as a DataFrame with the manifest's columns."""
+    rows = [
+        {
+            "image_id": r.image_id,
+            "path": None if r.path is None else str(r.path),
+            "source_id": r.source_id,
+            "attack_id": r.attack_id,
+            "group": r.group,
+        }
+        for r in records
+    ]
+    return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))

@@ -1,0 +1,58 @@
+"""Plumbing used by every package: files, images, experiments, devices, seeds, timing, logs.
+
+Nothing here knows about attacks, hashes or models.
+"""
+
+from helpers.device import resolve_device
+from helpers.download import DownloadError, download_file
+from helpers.experiment import (
+    now_iso,
+    package_versions,
+    prepare_output_dir,
+    write_experiment_json,
+)
+from helpers.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, to_rgb
+from helpers.io import (
+    atomic_path,
+    atomic_write,
+    read_json,
+    save_image,
+    save_npy,
+    write_json,
+)
+from helpers.logs import get_logger, setup_logging
+from helpers.paths import project_root, results_root
+from helpers.plotting import use_style
+from helpers.progress import progress
+from helpers.seeding import derive_seed, rng_for, seed_everything
+from helpers.timing import Timer
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "DownloadError",
+    "ImageLoadError",
+    "Timer",
+    "atomic_path",
+    "atomic_write",
+    "derive_seed",
+    "download_file",
+    "get_logger",
+    "load_image",
+    "now_iso",
+    "package_versions",
+    "prepare_output_dir",
+    "progress",
+    "project_root",
+    "read_json",
+    "resolve_device",
+    "results_root",
+    "rng_for",
+    "save_image",
+    "save_npy",
+    "seed_everything",
+    "setup_logging",
+    "to_rgb",
+    "use_style",
+    "write_experiment_json",
+    "write_json",
+]

@@ -1,0 +1,151 @@
+"""Atomic file writes and small I/O helpers.
+
+Everything is written to a temporary file in the destination folder and renamed into place,
+so a reader never sees half a file and an interrupted run leaves either the old file or the
+new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Final destination. Parent folders are created.
+
+    Yields
+    ------
+    Path
+        Temporary file to write to. It is removed if the block raises.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | os.PathLike, mode: str = "w", fsync: bool = True, **kwargs: Any
+) -> Iterator[IO]:
+    """Open a file for writing that appears at ``path`` only once fully written.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Final destination.
+    mode : {"w", "wb"}
+        Text or binary mode.
+    fsync : bool
+        Flush to the disk before the rename (survives a power cut, not only a crash). Costs
+        a few milliseconds a file; bulk image writes turn it off.
+    **kwargs
+        Passed to :func:`open` (e.g. ``encoding``, ``newline``).
+
+    Yields
+    ------
+    file object
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    if mode == "w":
+        kwargs.setdefault("encoding", "utf-8")
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+        if fsync:
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, set | frozenset):
+        return sorted(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON atomically (NumPy scalars, arrays and paths are converted).
+
+    Returns
+    -------
+    Path
+        The written path.
+    """
+    with atomic_write(path, "w") as handle:
+        json.dump(obj, handle, indent=indent, default=_json_default, allow_nan=True)
+        handle.write("\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, naming the file in the error when it is not valid JSON."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Save an array as ``.npy`` atomically (memory-mappable: ``np.load(mmap_mode='r')``)."""
+    with atomic_write(path, "wb") as handle:
+        np.save(handle, np.asarray(array), allow_pickle=False)
+    return Path(path)
+
+
+def save_image(
+    image: Image.Image,
+    path: str | os.PathLike,
+    format: str | None = None,
+    **save_kwargs: Any,
+) -> Path:
+    """Save a PIL image atomically.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Image to save.
+    path : str or PathLike
+        Destination; its extension chooses the format unless ``format`` is given.
+    format : str, optional
+        Pillow format name (``"PNG"``, ``"JPEG"``, ...).
+    **save_kwargs
+        Passed to :meth:`PIL.Image.Image.save` (e.g. ``quality``, ``compress_level``).
+    """
+    path = Path(path)
+    if format is None:
+        format = Image.registered_extensions().get(path.suffix.lower())
+        if format is None:
+            raise ValueError(f"{path}: cannot tell the image format from the extension")
+    with atomic_write(path, "wb", fsync=False) as handle:
+        image.save(handle, format=format, **save_kwargs)
+    return path

@@ -1,0 +1,19 @@
+"""Where the project lives, and so where `Datasets/` and `Results/` are by default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+
+
+def project_root() -> Path:
+    """The repository root for a source checkout (editable install), else the working directory."""
+    if (_PACKAGE_PARENT / "pyproject.toml").is_file():
+        return _PACKAGE_PARENT
+    return Path.cwd()
+
+
+def results_root() -> Path:
+    """Default parent folder of every experiment's results: ``<project root>/Results``."""
+    return project_root() / "Results"

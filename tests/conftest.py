@@ -1,0 +1,97 @@
+"""Shared fixtures: small real photos, the optional BSDS500 copy, and a local HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from data_retrieval import DATA_ROOT_ENV, sample_files
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def sample_paths() -> dict[str, Path]:
+    return sample_files()
+
+
+@pytest.fixture
+def photo(sample_paths) -> Image.Image:
+    """A real colour photo (chelsea, 451x300)."""
+    with Image.open(sample_paths["chelsea"]) as image:
+        return image.convert("RGB")
+
+
+@pytest.fixture
+def small_photos(tmp_path, sample_paths) -> Path:
+    """A folder with three small real photos (fast to attack)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea", "coffee", "rocket"):
+        with Image.open(sample_paths[name]) as image:
+            image.convert("RGB").resize((160, 120)).save(folder / f"{name}.png")
+    return folder
+
+
+def _datasets_dir() -> Path | None:
+    value = os.environ.get(DATA_ROOT_ENV)
+    return Path(value) if value else None
+
+
+@pytest.fixture(scope="session")
+def bsds_root() -> Path:
+    """The data root holding BSDS500, or skip."""
+    root = _datasets_dir()
+    if root is None:
+        pytest.skip(f"${DATA_ROOT_ENV} is not set: BSDS500 photos unavailable (CI sets it)")
+    if not (root / "BSDS500").is_dir():
+        pytest.skip(f"no BSDS500 folder under ${DATA_ROOT_ENV}={root}")
+    return root
+
+
+class RangeRequestHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with HTTP Range support (for resume tests); quiet."""
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+    def send_head(self):
+        rng = self.headers.get("Range")
+        path = Path(self.translate_path(self.path))
+        if rng is None or not path.is_file():
+            return super().send_head()
+        start = int(rng.split("=")[1].split("-")[0])
+        size = path.stat().st_size
+        if start >= size:
+            self.send_error(416)
+            return None
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the base class
+        handle.seek(start)
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        self.send_header("Content-Length", str(size - start))
+        self.end_headers()
+        return handle
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serve ``tmp_path/www`` on 127.0.0.1; yields (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(RangeRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
