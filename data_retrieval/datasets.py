@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import matplotlib
-import skimage
-import sklearn
 
 from data_retrieval.listing import BadImage, list_images
 from data_retrieval.records import ImageRecord, read_manifest
@@ -117,25 +114,34 @@ def dataset_info(name: str) -> DatasetInfo:
 # --- sample: photos bundled inside installed packages ---------------------------------------
 
 _SAMPLE_FILES = {
-    "astronaut": (skimage, "data/astronaut.png"),
-    "chelsea": (skimage, "data/chelsea.png"),
-    "coffee": (skimage, "data/coffee.png"),
-    "hubble_deep_field": (skimage, "data/hubble_deep_field.jpg"),
-    "immunohistochemistry": (skimage, "data/ihc.png"),
-    "motorcycle": (skimage, "data/motorcycle_left.png"),
-    "retina": (skimage, "data/retina.jpg"),
-    "rocket": (skimage, "data/rocket.jpg"),
-    "china": (sklearn, "datasets/images/china.jpg"),
-    "flower": (sklearn, "datasets/images/flower.jpg"),
-    "grace_hopper": (matplotlib, "mpl-data/sample_data/grace_hopper.jpg"),
+    "astronaut": ("skimage", "data/astronaut.png"),
+    "chelsea": ("skimage", "data/chelsea.png"),
+    "coffee": ("skimage", "data/coffee.png"),
+    "hubble_deep_field": ("skimage", "data/hubble_deep_field.jpg"),
+    "immunohistochemistry": ("skimage", "data/ihc.png"),
+    "motorcycle": ("skimage", "data/motorcycle_left.png"),
+    "retina": ("skimage", "data/retina.jpg"),
+    "rocket": ("skimage", "data/rocket.jpg"),
+    "china": ("sklearn", "datasets/images/china.jpg"),
+    "flower": ("sklearn", "datasets/images/flower.jpg"),
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 }
+
+
+def _package_dir(name: str) -> Path:
+    # find_spec locates the package without importing it (scikit-learn takes a second).
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotFoundError(f"package {name!r} is not installed; the sample dataset "
+                                   "needs scikit-image, scikit-learn and matplotlib")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def sample_files() -> dict[str, Path]:
     """Image id -> file of the ``sample`` dataset (11 colour photos from installed packages)."""
     return {
-        image_id: Path(module.__file__).parent / relative
-        for image_id, (module, relative) in _SAMPLE_FILES.items()
+        image_id: _package_dir(package) / relative
+        for image_id, (package, relative) in _SAMPLE_FILES.items()
     }
 
 

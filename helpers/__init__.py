@@ -13,6 +13,7 @@ from helpers.experiment import (
 )
 from helpers.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, to_rgb
 from helpers.io import (
+    encode_png,
     atomic_path,
     atomic_write,
     read_json,
@@ -47,6 +48,7 @@ __all__ = [
     "resolve_device",
     "results_root",
     "rng_for",
+    "encode_png",
     "save_image",
     "save_npy",
     "seed_everything",

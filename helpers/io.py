@@ -8,6 +8,7 @@ new one.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -122,6 +123,32 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return Path(path)
 
 
+def encode_png(image: Image.Image, level: int = 1) -> bytes:
+    """Lossless PNG bytes of an RGB or L image, about twice as fast as Pillow's encoder.
+
+    OpenCV's libpng with the "sub" row filter and zlib's run-length strategy: files within
+    about 10% of Pillow's default size at half its time or less (see
+    ``scripts/benchmark_generator.py``). Other modes go through Pillow.
+    """
+    import cv2
+
+    if image.mode not in ("RGB", "L"):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=level)
+        return buffer.getvalue()
+    array = np.asarray(image)
+    if image.mode == "RGB":
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".png", array, [
+        cv2.IMWRITE_PNG_COMPRESSION, level,
+        cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+        cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
+    ])
+    if not ok:  # pragma: no cover - OpenCV reports failure only for unsupported arrays
+        raise ValueError(f"OpenCV could not encode a {image.mode} image of size {image.size}")
+    return data.tobytes()
+
+
 def save_image(
     image: Image.Image,
     path: str | os.PathLike,
@@ -139,7 +166,8 @@ def save_image(
     format : str, optional
         Pillow format name (``"PNG"``, ``"JPEG"``, ...).
     **save_kwargs
-        Passed to :meth:`PIL.Image.Image.save` (e.g. ``quality``, ``compress_level``).
+        Passed to :meth:`PIL.Image.Image.save` (e.g. ``quality``). PNG with at most
+        ``compress_level`` goes through the faster :func:`encode_png`.
     """
     path = Path(path)
     if format is None:
@@ -147,5 +175,8 @@ def save_image(
         if format is None:
             raise ValueError(f"{path}: cannot tell the image format from the extension")
     with atomic_write(path, "wb", fsync=False) as handle:
-        image.save(handle, format=format, **save_kwargs)
+        if format == "PNG" and set(save_kwargs) <= {"compress_level"}:
+            handle.write(encode_png(image, save_kwargs.get("compress_level", 1)))
+        else:
+            image.save(handle, format=format, **save_kwargs)
     return path

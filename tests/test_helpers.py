@@ -287,3 +287,14 @@ def test_download_rejects_wrong_checksum_and_missing_files(http_server, tmp_path
         download_file(f"{url}/a.bin", tmp_path / "b.bin", expected_size=4)
     with pytest.raises(DownloadError, match="404"):
         download_file(f"{url}/missing.bin", tmp_path / "c.bin")
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_fast_png_is_lossless(tmp_path, photo, mode):
+    from helpers import save_image
+
+    image = photo.convert(mode)
+    path = save_image(image, tmp_path / f"x_{mode}.png", compress_level=1)
+    with Image.open(path) as back:
+        assert back.mode == mode
+        np.testing.assert_array_equal(np.asarray(back), np.asarray(image))

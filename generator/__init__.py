@@ -1,0 +1,49 @@
+"""Attacks: named, parameterised, deterministic edits of images, and ways to apply them at scale."""
+
+from generator import attacks as _attacks  # noqa: F401  (registers the families)
+from generator.config import load_attack_config, parse_attack_specs
+from generator.pipeline import (
+    AttackStream,
+    WriteReport,
+    apply_attack,
+    attack_path,
+    attacked_record,
+    iter_attacks,
+    write_attacks,
+)
+from generator.registry import (
+    Attack,
+    AttackFamily,
+    ComposedAttack,
+    compose,
+    default_attacks,
+    families,
+    get_attack,
+    get_family,
+    parse_attack_id,
+    register_attack,
+)
+from generator.text import default_font_path
+
+__all__ = [
+    "Attack",
+    "AttackFamily",
+    "AttackStream",
+    "ComposedAttack",
+    "WriteReport",
+    "apply_attack",
+    "attack_path",
+    "attacked_record",
+    "compose",
+    "default_attacks",
+    "default_font_path",
+    "families",
+    "get_attack",
+    "get_family",
+    "iter_attacks",
+    "load_attack_config",
+    "parse_attack_id",
+    "parse_attack_specs",
+    "register_attack",
+    "write_attacks",
+]

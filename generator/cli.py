@@ -1,0 +1,61 @@
+"""Command-line flags for choosing attacks, shared by the scripts."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from generator.config import load_attack_config, parse_attack_specs
+from generator.registry import AnyAttack, families
+
+
+def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--attacks``, ``--attack-config``, ``--seed``, ``--font`` and ``--background``."""
+    group = parser.add_argument_group("attacks")
+    group.add_argument(
+        "--attacks",
+        nargs="+",
+        default=None,
+        metavar="SPEC",
+        help="attacks to make: 'default' (the study's 58 variants), a family name "
+        "(its study variants), FAMILY:V1,V2 (values of its first parameter), "
+        "FAMILY:P=V1,V2;Q=A,B, or attack ids such as jpg_compression_50 or "
+        "cropping_20_and_rescaling+jpg_compression_50. Families: "
+        + ", ".join(families()) + ". Default: default",
+    )
+    group.add_argument("--attack-config", default=None, metavar="FILE",
+                       help="TOML or YAML file with 'attacks' (and optionally 'seed', "
+                            "'options'); --attacks adds to it")
+    group.add_argument("--seed", type=int, default=None,
+                       help="global seed of the random attacks (default: the config's, else 0)")
+    group.add_argument("--font", default=None,
+                       help="font file for the text attacks (default: Impact if installed, "
+                            "else DejaVu Sans Bold)")
+    group.add_argument("--background", default=None,
+                       help="image for the overlay attack (default: scikit-image's cameraman)")
+
+
+def attacks_from_args(args: argparse.Namespace) -> tuple[list[AnyAttack], int, dict[str, Any]]:
+    """The attacks, seed and options the flags choose.
+
+    Returns
+    -------
+    attacks, seed, options
+    """
+    specs: list[Any] = []
+    seed, options = 0, {}
+    if args.attack_config:
+        config = load_attack_config(args.attack_config)
+        specs += config["attacks"]
+        seed = int(config.get("seed", 0))
+        options.update(config.get("options", {}))
+    if args.attacks:
+        specs += args.attacks
+    if not specs:
+        specs = ["default"]
+    if args.seed is not None:
+        seed = args.seed
+    for key in ("font", "background"):
+        if getattr(args, key, None):
+            options[key] = getattr(args, key)
+    return parse_attack_specs(specs, options), seed, options

@@ -1,0 +1,402 @@
+"""Attacking many images: on the fly (an iterable) or to disk (``write_attacks``).
+
+Both paths run the same function per source image with randomness seeded by
+``(seed, image_id, attack_id)``, so an image made on the fly and the same image read back from
+a lossless file are pixel-identical.
+"""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+import secrets
+from multiprocessing import resource_tracker
+from multiprocessing.shared_memory import SharedMemory
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from data_retrieval import BadImage, ImageRecord, write_manifest
+from generator.registry import AnyAttack
+from helpers import (
+    DEFAULT_MAX_PIXELS,
+    ImageLoadError,
+    atomic_write,
+    get_logger,
+    load_image,
+    progress,
+    rng_for,
+    save_image,
+)
+
+logger = get_logger(__name__)
+
+#: Pillow save options per output format: fast lossless PNG, high-quality JPEG.
+SAVE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "png": {"compress_level": 1},
+    "jpg": {"quality": 95},
+    "jpeg": {"quality": 95},
+    "webp": {"lossless": True},
+}
+
+
+def attacked_record(
+    record: ImageRecord, attack: AnyAttack, path: Path | None = None
+) -> ImageRecord:
+    """The record of ``attack`` applied to ``record``'s image (chained attacks join with ``+``)."""
+    attack_id = attack.id if record.attack_id is None else f"{record.attack_id}+{attack.id}"
+    return ImageRecord(
+        image_id=f"{record.image_id}_{attack.id}",
+        path=path,
+        source_id=record.source_id,
+        attack_id=attack_id,
+        group=record.group,
+    )
+
+
+def apply_attack(attack: AnyAttack, image: Image.Image, seed: int, image_id: str) -> Image.Image:
+    """``attack`` on ``image`` with randomness seeded by ``(seed, image_id, attack.id)``."""
+    rng = rng_for(seed, image_id, attack.id) if attack.random else None
+    return attack(image, rng)
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already; threads would oversubscribe
+
+
+def _pool(workers: int) -> multiprocessing.pool.Pool:
+    # "spawn", not "fork": a forked child inherits OpenCV's (or torch's) thread pool in
+    # whatever state the parent left it and can deadlock on its first call. The cost is that
+    # attack families must be importable (defined in a module, not in __main__ of a notebook)
+    # to be used with workers.
+    return multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+
+
+def _resolve_workers(workers: int | None) -> int:
+    if workers is None:
+        return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count() or 1, 8)
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    return workers
+
+
+# --- on the fly ---------------------------------------------------------------------------------
+
+
+def _attack_one(
+    task: tuple[ImageRecord, Sequence[AnyAttack], int, bool, int | None],
+) -> list[tuple[ImageRecord, Image.Image]] | BadImage:
+    record, attacks, seed, include_original, max_pixels = task
+    try:
+        image = load_image(record.path, max_pixels=max_pixels)
+    except ImageLoadError as exc:
+        return BadImage(exc.path, exc.reason)
+    out = [(record, image)] if include_original else []
+    for attack in attacks:
+        out.append((attacked_record(record, attack),
+                    apply_attack(attack, image, seed, record.image_id)))
+    return out
+
+
+def _untrack(shm: SharedMemory) -> None:
+    # The creating worker hands the block over: the consumer attaches (registering it with
+    # the resource tracker) and unlinks it (unregistering it).
+    try:
+        resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001
+    except (AttributeError, KeyError):  # pragma: no cover - other Python versions
+        pass
+
+
+def _attack_one_shared(task: tuple) -> tuple[str, list[tuple]] | BadImage:
+    """Like :func:`_attack_one`, but the pixels travel through one shared-memory block.
+
+    Pickling ~60 images per source through a pipe costs more than making them; a shared
+    block costs one copy on each side.
+    """
+    block_name, inner = task
+    result = _attack_one(inner)
+    if isinstance(result, BadImage):
+        return result
+    arrays = [np.asarray(image) for _, image in result]
+    shm = SharedMemory(name=block_name, create=True, size=max(1, sum(a.nbytes for a in arrays)))
+    _untrack(shm)
+    metas, offset = [], 0
+    for (record, image), array in zip(result, arrays, strict=True):
+        np.ndarray(array.shape, np.uint8, shm.buf, offset)[...] = array
+        metas.append((record, image.mode, array.shape, offset))
+        offset += array.nbytes
+    shm.close()
+    return block_name, metas
+
+
+def _read_shared(block_name: str, metas: list[tuple]) -> list[tuple[ImageRecord, Image.Image]]:
+    shm = SharedMemory(name=block_name)  # attaching registers it, unlink() unregisters
+    try:
+        out = []
+        for record, mode, shape, offset in metas:
+            view = np.ndarray(shape, np.uint8, shm.buf, offset)
+            # Pillow copies 3-byte RGB pixels into its own layout; other modes may share the
+            # buffer, which is about to go, so they are copied first.
+            out.append((record, Image.fromarray(view if mode == "RGB" else view.copy(), mode)))
+        return out
+    finally:
+        shm.close()
+        shm.unlink()
+
+
+def _discard_blocks(names: list[str]) -> None:
+    """Unlink blocks that workers made but nobody read (the iteration stopped early)."""
+    for name in names:
+        try:
+            shm = SharedMemory(name=name)
+        except FileNotFoundError:
+            continue
+        shm.close()
+        shm.unlink()
+
+
+@dataclass
+class AttackStream:
+    """Iterable of ``(record, attacked image)``; ``bad`` fills with skipped inputs as it runs.
+
+    Use :func:`iter_attacks` to make one.
+    """
+
+    records: Sequence[ImageRecord]
+    attacks: Sequence[AnyAttack]
+    seed: int = 0
+    workers: int = 0
+    include_originals: bool = False
+    on_error: str = "skip"
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    show_progress: bool | None = None
+    bad: list[BadImage] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records) * (len(self.attacks) + int(self.include_originals))
+
+    def _tasks(self) -> Iterator[tuple]:
+        for record in self.records:
+            yield (record, tuple(self.attacks), self.seed, self.include_originals,
+                   self.max_pixels)
+
+    def __iter__(self) -> Iterator[tuple[ImageRecord, Image.Image]]:
+        self.bad.clear()
+        bar = progress(total=len(self.records), desc="attacking", unit="img",
+                       disable=None if self.show_progress is None else not self.show_progress)
+        try:
+            if self.workers:
+                yield from self._parallel(bar)
+            else:
+                yield from self._collect(map(_attack_one, self._tasks()), bar)
+        finally:
+            bar.close()
+
+    def _parallel(self, bar) -> Iterator[tuple[ImageRecord, Image.Image]]:
+        prefix = f"isl_{os.getpid()}_{secrets.token_hex(4)}_"
+        names = [f"{prefix}{i}" for i in range(len(self.records))]
+        pool = _pool(self.workers)
+        try:
+            shared = pool.imap(_attack_one_shared, zip(names, self._tasks(), strict=True))
+            results = (r if isinstance(r, BadImage) else _read_shared(*r) for r in shared)
+            yield from self._collect(results, bar)
+        finally:
+            pool.terminate()
+            pool.join()
+            _discard_blocks(names)
+
+    def _collect(self, results: Iterable, bar) -> Iterator[tuple[ImageRecord, Image.Image]]:
+        for result in results:
+            bar.update(1)
+            if isinstance(result, BadImage):
+                if self.on_error == "raise":
+                    raise ImageLoadError(result.path, result.reason)
+                logger.warning("skipping %s: %s", result.path, result.reason)
+                self.bad.append(result)
+                continue
+            yield from result
+
+
+def iter_attacks(
+    records: Sequence[ImageRecord],
+    attacks: Sequence[AnyAttack],
+    seed: int = 0,
+    workers: int = 0,
+    include_originals: bool = False,
+    on_error: str = "skip",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    show_progress: bool | None = None,
+) -> AttackStream:
+    """Attacked images made on the fly, in order: for each record, each attack.
+
+    Parameters
+    ----------
+    records : sequence of ImageRecord
+        Images to attack (their files are loaded with :func:`helpers.load_image`).
+    attacks : sequence of Attack
+        Attacks to apply to each image.
+    seed : int
+        Global seed; each image's randomness comes from ``(seed, image_id, attack_id)``.
+    workers : int
+        Worker processes (0: in this process).
+    include_originals : bool
+        Also yield each unattacked image, before its attacks.
+    on_error : {"skip", "raise"}
+        A bad image is logged once and listed in ``stream.bad``, or raised.
+    max_pixels : int or None
+        Pixel limit for loading.
+    show_progress : bool or None
+        Progress bar (``None``: on terminals).
+
+    Returns
+    -------
+    AttackStream
+        Iterate it for ``(record, image)`` pairs; the record's ``path`` is ``None``.
+    """
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    return AttackStream(list(records), list(attacks), seed, _resolve_workers(workers),
+                        include_originals, on_error, max_pixels, show_progress)
+
+
+# --- to disk ------------------------------------------------------------------------------------
+
+
+@dataclass
+class WriteReport:
+    """What :func:`write_attacks` did."""
+
+    output_dir: Path
+    manifest: Path
+    records: list[ImageRecord]
+    written: int
+    skipped: int
+    bad: list[BadImage]
+
+
+def attack_path(output_dir: Path, record: ImageRecord, attack: AnyAttack, ext: str) -> Path:
+    """Where ``write_attacks`` puts ``attack`` of ``record``: ``<image_id>_<attack_id>.<ext>``."""
+    return output_dir / f"{record.image_id}_{attack.id}.{ext}"
+
+
+def _write_one(task: tuple) -> tuple[list[ImageRecord], int, int, BadImage | None]:
+    record, attacks, seed, output_dir, ext, fmt, save_options, max_pixels = task
+    targets = [attack_path(output_dir, record, a, ext) for a in attacks]
+    records = [attacked_record(record, a, t) for a, t in zip(attacks, targets, strict=True)]
+    todo = [(a, t) for a, t in zip(attacks, targets, strict=True) if not t.exists()]
+    if not todo:
+        return records, 0, len(attacks), None
+    try:
+        image = load_image(record.path, max_pixels=max_pixels)
+    except ImageLoadError as exc:
+        return [], 0, 0, BadImage(exc.path, exc.reason)
+    for attack, target in todo:
+        save_image(apply_attack(attack, image, seed, record.image_id), target, fmt, **save_options)
+    return records, len(todo), len(attacks) - len(todo), None
+
+
+def write_attacks(
+    records: Sequence[ImageRecord],
+    attacks: Sequence[AnyAttack],
+    output_dir: str | os.PathLike,
+    seed: int = 0,
+    image_format: str = "png",
+    workers: int | None = None,
+    include_originals: bool = False,
+    save_options: dict[str, Any] | None = None,
+    on_error: str = "skip",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    show_progress: bool | None = None,
+) -> WriteReport:
+    """Attack images and save them with a manifest; files already there are kept (resume).
+
+    Files are ``output_dir/<image_id>_<attack_id>.<ext>``, each written atomically, so a
+    re-run after an interruption only makes what is missing. The manifest
+    (``manifest.csv``) is written last; bad inputs are logged and listed in ``bad_images.csv``.
+
+    Parameters
+    ----------
+    records : sequence of ImageRecord
+        Images to attack.
+    attacks : sequence of Attack
+        Attacks to apply to each.
+    output_dir : str or PathLike
+        Destination folder.
+    seed : int
+        Global seed (see :func:`iter_attacks`).
+    image_format : str
+        ``png`` (default, lossless: reading back gives the on-the-fly pixels), ``jpg``,
+        ``webp``, ``bmp``, ``tiff``...
+    workers : int or None
+        Worker processes; ``None`` uses every core (at most 8), 0 works in this process.
+    include_originals : bool
+        Also list the originals (at their own paths) in the manifest.
+    save_options : dict, optional
+        Pillow save options, replacing :data:`SAVE_DEFAULTS` for the format.
+    on_error : {"skip", "raise"}
+        What to do with an unreadable input image.
+    max_pixels : int or None
+        Pixel limit for loading.
+    show_progress : bool or None
+        Progress bar (``None``: on terminals).
+
+    Returns
+    -------
+    WriteReport
+    """
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    ext = image_format.lower().lstrip(".")
+    fmt = Image.registered_extensions().get(f".{ext}")
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"cannot write images as {image_format!r}")
+    options = dict(SAVE_DEFAULTS.get(ext, {}) if save_options is None else save_options)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    workers = _resolve_workers(workers)
+    attacks = list(attacks)
+    tasks = [(r, attacks, seed, output_dir, ext, fmt, options, max_pixels) for r in records]
+
+    out_records: list[ImageRecord] = []
+    bad: list[BadImage] = []
+    written = skipped = 0
+    bar = progress(total=len(tasks), desc="writing attacks", unit="img",
+                   disable=None if show_progress is None else not show_progress)
+    pool = _pool(workers) if workers else None
+    try:
+        results = pool.imap(_write_one, tasks) if pool else map(_write_one, tasks)
+        for record, (made, n_written, n_skipped, problem) in zip(records, results, strict=True):
+            bar.update(1)
+            if problem is not None:
+                if on_error == "raise":
+                    raise ImageLoadError(problem.path, problem.reason)
+                logger.warning("skipping %s: %s", problem.path, problem.reason)
+                bad.append(problem)
+                continue
+            if include_originals:
+                out_records.append(record)
+            out_records.extend(made)
+            written += n_written
+            skipped += n_skipped
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    manifest = write_manifest(out_records, output_dir / "manifest.csv")
+    bad_file = output_dir / "bad_images.csv"
+    if bad:
+        with atomic_write(bad_file, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "reason"])
+            writer.writerows([str(b.path), b.reason] for b in bad)
+    elif bad_file.exists():
+        bad_file.unlink()
+    return WriteReport(output_dir, manifest, out_records, written, skipped, bad)

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Split a dataset at random (seeded) into the experimental group (the database) and the
+control group (never in the database), and write the split as a manifest CSV.
+
+Files are never moved. The original study used 250 experimental and 250 control images of
+BSDS500.
+
+Example
+-------
+python scripts/create_groups.py bsds500 --n-experimental 250 --n-control 250 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from data_retrieval import split_groups, write_manifest
+from data_retrieval.cli import add_data_arguments, images_from_args, input_help
+from helpers import results_root, setup_logging
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help="images to split: " + input_help())
+    parser.add_argument("--output", default=None,
+                        help="manifest CSV to write "
+                             "(default: Results/groups/<input>_seed<seed>.csv)")
+    parser.add_argument("--n-experimental", type=int, default=None,
+                        help="size of the experimental group (default: half of the images)")
+    parser.add_argument("--n-control", type=int, default=None,
+                        help="size of the control group (default: all the other images)")
+    parser.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    add_data_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging("INFO")
+    try:
+        dataset = images_from_args(args.input, args)
+        records = split_groups(dataset.records, args.n_experimental, args.n_control, args.seed)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    name = args.input.replace("folder:", "").strip("/").replace("/", "_") or "images"
+    output = Path(args.output) if args.output else (
+        results_root() / "groups" / f"{Path(name).stem}_seed{args.seed}.csv")
+    if output.exists() and not args.overwrite:
+        print(f"error: {output} exists; pass --overwrite or choose another --output",
+              file=sys.stderr)
+        return 2
+    write_manifest(records, output)
+    counts = Counter(r.group for r in records)
+    print(f"{output}: {counts['experimental']} experimental, {counts['control']} control "
+          f"(seed {args.seed}, from {len(dataset.records)} images of {args.input})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

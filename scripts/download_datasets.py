@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Download a named dataset into the data root (those that have a public URL).
+
+Example
+-------
+python scripts/download_datasets.py bsds500
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from data_retrieval import data_root, dataset_info, list_datasets
+from helpers import DownloadError, setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    downloadable = [n for n in list_datasets() if dataset_info(n).downloader is not None]
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=list_datasets(),
+                        help=f"dataset (downloadable: {', '.join(downloadable)})")
+    parser.add_argument("--data-root", default=None,
+                        help="where datasets live (default: $DATASETS_DIR, else Datasets/)")
+    parser.add_argument("--url", default=None, help="archive URL (default: the official one)")
+    args = parser.parse_args(argv)
+    setup_logging("INFO")
+    info = dataset_info(args.name)
+    if info.downloader is None:
+        print(f"{args.name} cannot be downloaded automatically. {info.how_to_get}")
+        return 2
+    kwargs = {"url": args.url} if args.url else {}
+    try:
+        path = info.downloader(data_root(args.data_root), **kwargs)
+    except (DownloadError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name} is ready in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Attack the images of INPUT and write them, with a manifest, to OUTPUT.
+
+Examples
+--------
+python scripts/generate_attacks.py sample Results/demo/attacks
+python scripts/generate_attacks.py bsds500 Results/bsds_attacks \
+    --attacks jpg_compression:10,50 rotation
+python scripts/generate_attacks.py groups.csv out --group control --attack-config attacks.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from data_retrieval.cli import add_data_arguments, images_from_args, input_help
+from generator.cli import add_attack_arguments, attacks_from_args
+from generator.pipeline import write_attacks
+from helpers import (
+    Timer,
+    now_iso,
+    prepare_output_dir,
+    read_json,
+    setup_logging,
+    write_experiment_json,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help="images to attack: " + input_help())
+    parser.add_argument("output", help="folder for the attacked images, manifest.csv and "
+                                       "experiment.json")
+    add_data_arguments(parser)
+    add_attack_arguments(parser)
+    out = parser.add_argument_group("output")
+    out.add_argument("--format", default="png",
+                     help="image format: png (lossless, default), jpg, webp, bmp, tiff")
+    out.add_argument("--workers", type=int, default=None,
+                     help="worker processes (default: one per core, at most 8; 0: none)")
+    out.add_argument("--include-originals", action="store_true",
+                     help="also list the unattacked images in the manifest")
+    mode = out.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue an existing OUTPUT made with the same settings")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="delete an existing OUTPUT first")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    started = now_iso()
+    try:
+        attacks, seed, options = attacks_from_args(args)
+        dataset = images_from_args(args.input, args)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config = {
+        "input": args.input,
+        "data_root": args.data_root,
+        "limit": args.limit,
+        "group": args.group,
+        "attacks": [a.id for a in attacks],
+        "seed": seed,
+        "options": {k: str(v) for k, v in options.items()},
+        "format": args.format,
+        "include_originals": args.include_originals,
+    }
+    try:
+        output = prepare_output_dir(args.output, overwrite=args.overwrite, resume=args.resume)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    previous = output / "experiment.json"
+    if args.resume and previous.exists():
+        old = read_json(previous).get("config", {})
+        changed = sorted(k for k in config if old.get(k) != config[k])
+        if changed:
+            print(f"error: {output} was made with other settings ({', '.join(changed)}); "
+                  "use --overwrite or another OUTPUT", file=sys.stderr)
+            return 2
+    write_experiment_json(output, config, started_at=started)
+    with Timer() as timer:
+        report = write_attacks(dataset.records, attacks, output, seed=seed,
+                               image_format=args.format, workers=args.workers,
+                               include_originals=args.include_originals)
+    bad = dataset.bad + report.bad
+    write_experiment_json(
+        output, config, started_at=started, ended_at=now_iso(),
+        extra={"counts": {"inputs": len(dataset.records), "attacks": len(attacks),
+                          "written": report.written, "already_there": report.skipped,
+                          "bad_inputs": len(bad)},
+               "bad_inputs": [{"path": str(b.path), "reason": b.reason} for b in bad],
+               "seconds": round(timer.elapsed, 3)},
+    )
+    print(f"{len(dataset.records)} images x {len(attacks)} attacks from {args.input}: "
+          f"wrote {report.written} images, kept {report.skipped} already there, "
+          f"in {timer.elapsed:.1f} s")
+    print(f"manifest: {report.manifest} ({len(report.records)} rows)")
+    print(f"settings: {output / 'experiment.json'}")
+    if bad:
+        print(f"skipped {len(bad)} bad input(s):")
+        for b in bad:
+            print(f"  {b.path}: {b.reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from data_retrieval import (
+    MANIFEST_COLUMNS,
+    ArchiveError,
+    DatasetNotFoundError,
+    ImageRecord,
+    data_root,
+    download_bsds500,
+    list_datasets,
+    list_images,
+    load_dataset,
+    load_images,
+    read_manifest,
+    split_groups,
+    split_kaggle_memes,
+    write_manifest,
+)
+from helpers import load_image
+
+
+def test_sample_dataset_has_at_least_ten_colour_photos():
+    dataset = load_dataset("sample")
+    assert len(dataset) >= 10 and not dataset.bad
+    for record in dataset.records:
+        assert record.source_id == record.image_id and record.attack_id is None
+        pixels = np.asarray(load_image(record.path)).astype(int)
+        assert min(pixels.shape[:2]) >= 256
+        assert np.abs(pixels[..., 0] - pixels[..., 2]).mean() > 2, record.image_id  # colour
+
+
+def test_named_datasets_are_listed():
+    assert {"sample", "bsds500", "kaggle_memes", "flickr500k", "cartoons", "meme_templates",
+            "imagenet_samples"} <= set(list_datasets())
+
+
+def test_data_root_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATASETS_DIR", raising=False)
+    assert data_root().name == "Datasets"
+    monkeypatch.setenv("DATASETS_DIR", str(tmp_path / "env"))
+    assert data_root() == tmp_path / "env"
+    assert data_root(tmp_path / "flag") == tmp_path / "flag"
+
+
+def test_missing_dataset_says_where_and_how(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("bsds500", tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "BSDS500") in message and "download_datasets.py bsds500" in message
+    with pytest.raises(KeyError, match="known datasets: .*bsds500"):
+        load_dataset("bsds5000")
+
+
+def test_folder_listing_reports_each_bad_file_once(tmp_path, caplog):
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(folder / "a.png")
+    Image.new("RGB", (8, 8), "blue").save(folder / "sub" / "b.jpg")
+    Image.new("RGB", (8, 8), "green").save(folder / "buzz.gif")
+    Image.new("RGB", (8, 8), "green").save(folder / "buzz.jpg")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "fake.png").write_text("not an image")
+    (folder / "notes.txt").write_text("ignored: not an image extension")
+    with caplog.at_level(logging.WARNING):
+        dataset = load_dataset(f"folder:{folder}")
+    assert [r.image_id for r in dataset.records] == ["a", "buzz.gif", "buzz.jpg", "sub/b"]
+    assert sorted(b.path.name for b in dataset.bad) == ["empty.jpg", "fake.png"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert any("empty.jpg" in w and "empty" in w for w in warnings)
+    assert any("fake.png" in w and "not an image" in w for w in warnings)
+
+
+def test_manifest_round_trip_and_pandas(tmp_path):
+    records = [
+        ImageRecord("a", tmp_path / "a.png", group="experimental"),
+        ImageRecord("a_jpg_compression_50", tmp_path / "x" / "b.png", "a",
+                    "jpg_compression_50", "experimental"),
+        ImageRecord("c", "/elsewhere/c.jpg", group="control"),
+    ]
+    path = write_manifest(records, tmp_path / "manifest.csv")
+    frame = pd.read_csv(path)
+    assert tuple(frame.columns) == MANIFEST_COLUMNS
+    assert frame["path"].tolist()[:2] == ["a.png", "x/b.png"]  # relative inside the folder
+    back = read_manifest(path)
+    assert back == [r.replace(path=r.path.resolve()) for r in records]
+    with pytest.raises(ValueError, match="duplicate image_id 'a'"):
+        write_manifest(records + [records[0]], tmp_path / "dup.csv")
+
+
+def test_split_groups_is_seeded_and_disjoint():
+    records = [ImageRecord(f"img{i}", f"/x/{i}.jpg") for i in range(500)]
+    split = split_groups(records, 250, 250, seed=0)
+    groups = {r.image_id: r.group for r in split}
+    assert len(split) == 500
+    assert sum(g == "experimental" for g in groups.values()) == 250
+    assert split == split_groups(records, 250, 250, seed=0)
+    other = split_groups(records, 250, 250, seed=1)
+    assert {r.image_id for r in other if r.group == "experimental"} != {
+        r.image_id for r in split if r.group == "experimental"}
+    small = split_groups(records, 100, 50, seed=0)
+    assert len(small) == 150
+    with pytest.raises(ValueError, match="cannot split 500 images"):
+        split_groups(records, 400, 200)
+    with pytest.raises(ValueError, match="originals only"):
+        split_groups([ImageRecord("b", "/b", "a", "jpg_compression_50")])
+
+
+# --- BSDS500 ------------------------------------------------------------------------------
+
+
+def _fake_bsds_archive(path, counts):
+    with tarfile.open(path, "w:gz") as archive:
+        for split, n in counts.items():
+            for i in range(n):
+                buffer = io.BytesIO()
+                Image.new("RGB", (12, 8), (i * 20 % 255, 0, 0)).save(buffer, format="JPEG")
+                info = tarfile.TarInfo(f"BSR/BSDS500/data/images/{split}/{1000 + i}.jpg")
+                info.size = len(buffer.getvalue())
+                archive.addfile(info, io.BytesIO(buffer.getvalue()))
+            info = tarfile.TarInfo(f"BSR/BSDS500/data/images/{split}/Thumbs.db")
+            info.size = 3
+            archive.addfile(info, io.BytesIO(b"xyz"))
+            info = tarfile.TarInfo(f"BSR/BSDS500/data/groundTruth/{split}/1000.mat")
+            info.size = 1
+            archive.addfile(info, io.BytesIO(b"m"))
+
+
+def test_bsds500_download_checks_and_converts(http_server, tmp_path):
+    www, url = http_server
+    counts = {"train": 4, "val": 2, "test": 3}
+    _fake_bsds_archive(www / "BSR_bsds500.tgz", counts)
+    root = tmp_path / "data"
+    dest = download_bsds500(root, url=f"{url}/BSR_bsds500.tgz", expected_counts=counts)
+    assert dest == root / "BSDS500"
+    for split, n in counts.items():
+        assert len(list((dest / split).glob("*.jpg"))) == n
+    assert not list(dest.rglob("Thumbs.db")) and not list(dest.rglob("*.mat"))
+    dataset = load_dataset("bsds500", root)
+    assert len(dataset) == 9 and "train/1000" in {r.image_id for r in dataset.records}
+    assert len(load_dataset("bsds500", root, subset="val")) == 2
+    assert not (root / "downloads" / "BSR_bsds500.tgz").exists()
+
+
+def test_bsds500_download_rejects_a_wrong_archive(http_server, tmp_path):
+    www, url = http_server
+    _fake_bsds_archive(www / "BSR_bsds500.tgz", {"train": 2, "val": 1, "test": 1})
+    root = tmp_path / "data"
+    with pytest.raises(ArchiveError, match="expected"):
+        download_bsds500(root, url=f"{url}/BSR_bsds500.tgz")  # the official 200/100/200
+    assert not (root / "BSDS500").exists()
+
+
+def test_real_bsds500(bsds_root):
+    dataset = load_dataset("bsds500", bsds_root)
+    assert len(dataset) == 500 and not dataset.bad
+    for split, n in {"train": 200, "val": 100, "test": 200}.items():
+        assert len(load_dataset("bsds500", bsds_root, subset=split)) == n
+    split = split_groups(dataset.records, 250, 250, seed=0)
+    assert len({r.image_id for r in split}) == 500
+
+
+# --- Kaggle memes ---------------------------------------------------------------------------
+
+
+def test_kaggle_memes_splitter(tmp_path):
+    images = tmp_path / "kaggle_images"
+    images.mkdir()
+    colours = {"m1": "red", "m2": "blue", "m3": "green", "m4": "white", "EQKrGAq_imgr": "black",
+               "stray": "gray"}
+    for stem, colour in colours.items():
+        Image.new("RGB", (10, 10), colour).save(images / f"{stem}.png")
+    csv = tmp_path / "reddit_posts.csv"
+    csv.write_text("id,template,title\nm2,bad_luck_brian,a\nm1,success_kid,b\n"
+                   "m3,bad_luck_brian,c\nm4,success_kid,d\nmissing,success_kid,e\n")
+    out = tmp_path / "kaggle_memes"
+    split = split_kaggle_memes(csv, images, out)
+    assert set(split.templates) == {"bad-luck-brian", "success-kid"}
+    # the first meme of a template in the CSV is its reference image
+    assert np.asarray(Image.open(out / "templates" / "bad-luck-brian.png"))[0, 0].tolist() == [
+        0, 0, 255]
+    assert np.asarray(Image.open(out / "templates" / "success-kid.png"))[0, 0].tolist() == [
+        255, 0, 0]
+    memes = {r.image_id: r.source_id for r in read_manifest(out / "memes.csv")}
+    assert memes == {"m1": "success-kid", "m2": "bad-luck-brian", "m3": "bad-luck-brian",
+                     "m4": "success-kid", "EQKrGAq_imgr": "bad-luck-brian"}
+    assert split.missing_images == ["missing"]
+    assert [p.name for p in split.unlabelled_images] == ["stray.png"]
+    assert (images / "m1.png").exists()  # nothing moved
+    dataset = load_dataset("kaggle_memes", tmp_path)
+    assert {r.image_id for r in dataset.records if r.is_original} == {
+        "bad-luck-brian", "success-kid"}
+    assert len(load_dataset("kaggle_memes", tmp_path, subset="memes")) == 5
+
+
+def test_load_images_accepts_names_folders_and_manifests(tmp_path, small_photos):
+    assert len(load_images(str(small_photos))) == 3
+    manifest = write_manifest(load_images(str(small_photos)).records, tmp_path / "m.csv")
+    assert [r.image_id for r in load_images(str(manifest)).records] == ["chelsea", "coffee",
+                                                                         "rocket"]
+    with pytest.raises(KeyError, match="neither a dataset name"):
+        load_images("no_such_thing")
+
+
+def test_list_images_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        list_images(tmp_path / "nope")

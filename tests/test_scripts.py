@@ -1,0 +1,79 @@
+"""The scripts end to end on the embedded `sample` dataset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+
+
+def run(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def test_generate_attacks_end_to_end(tmp_path):
+    out = tmp_path / "attacks"
+    done = run("scripts/generate_attacks.py", "sample", str(out), "--limit", "2",
+               "--attacks", "jpg_compression:10,50", "text_length_20", "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    assert "wrote 6 images" in done.stdout
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert len(manifest) == 6
+    assert set(manifest["attack_id"]) == {"jpg_compression_10", "jpg_compression_50",
+                                          "text_length_20"}
+    assert all((out / p).is_file() for p in manifest["path"])
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["config"]["seed"] == 0 and record["counts"]["written"] == 6
+    assert record["versions"]["numpy"]
+
+    again = run("scripts/generate_attacks.py", "sample", str(out), "--limit", "2",
+                "--attacks", "jpg_compression:10,50", "text_length_20")
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = run("scripts/generate_attacks.py", "sample", str(out), "--limit", "2",
+                  "--attacks", "jpg_compression:10,50", "text_length_20", "--resume")
+    assert resumed.returncode == 0 and "wrote 0 images, kept 6" in resumed.stdout
+    changed = run("scripts/generate_attacks.py", "sample", str(out), "--limit", "2",
+                  "--seed", "3", "--resume")
+    assert changed.returncode == 2 and "other settings" in changed.stderr
+
+
+def test_generate_attacks_reports_bad_names(tmp_path):
+    done = run("scripts/generate_attacks.py", "sample", str(tmp_path / "o"),
+               "--attacks", "blur:3")
+    assert done.returncode == 2 and "known families" in done.stderr
+    done = run("scripts/generate_attacks.py", "nodataset", str(tmp_path / "o"))
+    assert done.returncode == 2 and "neither a dataset name" in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_create_groups_end_to_end(tmp_path):
+    out = tmp_path / "groups.csv"
+    done = run("scripts/create_groups.py", "sample", "--output", str(out),
+               "--n-experimental", "6", "--seed", "4")
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_csv(out)
+    assert (frame["group"] == "experimental").sum() == 6
+    assert (frame["group"] == "control").sum() == len(frame) - 6
+    attacked = tmp_path / "ctl"
+    done = run("scripts/generate_attacks.py", str(out), str(attacked), "--group", "control",
+               "--attacks", "horizontal_flip", "--workers", "0")
+    assert done.returncode == 0, done.stderr
+    manifest = pd.read_csv(attacked / "manifest.csv")
+    assert set(manifest["group"]) == {"control"}
+    assert set(manifest["source_id"]) == set(frame.loc[frame["group"] == "control", "image_id"])
+    refused = run("scripts/create_groups.py", "sample", "--output", str(out))
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
+
+
+@pytest.mark.parametrize("script", ["generate_attacks.py", "create_groups.py",
+                                    "split_kaggle_memes.py", "download_datasets.py",
+                                    "benchmark_generator.py"])
+def test_help(script):
+    done = run(f"scripts/{script}", "--help")
+    assert done.returncode == 0 and "usage" in done.stdout
