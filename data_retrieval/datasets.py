@@ -128,8 +128,9 @@ _SAMPLE_FILES = {
 }
 
 
-def _package_dir(name: str) -> Path:
-    # find_spec locates the package without importing it (scikit-learn takes a second).
+def package_dir(name: str) -> Path:
+    """Folder of an installed package, found without importing it (scikit-learn takes a
+    second to import)."""
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise DatasetNotFoundError(f"package {name!r} is not installed; the sample dataset "
@@ -140,7 +141,7 @@ def _package_dir(name: str) -> Path:
 def sample_files() -> dict[str, Path]:
     """Image id -> file of the ``sample`` dataset (11 colour photos from installed packages)."""
     return {
-        image_id: _package_dir(package) / relative
+        image_id: package_dir(package) / relative
         for image_id, (package, relative) in _SAMPLE_FILES.items()
     }
 

@@ -8,6 +8,7 @@ improvement of image similarity", 2022, ``generate_attacks.py``).
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 
@@ -272,6 +273,13 @@ def default_background() -> str:
     return str(Path(skimage.__file__).parent / "data" / "camera.png")
 
 
+@functools.lru_cache(maxsize=8)
+def _background(path: str) -> Image.Image:
+    from helpers import load_image
+
+    return load_image(path)  # decoded once per process, copied for each use
+
+
 @register_attack("overlay_{scale}", checks={"scale": (lambda v: 0 < v <= 1, "in (0, 1]")})
 def overlay(
     image: Image.Image,
@@ -286,9 +294,7 @@ def overlay(
     The result has the background's size. ``background`` is an image file; scikit-image's
     cameraman by default.
     """
-    from helpers import load_image
-
-    canvas = load_image(background or default_background())
+    canvas = _background(background or default_background()).copy()
     bw, bh = canvas.size
     width, height = image.size
     factor = min(scale * bw / width, bh / height)

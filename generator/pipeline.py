@@ -7,14 +7,15 @@ a lossless file are pixel-identical.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import multiprocessing
 import os
 import secrets
-from multiprocessing import resource_tracker
-from multiprocessing.shared_memory import SharedMemory
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +110,8 @@ def _attack_one(
 def _untrack(shm: SharedMemory) -> None:
     # The creating worker hands the block over: the consumer attaches (registering it with
     # the resource tracker) and unlinks it (unregistering it).
-    try:
-        resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001
-    except (AttributeError, KeyError):  # pragma: no cover - other Python versions
-        pass
+    with contextlib.suppress(AttributeError, KeyError):  # other Python versions
+        resource_tracker.unregister(shm._name, "shared_memory")
 
 
 def _attack_one_shared(task: tuple) -> tuple[str, list[tuple]] | BadImage:

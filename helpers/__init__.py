@@ -13,9 +13,9 @@ from helpers.experiment import (
 )
 from helpers.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, to_rgb
 from helpers.io import (
-    encode_png,
     atomic_path,
     atomic_write,
+    encode_png,
     read_json,
     save_image,
     save_npy,

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from data_retrieval import load_dataset
-from generator import default_attacks, get_attack, iter_attacks, write_attacks
+from generator import default_attacks, iter_attacks, write_attacks
 from generator.pipeline import apply_attack
 from helpers import Timer, load_image, now_iso, package_versions, results_root, write_json
 
