@@ -77,3 +77,16 @@ def test_create_groups_end_to_end(tmp_path):
 def test_help(script):
     done = run(f"scripts/{script}", "--help")
     assert done.returncode == 0 and "usage" in done.stdout
+
+
+def test_benchmark_generator_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    done = run("scripts/benchmark_generator.py", "--dataset", "sample", "--n-images", "2",
+               "--workers", "2", "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["n_attacks"] == 58 and result["in_memory"]["images"] == 116
+    assert result["to_disk_png"]["images"] == 116
+    assert result["per_family_one_process"]["rotation"]["speedup_vs_study"] > 0
+    assert run("scripts/benchmark_generator.py", "--dataset", "sample",
+               "--output", str(out)).returncode == 2  # never overwritten silently
