@@ -1,0 +1,222 @@
+"""Batched distance matrices and nearest neighbours on CPU or GPU (torch), in chunks.
+
+Every metric is a distance in the usual sense (0 for identical inputs):
+
+- ``hamming``: bit error rate between packed binary codes (``uint8``, ``np.packbits`` order);
+- ``cosine``: ``(1 - cos) / 2``, in [0, 1];
+- ``jensenshannon``: SciPy's ``jensenshannon(p, q, base=2)`` of the vectors divided by their
+  sums (inputs must be non-negative), in [0, 1];
+- ``l1`` and ``l2``: Manhattan and Euclidean distances.
+
+Work is split into blocks of queries (and of the database for :func:`nearest`) so that no
+intermediate array exceeds ``max_block_elements`` values, whatever the sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from helpers import resolve_device
+
+METRICS = ("hamming", "cosine", "jensenshannon", "l1", "l2")
+
+#: Largest intermediate array, in values (2**25 float32 = 128 MiB).
+DEFAULT_BLOCK_ELEMENTS = 1 << 25
+
+_EPS = 1e-12
+
+
+def _check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; metrics: {', '.join(METRICS)}")
+    return metric
+
+
+def _as_tensor(array, name: str, metric: str) -> torch.Tensor:
+    tensor = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
+    if tensor.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (items, dimensions), got shape "
+                         f"{tuple(tensor.shape)}")
+    if metric == "hamming":
+        if tensor.dtype != torch.uint8:
+            raise ValueError(f"{name}: hamming takes packed uint8 codes (np.packbits), got "
+                             f"{tensor.dtype}")
+        return tensor
+    tensor = tensor.to(torch.float32)
+    if not torch.isfinite(tensor).all():
+        row = int((~torch.isfinite(tensor)).any(dim=1).nonzero()[0])
+        raise ValueError(f"{name} row {row} has NaN or infinite values")
+    if metric == "jensenshannon":
+        if (tensor < 0).any():
+            row = int((tensor < 0).any(dim=1).nonzero()[0])
+            raise ValueError(f"{name} row {row} has negative values; jensenshannon needs "
+                             "non-negative vectors")
+        if (tensor.sum(dim=1) <= 0).any():
+            row = int((tensor.sum(dim=1) <= 0).nonzero()[0])
+            raise ValueError(f"{name} row {row} sums to 0; jensenshannon cannot normalise it")
+    return tensor
+
+
+def _prepare(x: torch.Tensor, metric: str, device: str) -> torch.Tensor:
+    """Per-item preprocessing done once, not per block."""
+    x = x.to(device)
+    if metric == "hamming":
+        bits = torch.arange(7, -1, -1, device=device, dtype=torch.uint8)
+        return ((x.unsqueeze(-1) >> bits) & 1).flatten(1).to(torch.float32)
+    if metric == "cosine":
+        return x / x.norm(dim=1, keepdim=True).clamp_min(_EPS)
+    if metric == "jensenshannon":
+        return x / x.sum(dim=1, keepdim=True)
+    return x
+
+
+def _block(q: torch.Tensor, d: torch.Tensor, metric: str) -> torch.Tensor:
+    """Distances between prepared blocks ``q`` (m, D) and ``d`` (n, D): (m, n) float32."""
+    if metric == "hamming":
+        # popcount(a xor b) = |a| + |b| - 2 a.b on {0, 1} bits: one matrix product, exact in
+        # float32 for codes up to 2**24 bits.
+        same = q @ d.T
+        out = q.sum(1, keepdim=True) + d.sum(1) - 2 * same
+        return out / q.shape[1]
+    if metric == "cosine":
+        return ((1 - q @ d.T) / 2).clamp_(0, 1)
+    if metric == "l1":
+        return torch.cdist(q, d, p=1)
+    if metric == "l2":
+        return torch.cdist(q, d, p=2, compute_mode="donot_use_mm_for_euclid_dist")
+    # Jensen-Shannon, element by element: with t = (p - q) / (p + q),
+    # p log(2p / (p + q)) + q log(2q / (p + q)) = p log1p(t) + q log1p(-t) >= 0. Writing it
+    # with log1p of the exact difference keeps near-duplicates accurate in float32 (the
+    # divergence is second order in t, and log(2p / (p + q)) would round t away).
+    p = q.unsqueeze(1)
+    r = d.unsqueeze(0)
+    t = (p - r) / (p + r).clamp_min(_EPS)
+    zero = torch.zeros((), dtype=p.dtype, device=p.device)
+    terms = torch.where(p > 0, p * torch.log1p(t), zero) + torch.where(
+        r > 0, r * torch.log1p(-t), zero)
+    divergence = terms.sum(-1).clamp_min_(0) / (2 * np.log(2.0))
+    return divergence.sqrt_()
+
+
+def _block_rows(metric: str, n_other: int, dim: int, max_elements: int) -> int:
+    # Jensen-Shannon holds about six (rows, n_other, dim) temporaries; the others one
+    # (rows, n_other) result.
+    per_row = n_other * (6 * dim if metric == "jensenshannon" else 1) + dim
+    return max(1, max_elements // max(per_row, 1))
+
+
+def _spans(total: int, size: int) -> Iterator[slice]:
+    for start in range(0, total, size):
+        yield slice(start, min(start + size, total))
+
+
+def pairwise(
+    queries,
+    database,
+    metric: str,
+    device: str = "auto",
+    max_block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+) -> np.ndarray:
+    """Distance matrix between every query and every database item.
+
+    Parameters
+    ----------
+    queries : array-like, shape (Q, D)
+        Float vectors, or packed ``uint8`` codes for ``hamming``.
+    database : array-like, shape (N, D)
+        Same kind as ``queries``.
+    metric : {"hamming", "cosine", "jensenshannon", "l1", "l2"}
+        See the module docstring.
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    max_block_elements : int
+        Bound on the values held by one intermediate array.
+
+    Returns
+    -------
+    numpy.ndarray, shape (Q, N), float32
+
+    Raises
+    ------
+    ValueError
+        Unknown metric, mismatched dimensions, wrong dtype, negative or zero-sum vectors for
+        ``jensenshannon``.
+    """
+    metric = _check_metric(metric)
+    device = resolve_device(device)
+    q = _as_tensor(queries, "queries", metric)
+    d = _as_tensor(database, "database", metric)
+    if q.shape[1] != d.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} dimensions, database {d.shape[1]}")
+    qp, dp = _prepare(q, metric, device), _prepare(d, metric, device)
+    out = np.empty((q.shape[0], d.shape[0]), dtype=np.float32)
+    rows = _block_rows(metric, d.shape[0], qp.shape[1], max_block_elements)
+    with torch.inference_mode():
+        for span in _spans(q.shape[0], rows):
+            out[span] = _block(qp[span], dp, metric).cpu().numpy()
+    return out
+
+
+def nearest(
+    queries,
+    database,
+    metric: str,
+    k: int = 1,
+    device: str = "auto",
+    max_block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest database items of every query, blockwise over both sets.
+
+    Parameters
+    ----------
+    queries, database, metric, device, max_block_elements
+        As in :func:`pairwise`.
+    k : int
+        Neighbours per query (at most the database size).
+
+    Returns
+    -------
+    distances : numpy.ndarray, shape (Q, k), float32
+        Ascending per row.
+    indices : numpy.ndarray, shape (Q, k), int64
+        Database rows. For ``k=1`` ties go to the lowest index.
+    """
+    metric = _check_metric(metric)
+    device = resolve_device(device)
+    q = _as_tensor(queries, "queries", metric)
+    d = _as_tensor(database, "database", metric)
+    if q.shape[1] != d.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} dimensions, database {d.shape[1]}")
+    n = d.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}] (the database size), got {k}")
+    qp, dp = _prepare(q, metric, device), _prepare(d, metric, device)
+    dim = qp.shape[1]
+    db_rows = max(k, min(n, _block_rows(metric, 1, dim, max_block_elements) // 64 or 1))
+    q_rows = _block_rows(metric, db_rows, dim, max_block_elements)
+    best_d = np.empty((q.shape[0], k), dtype=np.float32)
+    best_i = np.empty((q.shape[0], k), dtype=np.int64)
+    with torch.inference_mode():
+        for qs in _spans(q.shape[0], q_rows):
+            run_d = run_i = None
+            for ds in _spans(n, db_rows):
+                block = _block(qp[qs], dp[ds], metric)
+                kk = min(k, block.shape[1])
+                if k == 1:
+                    vals, idx = block.min(dim=1, keepdim=True)
+                else:
+                    vals, idx = block.topk(kk, dim=1, largest=False, sorted=True)
+                idx = idx + ds.start
+                if run_d is None:
+                    run_d, run_i = vals, idx
+                    continue
+                # Earlier blocks first and a stable sort: ties keep the lower index.
+                cat_d, cat_i = torch.cat([run_d, vals], 1), torch.cat([run_i, idx], 1)
+                order = torch.sort(cat_d, dim=1, stable=True).indices[:, :k]
+                run_d, run_i = cat_d.gather(1, order), cat_i.gather(1, order)
+            best_d[qs] = run_d.cpu().numpy()
+            best_i[qs] = run_i.cpu().numpy()
+    return best_d, best_i
