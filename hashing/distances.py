@@ -14,6 +14,7 @@ intermediate array exceeds ``max_block_elements`` values, whatever the sizes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -193,6 +194,8 @@ def nearest(
     n = d.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}] (the database size), got {k}")
+    if metric == "hamming" and device == "cpu":
+        return _nearest_hamming_cpu(q.numpy(), d.numpy(), k, max_block_elements)
     qp, dp = _prepare(q, metric, device), _prepare(d, metric, device)
     dim = qp.shape[1]
     db_rows = max(k, min(n, _block_rows(metric, 1, dim, max_block_elements) // 64 or 1))
@@ -219,4 +222,49 @@ def nearest(
                 run_d, run_i = cat_d.gather(1, order), cat_i.gather(1, order)
             best_d[qs] = run_d.cpu().numpy()
             best_i[qs] = run_i.cpu().numpy()
+    return best_d, best_i
+
+
+def _popcount_words(codes: np.ndarray) -> np.ndarray:
+    """Packed codes as 64-bit words (zero-padded), for xor + popcount."""
+    pad = (-codes.shape[1]) % 8
+    if pad:
+        codes = np.pad(codes, ((0, 0), (0, pad)))
+    return np.ascontiguousarray(codes).view(np.uint64)
+
+
+def _nearest_hamming_cpu(
+    q: np.ndarray, d: np.ndarray, k: int, max_block_elements: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hamming k-NN on CPU: xor and popcount on 64-bit words (NumPy's ``bitwise_count``),
+    query blocks spread over threads (NumPy releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n_bits = q.shape[1] * 8
+    qw, dw = _popcount_words(q), _popcount_words(d)
+    # Small blocks keep the xor temporaries in cache; this loop is memory-bound.
+    rows = max(1, min(max_block_elements, 1 << 20) // max(1, d.shape[0] * qw.shape[1]))
+    best_d = np.empty((q.shape[0], k), dtype=np.float32)
+    best_i = np.empty((q.shape[0], k), dtype=np.int64)
+
+    def work(span: slice) -> None:
+        counts = np.bitwise_count(qw[span, 0, None] ^ dw[None, :, 0])
+        if qw.shape[1] > 1:
+            counts = counts.astype(np.uint32)
+            for word in range(1, qw.shape[1]):
+                counts += np.bitwise_count(qw[span, word, None] ^ dw[None, :, word])
+        if k == 1:
+            idx = counts.argmin(axis=1)[:, None]  # first minimum: the lowest index
+        else:
+            part = np.argpartition(counts, k - 1, axis=1)[:, :k]
+            # order the k by (distance, index)
+            keys = counts[np.arange(len(part))[:, None], part].astype(np.int64) * d.shape[0]
+            idx = np.take_along_axis(part, np.argsort(keys + part, axis=1), 1)
+        best_i[span] = idx
+        best_d[span] = np.take_along_axis(counts, idx, 1) / n_bits
+
+    threads = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                  else os.cpu_count() or 1, 16)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, _spans(q.shape[0], rows)))
     return best_d, best_i

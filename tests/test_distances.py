@@ -98,3 +98,17 @@ def test_errors_are_clear():
         pairwise(np.ones((2, 2)), np.ones((2, 3)), "l2")
     with pytest.raises(ValueError, match="k must be in"):
         nearest(np.ones((2, 2)), np.ones((2, 2)), "l2", k=3)
+
+
+@pytest.mark.parametrize("n_bytes", [8, 13, 32])
+def test_hamming_nearest_on_long_codes_matches_scipy(n_bytes):
+    q = RNG.integers(0, 256, (40, n_bytes), dtype=np.uint8)
+    d = RNG.integers(0, 256, (300, n_bytes), dtype=np.uint8)
+    ref = scipy_reference(q, d, "hamming")
+    for k in (1, 4):
+        dist, idx = nearest(q, d, "hamming", k=k)
+        np.testing.assert_allclose(dist, np.sort(ref, axis=1)[:, :k], atol=1e-7)
+        np.testing.assert_allclose(np.take_along_axis(ref, idx, 1), dist, atol=1e-7)
+    dist, idx = nearest(q, d, "hamming", k=1)
+    first = (ref == ref.min(axis=1, keepdims=True)).argmax(axis=1)  # lowest index on ties
+    assert idx.ravel().tolist() == first.tolist()
