@@ -1,9 +1,25 @@
-"""Descriptors, distances and the benchmark engine (to come).
+"""Descriptors, distances and (to come) the benchmark engine.
 
-Classical perceptual hashes (aHash, pHash, dHash, wHash, colour hash, crop-resistant hash,
-histogram hash, block mean hash) computed on batches, neural descriptors wrapping `extractor`
-models, batched CPU/GPU distances (`hashing.distances`), and the benchmark that matches
-attacked queries against a database and writes the study's JSON digests and figures.
+Classical perceptual hashes computed on batches (bit-identical to ``imagehash``), batched
+CPU/GPU distances (`hashing.distances`), and the algorithm registry. Still to come: the colour,
+crop-resistant, histogram and block-mean hashes, neural descriptors, and the benchmark that
+writes the study's JSON digests and figures.
 """
 
-__all__: list[str] = []
+from hashing import classical as _classical  # noqa: F401  (registers the hashes)
+from hashing.classical import GrayBatch
+from hashing.descriptors import BinaryCodes
+from hashing.distances import METRICS, nearest, pairwise
+from hashing.registry import Algorithm, get_algorithm, list_algorithms, register_algorithm
+
+__all__ = [
+    "METRICS",
+    "Algorithm",
+    "BinaryCodes",
+    "GrayBatch",
+    "get_algorithm",
+    "list_algorithms",
+    "nearest",
+    "pairwise",
+    "register_algorithm",
+]
