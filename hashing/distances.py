@@ -61,6 +61,17 @@ def _as_tensor(array, name: str, metric: str) -> torch.Tensor:
     return tensor
 
 
+def _inputs(queries, database, metric: str, device: str):
+    """Checked metric, device and tensors of a query/database pair."""
+    metric = _check_metric(metric)
+    device = resolve_device(device)
+    q = _as_tensor(queries, "queries", metric)
+    d = _as_tensor(database, "database", metric)
+    if q.shape[1] != d.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} dimensions, database {d.shape[1]}")
+    return metric, device, q, d
+
+
 def _prepare(x: torch.Tensor, metric: str, device: str) -> torch.Tensor:
     """Per-item preprocessing done once, not per block."""
     x = x.to(device)
@@ -146,12 +157,7 @@ def pairwise(
         Unknown metric, mismatched dimensions, wrong dtype, negative or zero-sum vectors for
         ``jensenshannon``.
     """
-    metric = _check_metric(metric)
-    device = resolve_device(device)
-    q = _as_tensor(queries, "queries", metric)
-    d = _as_tensor(database, "database", metric)
-    if q.shape[1] != d.shape[1]:
-        raise ValueError(f"queries have {q.shape[1]} dimensions, database {d.shape[1]}")
+    metric, device, q, d = _inputs(queries, database, metric, device)
     qp, dp = _prepare(q, metric, device), _prepare(d, metric, device)
     out = np.empty((q.shape[0], d.shape[0]), dtype=np.float32)
     rows = _block_rows(metric, d.shape[0], qp.shape[1], max_block_elements)
@@ -185,12 +191,7 @@ def nearest(
     indices : numpy.ndarray, shape (Q, k), int64
         Database rows. For ``k=1`` ties go to the lowest index.
     """
-    metric = _check_metric(metric)
-    device = resolve_device(device)
-    q = _as_tensor(queries, "queries", metric)
-    d = _as_tensor(database, "database", metric)
-    if q.shape[1] != d.shape[1]:
-        raise ValueError(f"queries have {q.shape[1]} dimensions, database {d.shape[1]}")
+    metric, device, q, d = _inputs(queries, database, metric, device)
     n = d.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}] (the database size), got {k}")
