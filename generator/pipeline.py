@@ -28,6 +28,7 @@ from helpers import (
     DEFAULT_MAX_PIXELS,
     ImageLoadError,
     atomic_write,
+    available_cpus,
     get_logger,
     load_image,
     progress,
@@ -66,6 +67,14 @@ def apply_attack(attack: AnyAttack, image: Image.Image, seed: int, image_id: str
     return attack(image, rng)
 
 
+def _report_bad(problem: BadImage, on_error: str, bad: list[BadImage]) -> None:
+    """Raise, or log once and keep, an input that could not be loaded."""
+    if on_error == "raise":
+        raise ImageLoadError(problem.path, problem.reason)
+    logger.warning("skipping %s: %s", problem.path, problem.reason)
+    bad.append(problem)
+
+
 def _init_worker() -> None:
     import cv2
 
@@ -82,8 +91,7 @@ def _pool(workers: int) -> multiprocessing.pool.Pool:
 
 def _resolve_workers(workers: int | None) -> int:
     if workers is None:
-        return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                   else os.cpu_count() or 1, 8)
+        return min(available_cpus(), 8)
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     return workers
@@ -216,10 +224,7 @@ class AttackStream:
         for result in results:
             bar.update(1)
             if isinstance(result, BadImage):
-                if self.on_error == "raise":
-                    raise ImageLoadError(result.path, result.reason)
-                logger.warning("skipping %s: %s", result.path, result.reason)
-                self.bad.append(result)
+                _report_bad(result, self.on_error, self.bad)
                 continue
             yield from result
 
@@ -375,10 +380,7 @@ def write_attacks(
         for record, (made, n_written, n_skipped, problem) in zip(records, results, strict=True):
             bar.update(1)
             if problem is not None:
-                if on_error == "raise":
-                    raise ImageLoadError(problem.path, problem.reason)
-                logger.warning("skipping %s: %s", problem.path, problem.reason)
-                bad.append(problem)
+                _report_bad(problem, on_error, bad)
                 continue
             if include_originals:
                 out_records.append(record)

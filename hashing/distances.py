@@ -14,13 +14,12 @@ intermediate array exceeds ``max_block_elements`` values, whatever the sizes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from helpers import resolve_device
+from helpers import available_cpus, resolve_device
 
 METRICS = ("hamming", "cosine", "jensenshannon", "l1", "l2")
 
@@ -264,8 +263,6 @@ def _nearest_hamming_cpu(
         best_i[span] = idx
         best_d[span] = np.take_along_axis(counts, idx, 1) / n_bits
 
-    threads = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                  else os.cpu_count() or 1, 16)
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(min(available_cpus(), 16)) as pool:
         list(pool.map(work, _spans(q.shape[0], rows)))
     return best_d, best_i

@@ -3,7 +3,7 @@
 Nothing here knows about attacks, hashes or models.
 """
 
-from helpers.device import resolve_device
+from helpers.device import available_cpus, resolve_device
 from helpers.download import DownloadError, download_file
 from helpers.experiment import (
     now_iso,
@@ -34,6 +34,7 @@ __all__ = [
     "ImageLoadError",
     "Timer",
     "atomic_path",
+    "available_cpus",
     "atomic_write",
     "derive_seed",
     "download_file",

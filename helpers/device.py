@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
+
+def available_cpus() -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
 
 def resolve_device(device: str = "auto") -> str:
     """Turn a device request into a concrete torch device string.

@@ -67,7 +67,8 @@ def git_state(root: str | os.PathLike | None = None) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def _now() -> str:
+def now_iso() -> str:
+    """Current UTC time as an ISO-8601 string (second precision)."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -114,17 +115,12 @@ def write_experiment_json(
             "cpu_count": os.cpu_count(),
         },
         "command": sys.argv,
-        "started_at": started_at or _now(),
+        "started_at": started_at or now_iso(),
         "ended_at": ended_at,
     }
     if extra:
         record.update(extra)
     return write_json(Path(folder) / "experiment.json", record)
-
-
-def now_iso() -> str:
-    """Current UTC time as an ISO-8601 string (second precision)."""
-    return _now()
 
 
 def prepare_output_dir(

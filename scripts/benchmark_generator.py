@@ -25,7 +25,15 @@ from PIL import Image
 from data_retrieval import load_dataset
 from generator import default_attacks, iter_attacks, write_attacks
 from generator.pipeline import apply_attack
-from helpers import Timer, load_image, now_iso, package_versions, results_root, write_json
+from helpers import (
+    Timer,
+    available_cpus,
+    load_image,
+    now_iso,
+    package_versions,
+    results_root,
+    write_json,
+)
 
 
 def study_baselines() -> dict[str, object]:
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     records = load_dataset(args.dataset, args.data_root, limit=args.n_images).records
     attacks = default_attacks()
-    workers = args.workers if args.workers is not None else os.cpu_count() or 1
+    workers = args.workers if args.workers is not None else available_cpus()
     images = [load_image(r.path) for r in records]
     n = len(images)
 
