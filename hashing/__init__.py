@@ -8,15 +8,25 @@ writes the study's JSON digests and figures.
 
 from hashing import classical as _classical  # noqa: F401  (registers the hashes)
 from hashing.classical import GrayBatch
-from hashing.descriptors import BinaryCodes
+from hashing.descriptors import BinaryCodes, MultiCodes
 from hashing.distances import METRICS, nearest, pairwise
-from hashing.registry import Algorithm, get_algorithm, list_algorithms, register_algorithm
+from hashing.registry import (
+    Algorithm,
+    concat_descriptors,
+    describe_many,
+    get_algorithm,
+    list_algorithms,
+    register_algorithm,
+)
 
 __all__ = [
     "METRICS",
     "Algorithm",
     "BinaryCodes",
     "GrayBatch",
+    "MultiCodes",
+    "concat_descriptors",
+    "describe_many",
     "get_algorithm",
     "list_algorithms",
     "nearest",

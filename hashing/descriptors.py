@@ -1,4 +1,4 @@
-"""Descriptor containers: packed binary codes (more kinds come with the benchmark)."""
+"""Descriptor containers: packed binary codes and multi-codes (several codes per image)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,15 @@ class BinaryCodes:
         flat = np.asarray(bits, dtype=bool).reshape(len(bits), -1)
         return cls(np.packbits(flat, axis=1), flat.shape[1])
 
+    @classmethod
+    def concat(cls, parts: list[BinaryCodes]) -> BinaryCodes:
+        """Codes of several batches, in order."""
+        return cls(np.concatenate([p.packed for p in parts]), parts[0].n_bits)
+
+    def take(self, index) -> BinaryCodes:
+        """The codes of the images at ``index``."""
+        return BinaryCodes(self.packed[index], self.n_bits)
+
     def to_bits(self) -> np.ndarray:
         """Boolean array (N, n_bits): for a hash, ``imagehash.<fn>(im).hash.flatten()``."""
         return np.unpackbits(self.packed, axis=1, count=self.n_bits).astype(bool)
@@ -38,3 +47,71 @@ class BinaryCodes:
     def metric(self) -> str:
         """Distance used to compare these codes."""
         return "hamming"
+
+
+@dataclass(frozen=True)
+class MultiCodes:
+    """Several binary codes per image (one per segment, as the crop-resistant hash makes).
+
+    Attributes
+    ----------
+    packed : numpy.ndarray, shape (S, ceil(n_bits / 8)), uint8
+        Every segment code of every image, image by image.
+    offsets : numpy.ndarray, shape (N + 1,), int64
+        Image ``i`` owns rows ``offsets[i]:offsets[i + 1]`` (at least one each).
+    n_bits : int
+        Bits per segment code.
+    cutoff : int
+        Matching rule (Jain et al.): the distance between two images is the ``cutoff``-th
+        smallest, over the query's segments, of each segment's lowest bit error rate against
+        the other image's segments.
+    """
+
+    packed: np.ndarray
+    offsets: np.ndarray
+    n_bits: int
+    cutoff: int = 1
+
+    @classmethod
+    def from_bits(cls, bits: list[np.ndarray], cutoff: int = 1) -> MultiCodes:
+        """Pack a list of boolean (segments, n_bits) arrays, one per image."""
+        if any(len(b) == 0 for b in bits):
+            raise ValueError("every image needs at least one segment code")
+        counts = [len(b) for b in bits]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        n_bits = bits[0].shape[1] if bits else 0
+        flat = np.concatenate(bits) if bits else np.zeros((0, n_bits), bool)
+        return cls(np.packbits(flat.astype(bool), axis=1), offsets, n_bits, cutoff)
+
+    @classmethod
+    def concat(cls, parts: list[MultiCodes]) -> MultiCodes:
+        """Codes of several batches, in order."""
+        offsets = [parts[0].offsets[:1]]
+        base = 0
+        for p in parts:
+            offsets.append(p.offsets[1:] + base)
+            base += p.offsets[-1]
+        return cls(np.concatenate([p.packed for p in parts]), np.concatenate(offsets),
+                   parts[0].n_bits, parts[0].cutoff)
+
+    def take(self, index) -> MultiCodes:
+        """The codes of the images at ``index``."""
+        index = np.arange(len(self))[index]
+        counts = self.offsets[1:] - self.offsets[:-1]
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in index]
+                              ) if len(index) else np.zeros(0, np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts[index])]).astype(np.int64)
+        return MultiCodes(self.packed[rows], offsets, self.n_bits, self.cutoff)
+
+    def to_bits(self) -> list[np.ndarray]:
+        """Per image, a boolean (segments, n_bits) array."""
+        flat = np.unpackbits(self.packed, axis=1, count=self.n_bits).astype(bool)
+        return [flat[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True)]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def metric(self) -> str:
+        """Distance used to compare these codes."""
+        return "multi_hamming"

@@ -36,6 +36,14 @@ class Algorithm:
     name: str
     params: tuple[tuple[str, Any], ...] = ()
 
+    @property
+    def label(self) -> str:
+        """The name with its non-default parameters, e.g. ``phash`` or ``phash_hash_size=16``:
+        how results name this algorithm."""
+        if not self.params:
+            return self.name
+        return self.name + "_" + "_".join(f"{k}={v}" for k, v in self.params)
+
     def describe(self, images: Sequence[Image.Image] | Any) -> Any:
         """Descriptors of a list of PIL images (or of a prepared ``GrayBatch``)."""
         from hashing.classical import GrayBatch
@@ -59,4 +67,54 @@ def get_algorithm(name: str, **params: Any) -> Algorithm:
     if unknown:
         raise ValueError(f"algorithm {name!r} has no parameter(s) {sorted(unknown)}; "
                          f"parameters: {', '.join(accepted)}")
-    return Algorithm(name, tuple(sorted(params.items())))
+    signature = inspect.signature(_ALGORITHMS[name]).parameters
+    explicit = {k: v for k, v in params.items() if signature[k].default != v}
+    return Algorithm(name, tuple(sorted(explicit.items())))
+
+
+def concat_descriptors(parts: Sequence[Any]) -> Any:
+    """Descriptors of consecutive batches joined in order (codes, multi-codes or arrays)."""
+    first = parts[0]
+    if hasattr(first, "concat"):
+        return type(first).concat(list(parts))
+    import numpy as np
+
+    return np.concatenate(parts)
+
+
+def describe_many(
+    algorithms: Sequence[Algorithm], images: Sequence[Image.Image], workers: int | None = None
+) -> dict[str, Any]:
+    """Descriptors of every algorithm for the same images, sharing decode and resizes.
+
+    Parameters
+    ----------
+    algorithms : sequence of Algorithm
+    images : sequence of PIL.Image.Image
+    workers : int, optional
+        Threads, each on a contiguous slice of the images (Pillow, NumPy and OpenCV release
+        the GIL in their loops). Default: the usable cores.
+
+    Returns
+    -------
+    dict
+        ``{algorithm label: descriptors}`` (see `Algorithm.label`), in image order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hashing.classical import GrayBatch
+    from helpers import available_cpus
+
+    images = list(images)
+    workers = max(1, min(workers or available_cpus(), len(images) or 1))
+    bounds = [len(images) * k // workers for k in range(workers + 1)]
+
+    def run(k: int) -> dict[str, Any]:
+        batch = GrayBatch(images[bounds[k]:bounds[k + 1]])
+        return {a.label: a.describe(batch) for a in algorithms}
+
+    if workers == 1:
+        return run(0)
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(run, range(workers)))
+    return {a.label: concat_descriptors([p[a.label] for p in parts]) for a in algorithms}
