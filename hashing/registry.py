@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,7 +84,10 @@ def concat_descriptors(parts: Sequence[Any]) -> Any:
 
 
 def describe_many(
-    algorithms: Sequence[Algorithm], images: Sequence[Image.Image], workers: int | None = None
+    algorithms: Sequence[Algorithm],
+    images: Sequence[Image.Image],
+    workers: int | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Descriptors of every algorithm for the same images, sharing decode and resizes.
 
@@ -94,6 +98,10 @@ def describe_many(
     workers : int, optional
         Threads, each on a contiguous slice of the images (Pillow, NumPy and OpenCV release
         the GIL in their loops). Default: the usable cores.
+    seconds : dict, optional
+        Adds each algorithm's time to ``seconds[label]``, summed over threads. The gray
+        conversion is shared out evenly; a shared resize is charged to the first algorithm
+        that needs it.
 
     Returns
     -------
@@ -109,12 +117,27 @@ def describe_many(
     workers = max(1, min(workers or available_cpus(), len(images) or 1))
     bounds = [len(images) * k // workers for k in range(workers + 1)]
 
-    def run(k: int) -> dict[str, Any]:
+    def run(k: int) -> tuple[dict[str, Any], dict[str, float]]:
+        out, spent = {}, {}
+        tic = time.perf_counter()
         batch = GrayBatch(images[bounds[k]:bounds[k + 1]])
-        return {a.label: a.describe(batch) for a in algorithms}
+        shared = time.perf_counter() - tic
+        for a in algorithms:
+            tic = time.perf_counter()
+            out[a.label] = a.describe(batch)
+            spent[a.label] = time.perf_counter() - tic + shared / len(algorithms)
+        return out, spent
 
     if workers == 1:
-        return run(0)
-    with ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(run, range(workers)))
+        parts = [run(0)]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(run, range(workers)))
+    if seconds is not None:
+        for _, spent in parts:
+            for label, value in spent.items():
+                seconds[label] = seconds.get(label, 0.0) + value
+    if workers == 1:
+        return parts[0][0]
+    parts = [p for p, _ in parts]
     return {a.label: concat_descriptors([p[a.label] for p in parts]) for a in algorithms}

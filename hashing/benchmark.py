@@ -1,0 +1,197 @@
+"""The copy-detection benchmark: describe a database and queries, match, keep what metrics need.
+
+For every query and algorithm the benchmark keeps the nearest database image, its distance, and
+(for positives) the distance to the true source. All threshold metrics are computed later from
+these arrays (`hashing.metrics`), never by matching again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from data_retrieval.records import ImageRecord
+from hashing.matching import descriptor_distances
+from hashing.registry import Algorithm, concat_descriptors, describe_many
+from helpers import ImageLoadError, load_image, progress
+
+logger = logging.getLogger(__name__)
+
+Query = tuple[ImageRecord, Image.Image]
+
+POSITIVE, NEGATIVE = "positive", "negative"
+
+
+@dataclass
+class BenchmarkResult:
+    """What a benchmark run measured.
+
+    Attributes
+    ----------
+    database : pandas.DataFrame
+        One row per database image: ``image_id``, ``path``.
+    matches : pandas.DataFrame
+        One row per query and algorithm: ``algorithm``, ``query_id``, ``source_id``,
+        ``attack_id``, ``kind`` (positive/negative), ``nearest_id``, ``nearest_index``,
+        ``distance`` (to the nearest), ``source_distance`` (NaN for negatives), ``correct``.
+    db_time, match_time : pandas.DataFrame
+        Per algorithm: ``seconds`` (summed over worker threads), ``images``,
+        ``seconds_per_image``.
+    bad : list of (str, str)
+        Inputs skipped: (path or image id, reason).
+    wall_seconds : float
+    """
+
+    database: pd.DataFrame
+    matches: pd.DataFrame
+    db_time: pd.DataFrame
+    match_time: pd.DataFrame
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+def load_records(records: Sequence[ImageRecord], bad: list[tuple[str, str]]) -> Iterator[Query]:
+    """Images of records read from disk; unreadable ones are logged, listed in ``bad`` and
+    skipped."""
+    for record in records:
+        try:
+            yield record, load_image(record.path)
+        except ImageLoadError as exc:
+            logger.warning("skipping %s: %s", exc.path, exc.reason)
+            bad.append((str(exc.path), exc.reason))
+
+
+def _batches(items: Iterable[Query], size: int) -> Iterator[list[Query]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _timing_frame(seconds: dict[str, float], images: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "algorithm": list(seconds), "seconds": list(seconds.values()), "images": images,
+        "seconds_per_image": [s / max(images, 1) for s in seconds.values()],
+    })
+
+
+def run_benchmark(
+    algorithms: Sequence[Algorithm],
+    database: Iterable[Query],
+    queries: Iterable[Query],
+    batch_size: int = 256,
+    device: str = "auto",
+    workers: int | None = None,
+    total_queries: int | None = None,
+    metrics: dict[str, str] | None = None,
+) -> BenchmarkResult:
+    """Describe the database, then match every query against it, batch by batch.
+
+    Parameters
+    ----------
+    algorithms : sequence of Algorithm
+        Methods to compare; each describes the same decoded images.
+    database : iterable of (ImageRecord, PIL.Image.Image)
+        The originals (the experimental group).
+    queries : iterable of (ImageRecord, PIL.Image.Image)
+        Attacked images. A query whose ``source_id`` is a database image is a positive, any
+        other a negative. Made on the fly (`generator.iter_attacks`) or read from disk.
+    batch_size : int
+        Images described and matched at once.
+    device : str
+        Where distances are computed (``"auto"``: CUDA when present).
+    workers : int, optional
+        Threads that describe images (default: the usable cores).
+    total_queries : int, optional
+        For the progress bar.
+    metrics : dict, optional
+        Distance of float-feature algorithms by label (codes know theirs).
+
+    Returns
+    -------
+    BenchmarkResult
+
+    Raises
+    ------
+    ValueError
+        No algorithm, an empty database, or no queries.
+    """
+    if not algorithms:
+        raise ValueError("no algorithm to benchmark")
+    labels = [a.label for a in algorithms]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"algorithms repeat: {labels}")
+    metrics = metrics or {}
+    started = time.perf_counter()
+    db_seconds = dict.fromkeys(labels, 0.0)
+    db_records: list[ImageRecord] = []
+    parts: dict[str, list] = {label: [] for label in labels}
+    for batch in _batches(database, batch_size):
+        described = describe_many(algorithms, [im for _, im in batch], workers, db_seconds)
+        db_records += [r for r, _ in batch]
+        for label in labels:
+            parts[label].append(described[label])
+    if not db_records:
+        raise ValueError("the database is empty (no readable image)")
+    db_desc = {label: concat_descriptors(parts[label]) for label in labels}
+    db_ids = np.array([r.image_id for r in db_records], dtype=object)
+    db_index = {image_id: i for i, image_id in enumerate(db_ids)}
+    if len(db_index) != len(db_ids):
+        raise ValueError("database image ids repeat")
+
+    query_seconds = dict.fromkeys(labels, 0.0)
+    match_seconds = dict.fromkeys(labels, 0.0)
+    rows: dict[str, list] = {label: [] for label in labels}
+    meta: list[tuple[str, str, str | None, bool, int]] = []
+    bar = progress(total=total_queries, desc="matching", unit="img")
+    for batch in _batches(queries, batch_size):
+        described = describe_many(algorithms, [im for _, im in batch], workers, query_seconds)
+        for record, _ in batch:
+            index = db_index.get(record.source_id, -1)
+            meta.append((record.image_id, record.source_id, record.attack_id, index >= 0, index))
+        src = np.array([m[4] for m in meta[-len(batch):]])
+        for label in labels:
+            tic = time.perf_counter()
+            dist = descriptor_distances(described[label], db_desc[label], metrics.get(label),
+                                        device)
+            nearest = dist.argmin(axis=1)
+            best = dist[np.arange(len(dist)), nearest]
+            own = np.where(src >= 0, dist[np.arange(len(dist)), np.maximum(src, 0)], np.nan)
+            match_seconds[label] += time.perf_counter() - tic
+            rows[label].append((nearest, best, own))
+        bar.update(len(batch))
+    bar.close()
+    if not meta:
+        raise ValueError("no query image to match (all inputs missing or unreadable)")
+
+    query_ids, source_ids, attack_ids, positive, src_index = map(np.array, zip(*meta,
+                                                                              strict=True))
+    frames = []
+    for label in labels:
+        nearest, best, own = (np.concatenate(x) for x in zip(*rows[label], strict=True))
+        frames.append(pd.DataFrame({
+            "algorithm": label, "query_id": query_ids, "source_id": source_ids,
+            "attack_id": attack_ids, "kind": np.where(positive, POSITIVE, NEGATIVE),
+            "nearest_id": db_ids[nearest], "nearest_index": nearest,
+            "source_index": src_index, "distance": best, "source_distance": own,
+            "correct": positive & (own <= best),
+        }))
+    n_queries = len(meta)
+    match_time = _timing_frame({k: query_seconds[k] + match_seconds[k] for k in labels},
+                               n_queries)
+    match_time["describe_seconds"] = [query_seconds[k] for k in labels]
+    match_time["distance_seconds"] = [match_seconds[k] for k in labels]
+    return BenchmarkResult(
+        database=pd.DataFrame({"image_id": db_ids,
+                               "path": [str(r.path) if r.path else "" for r in db_records]}),
+        matches=pd.concat(frames, ignore_index=True),
+        db_time=_timing_frame(db_seconds, len(db_records)),
+        match_time=match_time,
+        wall_seconds=time.perf_counter() - started,
+    )

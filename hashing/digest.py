@@ -1,0 +1,242 @@
+"""The benchmark digest: the original study's JSON files plus ``summary.csv``, and loading them.
+
+Files under ``Results/<name>/``:
+
+- ``general.json``: metrics per algorithm, task and threshold; per algorithm AUC, micro-AP,
+  recall at 90% precision and at FPR 0.005; the ROC curves;
+- ``attacks.json``: the same per attack;
+- ``images_pos.json``: per algorithm, threshold and database image: copies, detected,
+  identified;
+- ``images_neg.json``: per algorithm, threshold and database image: negatives matched to it;
+- ``match_time.json``, ``db_time.json``: seconds per algorithm, in total and per image;
+- ``matches.csv``: the per-query arrays every metric comes from;
+- ``summary.csv``: one row per algorithm;
+- ``experiment.json`` (written by the script): configuration, versions, commit.
+
+Tables are stored column-wise (``{"columns": [...], "data": [[...], ...]}``), so pandas reads
+them back as they were.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hashing.benchmark import POSITIVE, BenchmarkResult
+from hashing.metrics import (
+    micro_average_precision,
+    per_image_counts,
+    recall_at_fpr,
+    roc,
+    threshold_metrics,
+)
+from helpers import atomic_path, read_json, write_json
+
+#: False-positive rate at which recall is reported (the study's operating point).
+REPORT_FPR = 0.005
+#: Points of an automatic threshold grid.
+AUTO_POINTS = 51
+
+TABLE_FILES = {
+    "general": "general.json", "attacks": "attacks.json", "images_pos": "images_pos.json",
+    "images_neg": "images_neg.json", "match_time": "match_time.json", "db_time": "db_time.json",
+}
+
+
+def auto_thresholds(distances: np.ndarray, points: int = AUTO_POINTS) -> np.ndarray:
+    """A grid from 0 to the largest finite observed distance (at least 1e-6)."""
+    finite = np.asarray(distances, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    top = max(float(finite.max()) if finite.size else 1.0, 1e-6)
+    return np.linspace(0.0, top, points)
+
+
+def _table(frame: pd.DataFrame) -> dict[str, Any]:
+    clean = frame.astype(object).where(frame.notna(), None)
+    return {"columns": list(frame.columns), "data": clean.values.tolist()}
+
+
+def _frame(table: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(table["data"], columns=table["columns"])
+
+
+def _curve(curve: dict) -> dict[str, Any]:
+    return {k: (None if not np.isfinite(v) else float(v)) if np.isscalar(v)
+            else [None if not np.isfinite(x) else float(x) for x in v]
+            for k, v in curve.items()}
+
+
+def _scores(group: pd.DataFrame, thresholds: np.ndarray) -> tuple[pd.DataFrame, dict, dict]:
+    positive = (group["kind"] == POSITIVE).to_numpy()
+    dist = group["distance"].to_numpy()
+    correct = group["correct"].to_numpy(bool)
+    table = threshold_metrics(dist, correct, positive, thresholds)
+    curve = roc(dist, positive)
+    ap, r90 = micro_average_precision(dist, correct, int(positive.sum()))
+    summary = {"auc": curve["auc"], "micro_ap": ap, "recall_at_p90": r90,
+               f"recall_at_fpr_{REPORT_FPR}": recall_at_fpr(curve, REPORT_FPR),
+               "positives": int(positive.sum()), "negatives": int((~positive).sum())}
+    return table, summary, curve
+
+
+def compute_digest(
+    result: BenchmarkResult,
+    thresholds: dict[str, Sequence[float]] | None = None,
+    summary_threshold: float = 0.2,
+) -> dict[str, Any]:
+    """Every digest table from a benchmark result (nothing is matched again).
+
+    Parameters
+    ----------
+    result : BenchmarkResult
+    thresholds : dict, optional
+        Thresholds per algorithm label; missing ones get `auto_thresholds`. The summary
+        threshold is always added.
+    summary_threshold : float
+        Threshold of the one-line-per-algorithm summary.
+    """
+    thresholds = thresholds or {}
+    general, attacks, pos_rows, neg_rows, summary_rows = [], [], [], [], []
+    curves: dict[str, Any] = {}
+    attack_curves: dict[str, Any] = {}
+    db = result.database
+    for label, group in result.matches.groupby("algorithm", sort=False):
+        grid = np.asarray(thresholds.get(label, auto_thresholds(group["distance"])), float)
+        grid = np.unique(np.r_[grid, summary_threshold])
+        table, summary, curve = _scores(group, grid)
+        general.append(table.assign(algorithm=label))
+        curves[label] = _curve(curve)
+        summary_rows.append({"algorithm": label, **summary, "threshold": summary_threshold})
+        attack_curves[label] = {}
+        negatives = group[group["kind"] != POSITIVE]
+        for attack, sub in group.groupby("attack_id", sort=False):
+            if (sub["kind"] == POSITIVE).all():  # no negative made with this attack
+                sub = pd.concat([sub, negatives])
+            a_table, a_summary, a_curve = _scores(sub, grid)
+            attacks.append(a_table.assign(algorithm=label, attack=attack))
+            attacks.append(pd.DataFrame([{"task": "summary", "algorithm": label,
+                                          "attack": attack, **a_summary}]))
+            attack_curves[label][str(attack)] = _curve(a_curve)
+        copies, detected, identified, false = per_image_counts(
+            group["distance"].to_numpy(), group["correct"].to_numpy(bool),
+            (group["kind"] == POSITIVE).to_numpy(), group["source_index"].to_numpy(),
+            group["nearest_index"].to_numpy(), len(db), grid)
+        for k, t in enumerate(grid):
+            pos_rows.append(pd.DataFrame({
+                "algorithm": label, "threshold": t, "image_id": db["image_id"],
+                "path": db["path"], "copies": copies, "detected": detected[k],
+                "identified": identified[k]}))
+            neg_rows.append(pd.DataFrame({
+                "algorithm": label, "threshold": t, "image_id": db["image_id"],
+                "path": db["path"], "false_matches": false[k]}))
+    general_df = pd.concat(general, ignore_index=True)
+    at = general_df[np.isclose(general_df["threshold"], summary_threshold)]
+    summary = pd.DataFrame(summary_rows)
+    for task in ("detection", "identification"):
+        part = at[at["task"] == task].set_index("algorithm")
+        for col in ("recall", "fpr", "precision", "accuracy"):
+            summary[f"{task}_{col}"] = summary["algorithm"].map(part[col])
+    summary["db_seconds_per_image"] = summary["algorithm"].map(
+        result.db_time.set_index("algorithm")["seconds_per_image"])
+    summary["match_seconds_per_image"] = summary["algorithm"].map(
+        result.match_time.set_index("algorithm")["seconds_per_image"])
+    attacks_df = pd.concat(attacks, ignore_index=True)
+    return {
+        "general": {"metrics": _table(general_df), "summary": _table(summary),
+                    "roc": curves},
+        "attacks": {"metrics": _table(attacks_df[attacks_df["task"] != "summary"]
+                                      .dropna(axis=1, how="all")),
+                    "summary": _table(attacks_df[attacks_df["task"] == "summary"]
+                                      .dropna(axis=1, how="all").drop(columns="task")),
+                    "roc": attack_curves},
+        "images_pos": {"table": _table(pd.concat(pos_rows, ignore_index=True))},
+        "images_neg": {"table": _table(pd.concat(neg_rows, ignore_index=True))},
+        "match_time": {"table": _table(result.match_time),
+                       "wall_seconds": result.wall_seconds},
+        "db_time": {"table": _table(result.db_time)},
+        "summary": summary,
+    }
+
+
+def write_digest(result: BenchmarkResult, folder: str | os.PathLike,
+                 thresholds: dict[str, Sequence[float]] | None = None,
+                 summary_threshold: float = 0.2) -> dict[str, Any]:
+    """Compute and write the digest files into ``folder`` (each atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = compute_digest(result, thresholds, summary_threshold)
+    for key, name in TABLE_FILES.items():
+        write_json(folder / name, digest[key])
+    with atomic_path(folder / "matches.csv") as tmp:
+        result.matches.to_csv(tmp, index=False)
+    with atomic_path(folder / "summary.csv") as tmp:
+        digest["summary"].to_csv(tmp, index=False)
+    if result.bad:
+        with atomic_path(folder / "bad_images.csv") as tmp:
+            pd.DataFrame(result.bad, columns=["path", "reason"]).to_csv(tmp, index=False)
+    return digest
+
+
+@dataclass
+class Digest:
+    """A digest loaded back as DataFrames (several digests: rows of all, column ``digest``)."""
+
+    metrics: pd.DataFrame
+    summary: pd.DataFrame
+    attack_metrics: pd.DataFrame
+    attack_summary: pd.DataFrame
+    images_pos: pd.DataFrame
+    images_neg: pd.DataFrame
+    match_time: pd.DataFrame
+    db_time: pd.DataFrame
+    roc: pd.DataFrame
+    attack_roc: pd.DataFrame
+
+
+def _roc_frame(curves: dict[str, Any], **keys: str) -> pd.DataFrame:
+    return pd.DataFrame({"fpr": curves["fpr"], "tpr": curves["tpr"],
+                         "threshold": curves["thresholds"], **keys})
+
+
+def load_digest(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Digest:
+    """Read one digest folder, or several merged (their rows concatenated, each tagged with
+    its folder name in column ``digest``).
+
+    Raises
+    ------
+    FileNotFoundError
+        A folder without the digest files (the message names the missing file).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    parts: dict[str, list[pd.DataFrame]] = {f: [] for f in Digest.__dataclass_fields__}
+    for path in paths:
+        path = Path(path)
+        for name in TABLE_FILES.values():
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"{path} is not a benchmark digest: {name} is missing")
+        tag = path.name
+        general, attacks = read_json(path / "general.json"), read_json(path / "attacks.json")
+        found = {
+            "metrics": _frame(general["metrics"]), "summary": _frame(general["summary"]),
+            "attack_metrics": _frame(attacks["metrics"]),
+            "attack_summary": _frame(attacks["summary"]),
+            "images_pos": _frame(read_json(path / "images_pos.json")["table"]),
+            "images_neg": _frame(read_json(path / "images_neg.json")["table"]),
+            "match_time": _frame(read_json(path / "match_time.json")["table"]),
+            "db_time": _frame(read_json(path / "db_time.json")["table"]),
+            "roc": pd.concat([_roc_frame(c, algorithm=a) for a, c in general["roc"].items()],
+                             ignore_index=True),
+            "attack_roc": pd.concat([_roc_frame(c, algorithm=a, attack=k)
+                                     for a, per in attacks["roc"].items()
+                                     for k, c in per.items()], ignore_index=True),
+        }
+        for key, frame in found.items():
+            parts[key].append(frame.assign(digest=tag))
+    return Digest(**{k: pd.concat(v, ignore_index=True) for k, v in parts.items()})

@@ -1,0 +1,79 @@
+"""Distances between descriptors of any kind: binary codes, multi-codes, float features.
+
+Binary codes use the bit error rate; multi-codes (crop-resistant hash) use the rule of
+`MultiCodes`; float features a metric of `hashing.distances`. Everything is computed for whole
+batches: all queries of a batch against the whole database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hashing.descriptors import BinaryCodes, MultiCodes
+from hashing.distances import DEFAULT_BLOCK_ELEMENTS, pairwise
+
+
+def descriptor_distances(
+    queries: Any, database: Any, metric: str | None = None, device: str = "auto"
+) -> np.ndarray:
+    """Distance matrix (Q, N) float32 between two sets of descriptors of the same kind.
+
+    Parameters
+    ----------
+    queries, database : BinaryCodes, MultiCodes or numpy.ndarray (float features)
+    metric : str, optional
+        For float features (``cosine``, ``jensenshannon``, ``l1``, ``l2``); codes know theirs.
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    """
+    if type(queries) is not type(database):
+        raise TypeError(f"cannot compare {type(queries).__name__} with "
+                        f"{type(database).__name__}")
+    if isinstance(queries, BinaryCodes):
+        return pairwise(queries.packed, database.packed, "hamming", device)
+    if isinstance(queries, MultiCodes):
+        return multi_distances(queries, database, device)
+    if metric is None:
+        raise ValueError("float features need a metric")
+    return pairwise(queries, database, metric, device)
+
+
+def multi_distances(queries: MultiCodes, database: MultiCodes, device: str = "auto",
+                    max_block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> np.ndarray:
+    """Multi-code distances (Q, N): for each query image, the ``cutoff``-th smallest over its
+    segments of the segment's lowest bit error rate against the database image's segments
+    (the largest when it has fewer segments).
+
+    Every segment of a block of queries is compared with every database segment in one
+    matrix product; minima per database image and per query image are segment reductions.
+    """
+    if queries.n_bits != database.n_bits:
+        raise ValueError(f"segment codes of {queries.n_bits} and {database.n_bits} bits")
+    n_query, n_db = len(queries), len(database)
+    out = np.empty((n_query, n_db), dtype=np.float32)
+    if n_query == 0 or n_db == 0:
+        return out
+    db_starts = database.offsets[:-1]
+    per_row = max(1, int(database.offsets[-1]))
+    rows_per_block = max(1, max_block_elements // per_row)
+    q_off = queries.offsets
+    first = 0
+    while first < n_query:
+        last = first + 1
+        while last < n_query and q_off[last + 1] - q_off[first] <= rows_per_block:
+            last += 1
+        segs = pairwise(queries.packed[q_off[first]:q_off[last]], database.packed, "hamming",
+                        device)
+        per_db = np.minimum.reduceat(segs, db_starts, axis=1)  # (segments, N)
+        starts = q_off[first:last] - q_off[first]
+        if queries.cutoff == 1:
+            out[first:last] = np.minimum.reduceat(per_db, starts, axis=0)
+        else:
+            ends = q_off[first + 1:last + 1] - q_off[first]
+            for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+                k = min(queries.cutoff, b - a) - 1
+                out[first + i] = np.partition(per_db[a:b], k, axis=0)[k]
+        first = last
+    return out

@@ -1,0 +1,169 @@
+"""Copy-detection metrics from per-query arrays, for any number of thresholds at once.
+
+For each query the benchmark keeps the distance to its nearest database image and whether
+that image is its true source. With ``d`` those distances and ``t`` a threshold:
+
+- detection (as the original study counted): a query is flagged when ``d <= t``; a flagged
+  positive is a true positive, a flagged negative a false positive;
+- identification: a positive is a true positive when it is flagged and its nearest database
+  image is its source (a tie with the source counts as found); flagged negatives and flagged
+  positives matched to another image are false positives.
+
+Precision is 1 where nothing is flagged (the usual convention at recall 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+METRIC_COLUMNS = ["tp", "fp", "tn", "fn", "accuracy", "precision", "recall", "fpr"]
+
+
+def _flagged(distances: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """How many of ``distances`` are <= each threshold."""
+    return np.searchsorted(np.sort(distances), thresholds, side="right")
+
+
+def threshold_metrics(
+    distances: np.ndarray, correct: np.ndarray, positive: np.ndarray, thresholds: np.ndarray
+) -> pd.DataFrame:
+    """Detection and identification counts and rates at every threshold.
+
+    Parameters
+    ----------
+    distances : numpy.ndarray, shape (Q,)
+        Distance of each query to its nearest database image.
+    correct : numpy.ndarray of bool, shape (Q,)
+        The nearest database image is the query's source (False for negatives).
+    positive : numpy.ndarray of bool, shape (Q,)
+        The query is a copy of a database image.
+    thresholds : numpy.ndarray, shape (T,)
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per task (``detection``, ``identification``) and threshold, columns
+        ``task, threshold`` and `METRIC_COLUMNS`.
+    """
+    distances = np.asarray(distances, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    correct = np.asarray(correct, dtype=bool) & positive
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    flagged_pos = _flagged(distances[positive], thresholds)
+    flagged_neg = _flagged(distances[~positive], thresholds)
+    found = _flagged(distances[correct], thresholds)
+    frames = []
+    for task, tp, fp in (("detection", flagged_pos, flagged_neg),
+                         ("identification", found, flagged_neg + flagged_pos - found)):
+        tn = n_neg - flagged_neg
+        fn = n_pos - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frames.append(pd.DataFrame({
+                "task": task, "threshold": thresholds, "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+                "accuracy": (tp + tn) / max(n_pos + n_neg, 1),
+                "precision": np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0),
+                "recall": tp / n_pos if n_pos else np.nan,
+                "fpr": flagged_neg / n_neg if n_neg else np.nan,
+            }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def roc(distances: np.ndarray, positive: np.ndarray) -> dict[str, np.ndarray | float]:
+    """Exact ROC of detection by nearest distance (smaller means more likely a copy).
+
+    Returns
+    -------
+    dict
+        ``fpr``, ``tpr`` and ``thresholds`` (one point per distinct distance, starting at
+        (0, 0)), and ``auc`` by the trapezoidal rule (ties count one half, as in
+        ``sklearn.metrics.roc_auc_score``); NaN when one class is missing.
+    """
+    distances = np.asarray(distances, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    order = np.argsort(distances, kind="stable")
+    d, labels = distances[order], positive[order]
+    n_pos, n_neg = int(labels.sum()), int(len(labels) - labels.sum())
+    if len(d) == 0:
+        return {"fpr": np.zeros(1), "tpr": np.zeros(1), "thresholds": np.full(1, -np.inf),
+                "auc": float("nan")}
+    last = np.r_[np.nonzero(np.diff(d))[0], len(d) - 1]
+    tps = np.cumsum(labels)[last]
+    fps = last + 1 - tps
+    tpr = np.r_[0.0, tps / n_pos] if n_pos else np.full(len(last) + 1, np.nan)
+    fpr = np.r_[0.0, fps / n_neg] if n_neg else np.full(len(last) + 1, np.nan)
+    auc = float(np.trapezoid(tpr, fpr)) if n_pos and n_neg else float("nan")
+    return {"fpr": fpr, "tpr": tpr, "thresholds": np.r_[-np.inf, d[last]], "auc": auc}
+
+
+def recall_at_fpr(curve: dict, max_fpr: float) -> float:
+    """Largest true positive rate of a ROC curve with false positive rate <= ``max_fpr``."""
+    ok = curve["fpr"] <= max_fpr
+    return float(curve["tpr"][ok].max()) if ok.any() else 0.0
+
+
+def micro_average_precision(
+    distances: np.ndarray, correct: np.ndarray, n_ground_truth: int
+) -> tuple[float, float]:
+    """DISC21 micro-average precision and recall at 90% precision.
+
+    Each query contributes one prediction (its nearest database image, scored by distance);
+    predictions are ranked over all queries together, precision and recall are computed at
+    every distinct distance, and AP is the sum of precision times the recall increase.
+
+    Parameters
+    ----------
+    distances : numpy.ndarray, shape (Q,)
+    correct : numpy.ndarray of bool, shape (Q,)
+        The prediction is the query's true source.
+    n_ground_truth : int
+        Number of queries that have a source in the database (the recall denominator).
+
+    Returns
+    -------
+    micro_ap, recall_at_p90 : float
+    """
+    if n_ground_truth <= 0:
+        return float("nan"), float("nan")
+    order = np.argsort(np.asarray(distances, dtype=np.float64), kind="stable")
+    d = np.asarray(distances, dtype=np.float64)[order]
+    hits = np.asarray(correct, dtype=bool)[order]
+    if len(d) == 0:
+        return 0.0, 0.0
+    last = np.r_[np.nonzero(np.diff(d))[0], len(d) - 1]
+    tp = np.cumsum(hits)[last]
+    precision = tp / (last + 1)
+    recall = tp / n_ground_truth
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    ok = precision >= 0.9
+    return ap, float(recall[ok].max()) if ok.any() else 0.0
+
+
+def per_image_counts(
+    distances: np.ndarray, correct: np.ndarray, positive: np.ndarray, source_index: np.ndarray,
+    nearest_index: np.ndarray, n_database: int, thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per database image and threshold: copies, copies detected, copies identified, and
+    negatives whose nearest image it is within the threshold (false matches).
+
+    Returns
+    -------
+    copies : numpy.ndarray, shape (N,)
+    detected, identified, false_matches : numpy.ndarray, shape (T, N)
+    """
+    positive = np.asarray(positive, dtype=bool)
+    src = np.asarray(source_index)[positive]
+    d_pos = np.asarray(distances)[positive]
+    ok = np.asarray(correct, dtype=bool)[positive]
+    near_neg = np.asarray(nearest_index)[~positive]
+    d_neg = np.asarray(distances)[~positive]
+    copies = np.bincount(src, minlength=n_database)
+    shape = (len(thresholds), n_database)
+    detected, identified, false = np.zeros(shape, int), np.zeros(shape, int), np.zeros(shape, int)
+    for k, t in enumerate(thresholds):
+        within = d_pos <= t
+        detected[k] = np.bincount(src[within], minlength=n_database)
+        identified[k] = np.bincount(src[within & ok], minlength=n_database)
+        false[k] = np.bincount(near_neg[d_neg <= t], minlength=n_database)
+    return copies, detected, identified, false
