@@ -23,7 +23,9 @@ $(STAMP): pyproject.toml | $(VPY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VPY) scripts/generate_attacks.py sample Results/demo/attacks --resume
+	$(VPY) scripts/hashing_benchmark.py --dataset sample --n-experimental 6 --n-control 5 \
+	  --n-attacked 5 --algorithms ahash phash dhash whash colorhash crop_resistant hist_hash \
+	  block_mean --name demo --overwrite
 
 test: $(STAMP)
 	@# pytest exits 5 when it collects nothing: that is not a failure.

@@ -1,15 +1,18 @@
-"""Descriptors, distances and (to come) the benchmark engine.
+"""Descriptors, distances and the benchmark engine.
 
-Classical perceptual hashes computed on batches (bit-identical to ``imagehash``), batched
-CPU/GPU distances (`hashing.distances`), and the algorithm registry. Still to come: the colour,
-crop-resistant, histogram and block-mean hashes, neural descriptors, and the benchmark that
-writes the study's JSON digests and figures.
+Classical perceptual hashes on batches (ahash, phash, dhash, whash and colorhash bit-identical
+to ``imagehash``; crop_resistant with imagehash's segment hashes; hist_hash; block_mean), the
+algorithm registry, batched CPU/GPU distances, and the copy-detection benchmark with its JSON
+digest (`run_benchmark`, `write_digest`, `load_digest`) and figures (`hashing.plots`).
 """
 
 from hashing import classical as _classical  # noqa: F401  (registers the hashes)
+from hashing.benchmark import BenchmarkResult, load_records, run_benchmark
 from hashing.classical import GrayBatch
 from hashing.descriptors import BinaryCodes, MultiCodes
+from hashing.digest import Digest, compute_digest, load_digest, write_digest
 from hashing.distances import METRICS, nearest, pairwise
+from hashing.matching import descriptor_distances, multi_distances
 from hashing.registry import (
     Algorithm,
     concat_descriptors,
@@ -22,14 +25,23 @@ from hashing.registry import (
 __all__ = [
     "METRICS",
     "Algorithm",
+    "BenchmarkResult",
     "BinaryCodes",
+    "Digest",
     "GrayBatch",
     "MultiCodes",
+    "compute_digest",
     "concat_descriptors",
     "describe_many",
+    "descriptor_distances",
     "get_algorithm",
     "list_algorithms",
+    "load_digest",
+    "load_records",
+    "multi_distances",
     "nearest",
     "pairwise",
     "register_algorithm",
+    "run_benchmark",
+    "write_digest",
 ]

@@ -73,7 +73,8 @@ def test_create_groups_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("script", ["generate_attacks.py", "create_groups.py",
                                     "split_kaggle_memes.py", "download_datasets.py",
-                                    "benchmark_generator.py"])
+                                    "benchmark_generator.py", "hashing_benchmark.py",
+                                    "process_results.py", "benchmark_hashing.py"])
 def test_help(script):
     done = run(f"scripts/{script}", "--help")
     assert done.returncode == 0 and "usage" in done.stdout
@@ -90,3 +91,62 @@ def test_benchmark_generator_writes_json(tmp_path):
     assert result["per_family_one_process"]["rotation"]["speedup_vs_study"] > 0
     assert run("scripts/benchmark_generator.py", "--dataset", "sample",
                "--output", str(out)).returncode == 2  # never overwritten silently
+
+
+def test_hashing_benchmark_and_process_results_end_to_end(tmp_path):
+    out = tmp_path / "bench"
+    args = ["scripts/hashing_benchmark.py", "--dataset", "sample", "--n-experimental", "4",
+            "--n-control", "3", "--n-attacked", "3", "--attacks", "jpg_compression_50",
+            "rotation_20_and_rescaling", "--algorithms", "phash", "crop_resistant:cutoff=2",
+            "--output", str(out)]
+    done = run(*args)
+    assert done.returncode == 0, done.stderr
+    assert "phash" in done.stdout and "crop_resistant" in done.stdout
+    for name in ("general.json", "attacks.json", "images_pos.json", "images_neg.json",
+                 "match_time.json", "db_time.json", "experiment.json", "summary.csv",
+                 "figures/roc.pdf", "figures/roc.png", "figures/auc_heatmap.png"):
+        assert (out / name).is_file(), name
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.algorithm) == ["phash", "crop_resistant_cutoff=2"]
+    experiment = json.loads((out / "experiment.json").read_text())
+    assert experiment["counts"]["queries"] == 12
+    assert run(*args).returncode == 2  # an existing result is never overwritten silently
+    (out / "figures" / "roc.png").unlink()
+    redo = run("scripts/process_results.py", str(out))
+    assert redo.returncode == 0, redo.stderr
+    assert (out / "figures" / "roc.png").is_file()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--algorithms", "fhash"], "algorithms: ahash"),
+    (["--dataset", "nope"], "nope"),
+    (["--attacks", "rotation_banana"], "unknown attack"),
+    (["--algorithms", "phash:hash_size=1"], "hash_size"),
+    (["--n-attacked", "0"], "no query"),
+])
+def test_hashing_benchmark_clear_errors(tmp_path, bad, message):
+    out = tmp_path / "bench"
+    done = run("scripts/hashing_benchmark.py", "--dataset", "sample", "--n-experimental", "4",
+               "--n-control", "3", "--n-attacked", "2", "--output", str(out), *bad)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not out.exists() or not any(out.iterdir())  # nothing half-written
+
+
+def test_hashing_benchmark_reads_query_manifest(tmp_path):
+    attacked = tmp_path / "attacked"
+    assert run("scripts/generate_attacks.py", "sample", str(attacked), "--attacks",
+               "jpg_compression_50").returncode == 0
+    manifest = pd.read_csv(attacked / "manifest.csv")
+    broken = attacked / "broken.png"
+    broken.write_bytes(b"not an image")
+    manifest.loc[len(manifest)] = ["broken", "broken.png", manifest.source_id[0],
+                                   "jpg_compression_50", None]
+    manifest.to_csv(attacked / "manifest.csv", index=False)
+    out = tmp_path / "bench"
+    done = run("scripts/hashing_benchmark.py", "--dataset", "sample", "--n-experimental", "5",
+               "--n-control", "6", "--queries", str(attacked / "manifest.csv"),
+               "--algorithms", "dhash", "--no-figures", "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "skipped 1 bad input" in done.stdout
+    assert len(pd.read_csv(out / "matches.csv")) == 11

@@ -1,0 +1,163 @@
+"""Figures of a benchmark digest, each saved as PDF and PNG; they need the digest alone."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from hashing.digest import Digest  # noqa: E402
+from helpers import atomic_path, use_style  # noqa: E402
+
+logger = logging.getLogger(__name__)
+# the PDF backend's font subsetting logs every table at INFO
+logging.getLogger("fontTools").setLevel(logging.WARNING)
+
+
+def _save(fig, folder: Path, name: str) -> list[Path]:
+    out = []
+    for ext in ("pdf", "png"):
+        path = folder / f"{name}.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
+        out.append(path)
+    plt.close(fig)
+    return out
+
+
+def plot_roc(digest: Digest, folder: Path) -> list[Path]:
+    """ROC of detection, one curve per algorithm, AUC in the legend."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    auc = digest.summary.set_index("algorithm")["auc"]
+    for algorithm, curve in digest.roc.groupby("algorithm", sort=False):
+        ax.plot(curve["fpr"], curve["tpr"], label=f"{algorithm} (AUC {auc[algorithm]:.3f})")
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (detection)")
+    ax.legend(fontsize=8)
+    return _save(fig, folder, "roc")
+
+
+def plot_roc_attacks(digest: Digest, folder: Path) -> list[Path]:
+    """ROC per attack: one panel per attack, one curve per algorithm."""
+    attacks = list(dict.fromkeys(digest.attack_roc["attack"]))
+    cols = min(8, len(attacks))
+    rows = math.ceil(len(attacks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, attack in zip(axes.flat, attacks, strict=False):
+        part = digest.attack_roc[digest.attack_roc["attack"] == attack]
+        for algorithm, curve in part.groupby("algorithm", sort=False):
+            ax.plot(curve["fpr"], curve["tpr"], lw=1, label=algorithm)
+        ax.set_title(attack, fontsize=6)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(attacks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=5)
+    return _save(fig, folder, "roc_attacks")
+
+
+def plot_metrics_threshold(digest: Digest, folder: Path) -> list[Path]:
+    """Accuracy, precision, recall and FPR against the threshold, per algorithm and task."""
+    algorithms = list(dict.fromkeys(digest.metrics["algorithm"]))
+    fig, axes = plt.subplots(2, len(algorithms), figsize=(3 * len(algorithms), 5.5),
+                             squeeze=False, sharey=True)
+    for j, algorithm in enumerate(algorithms):
+        for i, task in enumerate(("detection", "identification")):
+            part = digest.metrics[(digest.metrics["algorithm"] == algorithm)
+                                  & (digest.metrics["task"] == task)]
+            for col in ("accuracy", "precision", "recall", "fpr"):
+                axes[i, j].plot(part["threshold"], part[col], label=col)
+            axes[i, j].set_title(f"{algorithm}: {task}", fontsize=8)
+            axes[i, j].set_xlabel("threshold")
+    axes[0, 0].legend(fontsize=7)
+    return _save(fig, folder, "metrics_threshold")
+
+
+def plot_auc_heatmap(digest: Digest, folder: Path) -> list[Path]:
+    """AUC of every attack (rows) and algorithm (columns)."""
+    table = digest.attack_summary.pivot_table(index="attack", columns="algorithm",
+                                              values="auc", sort=False)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * table.shape[1], 0.8 + 0.22 * table.shape[0]))
+    image = ax.imshow(table.to_numpy(dtype=float), vmin=0.5, vmax=1, cmap="viridis",
+                      aspect="auto")
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(table.shape[0]), table.index, fontsize=6)
+    fig.colorbar(image, ax=ax, label="AUC")
+    return _save(fig, folder, "auc_heatmap")
+
+
+def plot_times(digest: Digest, folder: Path) -> list[Path]:
+    """Milliseconds per image to describe the database and to match a query."""
+    db = digest.db_time.groupby("algorithm", sort=False)["seconds_per_image"].mean()
+    match = digest.match_time.groupby("algorithm", sort=False)["seconds_per_image"].mean()
+    x = np.arange(len(db))
+    fig, ax = plt.subplots(figsize=(1.5 + 0.8 * len(db), 3.5))
+    ax.bar(x - 0.2, db.to_numpy() * 1e3, 0.4, label="database (describe)")
+    ax.bar(x + 0.2, match.reindex(db.index).to_numpy() * 1e3, 0.4,
+           label="query (describe + match)")
+    ax.set_xticks(x, db.index, rotation=45, ha="right")
+    ax.set_ylabel("ms per image")
+    ax.legend(fontsize=8)
+    return _save(fig, folder, "times")
+
+
+def _gallery(rows: pd.DataFrame, value: str, title: str, folder: Path, name: str
+             ) -> list[Path]:
+    from PIL import Image
+
+    fig, axes = plt.subplots(1, max(len(rows), 1), figsize=(2.2 * max(len(rows), 1), 2.6),
+                             squeeze=False)
+    for ax, (_, row) in zip(axes.flat, rows.iterrows(), strict=False):
+        path = row.get("path") or ""
+        try:
+            ax.imshow(Image.open(path).convert("RGB"))
+        except (OSError, ValueError):
+            ax.text(0.5, 0.5, "image not found", ha="center", va="center", fontsize=7)
+        ax.set_title(f"{row['image_id']}\n{value}: {row[value]}", fontsize=6)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, folder, name)
+
+
+def plot_galleries(digest: Digest, folder: Path, threshold: float, count: int = 6
+                   ) -> list[Path]:
+    """Per algorithm: the database images whose copies were least often identified, and those
+    most often matched by negatives, at the threshold nearest to ``threshold``."""
+    out = []
+    for algorithm, part in digest.images_pos.groupby("algorithm", sort=False):
+        t = part["threshold"].iloc[(part["threshold"] - threshold).abs().argmin()]
+        at = part[part["threshold"] == t].copy()
+        at = at[at["copies"] > 0]
+        at["identified_fraction"] = (at["identified"] / at["copies"]).round(3)
+        out += _gallery(at.nsmallest(count, "identified_fraction"), "identified_fraction",
+                        f"{algorithm}: least recognised (threshold {t:.3g})", folder,
+                        f"gallery_least_recognised_{algorithm}")
+        neg = digest.images_neg[(digest.images_neg["algorithm"] == algorithm)
+                                & (digest.images_neg["threshold"] == t)]
+        out += _gallery(neg.nlargest(count, "false_matches"), "false_matches",
+                        f"{algorithm}: most falsely matched (threshold {t:.3g})", folder,
+                        f"gallery_false_matches_{algorithm}")
+    return out
+
+
+def plot_digest(digest: Digest, folder: str | os.PathLike, threshold: float = 0.2
+                ) -> list[Path]:
+    """Every figure of a digest into ``folder``; returns the written files."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    use_style()
+    written = []
+    for plot in (plot_roc, plot_roc_attacks, plot_metrics_threshold, plot_auc_heatmap,
+                 plot_times):
+        written += plot(digest, folder)
+    written += plot_galleries(digest, folder, threshold)
+    logger.info("wrote %d figure files to %s", len(written), folder)
+    return written

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Speed of our hashes and distances against their baselines, in the same run; writes JSON.
+
+- ahash+phash+dhash+whash+colorhash on decoded photos vs imagehash's five functions per image;
+- crop_resistant vs imagehash.crop_resistant_hash (same segment hashes, checked);
+- Jensen-Shannon distance matrix vs scipy.spatial.distance.cdist(..., "jensenshannon");
+- Hamming 1-NN on packed 64-bit codes vs faiss.IndexBinaryFlat.
+
+python scripts/benchmark_hashing.py --dataset bsds500 --n-images 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import imagehash
+import numpy as np
+
+from data_retrieval import load_dataset
+from hashing import describe_many, get_algorithm, nearest, pairwise
+from helpers import available_cpus, load_image, results_root, write_json
+
+FIVE = ["ahash", "phash", "dhash", "whash", "colorhash"]
+REFERENCE = [imagehash.average_hash, imagehash.phash, imagehash.dhash, imagehash.whash,
+             imagehash.colorhash]
+
+
+def timed(func, repeat: int = 1) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        tic = time.perf_counter()
+        out = func()
+        best = min(best, time.perf_counter() - tic)
+    return best, out
+
+
+def bench_hashes(images, workers: list[int]) -> dict:
+    algorithms = [get_algorithm(n) for n in FIVE]
+    describe_many(algorithms, images[:2], workers=1)  # one-time colour table, outside timing
+    base, ref = timed(lambda: [[f(im).hash.flatten() for im in images] for f in REFERENCE])
+    out = {"images": len(images), "imagehash_seconds": base, "ours": {}}
+    for w in workers:
+        t, codes = timed(lambda w=w: describe_many(algorithms, images, workers=w), repeat=2)
+        same = all(np.array_equal(codes[a.label].to_bits(), np.stack(r))
+                   for a, r in zip(algorithms, ref, strict=True))
+        out["ours"][f"workers_{w}"] = {"seconds": t, "speedup": base / t, "bits_equal": same}
+    return out
+
+
+def bench_crop_resistant(images, n_reference: int, workers: list[int]) -> dict:
+    sub = images[:n_reference]
+    base, ref = timed(lambda: [imagehash.crop_resistant_hash(im) for im in sub])
+    algorithm = get_algorithm("crop_resistant")
+    out = {"images": len(images), "imagehash_images": len(sub),
+           "imagehash_seconds_per_image": base / len(sub), "ours": {}}
+    for w in workers:
+        t, codes = timed(lambda w=w: describe_many([algorithm], images, workers=w)[
+            algorithm.label], repeat=2)
+        ours = codes.to_bits()[:len(sub)]
+        same = all(sorted(x.tobytes() for x in a) == sorted(h.hash.flatten().tobytes()
+                                                            for h in r.segment_hashes)
+                   for a, r in zip(ours, ref, strict=True))
+        per = t / len(images)
+        out["ours"][f"workers_{w}"] = {"seconds_per_image": per,
+                                       "speedup": (base / len(sub)) / per,
+                                       "segments_equal": same}
+    return out
+
+
+def bench_js(n_query: int, n_db: int, dim: int) -> dict:
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(0)
+    q = rng.random((n_query, dim)).astype(np.float32)
+    d = rng.random((n_db, dim)).astype(np.float32)
+    base, ref = timed(lambda: cdist(q.astype(np.float64), d.astype(np.float64),
+                                    "jensenshannon"))
+    ours_t, ours = timed(lambda: pairwise(q, d, "jensenshannon", "cpu"), repeat=2)
+    error = float(np.abs(ours - ref / np.sqrt(np.log(2))).max())  # SciPy's base e -> base 2
+    return {"shape": [n_query, n_db, dim], "scipy_seconds": base, "ours_seconds": ours_t,
+            "speedup": base / ours_t, "max_abs_difference": error}
+
+
+def bench_hamming(n_query: int, n_db: int, n_bits: int) -> dict:
+    import faiss
+
+    rng = np.random.default_rng(1)
+    q = rng.integers(0, 256, (n_query, n_bits // 8), dtype=np.uint8)
+    d = rng.integers(0, 256, (n_db, n_bits // 8), dtype=np.uint8)
+
+    def run_faiss():
+        index = faiss.IndexBinaryFlat(n_bits)
+        index.add(d)
+        return index.search(q, 1)
+
+    base, (fd, _) = timed(run_faiss, repeat=2)
+    ours_t, (od, _) = timed(lambda: nearest(q, d, "hamming", device="cpu"), repeat=2)
+    return {"shape": [n_query, n_db, n_bits], "faiss_seconds": base, "ours_seconds": ours_t,
+            "throughput_ratio": base / ours_t,
+            "distances_equal": bool(np.array_equal(od[:, 0] * n_bits, fd[:, 0]))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="bsds500")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--n-images", type=int, default=200)
+    parser.add_argument("--n-crop-reference", type=int, default=20,
+                        help="images imagehash's slow crop-resistant hash is timed on (20)")
+    parser.add_argument("--js", type=int, nargs=3, default=[500, 250, 1280],
+                        metavar=("Q", "N", "D"))
+    parser.add_argument("--hamming", type=int, nargs=3, default=[10000, 100000, 64],
+                        metavar=("Q", "N", "BITS"))
+    parser.add_argument("--output", default=str(results_root() / "benchmarks" / "hashing.json"))
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        print(f"error: {output} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    try:
+        records = load_dataset(args.dataset, args.data_root, limit=args.n_images).records
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    images = [load_image(r.path) for r in records]
+    workers = sorted({1, available_cpus()})
+    result = {
+        "machine": {"platform": platform.platform(), "cpus": available_cpus(),
+                    "processor": platform.processor()},
+        "dataset": args.dataset,
+        "five_hashes": bench_hashes(images, workers),
+        "crop_resistant": bench_crop_resistant(images, args.n_crop_reference, workers),
+        "jensenshannon": bench_js(*args.js),
+        "hamming_1nn": bench_hamming(*args.hamming),
+    }
+    write_json(output, result)
+    print(f"wrote {output}")
+    for key in ("five_hashes", "crop_resistant", "jensenshannon", "hamming_1nn"):
+        print(key, result[key])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

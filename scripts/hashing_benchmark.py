@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""The study's copy-detection benchmark: perceptual hashes against attacked copies.
+
+The dataset's originals are split (seeded) into an experimental group, the database, and a
+control group; ``--n-attacked`` images of each group are attacked (on the fly, or read from a
+manifest with --queries); every algorithm describes the database and all queries, every query
+is matched against the database, and the digest plus figures go to Results/<name>/.
+
+Examples
+--------
+python scripts/hashing_benchmark.py                      # the study's protocol on BSDS500
+python scripts/hashing_benchmark.py --dataset sample --n-experimental 6 --n-control 5 \
+    --n-attacked 6 --name demo
+python scripts/hashing_benchmark.py --algorithms phash phash:hash_size=16 crop_resistant:cutoff=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from data_retrieval import load_dataset, read_manifest, split_groups
+from data_retrieval.splits import CONTROL, EXPERIMENTAL
+from generator.cli import add_attack_arguments, attacks_from_args
+from generator.pipeline import iter_attacks
+from hashing import get_algorithm, list_algorithms
+from hashing.benchmark import load_records, run_benchmark
+from hashing.digest import load_digest, write_digest
+from hashing.plots import plot_digest
+from helpers import (
+    now_iso,
+    prepare_output_dir,
+    results_root,
+    setup_logging,
+    write_experiment_json,
+)
+
+DEFAULT_ALGORITHMS = ["ahash", "phash", "dhash", "whash", "crop_resistant"]
+logger = logging.getLogger("hashing_benchmark")
+
+
+def parse_algorithm(spec: str):
+    """``name`` or ``name:param=value,param=value`` (values as Python literals)."""
+    name, _, rest = spec.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"algorithm parameter {item!r} in {spec!r} is not key=value")
+        try:
+            params[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[key] = value
+    algorithm = get_algorithm(name, **params)
+    try:  # bad parameter values show now, not after the database is described
+        algorithm.describe([Image.new("RGB", (64, 48), "gray")])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"algorithm {spec!r}: {exc}") from exc
+    return algorithm
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="bsds500",
+                      help="dataset name or folder:<path> (default: bsds500)")
+    data.add_argument("--data-root", default=None,
+                      help="folder holding the datasets (default: $DATASETS_DIR, else Datasets/)")
+    data.add_argument("--n-experimental", type=int, default=250,
+                      help="originals in the database (default: 250)")
+    data.add_argument("--n-control", type=int, default=250,
+                      help="originals kept out of the database (default: 250)")
+    data.add_argument("--n-attacked", type=int, default=100,
+                      help="images of each group that are attacked (default: 100)")
+    data.add_argument("--split-seed", type=int, default=0,
+                      help="seed of the group split and of the attacked subsets (default: 0)")
+    data.add_argument("--queries", default=None, metavar="MANIFEST",
+                      help="read the attacked queries from this manifest CSV instead of making "
+                           "them (source_id tells positives from negatives)")
+    add_attack_arguments(parser)
+    method = parser.add_argument_group("methods")
+    method.add_argument("--algorithms", nargs="+", default=DEFAULT_ALGORITHMS,
+                        metavar="NAME[:K=V,...]",
+                        help="algorithms and parameters (default: %(default)s); known: "
+                             + ", ".join(list_algorithms()))
+    method.add_argument("--thresholds", type=float, nargs="+", default=None,
+                        help="thresholds for every algorithm (default: an automatic grid of 51 "
+                             "points over the observed distances)")
+    method.add_argument("--summary-threshold", type=float, default=0.2,
+                        help="threshold of summary.csv and the galleries (default: 0.2)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--batch-size", type=int, default=256, help="images per batch (256)")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="threads that hash and processes that attack (default: the cores)")
+    run.add_argument("--name", default="hashing_benchmark",
+                     help="result folder under Results/ (default: hashing_benchmark)")
+    run.add_argument("--output", default=None, help="result folder (overrides --name)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing result folder")
+    run.add_argument("--no-figures", action="store_true", help="skip the figures")
+    run.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    for flag in ("n_experimental", "n_control", "n_attacked", "batch_size"):
+        if getattr(args, flag) < (0 if flag != "batch_size" else 1):
+            parser.error(f"--{flag.replace('_', '-')} must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    started = now_iso()
+    try:
+        algorithms = [parse_algorithm(spec) for spec in args.algorithms]
+        attacks, seed, options = attacks_from_args(args)
+        dataset = load_dataset(args.dataset, args.data_root)
+        groups = split_groups(dataset.records, args.n_experimental, args.n_control,
+                              args.split_seed)
+        database = [r for r in groups if r.group == EXPERIMENTAL]
+        control = [r for r in groups if r.group == CONTROL]
+        if not database:
+            raise ValueError("--n-experimental is 0: the database would be empty")
+        if args.queries:
+            queries_records = read_manifest(args.queries)
+            if not queries_records:
+                raise ValueError(f"{args.queries} lists no image")
+            n_queries = len(queries_records)
+        else:
+            if args.n_attacked > min(len(database), len(control) or args.n_attacked):
+                raise ValueError(f"--n-attacked {args.n_attacked} is more than a group holds "
+                                 f"({len(database)} experimental, {len(control)} control)")
+            attacked = database[:args.n_attacked] + control[:args.n_attacked]
+            n_queries = len(attacked) * len(attacks)
+        if n_queries == 0:
+            raise ValueError("no query: choose --n-attacked > 0 and at least one attack")
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output = Path(args.output) if args.output else results_root() / args.name
+    try:
+        output = prepare_output_dir(output, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config = {**{k: v for k, v in vars(args).items() if k not in ("attacks",)},
+              "algorithms": [a.label for a in algorithms],
+              "attacks": [a.id for a in attacks], "seed": seed,
+              "options": {k: str(v) for k, v in options.items()},
+              "database": [r.image_id for r in database]}
+    write_experiment_json(output, config, started_at=started)
+    bad: list[tuple[str, str]] = [(str(b.path), b.reason) for b in dataset.bad]
+    if args.queries:
+        queries = load_records(queries_records, bad)
+        stream = None
+    else:
+        stream = iter_attacks(attacked, attacks, seed=seed, workers=args.workers)
+        queries = stream
+    result = run_benchmark(algorithms, load_records(database, bad), queries,
+                           batch_size=args.batch_size, device=args.device,
+                           workers=args.workers, total_queries=n_queries)
+    if stream is not None:
+        bad += [(str(b.path), b.reason) for b in stream.bad]
+    result.bad = bad
+    thresholds = {a.label: args.thresholds for a in algorithms} if args.thresholds else None
+    digest = write_digest(result, output, thresholds, args.summary_threshold)
+    if not args.no_figures:
+        plot_digest(load_digest(output), output / "figures", args.summary_threshold)
+    write_experiment_json(output, config, started_at=started, ended_at=now_iso(), extra={
+        "counts": {"database": len(result.database), "queries": n_queries,
+                   "matched": int(len(result.matches) / len(algorithms)), "bad": len(bad)},
+        "bad_inputs": [{"path": p, "reason": r} for p, r in bad],
+        "wall_seconds": round(result.wall_seconds, 3)})
+    summary = digest["summary"]
+    columns = ["algorithm", "auc", "micro_ap", "detection_recall", "detection_fpr",
+               "db_seconds_per_image", "match_seconds_per_image"]
+    table = summary[columns].rename(columns={
+        "detection_recall": f"recall@{args.summary_threshold}",
+        "detection_fpr": f"fpr@{args.summary_threshold}",
+        "db_seconds_per_image": "db_s/img", "match_seconds_per_image": "query_s/img"})
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"{len(result.database)} database images, {n_queries} queries, "
+          f"{len(algorithms)} algorithms in {result.wall_seconds:.1f} s -> {output}")
+    if bad:
+        print(f"skipped {len(bad)} bad input(s), listed in {output / 'experiment.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

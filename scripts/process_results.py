@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Regenerate every figure of one or more benchmark digests, from the digest files alone.
+
+python scripts/process_results.py Results/hashing_benchmark
+python scripts/process_results.py Results/run_a Results/run_b --output Results/merged_figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hashing.digest import load_digest
+from hashing.plots import plot_digest
+from helpers import setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", help="digest folder(s); several are merged")
+    parser.add_argument("--output", default=None,
+                        help="figure folder (default: RESULTS/figures of the first digest)")
+    parser.add_argument("--threshold", type=float, default=0.2,
+                        help="threshold of the galleries (default: 0.2)")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        digest = load_digest(args.results)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output = Path(args.output) if args.output else Path(args.results[0]) / "figures"
+    written = plot_digest(digest, output, args.threshold)
+    print(f"wrote {len(written)} figure files to {output}")
+    print(digest.summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
