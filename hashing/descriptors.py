@@ -32,10 +32,6 @@ class BinaryCodes:
         """Codes of several batches, in order."""
         return cls(np.concatenate([p.packed for p in parts]), parts[0].n_bits)
 
-    def take(self, index) -> BinaryCodes:
-        """The codes of the images at ``index``."""
-        return BinaryCodes(self.packed[index], self.n_bits)
-
     def to_bits(self) -> np.ndarray:
         """Boolean array (N, n_bits): for a hash, ``imagehash.<fn>(im).hash.flatten()``."""
         return np.unpackbits(self.packed, axis=1, count=self.n_bits).astype(bool)
@@ -93,15 +89,6 @@ class MultiCodes:
             base += p.offsets[-1]
         return cls(np.concatenate([p.packed for p in parts]), np.concatenate(offsets),
                    parts[0].n_bits, parts[0].cutoff)
-
-    def take(self, index) -> MultiCodes:
-        """The codes of the images at ``index``."""
-        index = np.arange(len(self))[index]
-        counts = self.offsets[1:] - self.offsets[:-1]
-        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in index]
-                              ) if len(index) else np.zeros(0, np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts[index])]).astype(np.int64)
-        return MultiCodes(self.packed[rows], offsets, self.n_bits, self.cutoff)
 
     def to_bits(self) -> list[np.ndarray]:
         """Per image, a boolean (segments, n_bits) array."""

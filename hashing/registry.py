@@ -137,7 +137,7 @@ def describe_many(
         for _, spent in parts:
             for label, value in spent.items():
                 seconds[label] = seconds.get(label, 0.0) + value
-    if workers == 1:
-        return parts[0][0]
-    parts = [p for p, _ in parts]
-    return {a.label: concat_descriptors([p[a.label] for p in parts]) for a in algorithms}
+    outputs = [out for out, _ in parts]
+    if len(outputs) == 1:
+        return outputs[0]
+    return {a.label: concat_descriptors([o[a.label] for o in outputs]) for a in algorithms}

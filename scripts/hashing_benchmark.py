@@ -106,9 +106,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--no-figures", action="store_true", help="skip the figures")
     run.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    for flag in ("n_experimental", "n_control", "n_attacked", "batch_size"):
-        if getattr(args, flag) < (0 if flag != "batch_size" else 1):
-            parser.error(f"--{flag.replace('_', '-')} must be positive")
+    for flag in ("n_experimental", "n_control", "n_attacked"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
     return args
 
 
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{args.queries} lists no image")
             n_queries = len(queries_records)
         else:
-            if args.n_attacked > min(len(database), len(control) or args.n_attacked):
+            if args.n_attacked > len(database) or (control and args.n_attacked > len(control)):
                 raise ValueError(f"--n-attacked {args.n_attacked} is more than a group holds "
                                  f"({len(database)} experimental, {len(control)} control)")
             attacked = database[:args.n_attacked] + control[:args.n_attacked]
