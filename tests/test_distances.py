@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist, jensenshannon
 
+from hashing import native
 from hashing.distances import nearest, pairwise
 
 RNG = np.random.default_rng(0)
@@ -112,3 +113,103 @@ def test_hamming_nearest_on_long_codes_matches_scipy(n_bytes):
     dist, idx = nearest(q, d, "hamming", k=1)
     first = (ref == ref.min(axis=1, keepdims=True)).argmax(axis=1)  # lowest index on ties
     assert idx.ravel().tolist() == first.tolist()
+
+
+# --- Jensen-Shannon: the compiled kernel and the torch path -----------------------------------
+
+@pytest.fixture(params=["compiled", "torch"])
+def js_path(request, monkeypatch):
+    """Run a test once with the compiled kernel (hashing.native) and once with torch."""
+    monkeypatch.setenv("IMAGE_SIMILARITY_LAB_NO_NATIVE", "0" if request.param == "compiled"
+                       else "1")
+    native.reset()
+    if request.param == "compiled" and native.js_kernel() is None:
+        pytest.skip("no C compiler here: the compiled Jensen-Shannon kernel cannot be built")
+    yield request.param
+    native.reset()
+
+
+def hard_js_cases() -> tuple[np.ndarray, np.ndarray]:
+    """Queries and database rows with zeros on either side, disjoint supports, tiny values,
+    identical rows and near-duplicates at several scales."""
+    dim = 300
+    d = RNG.random((40, dim), dtype=np.float32)
+    d[:10] *= RNG.random((10, dim)) > 0.5  # zeros in the database
+    d[10, :] = 0
+    d[10, 0] = 1  # one-hot
+    d[11] = np.where(np.arange(dim) < 150, 1e-30, 1.0).astype(np.float32)  # tiny entries
+    q = [d[0], d[5], d[12]]  # identical rows
+    for scale in (1e-2, 1e-3, 1e-4, 1e-5):  # near-duplicates
+        q.append(np.abs(d[13] * (1 + scale * RNG.standard_normal(dim))))
+    q.append(np.where(np.arange(dim) == 1, 1.0, 0.0))  # disjoint from d[10]: distance 1
+    q.append(np.where(np.arange(dim) < 150, 0.0, 1.0))  # zeros exactly where d[11] is tiny
+    q.extend(RNG.random((6, dim)) * (RNG.random((6, dim)) > 0.3))  # zeros in the queries
+    return np.array(q, dtype=np.float32), d
+
+
+def test_jensenshannon_paths_match_scipy(js_path):
+    q, d = hard_js_cases()
+    ref = scipy_reference(q, d, "jensenshannon")
+    ours = pairwise(q, d, "jensenshannon", device="cpu")
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+    assert ours[0, 0] == 0 and ours[1, 5] == 0 and ours[2, 12] == 0
+    assert ours[7, 10] == pytest.approx(1.0, abs=1e-7)
+    dist, idx = nearest(q, d, "jensenshannon", k=2, device="cpu", max_block_elements=5000)
+    np.testing.assert_allclose(dist, np.sort(ref, axis=1)[:, :2], atol=1e-6)
+    np.testing.assert_allclose(np.take_along_axis(ref, idx, 1), dist, atol=1e-6)
+
+
+def test_jensenshannon_paths_on_wide_blocks(js_path):
+    """More database rows than queries (the kernel splits the database over threads)."""
+    q = RNG.random((3, 1280), dtype=np.float32)
+    d = np.concatenate([q * (1 + 1e-3 * RNG.standard_normal(q.shape).astype(np.float32)),
+                        RNG.random((97, 1280), dtype=np.float32)])
+    np.testing.assert_allclose(pairwise(q, np.abs(d), "jensenshannon", device="cpu"),
+                               scipy_reference(q, np.abs(d), "jensenshannon"), atol=1e-6)
+
+
+def test_compiled_log1p_is_accurate():
+    native.reset()
+    lib = native.js_kernel()
+    if lib is None:
+        pytest.skip("no C compiler here: the compiled Jensen-Shannon kernel cannot be built")
+    y = np.concatenate([np.linspace(-0.5, 10, 200_001), np.geomspace(1e-12, 1e36, 20_001),
+                        -np.geomspace(1e-12, 0.5, 20_001), [0.0]]).astype(np.float32)
+    exact = np.log1p(y.astype(np.float64))
+    ours = native.js_log1p(lib, y).astype(np.float64)
+    nonzero = exact != 0
+    assert np.max(np.abs(ours - exact)[nonzero] / np.abs(exact[nonzero])) < 2e-7
+    assert ours[~nonzero].tolist() == [0.0]
+
+
+def test_without_a_compiler_the_torch_path_answers(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("IMAGE_SIMILARITY_LAB_CACHE", str(tmp_path))
+    monkeypatch.delenv("IMAGE_SIMILARITY_LAB_NO_NATIVE", raising=False)
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    native.reset()
+    try:
+        with caplog.at_level("WARNING", logger="hashing.native"):
+            assert native.js_kernel() is None
+        assert "no C compiler found" in caplog.text
+        q, d = data("jensenshannon")
+        np.testing.assert_allclose(pairwise(q, d, "jensenshannon", device="cpu"),
+                                   scipy_reference(q, d, "jensenshannon"), atol=1e-6)
+    finally:
+        native.reset()
+
+
+def test_the_kernel_is_compiled_once_into_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("IMAGE_SIMILARITY_LAB_CACHE", str(tmp_path))
+    monkeypatch.delenv("IMAGE_SIMILARITY_LAB_NO_NATIVE", raising=False)
+    native.reset()
+    try:
+        if native.js_kernel() is None:
+            pytest.skip("no C compiler here: the compiled Jensen-Shannon kernel cannot be built")
+        built = sorted(tmp_path.iterdir())
+        assert len(built) == 1 and built[0].suffix == ".so"
+        stamp = built[0].stat().st_mtime_ns
+        native.reset()
+        assert native.js_kernel() is not None
+        assert sorted(tmp_path.iterdir()) == built and built[0].stat().st_mtime_ns == stamp
+    finally:
+        native.reset()

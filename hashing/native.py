@@ -1,0 +1,141 @@
+"""Optional compiled kernels, built on first use with the system's C compiler.
+
+Some distances are transcendental functions of every (query, database, dimension) triple, so
+a chain of torch element-wise operations is bound by memory traffic and by its
+general-purpose ``log``. A small fused C loop (``hashing/jensenshannon.c``) that the compiler
+vectorises is an order of magnitude faster on CPU (``scripts/benchmark_hashing.py``).
+
+The shared library is compiled once per machine and source version into a cache folder
+(``$IMAGE_SIMILARITY_LAB_CACHE`` or ``~/.cache/image_similarity_lab``) and loaded with
+:mod:`ctypes` (which releases the GIL, so threads run kernels in parallel). Without a
+compiler, or with ``IMAGE_SIMILARITY_LAB_NO_NATIVE=1``, :func:`js_kernel` returns ``None`` and
+callers use their torch path, which gives the same results, only slower.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).with_name("jensenshannon.c")
+_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared"]
+_LOCK = threading.Lock()
+_LOADED: dict[str, ctypes.CDLL | None] = {}
+_FLOAT_P = ctypes.POINTER(ctypes.c_float)
+
+
+def cache_dir() -> Path:
+    """Folder holding compiled kernels."""
+    root = os.environ.get("IMAGE_SIMILARITY_LAB_CACHE")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "image_similarity_lab"
+
+
+def _cpu_signature() -> str:
+    """What -march=native depends on: the CPU model and its feature flags."""
+    text = platform.machine() + platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags", "Features")):
+                text += line
+                if line.startswith(("flags", "Features")):
+                    break
+    except OSError:
+        pass
+    return text
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _build(source: Path) -> Path:
+    """Compile ``source`` into the cache (atomically) and return the library's path."""
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                             check=False).stdout
+    key = hashlib.sha256("\0".join([source.read_text(), " ".join(_FLAGS), version,
+                                    _cpu_signature()]).encode()).hexdigest()[:16]
+    target = cache_dir() / f"{source.stem}-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        proc = subprocess.run([compiler, *_FLAGS, str(source), "-o", str(built)],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{compiler} failed on {source.name}: {proc.stderr.strip()}")
+        os.replace(built, target)
+    logger.info("compiled %s into %s", source.name, target)
+    return target
+
+
+def js_kernel() -> ctypes.CDLL | None:
+    """The compiled Jensen-Shannon kernel, or ``None`` when it cannot be built."""
+    name = _SOURCE.name
+    with _LOCK:
+        if name in _LOADED:
+            return _LOADED[name]
+        lib = None
+        if os.environ.get("IMAGE_SIMILARITY_LAB_NO_NATIVE", "") in ("", "0"):
+            try:
+                lib = ctypes.CDLL(str(_build(_SOURCE)))
+                lib.js_block.argtypes = [_FLOAT_P, _FLOAT_P, ctypes.c_long, _FLOAT_P,
+                                         ctypes.c_long, ctypes.c_long, _FLOAT_P, ctypes.c_long]
+                lib.js_block.restype = None
+                lib.js_log1p_array.argtypes = [_FLOAT_P, ctypes.c_long, _FLOAT_P]
+                lib.js_log1p_array.restype = None
+            except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+                logger.warning("compiled Jensen-Shannon kernel unavailable (%s); using the "
+                               "slower torch path", error)
+                lib = None
+        _LOADED[name] = lib
+        return lib
+
+
+def reset() -> None:
+    """Forget loaded kernels (tests use it to exercise the fallback)."""
+    with _LOCK:
+        _LOADED.clear()
+
+
+def _ptr(array: np.ndarray) -> ctypes._Pointer:
+    return array.ctypes.data_as(_FLOAT_P)
+
+
+def js_log1p(lib: ctypes.CDLL, y: np.ndarray) -> np.ndarray:
+    """The kernel's float32 ``log1p`` (for tests of its accuracy)."""
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    out = np.empty_like(y)
+    lib.js_log1p_array(_ptr(y), y.size, _ptr(out))
+    return out
+
+
+def js_block(lib: ctypes.CDLL, p: np.ndarray, c: np.ndarray, r: np.ndarray,
+             out: np.ndarray) -> None:
+    """Fill ``out`` (a C-contiguous row block, float32) with the kernel's sums for p x r."""
+    for array in (p, c, r):
+        assert array.dtype == np.float32 and array.flags.c_contiguous
+    assert out.dtype == np.float32 and out.strides[1] == 4
+    lib.js_block(_ptr(p), _ptr(c), p.shape[0], _ptr(r), r.shape[0], p.shape[1], _ptr(out),
+                 out.strides[0] // 4)
