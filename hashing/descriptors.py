@@ -102,3 +102,26 @@ class MultiCodes:
     def metric(self) -> str:
         """Distance used to compare these codes."""
         return "multi_hamming"
+
+
+@dataclass(frozen=True)
+class FloatFeatures:
+    """Float features of N images with the distance that compares them (neural methods).
+
+    Attributes
+    ----------
+    values : numpy.ndarray, shape (N, dim), float32
+    metric : str
+        ``cosine``, ``jensenshannon``, ``l1`` or ``l2`` (see `hashing.distances`).
+    """
+
+    values: np.ndarray
+    metric: str
+
+    @classmethod
+    def concat(cls, parts: list[FloatFeatures]) -> FloatFeatures:
+        """Features of several batches, in order."""
+        return cls(np.concatenate([p.values for p in parts]), parts[0].metric)
+
+    def __len__(self) -> int:
+        return len(self.values)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from hashing.descriptors import BinaryCodes, MultiCodes
+from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes
 from hashing.distances import DEFAULT_BLOCK_ELEMENTS, pairwise
 
 
@@ -22,9 +22,10 @@ def descriptor_distances(
 
     Parameters
     ----------
-    queries, database : BinaryCodes, MultiCodes or numpy.ndarray (float features)
+    queries, database : BinaryCodes, MultiCodes, FloatFeatures or numpy.ndarray
     metric : str, optional
-        For float features (``cosine``, ``jensenshannon``, ``l1``, ``l2``); codes know theirs.
+        For plain arrays of float features (``cosine``, ``jensenshannon``, ``l1``, ``l2``);
+        codes and `FloatFeatures` know theirs.
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     """
@@ -35,6 +36,10 @@ def descriptor_distances(
         return pairwise(queries.packed, database.packed, "hamming", device)
     if isinstance(queries, MultiCodes):
         return multi_distances(queries, database, device)
+    if isinstance(queries, FloatFeatures):
+        if queries.metric != database.metric:
+            raise ValueError(f"features compared with {queries.metric} and {database.metric}")
+        return pairwise(queries.values, database.values, queries.metric, device)
     if metric is None:
         raise ValueError("float features need a metric")
     return pairwise(queries, database, metric, device)

@@ -11,15 +11,24 @@ from typing import Any
 from PIL import Image
 
 _ALGORITHMS: dict[str, Callable[..., Any]] = {}
+_WHOLE_BATCH: set[str] = set()
 
 
-def register_algorithm(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``f(batch, **params) -> descriptors`` under ``name``."""
+def register_algorithm(name: str, whole_batch: bool = False
+                       ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``f(batch, **params) -> descriptors`` under ``name``.
+
+    ``batch`` is a `GrayBatch` (decoded images with shared gray resizes), or, with
+    ``whole_batch=True``, the list of PIL images itself: such algorithms (neural networks)
+    run once on a whole batch in the calling thread instead of on per-thread slices.
+    """
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         if name in _ALGORITHMS:
             raise ValueError(f"algorithm {name!r} is already registered")
         _ALGORITHMS[name] = func
+        if whole_batch:
+            _WHOLE_BATCH.add(name)
         return func
 
     return decorate
@@ -45,11 +54,19 @@ class Algorithm:
             return self.name
         return self.name + "_" + "_".join(f"{k}={v}" for k, v in self.params)
 
+    @property
+    def whole_batch(self) -> bool:
+        """Runs on whole batches of PIL images (neural), not on per-thread `GrayBatch` slices."""
+        return self.name in _WHOLE_BATCH
+
     def describe(self, images: Sequence[Image.Image] | Any) -> Any:
         """Descriptors of a list of PIL images (or of a prepared ``GrayBatch``)."""
         from hashing.classical import GrayBatch
 
-        batch = images if isinstance(images, GrayBatch) else GrayBatch(images)
+        if self.whole_batch:
+            batch = images.images if isinstance(images, GrayBatch) else list(images)
+        else:
+            batch = images if isinstance(images, GrayBatch) else GrayBatch(images)
         return _ALGORITHMS[self.name](batch, **dict(self.params))
 
 
@@ -114,6 +131,16 @@ def describe_many(
     from helpers import available_cpus
 
     images = list(images)
+    whole = [a for a in algorithms if a.whole_batch]
+    sliced = [a for a in algorithms if not a.whole_batch]
+    result: dict[str, Any] = {}
+    for a in whole:  # neural networks: one call on the whole batch (they use every core)
+        tic = time.perf_counter()
+        result[a.label] = a.describe(images)
+        if seconds is not None:
+            seconds[a.label] = seconds.get(a.label, 0.0) + time.perf_counter() - tic
+    if not sliced:
+        return result
     workers = max(1, min(workers or available_cpus(), len(images) or 1))
     bounds = [len(images) * k // workers for k in range(workers + 1)]
 
@@ -122,10 +149,10 @@ def describe_many(
         tic = time.perf_counter()
         batch = GrayBatch(images[bounds[k]:bounds[k + 1]])
         shared = time.perf_counter() - tic
-        for a in algorithms:
+        for a in sliced:
             tic = time.perf_counter()
             out[a.label] = a.describe(batch)
-            spent[a.label] = time.perf_counter() - tic + shared / len(algorithms)
+            spent[a.label] = time.perf_counter() - tic + shared / len(sliced)
         return out, spent
 
     if workers == 1:
@@ -139,5 +166,8 @@ def describe_many(
                 seconds[label] = seconds.get(label, 0.0) + value
     outputs = [out for out, _ in parts]
     if len(outputs) == 1:
-        return outputs[0]
-    return {a.label: concat_descriptors([o[a.label] for o in outputs]) for a in algorithms}
+        result.update(outputs[0])
+    else:
+        result.update({a.label: concat_descriptors([o[a.label] for o in outputs])
+                       for a in sliced})
+    return {a.label: result[a.label] for a in algorithms}

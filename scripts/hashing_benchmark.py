@@ -59,7 +59,7 @@ def parse_algorithm(spec: str):
     algorithm = get_algorithm(name, **params)
     try:  # bad parameter values show now, not after the database is described
         algorithm.describe([Image.new("RGB", (64, 48), "gray")])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OSError, ImportError) as exc:  # OSError: missing weights
         raise ValueError(f"algorithm {spec!r}: {exc}") from exc
     return algorithm
 

@@ -1,0 +1,164 @@
+"""Batched feature extraction through a DataLoader: decode and transform in workers, the model in
+the main process (on GPU when asked), unreadable images reported and skipped."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from extractor.models import FeatureModel
+from helpers import ImageLoadError, get_logger, load_image, progress
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class Extracted:
+    """Features of the readable images, in input order.
+
+    Attributes
+    ----------
+    features : numpy.ndarray, shape (N, dim), float32
+    ids : list of str
+        Image id of each row.
+    bad : list of (str, str, str)
+        ``(image id, path, reason)`` of each image that could not be read (skipped).
+    """
+
+    features: np.ndarray
+    ids: list[str]
+    bad: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _id_and_source(item: Any, index: int) -> tuple[str, Any]:
+    """``(image id, path or image)`` of a path, an ImageRecord, a PIL image or an (id, image)
+    pair."""
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+        return item
+    if isinstance(item, Image.Image):
+        return str(index), item
+    if hasattr(item, "image_id") and hasattr(item, "path"):
+        return str(item.image_id), item.path
+    if isinstance(item, str | os.PathLike):
+        return Path(item).stem, item
+    raise TypeError(f"cannot extract features of a {type(item).__name__} (item {index})")
+
+
+class _ImageDataset(Dataset):
+    def __init__(self, items: Sequence[Any], transform):
+        self.items = [_id_and_source(item, i) for i, item in enumerate(items)]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        image_id, source = self.items[index]
+        try:
+            image = source if isinstance(source, Image.Image) else load_image(source)
+            return index, self.transform(image), None
+        except (ImageLoadError, OSError, ValueError) as exc:
+            return index, None, str(exc)
+
+
+class _Collate:
+    def __init__(self, model: FeatureModel):
+        self.model = model
+
+    def __call__(self, rows):
+        good = [(i, x) for i, x, _ in rows if x is not None]
+        bad = [(i, reason) for i, x, reason in rows if x is None]
+        batch = self.model.collate([x for _, x in good]) if good else None
+        return [i for i, _ in good], batch, bad
+
+
+def extract(
+    model: FeatureModel,
+    images: Sequence[Any],
+    batch_size: int = 32,
+    device: str | None = None,
+    workers: int = 0,
+    show_progress: bool | None = None,
+    multiprocessing_context: str | None = None,
+) -> Extracted:
+    """Features of many images, batch by batch.
+
+    Parameters
+    ----------
+    model : FeatureModel
+        From `extractor.get_model` or `extractor.custom_model`.
+    images : sequence
+        Paths, `ImageRecord` objects, PIL images, or ``(id, PIL image)`` pairs.
+    batch_size : int
+    device : str, optional
+        Move the model there first (default: where it is).
+    workers : int
+        DataLoader worker processes that decode and transform (0: in this process).
+    show_progress : bool, optional
+        Progress bar (default: when stderr is a terminal).
+    multiprocessing_context : str, optional
+        ``"fork"``, ``"spawn"``... for the workers (default: the platform's).
+
+    Returns
+    -------
+    Extracted
+        Float32 features and ids of the readable images; the unreadable ones in ``bad``
+        (each logged as a warning).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if device is not None:
+        from helpers import resolve_device
+
+        model.to(resolve_device(device))
+    dataset = _ImageDataset(images, model.transform)
+    features = np.empty((len(dataset), model.dim), dtype=np.float32)
+    done = np.zeros(len(dataset), dtype=bool)
+    bad: list[tuple[str, str, str]] = []
+    if len(dataset) == 0:
+        return Extracted(features, [], bad)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=_Collate(model),
+                        pin_memory=model.device.startswith("cuda"),
+                        multiprocessing_context=multiprocessing_context if workers else None,
+                        persistent_workers=False)
+    bar = progress(total=len(dataset), desc=f"{model.name} features", unit="img",
+                   disable=None if show_progress is None else not show_progress)
+    for indices, batch, failures in loader:
+        if indices:
+            features[indices] = model.forward(batch).numpy()
+            done[indices] = True
+        for index, reason in failures:
+            image_id, source = dataset.items[index]
+            path = "" if isinstance(source, Image.Image) else str(source)
+            logger.warning("skipping image %s (%s): %s", image_id, path, reason)
+            bad.append((image_id, path, reason))
+        bar.update(len(indices) + len(failures))
+    bar.close()
+    ids = [dataset.items[i][0] for i in np.flatnonzero(done)]
+    return Extracted(features[done], ids, bad)
+
+
+def forward_only(model: FeatureModel, batch: Any, repeats: int) -> float:
+    """Seconds per forward pass of a prepared batch (best of ``repeats``), for benchmarks."""
+    import time
+
+    model.forward(batch)
+    best = float("inf")
+    for _ in range(repeats):
+        if model.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        tic = time.perf_counter()
+        model.forward(batch)
+        if model.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - tic)
+    return best

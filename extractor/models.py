@@ -1,0 +1,403 @@
+"""The model registry: a name gives a network, its weights, its preprocessing and its dimension.
+
+``get_model("efficientnet_lite0")`` returns a ready :class:`FeatureModel`: ``transform`` turns a
+PIL image into the network's input (picklable, so DataLoader workers can run it),
+``forward`` turns a stacked batch into float32 features ``(N, dim)``. Weights come from an
+installed package, a local file (``weights=PATH``) or a download URL; nothing downloads unless
+``download=True`` is passed, and missing weights give a :class:`WeightsNotFoundError` that says
+how to get them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import transforms as T
+
+from helpers import get_logger
+
+logger = get_logger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A model's weights are not on this machine; the message says how to get them."""
+
+
+# --- models ready to run ----------------------------------------------------------------------
+
+class FeatureModel:
+    """A network with its preprocessing: ``features = model.forward(stack(transform(im)))``.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (or the name given to a custom model).
+    dim : int
+        Feature dimension.
+    transform : callable
+        PIL image -> network input (a CHW float tensor, or an HWC uint8 array for ONNX).
+    info : dict
+        What the feature store records: weights, transform, output.
+    """
+
+    name: str
+    dim: int
+    transform: Callable[[Image.Image], Any]
+    info: dict[str, Any]
+
+    def to(self, device: str) -> FeatureModel:
+        """Move to ``device`` (``"cpu"``, ``"cuda"``...); returns ``self``."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> str:
+        raise NotImplementedError
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        """Features (N, dim) float32 on CPU of a collated batch of transformed images."""
+        raise NotImplementedError
+
+    def collate(self, items: list[Any]) -> Any:
+        """Stack transformed images into one batch."""
+        if isinstance(items[0], np.ndarray):
+            return np.stack(items)
+        return torch.stack(items)
+
+    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        """Features of PIL images, in one batch (see `extractor.extract` for many)."""
+        return self.forward(self.collate([self.transform(im) for im in images])).numpy()
+
+
+class TorchFeatureModel(FeatureModel):
+    """A ``torch.nn.Module`` (or TorchScript module) in eval mode; float16 autocast on CUDA.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Maps a float batch (N, 3, H, W) to (N, dim) features.
+    transform : callable
+        PIL image -> CHW float tensor.
+    dim : int
+    name : str
+    info : dict, optional
+    mixed_precision : bool
+        Autocast to float16 on CUDA (features are returned as float32).
+    """
+
+    def __init__(self, module: nn.Module, transform: Callable, dim: int, name: str,
+                 info: dict[str, Any] | None = None, mixed_precision: bool = True):
+        self.module = module.eval()
+        self.transform = transform
+        self.dim = int(dim)
+        self.name = name
+        self.info = {"backend": "torch", "transform": repr(transform), **(info or {})}
+        self.mixed_precision = mixed_precision
+        self._device = "cpu"
+
+    def to(self, device: str) -> TorchFeatureModel:
+        self.module.to(device)
+        self._device = str(device)
+        return self
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self._device, non_blocking=True)
+        cuda = self._device.startswith("cuda")
+        with torch.autocast("cuda", dtype=torch.float16, enabled=cuda and self.mixed_precision):
+            out = self.module(batch)
+        if out.ndim != 2 or out.shape[1] != self.dim:
+            raise RuntimeError(f"model {self.name} gave shape {tuple(out.shape)}, expected "
+                               f"(N, {self.dim})")
+        return out.float().cpu()
+
+
+class OnnxFeatureModel(FeatureModel):
+    """An ONNX model run by onnxruntime (CUDA provider on ``cuda`` when installed).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The ``.onnx`` file; its first input takes the collated batch, its first output is
+        the features.
+    transform : callable
+        PIL image -> the array the model takes per image (e.g. HWC uint8).
+    dim : int
+    name : str
+    info : dict, optional
+    """
+
+    def __init__(self, path: str | os.PathLike, transform: Callable, dim: int, name: str,
+                 info: dict[str, Any] | None = None):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(f"model {name} runs on onnxruntime: pip install onnxruntime "
+                              "(or onnxruntime-gpu)") from exc
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise WeightsNotFoundError(f"ONNX model file {self.path} not found")
+        self.transform = transform
+        self.dim = int(dim)
+        self.name = name
+        self.info = {"backend": "onnxruntime", "file": str(self.path),
+                     "transform": repr(transform), **(info or {})}
+        self._device = "cpu"
+        self._session = None
+
+    def _make_session(self):
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if self._device.startswith("cuda") and \
+                "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        return ort.InferenceSession(str(self.path), providers=providers)
+
+    def to(self, device: str) -> OnnxFeatureModel:
+        self._device = str(device)
+        self._session = None
+        return self
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def forward(self, batch: np.ndarray) -> torch.Tensor:
+        if self._session is None:
+            self._session = self._make_session()
+        name = self._session.get_inputs()[0].name
+        out = self._session.run(None, {name: np.ascontiguousarray(batch)})[0]
+        out = np.asarray(out, dtype=np.float32)
+        if out.ndim != 2 or out.shape[1] != self.dim:
+            raise RuntimeError(f"model {self.name} gave shape {out.shape}, expected "
+                               f"(N, {self.dim})")
+        return torch.from_numpy(out)
+
+    def __getstate__(self):  # sessions do not pickle; workers rebuild theirs
+        state = self.__dict__.copy()
+        state["_session"] = None
+        return state
+
+
+# --- preprocessing ----------------------------------------------------------------------------
+
+class ToUint8HWC:
+    """PIL image -> RGB ``uint8`` array (H, W, 3) resized to ``size`` (width, height)."""
+
+    def __init__(self, size: tuple[int, int]):
+        self.size = tuple(size)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        image = image.convert("RGB").resize(self.size, Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+
+    def __repr__(self) -> str:
+        return f"ToUint8HWC(size={self.size}, bilinear)"
+
+
+def imagenet_transform(resize: int | tuple[int, int], crop: int | None = None,
+                       mean: tuple[float, ...] = IMAGENET_MEAN,
+                       std: tuple[float, ...] = IMAGENET_STD,
+                       interpolation: str = "bilinear") -> T.Compose:
+    """Resize (short side, or exact (H, W)), optional centre crop, to tensor, normalise."""
+    mode = T.InterpolationMode(interpolation)
+    steps = [_RGB(), T.Resize(resize, interpolation=mode, antialias=True)]
+    if crop:
+        steps.append(T.CenterCrop(crop))
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(steps)
+
+
+class _RGB:
+    """Convert to RGB (picklable; grayscale and RGBA inputs become RGB)."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+    def __repr__(self) -> str:
+        return "RGB()"
+
+
+# --- weights ----------------------------------------------------------------------------------
+
+def weights_dir() -> Path:
+    """Where downloaded weights live: torch hub's checkpoint folder (``$TORCH_HOME``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def resolve_weights(name: str, url: str | None, weights: str | os.PathLike | None,
+                    download: bool, filename: str | None = None) -> Path:
+    """The weights file of model ``name``: ``weights`` if given, else the cached download.
+
+    Raises
+    ------
+    WeightsNotFoundError
+        The file is not there and ``download`` is false (or there is no URL).
+    """
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f"weights file {path} for model {name} not found")
+        return path
+    if url is None:
+        raise WeightsNotFoundError(f"model {name} has no download URL: pass weights=PATH")
+    path = weights_dir() / (filename or url.rsplit("/", 1)[-1])
+    if path.is_file():
+        return path
+    if not download:
+        raise WeightsNotFoundError(
+            f"weights of model {name} are not in {path}. Get them with `python "
+            f"scripts/extract_features.py --model {name} --download ...` or "
+            f"`extractor.get_model({name!r}, download=True)` (needs internet; from {url}), "
+            "or pass weights=PATH to a local copy.")
+    from helpers import download_file
+
+    logger.info("downloading weights of %s from %s", name, url)
+    return download_file(url, path)
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry.
+
+    Attributes
+    ----------
+    name : str
+    dim : int
+        Feature dimension.
+    weights : str
+        Where the weights come from (package, URL, or a local file to pass).
+    description : str
+    build : callable
+        ``build(weights=None, download=False, **params) -> FeatureModel``.
+    params : dict
+        Extra keyword parameters ``build`` accepts, with their defaults.
+    """
+
+    name: str
+    dim: int
+    weights: str
+    description: str
+    build: Callable[..., FeatureModel] = field(repr=False)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, dim: int, weights: str, description: str = ""
+                   ) -> Callable[[Callable[..., FeatureModel]], Callable[..., FeatureModel]]:
+    """Register ``build(weights=None, download=False, **params) -> FeatureModel``."""
+
+    def decorate(build: Callable[..., FeatureModel]) -> Callable[..., FeatureModel]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        params = {k: p.default for k, p in inspect.signature(build).parameters.items()
+                  if k not in ("weights", "download")}
+        _MODELS[name] = ModelSpec(name, dim, weights, description, build, params)
+        return build
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """Registered model names."""
+    _load_families()
+    return sorted(_MODELS)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registry entry of ``name`` (a clear error lists the known names)."""
+    _load_families()
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; models: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
+def get_model(name: str, weights: str | os.PathLike | None = None, download: bool = False,
+              device: str = "cpu", **params: Any) -> FeatureModel:
+    """Build a registered model with its weights and preprocessing.
+
+    Parameters
+    ----------
+    name : str
+        See :func:`list_models`.
+    weights : str or PathLike, optional
+        A local weights file instead of the registry's source.
+    download : bool
+        Allow downloading missing weights (never done implicitly).
+    device : str
+        Where to put the model.
+    **params
+        Model-specific options (see ``model_spec(name).params``).
+
+    Raises
+    ------
+    ValueError
+        Unknown name or parameter.
+    WeightsNotFoundError
+        Weights not on this machine (the message says how to get them).
+    """
+    spec = model_spec(name)
+    unknown = set(params) - set(spec.params)
+    if unknown:
+        raise ValueError(f"model {name!r} has no parameter(s) {sorted(unknown)}; parameters: "
+                         f"{', '.join(spec.params) or 'none'}")
+    from helpers import resolve_device
+
+    model = spec.build(weights=weights, download=download, **params)
+    return model.to(resolve_device(device))
+
+
+def custom_model(model: nn.Module | str | os.PathLike, transform: Callable, dim: int,
+                 name: str = "custom") -> FeatureModel:
+    """Wrap any module, TorchScript file (``.pt``) or ONNX file (``.onnx``) with a transform.
+
+    Parameters
+    ----------
+    model : torch.nn.Module, or path to a TorchScript or ONNX file
+        Maps a collated batch of ``transform`` outputs to (N, dim) features.
+    transform : callable
+        PIL image -> the model's per-image input.
+    dim : int
+    name : str
+        How feature stores and results name it.
+    """
+    if isinstance(model, nn.Module):
+        return TorchFeatureModel(model, transform, dim, name)
+    path = Path(model)
+    if path.suffix == ".onnx":
+        return OnnxFeatureModel(path, transform, dim, name)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"model file {path} not found")
+    return TorchFeatureModel(torch.jit.load(str(path), map_location="cpu"), transform, dim,
+                             name, {"file": str(path)})
+
+
+_FAMILIES_LOADED = False
+
+
+def _load_families() -> None:
+    """Import the modules that register models (once)."""
+    global _FAMILIES_LOADED
+    if not _FAMILIES_LOADED:
+        _FAMILIES_LOADED = True
+        from extractor import zoo  # noqa: F401

@@ -1,0 +1,93 @@
+"""Neural methods in the benchmark: every `extractor` model is an algorithm.
+
+``get_algorithm("efficientnet_lite0", distance="jensenshannon")`` compares raw features with a
+distance of `hashing.distances`; ``bits=256`` turns them into SimHash codes (signs of
+projections on seeded Gaussian random hyperplanes) compared by bit error rate. The network is
+built once per (model, weights, device) and reused by every batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from hashing.descriptors import BinaryCodes, FloatFeatures
+from hashing.registry import register_algorithm
+
+FEATURE_DISTANCES = ("cosine", "jensenshannon", "l1", "l2")
+
+_MODELS: dict[tuple[str, str | None, str], Any] = {}
+_LOCK = threading.Lock()
+# The last features of each model, so that several algorithms on one model (raw features with
+# two distances, SimHash bits) run the network once per batch.
+# The images are held, not their ids: a freed image's id could be reused by the next batch.
+_LAST: dict[tuple, tuple[list, np.ndarray]] = {}
+
+
+def loaded_model(name: str, weights: str | None = None, device: str = "auto"):
+    """The extractor model ``name``, built on first use and kept for the process."""
+    from extractor import get_model
+    from helpers import resolve_device
+
+    key = (name, weights, resolve_device(device))
+    with _LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = get_model(name, weights=weights, device=key[2])
+        return _MODELS[key]
+
+
+def simhash_planes(dim: int, bits: int, seed: int) -> np.ndarray:
+    """Gaussian random hyperplanes (dim, bits), float32, the same for the same seed."""
+    return np.random.default_rng(seed).standard_normal((dim, bits)).astype(np.float32)
+
+
+def simhash(features: np.ndarray, bits: int, seed: int = 0) -> BinaryCodes:
+    """SimHash codes: bit j is set where ``features @ planes[:, j] > 0``."""
+    planes = simhash_planes(features.shape[1], bits, seed)
+    return BinaryCodes.from_bits(features @ planes > 0)
+
+
+def _describer(model_name: str):
+    def describe(images: list[Image.Image], distance: str = "cosine", bits: int = 0,
+                 seed: int = 0, batch_size: int = 32, device: str = "auto",
+                 weights: str | None = None) -> Any:
+        if distance not in FEATURE_DISTANCES:
+            raise ValueError(f"distance must be one of {', '.join(FEATURE_DISTANCES)}, got "
+                             f"{distance!r}")
+        if bits < 0:
+            raise ValueError(f"bits must be >= 0 (0: raw features), got {bits}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        model = loaded_model(model_name, weights, device)
+        key = (model_name, weights, model.device, batch_size)
+        last = _LAST.get(key)
+        if last is not None and len(last[0]) == len(images) and all(
+                a is b for a, b in zip(last[0], images, strict=True)):
+            feats = last[1]
+        else:
+            parts = [model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+            feats = np.concatenate(parts) if parts else np.empty((0, model.dim), np.float32)
+            _LAST[key] = (list(images), feats)
+        if bits:
+            return simhash(feats, bits, seed)
+        return FloatFeatures(feats, distance)
+
+    describe.__name__ = model_name
+    describe.__doc__ = (f"{model_name} features (see `extractor.model_spec({model_name!r})`): "
+                        "raw with ``distance``, or ``bits`` SimHash bits.")
+    return describe
+
+
+def register_neural_algorithms() -> None:
+    """Register every extractor model as an algorithm (done when `hashing` is imported)."""
+    from extractor import list_models
+
+    from hashing.registry import list_algorithms
+
+    known = set(list_algorithms())
+    for name in list_models():
+        if name not in known:
+            register_algorithm(name, whole_batch=True)(_describer(name))
