@@ -1,8 +1,8 @@
 """Neural models and feature extraction.
 
-A registry of models by name (`get_model`: torchvision, SimCLR v1/v2, DINO, SSCD, EfficientNet-Lite0;
-`custom_model` for any module, TorchScript or ONNX file), batched extraction through a
-DataLoader on CPU or GPU (`extract`), and the feature store
+A registry of models by name (`get_model`: torchvision, SimCLR v1/v2, DINO, SSCD,
+EfficientNet-Lite0; `custom_model` for any module, TorchScript or ONNX file), batched
+extraction through a DataLoader on CPU or GPU (`extract`), and the feature store
 ``Results/features/<dataset>/<model>.npy`` with its JSON sidecar, resumable
 (`extract_to_store`, `load_store`).
 """

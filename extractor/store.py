@@ -23,7 +23,7 @@ import numpy as np
 from extractor.extract import extract
 from extractor.models import FeatureModel
 from helpers import (
-    atomic_path,
+    atomic_write,
     get_logger,
     now_iso,
     package_versions,
@@ -186,10 +186,8 @@ def extract_to_store(
     for start, end in todo:
         part = extract(model, images[start:end], batch_size=batch_size, workers=workers)
         bad = np.array([json.dumps(b) for b in part.bad], dtype=str)
-        with atomic_path(_chunk_file(partial, start, end)) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, features=part.features, ids=np.array(part.ids, dtype=str),
-                         bad=bad)
+        with atomic_write(_chunk_file(partial, start, end), "wb") as handle:
+            np.savez(handle, features=part.features, ids=np.array(part.ids, dtype=str), bad=bad)
     if barrier is not None:
         barrier()
     if rank != 0:

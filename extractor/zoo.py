@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from extractor.models import (
-    OnnxFeatureModel,
-    ToUint8HWC,
-    TorchFeatureModel,
-    WeightsNotFoundError,
     _RGB,
+    OnnxFeatureModel,
+    TorchFeatureModel,
+    ToUint8HWC,
+    WeightsNotFoundError,
     imagenet_transform,
     register_model,
     resolve_weights,

@@ -84,7 +84,6 @@ def _describer(model_name: str):
 def register_neural_algorithms() -> None:
     """Register every extractor model as an algorithm (done when `hashing` is imported)."""
     from extractor import list_models
-
     from hashing.registry import list_algorithms
 
     known = set(list_algorithms())
