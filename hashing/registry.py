@@ -127,6 +127,8 @@ def describe_many(
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from threadpoolctl import threadpool_limits
+
     from hashing.classical import GrayBatch
     from helpers import available_cpus
 
@@ -158,7 +160,9 @@ def describe_many(
     if workers == 1:
         parts = [run(0)]
     else:
-        with ThreadPoolExecutor(workers) as pool:
+        # Each thread's small matrix products get one BLAS thread: nested BLAS threads would
+        # oversubscribe the cores (the exact resizes slowed down with 2 workers without this).
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
             parts = list(pool.map(run, range(workers)))
     if seconds is not None:
         for _, spent in parts:

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Feature extraction throughput: the whole pipeline (decode, transform, model) against the
+model alone on ready batches, in the same run; writes JSON.
+
+The pipeline is `extractor.extract` over image files (DataLoader workers decode and transform
+while the model runs); the baseline runs the model's forward pass on batches that are already
+decoded, transformed and stacked, the most the pipeline could reach.
+
+python scripts/benchmark_extraction.py --model efficientnet_lite0 --dataset bsds500 \\
+    --batch-size 32 --n-images 320
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from data_retrieval import load_dataset
+from extractor import extract, get_model
+from helpers import available_cpus, load_image, resolve_device, results_root, write_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--dataset", default="bsds500")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--n-images", type=int, default=320, help="default: 320")
+    parser.add_argument("--batch-size", type=int, default=32, help="default: 32")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader workers (default: 1 on CPU, the cores on GPU)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs, best kept")
+    parser.add_argument("--output", default=None,
+                        help="JSON file (default: Results/benchmarks/extraction_<device>.json)")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    workers = args.workers if args.workers is not None else (
+        1 if device == "cpu" else available_cpus())
+    try:
+        records = load_dataset(args.dataset, args.data_root, limit=args.n_images).records
+        model = get_model(args.model, device=device)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    paths = [r.path for r in records]
+    n = len(paths)
+
+    # Ready batches: decoded, transformed and stacked before the clock starts.
+    tic = time.perf_counter()
+    images = [load_image(p) for p in paths]
+    decode_s = time.perf_counter() - tic
+    tic = time.perf_counter()
+    inputs = [model.transform(im) for im in images]
+    transform_s = time.perf_counter() - tic
+    batches = [model.collate(inputs[i:i + args.batch_size])
+               for i in range(0, n, args.batch_size)]
+
+    def model_only() -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        tic = time.perf_counter()
+        for batch in batches:
+            model.forward(batch)  # returns CPU tensors: includes the copy back
+        return time.perf_counter() - tic
+
+    def pipeline() -> float:
+        tic = time.perf_counter()
+        out = extract(model, paths, batch_size=args.batch_size, workers=workers,
+                      show_progress=False)
+        assert len(out.ids) == n
+        return time.perf_counter() - tic
+
+    model_only()  # warm-up (allocations, cuDNN autotuning)
+    pipeline()
+    runs = {"model_only": [], "pipeline": []}
+    for _ in range(args.repeats):  # interleaved, so load changes hit both alike
+        runs["model_only"].append(model_only())
+        runs["pipeline"].append(pipeline())
+    best = {k: min(v) for k, v in runs.items()}
+    result = {
+        "machine": {"platform": platform.platform(), "cpus": available_cpus(),
+                    "processor": platform.processor(), "device": device,
+                    "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+                    "torch_threads": torch.get_num_threads()},
+        "model": args.model, "dataset": args.dataset, "images": n,
+        "batch_size": args.batch_size, "workers": workers,
+        "model_only_images_per_s": n / best["model_only"],
+        "pipeline_images_per_s": n / best["pipeline"],
+        "pipeline_over_model_only": best["model_only"] / best["pipeline"],
+        "seconds": runs,
+        "single_thread_decode_ms_per_image": 1000 * decode_s / n,
+        "single_thread_transform_ms_per_image": 1000 * transform_s / n,
+    }
+    output = Path(args.output) if args.output else (
+        results_root() / "benchmarks" / f"extraction_{device.split(':')[0]}.json")
+    write_json(output, result)
+    print(f"wrote {output}")
+    print(f"{args.model} batch {args.batch_size} on {device}: model only "
+          f"{result['model_only_images_per_s']:.1f} images/s, pipeline "
+          f"{result['pipeline_images_per_s']:.1f} images/s "
+          f"({100 * result['pipeline_over_model_only']:.1f}%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
