@@ -22,6 +22,7 @@ from helpers.io import (
     write_json,
 )
 from helpers.logs import get_logger, setup_logging
+from helpers.params import parse_key_values
 from helpers.paths import project_root, results_root
 from helpers.plotting import use_style
 from helpers.progress import progress
@@ -42,6 +43,7 @@ __all__ = [
     "load_image",
     "now_iso",
     "package_versions",
+    "parse_key_values",
     "prepare_output_dir",
     "progress",
     "project_root",

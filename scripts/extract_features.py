@@ -22,7 +22,6 @@ python scripts/extract_features.py --model sscd_disc_mixup --weights sscd.torchs
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import re
 import sys
@@ -32,7 +31,13 @@ import torch
 from data_retrieval import load_dataset
 from extractor import WeightsNotFoundError, extract_to_store, get_model, list_models
 from extractor.store import default_features_dir, store_paths
-from helpers import available_cpus, get_logger, resolve_device, setup_logging
+from helpers import (
+    available_cpus,
+    get_logger,
+    parse_key_values,
+    resolve_device,
+    setup_logging,
+)
 
 logger = get_logger("extract_features")
 
@@ -80,19 +85,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def model_params(items: list[str]) -> dict:
-    params = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"--model-param {item!r} is not K=V")
-        try:
-            params[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            params[key] = value
-    return params
-
-
 def distributed() -> tuple[int, int, int]:
     """(rank, world size, local rank), initialising torch.distributed under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -128,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"dataset {args.dataset} has no readable image")
         for bad in dataset.bad:
             logger.warning("skipping %s", bad)
-        params = model_params(args.model_param)
+        params = parse_key_values(args.model_param, "--model-param")
         if barrier is not None and args.download and rank != 0:
             barrier()  # the first process downloads, the others wait for the file
         model = get_model(args.model, weights=args.weights, download=args.download and rank == 0,

@@ -17,7 +17,6 @@ python scripts/hashing_benchmark.py --algorithms phash phash:hash_size=16 crop_r
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from hashing.digest import load_digest, write_digest
 from hashing.plots import plot_digest
 from helpers import (
     now_iso,
+    parse_key_values,
     prepare_output_dir,
     results_root,
     setup_logging,
@@ -47,15 +47,8 @@ logger = logging.getLogger("hashing_benchmark")
 def parse_algorithm(spec: str):
     """``name`` or ``name:param=value,param=value`` (values as Python literals)."""
     name, _, rest = spec.partition(":")
-    params = {}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"algorithm parameter {item!r} in {spec!r} is not key=value")
-        try:
-            params[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            params[key] = value
+    params = parse_key_values(filter(None, rest.split(",")),
+                              f"algorithm parameter in {spec!r}:")
     algorithm = get_algorithm(name, **params)
     try:  # bad parameter values show now, not after the database is described
         algorithm.describe([Image.new("RGB", (64, 48), "gray")])
