@@ -96,7 +96,8 @@ def infer_model_name(variables: Mapping[str, np.ndarray], version: str) -> str:
         return f"{width}x"
     n_convs = len(convs)
     for depth in (50, 101, 152):
-        encoder = ResNet(depth, width, 0.0625 if sk else 0.0)
+        with torch.device("meta"):  # layer counts only: no memory for the weights
+            encoder = ResNet(depth, width, 0.0625 if sk else 0.0)
         if len(_modules(encoder, nn.Conv2d)) == n_convs:
             return f"r{depth}_{width}x_sk{int(sk)}"
     raise ConversionError(f"no SimCLR ResNet has {n_convs} convolutions with this stem")

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -146,19 +145,3 @@ def extract(
     ids = [dataset.items[i][0] for i in np.flatnonzero(done)]
     return Extracted(features[done], ids, bad)
 
-
-def forward_only(model: FeatureModel, batch: Any, repeats: int) -> float:
-    """Seconds per forward pass of a prepared batch (best of ``repeats``), for benchmarks."""
-    import time
-
-    model.forward(batch)
-    best = float("inf")
-    for _ in range(repeats):
-        if model.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        tic = time.perf_counter()
-        model.forward(batch)
-        if model.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - tic)
-    return best

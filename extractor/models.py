@@ -217,14 +217,14 @@ def imagenet_transform(resize: int | tuple[int, int], crop: int | None = None,
                        interpolation: str = "bilinear") -> T.Compose:
     """Resize (short side, or exact (H, W)), optional centre crop, to tensor, normalise."""
     mode = T.InterpolationMode(interpolation)
-    steps = [_RGB(), T.Resize(resize, interpolation=mode, antialias=True)]
+    steps = [ToRGB(), T.Resize(resize, interpolation=mode, antialias=True)]
     if crop:
         steps.append(T.CenterCrop(crop))
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(steps)
 
 
-class _RGB:
+class ToRGB:
     """Convert to RGB (picklable; grayscale and RGBA inputs become RGB)."""
 
     def __call__(self, image: Image.Image) -> Image.Image:

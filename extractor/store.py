@@ -161,8 +161,7 @@ def extract_to_store(
     chunk_size = -(-max(chunk_size, 1) // batch_size) * batch_size
     partial = npy.with_suffix(".partial")
     plan = {"model": model.name, "dim": model.dim, "count": len(ids), "chunk_size": chunk_size,
-            "batch_size": batch_size, "ids_head": ids[:5],
-            "ids_hash": _hash_ids(ids)}
+            "batch_size": batch_size, "ids_hash": _hash_ids(ids)}
     plan_file = partial / "plan.json"
     if rank == 0:
         if partial.exists() and plan_file.exists():
@@ -220,6 +219,7 @@ def _merge(model: FeatureModel, chunks, partial: Path, npy: Path, sidecar: Path,
         "model": model.name,
         "dim": model.dim,
         "dtype": "float32",
+        "transform": model.info.get("transform"),
         "count": len(ids),
         "ids": ids,
         "bad": [{"id": b[0], "path": b[1], "reason": b[2]} for b in bad],

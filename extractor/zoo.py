@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from extractor.models import (
-    _RGB,
     OnnxFeatureModel,
     TorchFeatureModel,
+    ToRGB,
     ToUint8HWC,
     WeightsNotFoundError,
     imagenet_transform,
@@ -108,7 +108,7 @@ def _torchvision_builder(name: str, dim: int, head: str, relu: bool):
         module = _ReLU(net) if relu else net
         from torchvision import transforms as T
 
-        transform = T.Compose([_RGB(), enum.transforms()])
+        transform = T.Compose([ToRGB(), enum.transforms()])
         return TorchFeatureModel(module, transform, dim, name,
                                  {"weights": str(path), "url": enum.url})
 

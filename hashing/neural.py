@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from hashing.descriptors import BinaryCodes, FloatFeatures
-from hashing.registry import register_algorithm
+from hashing.registry import list_algorithms, register_algorithm
 
 FEATURE_DISTANCES = ("cosine", "jensenshannon", "l1", "l2")
 
@@ -84,7 +84,6 @@ def _describer(model_name: str):
 def register_neural_algorithms() -> None:
     """Register every extractor model as an algorithm (done when `hashing` is imported)."""
     from extractor import list_models
-    from hashing.registry import list_algorithms
 
     known = set(list_algorithms())
     for name in list_models():

@@ -30,7 +30,7 @@ import torch
 
 from data_retrieval import load_dataset
 from extractor import WeightsNotFoundError, extract_to_store, get_model, list_models
-from extractor.store import default_features_dir, store_paths
+from extractor.store import default_features_dir
 from helpers import (
     available_cpus,
     get_logger,
@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             if dist.is_initialized():
                 dist.destroy_process_group()
     if path is not None:
-        npy, sidecar = store_paths(store, model.name, args.features_dir)
-        print(f"wrote {npy} and {sidecar.name}")
+        print(f"wrote {path} and {path.with_suffix('.json').name}")
     return 0
 
 
