@@ -12,10 +12,16 @@ from helpers import download_file, get_logger
 
 logger = get_logger(__name__)
 
-#: The official archive of the Berkeley Segmentation Resources (BSR), which holds BSDS500.
+#: The official archive of the Berkeley Segmentation Resources (BSR), which holds BSDS500
+#: (Berkeley's www2 host serves it over https).
 BSDS500_URL = (
-    "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR/BSR_bsds500.tgz"
+    "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR/BSR_bsds500.tgz"
 )
+#: Size in bytes of that archive (70,763,455, as several independent scripts record it).
+BSDS500_SIZE = 70_763_455
+#: SHA-256 of that archive, as a public dataset manifest records it beside the same size. A
+#: different archive (a mirror, a new release) is passed with ``sha256=None`` after checking.
+BSDS500_SHA256 = "97e49d31764f3912f0c4122707d53062ac9e783ba0f095e447a4d53c1a41af8e"
 #: Images per split in the official release.
 BSDS500_COUNTS = {"train": 200, "val": 100, "test": 200}
 
@@ -99,11 +105,13 @@ def download_bsds500(
     url: str = BSDS500_URL,
     expected_counts: dict[str, int] | None = None,
     keep_archive: bool = False,
+    expected_size: int | None = BSDS500_SIZE,
+    sha256: str | None = BSDS500_SHA256,
 ) -> Path:
     """Download BSDS500 into the data root as ``BSDS500/{train,val,test}/*.jpg``.
 
-    The download resumes if interrupted; the archive is checked (500 images in three splits)
-    before anything is put in place.
+    The download resumes if interrupted; the archive's size and SHA-256 are checked, then its
+    contents (500 images in three splits), before anything is put in place.
 
     Parameters
     ----------
@@ -115,6 +123,8 @@ def download_bsds500(
         Images per split to require.
     keep_archive : bool
         Keep the downloaded ``.tgz`` under ``<root>/downloads/``.
+    expected_size, sha256 : int and str, optional
+        What the archive must be (the official archive's by default; ``None`` skips a check).
 
     Returns
     -------
@@ -128,7 +138,8 @@ def download_bsds500(
     if dest.exists():
         logger.info("BSDS500 already present at %s", dest)
         return dest
-    archive = download_file(url, root / "downloads" / Path(url).name)
+    archive = download_file(url, root / "downloads" / Path(url).name,
+                            expected_size=expected_size, sha256=sha256)
     extract_bsds500(archive, dest, expected_counts)
     if not keep_archive:
         archive.unlink()

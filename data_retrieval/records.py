@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import atomic_write
+from helpers import OutputError, atomic_write, check_relative_id
 
 MANIFEST_COLUMNS = ("image_id", "path", "source_id", "attack_id", "group")
 
@@ -87,7 +87,10 @@ def write_manifest(records: Iterable[ImageRecord], path: str | os.PathLike) -> P
     records = list(records)
     _check_unique(records)
     base = path.parent.resolve()
-    with atomic_write(path, "w", newline="") as handle:
+    # surrogateescape: a path that is not valid UTF-8 (Python holds its bytes as surrogates)
+    # is written as its own bytes and read back the same (pandas: encoding_errors=
+    # "surrogateescape").
+    with atomic_write(path, "w", newline="", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(MANIFEST_COLUMNS)
         for record in records:
@@ -117,14 +120,16 @@ def read_manifest(path: str | os.PathLike) -> list[ImageRecord]:
     Raises
     ------
     ValueError
-        Missing columns, empty ids, or duplicate ids, naming the file and row.
+        Missing columns, duplicate ids, or an id that could not name an output file
+        (empty, absolute, with ``..`` or control characters; see
+        `helpers.check_relative_id`), naming the file and line.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} not found")
     base = path.parent.resolve()
     records = []
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
         missing = {"image_id", "path"} - set(reader.fieldnames or ())
         if missing:
@@ -133,8 +138,10 @@ def read_manifest(path: str | os.PathLike) -> list[ImageRecord]:
                 f"expected {', '.join(MANIFEST_COLUMNS)}"
             )
         for line, row in enumerate(reader, start=2):
-            if not row["image_id"]:
-                raise ValueError(f"{path}, line {line}: empty image_id")
+            try:
+                check_relative_id(row["image_id"])
+            except OutputError as exc:
+                raise ValueError(f"{path}, line {line}: {exc}") from None
             file = row["path"]
             records.append(
                 ImageRecord(

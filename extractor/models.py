@@ -352,7 +352,7 @@ def get_model(name: str, weights: str | os.PathLike | None = None, download: boo
     Raises
     ------
     ValueError
-        Unknown name or parameter.
+        Unknown name, parameter or device, or a weights file that does not load.
     WeightsNotFoundError
         Weights not on this machine (the message says how to get them).
     """
@@ -363,8 +363,18 @@ def get_model(name: str, weights: str | os.PathLike | None = None, download: boo
                          f"{', '.join(spec.params) or 'none'}")
     from helpers import resolve_device
 
-    model = spec.build(weights=weights, download=download, **params)
-    return model.to(resolve_device(device))
+    device = resolve_device(device)
+    try:
+        model = spec.build(weights=weights, download=download, **params)
+    except (WeightsNotFoundError, ValueError, TypeError, ImportError):
+        raise
+    except Exception as exc:  # torch/onnx loaders raise many types for a file that is not theirs
+        source = (f"weights file {weights}" if weights is not None
+                  else f"its weights ({spec.weights})")
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise ValueError(f"model {name!r}: {source} could not be loaded, is it a checkpoint of "
+                         f"this model? ({type(exc).__name__}: {first})") from exc
+    return model.to(device)
 
 
 def custom_model(model: nn.Module | str | os.PathLike, transform: Callable, dim: int,

@@ -2,6 +2,9 @@
 sidecar ``<model>.json`` (image ids in row order, model, transform, dimension, dtype, skipped
 images).
 
+The sidecar is written last and is what makes a store finished: an ``.npy`` without its
+sidecar is an unfinished merge, which a rerun completes, and which `load_store` refuses.
+
 Extraction writes fixed chunks of the image list into ``<model>.partial/`` (each chunk atomically,
 so an interrupted run keeps what it finished) and merges them into the store at the end. A
 rerun skips finished chunks; the batches inside a chunk do not depend on where a run stopped,
@@ -12,8 +15,10 @@ extraction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,9 @@ import numpy as np
 from extractor.extract import extract
 from extractor.models import FeatureModel
 from helpers import (
+    FolderLock,
     atomic_write,
+    check_name,
     get_logger,
     now_iso,
     package_versions,
@@ -61,7 +68,15 @@ class FeatureStore:
 
 
 def store_paths(dataset: str, model: str, root: str | Path | None = None) -> tuple[Path, Path]:
-    """``(<root>/<dataset>/<model>.npy, <model>.json)``."""
+    """``(<root>/<dataset>/<model>.npy, <model>.json)``.
+
+    Raises
+    ------
+    helpers.OutputError
+        ``dataset`` or ``model`` is not one plain name (``..``, ``a/b``, empty...).
+    """
+    check_name(dataset, "store name")
+    check_name(model, "model name")
     folder = Path(root) if root is not None else default_features_dir()
     base = folder / dataset / model
     return base.with_suffix(".npy"), base.with_suffix(".json")
@@ -77,12 +92,15 @@ def load_store(dataset: str, model: str, root: str | Path | None = None,
         No finished store there (an unfinished one says so).
     """
     npy, sidecar = store_paths(dataset, model, root)
-    if not npy.exists() or not sidecar.exists():
+    if not sidecar.exists():
         partial = npy.with_suffix(".partial")
-        hint = f" ({partial} holds an unfinished extraction: rerun it to resume)" \
-            if partial.exists() else ""
-        raise FileNotFoundError(f"no feature store {npy}{hint}")
+        hint = (f" ({partial} holds an unfinished extraction: rerun it to resume)"
+                if partial.exists() or npy.exists() else "")
+        raise FileNotFoundError(f"no finished feature store {npy}{hint}")
     meta = read_json(sidecar)
+    if not npy.exists():
+        raise FileNotFoundError(f"feature store {npy} is missing; its sidecar {sidecar} is "
+                                "there: extract it again with overwrite")
     features = np.load(npy, mmap_mode="r" if mmap else None)
     if features.shape != (meta["count"], meta["dim"]):
         raise ValueError(f"{npy} has shape {features.shape}, its sidecar says "
@@ -96,6 +114,23 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
 
 def _chunk_file(partial: Path, start: int, end: int) -> Path:
     return partial / f"chunk_{start:09d}_{end:09d}.npz"
+
+
+def _chunk_done(path: Path) -> bool:
+    """Whether a chunk file from an earlier run is whole (it is read back; a damaged one is
+    removed and made again)."""
+    if not path.exists():
+        return False
+    try:
+        with np.load(path) as data:
+            rows = len(data["ids"])
+            ok = data["features"].shape[0] == rows and data["bad"].ndim == 1
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        ok = False
+    if not ok:
+        logger.warning("chunk %s is damaged: extracting it again", path)
+        path.unlink(missing_ok=True)
+    return ok
 
 
 def extract_to_store(
@@ -147,17 +182,32 @@ def extract_to_store(
     FileExistsError
         A finished store exists and ``overwrite`` is false.
     ValueError
-        Repeated ids, or an unfinished extraction of other images or another model.
+        Repeated ids, an unfinished extraction of other images or another model, or no image
+        could be processed (the message gives the first reasons).
+    helpers.OutputError
+        Another run holds the store's lock, or a name is not a plain name.
     """
     from extractor.extract import _id_and_source
 
     npy, sidecar = store_paths(dataset, model.name, root)
-    if npy.exists() and not overwrite:
+    if sidecar.exists() and not overwrite:
         raise FileExistsError(f"feature store {npy} exists; pass overwrite=True (--overwrite) "
                               "to replace it")
     ids = [_id_and_source(item, i)[0] for i, item in enumerate(images)]
     if len(set(ids)) != len(ids):
         raise ValueError("image ids repeat; a store needs one row per id")
+    with contextlib.ExitStack() as stack:
+        if rank == 0:
+            npy.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(FolderLock(npy.parent, f".{model.name}.lock"))
+            if sidecar.exists():  # overwrite: the store is unfinished from here on
+                sidecar.unlink()
+        return _extract_chunks(model, images, ids, npy, sidecar, dataset, batch_size, workers,
+                               chunk_size, rank, world_size, overwrite, barrier, extra_meta)
+
+
+def _extract_chunks(model, images, ids, npy, sidecar, dataset, batch_size, workers, chunk_size,
+                    rank, world_size, overwrite, barrier, extra_meta) -> Path | None:
     chunk_size = -(-max(chunk_size, 1) // batch_size) * batch_size
     partial = npy.with_suffix(".partial")
     plan = {"model": model.name, "dim": model.dim, "count": len(ids), "chunk_size": chunk_size,
@@ -178,7 +228,7 @@ def extract_to_store(
         barrier()
     chunks = _chunks(len(ids), chunk_size)
     mine = [c for k, c in enumerate(chunks) if k % world_size == rank]
-    todo = [c for c in mine if not _chunk_file(partial, *c).exists()]
+    todo = [c for c in mine if not _chunk_done(_chunk_file(partial, *c))]
     if len(todo) < len(mine):
         logger.info("%s: resuming, %d of %d chunks already done", model.name,
                     len(mine) - len(todo), len(mine))
@@ -211,7 +261,12 @@ def _merge(model: FeatureModel, chunks, partial: Path, npy: Path, sidecar: Path,
             feats.append(data["features"])
             ids += data["ids"].tolist()
             bad += [json.loads(b) for b in data["bad"].tolist()]
-    features = np.concatenate(feats) if feats else np.empty((0, model.dim), np.float32)
+    if not ids:  # nothing processed is an error, not an empty store
+        shutil.rmtree(partial, ignore_errors=True)
+        reasons = "; ".join(f"{b[1] or b[0]}: {b[2]}" for b in bad[:3])
+        raise ValueError(f"no image could be processed ({len(bad)} failed"
+                         f"{': ' + reasons if reasons else ''}{' ...' if len(bad) > 3 else ''})")
+    features = np.concatenate(feats)
     save_npy(npy, features.astype(np.float32, copy=False))
     meta = {
         "version": SIDE_CAR_VERSION,
@@ -228,7 +283,7 @@ def _merge(model: FeatureModel, chunks, partial: Path, npy: Path, sidecar: Path,
         "versions": package_versions(),
         **(extra_meta or {}),
     }
-    write_json(sidecar, meta)
+    write_json(sidecar, meta)  # last: from here on the store is finished
     shutil.rmtree(partial, ignore_errors=True)
     logger.info("wrote %s (%d x %d, %d skipped)", npy, len(ids), model.dim, len(bad))
     return npy

@@ -22,7 +22,9 @@ from generator.text import draw_meme_text
 _BICUBIC = Image.Resampling.BICUBIC
 _POSITIVE = (lambda v: v > 0, "> 0")
 _FRACTION = (lambda v: 0 <= v <= 1, "in [0, 1]")
-_ODD_KERNEL = (lambda v: v >= 1 and v % 2 == 1, "an odd integer >= 1")
+_ODD_KERNEL = (lambda v: 1 <= v <= 99 and v % 2 == 1, "an odd integer in [1, 99]")
+# Size factors are bounded: a ratio of 1e9 would ask for an image of 1e20 pixels.
+_SIZE_FACTOR = (lambda v: 0 < v <= 10, "in (0, 10]")
 
 
 def _array(image: Image.Image) -> np.ndarray:
@@ -116,7 +118,8 @@ def jpg_compression(image: Image.Image, quality: int) -> Image.Image:
         return compressed.convert("RGB")
 
 
-@register_attack("scaling_{ratio}", default_set=(0.4, 0.8, 1.2, 1.6), checks={"ratio": _POSITIVE})
+@register_attack("scaling_{ratio}", default_set=(0.4, 0.8, 1.2, 1.6),
+                 checks={"ratio": _SIZE_FACTOR})
 def scaling(image: Image.Image, ratio: float) -> Image.Image:
     """Bicubic resize of both sides by ``ratio`` (the size changes)."""
     width, height = image.size
@@ -211,7 +214,7 @@ def sharpness_enhancement(image: Image.Image, factor: float) -> Image.Image:
 
 
 @register_attack("text_length_{length}", default_set=(10, 20, 30, 40, 50), name="text",
-                 checks={"length": (lambda v: v >= 1, ">= 1")})
+                 checks={"length": (lambda v: 1 <= v <= 1000, "in [1, 1000]")})
 def text(
     image: Image.Image, length: int, *, rng: np.random.Generator, font: str | None = None
 ) -> Image.Image:
@@ -238,7 +241,7 @@ def vertical_flip(image: Image.Image) -> Image.Image:
     return ImageOps.flip(image)
 
 
-@register_attack("padding_{fraction}_{color}", checks={"fraction": _POSITIVE})
+@register_attack("padding_{fraction}_{color}", checks={"fraction": _SIZE_FACTOR})
 def padding(image: Image.Image, fraction: float, color: str = "black") -> Image.Image:
     """A border on every side, ``fraction`` of the image's width (left, right) and height (top,
     bottom) thick, in ``color`` (a CSS colour name or ``#rrggbb``); the size grows."""
@@ -251,7 +254,7 @@ def padding(image: Image.Image, fraction: float, color: str = "black") -> Image.
     return ImageOps.expand(image, border=border * 2, fill=fill)
 
 
-@register_attack("aspect_ratio_{ratio}", checks={"ratio": _POSITIVE})
+@register_attack("aspect_ratio_{ratio}", checks={"ratio": _SIZE_FACTOR})
 def aspect_ratio(image: Image.Image, ratio: float) -> Image.Image:
     """Stretch the width by ``ratio``, height kept (bicubic)."""
     width, height = image.size

@@ -12,6 +12,8 @@ import csv
 import multiprocessing
 import os
 import secrets
+import signal
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
@@ -29,10 +31,13 @@ from helpers import (
     ImageLoadError,
     atomic_write,
     available_cpus,
+    check_relative_id,
     get_logger,
     load_image,
     progress,
+    remove_stale_tmp,
     rng_for,
+    safe_child,
     save_image,
 )
 
@@ -79,6 +84,9 @@ def _init_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already; threads would oversubscribe
+    # Ctrl-C reaches the whole process group: the parent stops the pool and reports once,
+    # the workers must not each print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _pool(workers: int) -> multiprocessing.pool.Pool:
@@ -286,16 +294,56 @@ class WriteReport:
     bad: list[BadImage]
 
 
+def output_format(name: str) -> tuple[str, str]:
+    """``(extension, Pillow format)`` of an output format name such as ``png`` or ``jpg``.
+
+    Raises
+    ------
+    ValueError
+        Pillow cannot write that format.
+    """
+    ext = str(name).lower().lstrip(".")
+    fmt = Image.registered_extensions().get(f".{ext}")
+    if not ext or fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"cannot write images as {name!r}; formats: png, jpg, webp, bmp, tiff")
+    return ext, fmt
+
+
 def attack_path(output_dir: Path, record: ImageRecord, attack: AnyAttack, ext: str) -> Path:
-    """Where ``write_attacks`` puts ``attack`` of ``record``: ``<image_id>_<attack_id>.<ext>``."""
-    return output_dir / f"{record.image_id}_{attack.id}.{ext}"
+    """Where ``write_attacks`` puts ``attack`` of ``record``: ``<image_id>_<attack_id>.<ext>``.
+
+    Raises
+    ------
+    helpers.OutputError
+        The id would put the file outside ``output_dir`` (``../x``, an absolute path).
+    """
+    check_relative_id(record.image_id)
+    return safe_child(output_dir, f"{record.image_id}_{attack.id}.{ext}")
+
+
+def is_complete_image(path: Path) -> bool:
+    """Whether a file kept from an earlier run is a whole image: not empty, and its data
+    checks out (PNG chunk checksums, or a full decode for other formats)."""
+    try:
+        if path.stat().st_size == 0:
+            return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.format == "PNG":
+                    image.verify()
+                else:
+                    image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
+    return True
 
 
 def _write_one(task: tuple) -> tuple[list[ImageRecord], int, int, BadImage | None]:
     record, attacks, seed, output_dir, ext, fmt, save_options, max_pixels = task
     targets = [attack_path(output_dir, record, a, ext) for a in attacks]
     records = [attacked_record(record, a, t) for a, t in zip(attacks, targets, strict=True)]
-    todo = [(a, t) for a, t in zip(attacks, targets, strict=True) if not t.exists()]
+    todo = [(a, t) for a, t in zip(attacks, targets, strict=True) if not is_complete_image(t)]
     if not todo:
         return records, 0, len(attacks), None
     try:
@@ -319,12 +367,16 @@ def write_attacks(
     on_error: str = "skip",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     show_progress: bool | None = None,
+    known_bad: Sequence[BadImage] = (),
 ) -> WriteReport:
-    """Attack images and save them with a manifest; files already there are kept (resume).
+    """Attack images and save them with a manifest; whole files already there are kept
+    (resume).
 
     Files are ``output_dir/<image_id>_<attack_id>.<ext>``, each written atomically, so a
-    re-run after an interruption only makes what is missing. The manifest
-    (``manifest.csv``) is written last; bad inputs are logged and listed in ``bad_images.csv``.
+    re-run after an interruption only makes what is missing; a kept file is checked first
+    (`is_complete_image`) and made again when empty or damaged. Temporary files of an
+    interrupted write are removed. The manifest (``manifest.csv``) is written last; bad
+    inputs are logged and listed in ``bad_images.csv``.
 
     Parameters
     ----------
@@ -351,17 +403,22 @@ def write_attacks(
         Pixel limit for loading.
     show_progress : bool or None
         Progress bar (``None``: on terminals).
+    known_bad : sequence of BadImage
+        Inputs already skipped before (when the images were listed): reported in
+        ``bad_images.csv`` and ``WriteReport.bad`` with the ones found here.
 
     Returns
     -------
     WriteReport
+
+    Raises
+    ------
+    helpers.OutputError
+        An image id that would write outside ``output_dir``.
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
-    ext = image_format.lower().lstrip(".")
-    fmt = Image.registered_extensions().get(f".{ext}")
-    if fmt is None or fmt not in Image.SAVE:
-        raise ValueError(f"cannot write images as {image_format!r}")
+    ext, fmt = output_format(image_format)
     options = dict(SAVE_DEFAULTS.get(ext, {}) if save_options is None else save_options)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -369,8 +426,10 @@ def write_attacks(
     attacks = list(attacks)
     tasks = [(r, attacks, seed, output_dir, ext, fmt, options, max_pixels) for r in records]
 
+    for record in records:  # every id is checked before the first image is written
+        check_relative_id(record.image_id)
     out_records: list[ImageRecord] = []
-    bad: list[BadImage] = []
+    bad: list[BadImage] = list(known_bad)
     written = skipped = 0
     bar = progress(total=len(tasks), desc="writing attacks", unit="img",
                    disable=None if show_progress is None else not show_progress)
@@ -391,10 +450,12 @@ def write_attacks(
         bar.close()
         if pool is not None:
             pool.terminate()
+            pool.join()
+        remove_stale_tmp(output_dir)  # of writes the pool's end cut short
     manifest = write_manifest(out_records, output_dir / "manifest.csv")
     bad_file = output_dir / "bad_images.csv"
     if bad:
-        with atomic_write(bad_file, "w", newline="") as handle:
+        with atomic_write(bad_file, "w", newline="", errors="surrogateescape") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "reason"])
             writer.writerows([str(b.path), b.reason] for b in bad)

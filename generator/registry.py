@@ -9,6 +9,7 @@ is random) or options that do not change the id (a font file, a background image
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -53,23 +54,31 @@ class Param:
         return self.default is inspect.Parameter.empty
 
     def coerce(self, value: Any, family: str) -> Any:
-        """Check and convert a value (strings from flags are parsed)."""
+        """Check and convert a value (strings from flags are parsed).
+
+        Numbers must be finite (``nan`` and ``inf`` are refused); strings must be one word of
+        letters, digits, ``#``, ``.`` and ``-``, since they become part of the attack id and
+        of file names.
+        """
         try:
             if isinstance(value, str) and self.kind is not str:
-                return _parse_number(value.strip(), self.kind)
+                value = _parse_number(value.strip(), self.kind)
             if self.kind is int:
                 if isinstance(value, bool) or not float(value).is_integer():
                     raise ValueError
                 return int(value)
             if self.kind is float:
-                if isinstance(value, bool):
+                if isinstance(value, bool) or not math.isfinite(value):
                     raise ValueError
                 return value if isinstance(value, int) else float(value)
+            if not re.fullmatch(_WORD, str(value)):
+                raise ValueError
             return str(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
+            what = ("one word of letters, digits, '#', '.' and '-'" if self.kind is str
+                    else f"a finite {self.kind.__name__}")
             raise ValueError(
-                f"attack {family!r}: parameter {self.name!r} must be {self.kind.__name__}, "
-                f"got {value!r}"
+                f"attack {family!r}: parameter {self.name!r} must be {what}, got {value!r}"
             ) from None
 
 

@@ -72,9 +72,21 @@ class GrayBatch:
         return self._arrays
 
 
+#: Largest ``hash_size`` accepted (64 x 64 = 4096 bits); bigger ones only cost memory.
+MAX_HASH_SIZE = 64
+#: Largest side of an image an algorithm resizes to.
+MAX_WORK_SIDE = 4096
+
+
 def _check_size(hash_size: int) -> None:
-    if hash_size < 2:
-        raise ValueError(f"hash_size must be >= 2, got {hash_size}")
+    if not 2 <= hash_size <= MAX_HASH_SIZE:
+        raise ValueError(f"hash_size must be in [2, {MAX_HASH_SIZE}], got {hash_size}")
+
+
+def _check_side(name: str, value: int, side: int) -> None:
+    if not 1 <= side <= MAX_WORK_SIDE:
+        raise ValueError(f"{name} gives a {side} px working image; it must be in "
+                         f"[1, {MAX_WORK_SIDE}] px")
 
 
 @register_algorithm("ahash")
@@ -101,6 +113,10 @@ def phash(batch: GrayBatch, hash_size: int = 8, highfreq_factor: int = 4) -> Bin
     (hash_size * highfreq_factor)^2 image, above their median."""
     _check_size(hash_size)
     size = hash_size * highfreq_factor
+    _check_side(f"phash: hash_size {hash_size} x highfreq_factor {highfreq_factor}", size,
+                size)
+    if highfreq_factor < 1:
+        raise ValueError(f"phash: highfreq_factor must be >= 1, got {highfreq_factor}")
     pixels = batch.resized(size, size)
     dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=1), axis=2)
     low = dct[:, :hash_size, :hash_size]
@@ -194,8 +210,8 @@ def colorhash(batch: GrayBatch, binbits: int = 3) -> BinaryCodes:
     Each pixel's class comes from one lookup in a table of all 2**24 colours built from
     Pillow's HSV conversion (see `_colour_classes`), instead of converting every image.
     """
-    if binbits < 1:
-        raise ValueError(f"colorhash: binbits must be >= 1, got {binbits}")
+    if not 1 <= binbits <= 16:
+        raise ValueError(f"colorhash: binbits must be in [1, 16], got {binbits}")
     top = 2 ** binbits
     lut = _colour_classes()
     values = np.empty((len(batch), 14), dtype=np.int64)
@@ -227,6 +243,7 @@ def block_mean(batch: GrayBatch, hash_size: int = 16, block_pixels: int = 16) ->
     if block_pixels < 1:
         raise ValueError(f"block_mean: block_pixels must be >= 1, got {block_pixels}")
     side = hash_size * block_pixels
+    _check_side(f"block_mean: hash_size {hash_size} x block_pixels {block_pixels}", side, side)
     pixels = batch.resized(side, side).astype(np.float64)
     means = pixels.reshape(len(pixels), hash_size, block_pixels, hash_size, block_pixels)
     means = means.mean(axis=(2, 4))
@@ -245,8 +262,8 @@ def hist_hash(batch: GrayBatch, bins: int = 12, sigma: float = 3.0,
     bins i < j gives one bit, ``count_i >= count_j`` (the paper's ratio test), so
     ``bins * (bins - 1) / 2`` bits (66 for the study's L = 12).
     """
-    if bins < 2:
-        raise ValueError(f"hist_hash: bins must be >= 2, got {bins}")
+    if not 2 <= bins <= 256:
+        raise ValueError(f"hist_hash: bins must be in [2, 256], got {bins}")
     if sigma <= 0 or not 0 < lam < 1:
         raise ValueError(f"hist_hash: need sigma > 0 and 0 < lam < 1, got {sigma}, {lam}")
     first, second = np.triu_indices(bins, k=1)
@@ -284,6 +301,7 @@ def crop_resistant(
     if cutoff < 1:
         raise ValueError(f"crop_resistant: cutoff must be >= 1, got {cutoff}")
     size = segmentation_image_size
+    _check_side("crop_resistant: segmentation_image_size", size, size)
     small = batch.resized(size, size)
     codes = []
     for i, gray in enumerate(batch.gray):

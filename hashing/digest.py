@@ -57,6 +57,22 @@ def auto_thresholds(distances: np.ndarray, points: int = AUTO_POINTS) -> np.ndar
     return np.linspace(0.0, top, points)
 
 
+def threshold_grid(grid: Sequence[float], required: float) -> np.ndarray:
+    """Sorted thresholds holding ``required`` exactly and no two values that `numpy.isclose`
+    takes for one (such a pair, 0.19999999 beside 0.2, would make two rows of one threshold).
+    """
+    values = np.asarray(grid, dtype=np.float64)
+    values = values[np.isfinite(values) & ~np.isclose(values, required)]
+    kept: list[float] = []
+    for value in np.sort(np.r_[values, required]):
+        if kept and np.isclose(value, kept[-1]):
+            if value == required:
+                kept[-1] = value
+            continue
+        kept.append(float(value))
+    return np.array(kept)
+
+
 def _table(frame: pd.DataFrame) -> dict[str, Any]:
     clean = frame.astype(object).where(frame.notna(), None)
     return {"columns": list(frame.columns), "data": clean.values.tolist()}
@@ -107,8 +123,8 @@ def compute_digest(
     attack_curves: dict[str, Any] = {}
     db = result.database
     for label, group in result.matches.groupby("algorithm", sort=False):
-        grid = np.asarray(thresholds.get(label, auto_thresholds(group["distance"])), float)
-        grid = np.unique(np.r_[grid, summary_threshold])
+        grid = threshold_grid(thresholds.get(label, auto_thresholds(group["distance"])),
+                              summary_threshold)
         table, summary, curve = _scores(group, grid)
         general.append(table.assign(algorithm=label))
         curves[label] = _curve(curve)
@@ -136,7 +152,7 @@ def compute_digest(
                 "algorithm": label, "threshold": t, "image_id": db["image_id"],
                 "path": db["path"], "false_matches": false[k]}))
     general_df = pd.concat(general, ignore_index=True)
-    at = general_df[np.isclose(general_df["threshold"], summary_threshold)]
+    at = general_df[general_df["threshold"] == summary_threshold]
     summary = pd.DataFrame(summary_rows)
     for task in ("detection", "identification"):
         part = at[at["task"] == task].set_index("algorithm")
@@ -167,20 +183,28 @@ def compute_digest(
 def write_digest(result: BenchmarkResult, folder: str | os.PathLike,
                  thresholds: dict[str, Sequence[float]] | None = None,
                  summary_threshold: float = 0.2) -> dict[str, Any]:
-    """Compute and write the digest files into ``folder`` (each atomically)."""
+    """Compute and write the digest files into ``folder`` (each atomically).
+
+    The per-query arrays (``matches.csv``) and the bad inputs are written first: the
+    matching work is on disk before anything that could fail.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    _write_csv(result.matches, folder / "matches.csv")
+    if result.bad:
+        _write_csv(pd.DataFrame(result.bad, columns=["path", "reason"]),
+                   folder / "bad_images.csv")
     digest = compute_digest(result, thresholds, summary_threshold)
     for key, name in TABLE_FILES.items():
         write_json(folder / name, digest[key])
-    with atomic_path(folder / "matches.csv") as tmp:
-        result.matches.to_csv(tmp, index=False)
-    with atomic_path(folder / "summary.csv") as tmp:
-        digest["summary"].to_csv(tmp, index=False)
-    if result.bad:
-        with atomic_path(folder / "bad_images.csv") as tmp:
-            pd.DataFrame(result.bad, columns=["path", "reason"]).to_csv(tmp, index=False)
+    _write_csv(digest["summary"], folder / "summary.csv")
     return digest
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    # surrogateescape: a file name that is not UTF-8 is written as its own bytes
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, errors="surrogateescape")
 
 
 @dataclass

@@ -8,7 +8,6 @@ from helpers.download import DownloadError, download_file
 from helpers.experiment import (
     now_iso,
     package_versions,
-    prepare_output_dir,
     write_experiment_json,
 )
 from helpers.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, to_rgb
@@ -22,6 +21,15 @@ from helpers.io import (
     write_json,
 )
 from helpers.logs import get_logger, setup_logging
+from helpers.outputs import (
+    FolderLock,
+    OutputError,
+    check_name,
+    check_relative_id,
+    output_dir,
+    remove_stale_tmp,
+    safe_child,
+)
 from helpers.params import parse_key_values
 from helpers.paths import project_root, results_root
 from helpers.plotting import use_style
@@ -44,7 +52,13 @@ __all__ = [
     "now_iso",
     "package_versions",
     "parse_key_values",
-    "prepare_output_dir",
+    "output_dir",
+    "remove_stale_tmp",
+    "safe_child",
+    "check_name",
+    "check_relative_id",
+    "FolderLock",
+    "OutputError",
     "progress",
     "project_root",
     "read_json",

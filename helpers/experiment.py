@@ -1,11 +1,10 @@
-"""Experiment records: ``experiment.json``, and result folders never overwritten silently."""
+"""Experiment records: ``experiment.json`` (configuration, versions, commit, host, times)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,10 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.io import write_json
-from helpers.logs import get_logger
 from helpers.paths import project_root
-
-logger = get_logger(__name__)
 
 #: Distributions whose versions every experiment records (absent ones are recorded as None).
 TRACKED_DISTRIBUTIONS = (
@@ -86,6 +82,7 @@ def write_experiment_json(
     started_at: str | None = None,
     ended_at: str | None = None,
     extra: dict[str, Any] | None = None,
+    script: str | None = None,
 ) -> Path:
     """Write ``folder/experiment.json``: resolved configuration, versions, git state, host, times.
 
@@ -99,6 +96,9 @@ def write_experiment_json(
         ISO timestamps; ``started_at`` defaults to now.
     extra : dict, optional
         More fields (e.g. counts, bad inputs).
+    script : str, optional
+        Who made the folder (default: the running script's file name without ``.py``);
+        `helpers.output_dir` overwrites or resumes only a folder of the same script.
 
     Returns
     -------
@@ -106,6 +106,7 @@ def write_experiment_json(
         The written file.
     """
     record = {
+        "script": script or Path(sys.argv[0]).stem,
         "config": _plain(config),
         "versions": package_versions(),
         "git": git_state(),
@@ -121,42 +122,3 @@ def write_experiment_json(
     if extra:
         record.update(extra)
     return write_json(Path(folder) / "experiment.json", record)
-
-
-def prepare_output_dir(
-    path: str | os.PathLike, overwrite: bool = False, resume: bool = False
-) -> Path:
-    """Create a result folder, refusing to reuse a non-empty one unless told to.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        The folder.
-    overwrite : bool
-        Delete an existing non-empty folder first (logged).
-    resume : bool
-        Keep an existing folder and its contents (the caller continues the run).
-
-    Returns
-    -------
-    Path
-
-    Raises
-    ------
-    FileExistsError
-        The folder exists, is not empty, and neither ``overwrite`` nor ``resume`` is set.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()):
-        if overwrite:
-            logger.warning("overwriting existing results in %s", path)
-            shutil.rmtree(path)
-        elif not resume:
-            raise FileExistsError(
-                f"{path} already exists and is not empty; choose another output, "
-                "or pass --resume to continue it or --overwrite to replace it"
-            )
-    path.mkdir(parents=True, exist_ok=True)
-    return path

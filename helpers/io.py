@@ -11,7 +11,7 @@ import contextlib
 import io
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -32,13 +32,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Yields
     ------
     Path
-        Temporary file to write to. It is removed if the block raises.
+        Temporary file to write to (``.<name>.<12 hex digits>.tmp``, mode 0666 less the
+        umask). It is removed if the block raises; one left by a killed process is removed by
+        `helpers.outputs.remove_stale_tmp`.
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    # Not tempfile.mkstemp: it creates mode 0600, and the rename would keep that. os.open
+    # with 0666 lets the user's umask decide, as for any other file the user writes.
+    while True:
+        tmp_path = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
     try:
         yield tmp_path
         os.replace(tmp_path, dest)

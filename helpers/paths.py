@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+
+#: Environment variable that moves every script's default result folder.
+RESULTS_ROOT_ENV = "RESULTS_DIR"
 
 
 def project_root() -> Path:
@@ -15,5 +19,9 @@ def project_root() -> Path:
 
 
 def results_root() -> Path:
-    """Default parent folder of every experiment's results: ``<project root>/Results``."""
+    """Default parent folder of every experiment's results: ``$RESULTS_DIR`` when set, else
+    ``<project root>/Results``."""
+    env = os.environ.get(RESULTS_ROOT_ENV)
+    if env:
+        return Path(env).expanduser()
     return project_root() / "Results"

@@ -26,7 +26,9 @@ def derive_seed(*keys: object) -> int:
         In ``[0, 2**64)``.
     """
     text = "\x1f".join(f"{type(key).__name__}:{key}" for key in keys)
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+    # surrogatepass: ids from file names that are not UTF-8 (lone surrogates) hash too
+    data = text.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
 
 
 def rng_for(*keys: object) -> np.random.Generator:

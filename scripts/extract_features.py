@@ -33,11 +33,13 @@ from extractor import WeightsNotFoundError, extract_to_store, get_model, list_mo
 from extractor.store import default_features_dir
 from helpers import (
     available_cpus,
+    check_name,
     get_logger,
     parse_key_values,
     resolve_device,
     setup_logging,
 )
+from helpers.cli import fail, run_script
 
 logger = get_logger("extract_features")
 
@@ -60,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--subset", default=None, help="dataset subset, e.g. train")
     parser.add_argument("--limit", type=int, default=None, help="first N images only")
     parser.add_argument("--store-name", default=None,
-                        help="store folder name (default: the dataset name)")
+                        help="store folder name, one plain name (default: the dataset name)")
     parser.add_argument("--features-dir", default=str(default_features_dir()),
                         help="feature store root (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="default: 32")
@@ -82,6 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--threads must be >= 1")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be >= 1")
+    if args.workers is not None and args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
+    if args.chunk_size < 1:
+        parser.error(f"--chunk-size must be >= 1, got {args.chunk_size}")
     return args
 
 
@@ -97,23 +103,48 @@ def distributed() -> tuple[int, int, int]:
     return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def check_model(model) -> None:
+    """Run the model's preprocessing on one small image: a parameter that breaks it for every
+    image (``image_size=-5``) fails now, not after a whole dataset of skipped images."""
+    from PIL import Image
+
+    try:
+        model.transform(Image.new("RGB", (64, 48), "gray"))
+    except Exception as exc:  # any failure here would repeat for every image
+        raise ValueError(f"model {model.name}: its preprocessing fails on a 64x48 test image "
+                         f"({type(exc).__name__}: {exc})") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     rank, world, local_rank = distributed()
-    device = resolve_device(args.device)
-    if device == "cuda" and world > 1:
-        device = f"cuda:{local_rank}"
-        torch.cuda.set_device(device)
-    if args.threads is not None or (device == "cpu" and world > 1):
-        # share the cores between the processes
-        torch.set_num_threads(args.threads or max(1, available_cpus() // world))
+    try:
+        return _main(args, rank, world, local_rank)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _main(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> int:
     barrier = None
     if world > 1:
         import torch.distributed as dist
 
         barrier = dist.barrier
     try:
+        device = resolve_device(args.device)
+        if device == "cuda" and world > 1:
+            device = f"cuda:{local_rank}"
+            torch.cuda.set_device(device)
+        if args.threads is not None or (device == "cpu" and world > 1):
+            # share the cores between the processes
+            torch.set_num_threads(args.threads or max(1, available_cpus() // world))
+        store = args.store_name or re.sub(r"[^A-Za-z0-9_.-]+", "_", args.dataset).strip("_.")
+        check_name(store, "--store-name")
         dataset = load_dataset(args.dataset, args.data_root, subset=args.subset,
                                limit=args.limit)
         if not dataset.records:
@@ -127,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                           device=device, **params)
         if barrier is not None and args.download and rank == 0:
             barrier()
-        store = args.store_name or re.sub(r"[^A-Za-z0-9_.-]+", "_", args.dataset).strip("_")
+        check_model(model)
         workers = args.workers if args.workers is not None else max(
             0, available_cpus() // world - 1)
         path = extract_to_store(
@@ -137,20 +168,15 @@ def main(argv: list[str] | None = None) -> int:
             extra_meta={"command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
                         "processes": world, "device": device,
                         "skipped_at_listing": [str(b) for b in dataset.bad]})
+    except KeyError as exc:  # an unknown dataset name
+        return fail(exc.args[0])
     except (ValueError, FileExistsError, FileNotFoundError, WeightsNotFoundError,
             ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if world > 1:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        return fail(exc)
     if path is not None:
         print(f"wrote {path} and {path.with_suffix('.json').name}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main, resume_hint="run the same command again to resume")

@@ -12,19 +12,22 @@ python scripts/generate_attacks.py groups.csv out --group control --attack-confi
 from __future__ import annotations
 
 import argparse
-import sys
+import contextlib
 
 from data_retrieval.cli import add_data_arguments, images_from_args, input_help
 from generator.cli import add_attack_arguments, attacks_from_args
-from generator.pipeline import write_attacks
+from generator.pipeline import output_format, write_attacks
 from helpers import (
     Timer,
     now_iso,
-    prepare_output_dir,
+    output_dir,
     read_json,
     setup_logging,
     write_experiment_json,
 )
+from helpers.cli import fail, run_script
+
+SCRIPT = "generate_attacks"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--resume", action="store_true",
                       help="continue an existing OUTPUT made with the same settings")
     mode.add_argument("--overwrite", action="store_true",
-                      help="delete an existing OUTPUT first")
+                      help="empty an existing OUTPUT of this script first")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     return parser.parse_args(argv)
 
@@ -55,61 +58,70 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     started = now_iso()
-    try:
-        attacks, seed, options = attacks_from_args(args)
-        dataset = images_from_args(args.input, args)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    config = {
-        "input": args.input,
-        "data_root": args.data_root,
-        "limit": args.limit,
-        "group": args.group,
-        "attacks": [a.id for a in attacks],
-        "seed": seed,
-        "options": {k: str(v) for k, v in options.items()},
-        "format": args.format,
-        "include_originals": args.include_originals,
-    }
-    try:
-        output = prepare_output_dir(args.output, overwrite=args.overwrite, resume=args.resume)
-    except FileExistsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    previous = output / "experiment.json"
-    if args.resume and previous.exists():
-        old = read_json(previous).get("config", {})
-        changed = sorted(k for k in config if old.get(k) != config[k])
-        if changed:
-            print(f"error: {output} was made with other settings ({', '.join(changed)}); "
-                  "use --overwrite or another OUTPUT", file=sys.stderr)
-            return 2
-    write_experiment_json(output, config, started_at=started)
-    with Timer() as timer:
-        report = write_attacks(dataset.records, attacks, output, seed=seed,
-                               image_format=args.format, workers=args.workers,
-                               include_originals=args.include_originals)
-    bad = dataset.bad + report.bad
-    write_experiment_json(
-        output, config, started_at=started, ended_at=now_iso(),
-        extra={"counts": {"inputs": len(dataset.records), "attacks": len(attacks),
-                          "written": report.written, "already_there": report.skipped,
-                          "bad_inputs": len(bad)},
-               "bad_inputs": [{"path": str(b.path), "reason": b.reason} for b in bad],
-               "seconds": round(timer.elapsed, 3)},
-    )
-    print(f"{len(dataset.records)} images x {len(attacks)} attacks from {args.input}: "
-          f"wrote {report.written} images, kept {report.skipped} already there, "
-          f"in {timer.elapsed:.1f} s")
-    print(f"manifest: {report.manifest} ({len(report.records)} rows)")
-    print(f"settings: {output / 'experiment.json'}")
-    if bad:
-        print(f"skipped {len(bad)} bad input(s):")
-        for b in bad:
-            print(f"  {b.path}: {b.reason}")
-    return 0
+    with contextlib.ExitStack() as stack:
+        try:
+            if args.workers is not None and args.workers < 0:
+                raise ValueError(f"--workers must be >= 0, got {args.workers}")
+            output_format(args.format)
+            attacks, seed, options = attacks_from_args(args)
+            dataset = images_from_args(args.input, args)
+            if not dataset.records:
+                raise ValueError(f"{args.input}: no readable image to attack")
+            inputs = [dataset.root, *{str(r.path.parent) for r in dataset.records if r.path}]
+            if args.input.endswith(".csv"):
+                inputs.append(args.input)
+            config = {
+                "input": args.input,
+                "data_root": args.data_root,
+                "limit": args.limit,
+                "group": args.group,
+                "attacks": [a.id for a in attacks],
+                "seed": seed,
+                "options": {k: str(v) for k, v in options.items()},
+                "format": args.format,
+                "include_originals": args.include_originals,
+            }
+            output = stack.enter_context(output_dir(
+                args.output, SCRIPT, overwrite=args.overwrite, resume=args.resume,
+                inputs=inputs, flags=("--resume", "--overwrite")))
+            previous = output / "experiment.json"
+            if args.resume and previous.exists():
+                old = read_json(previous).get("config", {})
+                changed = sorted(k for k in config if old.get(k) != config[k])
+                if changed:
+                    raise ValueError(f"{output} was made with other settings "
+                                     f"({', '.join(changed)}); use --overwrite or another "
+                                     "OUTPUT")
+        except (KeyError, ValueError, FileNotFoundError) as exc:
+            return fail(exc.args[0] if isinstance(exc, KeyError) else exc)
+        write_experiment_json(output, config, started_at=started, script=SCRIPT)
+        with Timer() as timer:
+            report = write_attacks(dataset.records, attacks, output, seed=seed,
+                                   image_format=args.format, workers=args.workers,
+                                   include_originals=args.include_originals,
+                                   known_bad=dataset.bad)
+        bad = report.bad
+        write_experiment_json(
+            output, config, started_at=started, ended_at=now_iso(), script=SCRIPT,
+            extra={"counts": {"inputs": len(dataset.records), "attacks": len(attacks),
+                              "written": report.written, "already_there": report.skipped,
+                              "bad_inputs": len(bad)},
+                   "bad_inputs": [{"path": str(b.path), "reason": b.reason} for b in bad],
+                   "seconds": round(timer.elapsed, 3)},
+        )
+        print(f"{len(dataset.records)} images x {len(attacks)} attacks from {args.input}: "
+              f"wrote {report.written} images, kept {report.skipped} already there, "
+              f"in {timer.elapsed:.1f} s")
+        print(f"manifest: {report.manifest} ({len(report.records)} rows)")
+        print(f"settings: {output / 'experiment.json'}")
+        if bad:
+            print(f"skipped {len(bad)} bad input(s), listed in {output / 'bad_images.csv'}:")
+            for b in bad:
+                print(f"  {b.path}: {b.reason}")
+        if not report.records:
+            return fail("no image was attacked: every input was unreadable (see above)")
+        return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main, resume_hint="run the same command with --resume to continue")

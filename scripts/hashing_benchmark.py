@@ -17,8 +17,9 @@ python scripts/hashing_benchmark.py --algorithms phash phash:hash_size=16 crop_r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-import sys
+import math
 from pathlib import Path
 
 from PIL import Image
@@ -32,14 +33,18 @@ from hashing.benchmark import load_records, run_benchmark
 from hashing.digest import load_digest, write_digest
 from hashing.plots import plot_digest
 from helpers import (
+    check_name,
     now_iso,
+    output_dir,
     parse_key_values,
-    prepare_output_dir,
+    resolve_device,
     results_root,
     setup_logging,
     write_experiment_json,
 )
+from helpers.cli import fail, run_script
 
+SCRIPT = "hashing_benchmark"
 DEFAULT_ALGORITHMS = ["ahash", "phash", "dhash", "whash", "crop_resistant"]
 logger = logging.getLogger("hashing_benchmark")
 
@@ -93,9 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--workers", type=int, default=None,
                      help="threads that hash and processes that attack (default: the cores)")
     run.add_argument("--name", default="hashing_benchmark",
-                     help="result folder under Results/ (default: hashing_benchmark)")
+                     help="result folder under Results/ ($RESULTS_DIR when set): one plain "
+                          "name (default: hashing_benchmark)")
     run.add_argument("--output", default=None, help="result folder (overrides --name)")
-    run.add_argument("--overwrite", action="store_true", help="replace an existing result folder")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an existing result folder of this script")
     run.add_argument("--no-figures", action="store_true", help="skip the figures")
     run.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -107,84 +114,118 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_values(args: argparse.Namespace) -> None:
+    """Refuse bad values before any work or any folder is made (one-line errors)."""
+    if args.output is None:
+        check_name(args.name, "--name")
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    if not math.isfinite(args.summary_threshold) or args.summary_threshold < 0:
+        raise ValueError(f"--summary-threshold must be a finite number >= 0, "
+                         f"got {args.summary_threshold}")
+    for value in args.thresholds or ():
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"--thresholds must be finite numbers >= 0, got {value}")
+    repeated = sorted({s for s in args.algorithms if args.algorithms.count(s) > 1})
+    if repeated:
+        raise ValueError(f"--algorithms names {', '.join(repeated)} more than once")
+    args.device = resolve_device(args.device)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     started = now_iso()
-    try:
-        algorithms = [parse_algorithm(spec) for spec in args.algorithms]
-        attacks, seed, options = attacks_from_args(args)
-        dataset = load_dataset(args.dataset, args.data_root)
-        groups = split_groups(dataset.records, args.n_experimental, args.n_control,
-                              args.split_seed)
-        database = [r for r in groups if r.group == EXPERIMENTAL]
-        control = [r for r in groups if r.group == CONTROL]
-        if not database:
-            raise ValueError("--n-experimental is 0: the database would be empty")
+    with contextlib.ExitStack() as stack:
+        try:
+            check_values(args)
+            algorithms = [parse_algorithm(spec) for spec in args.algorithms]
+            labels = [a.label for a in algorithms]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"--algorithms gives the same method twice: {labels}")
+            attacks, seed, options = attacks_from_args(args)
+            dataset = load_dataset(args.dataset, args.data_root)
+            groups = split_groups(dataset.records, args.n_experimental, args.n_control,
+                                  args.split_seed)
+            database = [r for r in groups if r.group == EXPERIMENTAL]
+            control = [r for r in groups if r.group == CONTROL]
+            if not database:
+                raise ValueError("--n-experimental is 0: the database would be empty")
+            if args.queries:
+                queries_records = read_manifest(args.queries)
+                if not queries_records:
+                    raise ValueError(f"{args.queries} lists no image")
+                n_planned = len(queries_records)
+            else:
+                if args.n_attacked > len(database) or (control and
+                                                       args.n_attacked > len(control)):
+                    raise ValueError(f"--n-attacked {args.n_attacked} is more than a group "
+                                     f"holds ({len(database)} experimental, "
+                                     f"{len(control)} control)")
+                attacked = database[:args.n_attacked] + control[:args.n_attacked]
+                n_planned = len(attacked) * len(attacks)
+            if n_planned == 0:
+                raise ValueError("no query: choose --n-attacked > 0 and at least one attack")
+            target = Path(args.output) if args.output else results_root() / args.name
+            output = stack.enter_context(output_dir(
+                target, SCRIPT, overwrite=args.overwrite,
+                inputs=[dataset.root, args.queries], flags=("--overwrite",)))
+        except (KeyError, ValueError, FileNotFoundError) as exc:
+            return fail(exc.args[0] if isinstance(exc, KeyError) else exc)
+        config = {**{k: v for k, v in vars(args).items() if k not in ("attacks",)},
+                  "algorithms": labels,
+                  "attacks": [a.id for a in attacks], "seed": seed,
+                  "options": {k: str(v) for k, v in options.items()},
+                  "database": [r.image_id for r in database]}
+        write_experiment_json(output, config, started_at=started, script=SCRIPT)
+        bad: list[tuple[str, str]] = [(str(b.path), b.reason) for b in dataset.bad]
         if args.queries:
-            queries_records = read_manifest(args.queries)
-            if not queries_records:
-                raise ValueError(f"{args.queries} lists no image")
-            n_queries = len(queries_records)
+            queries = load_records(queries_records, bad)
+            stream = None
         else:
-            if args.n_attacked > len(database) or (control and args.n_attacked > len(control)):
-                raise ValueError(f"--n-attacked {args.n_attacked} is more than a group holds "
-                                 f"({len(database)} experimental, {len(control)} control)")
-            attacked = database[:args.n_attacked] + control[:args.n_attacked]
-            n_queries = len(attacked) * len(attacks)
-        if n_queries == 0:
-            raise ValueError("no query: choose --n-attacked > 0 and at least one attack")
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    output = Path(args.output) if args.output else results_root() / args.name
-    try:
-        output = prepare_output_dir(output, overwrite=args.overwrite)
-    except FileExistsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    config = {**{k: v for k, v in vars(args).items() if k not in ("attacks",)},
-              "algorithms": [a.label for a in algorithms],
-              "attacks": [a.id for a in attacks], "seed": seed,
-              "options": {k: str(v) for k, v in options.items()},
-              "database": [r.image_id for r in database]}
-    write_experiment_json(output, config, started_at=started)
-    bad: list[tuple[str, str]] = [(str(b.path), b.reason) for b in dataset.bad]
-    if args.queries:
-        queries = load_records(queries_records, bad)
-        stream = None
-    else:
-        stream = iter_attacks(attacked, attacks, seed=seed, workers=args.workers)
-        queries = stream
-    result = run_benchmark(algorithms, load_records(database, bad), queries,
-                           batch_size=args.batch_size, device=args.device,
-                           workers=args.workers, total_queries=n_queries)
-    if stream is not None:
-        bad += [(str(b.path), b.reason) for b in stream.bad]
-    result.bad = bad
-    thresholds = {a.label: args.thresholds for a in algorithms} if args.thresholds else None
-    digest = write_digest(result, output, thresholds, args.summary_threshold)
-    if not args.no_figures:
-        plot_digest(load_digest(output), output / "figures", args.summary_threshold)
-    write_experiment_json(output, config, started_at=started, ended_at=now_iso(), extra={
-        "counts": {"database": len(result.database), "queries": n_queries,
-                   "matched": int(len(result.matches) / len(algorithms)), "bad": len(bad)},
-        "bad_inputs": [{"path": p, "reason": r} for p, r in bad],
-        "wall_seconds": round(result.wall_seconds, 3)})
-    summary = digest["summary"]
-    columns = ["algorithm", "auc", "micro_ap", "detection_recall", "detection_fpr",
-               "db_seconds_per_image", "match_seconds_per_image"]
-    table = summary[columns].rename(columns={
-        "detection_recall": f"recall@{args.summary_threshold}",
-        "detection_fpr": f"fpr@{args.summary_threshold}",
-        "db_seconds_per_image": "db_s/img", "match_seconds_per_image": "query_s/img"})
-    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    print(f"{len(result.database)} database images, {n_queries} queries, "
-          f"{len(algorithms)} algorithms in {result.wall_seconds:.1f} s -> {output}")
-    if bad:
-        print(f"skipped {len(bad)} bad input(s), listed in {output / 'experiment.json'}")
-    return 0
+            stream = iter_attacks(attacked, attacks, seed=seed, workers=args.workers)
+            queries = stream
+        try:
+            result = run_benchmark(algorithms, load_records(database, bad), queries,
+                                   batch_size=args.batch_size, device=args.device,
+                                   workers=args.workers, total_queries=n_planned)
+        except ValueError as exc:  # nothing readable to match
+            write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
+                                  script=SCRIPT, extra={"error": str(exc),
+                                                        "bad_inputs": _bad_rows(bad)})
+            return fail(f"{exc}; see {output / 'experiment.json'}")
+        if stream is not None:
+            bad += [(str(b.path), b.reason) for b in stream.bad]
+        result.bad = bad
+        n_matched = result.matches["query_id"].nunique()
+        thresholds = {a.label: args.thresholds for a in algorithms} if args.thresholds else None
+        digest = write_digest(result, output, thresholds, args.summary_threshold)
+        write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
+                              script=SCRIPT, extra={
+            "counts": {"database": len(result.database), "queries_planned": n_planned,
+                       "queries": n_matched, "bad": len(bad)},
+            "bad_inputs": _bad_rows(bad),
+            "wall_seconds": round(result.wall_seconds, 3)})
+        if not args.no_figures:
+            plot_digest(load_digest(output), output / "figures", args.summary_threshold)
+        summary = digest["summary"]
+        columns = ["algorithm", "auc", "micro_ap", "detection_recall", "detection_fpr",
+                   "db_seconds_per_image", "match_seconds_per_image"]
+        table = summary[columns].rename(columns={
+            "detection_recall": f"recall@{args.summary_threshold}",
+            "detection_fpr": f"fpr@{args.summary_threshold}",
+            "db_seconds_per_image": "db_s/img", "match_seconds_per_image": "query_s/img"})
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        print(f"{len(result.database)} database images, {n_matched} queries, "
+              f"{len(algorithms)} algorithms in {result.wall_seconds:.1f} s -> {output}")
+        if bad:
+            print(f"skipped {len(bad)} bad input(s), listed in {output / 'bad_images.csv'}")
+        return 0
+
+
+def _bad_rows(bad: list[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"path": p, "reason": r} for p, r in bad]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

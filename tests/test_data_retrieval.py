@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import re
 import tarfile
 
 import numpy as np
@@ -25,7 +27,8 @@ from data_retrieval import (
     split_kaggle_memes,
     write_manifest,
 )
-from helpers import load_image
+from data_retrieval.bsds500 import BSDS500_SHA256, BSDS500_SIZE, BSDS500_URL
+from helpers import DownloadError, load_image
 
 
 def test_sample_dataset_has_at_least_ten_colour_photos():
@@ -140,7 +143,10 @@ def test_bsds500_download_checks_and_converts(http_server, tmp_path):
     counts = {"train": 4, "val": 2, "test": 3}
     _fake_bsds_archive(www / "BSR_bsds500.tgz", counts)
     root = tmp_path / "data"
-    dest = download_bsds500(root, url=f"{url}/BSR_bsds500.tgz", expected_counts=counts)
+    archive = www / "BSR_bsds500.tgz"
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    dest = download_bsds500(root, url=f"{url}/BSR_bsds500.tgz", expected_counts=counts,
+                            expected_size=archive.stat().st_size, sha256=digest)
     assert dest == root / "BSDS500"
     for split, n in counts.items():
         assert len(list((dest / split).glob("*.jpg"))) == n
@@ -156,8 +162,22 @@ def test_bsds500_download_rejects_a_wrong_archive(http_server, tmp_path):
     _fake_bsds_archive(www / "BSR_bsds500.tgz", {"train": 2, "val": 1, "test": 1})
     root = tmp_path / "data"
     with pytest.raises(ArchiveError, match="expected"):
-        download_bsds500(root, url=f"{url}/BSR_bsds500.tgz")  # the official 200/100/200
+        download_bsds500(root, url=f"{url}/BSR_bsds500.tgz", expected_size=None,
+                         sha256=None)  # the official 200/100/200
     assert not (root / "BSDS500").exists()
+
+
+def test_bsds500_download_checks_size_and_sha256_by_default(http_server, tmp_path):
+    """The official archive's size and SHA-256 are recorded: any other file is refused before
+    it is opened, and it is fetched over https."""
+    www, url = http_server
+    _fake_bsds_archive(www / "BSR_bsds500.tgz", {"train": 200, "val": 100, "test": 200})
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError, match="expected 70763455 bytes"):
+        download_bsds500(root, url=f"{url}/BSR_bsds500.tgz")
+    assert not (root / "BSDS500").exists()
+    assert BSDS500_URL.startswith("https://") and BSDS500_SIZE == 70_763_455
+    assert re.fullmatch(r"[0-9a-f]{64}", BSDS500_SHA256)
 
 
 def test_real_bsds500(bsds_root):

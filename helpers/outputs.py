@@ -1,0 +1,393 @@
+"""Output safety: plain names, paths that stay inside their folder, result folders that are
+replaced only when they hold a previous result of the same script, and a lock per folder.
+
+A result folder is the unit a script owns. These rules keep a mistyped flag from deleting
+anything else:
+
+- a name given on the command line (``--name``, ``--store-name``) is one plain path component;
+- an id that becomes part of a file name stays inside its output folder (:func:`safe_child`);
+- ``--overwrite`` removes a folder only when its ``experiment.json`` says the same script made
+  it, and never the repository, a parent of it or of the home folder, a symbolic link, or a
+  folder that is, holds or lies inside an input;
+- one run at a time writes a folder: a lock file holds the owner's pid and host, and a lock
+  whose process is gone on this host is taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from helpers.logs import get_logger
+from helpers.paths import project_root
+
+logger = get_logger(__name__)
+
+#: Lock file inside a result folder while a run writes it.
+LOCK_NAME = ".lock"
+#: Temporary files of `helpers.io.atomic_path`: ``.<name>.<12 hex digits>.tmp``.
+TMP_PATTERN = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+#: Longest file name component most file systems take, in bytes.
+MAX_COMPONENT_BYTES = 255
+
+
+class OutputError(ValueError):
+    """An output path or name that the library refuses to use; the message says why."""
+
+
+def _bad_character(text: str) -> str | None:
+    for char in text:
+        if char == "\x00":
+            return "a NUL character"
+        if ord(char) < 32 or ord(char) == 127:
+            return f"a control character ({char!r})"
+    return None
+
+
+def check_name(value: object, what: str = "name") -> str:
+    """A plain file or folder name: one path component, visible, printable.
+
+    Parameters
+    ----------
+    value : str
+        The name, e.g. a ``--name`` flag.
+    what : str
+        How the error names it (``"--name"``).
+
+    Returns
+    -------
+    str
+        ``value``.
+
+    Raises
+    ------
+    OutputError
+        Empty, ``.``/``..`` or hidden, holding a separator, a control character, surrounding
+        spaces, or longer than 255 bytes.
+    """
+    if not isinstance(value, str):
+        raise OutputError(f"{what} must be a string, got {type(value).__name__}")
+    reason = None
+    if not value:
+        reason = "it is empty"
+    elif value.startswith("."):
+        reason = "it starts with '.' ('.', '..' and hidden names are refused)"
+    elif "/" in value or "\\" in value:
+        reason = "it holds a path separator"
+    elif value != value.strip():
+        reason = "it starts or ends with a space"
+    elif len(os.fsencode(value)) > MAX_COMPONENT_BYTES:
+        reason = f"it is longer than {MAX_COMPONENT_BYTES} bytes"
+    else:
+        reason = (lambda bad: f"it holds {bad}" if bad else None)(_bad_character(value))
+    if reason:
+        raise OutputError(f"{what} {value!r} is not a plain name: {reason}; "
+                          "use letters, digits, '-', '_' and '.' in one path component")
+    return value
+
+
+def check_relative_id(value: object, what: str = "image_id") -> str:
+    """An id that may become part of a file path: relative, ``/``-separated, no ``..``.
+
+    ``train/100007`` is fine (a sub-folder of the output); ``../x``, ``/etc/x``, ``a//b``,
+    ``a\\b`` and ids with control characters are refused.
+
+    Raises
+    ------
+    OutputError
+    """
+    if not isinstance(value, str) or not value:
+        raise OutputError(f"{what} {value!r} must be a non-empty string")
+    bad = _bad_character(value)
+    reason = None
+    if bad:
+        reason = f"it holds {bad}"
+    elif value.startswith("/"):
+        reason = "it is an absolute path"
+    elif "\\" in value:
+        reason = "it holds a backslash"
+    else:
+        parts = value.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            reason = "it has an empty, '.' or '..' path component"
+        elif any(len(os.fsencode(p)) > MAX_COMPONENT_BYTES - 64 for p in parts):
+            reason = f"a path component is longer than {MAX_COMPONENT_BYTES - 64} bytes"
+    if reason:
+        raise OutputError(f"{what} {value!r} cannot name an output file: {reason}")
+    return value
+
+
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, symbolic links resolved."""
+    real, base = Path(path).resolve(), Path(folder).resolve()
+    return real == base or base in real.parents
+
+
+def safe_child(folder: str | os.PathLike, relative: str) -> Path:
+    """``folder / relative``, refusing any result that would lie outside ``folder``.
+
+    Raises
+    ------
+    OutputError
+        ``relative`` is absolute, climbs out with ``..``, or goes through a symbolic link
+        that leads out of ``folder``.
+    """
+    folder = Path(folder)
+    target = folder / relative
+    if Path(relative).is_absolute() or not is_within(target, folder) or target == folder:
+        raise OutputError(f"{relative!r} would be written outside the output folder {folder}")
+    return target
+
+
+def _protected(real: Path) -> str | None:
+    """Why a folder must never be deleted as a whole, or None."""
+    repo = project_root().resolve()
+    if real == repo or real in repo.parents:
+        return "it is the repository or a parent of it"
+    home = Path.home().resolve()
+    if real == home or real in home.parents:
+        return "it is the home folder or a parent of it"
+    cwd = Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        return "it is the working directory or a parent of it"
+    return None
+
+
+def _input_overlap(real: Path, inputs: Iterable[str | os.PathLike | None]) -> str | None:
+    for item in inputs:
+        if item is None:
+            continue
+        source = Path(item).resolve()
+        if real == source:
+            return f"it is the input {item}"
+        if real in source.parents:
+            return f"it holds the input {item}"
+        if source in real.parents:
+            return f"it lies inside the input {item}"
+    return None
+
+
+def _first_existing(path: Path) -> Path:
+    """The deepest of ``path`` and its parents that exists (``path`` is absolute)."""
+    return next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+
+
+def _made_by(folder: Path, script: str) -> str | None:
+    """Why ``folder`` is not a previous result of ``script`` (None when it is)."""
+    record_file = folder / "experiment.json"
+    if not record_file.is_file():
+        return "it holds no experiment.json, so it is not a result of this script"
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"its experiment.json cannot be read ({exc})"
+    made_by = record.get("script") if isinstance(record, dict) else None
+    if made_by is None and isinstance(record, dict) and record.get("command"):
+        made_by = Path(str(record["command"][0])).stem  # records from before "script"
+    if made_by != script:
+        return f"its experiment.json says it was made by {made_by!r}, not {script!r}"
+    return None
+
+
+def check_output_dir(
+    path: str | os.PathLike,
+    script: str,
+    overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike | None] = (),
+) -> Path:
+    """The checks that need no lock: where ``path`` is and what it may replace.
+
+    Raises
+    ------
+    OutputError
+        The path lies under a file, or is a file; with ``overwrite``, the folder is
+        protected (repository, home, working directory, a symbolic link, an input).
+    """
+    path = Path(os.path.abspath(os.fspath(path)))
+    existing = _first_existing(path)
+    if existing != path and not existing.is_dir():
+        raise OutputError(f"output {path} lies under {existing}, which is a file, not a folder")
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output {path} exists and is a file, not a folder")
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"output {path}: {existing} is not writable")
+    if overwrite and path.exists():
+        if path.is_symlink():
+            raise OutputError(f"refusing to overwrite {path}: it is a symbolic link "
+                              f"(to {path.resolve()}); remove the link or choose another output")
+        real = path.resolve()
+        why = _protected(real) or _input_overlap(real, inputs)
+        if why:
+            raise OutputError(f"refusing to overwrite {path}: {why}")
+    return path
+
+
+class FolderLock:
+    """An exclusive lock on a result folder: ``<folder>/.lock`` with the owner's pid and host.
+
+    A lock left by a process that no longer runs on this host is stale and taken over (with a
+    warning); a live one, or one from another host, makes :meth:`acquire` raise.
+    """
+
+    def __init__(self, folder: str | os.PathLike, name: str = LOCK_NAME):
+        self.path = Path(folder) / name
+        self.held = False
+
+    def _owner(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _stale(self, owner: dict | None) -> bool:
+        if owner is None:
+            return False  # being written this very moment, or not ours: do not guess
+        if owner.get("host") != socket.gethostname():
+            return False
+        pid = owner.get("pid")
+        if not isinstance(pid, int) or pid <= 0:
+            return True
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def acquire(self) -> FolderLock:
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                owner = self._owner()
+                if self._stale(owner):
+                    logger.warning("removing stale lock %s (process %s is gone)", self.path,
+                                   owner.get("pid") if owner else "?")
+                    self.path.unlink(missing_ok=True)
+                    continue
+                who = (f"process {owner.get('pid')} on {owner.get('host')}" if owner
+                       else "another run")
+                raise OutputError(f"{self.path.parent} is in use by {who} (lock file "
+                                  f"{self.path}); wait for it to finish, or delete the lock "
+                                  "file if no run is active") from None
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(record)
+            self.held = True
+            return self
+        raise OutputError(f"could not take the lock {self.path}")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> int:
+    """Delete temporary files that an interrupted atomic write left under ``folder``.
+
+    Returns
+    -------
+    int
+        How many were removed.
+    """
+    removed = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if TMP_PATTERN.match(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
+    if removed:
+        logger.info("removed %d unfinished temporary file(s) under %s", removed, folder)
+    return removed
+
+
+def _clear(folder: Path, keep: str) -> None:
+    for child in folder.iterdir():
+        if child.name == keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+@contextlib.contextmanager
+def output_dir(
+    path: str | os.PathLike,
+    script: str,
+    overwrite: bool = False,
+    resume: bool = False,
+    inputs: Sequence[str | os.PathLike | None] = (),
+    flags: Sequence[str] = ("--overwrite",),
+) -> Iterator[Path]:
+    """Create or reuse a result folder of ``script`` and hold its lock while the block runs.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The result folder.
+    script : str
+        Who writes it (recorded as ``script`` in ``experiment.json`` by
+        :func:`helpers.write_experiment_json`); only that script's results are overwritten
+        or resumed.
+    overwrite : bool
+        Empty an existing result of ``script`` first.
+    resume : bool
+        Keep an existing result of ``script`` (the caller continues it); unfinished temporary
+        files are removed.
+    inputs : sequence of paths
+        The run's inputs: a folder that is, holds or lies inside one is never overwritten.
+    flags : sequence of str
+        The flags the calling script has, suggested when a folder is refused.
+
+    Yields
+    ------
+    Path
+        The folder, absolute.
+
+    Raises
+    ------
+    OutputError
+        Anything the checks refuse, or another run holds the lock.
+    """
+    path = check_output_dir(path, script, overwrite, inputs)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {path}: {exc.strerror or exc}") from exc
+    with FolderLock(path) as lock:
+        contents = [p for p in path.iterdir() if p.name != LOCK_NAME]
+        if contents:
+            why = _made_by(path, script)
+            if overwrite or resume:
+                if why:
+                    raise OutputError(f"refusing to {'overwrite' if overwrite else 'resume'} "
+                                      f"{path}: {why}")
+                if overwrite:
+                    logger.warning("overwriting the previous %s result in %s", script, path)
+                    _clear(path, keep=lock.path.name)
+                else:
+                    remove_stale_tmp(path)
+            else:
+                hints = " or ".join(f"{f} to {'continue' if f == '--resume' else 'replace'} it"
+                                    for f in flags)
+                raise OutputError(f"{path} already exists and is not empty; choose another "
+                                  f"output{', or pass ' + hints if hints and not why else ''}")
+        yield path
