@@ -47,14 +47,59 @@ def _check_header(path: Path) -> str | None:
     return None
 
 
-def iter_image_files(folder: Path, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` (by extension), sorted for a stable order."""
-    pattern = "**/*" if recursive else "*"
-    return sorted(
-        p
-        for p in folder.glob(pattern)
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
-    )
+def iter_image_files(folder: Path, recursive: bool = True) -> tuple[list[Path], list[BadImage]]:
+    """Image files under ``folder`` (by extension), sorted for a stable order, and the folders
+    that could not be listed.
+
+    Symbolic links to folders are followed once: a link back to a folder already listed (a
+    loop) is reported, not followed. A sub-folder that cannot be read is reported, not
+    silently dropped. Hidden files and folders (``.name``) are skipped.
+
+    Returns
+    -------
+    files : list of Path
+    problems : list of BadImage
+        Folders skipped, with the reason.
+    """
+    files: list[Path] = []
+    problems: list[BadImage] = []
+    seen: dict[tuple[int, int], Path] = {}
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            info = current.stat()
+            key = (info.st_dev, info.st_ino)
+            if key in seen:
+                problems.append(BadImage(current, f"symbolic link loop: the same folder as "
+                                                  f"{seen[key]}, listed once"))
+                continue
+            seen[key] = current
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(BadImage(current, f"folder cannot be read "
+                                              f"({exc.strerror or type(exc).__name__})"))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows links
+                is_file = not is_dir and entry.is_file()
+            except OSError as exc:
+                problems.append(BadImage(path, f"cannot be read ({exc.strerror or exc})"))
+                continue
+            if is_dir and recursive:
+                pending.append(path)
+            elif is_file and path.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(path)
+            elif (not is_dir and not is_file and entry.is_symlink()
+                  and path.suffix.lower() in IMAGE_EXTENSIONS):
+                problems.append(BadImage(path, "broken symbolic link"))
+    for problem in problems:
+        logger.warning("skipping %s: %s", problem.path, problem.reason)
+    return sorted(files), problems
 
 
 def make_image_ids(files: Iterable[Path], root: Path) -> list[str]:
@@ -107,9 +152,8 @@ def list_images(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")
-    files = iter_image_files(folder, recursive)
+    files, bad = iter_image_files(folder, recursive)
     good: list[Path] = []
-    bad: list[BadImage] = []
     for file in files:
         reason = _check_header(file) if check else None
         if reason is None:

@@ -4,6 +4,7 @@ the main process (on GPU when asked), unreadable images reported and skipped."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,12 @@ class _ImageDataset(Dataset):
             return index, None, str(exc)
 
 
+def _worker_init(_: int) -> None:
+    # Ctrl-C reaches the whole process group: the main process stops the loader and reports
+    # once; the workers must not each print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _Collate:
     def __init__(self, model: FeatureModel):
         self.model = model
@@ -128,6 +135,7 @@ def extract(
                         collate_fn=_Collate(model),
                         pin_memory=model.device.startswith("cuda"),
                         multiprocessing_context=multiprocessing_context if workers else None,
+                        worker_init_fn=_worker_init if workers else None,
                         persistent_workers=False)
     bar = progress(total=len(dataset), desc=f"{model.name} features", unit="img",
                    disable=None if show_progress is None else not show_progress)

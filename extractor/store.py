@@ -247,7 +247,7 @@ def _extract_chunks(model, images, ids, npy, sidecar, dataset, batch_size, worke
 def _hash_ids(ids: list[str]) -> str:
     import hashlib
 
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+    return hashlib.sha256("\n".join(ids).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _merge(model: FeatureModel, chunks, partial: Path, npy: Path, sidecar: Path, dataset: str,

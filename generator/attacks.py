@@ -241,14 +241,21 @@ def vertical_flip(image: Image.Image) -> Image.Image:
     return ImageOps.flip(image)
 
 
-@register_attack("padding_{fraction}_{color}", checks={"fraction": _SIZE_FACTOR})
+def _is_colour(name: str) -> bool:
+    try:
+        ImageColor.getrgb(name)
+    except ValueError:
+        return False
+    return True
+
+
+@register_attack("padding_{fraction}_{color}",
+                 checks={"fraction": _SIZE_FACTOR,
+                         "color": (_is_colour, "a CSS colour name or #rrggbb")})
 def padding(image: Image.Image, fraction: float, color: str = "black") -> Image.Image:
     """A border on every side, ``fraction`` of the image's width (left, right) and height (top,
     bottom) thick, in ``color`` (a CSS colour name or ``#rrggbb``); the size grows."""
-    try:
-        fill = ImageColor.getrgb(color)
-    except ValueError:
-        raise ValueError(f"attack 'padding': unknown colour {color!r}") from None
+    fill = ImageColor.getrgb(color)
     width, height = image.size
     border = (round(fraction * width), round(fraction * height))
     return ImageOps.expand(image, border=border * 2, fill=fill)

@@ -75,8 +75,8 @@ class Param:
                 raise ValueError
             return str(value)
         except (TypeError, ValueError, OverflowError):
-            what = ("one word of letters, digits, '#', '.' and '-'" if self.kind is str
-                    else f"a finite {self.kind.__name__}")
+            what = {str: "one word of letters, digits, '#', '.' and '-'",
+                    int: "an integer", float: "a finite number"}[self.kind]
             raise ValueError(
                 f"attack {family!r}: parameter {self.name!r} must be {what}, got {value!r}"
             ) from None

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from hashing.digest import Digest  # noqa: E402
-from helpers import atomic_path, use_style  # noqa: E402
+from helpers import atomic_path, printable, use_style  # noqa: E402
 
 logger = logging.getLogger(__name__)
 # the PDF backend's font subsetting logs every table at INFO
@@ -121,7 +121,7 @@ def _gallery(rows: pd.DataFrame, value: str, title: str, folder: Path, name: str
             ax.imshow(Image.open(path).convert("RGB"))
         except (OSError, ValueError):
             ax.text(0.5, 0.5, "image not found", ha="center", va="center", fontsize=7)
-        ax.set_title(f"{row['image_id']}\n{value}: {row[value]}", fontsize=6)
+        ax.set_title(f"{printable(row['image_id'])}\n{value}: {row[value]}", fontsize=6)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     return _save(fig, folder, name)

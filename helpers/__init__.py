@@ -31,7 +31,7 @@ from helpers.outputs import (
     safe_child,
 )
 from helpers.params import parse_key_values
-from helpers.paths import project_root, results_root
+from helpers.paths import printable, project_root, results_root
 from helpers.plotting import use_style
 from helpers.progress import progress
 from helpers.seeding import derive_seed, rng_for, seed_everything
@@ -60,6 +60,7 @@ __all__ = [
     "FolderLock",
     "OutputError",
     "progress",
+    "printable",
     "project_root",
     "read_json",
     "resolve_device",

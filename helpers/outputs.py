@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import socket
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -45,8 +46,8 @@ def _bad_character(text: str) -> str | None:
     for char in text:
         if char == "\x00":
             return "a NUL character"
-        if ord(char) < 32 or ord(char) == 127:
-            return f"a control character ({char!r})"
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            return f"a control or line-break character ({char!r})"
     return None
 
 
@@ -84,8 +85,10 @@ def check_name(value: object, what: str = "name") -> str:
         reason = "it starts or ends with a space"
     elif len(os.fsencode(value)) > MAX_COMPONENT_BYTES:
         reason = f"it is longer than {MAX_COMPONENT_BYTES} bytes"
-    else:
-        reason = (lambda bad: f"it holds {bad}" if bad else None)(_bad_character(value))
+    elif _bad_character(value):
+        reason = f"it holds {_bad_character(value)}"
+    elif not value.isprintable():
+        reason = "it holds a character that cannot be printed"
     if reason:
         raise OutputError(f"{what} {value!r} is not a plain name: {reason}; "
                           "use letters, digits, '-', '_' and '.' in one path component")

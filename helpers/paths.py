@@ -25,3 +25,9 @@ def results_root() -> Path:
     if env:
         return Path(env).expanduser()
     return project_root() / "Results"
+
+
+def printable(text: str) -> str:
+    """A file name or id as text any output can show (a figure, a terminal): bytes that are not
+    UTF-8, which Python keeps as lone surrogates, become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

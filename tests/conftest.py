@@ -95,3 +95,39 @@ def http_server(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@functools.cache
+def load_script(name: str):
+    """A script under scripts/ imported as a module, so its ``main(argv)`` runs in-process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def fake_repo(tmp_path, monkeypatch) -> Path:
+    """A stand-in for the repository (pyproject.toml, .git, Results/ with another experiment's
+    files): the library's project root and default Results/ point there, so a destructive
+    bug deletes this copy, never the real tree."""
+    import helpers.paths
+
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (repo / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (repo / "Results" / "other").mkdir(parents=True)
+    (repo / "Results" / "README.md").write_text("results\n")
+    (repo / "Results" / "other" / "summary.csv").write_text("a,b\n1,2\n")
+    monkeypatch.setattr(helpers.paths, "_PACKAGE_PARENT", repo)
+    monkeypatch.delenv("RESULTS_DIR", raising=False)
+    return repo
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes (to compare before and after a run)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}

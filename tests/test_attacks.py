@@ -79,7 +79,7 @@ def test_unknown_names_and_bad_parameters_are_clear():
         get_attack("median_filter", 4)
     with pytest.raises(ValueError, match="'quality' must be in"):
         get_attack("jpg_compression", 0)
-    with pytest.raises(ValueError, match="must be int"):
+    with pytest.raises(ValueError, match="must be an integer"):
         get_attack("jpg_compression", "high")
     with pytest.raises(ValueError, match="no parameter 'sigma'"):
         get_attack("gaussian_filter", sigma=2)

@@ -17,7 +17,6 @@ from helpers import (
     derive_seed,
     download_file,
     load_image,
-    prepare_output_dir,
     read_json,
     resolve_device,
     rng_for,
@@ -70,18 +69,6 @@ def test_experiment_json_records_config_versions_and_times(tmp_path):
     assert set(record["git"]) == {"commit", "dirty"}
     assert record["host"]["hostname"]
     assert record["started_at"] < record["ended_at"]
-
-
-def test_prepare_output_dir_never_overwrites_silently(tmp_path):
-    out = tmp_path / "res"
-    prepare_output_dir(out)
-    (out / "general.json").write_text("{}")
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        prepare_output_dir(out)
-    prepare_output_dir(out, resume=True)
-    assert (out / "general.json").exists()
-    prepare_output_dir(out, overwrite=True)
-    assert not any(out.iterdir())
 
 
 # --- load_image: bad inputs ---------------------------------------------------------------------

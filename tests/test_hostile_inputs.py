@@ -1,0 +1,451 @@
+"""Hostile but realistic inputs: bad values, undecodable file names, kills and resumes, two runs
+at once. Every refusal is one line naming the value, before any output folder exists."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from data_retrieval import list_images, read_manifest
+from extractor import extract_to_store, get_model, load_store
+from hashing.benchmark import NEGATIVE, POSITIVE, BenchmarkResult
+from hashing.digest import compute_digest, threshold_grid, write_digest
+from helpers import FolderLock
+from tests.conftest import REPO, load_script, tree
+
+NON_UTF8 = os.fsdecode(b"caf\xe9")  # a file name that is not valid UTF-8
+
+
+def _photos(folder: Path, n: int = 4, size=(48, 32)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image = Image.new("RGB", size, ((60 * i) % 256, 100, 200 - 30 * i))
+        image.putpixel((i, i), (0, 0, 0))
+        image.save(folder / f"p{i}.png")
+    return folder
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    return _photos(tmp_path / "photos")
+
+
+def _call(script: str, argv: list[str]) -> tuple[int, str]:
+    """Run a script's main in-process: (exit status, stderr); argparse exits count too."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = load_script(script).main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return code, err.getvalue()
+
+
+def _truncated_jpeg() -> bytes:
+    """A JPEG cut in half: its header reads, its pixels do not decode."""
+    data = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(data, format="JPEG")
+    return data.getvalue()[: len(data.getvalue()) // 2]
+
+
+def _one_line_error(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert "error:" in last, stderr
+    return last
+
+
+# --- bad values: one line, nothing written ------------------------------------------------------
+
+GEN = ["generate_attacks", "{photos}", "{out}", "--workers", "0"]
+BENCH = ["hashing_benchmark", "--dataset", "folder:{photos}", "--n-experimental", "2",
+         "--n-control", "2", "--n-attacked", "1", "--no-figures", "--output", "{out}"]
+EXTRACT = ["extract_features", "--model", "efficientnet_lite0", "--dataset", "folder:{photos}",
+           "--features-dir", "{out}"]
+
+BAD_VALUES = [
+    (GEN, ["--attacks", "gaussian_noise:nan"], "a finite number, got nan"),
+    (GEN, ["--attacks", "rotation:inf"], "a finite number, got inf"),
+    (GEN, ["--attacks", "scaling:1e9"], "ratio' must be in (0, 10]"),
+    (GEN, ["--attacks", "text:1000000000"], "length' must be in [1, 1000]"),
+    (GEN, ["--attacks", "padding:fraction=0.1;color=../../x"], "one word"),
+    (GEN, ["--workers", "-1"], "--workers must be >= 0"),
+    (GEN, ["--format", "xyz"], "cannot write images as 'xyz'"),
+    (BENCH, ["--workers", "-1"], "--workers must be >= 0"),
+    (BENCH, ["--device", "bogus"], "unknown device 'bogus'"),
+    (BENCH, ["--algorithms", "phash", "phash"], "more than once"),
+    (BENCH, ["--algorithms", "phash", "phash:hash_size=8"], "same method twice"),
+    (BENCH, ["--algorithms", "phash:hash_size=100000"], "hash_size must be in [2, 64]"),
+    (BENCH, ["--algorithms", "phash:hash_size=abc"], "must be an integer, got 'abc'"),
+    (BENCH, ["--thresholds", "nan"], "--thresholds must be finite"),
+    (BENCH, ["--summary-threshold", "-5"], "--summary-threshold must be"),
+    (BENCH, ["--attacks", "jpg_compression:1e9"], "quality"),
+    (EXTRACT, ["--dataset", "no_such_dataset"], "unknown dataset 'no_such_dataset'"),
+    (EXTRACT, ["--device", "bogus"], "unknown device 'bogus'"),
+    (EXTRACT, ["--model-param", "image_size=-5"], "preprocessing fails"),
+    (EXTRACT, ["--weights", "{notckpt}"], "could not be loaded"),
+    (EXTRACT, ["--workers", "-1"], "--workers must be >= 0"),
+]
+
+
+@pytest.mark.parametrize(("base", "extra", "message"), BAD_VALUES,
+                         ids=[" ".join(e) for _, e, _ in BAD_VALUES])
+def test_bad_values_give_one_line_before_any_output(tmp_path, photos, base, extra, message):
+    notckpt = tmp_path / "weights.pt"
+    notckpt.write_text("not a checkpoint")
+    out = tmp_path / "out"
+    names = {"photos": str(photos), "out": str(out), "notckpt": str(notckpt)}
+    argv = [a.format(**names) for a in base[1:]]
+    if base is GEN:
+        argv[0] = f"folder:{photos}"
+    code, err = _call(base[0], argv + [a.format(**names) for a in extra])
+    assert code == 2
+    assert message in _one_line_error(err)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("base", [BENCH, EXTRACT], ids=["benchmark", "extract"])
+def test_cuda_without_a_gpu_is_said(tmp_path, photos, base):
+    argv = [a.format(photos=photos, out=tmp_path / "out") for a in base[1:]]
+    code, err = _call(base[0], argv + ["--device", "cuda"])
+    assert code == 2 and "CUDA is not available" in _one_line_error(err)
+
+
+def test_output_under_a_file_is_refused(tmp_path, photos):
+    (tmp_path / "file").write_text("x")
+    code, err = _call("generate_attacks", [f"folder:{photos}", str(tmp_path / "file" / "out"),
+                                           "--attacks", "grayscale"])
+    assert code == 2 and "which is a file" in _one_line_error(err)
+
+
+def test_nothing_processed_is_an_error(tmp_path):
+    """A dataset whose every image fails to decode: no empty manifest, store or digest with
+    exit 0."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(2):
+        (broken / f"b{i}.jpg").write_bytes(_truncated_jpeg())
+    code, err = _call("generate_attacks", [f"folder:{broken}", str(tmp_path / "g"),
+                                           "--attacks", "grayscale", "--workers", "0"])
+    assert code == 2 and "no image was attacked" in _one_line_error(err)
+    code, err = _call("extract_features", ["--model", "efficientnet_lite0", "--dataset",
+                                           f"folder:{broken}", "--features-dir",
+                                           str(tmp_path / "f"), "--workers", "0"])
+    assert code == 2 and "no image could be processed (2 failed" in _one_line_error(err)
+    assert not list((tmp_path / "f").rglob("*.npy"))
+    code, err = _call("hashing_benchmark", [
+        "--dataset", f"folder:{broken}", "--n-experimental", "1", "--n-control", "1",
+        "--n-attacked", "1", "--attacks", "grayscale", "--algorithms", "ahash",
+        "--no-figures", "--output", str(tmp_path / "b")])
+    assert code == 2 and "database is empty" in _one_line_error(err)
+
+
+# --- file names that are not UTF-8 --------------------------------------------------------------
+
+
+@pytest.fixture
+def non_utf8_photos(tmp_path) -> Path:
+    folder = _photos(tmp_path / "mixed", n=3)
+    os.rename(folder / "p0.png", os.path.join(folder, NON_UTF8 + ".png"))
+    return folder
+
+
+def test_non_utf8_names_work_through_attacks_benchmark_and_extraction(tmp_path,
+                                                                       non_utf8_photos):
+    out = tmp_path / "attacks"
+    code, err = _call("generate_attacks", [f"folder:{non_utf8_photos}", str(out), "--attacks",
+                                           "gaussian_noise_0.01", "--workers", "0"])
+    assert code == 0, err
+    records = read_manifest(out / "manifest.csv")  # the manifest round-trips the bytes
+    assert NON_UTF8 in {r.source_id for r in records}
+    assert all(r.path.is_file() for r in records)
+    frame = pd.read_csv(out / "manifest.csv", encoding_errors="surrogateescape")
+    assert len(frame) == 3
+    code, err = _call("hashing_benchmark", [
+        "--dataset", f"folder:{non_utf8_photos}", "--n-experimental", "2", "--n-control", "1",
+        "--n-attacked", "1", "--attacks", "jpg_compression_50", "--algorithms", "dhash",
+        "--output", str(tmp_path / "bench")])
+    assert code == 0, err
+    code, err = _call("extract_features", ["--model", "efficientnet_lite0", "--dataset",
+                                           f"folder:{non_utf8_photos}", "--features-dir",
+                                           str(tmp_path / "f"), "--workers", "0"])
+    assert code == 0, err
+    sidecar = next((tmp_path / "f").rglob("efficientnet_lite0.json"))
+    store = load_store(sidecar.parent.name, "efficientnet_lite0", tmp_path / "f")
+    assert NON_UTF8 in store.ids and store.features.shape == (3, 1280)
+
+
+# --- the digest ---------------------------------------------------------------------------------
+
+
+def test_threshold_grid_has_no_near_duplicates():
+    grid = threshold_grid([0.0, 0.1, 0.19999999, 0.2000000001, 0.3], 0.2)
+    assert list(grid) == [0.0, 0.1, 0.2, 0.3]
+    assert np.all(~np.isclose(grid[1:], grid[:-1]))
+
+
+def _result(distances) -> BenchmarkResult:
+    n = len(distances)
+    matches = pd.DataFrame({
+        "algorithm": "hist_hash", "query_id": [f"q{i}" for i in range(n)],
+        "source_id": ["a"] * n, "attack_id": "grayscale",
+        "kind": [POSITIVE, NEGATIVE] * (n // 2), "nearest_id": "a", "nearest_index": 0,
+        "source_index": [0, -1] * (n // 2), "distance": distances,
+        "source_distance": distances, "correct": [True, False] * (n // 2)})
+    timing = pd.DataFrame({"algorithm": ["hist_hash"], "seconds": [1.0], "images": [1],
+                           "seconds_per_image": [1.0]})
+    return BenchmarkResult(pd.DataFrame({"image_id": ["a"], "path": ["a.png"]}), matches,
+                           timing, timing)
+
+
+def test_digest_survives_thresholds_numpy_takes_for_one(tmp_path):
+    """0.19999999 beside the summary threshold 0.2 crashed compute_digest after all the
+    work; now the grid holds 0.2 once and the summary reads it."""
+    result = _result([0.0, 0.19999999, 0.1, 0.5])
+    digest = compute_digest(result, {"hist_hash": [0.0, 0.19999999, 0.2, 0.4]}, 0.2)
+    assert len(digest["summary"]) == 1
+    assert digest["summary"]["detection_recall"].notna().all()
+
+
+def test_matches_are_on_disk_before_the_digest_is_computed(tmp_path, monkeypatch):
+    import hashing.digest
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("a bug in the metrics")
+
+    monkeypatch.setattr(hashing.digest, "compute_digest", boom)
+    with pytest.raises(RuntimeError):
+        write_digest(_result([0.0, 0.3]), tmp_path)
+    assert len(pd.read_csv(tmp_path / "matches.csv")) == 2
+
+
+# --- resume, interruption, two runs at once -----------------------------------------------------
+
+
+def test_resume_remakes_damaged_files_and_cleans_temporaries(tmp_path, photos):
+    out = tmp_path / "out"
+    argv = [f"folder:{photos}", str(out), "--attacks", "jpg_compression_50", "grayscale",
+            "--workers", "0"]
+    assert _call("generate_attacks", argv)[0] == 0
+    first = sorted(out.glob("*.png"))
+    good = {p.name: p.read_bytes() for p in first}
+    first[0].write_bytes(b"")  # empty
+    first[1].write_bytes(good[first[1].name][: len(good[first[1].name]) // 2])  # truncated
+    (out / ".p0_grayscale.png.0123456789ab.tmp").write_bytes(b"")  # left by a kill
+    code, err = _call("generate_attacks", argv + ["--resume"])
+    assert code == 0, err
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == good
+    assert not list(out.glob(".*.tmp"))
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["counts"]["written"] == 2 and record["counts"]["already_there"] == 6
+
+
+def test_a_second_run_on_the_same_output_refuses(tmp_path, photos):
+    out = tmp_path / "out"
+    argv = [f"folder:{photos}", str(out), "--attacks", "grayscale", "--workers", "0"]
+    assert _call("generate_attacks", argv)[0] == 0
+    with FolderLock(out):  # another run is writing it
+        code, err = _call("generate_attacks", argv + ["--resume"])
+        assert code == 2 and "in use by process" in _one_line_error(err)
+        code, err = _call("generate_attacks", argv[:2] + ["--attacks", "vertical_flip",
+                                                         "--overwrite"])
+        assert code == 2 and "in use by process" in _one_line_error(err)
+    assert len(list(out.glob("*.png"))) == 4
+
+
+def test_sigint_ends_with_one_line_and_resume_finishes(tmp_path):
+    photos = _photos(tmp_path / "big", n=12, size=(640, 480))
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "scripts" / "generate_attacks.py"), str(photos),
+               str(out), "--attacks", "default", "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 20:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C: the whole process group
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: finished files are kept")
+    assert not list(out.glob(".*.tmp"))
+    done = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert len(read_manifest(out / "manifest.csv")) == 12 * 58
+
+
+def test_store_killed_between_npy_and_sidecar_is_finished_by_a_rerun(tmp_path, photos):
+    model = get_model("efficientnet_lite0")
+    records = list_images(photos)[0]
+    npy = extract_to_store(model, records, "photos", root=tmp_path)
+    expected = np.load(npy)
+    npy.with_suffix(".json").unlink()  # as if killed right after the .npy was renamed
+    with pytest.raises(FileNotFoundError, match="unfinished"):
+        load_store("photos", "efficientnet_lite0", tmp_path)
+    extract_to_store(model, records, "photos", root=tmp_path)  # not "already finished"
+    np.testing.assert_array_equal(load_store("photos", "efficientnet_lite0", tmp_path).features,
+                                  expected)
+
+
+def test_damaged_chunk_is_extracted_again(tmp_path, photos, monkeypatch):
+    import extractor.store
+
+    model = get_model("efficientnet_lite0")
+    records = list_images(photos)[0]
+    expected = np.load(extract_to_store(model, records, "whole", root=tmp_path))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # killed after the chunks, before the merge
+
+    with monkeypatch.context() as patch:
+        patch.setattr(extractor.store, "_merge", killed)
+        with pytest.raises(KeyboardInterrupt):
+            extract_to_store(model, records, "cut", root=tmp_path, batch_size=2, chunk_size=2)
+    chunks = sorted((tmp_path / "cut" / "efficientnet_lite0.partial").glob("chunk_*.npz"))
+    assert len(chunks) == 2
+    chunks[1].write_bytes(chunks[1].read_bytes()[:100])  # a damaged file
+    npy = extract_to_store(model, records, "cut", root=tmp_path, batch_size=2, chunk_size=2)
+    np.testing.assert_allclose(np.load(npy), expected, rtol=1e-5, atol=1e-6)
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def test_listing_reports_loops_unreadable_folders_and_broken_links(tmp_path, monkeypatch):
+    folder = _photos(tmp_path / "d", n=2)
+    _photos(folder / "sub", n=1)
+    _photos(folder / "locked", n=1)
+    (folder / "sub" / "loop").symlink_to(folder)
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    real_scandir = os.scandir
+
+    def scandir(path):  # root reads any folder: refuse this one as a user's system would
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    records, bad = list_images(folder)
+    assert sorted(r.image_id for r in records) == ["p0", "p1", "sub/p0"]
+    reasons = {p.name: r for p, r in ((b.path, b.reason) for b in bad)}
+    assert "symbolic link loop" in reasons["loop"]
+    assert "Permission denied" in reasons["locked"]
+    assert reasons["gone.png"] == "broken symbolic link"
+
+
+def test_bad_images_csv_lists_every_bad_input(tmp_path, photos):
+    (photos / "empty.png").write_bytes(b"")
+    (photos / "text.jpg").write_text("not pixels")
+    (photos / "cut.jpg").write_bytes(_truncated_jpeg())
+    out = tmp_path / "out"
+    code, err = _call("generate_attacks", [f"folder:{photos}", str(out), "--attacks",
+                                           "grayscale", "--workers", "0"])
+    assert code == 0, err
+    listed = pd.read_csv(out / "bad_images.csv")
+    assert sorted(Path(p).name for p in listed["path"]) == ["cut.jpg", "empty.png", "text.jpg"]
+    assert json.loads((out / "experiment.json").read_text())["counts"]["bad_inputs"] == 3
+
+
+# --- property: hostile names, ids and values ----------------------------------------------------
+
+HOSTILE_TEXT = st.one_of(
+    st.sampled_from(["..", ".", "", "/", "../x", "a/../../b", "/tmp", "~", "-", "x\x00y",
+                     "a\nb", " ", "nan", "inf", "-1", "1e9", "0", "a" * 300, "C:\\x",
+                     NON_UTF8, "../" * 10 + "etc", "ok", "ok.name"]),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
+)
+
+
+def _outside_changes(before: dict, after: dict, allowed: Path | None, root: Path) -> list[str]:
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    if allowed is None:
+        return sorted(changed)
+    prefix = str(allowed.relative_to(root)) + os.sep
+    return sorted(k for k in changed if not k.startswith(prefix))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(which=st.sampled_from(["name", "store", "attack", "id", "workers", "threshold"]),
+       value=HOSTILE_TEXT)
+def test_property_hostile_values_work_or_fail_cleanly(which, value):
+    """Each hostile value either works, writing only inside its output folder, or fails with
+    a one-line error and writes nothing at all."""
+    root = Path(tempfile.mkdtemp(prefix="isl_prop_"))
+    try:
+        photos = _photos(root / "photos", n=2)
+        results = root / "results"
+        results.mkdir()
+        (root / "sentinel.txt").write_text("must survive")
+        old_env = os.environ.get("RESULTS_DIR")
+        os.environ["RESULTS_DIR"] = str(results)
+        allowed: Path | None = None
+        if which == "name":
+            script, argv = "hashing_benchmark", [
+                "--dataset", f"folder:{photos}", "--n-experimental", "1", "--n-control", "1",
+                "--n-attacked", "1", "--attacks", "grayscale", "--algorithms", "ahash",
+                "--no-figures", "--name", value, "--overwrite"]
+            allowed = results / value if value else None
+        elif which == "threshold":
+            script, argv = "hashing_benchmark", [
+                "--dataset", f"folder:{photos}", "--n-experimental", "1", "--n-control", "1",
+                "--n-attacked", "1", "--attacks", "grayscale", "--algorithms", "ahash",
+                "--no-figures", "--name", "t", "--summary-threshold", value]
+            allowed = results / "t"
+        elif which == "store":
+            script, argv = "extract_features", [
+                "--model", "efficientnet_lite0", "--dataset", f"folder:{photos}",
+                "--features-dir", str(results), "--store-name", value, "--workers", "0"]
+            allowed = results  # the features folder ("" means: named after the dataset)
+        elif which == "attack":
+            script, argv = "generate_attacks", [
+                f"folder:{photos}", str(results / "a"), "--workers", "0",
+                "--attacks", f"padding:fraction=0.1;color={value}"]
+            allowed = results / "a"
+        elif which == "workers":
+            script, argv = "generate_attacks", [
+                f"folder:{photos}", str(results / "w"), "--attacks", "grayscale",
+                "--workers", value]
+            allowed = results / "w"
+        else:
+            manifest = root / "m.csv"
+            with open(manifest, "w", encoding="utf-8", errors="surrogateescape",
+                      newline="") as handle:
+                pd.DataFrame({"image_id": [value], "path": [str(photos / "p0.png")]}).to_csv(
+                    handle, index=False)
+            script, argv = "generate_attacks", [str(manifest), str(results / "m"),
+                                                "--attacks", "grayscale", "--workers", "0"]
+            allowed = results / "m"
+        before = tree(root)
+        code, err = _call(script, argv)
+        after = tree(root)
+        if code == 0:
+            assert allowed is not None and allowed.resolve().is_relative_to(results.resolve())
+            assert _outside_changes(before, after, allowed, root) == []
+        else:
+            assert code == 2, (code, err)
+            _one_line_error(err)
+            assert _outside_changes(before, after, None, root) == []
+    finally:
+        if old_env is None:
+            os.environ.pop("RESULTS_DIR", None)
+        else:
+            os.environ["RESULTS_DIR"] = old_env
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,268 @@
+"""Output safety: names, ids and result folders can never delete or write outside the output.
+
+The destructive cases run against `fake_repo`, a stand-in for the repository that the library
+takes for its root: a regression deletes that copy, never the real tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+import helpers.outputs
+from data_retrieval import read_manifest
+from helpers import (
+    FolderLock,
+    OutputError,
+    check_name,
+    check_relative_id,
+    output_dir,
+    safe_child,
+    write_experiment_json,
+    write_json,
+)
+from tests.conftest import load_script, tree
+
+# --- names and ids ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../x", "/abs", "a/b", "a\\b", ".hidden",
+                                  " x", "x ", "x\x00y", "a\nb", "a" * 300])
+def test_check_name_refuses_anything_but_one_plain_component(name):
+    with pytest.raises(OutputError, match="not a plain name"):
+        check_name(name, "--name")
+
+
+@pytest.mark.parametrize("name", ["demo", "run-1_b.2", "café", "hashing_benchmark"])
+def test_check_name_accepts_plain_names(name):
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize("image_id", ["../../x", "/etc/x", "a//b", "a/./b", "a/..", "a\\b",
+                                      "x\x01", "", "/"])
+def test_check_relative_id_refuses_ids_that_leave_the_folder(image_id):
+    with pytest.raises(OutputError):
+        check_relative_id(image_id)
+
+
+@pytest.mark.parametrize("image_id", ["train/100007", "chelsea", "caf\udce9", "a b"])
+def test_check_relative_id_accepts_relative_ids(image_id):
+    assert check_relative_id(image_id) == image_id
+
+
+def test_safe_child_refuses_a_link_that_leads_outside(tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "sub").symlink_to(elsewhere)
+    assert safe_child(out, "a/b.png") == out / "a" / "b.png"
+    for relative in ("sub/x.png", "../x.png", "/tmp/x.png"):
+        with pytest.raises(OutputError, match="outside the output folder"):
+            safe_child(out, relative)
+
+
+def test_manifest_ids_are_checked_when_read(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image_id,path,source_id,attack_id,group\n"
+                        "ok,a.png,ok,,\n../../x,b.png,ok,,\n")
+    with pytest.raises(ValueError, match=r"line 3.*'\.\./\.\./x'"):
+        read_manifest(manifest)
+    manifest.write_text("image_id,path\n/tmp/evil,a.png\n")
+    with pytest.raises(ValueError, match="absolute"):
+        read_manifest(manifest)
+
+
+# --- result folders -----------------------------------------------------------------------------
+
+
+def _refused(folder, match, script="bench", **kwargs) -> str:
+    """The message of `output_dir`'s refusal (the test fails if it does not refuse)."""
+    with pytest.raises(OutputError, match=match) as info, output_dir(folder, script, **kwargs):
+        pass
+    return str(info.value)
+
+
+def _result_of(folder, script):
+    folder.mkdir(parents=True, exist_ok=True)
+    write_experiment_json(folder, {"x": 1}, script=script)
+    (folder / "summary.csv").write_text("a\n1\n")
+
+
+def test_output_dir_refuses_a_used_folder_and_suggests_only_the_scripts_flags(tmp_path):
+    out = tmp_path / "res"
+    _result_of(out, "bench")
+    assert "--resume" not in _refused(out, "--overwrite", flags=("--overwrite",))
+    with output_dir(out, "bench", resume=True):
+        pass
+    assert (out / "summary.csv").exists()
+    with output_dir(out, "bench", overwrite=True) as folder:
+        assert sorted(p.name for p in folder.iterdir()) == [".lock"]
+    assert not any(out.iterdir())  # the lock is gone with the block
+
+
+def test_overwrite_only_removes_a_result_of_the_same_script(tmp_path):
+    mine, theirs, plain = tmp_path / "mine", tmp_path / "theirs", tmp_path / "plain"
+    _result_of(theirs, "generate_attacks")
+    plain.mkdir()
+    (plain / "photo.jpg").write_bytes(b"precious")
+    for folder, why in ((theirs, "made by 'generate_attacks'"), (plain, "no experiment.json")):
+        before = tree(folder)
+        for flag in ("overwrite", "resume"):
+            _refused(folder, why, "hashing_benchmark", **{flag: True})
+        assert tree(folder) == before
+    _result_of(mine, "hashing_benchmark")
+    with output_dir(mine, "hashing_benchmark", overwrite=True):
+        pass
+    assert not (mine / "summary.csv").exists()
+
+
+def test_overwrite_never_touches_the_repository_home_cwd_or_their_parents(fake_repo,
+                                                                         monkeypatch):
+    monkeypatch.setenv("HOME", str(fake_repo / "Results"))
+    monkeypatch.chdir(fake_repo / "Results" / "other")
+    for folder in (fake_repo, fake_repo.parent, fake_repo / "Results",
+                   fake_repo / "Results" / "other"):
+        write_experiment_json(folder, {}, script="bench")  # even when it looks like ours
+        before = tree(folder)
+        _refused(folder, "refusing to overwrite", overwrite=True)
+        assert tree(folder) == before
+        (folder / "experiment.json").unlink()
+
+
+def test_overwrite_never_follows_a_symlink_or_touches_an_input(tmp_path):
+    target = tmp_path / "real"
+    _result_of(target, "bench")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    _refused(link, "symbolic link", overwrite=True)
+    assert (target / "summary.csv").exists()
+    inputs = tmp_path / "data" / "photos"
+    inputs.mkdir(parents=True)
+    for out, why in ((inputs, "is the input"), (tmp_path / "data", "holds the input"),
+                     (inputs / "attacks", "inside the input")):
+        _result_of(out, "bench")
+        _refused(out, why, overwrite=True, inputs=[inputs])
+        assert (out / "summary.csv").exists()
+
+
+def test_output_under_a_file_or_not_writable_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub" / "out"):
+        _refused(out, "file, not a folder")
+    # root ignores permission bits, so the read-only folder is what os.access reports
+    monkeypatch.setattr(helpers.outputs.os, "access", lambda *a: False)
+    _refused(tmp_path / "ro" / "out", "not writable")
+    assert not (tmp_path / "ro").exists()
+
+
+def test_lock_refuses_a_second_run_and_takes_over_a_stale_one(tmp_path):
+    out = tmp_path / "res"
+    out.mkdir()
+    busy = f"in use by process {os.getpid()}"
+    with FolderLock(out), pytest.raises(OutputError, match=busy), output_dir(out, "bench"):
+        pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    import socket
+
+    (out / ".lock").write_text(json.dumps({"pid": int(dead), "host": socket.gethostname()}))
+    with output_dir(out, "bench") as folder:  # the stale lock of a finished process
+        owner = json.loads((folder / ".lock").read_text())
+        assert owner["pid"] == os.getpid()
+    (out / ".lock").write_text(json.dumps({"pid": 1, "host": "another-host"}))
+    _refused(out, "another-host")
+
+
+def test_files_get_the_permissions_of_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "a.json", {"a": 1})
+        assert path.stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        path = write_json(tmp_path / "b.json", {"a": 1})
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+# --- the scripts, on the stand-in repository ----------------------------------------------------
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, colour in enumerate(("red", "green", "blue", "white")):
+        image = Image.new("RGB", (48, 32), colour)
+        image.putpixel((i, i), (0, 0, 0))
+        image.save(folder / f"p{i}.png")
+    (folder / "notes.txt").write_text("not an image, kept")
+    return folder
+
+
+def _bench_args(photos, *extra):
+    return ["--dataset", f"folder:{photos}", "--n-experimental", "2", "--n-control", "2",
+            "--n-attacked", "1", "--attacks", "jpg_compression_50", "--algorithms", "ahash",
+            "--no-figures", *extra]
+
+
+@pytest.mark.parametrize("name", ["..", "", "../x", "/tmp/isl_evil", ".", "a/b"])
+def test_benchmark_name_is_one_plain_component(fake_repo, photos, capsys, name):
+    before = tree(fake_repo.parent)
+    code = load_script("hashing_benchmark").main(_bench_args(photos, "--name", name,
+                                                            "--overwrite"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: --name") and "plain name" in err[-1]
+    assert tree(fake_repo.parent) == before
+    assert not os.path.exists("/tmp/isl_evil")
+
+
+def test_benchmark_overwrites_its_own_result_only(fake_repo, photos, capsys):
+    bench = load_script("hashing_benchmark")
+    assert bench.main(_bench_args(photos, "--name", "run")) == 0
+    out = fake_repo / "Results" / "run"
+    assert json.loads((out / "experiment.json").read_text())["script"] == "hashing_benchmark"
+    assert bench.main(_bench_args(photos, "--name", "run")) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "--resume" not in err  # only the flags it has
+    assert bench.main(_bench_args(photos, "--name", "run", "--overwrite")) == 0
+    assert (fake_repo / "Results" / "README.md").exists()
+    assert (fake_repo / "Results" / "other" / "summary.csv").exists()
+
+
+def test_generate_attacks_never_overwrites_its_input(tmp_path, photos, capsys):
+    gen = load_script("generate_attacks")
+    before = tree(photos)
+    for out in (photos, tmp_path, photos / "attacks"):
+        write_experiment_json(out, {}, script="generate_attacks")  # looks like a result
+        code = gen.main([f"folder:{photos}", str(out), "--overwrite", "--attacks",
+                         "jpg_compression_50", "--workers", "0"])
+        assert code == 2 and "input" in capsys.readouterr().err
+        (out / "experiment.json").unlink()
+    assert tree(photos) == before
+
+
+def test_manifest_ids_cannot_write_outside_the_output(tmp_path, photos, capsys):
+    for bad_id in ("../../escaped", str(tmp_path / "abs")):
+        manifest = tmp_path / "m.csv"
+        manifest.write_text(f"image_id,path\n{bad_id},{photos / 'p0.png'}\n")
+        out = tmp_path / "out"
+        code = load_script("generate_attacks").main([str(manifest), str(out), "--attacks",
+                                                     "jpg_compression_50", "--workers", "0"])
+        assert code == 2 and "line 2" in capsys.readouterr().err
+        assert not out.exists()
+    assert not list(tmp_path.rglob("*escaped*")) and not list(tmp_path.glob("abs*"))
+
+
+def test_store_name_is_one_plain_component(tmp_path, photos, capsys):
+    for name in ("../x", "/tmp/isl_evil_store", ".."):
+        code = load_script("extract_features").main([
+            "--model", "efficientnet_lite0", "--dataset", f"folder:{photos}",
+            "--features-dir", str(tmp_path / "features"), "--store-name", name])
+        assert code == 2 and "not a plain name" in capsys.readouterr().err
+    assert not (tmp_path / "features").exists() and not os.path.exists("/tmp/isl_evil_store")
