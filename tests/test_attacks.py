@@ -288,8 +288,8 @@ def test_padding_adds_a_coloured_border(photo):
     assert (pixels[:30] == 255).all() and (pixels[:, :45] == 255).all()
     np.testing.assert_array_equal(pixels[30:330, 45:496], arr(photo))
     assert get_attack("padding", 0.1).id == "padding_0.1_black"
-    with pytest.raises(ValueError, match="unknown colour"):
-        get_attack("padding", 0.1, "notacolour")(photo)
+    with pytest.raises(ValueError, match="'color' must be a CSS colour name"):
+        get_attack("padding", 0.1, "notacolour")  # refused when made, not on the first image
 
 
 def test_aspect_ratio_and_grayscale(photo):

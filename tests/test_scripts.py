@@ -150,3 +150,7 @@ def test_hashing_benchmark_reads_query_manifest(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "skipped 1 bad input" in done.stdout
     assert len(pd.read_csv(out / "matches.csv")) == 11
+    counts = json.loads((out / "experiment.json").read_text())["counts"]
+    assert counts["queries"] == 11 and counts["queries_planned"] == 12  # what was matched
+    assert "11 queries" in done.stdout
+    assert list(pd.read_csv(out / "bad_images.csv")["path"]) == [str(broken)]
