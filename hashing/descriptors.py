@@ -11,6 +11,12 @@ import numpy as np
 class BinaryCodes:
     """Binary codes of N images, packed 8 bits a byte (``np.packbits`` order).
 
+    The true code length ``n_bits`` lives here, once: every distance divides by it, never by
+    the packed width (a 42-bit colour hash takes 6 bytes). Like imagehash's ``ImageHash``, the
+    code of one image subtracts from another's (``codes[0] - codes[1]`` is the number of
+    differing bits) and goes to and from hex text (`to_hex`, `from_hex`: imagehash's
+    ``str(hash)`` and ``hex_to_hash`` format).
+
     Attributes
     ----------
     packed : numpy.ndarray, shape (N, ceil(n_bits / 8)), uint8
@@ -20,6 +26,56 @@ class BinaryCodes:
 
     packed: np.ndarray
     n_bits: int
+
+    def __post_init__(self) -> None:
+        packed = np.asarray(self.packed)
+        if packed.ndim != 2 or packed.dtype != np.uint8:
+            raise ValueError(f"packed codes must be a 2-D uint8 array, got {packed.dtype} "
+                             f"{packed.shape}")
+        if not 0 < self.n_bits <= 8 * packed.shape[1] < self.n_bits + 8:
+            raise ValueError(f"{self.n_bits} bits do not fill {packed.shape[1]} bytes")
+
+    def __getitem__(self, index) -> BinaryCodes:
+        """The codes of some rows (an int gives a one-row `BinaryCodes`)."""
+        rows = self.packed[index]
+        return BinaryCodes(rows[None] if rows.ndim == 1 else rows, self.n_bits)
+
+    def __sub__(self, other: BinaryCodes) -> int | np.ndarray:
+        """Differing bits between codes row by row (one int for one-row codes)."""
+        if not isinstance(other, BinaryCodes) or other.n_bits != self.n_bits:
+            return NotImplemented
+        counts = np.bitwise_count(self.packed ^ other.packed).sum(axis=1, dtype=np.int64)
+        return int(counts[0]) if len(counts) == 1 else counts
+
+    def to_hex(self) -> list[str]:
+        """One hex string per code: the bits read as one big-endian number, ``ceil(n_bits /
+        4)`` digits (imagehash's ``str(hash)``)."""
+        digits = -(-self.n_bits // 4)
+        shift = 8 * self.packed.shape[1] - self.n_bits  # padding bits at the end
+        return [format(int.from_bytes(row.tobytes(), "big") >> shift, f"0{digits}x")
+                for row in self.packed]
+
+    @classmethod
+    def from_hex(cls, texts, n_bits: int) -> BinaryCodes:
+        """Codes from `to_hex` strings (or imagehash's ``str(hash)``) of ``n_bits`` bits.
+
+        Raises
+        ------
+        ValueError
+            A string that is not hex or holds more than ``n_bits`` bits.
+        """
+        width = -(-n_bits // 8)
+        rows = []
+        for text in texts:
+            try:
+                value = int(text, 16)
+            except (TypeError, ValueError):
+                raise ValueError(f"{text!r} is not a hex code") from None
+            if value >> n_bits:
+                raise ValueError(f"{text!r} holds more than {n_bits} bits")
+            rows.append((value << (8 * width - n_bits)).to_bytes(width, "big"))
+        packed = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), width)
+        return cls(packed.copy(), n_bits)
 
     @classmethod
     def from_bits(cls, bits: np.ndarray) -> BinaryCodes:

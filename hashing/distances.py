@@ -2,7 +2,9 @@
 
 Every metric is a distance in the usual sense (0 for identical inputs):
 
-- ``hamming``: bit error rate between packed binary codes (``uint8``, ``np.packbits`` order);
+- ``hamming``: bit error rate between packed binary codes (``uint8``, ``np.packbits`` order):
+  differing bits divided by the code's true length (``n_bits``; a 42-bit code is packed in 6
+  bytes, and the 6 padding bits never count);
 - ``cosine``: ``(1 - cos) / 2``, in [0, 1];
 - ``jensenshannon``: SciPy's ``jensenshannon(p, q, base=2)`` of the vectors divided by their
   sums (inputs must be non-negative), in [0, 1];
@@ -10,6 +12,10 @@ Every metric is a distance in the usual sense (0 for identical inputs):
 
 Work is split into blocks of queries (and of the database for :func:`nearest`) so that no
 intermediate array exceeds ``max_block_elements`` values, whatever the sizes.
+
+Both functions take raw arrays (with ``metric``) or the descriptor objects of
+`hashing.descriptors` as they are: `BinaryCodes` bring their bit count, `FloatFeatures` their
+metric, and `MultiCodes` go to the crop-resistant matching rule.
 
 On CPU, ``jensenshannon`` uses a compiled kernel (:mod:`hashing.native`) when a C compiler is
 available, and torch otherwise; both agree with SciPy to 1e-6.
@@ -25,6 +31,7 @@ import torch
 from scipy.special import xlogy
 
 from hashing import native
+from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes
 from helpers import available_cpus, resolve_device
 
 METRICS = ("hamming", "cosine", "jensenshannon", "l1", "l2")
@@ -67,6 +74,27 @@ def _as_tensor(array, name: str, metric: str) -> torch.Tensor:
             row = int((tensor.sum(dim=1) <= 0).nonzero()[0])
             raise ValueError(f"{name} row {row} sums to 0; jensenshannon cannot normalise it")
     return tensor
+
+
+def _unwrap(queries, database, metric: str | None, n_bits: int | None):
+    """Arrays, metric and bit count of a query/database pair given as arrays or descriptors."""
+    if isinstance(queries, BinaryCodes | FloatFeatures) or isinstance(
+            database, BinaryCodes | FloatFeatures):
+        if type(queries) is not type(database):
+            raise TypeError(f"cannot compare {type(queries).__name__} with "
+                            f"{type(database).__name__}")
+        if isinstance(queries, BinaryCodes):
+            if queries.n_bits != database.n_bits:
+                raise ValueError(f"codes of {queries.n_bits} and {database.n_bits} bits")
+            if metric not in (None, "hamming"):
+                raise ValueError(f"binary codes are compared with hamming, not {metric!r}")
+            return queries.packed, database.packed, "hamming", queries.n_bits
+        if queries.metric != database.metric:
+            raise ValueError(f"features compared with {queries.metric} and {database.metric}")
+        return queries.values, database.values, metric or queries.metric, None
+    if metric is None:
+        raise ValueError("arrays need a metric: " + ", ".join(METRICS))
+    return queries, database, metric, n_bits
 
 
 def _inputs(queries, database, metric: str, device: str):
@@ -139,18 +167,20 @@ def _js_block_native(lib, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.sqrt(divergence).astype(np.float32))
 
 
-def _block(q: torch.Tensor, d: torch.Tensor, metric: str, lib=None) -> torch.Tensor:
+def _block(q: torch.Tensor, d: torch.Tensor, metric: str, lib=None,
+           n_bits: int | None = None) -> torch.Tensor:
     """Distances between prepared blocks ``q`` (m, D) and ``d`` (n, D): (m, n) float32.
 
-    ``lib`` is the compiled Jensen-Shannon kernel, when it applies."""
+    ``lib`` is the compiled Jensen-Shannon kernel, when it applies; ``n_bits`` the true code
+    length for ``hamming`` (default: every unpacked bit)."""
     if lib is not None:
         return _js_block_native(lib, q, d)
     if metric == "hamming":
         # popcount(a xor b) = |a| + |b| - 2 a.b on {0, 1} bits: one matrix product, exact in
-        # float32 for codes up to 2**24 bits.
+        # float32 for codes up to 2**24 bits. Padding bits are 0 on both sides.
         same = q @ d.T
         out = q.sum(1, keepdim=True) + d.sum(1) - 2 * same
-        return out / q.shape[1]
+        return out / (n_bits or q.shape[1])
     if metric == "cosine":
         return ((1 - q @ d.T) / 2).clamp_(0, 1)
     if metric == "l1":
@@ -191,27 +221,36 @@ def _spans(total: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, total))
 
 
+def _check_bits(n_bits: int | None, width: int) -> int | None:
+    if n_bits is not None and not 0 < n_bits <= 8 * width:
+        raise ValueError(f"n_bits {n_bits} does not fit codes packed in {width} bytes")
+    return n_bits
+
+
 def pairwise(
     queries,
     database,
-    metric: str,
+    metric: str | None = None,
     device: str = "auto",
     max_block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    n_bits: int | None = None,
 ) -> np.ndarray:
     """Distance matrix between every query and every database item.
 
     Parameters
     ----------
-    queries : array-like, shape (Q, D)
-        Float vectors, or packed ``uint8`` codes for ``hamming``.
-    database : array-like, shape (N, D)
-        Same kind as ``queries``.
-    metric : {"hamming", "cosine", "jensenshannon", "l1", "l2"}
-        See the module docstring.
+    queries : array-like (Q, D), BinaryCodes, FloatFeatures or MultiCodes
+        Float vectors, or packed ``uint8`` codes for ``hamming``; descriptor objects bring
+        their own metric and bit count.
+    database : same kind as ``queries``, N items
+    metric : {"hamming", "cosine", "jensenshannon", "l1", "l2"}, optional
+        See the module docstring; needed for arrays only.
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     max_block_elements : int
         Bound on the values held by one intermediate array.
+    n_bits : int, optional
+        True length of packed ``hamming`` codes (default: 8 x the packed width).
 
     Returns
     -------
@@ -223,31 +262,38 @@ def pairwise(
         Unknown metric, mismatched dimensions, wrong dtype, negative or zero-sum vectors for
         ``jensenshannon``.
     """
+    if isinstance(queries, MultiCodes) or isinstance(database, MultiCodes):
+        from hashing.matching import multi_distances
+
+        return multi_distances(queries, database, device, max_block_elements)
+    queries, database, metric, n_bits = _unwrap(queries, database, metric, n_bits)
     metric, device, q, d = _inputs(queries, database, metric, device)
+    n_bits = _check_bits(n_bits, q.shape[1]) if metric == "hamming" else None
     qp, dp = _prepare(q, metric, device), _prepare(d, metric, device)
     lib = _js_native(metric, device)
     out = np.empty((q.shape[0], d.shape[0]), dtype=np.float32)
     rows = _block_rows(metric, d.shape[0], qp.shape[1], max_block_elements, lib is not None)
     with torch.inference_mode():
         for span in _spans(q.shape[0], rows):
-            out[span] = _block(qp[span], dp, metric, lib).cpu().numpy()
+            out[span] = _block(qp[span], dp, metric, lib, n_bits).cpu().numpy()
     return out
 
 
 def nearest(
     queries,
     database,
-    metric: str,
+    metric: str | None = None,
     k: int = 1,
     device: str = "auto",
     max_block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    n_bits: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest database items of every query, blockwise over both sets.
 
     Parameters
     ----------
-    queries, database, metric, device, max_block_elements
-        As in :func:`pairwise`.
+    queries, database, metric, device, max_block_elements, n_bits
+        As in :func:`pairwise` (multi-codes excepted).
     k : int
         Neighbours per query (at most the database size).
 
@@ -258,12 +304,17 @@ def nearest(
     indices : numpy.ndarray, shape (Q, k), int64
         Database rows. For ``k=1`` ties go to the lowest index.
     """
+    if isinstance(queries, MultiCodes) or isinstance(database, MultiCodes):
+        raise TypeError("nearest() takes codes or features; match multi-codes with pairwise()")
+    queries, database, metric, n_bits = _unwrap(queries, database, metric, n_bits)
     metric, device, q, d = _inputs(queries, database, metric, device)
+    n_bits = _check_bits(n_bits, q.shape[1]) if metric == "hamming" else None
     n = d.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}] (the database size), got {k}")
     if metric == "hamming" and device == "cpu":
-        return _nearest_hamming_cpu(q.numpy(), d.numpy(), k, max_block_elements)
+        return _nearest_hamming_cpu(q.numpy(), d.numpy(), k, max_block_elements,
+                                    n_bits or 8 * q.shape[1])
     qp, dp = _prepare(q, metric, device), _prepare(d, metric, device)
     lib = _js_native(metric, device)
     dim = qp.shape[1]
@@ -278,7 +329,7 @@ def nearest(
         for qs in _spans(q.shape[0], q_rows):
             run_d = run_i = None
             for ds in _spans(n, db_rows):
-                block = _block(qp[qs], dp[ds], metric, lib)
+                block = _block(qp[qs], dp[ds], metric, lib, n_bits)
                 kk = min(k, block.shape[1])
                 if k == 1:
                     vals, idx = block.min(dim=1, keepdim=True)
@@ -306,11 +357,11 @@ def _popcount_words(codes: np.ndarray) -> np.ndarray:
 
 
 def _nearest_hamming_cpu(
-    q: np.ndarray, d: np.ndarray, k: int, max_block_elements: int
+    q: np.ndarray, d: np.ndarray, k: int, max_block_elements: int, n_bits: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hamming k-NN on CPU: xor and popcount on 64-bit words (NumPy's ``bitwise_count``),
-    query blocks spread over threads (NumPy releases the GIL)."""
-    n_bits = q.shape[1] * 8
+    query blocks spread over threads (NumPy releases the GIL); distances are differing bits
+    over ``n_bits``."""
     qw, dw = _popcount_words(q), _popcount_words(d)
     # Small blocks keep the xor temporaries in cache; this loop is memory-bound.
     rows = max(1, min(max_block_elements, 1 << 20) // max(1, d.shape[0] * qw.shape[1]))

@@ -32,14 +32,8 @@ def descriptor_distances(
     if type(queries) is not type(database):
         raise TypeError(f"cannot compare {type(queries).__name__} with "
                         f"{type(database).__name__}")
-    if isinstance(queries, BinaryCodes):
-        return pairwise(queries.packed, database.packed, "hamming", device)
-    if isinstance(queries, MultiCodes):
-        return multi_distances(queries, database, device)
-    if isinstance(queries, FloatFeatures):
-        if queries.metric != database.metric:
-            raise ValueError(f"features compared with {queries.metric} and {database.metric}")
-        return pairwise(queries.values, database.values, queries.metric, device)
+    if isinstance(queries, BinaryCodes | MultiCodes | FloatFeatures):
+        return pairwise(queries, database, device=device)
     if metric is None:
         raise ValueError("float features need a metric")
     return pairwise(queries, database, metric, device)
@@ -70,7 +64,7 @@ def multi_distances(queries: MultiCodes, database: MultiCodes, device: str = "au
         while last < n_query and q_off[last + 1] - q_off[first] <= rows_per_block:
             last += 1
         segs = pairwise(queries.packed[q_off[first]:q_off[last]], database.packed, "hamming",
-                        device)
+                        device, n_bits=queries.n_bits)
         per_db = np.minimum.reduceat(segs, db_starts, axis=1)  # (segments, N)
         starts = q_off[first:last] - q_off[first]
         if queries.cutoff == 1:

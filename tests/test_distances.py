@@ -8,6 +8,7 @@ import torch
 from scipy.spatial.distance import cdist, jensenshannon
 
 from hashing import native
+from hashing.descriptors import BinaryCodes, FloatFeatures
 from hashing.distances import nearest, pairwise
 
 RNG = np.random.default_rng(0)
@@ -213,3 +214,64 @@ def test_the_kernel_is_compiled_once_into_the_cache(monkeypatch, tmp_path):
         assert sorted(tmp_path.iterdir()) == built and built[0].stat().st_mtime_ns == stamp
     finally:
         native.reset()
+
+
+# --- codes of any length: the true bit count, one place ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_images():
+    from data_retrieval import sample_files
+    from helpers import load_image
+
+    return [load_image(p) for p in sample_files().values()]
+
+
+def test_bit_error_rate_of_42_bit_codes_equals_imagehash(sample_images):
+    """colorhash codes are 42 bits packed in 6 bytes: 33 differing bits of 66 must give 0.5,
+    not 33/72. The oracle is imagehash's own subtraction."""
+    import imagehash
+
+    from hashing import get_algorithm
+
+    codes = get_algorithm("colorhash").describe(sample_images)
+    assert codes.n_bits == 42 and codes.packed.shape[1] == 6
+    theirs = [imagehash.colorhash(im) for im in sample_images]
+    expected = np.array([[(a - b) / 42 for b in theirs] for a in theirs], dtype=np.float32)
+    for device in ("cpu",) + (("cuda",) if torch.cuda.is_available() else ()):
+        np.testing.assert_allclose(pairwise(codes, codes, device=device), expected, atol=1e-7)
+        dist, idx = nearest(codes[:3], codes, k=2, device=device)
+        np.testing.assert_allclose(dist, np.sort(expected[:3], axis=1)[:, :2], atol=1e-7)
+    assert codes[0] - codes[1] == theirs[0] - theirs[1]
+    assert [str(h) for h in theirs] == codes.to_hex()
+    again = BinaryCodes.from_hex([str(h) for h in theirs], 42)
+    np.testing.assert_array_equal(again.packed, codes.packed)
+
+
+def test_66_bit_codes_divide_by_66():
+    """Hand-computed: two 66-bit codes differing in 33 bits are at 0.5."""
+    a = np.zeros((1, 66), bool)
+    b = a.copy()
+    b[0, ::2] = True  # 33 bits set
+    codes = BinaryCodes.from_bits(np.concatenate([a, b]))
+    assert codes.packed.shape == (2, 9)
+    assert pairwise(codes[:1], codes[1:])[0, 0] == pytest.approx(0.5)
+    assert nearest(codes[1:], codes[:1])[0][0, 0] == pytest.approx(0.5)
+    assert pairwise(codes.packed[:1], codes.packed[1:], "hamming", n_bits=66)[0, 0] == 0.5
+    with pytest.raises(ValueError, match="n_bits 80"):
+        pairwise(codes.packed, codes.packed, "hamming", n_bits=80)
+    with pytest.raises(ValueError, match="not a hex code"):
+        BinaryCodes.from_hex(["zz"], 66)
+    with pytest.raises(ValueError, match="more than 4 bits"):
+        BinaryCodes.from_hex(["1f"], 4)
+
+
+def test_descriptor_objects_carry_their_metric():
+    values = np.abs(np.random.default_rng(0).normal(size=(5, 8))).astype(np.float32)
+    features = FloatFeatures(values, "jensenshannon")
+    expected = cdist(values, values, lambda u, v: jensenshannon(u, v, base=2))
+    np.testing.assert_allclose(pairwise(features, features), expected, atol=1e-6)
+    with pytest.raises(TypeError, match="cannot compare"):
+        pairwise(features, BinaryCodes.from_bits(values > 0.5))
+    with pytest.raises(ValueError, match="need a metric"):
+        pairwise(values, values)
