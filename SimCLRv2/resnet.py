@@ -170,12 +170,15 @@ class ResNet(nn.Module):
 
 
 class BatchNormNoCenter(nn.BatchNorm1d):
-    """BatchNorm1d without the shift (TensorFlow's ``center=False``): the bias stays 0."""
+    """BatchNorm1d without the shift (TensorFlow's ``center=False``): the bias stays 0.
+
+    The bias is a frozen parameter (``requires_grad=False``, zero), not a buffer, so that
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` can carry it over like any batch norm's.
+    """
 
     def __init__(self, features: int):
         super().__init__(features, eps=BN_EPS, momentum=BN_MOMENTUM)
-        del self.bias
-        self.register_buffer("bias", torch.zeros(features))
+        self.bias.requires_grad_(False)
 
 
 class ContrastiveHead(nn.Module):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from data_retrieval.listing import BadImage, list_images
 from data_retrieval.records import ImageRecord, read_manifest
-from helpers import get_logger, project_root
+from helpers import get_logger, project_root, unknown_name
 
 logger = get_logger(__name__)
 
@@ -99,16 +99,14 @@ def dataset_info(name: str) -> DatasetInfo:
 
     Raises
     ------
-    KeyError
-        Unknown name; the message lists the known ones.
+    ValueError
+        Unknown name; the message lists the known ones and the closest.
     """
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}, "
-            "or folder:<path> for any folder of images"
-        ) from None
+        raise ValueError(unknown_name("dataset", name, _REGISTRY)
+                         + ", or folder:<path> for any folder of images") from None
 
 
 # --- sample: photos bundled inside installed packages ---------------------------------------
@@ -329,7 +327,7 @@ def load_dataset(
 
     Raises
     ------
-    KeyError
+    ValueError
         Unknown name.
     DatasetNotFoundError
         The dataset is not on disk; the message says where it looked and how to get it.
@@ -369,7 +367,7 @@ def load_images(
         return load_dataset(spec, data_root_dir, check=check)
     if path.is_dir():
         return load_dataset(f"folder:{path}", check=check)
-    raise KeyError(
+    raise ValueError(
         f"{spec!r} is neither a dataset name ({', '.join(list_datasets())}), "
         "folder:<path>, an existing folder, nor a manifest .csv"
     )

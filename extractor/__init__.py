@@ -7,6 +7,7 @@ extraction through a DataLoader on CPU or GPU (`extract`), and the feature store
 (`extract_to_store`, `load_store`).
 """
 
+from extractor import zoo as _zoo  # noqa: F401  (registers the study's models)
 from extractor.extract import Extracted, extract
 from extractor.models import (
     FeatureModel,

@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
-from helpers import get_logger
+from helpers import get_logger, method_label, unknown_name
 
 logger = get_logger(__name__)
 
@@ -320,15 +320,19 @@ def register_model(name: str, dim: int, weights: str, description: str = ""
 
 def list_models() -> list[str]:
     """Registered model names."""
-    _load_families()
     return sorted(_MODELS)
 
 
 def model_spec(name: str) -> ModelSpec:
-    """The registry entry of ``name`` (a clear error lists the known names)."""
-    _load_families()
+    """The registry entry of ``name``.
+
+    Raises
+    ------
+    ValueError
+        Unknown name: the message lists the known ones and the closest.
+    """
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; models: {', '.join(sorted(_MODELS))}")
+        raise ValueError(unknown_name("model", name, _MODELS))
     return _MODELS[name]
 
 
@@ -364,6 +368,8 @@ def get_model(name: str, weights: str | os.PathLike | None = None, download: boo
     from helpers import resolve_device
 
     device = resolve_device(device)
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise WeightsNotFoundError(f"weights file {weights} for model {name} not found")
     try:
         model = spec.build(weights=weights, download=download, **params)
     except (WeightsNotFoundError, ValueError, TypeError, ImportError):
@@ -374,6 +380,14 @@ def get_model(name: str, weights: str | os.PathLike | None = None, download: boo
         first = (str(exc).strip().splitlines() or [""])[0][:160]
         raise ValueError(f"model {name!r}: {source} could not be loaded, is it a checkpoint of "
                          f"this model? ({type(exc).__name__}: {first})") from exc
+    # The identity holds every non-default parameter and the weights file: another image size
+    # or a fine-tuned checkpoint never shares a name, a feature store or a resume plan.
+    explicit = {k: v for k, v in params.items() if spec.params.get(k) != v}
+    if weights is not None:
+        explicit["weights"] = Path(weights).expanduser()
+    model.name = method_label(name, explicit)
+    model.info.update({"registry_name": name, "params": {**spec.params, **params},
+                       "weights_file": None if weights is None else str(weights)})
     return model.to(device)
 
 
@@ -400,14 +414,3 @@ def custom_model(model: nn.Module | str | os.PathLike, transform: Callable, dim:
         raise WeightsNotFoundError(f"model file {path} not found")
     return TorchFeatureModel(torch.jit.load(str(path), map_location="cpu"), transform, dim,
                              name, {"file": str(path)})
-
-
-_FAMILIES_LOADED = False
-
-
-def _load_families() -> None:
-    """Import the modules that register models (once)."""
-    global _FAMILIES_LOADED
-    if not _FAMILIES_LOADED:
-        _FAMILIES_LOADED = True
-        from extractor import zoo  # noqa: F401

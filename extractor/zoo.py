@@ -1,4 +1,5 @@
-"""The models of the study, registered by name (imported by `extractor.models` on first use)."""
+"""The models of the study, registered by name (imported by `extractor/__init__`, so the
+registry module `extractor.models` knows nothing of its entries)."""
 
 from __future__ import annotations
 

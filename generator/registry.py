@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from helpers import rng_for
+from helpers import rng_for, unknown_name
 
 AttackFunction = Callable[..., Image.Image]
 
@@ -240,9 +240,7 @@ def get_family(name: str) -> AttackFamily:
     try:
         return _FAMILIES[name]
     except KeyError:
-        raise ValueError(
-            f"unknown attack family {name!r}; known families: {', '.join(_FAMILIES)}"
-        ) from None
+        raise ValueError(unknown_name("attack family", name, _FAMILIES)) from None
 
 
 @dataclass(frozen=True)
@@ -389,7 +387,7 @@ def get_attack(name: str, *args: Any, **params: Any) -> AnyAttack:
     if name in _FAMILIES:
         return _FAMILIES[name].make(*args, **params)
     if args or any(k not in _option_names() for k in params):
-        raise ValueError(f"unknown attack family {name!r}; known families: {', '.join(_FAMILIES)}")
+        raise ValueError(unknown_name("attack family", name, _FAMILIES))
     return parse_attack_id(name, **params)
 
 

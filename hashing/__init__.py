@@ -13,7 +13,7 @@ from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes
 from hashing.digest import Digest, compute_digest, load_digest, write_digest
 from hashing.distances import METRICS, nearest, pairwise
 from hashing.matching import descriptor_distances, multi_distances
-from hashing.neural import FEATURE_DISTANCES, register_neural_algorithms, simhash
+from hashing.neural import FEATURE_DISTANCES, simhash
 from hashing.registry import (
     Algorithm,
     concat_descriptors,
@@ -21,6 +21,7 @@ from hashing.registry import (
     get_algorithm,
     list_algorithms,
     register_algorithm,
+    register_provider,
 )
 
 __all__ = [
@@ -45,10 +46,9 @@ __all__ = [
     "nearest",
     "pairwise",
     "register_algorithm",
-    "register_neural_algorithms",
+    "register_provider",
     "simhash",
     "run_benchmark",
     "write_digest",
 ]
 
-register_neural_algorithms()

@@ -34,6 +34,7 @@ from hashing.metrics import (
     per_image_counts,
     recall_at_fpr,
     roc,
+    threshold_at_fpr,
     threshold_metrics,
 )
 from helpers import atomic_path, read_json, write_json
@@ -97,6 +98,7 @@ def _scores(group: pd.DataFrame, thresholds: np.ndarray) -> tuple[pd.DataFrame, 
     ap, r90 = micro_average_precision(dist, correct, int(positive.sum()))
     summary = {"auc": curve["auc"], "micro_ap": ap, "recall_at_p90": r90,
                f"recall_at_fpr_{REPORT_FPR}": recall_at_fpr(curve, REPORT_FPR),
+               f"threshold_at_fpr_{REPORT_FPR}": threshold_at_fpr(curve, REPORT_FPR),
                "positives": int(positive.sum()), "negatives": int((~positive).sum())}
     return table, summary, curve
 

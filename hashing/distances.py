@@ -25,14 +25,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from scipy.special import xlogy
 
 from hashing import native
 from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes
 from helpers import available_cpus, resolve_device
+
+if TYPE_CHECKING:  # torch is imported by the functions that compute, not by `import hashing`
+    import torch
 
 METRICS = ("hamming", "cosine", "jensenshannon", "l1", "l2")
 
@@ -52,6 +55,8 @@ def _check_metric(metric: str) -> str:
 
 
 def _as_tensor(array, name: str, metric: str) -> torch.Tensor:
+    import torch
+
     tensor = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
     if tensor.ndim != 2:
         raise ValueError(f"{name} must be 2-D (items, dimensions), got shape "
@@ -110,6 +115,8 @@ def _inputs(queries, database, metric: str, device: str):
 
 def _prepare(x: torch.Tensor, metric: str, device: str) -> torch.Tensor:
     """Per-item preprocessing done once, not per block."""
+    import torch
+
     x = x.to(device)
     if metric == "hamming":
         bits = torch.arange(7, -1, -1, device=device, dtype=torch.uint8)
@@ -136,6 +143,8 @@ def _js_block_native(lib, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     for p = 0 it is r log 2. The first part of each is a float64 matrix product; the kernel
     sums the log1p part (see jensenshannon.c).
     """
+    import torch
+
     p, r = q.numpy(), d.numpy()
     p64, r64 = p.astype(np.float64), r.astype(np.float64)
     pos = p64 > _JS_TINY
@@ -173,6 +182,8 @@ def _block(q: torch.Tensor, d: torch.Tensor, metric: str, lib=None,
 
     ``lib`` is the compiled Jensen-Shannon kernel, when it applies; ``n_bits`` the true code
     length for ``hamming`` (default: every unpacked bit)."""
+    import torch
+
     if lib is not None:
         return _js_block_native(lib, q, d)
     if metric == "hamming":
@@ -262,6 +273,8 @@ def pairwise(
         Unknown metric, mismatched dimensions, wrong dtype, negative or zero-sum vectors for
         ``jensenshannon``.
     """
+    import torch
+
     if isinstance(queries, MultiCodes) or isinstance(database, MultiCodes):
         from hashing.matching import multi_distances
 
@@ -304,6 +317,8 @@ def nearest(
     indices : numpy.ndarray, shape (Q, k), int64
         Database rows. For ``k=1`` ties go to the lowest index.
     """
+    import torch
+
     if isinstance(queries, MultiCodes) or isinstance(database, MultiCodes):
         raise TypeError("nearest() takes codes or features; match multi-codes with pairwise()")
     queries, database, metric, n_bits = _unwrap(queries, database, metric, n_bits)

@@ -103,6 +103,17 @@ def recall_at_fpr(curve: dict, max_fpr: float) -> float:
     return float(curve["tpr"][ok].max()) if ok.any() else 0.0
 
 
+def threshold_at_fpr(curve: dict, max_fpr: float) -> float:
+    """The largest distance threshold (a query is a copy when its distance is <= it) whose
+    false positive rate is at most ``max_fpr``: the operating point of `recall_at_fpr`.
+    ``-inf`` when even the smallest distance is over the rate, NaN without negatives."""
+    fpr = np.asarray(curve["fpr"], dtype=np.float64)
+    if np.isnan(fpr).all():
+        return float("nan")
+    ok = np.flatnonzero(fpr <= max_fpr)
+    return float(curve["thresholds"][ok[-1]])
+
+
 def micro_average_precision(
     distances: np.ndarray, correct: np.ndarray, n_ground_truth: int
 ) -> tuple[float, float]:

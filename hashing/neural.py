@@ -8,6 +8,7 @@ built once per (model, weights, device) and reused by every batch.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from hashing.descriptors import BinaryCodes, FloatFeatures
-from hashing.registry import list_algorithms, register_algorithm
+from hashing.registry import register_algorithm, register_provider
 
 FEATURE_DISTANCES = ("cosine", "jensenshannon", "l1", "l2")
 
@@ -27,15 +28,17 @@ _LOCK = threading.Lock()
 _LAST: dict[tuple, tuple[list, np.ndarray]] = {}
 
 
-def loaded_model(name: str, weights: str | None = None, device: str = "auto"):
-    """The extractor model ``name``, built on first use and kept for the process."""
+def loaded_model(name: str, weights: str | None = None, device: str = "auto",
+                 **params: Any):
+    """The extractor model ``name`` with ``params``, built on first use and kept for the
+    process."""
     from extractor import get_model
     from helpers import resolve_device
 
-    key = (name, weights, resolve_device(device))
+    key = (name, weights, resolve_device(device), tuple(sorted(params.items())))
     with _LOCK:
         if key not in _MODELS:
-            _MODELS[key] = get_model(name, weights=weights, device=key[2])
+            _MODELS[key] = get_model(name, weights=weights, device=key[2], **params)
         return _MODELS[key]
 
 
@@ -50,10 +53,10 @@ def simhash(features: np.ndarray, bits: int, seed: int = 0) -> BinaryCodes:
     return BinaryCodes.from_bits(features @ planes > 0)
 
 
-def _describer(model_name: str):
+def _describer(model_name: str, model_params: dict[str, Any]):
     def describe(images: list[Image.Image], distance: str = "cosine", bits: int = 0,
                  seed: int = 0, batch_size: int = 32, device: str = "auto",
-                 weights: str | None = None) -> Any:
+                 weights: str | None = None, **params: Any) -> Any:
         if distance not in FEATURE_DISTANCES:
             raise ValueError(f"distance must be one of {', '.join(FEATURE_DISTANCES)}, got "
                              f"{distance!r}")
@@ -61,8 +64,8 @@ def _describer(model_name: str):
             raise ValueError(f"bits must be >= 0 (0: raw features), got {bits}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        model = loaded_model(model_name, weights, device)
-        key = (model_name, weights, model.device, batch_size)
+        model = loaded_model(model_name, weights, device, **params)
+        key = (model.name, model.device, batch_size)
         last = _LAST.get(key)
         if last is not None and len(last[0]) == len(images) and all(
                 a is b for a, b in zip(last[0], images, strict=True)):
@@ -77,15 +80,32 @@ def _describer(model_name: str):
 
     describe.__name__ = model_name
     describe.__doc__ = (f"{model_name} features (see `extractor.model_spec({model_name!r})`): "
-                        "raw with ``distance``, or ``bits`` SimHash bits.")
+                        "raw with ``distance``, or ``bits`` SimHash bits; the model's own "
+                        "parameters (e.g. ``image_size``) pass through.")
+    # The model's parameters are the algorithm's too: get_algorithm checks names against this.
+    signature = inspect.signature(describe)
+    fixed = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+             for k, v in model_params.items() if k not in signature.parameters]
+    describe.__signature__ = signature.replace(parameters=fixed + extra)
     return describe
 
 
-def register_neural_algorithms() -> None:
-    """Register every extractor model as an algorithm (done when `hashing` is imported)."""
+def _model_names() -> list[str]:
     from extractor import list_models
 
-    known = set(list_algorithms())
-    for name in list_models():
-        if name not in known:
-            register_algorithm(name, whole_batch=True)(_describer(name))
+    return list_models()
+
+
+def _find_model(name: str) -> bool:
+    """Register the extractor model ``name`` as an algorithm, if there is one."""
+    from extractor import model_spec
+
+    if name not in _model_names():
+        return False
+    register_algorithm(name, whole_batch=True)(_describer(name, model_spec(name).params))
+    return True
+
+
+# Models become algorithms on first request (importing extractor, hence torch, only then).
+register_provider(_find_model, _model_names)

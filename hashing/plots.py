@@ -1,4 +1,8 @@
-"""Figures of a benchmark digest, each saved as PDF and PNG; they need the digest alone."""
+"""Figures of a benchmark digest, each saved as PDF and PNG; they need the digest alone.
+
+Figures are `matplotlib.figure.Figure` objects saved to files, never pyplot figures: drawing
+them changes no backend, opens no window and leaves a notebook's settings as they were.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,12 @@ import math
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from hashing.digest import Digest  # noqa: E402
-from helpers import atomic_path, printable, use_style  # noqa: E402
+from hashing.digest import Digest
+from helpers import atomic_path, figure_style, printable
 
 logger = logging.getLogger(__name__)
 # the PDF backend's font subsetting logs every table at INFO
@@ -29,13 +30,18 @@ def _save(fig, folder: Path, name: str) -> list[Path]:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
         out.append(path)
-    plt.close(fig)
     return out
+
+
+def _subplots(*grid: int, figsize: tuple[float, float], **kwargs):
+    """``(figure, axes)`` like ``pyplot.subplots``, on a figure pyplot does not manage."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
 
 
 def plot_roc(digest: Digest, folder: Path) -> list[Path]:
     """ROC of detection, one curve per algorithm, AUC in the legend."""
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _subplots(figsize=(5, 5))
     auc = digest.summary.set_index("algorithm")["auc"]
     for algorithm, curve in digest.roc.groupby("algorithm", sort=False):
         ax.plot(curve["fpr"], curve["tpr"], label=f"{algorithm} (AUC {auc[algorithm]:.3f})")
@@ -50,7 +56,7 @@ def plot_roc_attacks(digest: Digest, folder: Path) -> list[Path]:
     attacks = list(dict.fromkeys(digest.attack_roc["attack"]))
     cols = min(8, len(attacks))
     rows = math.ceil(len(attacks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False,
+    fig, axes = _subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False,
                              sharex=True, sharey=True)
     for ax, attack in zip(axes.flat, attacks, strict=False):
         part = digest.attack_roc[digest.attack_roc["attack"] == attack]
@@ -67,7 +73,7 @@ def plot_roc_attacks(digest: Digest, folder: Path) -> list[Path]:
 def plot_metrics_threshold(digest: Digest, folder: Path) -> list[Path]:
     """Accuracy, precision, recall and FPR against the threshold, per algorithm and task."""
     algorithms = list(dict.fromkeys(digest.metrics["algorithm"]))
-    fig, axes = plt.subplots(2, len(algorithms), figsize=(3 * len(algorithms), 5.5),
+    fig, axes = _subplots(2, len(algorithms), figsize=(3 * len(algorithms), 5.5),
                              squeeze=False, sharey=True)
     for j, algorithm in enumerate(algorithms):
         for i, task in enumerate(("detection", "identification")):
@@ -85,7 +91,7 @@ def plot_auc_heatmap(digest: Digest, folder: Path) -> list[Path]:
     """AUC of every attack (rows) and algorithm (columns)."""
     table = digest.attack_summary.pivot_table(index="attack", columns="algorithm",
                                               values="auc", sort=False)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * table.shape[1], 0.8 + 0.22 * table.shape[0]))
+    fig, ax = _subplots(figsize=(1.0 + 0.9 * table.shape[1], 0.8 + 0.22 * table.shape[0]))
     image = ax.imshow(table.to_numpy(dtype=float), vmin=0.5, vmax=1, cmap="viridis",
                       aspect="auto")
     ax.set_xticks(range(table.shape[1]), table.columns, rotation=45, ha="right", fontsize=7)
@@ -99,7 +105,7 @@ def plot_times(digest: Digest, folder: Path) -> list[Path]:
     db = digest.db_time.groupby("algorithm", sort=False)["seconds_per_image"].mean()
     match = digest.match_time.groupby("algorithm", sort=False)["seconds_per_image"].mean()
     x = np.arange(len(db))
-    fig, ax = plt.subplots(figsize=(1.5 + 0.8 * len(db), 3.5))
+    fig, ax = _subplots(figsize=(1.5 + 0.8 * len(db), 3.5))
     ax.bar(x - 0.2, db.to_numpy() * 1e3, 0.4, label="database (describe)")
     ax.bar(x + 0.2, match.reindex(db.index).to_numpy() * 1e3, 0.4,
            label="query (describe + match)")
@@ -113,7 +119,7 @@ def _gallery(rows: pd.DataFrame, value: str, title: str, folder: Path, name: str
              ) -> list[Path]:
     from PIL import Image
 
-    fig, axes = plt.subplots(1, max(len(rows), 1), figsize=(2.2 * max(len(rows), 1), 2.6),
+    fig, axes = _subplots(1, max(len(rows), 1), figsize=(2.2 * max(len(rows), 1), 2.6),
                              squeeze=False)
     for ax, (_, row) in zip(axes.flat, rows.iterrows(), strict=False):
         path = row.get("path") or ""
@@ -153,11 +159,11 @@ def plot_digest(digest: Digest, folder: str | os.PathLike, threshold: float = 0.
     """Every figure of a digest into ``folder``; returns the written files."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    use_style()
     written = []
-    for plot in (plot_roc, plot_roc_attacks, plot_metrics_threshold, plot_auc_heatmap,
-                 plot_times):
-        written += plot(digest, folder)
-    written += plot_galleries(digest, folder, threshold)
+    with figure_style():
+        for plot in (plot_roc, plot_roc_attacks, plot_metrics_threshold, plot_auc_heatmap,
+                     plot_times):
+            written += plot(digest, folder)
+        written += plot_galleries(digest, folder, threshold)
     logger.info("wrote %d figure files to %s", len(written), folder)
     return written

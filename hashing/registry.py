@@ -10,8 +10,15 @@ from typing import Any
 
 from PIL import Image
 
+from helpers import method_label, unknown_name
+
 _ALGORITHMS: dict[str, Callable[..., Any]] = {}
 _WHOLE_BATCH: set[str] = set()
+#: Sources of algorithms registered on first request: ``(find(name) -> bool, names())``.
+#: The neural methods come from the extractor's model registry this way, so that importing
+#: `hashing` neither imports torch nor builds the model list, and a model registered at any
+#: time is an algorithm.
+_PROVIDERS: list[tuple[Callable[[str], bool], Callable[[], list[str]]]] = []
 
 
 def register_algorithm(name: str, whole_batch: bool = False
@@ -34,9 +41,24 @@ def register_algorithm(name: str, whole_batch: bool = False
     return decorate
 
 
+def register_provider(find: Callable[[str], bool], names: Callable[[], list[str]]) -> None:
+    """Add a source of algorithms: ``find(name)`` registers ``name`` (and says so) when it
+    knows it; ``names()`` lists what it knows. Asked only when a name is not registered yet."""
+    _PROVIDERS.append((find, names))
+
+
+def _lookup(name: str) -> bool:
+    if name in _ALGORITHMS:
+        return True
+    return any(find(name) for find, _ in _PROVIDERS)
+
+
 def list_algorithms() -> list[str]:
-    """Registered algorithm names."""
-    return sorted(_ALGORITHMS)
+    """Every algorithm name: the registered ones and those of the providers (the models)."""
+    names = set(_ALGORITHMS)
+    for _, provided in _PROVIDERS:
+        names.update(provided())
+    return sorted(names)
 
 
 @dataclass(frozen=True)
@@ -50,9 +72,7 @@ class Algorithm:
     def label(self) -> str:
         """The name with its non-default parameters, e.g. ``phash`` or ``phash_hash_size=16``:
         how results name this algorithm."""
-        if not self.params:
-            return self.name
-        return self.name + "_" + "_".join(f"{k}={v}" for k, v in self.params)
+        return method_label(self.name, dict(self.params))
 
     @property
     def whole_batch(self) -> bool:
@@ -78,8 +98,8 @@ def get_algorithm(name: str, **params: Any) -> Algorithm:
     ValueError
         Unknown name (the message lists the known ones) or parameter.
     """
-    if name not in _ALGORITHMS:
-        raise ValueError(f"unknown algorithm {name!r}; algorithms: {', '.join(list_algorithms())}")
+    if not _lookup(name):
+        raise ValueError(unknown_name("algorithm", name, list_algorithms()))
     accepted = list(inspect.signature(_ALGORITHMS[name]).parameters)[1:]
     unknown = set(params) - set(accepted)
     if unknown:

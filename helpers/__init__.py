@@ -30,9 +30,9 @@ from helpers.outputs import (
     remove_stale_tmp,
     safe_child,
 )
-from helpers.params import parse_key_values
+from helpers.params import method_label, parse_key_values, unknown_name, weights_tag
 from helpers.paths import printable, project_root, results_root
-from helpers.plotting import use_style
+from helpers.plotting import figure_style
 from helpers.progress import progress
 from helpers.seeding import derive_seed, rng_for, seed_everything
 from helpers.timing import Timer
@@ -67,12 +67,15 @@ __all__ = [
     "results_root",
     "rng_for",
     "encode_png",
+    "figure_style",
     "save_image",
     "save_npy",
     "seed_everything",
     "setup_logging",
     "to_rgb",
-    "use_style",
+    "unknown_name",
+    "method_label",
+    "weights_tag",
     "write_experiment_json",
     "write_json",
 ]

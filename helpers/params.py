@@ -3,8 +3,59 @@
 from __future__ import annotations
 
 import ast
+import difflib
+import functools
+import hashlib
+import os
+import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+
+def weights_tag(path: str | os.PathLike) -> str:
+    """A short, file-name-safe identity of a weights file: its name and the start of its
+    SHA-256 (two files of one name differ). Hashed once per file version (cached on its path,
+    size and modification time)."""
+    path = Path(path).resolve()
+    info = path.stat()
+    return _weights_tag(str(path), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _weights_tag(file: str, size: int, mtime_ns: int) -> str:
+    path = Path(file)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    stem = re.sub(r"[^A-Za-z0-9.-]+", "-", path.name).strip("-.") or "weights"
+    return f"{stem}-{digest.hexdigest()[:12]}"
+
+
+def method_label(name: str, params: dict[str, Any] | None = None) -> str:
+    """The identity of a method: its name, then every non-default parameter as ``key=value``
+    in key order, joined by ``_`` (``phash_hash_size=16``,
+    ``efficientnet_lite0_image_size=288``). A ``weights`` file is named by `weights_tag`.
+
+    One rule for hashes, models and their stores: two different methods never share a label,
+    so never a feature store or a resume plan either.
+    """
+    parts = [name]
+    for key, value in sorted((params or {}).items()):
+        if key == "weights" and value is not None:
+            value = weights_tag(value) if Path(value).is_file() else str(value)
+        parts.append(f"{key}={value}")
+    return "_".join(parts)
+
+
+def unknown_name(kind: str, name: object, known: Iterable[str]) -> str:
+    """The message of every registry for an unknown name: what was asked, what exists, and the
+    closest match. ``ValueError(unknown_name("model", "resnet5", names))``."""
+    known = sorted(known)
+    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
+    hint = f" (closest: {close[0]!r})" if close else ""
+    return f"unknown {kind} {name!r}{hint}; known: {', '.join(known)}"
 
 
 def parse_key_values(items: Iterable[str], what: str) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import matplotlib
+import contextlib
+from collections.abc import Iterator
 
 STYLE = {
     "text.usetex": False,
@@ -21,8 +22,11 @@ STYLE = {
 }
 
 
-def use_style(usetex: bool = False) -> None:
-    """Apply the library's figure style (headless backend, no LaTeX unless ``usetex``)."""
-    matplotlib.use("Agg", force=False)
-    matplotlib.rcParams.update(STYLE)
-    matplotlib.rcParams["text.usetex"] = bool(usetex)
+@contextlib.contextmanager
+def figure_style(usetex: bool = False) -> Iterator[None]:
+    """The library's figure style inside the block (no LaTeX unless ``usetex``); matplotlib's
+    settings, and its backend, are as they were afterwards."""
+    import matplotlib
+
+    with matplotlib.rc_context({**STYLE, "text.usetex": bool(usetex)}):
+        yield

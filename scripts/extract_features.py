@@ -168,8 +168,6 @@ def _main(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> i
             extra_meta={"command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
                         "processes": world, "device": device,
                         "skipped_at_listing": [str(b) for b in dataset.bad]})
-    except KeyError as exc:  # an unknown dataset name
-        return fail(exc.args[0])
     except (ValueError, FileExistsError, FileNotFoundError, WeightsNotFoundError,
             ImportError) as exc:
         return fail(exc)

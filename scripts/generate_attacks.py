@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError(f"{output} was made with other settings "
                                      f"({', '.join(changed)}); use --overwrite or another "
                                      "OUTPUT")
-        except (KeyError, ValueError, FileNotFoundError) as exc:
-            return fail(exc.args[0] if isinstance(exc, KeyError) else exc)
+        except (ValueError, FileNotFoundError) as exc:
+            return fail(exc)
         write_experiment_json(output, config, started_at=started, script=SCRIPT)
         with Timer() as timer:
             report = write_attacks(dataset.records, attacks, output, seed=seed,

@@ -71,7 +71,7 @@ def test_names_and_ids_build_the_same_attack():
 
 
 def test_unknown_names_and_bad_parameters_are_clear():
-    with pytest.raises(ValueError, match="known families: .*gaussian_noise"):
+    with pytest.raises(ValueError, match="known: .*gaussian_noise"):
         get_attack("blur", 3)
     with pytest.raises(ValueError, match="ids look like"):
         parse_attack_id("blurring_3")

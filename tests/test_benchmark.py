@@ -159,3 +159,15 @@ def test_default_protocol_on_bsds_subset(bsds_root, tmp_path):
     summary = digest["summary"].set_index("algorithm")
     assert (summary["auc"] > 0.6).all(), summary["auc"]
     assert (summary["positives"] == 4 * len(attacks)).all()
+
+
+def test_threshold_at_fpr_is_the_operating_point_of_recall_at_fpr():
+    """Hand-computed: negatives at 0.1, 0.3, 0.5, 0.7 (FPR 0.25 each), positives at 0.2, 0.4;
+    at FPR <= 0.25 the largest threshold is 0.2 (0.1 and 0.2 in), recall 1/2."""
+    from hashing.metrics import recall_at_fpr, roc, threshold_at_fpr
+
+    curve = roc(np.array([0.1, 0.3, 0.5, 0.7, 0.2, 0.4]),
+                np.array([False] * 4 + [True] * 2))
+    assert threshold_at_fpr(curve, 0.25) == pytest.approx(0.2)
+    assert recall_at_fpr(curve, 0.25) == pytest.approx(0.5)
+    assert threshold_at_fpr(curve, 0.0) == -np.inf  # even the smallest distance is a negative

@@ -57,7 +57,7 @@ def test_real_bsds_photos(bsds_root):
 
 def test_registry_errors():
     assert {"ahash", "phash", "dhash", "whash"} <= set(list_algorithms())
-    with pytest.raises(ValueError, match="algorithms: ahash"):
+    with pytest.raises(ValueError, match="known: ahash"):
         get_algorithm("fhash")
     with pytest.raises(ValueError, match="no parameter"):
         get_algorithm("ahash", size=8)

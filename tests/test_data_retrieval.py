@@ -59,7 +59,7 @@ def test_missing_dataset_says_where_and_how(tmp_path):
         load_dataset("bsds500", tmp_path)
     message = str(info.value)
     assert str(tmp_path / "BSDS500") in message and "download_datasets.py bsds500" in message
-    with pytest.raises(KeyError, match="known datasets: .*bsds500"):
+    with pytest.raises(ValueError, match="known: .*bsds500"):
         load_dataset("bsds5000")
 
 
@@ -227,7 +227,7 @@ def test_load_images_accepts_names_folders_and_manifests(tmp_path, small_photos)
     manifest = write_manifest(load_images(str(small_photos)).records, tmp_path / "m.csv")
     assert [r.image_id for r in load_images(str(manifest)).records] == ["chelsea", "coffee",
                                                                          "rocket"]
-    with pytest.raises(KeyError, match="neither a dataset name"):
+    with pytest.raises(ValueError, match="neither a dataset name"):
         load_images("no_such_thing")
 
 

@@ -141,3 +141,86 @@ def test_extract_features_script_errors(tmp_path):
                env={"TORCH_HOME": str(tmp_path / "hub")})
     assert out.returncode == 2 and "--download" in out.stderr
     assert not (tmp_path / "sample").exists() or not any((tmp_path / "sample").iterdir())
+
+
+# --- one identity rule: every parameter and the weights file ------------------------------------
+
+
+def test_model_identity_holds_parameters_and_weights(tmp_path):
+    """Another image size or a fine-tuned checkpoint never shares a name, a store or a resume
+    plan with the default model."""
+    import torch
+
+    from extractor import extract_to_store, get_model, store_paths
+
+    default = get_model("efficientnet_lite0")
+    bigger = get_model("efficientnet_lite0", image_size=288)
+    assert default.name == "efficientnet_lite0"
+    assert bigger.name == "efficientnet_lite0_image_size=288"
+    checkpoint = tmp_path / "finetuned.pt"
+    torch.save(default.module.net.state_dict(), checkpoint)  # a "fine-tuned" copy
+    tuned_name = get_model("efficientnet_lite0", weights=checkpoint).name
+    assert tuned_name.startswith("efficientnet_lite0_weights=finetuned.pt-")
+    assert len({default.name, bigger.name, tuned_name}) == 3
+    paths = {store_paths("photos", n, tmp_path)[0] for n in (default.name, bigger.name,
+                                                             tuned_name)}
+    assert len(paths) == 3
+    from PIL import Image
+
+    image = [("a", Image.new("RGB", (40, 30), "red"))]
+    a = extract_to_store(default, image, "photos", root=tmp_path)
+    b = extract_to_store(bigger, image, "photos", root=tmp_path)
+    assert a != b and a.exists() and b.exists()
+
+
+def test_model_parameters_work_through_get_algorithm():
+    from PIL import Image
+
+    from hashing import get_algorithm
+
+    algorithm = get_algorithm("efficientnet_lite0", image_size=288)
+    assert algorithm.label == "efficientnet_lite0_image_size=288"
+    features = algorithm.describe([Image.new("RGB", (64, 48), "red")])
+    assert features.values.shape == (1, 1280)
+    with pytest.raises(ValueError, match="no parameter"):
+        get_algorithm("efficientnet_lite0", imag_size=288)
+
+
+def test_import_hashing_is_light_and_leaves_matplotlib_alone():
+    """`import hashing` builds no model zoo and imports no torch; drawing a digest's figures
+    changes neither the backend nor the rc settings of the caller."""
+    code = (
+        "import sys, matplotlib\n"
+        "matplotlib.use('pdf')\n"
+        "matplotlib.rcParams['font.size'] = 17\n"
+        "import hashing, hashing.plots\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'extractor' not in sys.modules, 'model zoo built'\n"
+        "assert matplotlib.get_backend() == 'pdf', matplotlib.get_backend()\n"
+        "assert 'efficientnet_lite0' in hashing.list_algorithms()\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr
+
+
+def test_a_model_registered_later_is_an_algorithm():
+    from torch import nn
+
+    from extractor import TorchFeatureModel, register_model
+    from hashing import get_algorithm, list_algorithms
+
+    @register_model("tiny_test_model", dim=3, weights="none")
+    def build(weights=None, download=False):
+        net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        from torchvision import transforms as T
+
+        return TorchFeatureModel(net, T.Compose([T.Resize((8, 8)), T.ToTensor()]), 3,
+                                 "tiny_test_model")
+
+    assert "tiny_test_model" in list_algorithms()
+    from PIL import Image
+
+    out = get_algorithm("tiny_test_model", distance="l2").describe([Image.new("RGB", (9, 9),
+                                                                              (255, 0, 0))])
+    np.testing.assert_allclose(out.values, [[1.0, 0.0, 0.0]])

@@ -46,7 +46,7 @@ def test_generate_attacks_end_to_end(tmp_path):
 def test_generate_attacks_reports_bad_names(tmp_path):
     done = run("scripts/generate_attacks.py", "sample", str(tmp_path / "o"),
                "--attacks", "blur:3")
-    assert done.returncode == 2 and "known families" in done.stderr
+    assert done.returncode == 2 and "unknown attack family" in done.stderr
     done = run("scripts/generate_attacks.py", "nodataset", str(tmp_path / "o"))
     assert done.returncode == 2 and "neither a dataset name" in done.stderr
     assert not (tmp_path / "o").exists()
@@ -118,7 +118,7 @@ def test_hashing_benchmark_and_process_results_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (["--algorithms", "fhash"], "algorithms: ahash"),
+    (["--algorithms", "fhash"], "unknown algorithm 'fhash' (closest: 'ahash')"),
     (["--dataset", "nope"], "nope"),
     (["--attacks", "rotation_banana"], "unknown attack"),
     (["--algorithms", "phash:hash_size=1"], "hash_size"),

@@ -209,3 +209,23 @@ def test_download_script_converts_and_the_extractor_loads_it(server, tmp_path, m
         [__import__("PIL.Image").Image.new("RGB", (300, 200), "red")]).shape == (1, 2048)
     assert download_simclr.main(["--version", "v2", "--model", "r9_1x_sk0", "--output-dir",
                                  str(out)]) == 2
+
+
+def test_projection_head_converts_to_sync_batchnorm():
+    """Multi-GPU training converts batch norms with SyncBatchNorm's own converter; the
+    uncentred last norm keeps its frozen zero bias through it."""
+    import copy
+
+    from torch import nn
+
+    from SimCLRv2.resnet import ContrastiveHead
+
+    head = ContrastiveHead(16, layers=3, out_dim=8).eval()
+    x = torch.randn(5, 16)
+    sync = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(head)).eval()
+    assert all(isinstance(bn, nn.SyncBatchNorm) for bn in sync.bns)
+    torch.testing.assert_close(sync(x)[-1], head(x)[-1])
+    trainable = {name for name, p in sync.named_parameters() if p.requires_grad}
+    assert "bns.2.bias" not in trainable and "bns.1.bias" in trainable
+    assert torch.count_nonzero(sync.bns[2].bias) == 0
+    assert set(sync.state_dict()) == set(head.state_dict())  # one checkpoint format
