@@ -8,12 +8,14 @@ from data_retrieval.datasets import (
     DatasetNotFoundError,
     data_root,
     dataset_info,
+    get_dataset,
     list_datasets,
     load_dataset,
     load_images,
     register_dataset,
     sample_files,
 )
+from data_retrieval.items import as_record, load_item, loadable
 from data_retrieval.listing import IMAGE_EXTENSIONS, BadImage, list_images
 from data_retrieval.memes import MemeSplit, split_kaggle_memes
 from data_retrieval.records import (
@@ -21,11 +23,15 @@ from data_retrieval.records import (
     ImageRecord,
     read_manifest,
     records_to_frame,
+    source_rows,
     write_manifest,
 )
 from data_retrieval.splits import CONTROL, EXPERIMENTAL, split_groups
 
 __all__ = [
+    "as_record",
+    "load_item",
+    "loadable",
     "BSDS500_URL",
     "CONTROL",
     "DATA_ROOT_ENV",
@@ -41,6 +47,7 @@ __all__ = [
     "MemeSplit",
     "data_root",
     "dataset_info",
+    "get_dataset",
     "download_bsds500",
     "extract_bsds500",
     "list_datasets",
@@ -48,6 +55,7 @@ __all__ = [
     "load_dataset",
     "load_images",
     "read_manifest",
+    "source_rows",
     "records_to_frame",
     "register_dataset",
     "sample_files",

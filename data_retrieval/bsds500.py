@@ -8,6 +8,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from data_retrieval.roots import data_root
 from helpers import download_file, get_logger
 
 logger = get_logger(__name__)
@@ -131,8 +132,6 @@ def download_bsds500(
     Path
         The ``BSDS500`` folder.
     """
-    from data_retrieval.datasets import data_root
-
     root = data_root(root)
     dest = root / "BSDS500"
     if dest.exists():

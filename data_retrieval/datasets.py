@@ -8,29 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_retrieval import bsds500
 from data_retrieval.listing import BadImage, list_images
 from data_retrieval.records import ImageRecord, read_manifest
-from helpers import get_logger, project_root, unknown_name
+from data_retrieval.roots import DATA_ROOT_ENV, data_root
+from helpers import get_logger, unknown_name
 
 logger = get_logger(__name__)
-
-#: Environment variable that overrides the default data root.
-DATA_ROOT_ENV = "DATASETS_DIR"
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The folder holding the named datasets.
-
-    ``root`` when given (the ``--data-root`` flag), else ``$DATASETS_DIR``, else
-    ``Datasets/`` in the project root.
-    """
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get(DATA_ROOT_ENV)
-    if env:
-        return Path(env).expanduser()
-    return project_root() / "Datasets"
-
 
 class DatasetNotFoundError(FileNotFoundError):
     """A named dataset is not where it should be; the message says how to get it."""
@@ -94,7 +78,7 @@ def list_datasets() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def get_dataset(name: str) -> DatasetInfo:
     """Registry entry of a named dataset.
 
     Raises
@@ -107,6 +91,10 @@ def dataset_info(name: str) -> DatasetInfo:
     except KeyError:
         raise ValueError(unknown_name("dataset", name, _REGISTRY)
                          + ", or folder:<path> for any folder of images") from None
+
+
+#: The older name of `get_dataset`.
+dataset_info = get_dataset
 
 
 # --- sample: photos bundled inside installed packages ---------------------------------------
@@ -226,8 +214,6 @@ def _list_kaggle_memes(root: Path, subset: str | None, check: bool) -> Dataset:
 
 
 def _register_builtin() -> None:
-    from data_retrieval import bsds500
-
     register_dataset(
         DatasetInfo(
             "sample",

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from helpers import OutputError, atomic_write, check_relative_id
@@ -157,6 +158,37 @@ def read_manifest(path: str | os.PathLike) -> list[ImageRecord]:
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     return records
+
+
+def source_rows(queries: Iterable[ImageRecord], database: Iterable[ImageRecord | str]
+                ) -> np.ndarray:
+    """The ground truth of copy detection: for each query, the database row of its source.
+
+    The join is on ``source_id`` (identity is data, never parsed from a file name): a query
+    whose source is not in the database is a negative and gets -1.
+
+    Parameters
+    ----------
+    queries : iterable of ImageRecord
+    database : iterable of ImageRecord or str
+        Database rows in order (records, or their image ids).
+
+    Returns
+    -------
+    numpy.ndarray, shape (Q,), int64
+
+    Raises
+    ------
+    ValueError
+        A database id repeats (a source would have two rows).
+    """
+    index: dict[str, int] = {}
+    for row, item in enumerate(database):
+        image_id = item.image_id if isinstance(item, ImageRecord) else str(item)
+        if index.setdefault(image_id, row) != row:
+            raise ValueError(f"database image id {image_id!r} repeats (rows "
+                             f"{index[image_id]} and {row})")
+    return np.fromiter((index.get(q.source_id, -1) for q in queries), dtype=np.int64)
 
 
 def records_to_frame(records: Iterable[ImageRecord]) -> pd.DataFrame:

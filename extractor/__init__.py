@@ -23,7 +23,7 @@ from extractor.models import (
     register_model,
     resolve_weights,
 )
-from extractor.store import FeatureStore, extract_to_store, load_store, store_paths
+from extractor.store import FeatureStore, extract_to_store, load_store, save_store, store_paths
 
 __all__ = [
     "Extracted",
@@ -43,5 +43,6 @@ __all__ = [
     "model_spec",
     "register_model",
     "resolve_weights",
+    "save_store",
     "store_paths",
 ]

@@ -7,15 +7,14 @@ import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from data_retrieval.items import load_item, loadable
 from extractor.models import FeatureModel
-from helpers import ImageLoadError, get_logger, load_image, progress
+from helpers import ImageLoadError, get_logger, progress
 
 logger = get_logger(__name__)
 
@@ -38,23 +37,9 @@ class Extracted:
     bad: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def _id_and_source(item: Any, index: int) -> tuple[str, Any]:
-    """``(image id, path or image)`` of a path, an ImageRecord, a PIL image or an (id, image)
-    pair."""
-    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
-        return item
-    if isinstance(item, Image.Image):
-        return str(index), item
-    if hasattr(item, "image_id") and hasattr(item, "path"):
-        return str(item.image_id), item.path
-    if isinstance(item, str | os.PathLike):
-        return Path(item).stem, item
-    raise TypeError(f"cannot extract features of a {type(item).__name__} (item {index})")
-
-
 class _ImageDataset(Dataset):
     def __init__(self, items: Sequence[Any], transform):
-        self.items = [_id_and_source(item, i) for i, item in enumerate(items)]
+        self.items = [loadable(item, i) for i, item in enumerate(items)]
         self.transform = transform
 
     def __len__(self) -> int:
@@ -63,8 +48,7 @@ class _ImageDataset(Dataset):
     def __getitem__(self, index: int):
         image_id, source = self.items[index]
         try:
-            image = source if isinstance(source, Image.Image) else load_image(source)
-            return index, self.transform(image), None
+            return index, self.transform(load_item(source)), None
         except (ImageLoadError, OSError, ValueError) as exc:
             return index, None, str(exc)
 
@@ -145,7 +129,7 @@ def extract(
             done[indices] = True
         for index, reason in failures:
             image_id, source = dataset.items[index]
-            path = "" if isinstance(source, Image.Image) else str(source)
+            path = str(source) if isinstance(source, str | os.PathLike) else ""
             logger.warning("skipping image %s (%s): %s", image_id, path, reason)
             bad.append((image_id, path, reason))
         bar.update(len(indices) + len(failures))

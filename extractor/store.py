@@ -1,6 +1,7 @@
-"""The feature store: ``<root>/<dataset>/<model>.npy`` (float32, memory-mappable) and its JSON
-sidecar ``<model>.json`` (image ids in row order, model, transform, dimension, dtype, skipped
-images).
+"""The feature store: ``<root>/<dataset>/<model>.npy`` (float32, memory-mappable), the records
+of its rows ``<model>.records.csv`` (a manifest: image_id, path, source_id, attack_id, group, in
+row order) and its JSON sidecar ``<model>.json`` (image ids in row order, model, transform,
+dimension, dtype, skipped images).
 
 The sidecar is written last and is what makes a store finished: an ``.npy`` without its
 sidecar is an unfinished merge, which a rerun completes, and which `load_store` refuses.
@@ -19,12 +20,14 @@ import contextlib
 import json
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from data_retrieval import ImageRecord, read_manifest, write_manifest
+from data_retrieval.items import as_record
 from extractor.extract import extract
 from extractor.models import FeatureModel
 from helpers import (
@@ -60,11 +63,16 @@ class FeatureStore:
     ids : list of str
     meta : dict
         The sidecar.
+    records : list of ImageRecord
+        Row by row: where each image came from (``source_id``, ``attack_id``, ``group``), so
+        that attacked queries know their source. Stores written before records were kept get
+        records with the id alone.
     """
 
     features: np.ndarray
     ids: list[str]
     meta: dict[str, Any]
+    records: list[ImageRecord] = field(default_factory=list)
 
 
 def store_paths(dataset: str, model: str, root: str | Path | None = None) -> tuple[Path, Path]:
@@ -105,7 +113,15 @@ def load_store(dataset: str, model: str, root: str | Path | None = None,
     if features.shape != (meta["count"], meta["dim"]):
         raise ValueError(f"{npy} has shape {features.shape}, its sidecar says "
                          f"({meta['count']}, {meta['dim']})")
-    return FeatureStore(features, list(meta["ids"]), meta)
+    ids = list(meta["ids"])
+    records_file = records_path(npy)
+    if meta.get("records") and records_file.exists():
+        records = read_manifest(records_file)
+        if [r.image_id for r in records] != ids:
+            raise ValueError(f"{records_file} does not list the rows of {npy} in order")
+    else:  # a store from before records were kept
+        records = [ImageRecord(i, None) for i in ids]
+    return FeatureStore(features, ids, meta, records)
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -187,13 +203,12 @@ def extract_to_store(
     helpers.OutputError
         Another run holds the store's lock, or a name is not a plain name.
     """
-    from extractor.extract import _id_and_source
-
     npy, sidecar = store_paths(dataset, model.name, root)
     if sidecar.exists() and not overwrite:
         raise FileExistsError(f"feature store {npy} exists; pass overwrite=True (--overwrite) "
                               "to replace it")
-    ids = [_id_and_source(item, i)[0] for i, item in enumerate(images)]
+    records = [as_record(item, i) for i, item in enumerate(images)]
+    ids = [r.image_id for r in records]
     if len(set(ids)) != len(ids):
         raise ValueError("image ids repeat; a store needs one row per id")
     with contextlib.ExitStack() as stack:
@@ -202,12 +217,14 @@ def extract_to_store(
             stack.enter_context(FolderLock(npy.parent, f".{model.name}.lock"))
             if sidecar.exists():  # overwrite: the store is unfinished from here on
                 sidecar.unlink()
-        return _extract_chunks(model, images, ids, npy, sidecar, dataset, batch_size, workers,
-                               chunk_size, rank, world_size, overwrite, barrier, extra_meta)
+        return _extract_chunks(model, images, records, npy, sidecar, dataset, batch_size,
+                               workers, chunk_size, rank, world_size, overwrite, barrier,
+                               extra_meta)
 
 
-def _extract_chunks(model, images, ids, npy, sidecar, dataset, batch_size, workers, chunk_size,
-                    rank, world_size, overwrite, barrier, extra_meta) -> Path | None:
+def _extract_chunks(model, images, records, npy, sidecar, dataset, batch_size, workers,
+                    chunk_size, rank, world_size, overwrite, barrier, extra_meta) -> Path | None:
+    ids = [r.image_id for r in records]
     chunk_size = -(-max(chunk_size, 1) // batch_size) * batch_size
     partial = npy.with_suffix(".partial")
     plan = {"model": model.name, "dim": model.dim, "count": len(ids), "chunk_size": chunk_size,
@@ -241,7 +258,8 @@ def _extract_chunks(model, images, ids, npy, sidecar, dataset, batch_size, worke
         barrier()
     if rank != 0:
         return None
-    return _merge(model, chunks, partial, npy, sidecar, dataset, extra_meta)
+    return _merge(model, chunks, partial, npy, sidecar, dataset, extra_meta,
+                  {r.image_id: r for r in records})
 
 
 def _hash_ids(ids: list[str]) -> str:
@@ -250,8 +268,13 @@ def _hash_ids(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def records_path(npy: Path) -> Path:
+    """``<model>.records.csv`` beside ``<model>.npy``."""
+    return npy.with_name(npy.stem + ".records.csv")
+
+
 def _merge(model: FeatureModel, chunks, partial: Path, npy: Path, sidecar: Path, dataset: str,
-           extra_meta: dict[str, Any] | None) -> Path:
+           extra_meta: dict[str, Any] | None, by_id: dict[str, ImageRecord]) -> Path:
     feats, ids, bad = [], [], []
     for start, end in chunks:
         path = _chunk_file(partial, start, end)
@@ -266,24 +289,65 @@ def _merge(model: FeatureModel, chunks, partial: Path, npy: Path, sidecar: Path,
         reasons = "; ".join(f"{b[1] or b[0]}: {b[2]}" for b in bad[:3])
         raise ValueError(f"no image could be processed ({len(bad)} failed"
                          f"{': ' + reasons if reasons else ''}{' ...' if len(bad) > 3 else ''})")
-    features = np.concatenate(feats)
-    save_npy(npy, features.astype(np.float32, copy=False))
-    meta = {
-        "version": SIDE_CAR_VERSION,
-        "dataset": dataset,
-        "model": model.name,
-        "dim": model.dim,
-        "dtype": "float32",
+    features = np.concatenate(feats).astype(np.float32, copy=False)
+    _write(npy, features, [by_id[i] for i in ids], {
+        "dataset": dataset, "model": model.name, "kind": "float",
         "transform": model.info.get("transform"),
-        "count": len(ids),
-        "ids": ids,
         "bad": [{"id": b[0], "path": b[1], "reason": b[2]} for b in bad],
-        "model_info": model.info,
-        "created": now_iso(),
-        "versions": package_versions(),
-        **(extra_meta or {}),
-    }
-    write_json(sidecar, meta)  # last: from here on the store is finished
+        "model_info": model.info, **(extra_meta or {})})
     shutil.rmtree(partial, ignore_errors=True)
     logger.info("wrote %s (%d x %d, %d skipped)", npy, len(ids), model.dim, len(bad))
+    return npy
+
+
+def _write(npy: Path, array: np.ndarray, records: list[ImageRecord],
+           meta: dict[str, Any]) -> None:
+    """The store's three files: rows, their records, then the sidecar that finishes it."""
+    save_npy(npy, array)
+    write_manifest(records, records_path(npy))
+    write_json(npy.with_suffix(".json"), {
+        "version": SIDE_CAR_VERSION, "dim": int(array.shape[1]), "dtype": str(array.dtype),
+        "count": len(records), "ids": [r.image_id for r in records],
+        "records": records_path(npy).name, "created": now_iso(),
+        "versions": package_versions(), **meta})
+
+
+def save_store(array: np.ndarray, records: list[ImageRecord], dataset: str, name: str,
+               root: str | Path | None = None, meta: dict[str, Any] | None = None,
+               overwrite: bool = False) -> Path:
+    """Write rows already computed (float features, or packed binary codes) as a store
+    ``<root>/<dataset>/<name>.npy`` with its records and sidecar, under the store's lock.
+
+    Parameters
+    ----------
+    array : numpy.ndarray, shape (N, D)
+    records : list of ImageRecord
+        One per row, ids unique.
+    dataset, name : str
+        The store folder and the method's identity (plain names).
+    meta : dict, optional
+        Added to the sidecar (e.g. ``kind``, ``metric``, ``n_bits``).
+    overwrite : bool
+        Replace a finished store of that name.
+
+    Raises
+    ------
+    FileExistsError
+        A finished store exists and ``overwrite`` is false.
+    ValueError
+        Rows and records disagree, or ids repeat.
+    """
+    npy, sidecar = store_paths(dataset, name, root)
+    array = np.asarray(array)
+    if array.ndim != 2 or len(array) != len(records):
+        raise ValueError(f"{len(records)} records for rows of shape {array.shape}")
+    if len({r.image_id for r in records}) != len(records):
+        raise ValueError("image ids repeat; a store needs one row per id")
+    if sidecar.exists() and not overwrite:
+        raise FileExistsError(f"feature store {npy} exists; pass overwrite=True to replace it")
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    with FolderLock(npy.parent, f".{name}.lock"):
+        sidecar.unlink(missing_ok=True)
+        _write(npy, array, list(records), {"dataset": dataset, "model": name,
+                                           **(meta or {})})
     return npy

@@ -3,10 +3,12 @@
 from generator import attacks as _attacks  # noqa: F401  (registers the families)
 from generator.config import load_attack_config, parse_attack_specs
 from generator.pipeline import (
+    AttackedImage,
     AttackStream,
     WriteReport,
     apply_attack,
     attack_path,
+    attacked_images,
     attacked_record,
     iter_attacks,
     write_attacks,
@@ -20,6 +22,7 @@ from generator.registry import (
     families,
     get_attack,
     get_family,
+    list_attacks,
     parse_attack_id,
     register_attack,
 )
@@ -29,10 +32,12 @@ __all__ = [
     "Attack",
     "AttackFamily",
     "AttackStream",
+    "AttackedImage",
     "ComposedAttack",
     "WriteReport",
     "apply_attack",
     "attack_path",
+    "attacked_images",
     "attacked_record",
     "compose",
     "default_attacks",
@@ -41,6 +46,7 @@ __all__ = [
     "get_attack",
     "get_family",
     "iter_attacks",
+    "list_attacks",
     "load_attack_config",
     "parse_attack_id",
     "parse_attack_specs",

@@ -9,9 +9,9 @@ from generator.config import load_attack_config, parse_attack_specs
 from generator.registry import AnyAttack, families
 
 
-def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
+def add_attack_arguments(parser: argparse.ArgumentParser, title: str = "attacks") -> None:
     """Add ``--attacks``, ``--attack-config``, ``--seed``, ``--font`` and ``--background``."""
-    group = parser.add_argument_group("attacks")
+    group = parser.add_argument_group(title)
     group.add_argument(
         "--attacks",
         nargs="+",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import multiprocessing
 import os
 import secrets
@@ -70,6 +71,63 @@ def apply_attack(attack: AnyAttack, image: Image.Image, seed: int, image_id: str
     """``attack`` on ``image`` with randomness seeded by ``(seed, image_id, attack.id)``."""
     rng = rng_for(seed, image_id, attack.id) if attack.random else None
     return attack(image, rng)
+
+
+@functools.lru_cache(maxsize=2)
+def _source_image(path: str, max_pixels: int | None) -> Image.Image:
+    # The attacks of one source come one after the other: it is decoded once for all of them.
+    return load_image(path, max_pixels=max_pixels)
+
+
+@dataclass(frozen=True)
+class AttackedImage:
+    """An attacked image made when it is loaded: nothing is decoded until `load`.
+
+    `attacked_images` lists them for a whole dataset; a feature store of attacked queries is
+    then extracted without writing any image (``extract_to_store(model, items, ...)``), each
+    with its record (``source_id``, ``attack_id``, ``group``). The pixels equal
+    `iter_attacks`' for the same seed.
+
+    Attributes
+    ----------
+    record : ImageRecord
+        The attacked image's record (``path`` is ``None``).
+    source : ImageRecord
+        The image it is made from.
+    attack : Attack or ComposedAttack
+    seed : int
+    max_pixels : int or None
+    """
+
+    record: ImageRecord
+    source: ImageRecord
+    attack: AnyAttack
+    seed: int = 0
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+    @property
+    def image_id(self) -> str:
+        return self.record.image_id
+
+    def load(self) -> Image.Image:
+        """The attacked image (RGB).
+
+        Raises
+        ------
+        helpers.ImageLoadError
+            The source cannot be read.
+        """
+        image = _source_image(str(self.source.path), self.max_pixels)
+        return apply_attack(self.attack, image, self.seed, self.source.image_id)
+
+
+def attacked_images(records: Sequence[ImageRecord], attacks: Sequence[AnyAttack],
+                    seed: int = 0, max_pixels: int | None = DEFAULT_MAX_PIXELS
+                    ) -> list[AttackedImage]:
+    """Every attack of every record as an `AttackedImage`, in `iter_attacks`' order (for each
+    record, each attack); made only when loaded."""
+    return [AttackedImage(attacked_record(r, a), r, a, seed, max_pixels)
+            for r in records for a in attacks]
 
 
 def _report_bad(problem: BadImage, on_error: str, bad: list[BadImage]) -> None:

@@ -230,6 +230,11 @@ def register_attack(
     return decorate
 
 
+def list_attacks() -> list[str]:
+    """Names of the registered attack families (the study's order first)."""
+    return list(_FAMILIES)
+
+
 def families() -> dict[str, AttackFamily]:
     """All registered families by name (registration order: the study's order first)."""
     return dict(_FAMILIES)

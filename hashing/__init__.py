@@ -8,11 +8,12 @@ digest (`run_benchmark`, `write_digest`, `load_digest`) and figures (`hashing.pl
 
 from hashing import classical as _classical  # noqa: F401  (registers the hashes)
 from hashing.benchmark import BenchmarkResult, load_records, run_benchmark
-from hashing.classical import GrayBatch
+from hashing.describe import describe
 from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes
 from hashing.digest import Digest, compute_digest, load_digest, write_digest
 from hashing.distances import METRICS, nearest, pairwise
-from hashing.matching import descriptor_distances, multi_distances
+from hashing.gray import GrayBatch
+from hashing.matching import descriptor_distances, multi_distances, neighbours
 from hashing.neural import FEATURE_DISTANCES, simhash
 from hashing.registry import (
     Algorithm,
@@ -20,9 +21,11 @@ from hashing.registry import (
     describe_many,
     get_algorithm,
     list_algorithms,
+    parse_algorithm,
     register_algorithm,
     register_provider,
 )
+from hashing.store import load_descriptors, save_descriptors
 
 __all__ = [
     "METRICS",
@@ -36,6 +39,7 @@ __all__ = [
     "MultiCodes",
     "compute_digest",
     "concat_descriptors",
+    "describe",
     "describe_many",
     "descriptor_distances",
     "get_algorithm",
@@ -43,8 +47,12 @@ __all__ = [
     "load_digest",
     "load_records",
     "multi_distances",
+    "neighbours",
+    "load_descriptors",
+    "save_descriptors",
     "nearest",
     "pairwise",
+    "parse_algorithm",
     "register_algorithm",
     "register_provider",
     "simhash",

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from data_retrieval.records import ImageRecord
+from data_retrieval.records import ImageRecord, source_rows
 from hashing.matching import descriptor_distances
 from hashing.registry import Algorithm, concat_descriptors, describe_many
 from helpers import ImageLoadError, load_image, progress
@@ -141,9 +141,7 @@ def run_benchmark(
         raise ValueError("the database is empty (no readable image)")
     db_desc = {label: concat_descriptors(parts[label]) for label in labels}
     db_ids = np.array([r.image_id for r in db_records], dtype=object)
-    db_index = {image_id: i for i, image_id in enumerate(db_ids)}
-    if len(db_index) != len(db_ids):
-        raise ValueError("database image ids repeat")
+    source_rows([], db_records)  # repeated database ids fail now, before any query
 
     query_seconds = dict.fromkeys(labels, 0.0)
     match_seconds = dict.fromkeys(labels, 0.0)
@@ -152,10 +150,10 @@ def run_benchmark(
     bar = progress(total=total_queries, desc="matching", unit="img")
     for batch in _batches(queries, batch_size):
         described = describe_many(algorithms, [im for _, im in batch], workers, query_seconds)
-        for record, _ in batch:
-            index = db_index.get(record.source_id, -1)
-            meta.append((record.image_id, record.source_id, record.attack_id, index >= 0, index))
-        src = np.array([m[4] for m in meta[-len(batch):]])
+        src = source_rows([r for r, _ in batch], db_records)
+        for (record, _), index in zip(batch, src, strict=True):
+            meta.append((record.image_id, record.source_id, record.attack_id, index >= 0,
+                         int(index)))
         for label in labels:
             tic = time.perf_counter()
             dist = descriptor_distances(described[label], db_desc[label], metrics.get(label),

@@ -1,14 +1,82 @@
-"""Descriptor containers: packed binary codes and multi-codes (several codes per image)."""
+"""Descriptor objects: packed binary codes, multi-codes (several codes per image) and float
+features.
+
+Each knows how it is compared (``metric``) and, when it was made by `hashing.describe`, who its
+rows are (``ids``, and ``records`` when records were given) and which method made it
+(``method``, the method's identity such as ``phash_hash_size=16``). Distances, search and
+clustering take these objects as they are.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 
+def _identity(parts: list[Any]) -> dict[str, Any]:
+    """``ids``, ``records`` and ``method`` of concatenated parts (kept when every part has
+    them; parts of two methods are refused)."""
+    methods = {p.method for p in parts}
+    if len(methods) > 1:
+        raise ValueError("cannot join descriptors of different methods: "
+                         f"{sorted(map(str, methods))}")
+    ids = (tuple(i for p in parts for i in p.ids)
+           if all(p.ids is not None for p in parts) else None)
+    records = (tuple(r for p in parts for r in p.records)
+               if all(p.records is not None for p in parts) else None)
+    return {"ids": ids, "records": records, "method": parts[0].method}
+
+
+def check_same_method(queries: Any, database: Any) -> None:
+    """Refuse to compare descriptors that two different methods made (``phash`` codes against
+    ``dhash`` codes have the same shape and would give meaningless distances).
+
+    Raises
+    ------
+    ValueError
+    """
+    a, b = getattr(queries, "method", None), getattr(database, "method", None)
+    if a is not None and b is not None and a != b:
+        raise ValueError(f"cannot compare descriptors of {a!r} with descriptors of {b!r}")
+
+
+class _Identity:
+    """What every descriptor object shares: its rows' identity and its method."""
+
+    ids: tuple[str, ...] | None
+    records: tuple | None
+    method: str | None
+
+    def _check_identity(self, n: int) -> None:
+        if self.ids is not None:
+            object.__setattr__(self, "ids", tuple(self.ids))
+            if len(self.ids) != n:
+                raise ValueError(f"{len(self.ids)} ids for {n} descriptors")
+        if self.records is not None:
+            object.__setattr__(self, "records", tuple(self.records))
+            if len(self.records) != n:
+                raise ValueError(f"{len(self.records)} records for {n} descriptors")
+
+    def _rows(self, index) -> dict[str, Any]:
+        rows = np.arange(len(self))[index]
+        rows = np.atleast_1d(rows)
+        return {"ids": None if self.ids is None else tuple(self.ids[i] for i in rows),
+                "records": (None if self.records is None
+                            else tuple(self.records[i] for i in rows)),
+                "method": self.method}
+
+    def with_identity(self, ids=None, records=None, method=None):
+        """A copy that names its rows and its method (what is not given is kept)."""
+        changes = {k: v for k, v in (("ids", ids), ("records", records), ("method", method))
+                   if v is not None}
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass(frozen=True)
-class BinaryCodes:
+class BinaryCodes(_Identity):
     """Binary codes of N images, packed 8 bits a byte (``np.packbits`` order).
 
     The true code length ``n_bits`` lives here, once: every distance divides by it, never by
@@ -26,6 +94,9 @@ class BinaryCodes:
 
     packed: np.ndarray
     n_bits: int
+    ids: tuple[str, ...] | None = None
+    records: tuple | None = None
+    method: str | None = None
 
     def __post_init__(self) -> None:
         packed = np.asarray(self.packed)
@@ -34,11 +105,13 @@ class BinaryCodes:
                              f"{packed.shape}")
         if not 0 < self.n_bits <= 8 * packed.shape[1] < self.n_bits + 8:
             raise ValueError(f"{self.n_bits} bits do not fill {packed.shape[1]} bytes")
+        self._check_identity(len(packed))
 
     def __getitem__(self, index) -> BinaryCodes:
-        """The codes of some rows (an int gives a one-row `BinaryCodes`)."""
+        """The codes of some rows (an int gives a one-row `BinaryCodes`), ids kept."""
         rows = self.packed[index]
-        return BinaryCodes(rows[None] if rows.ndim == 1 else rows, self.n_bits)
+        return BinaryCodes(rows[None] if rows.ndim == 1 else rows, self.n_bits,
+                           **self._rows(index))
 
     def __sub__(self, other: BinaryCodes) -> int | np.ndarray:
         """Differing bits between codes row by row (one int for one-row codes)."""
@@ -86,7 +159,8 @@ class BinaryCodes:
     @classmethod
     def concat(cls, parts: list[BinaryCodes]) -> BinaryCodes:
         """Codes of several batches, in order."""
-        return cls(np.concatenate([p.packed for p in parts]), parts[0].n_bits)
+        return cls(np.concatenate([p.packed for p in parts]), parts[0].n_bits,
+                   **_identity(parts))
 
     def to_bits(self) -> np.ndarray:
         """Boolean array (N, n_bits): for a hash, ``imagehash.<fn>(im).hash.flatten()``."""
@@ -102,7 +176,7 @@ class BinaryCodes:
 
 
 @dataclass(frozen=True)
-class MultiCodes:
+class MultiCodes(_Identity):
     """Several binary codes per image (one per segment, as the crop-resistant hash makes).
 
     Attributes
@@ -123,6 +197,12 @@ class MultiCodes:
     offsets: np.ndarray
     n_bits: int
     cutoff: int = 1
+    ids: tuple[str, ...] | None = None
+    records: tuple | None = None
+    method: str | None = None
+
+    def __post_init__(self) -> None:
+        self._check_identity(len(self.offsets) - 1)
 
     @classmethod
     def from_bits(cls, bits: list[np.ndarray], cutoff: int = 1) -> MultiCodes:
@@ -144,7 +224,7 @@ class MultiCodes:
             offsets.append(p.offsets[1:] + base)
             base += p.offsets[-1]
         return cls(np.concatenate([p.packed for p in parts]), np.concatenate(offsets),
-                   parts[0].n_bits, parts[0].cutoff)
+                   parts[0].n_bits, parts[0].cutoff, **_identity(parts))
 
     def to_bits(self) -> list[np.ndarray]:
         """Per image, a boolean (segments, n_bits) array."""
@@ -161,7 +241,7 @@ class MultiCodes:
 
 
 @dataclass(frozen=True)
-class FloatFeatures:
+class FloatFeatures(_Identity):
     """Float features of N images with the distance that compares them (neural methods).
 
     Attributes
@@ -173,11 +253,24 @@ class FloatFeatures:
 
     values: np.ndarray
     metric: str
+    ids: tuple[str, ...] | None = None
+    records: tuple | None = None
+    method: str | None = None
+
+    def __post_init__(self) -> None:
+        self._check_identity(len(self.values))
 
     @classmethod
     def concat(cls, parts: list[FloatFeatures]) -> FloatFeatures:
         """Features of several batches, in order."""
-        return cls(np.concatenate([p.values for p in parts]), parts[0].metric)
+        return cls(np.concatenate([p.values for p in parts]), parts[0].metric,
+                   **_identity(parts))
+
+    def __getitem__(self, index) -> FloatFeatures:
+        """The features of some rows, ids kept."""
+        rows = self.values[index]
+        return FloatFeatures(rows[None] if rows.ndim == 1 else rows, self.metric,
+                             **self._rows(index))
 
     def __len__(self) -> int:
         return len(self.values)

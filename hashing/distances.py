@@ -31,7 +31,7 @@ import numpy as np
 from scipy.special import xlogy
 
 from hashing import native
-from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes
+from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes, check_same_method
 from helpers import available_cpus, resolve_device
 
 if TYPE_CHECKING:  # torch is imported by the functions that compute, not by `import hashing`
@@ -85,6 +85,7 @@ def _unwrap(queries, database, metric: str | None, n_bits: int | None):
     """Arrays, metric and bit count of a query/database pair given as arrays or descriptors."""
     if isinstance(queries, BinaryCodes | FloatFeatures) or isinstance(
             database, BinaryCodes | FloatFeatures):
+        check_same_method(queries, database)
         if type(queries) is not type(database):
             raise TypeError(f"cannot compare {type(queries).__name__} with "
                             f"{type(database).__name__}")

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes
+from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes, check_same_method
 from hashing.distances import DEFAULT_BLOCK_ELEMENTS, pairwise
 
 
@@ -48,6 +49,10 @@ def multi_distances(queries: MultiCodes, database: MultiCodes, device: str = "au
     Every segment of a block of queries is compared with every database segment in one
     matrix product; minima per database image and per query image are segment reductions.
     """
+    if not isinstance(queries, MultiCodes) or not isinstance(database, MultiCodes):
+        raise TypeError(f"cannot compare {type(queries).__name__} with "
+                        f"{type(database).__name__}")
+    check_same_method(queries, database)
     if queries.n_bits != database.n_bits:
         raise ValueError(f"segment codes of {queries.n_bits} and {database.n_bits} bits")
     n_query, n_db = len(queries), len(database)
@@ -76,3 +81,42 @@ def multi_distances(queries: MultiCodes, database: MultiCodes, device: str = "au
                 out[first + i] = np.partition(per_db[a:b], k, axis=0)[k]
         first = last
     return out
+
+
+def neighbours(queries: Any, database: Any, k: int = 5, device: str = "auto") -> pd.DataFrame:
+    """The ``k`` nearest database images of every query, by id: one row per (query, rank).
+
+    Parameters
+    ----------
+    queries, database : BinaryCodes, MultiCodes or FloatFeatures
+        Descriptor objects of one method (as `hashing.describe` makes them); rows without ids
+        are named by their position.
+    k : int
+        Neighbours per query (at most the database size).
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``query_id``, ``rank`` (1 = nearest), ``neighbour_id``, ``distance``.
+    """
+    from hashing.distances import nearest
+
+    if isinstance(queries, MultiCodes):
+        matrix = pairwise(queries, database, device=device)
+        k = min(k, matrix.shape[1])
+        index = np.argsort(matrix, axis=1, kind="stable")[:, :k]
+        dist = np.take_along_axis(matrix, index, axis=1)
+    else:
+        dist, index = nearest(queries, database, k=min(k, len(database)), device=device)
+    q_ids = queries.ids if queries.ids is not None else [str(i) for i in range(len(queries))]
+    d_ids = np.asarray(database.ids if database.ids is not None
+                       else [str(i) for i in range(len(database))], dtype=object)
+    n_query, kk = index.shape
+    return pd.DataFrame({
+        "query_id": np.repeat(np.asarray(q_ids, dtype=object), kk),
+        "rank": np.tile(np.arange(1, kk + 1), n_query),
+        "neighbour_id": d_ids[index.ravel()],
+        "distance": dist.ravel(),
+    })

@@ -10,7 +10,8 @@ from typing import Any
 
 from PIL import Image
 
-from helpers import method_label, unknown_name
+from hashing.gray import GrayBatch
+from helpers import method_label, parse_key_values, unknown_name
 
 _ALGORITHMS: dict[str, Callable[..., Any]] = {}
 _WHOLE_BATCH: set[str] = set()
@@ -81,13 +82,12 @@ class Algorithm:
 
     def describe(self, images: Sequence[Image.Image] | Any) -> Any:
         """Descriptors of a list of PIL images (or of a prepared ``GrayBatch``)."""
-        from hashing.classical import GrayBatch
-
         if self.whole_batch:
             batch = images.images if isinstance(images, GrayBatch) else list(images)
         else:
             batch = images if isinstance(images, GrayBatch) else GrayBatch(images)
-        return _ALGORITHMS[self.name](batch, **dict(self.params))
+        out = _ALGORITHMS[self.name](batch, **dict(self.params))
+        return out.with_identity(method=self.label) if hasattr(out, "with_identity") else out
 
 
 def get_algorithm(name: str, **params: Any) -> Algorithm:
@@ -135,6 +135,23 @@ def _check_type(name: str, key: str, value: Any, default: Any) -> None:
         raise ValueError(f"algorithm {name!r}: parameter {key!r} must be {what}, got {value!r}")
 
 
+def parse_algorithm(spec: str | Algorithm) -> Algorithm:
+    """An algorithm from a spec string: ``name`` or ``name:key=value,key=value`` (values as
+    Python literals: ``phash:hash_size=16``, ``efficientnet_lite0:distance='l2'``), as scripts,
+    config files and notebooks write it. An `Algorithm` is returned as it is.
+
+    Raises
+    ------
+    ValueError
+        Unknown name or parameter, a value of the wrong type, or an item without ``=``.
+    """
+    if isinstance(spec, Algorithm):
+        return spec
+    name, _, rest = str(spec).partition(":")
+    params = parse_key_values(filter(None, rest.split(",")), f"algorithm parameter in {spec!r}:")
+    return get_algorithm(name.strip(), **params)
+
+
 def concat_descriptors(parts: Sequence[Any]) -> Any:
     """Descriptors of consecutive batches joined in order (codes, multi-codes or arrays)."""
     first = parts[0]
@@ -174,7 +191,6 @@ def describe_many(
 
     from threadpoolctl import threadpool_limits
 
-    from hashing.classical import GrayBatch
     from helpers import available_cpus
 
     images = list(images)

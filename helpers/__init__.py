@@ -4,6 +4,7 @@ Nothing here knows about attacks, hashes or models.
 """
 
 from helpers.device import available_cpus, resolve_device
+from helpers.distributed import Distributed, distributed
 from helpers.download import DownloadError, download_file
 from helpers.experiment import (
     now_iso,
@@ -38,6 +39,8 @@ from helpers.seeding import derive_seed, rng_for, seed_everything
 from helpers.timing import Timer
 
 __all__ = [
+    "Distributed",
+    "distributed",
     "DEFAULT_MAX_PIXELS",
     "DownloadError",
     "ImageLoadError",

@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
 """Extract a model's features of a dataset into the feature store, resumably.
 
-Writes <features-dir>/<dataset>/<model>.npy (float32, memory-mappable) and <model>.json (image
-ids in row order, model, transform, skipped images). An interrupted run resumes where it
-stopped when started again with the same arguments.
+Writes <features-dir>/<dataset>/<model>.npy (float32, memory-mappable), <model>.records.csv
+(image_id, path, source_id, attack_id, group of every row) and <model>.json (ids in row order,
+model, transform, skipped images). <model> is the model's identity: its name, its non-default
+parameters and its weights file (efficientnet_lite0_image_size=288). An interrupted run resumes
+where it stopped when started again with the same arguments.
+
+With --attacks (or --attack-config), the store holds attacked copies made on the fly, each with
+its source: the queries of a copy-detection experiment, without writing any image.
 
 Several processes, one per GPU or several CPU processes (gloo backend), each extract a share
 and the first one merges them into one store:
@@ -14,6 +19,9 @@ and the first one merges them into one store:
 Examples
 --------
 python scripts/extract_features.py --model efficientnet_lite0 --dataset sample
+python scripts/extract_features.py --model efficientnet_lite0 --dataset sample \
+    --attacks jpg_compression:10,50 rotation        # attacked queries with their source
+python scripts/extract_features.py --model efficientnet_lite0 --dataset attacks/manifest.csv
 python scripts/extract_features.py --model resnet50 --dataset bsds500 --download
 python scripts/extract_features.py --model sscd_disc_mixup --weights sscd.torchscript.pt \\
     --dataset folder:/data/photos --store-name photos
@@ -22,21 +30,26 @@ python scripts/extract_features.py --model sscd_disc_mixup --weights sscd.torchs
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import sys
+from pathlib import Path
 
 import torch
 
-from data_retrieval import load_dataset
+from data_retrieval import load_dataset, load_images
 from extractor import WeightsNotFoundError, extract_to_store, get_model, list_models
 from extractor.store import default_features_dir
+from generator import attacked_images
+from generator.cli import add_attack_arguments, attacks_from_args
 from helpers import (
+    Distributed,
     available_cpus,
     check_name,
+    distributed,
     get_logger,
     parse_key_values,
-    resolve_device,
     setup_logging,
 )
 from helpers.cli import fail, run_script
@@ -55,7 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "model's source")
     parser.add_argument("--download", action="store_true",
                         help="download missing weights (needs internet)")
-    parser.add_argument("--dataset", required=True, help="dataset name or folder:<path>")
+    parser.add_argument("--dataset", required=True,
+                        help="dataset name, folder:<path>, a folder, or a manifest .csv (its "
+                             "source_id, attack_id and group go into the store's records)")
     parser.add_argument("--data-root", default=None,
                         help="folder holding the datasets (default: $DATASETS_DIR, else "
                              "Datasets/)")
@@ -77,6 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "per process; other counts change float rounding (~1e-6)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished store")
     parser.add_argument("--log-level", default="INFO")
+    add_attack_arguments(parser, "attacked queries made on the fly, stored with their source "
+                                 "(none by default: the images themselves)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
@@ -91,18 +108,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank), initialising torch.distributed under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
 def check_model(model) -> None:
     """Run the model's preprocessing on one small image: a parameter that breaks it for every
     image (``image_size=-5``) fails now, not after a whole dataset of skipped images."""
@@ -115,64 +120,73 @@ def check_model(model) -> None:
                          f"({type(exc).__name__}: {exc})") from exc
 
 
+def images_to_describe(args: argparse.Namespace) -> tuple[list, str, dict]:
+    """The items to extract (records, or attacked images made on the fly), the default store
+    name, and what the sidecar should say about them."""
+    spec = args.dataset
+    if spec.endswith(".csv") or Path(spec).is_dir():
+        dataset = load_images(spec, args.data_root)
+        if args.limit is not None:
+            dataset.records = dataset.records[:args.limit]
+    else:
+        dataset = load_dataset(spec, args.data_root, subset=args.subset, limit=args.limit)
+    if not dataset.records:
+        raise ValueError(f"dataset {spec} has no readable image")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(spec).stem if spec.endswith(".csv")
+                  else spec).strip("_.") or "images"
+    meta = {"skipped_at_listing": [str(b) for b in dataset.bad]}
+    if not (args.attacks or args.attack_config):
+        return dataset.records, name, meta
+    attacks, seed, _ = attacks_from_args(args)
+    ids = " ".join(a.id for a in attacks)
+    # one store per attack list and seed: another list never resumes or overwrites this one
+    tag = hashlib.sha256(f"{seed} {ids}".encode()).hexdigest()[:8]
+    meta.update({"attacks": [a.id for a in attacks], "seed": seed})
+    return attacked_images(dataset.records, attacks, seed), f"{name}_attacked-{tag}", meta
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    rank, world, local_rank = distributed()
     try:
-        return _main(args, rank, world, local_rank)
-    finally:
-        if world > 1:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        with distributed(args.device) as dist:
+            return _main(args, dist)
+    except ValueError as exc:  # an unknown device, before any process group
+        return fail(exc)
 
 
-def _main(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> int:
-    barrier = None
-    if world > 1:
-        import torch.distributed as dist
-
-        barrier = dist.barrier
+def _main(args: argparse.Namespace, dist: Distributed) -> int:
+    if args.threads is not None or (dist.device == "cpu" and dist.world_size > 1):
+        # share the cores between the processes
+        torch.set_num_threads(args.threads or max(1, available_cpus() // dist.world_size))
     try:
-        device = resolve_device(args.device)
-        if device == "cuda" and world > 1:
-            device = f"cuda:{local_rank}"
-            torch.cuda.set_device(device)
-        if args.threads is not None or (device == "cpu" and world > 1):
-            # share the cores between the processes
-            torch.set_num_threads(args.threads or max(1, available_cpus() // world))
-        store = args.store_name or re.sub(r"[^A-Za-z0-9_.-]+", "_", args.dataset).strip("_.")
-        check_name(store, "--store-name")
-        dataset = load_dataset(args.dataset, args.data_root, subset=args.subset,
-                               limit=args.limit)
-        if not dataset.records:
-            raise ValueError(f"dataset {args.dataset} has no readable image")
-        for bad in dataset.bad:
-            logger.warning("skipping %s", bad)
+        if args.store_name is not None:
+            check_name(args.store_name, "--store-name")
+        items, default_store, meta = images_to_describe(args)
+        store = args.store_name or default_store
+        check_name(store, "store name")
         params = parse_key_values(args.model_param, "--model-param")
-        if barrier is not None and args.download and rank != 0:
-            barrier()  # the first process downloads, the others wait for the file
-        model = get_model(args.model, weights=args.weights, download=args.download and rank == 0,
-                          device=device, **params)
-        if barrier is not None and args.download and rank == 0:
-            barrier()
+        if dist.barrier is not None and args.download and not dist.is_main:
+            dist.barrier()  # the first process downloads, the others wait for the file
+        model = get_model(args.model, weights=args.weights,
+                          download=args.download and dist.is_main, device=dist.device, **params)
+        if dist.barrier is not None and args.download and dist.is_main:
+            dist.barrier()
         check_model(model)
         workers = args.workers if args.workers is not None else max(
-            0, available_cpus() // world - 1)
+            0, available_cpus() // dist.world_size - 1)
         path = extract_to_store(
-            model, dataset.records, store, root=args.features_dir, batch_size=args.batch_size,
-            workers=workers, chunk_size=args.chunk_size, rank=rank, world_size=world,
-            overwrite=args.overwrite, barrier=barrier,
+            model, items, store, root=args.features_dir, batch_size=args.batch_size,
+            workers=workers, chunk_size=args.chunk_size, rank=dist.rank,
+            world_size=dist.world_size, overwrite=args.overwrite, barrier=dist.barrier,
             extra_meta={"command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
-                        "processes": world, "device": device,
-                        "skipped_at_listing": [str(b) for b in dataset.bad]})
+                        "processes": dist.world_size, "device": dist.device, **meta})
     except (ValueError, FileExistsError, FileNotFoundError, WeightsNotFoundError,
             ImportError) as exc:
         return fail(exc)
     if path is not None:
-        print(f"wrote {path} and {path.with_suffix('.json').name}")
+        print(f"wrote {path}, {path.with_suffix('.json').name} and "
+              f"{path.stem}.records.csv ({model.name})")
     return 0
 
 

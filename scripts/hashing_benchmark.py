@@ -28,7 +28,7 @@ from data_retrieval import load_dataset, read_manifest, split_groups
 from data_retrieval.splits import CONTROL, EXPERIMENTAL
 from generator.cli import add_attack_arguments, attacks_from_args
 from generator.pipeline import iter_attacks
-from hashing import get_algorithm, list_algorithms
+from hashing import list_algorithms, parse_algorithm
 from hashing.benchmark import load_records, run_benchmark
 from hashing.digest import REPORT_FPR, load_digest, write_digest
 from hashing.plots import plot_digest
@@ -36,7 +36,6 @@ from helpers import (
     check_name,
     now_iso,
     output_dir,
-    parse_key_values,
     resolve_device,
     results_root,
     setup_logging,
@@ -49,13 +48,11 @@ DEFAULT_ALGORITHMS = ["ahash", "phash", "dhash", "whash", "crop_resistant"]
 logger = logging.getLogger("hashing_benchmark")
 
 
-def parse_algorithm(spec: str):
-    """``name`` or ``name:param=value,param=value`` (values as Python literals)."""
-    name, _, rest = spec.partition(":")
-    params = parse_key_values(filter(None, rest.split(",")),
-                              f"algorithm parameter in {spec!r}:")
-    algorithm = get_algorithm(name, **params)
-    try:  # bad parameter values show now, not after the database is described
+def checked_algorithm(spec: str):
+    """The algorithm of a ``name:key=value,...`` spec, tried on one small image so that a bad
+    parameter value shows now, not after the database is described."""
+    algorithm = parse_algorithm(spec)
+    try:
         algorithm.describe([Image.new("RGB", (64, 48), "gray")])
     except (TypeError, ValueError, OSError, ImportError) as exc:  # OSError: missing weights
         raise ValueError(f"algorithm {spec!r}: {exc}") from exc
@@ -141,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         try:
             check_values(args)
-            algorithms = [parse_algorithm(spec) for spec in args.algorithms]
+            algorithms = [checked_algorithm(spec) for spec in args.algorithms]
             labels = [a.label for a in algorithms]
             if len(set(labels)) != len(labels):
                 raise ValueError(f"--algorithms gives the same method twice: {labels}")

@@ -118,7 +118,7 @@ def test_hashing_benchmark_and_process_results_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (["--algorithms", "fhash"], "unknown algorithm 'fhash' (closest: 'ahash')"),
+    (["--algorithms", "phsh"], "unknown algorithm 'phsh' (closest: 'phash')"),
     (["--dataset", "nope"], "nope"),
     (["--attacks", "rotation_banana"], "unknown attack"),
     (["--algorithms", "phash:hash_size=1"], "hash_size"),

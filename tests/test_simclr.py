@@ -107,8 +107,9 @@ def tf_like_variables(encoder: nn.Module, head: nn.Module | None, supervised: nn
 def randomised(module: nn.Module) -> nn.Module:
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for t in list(module.parameters()) + [b for n, b in module.named_buffers()
-                                              if "running" in n]:
+        # frozen parameters (the uncentred norm's zero bias) stay as TensorFlow has them
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        for t in trainable + [b for n, b in module.named_buffers() if "running" in n]:
             t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
     return module
 

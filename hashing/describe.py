@@ -1,0 +1,136 @@
+"""`describe`: the one way to turn images into descriptors.
+
+Every method (a perceptual hash, a neural model with its distance or SimHash bits) is called the
+same way, and every result is a descriptor object that knows its rows (``ids``, and
+``records`` when it got them), the method that made it, and how it is compared::
+
+    codes = describe("folder:/data/photos", "phash:hash_size=16")
+    feats = describe(load_dataset("sample"), "efficientnet_lite0")
+    nearest(codes[:5], codes, k=3)        # distances take descriptor objects as they are
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from data_retrieval import BadImage, Dataset, ImageRecord, load_images, read_manifest
+from data_retrieval.items import as_record, load_item, loadable
+from hashing.registry import Algorithm, concat_descriptors, describe_many, parse_algorithm
+from helpers import ImageLoadError, get_logger, progress
+
+logger = get_logger(__name__)
+
+
+def _has_record(item: Any) -> bool:
+    """A record, an attacked image, or a (record, image) pair: an item that knows its source."""
+    return (isinstance(item, ImageRecord) or (hasattr(item, "record") and hasattr(item, "load"))
+            or (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], ImageRecord)))
+
+
+def _entries(items: Any) -> tuple[list[tuple[Any, Any]], bool, list[BadImage]]:
+    """``[(record, source)]``, whether records were given, and files skipped at listing."""
+    bad: list[BadImage] = []
+    if isinstance(items, str | os.PathLike):
+        spec = os.fspath(items)
+        if spec.endswith(".csv") and Path(spec).is_file():
+            items = read_manifest(spec)
+        elif Path(spec).is_file():
+            items = [Path(spec)]
+        else:  # a dataset name, folder:<path>, or a folder
+            items = load_images(spec)
+    if isinstance(items, Dataset):
+        bad = list(items.bad)
+        items = items.records
+    if not isinstance(items, Sequence):
+        items = list(items)  # an iterator, e.g. generator.iter_attacks
+    records_given = bool(items) and all(_has_record(i) for i in items)
+    entries = []
+    for index, item in enumerate(items):
+        entries.append((as_record(item, index), loadable(item, index)[1]))
+    return entries, records_given, bad
+
+
+def _batches(entries: list, size: int) -> Iterator[list]:
+    iterator = iter(entries)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def describe(
+    items: Any,
+    method: str | Algorithm,
+    batch_size: int = 256,
+    workers: int | None = None,
+    on_error: str = "skip",
+    show_progress: bool | None = None,
+) -> Any:
+    """Descriptors of images by one method.
+
+    Parameters
+    ----------
+    items : sequence, iterable, Dataset, or str
+        Image paths, `ImageRecord` objects, PIL images, ``(id, image)`` or ``(record,
+        image)`` pairs (what `generator.iter_attacks` yields), `generator.AttackedImage`
+        objects; or a `Dataset`; or a string: a manifest ``.csv``, a dataset name,
+        ``folder:<path>``, a folder, or one image file.
+    method : str or Algorithm
+        A name or spec (``"phash"``, ``"phash:hash_size=16"``,
+        ``"efficientnet_lite0:distance='jensenshannon'"``), or an `Algorithm`.
+    batch_size : int
+        Images decoded and described at once (memory stays bounded by it).
+    workers : int, optional
+        Threads of the classical hashes (default: the usable cores).
+    on_error : {"skip", "raise"}
+        An image that cannot be read is logged and skipped, or raised.
+    show_progress : bool, optional
+        Progress bar (default: on terminals).
+
+    Returns
+    -------
+    BinaryCodes, MultiCodes or FloatFeatures
+        One row per readable image, in input order, with ``ids``, ``method`` (the method's
+        identity) and, when records were given, ``records``.
+
+    Raises
+    ------
+    ValueError
+        Unknown method or parameter, or no readable image.
+    helpers.ImageLoadError
+        With ``on_error="raise"``, the first unreadable image.
+    """
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    algorithm = parse_algorithm(method)
+    entries, records_given, bad = _entries(items)
+    parts, kept = [], []
+    bar = progress(total=len(entries), desc=f"{algorithm.label}", unit="img",
+                   disable=None if show_progress is None else not show_progress)
+    try:
+        for batch in _batches(entries, batch_size):
+            images = []
+            for record, source in batch:
+                try:
+                    images.append(load_item(source))
+                except ImageLoadError as exc:
+                    if on_error == "raise":
+                        raise
+                    logger.warning("skipping %s: %s", exc.path, exc.reason)
+                    bad.append(BadImage(exc.path, exc.reason))
+                    continue
+                kept.append(record)
+            if images:
+                parts.append(describe_many([algorithm], images, workers)[algorithm.label])
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    if not parts:
+        raise ValueError(f"no readable image to describe ({len(bad)} skipped)")
+    return concat_descriptors(parts).with_identity(
+        ids=tuple(r.image_id for r in kept), records=tuple(kept) if records_given else None,
+        method=algorithm.label)

@@ -1,0 +1,90 @@
+"""Descriptor objects in the feature store: hash codes beside neural features, one layout.
+
+``<root>/<dataset>/<method>.npy`` holds the rows (float32 features, or packed uint8 codes),
+``<method>.records.csv`` who each row is, and ``<method>.json`` the sidecar, which says how to
+compare the rows (``metric``, and ``n_bits`` for codes). `extractor.load_store` opens the same
+files; `load_descriptors` gives them back as the object `hashing.describe` made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from data_retrieval import ImageRecord
+from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes
+
+
+def save_descriptors(descriptors: BinaryCodes | FloatFeatures, dataset: str,
+                     root: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Store descriptors made by `hashing.describe` as ``<root>/<dataset>/<method>.npy``.
+
+    Parameters
+    ----------
+    descriptors : BinaryCodes or FloatFeatures
+        With ``ids`` and ``method`` (as `describe` makes them).
+    dataset : str
+        The store folder (a plain name).
+    root : str or Path, optional
+        Default ``Results/features`` (``$RESULTS_DIR/features``).
+    overwrite : bool
+        Replace a finished store of the same method.
+
+    Returns
+    -------
+    Path
+        The ``.npy`` written.
+
+    Raises
+    ------
+    ValueError
+        Descriptors without ids or method.
+    TypeError
+        Multi-codes (several codes per image) are not stored yet.
+    """
+    from extractor.store import save_store
+
+    if isinstance(descriptors, MultiCodes):
+        raise TypeError("multi-codes (crop_resistant) cannot be stored yet: describe them "
+                        "again, or store a single-code method")
+    if descriptors.ids is None or not descriptors.method:
+        raise ValueError("descriptors need ids and a method to be stored: make them with "
+                         "hashing.describe, or .with_identity(ids=..., method=...)")
+    records = list(descriptors.records or (ImageRecord(i, None) for i in descriptors.ids))
+    if isinstance(descriptors, BinaryCodes):
+        array, meta = descriptors.packed, {"kind": "binary", "metric": "hamming",
+                                           "n_bits": descriptors.n_bits}
+    else:
+        array, meta = descriptors.values.astype("float32", copy=False), {
+            "kind": "float", "metric": descriptors.metric}
+    return save_store(array, records, dataset, descriptors.method, root, meta, overwrite)
+
+
+def load_descriptors(dataset: str, method: str, root: str | Path | None = None,
+                     mmap: bool = True, metric: str | None = None) -> Any:
+    """A stored method's rows as a descriptor object, with ids, records and method.
+
+    Parameters
+    ----------
+    dataset, method : str
+        The store folder and the method's identity (``efficientnet_lite0``,
+        ``phash_hash_size=16``).
+    mmap : bool
+        Map the rows instead of reading them (stores larger than memory).
+    metric : str, optional
+        For float features: the distance to compare them with, when the store does not say
+        (stores written by extraction; default ``cosine``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No finished store (an unfinished one says so).
+    """
+    from extractor.store import load_store
+
+    store = load_store(dataset, method, root, mmap=mmap)
+    identity = {"ids": tuple(store.ids), "records": tuple(store.records), "method": method}
+    if store.meta.get("kind") == "binary":
+        return BinaryCodes(store.features, int(store.meta["n_bits"]), **identity)
+    return FloatFeatures(store.features, metric or store.meta.get("metric", "cosine"),
+                         **identity)

@@ -1,0 +1,116 @@
+"""The one way to describe, store and compare images, as a notebook uses it."""
+
+from __future__ import annotations
+
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_retrieval import ImageRecord, load_dataset, source_rows, write_manifest
+from generator import attacked_images, get_attack, iter_attacks
+from hashing import (
+    BinaryCodes,
+    FloatFeatures,
+    describe,
+    get_algorithm,
+    load_descriptors,
+    nearest,
+    neighbours,
+    pairwise,
+    save_descriptors,
+)
+from helpers import load_image
+
+
+@pytest.fixture
+def folder(tmp_path, sample_paths):
+    """Six photos and two attacked copies of two of them, in one folder."""
+    out = tmp_path / "photos"
+    out.mkdir()
+    names = ["chelsea", "coffee", "rocket", "astronaut", "motorcycle", "retina"]
+    for name in names:
+        load_image(sample_paths[name]).resize((200, 150)).save(out / f"{name}.png")
+    for name, attack in (("chelsea", "jpg_compression_50"), ("rocket", "horizontal_flip")):
+        image = load_image(out / f"{name}.png")
+        get_attack(attack)(image).save(out / f"copy_of_{name}.png")
+    return out
+
+
+def test_notebook_describe_store_and_find_neighbours(folder, tmp_path):
+    """Describe a folder with a hash and a model, store both, find the nearest neighbours:
+    one call each. The oracle for the hash is imagehash itself."""
+    codes = describe(folder, "phash")
+    feats = describe(folder, "efficientnet_lite0")
+    assert codes.method == "phash" and feats.method == "efficientnet_lite0"
+    assert codes.ids == feats.ids and "copy_of_chelsea" in codes.ids
+    expected = [str(imagehash.phash(Image.open(folder / f"{i}.png"))) for i in codes.ids]
+    assert codes.to_hex() == expected
+
+    save_descriptors(codes, "photos", root=tmp_path / "features")
+    save_descriptors(feats, "photos", root=tmp_path / "features")
+    stored_codes = load_descriptors("photos", "phash", root=tmp_path / "features")
+    stored_feats = load_descriptors("photos", feats.method, root=tmp_path / "features")
+    assert isinstance(stored_codes, BinaryCodes) and stored_codes.n_bits == 64
+    assert isinstance(stored_feats, FloatFeatures) and stored_feats.metric == "cosine"
+    np.testing.assert_array_equal(stored_codes.packed, codes.packed)
+    np.testing.assert_allclose(stored_feats.values, feats.values)
+
+    originals = [i for i in codes.ids if not i.startswith("copy_of_")]
+    queries = codes[[codes.ids.index(i) for i in ("copy_of_chelsea", "copy_of_rocket")]]
+    database = codes[[codes.ids.index(i) for i in originals]]
+    table = neighbours(queries, database, k=2)
+    top = table[table["rank"] == 1].set_index("query_id")["neighbour_id"]
+    assert top["copy_of_chelsea"] == "chelsea"  # JPEG keeps the perceptual hash close
+    hamming = {i: (imagehash.phash(Image.open(folder / "copy_of_chelsea.png"))
+                   - imagehash.phash(Image.open(folder / f"{i}.png"))) / 64 for i in originals}
+    assert table.iloc[0]["distance"] == pytest.approx(min(hamming.values()))
+
+    fq = stored_feats[[feats.ids.index("copy_of_rocket")]]
+    fdb = stored_feats[[feats.ids.index(i) for i in originals]]
+    assert neighbours(fq, fdb, k=1)["neighbour_id"].item() == "rocket"  # a flip: the network
+
+
+def test_describe_takes_every_kind_of_input(folder, tmp_path):
+    paths = sorted(folder.glob("*.png"))
+    by_paths = describe(paths, "dhash")
+    records = [ImageRecord(p.stem, p, group="experimental") for p in paths]
+    by_records = describe(records, "dhash")
+    manifest = write_manifest(records, tmp_path / "m.csv")
+    by_manifest = describe(manifest, "dhash")
+    by_images = describe([(p.stem, load_image(p)) for p in paths], "dhash")
+    by_dataset = describe(load_dataset(f"folder:{folder}"), "dhash")
+    for other in (by_records, by_manifest, by_images, by_dataset):
+        np.testing.assert_array_equal(other.packed, by_paths.packed)
+        assert other.ids == by_paths.ids
+    assert by_paths.records is None and by_records.records[0].group == "experimental"
+    assert by_manifest.records[0].group == "experimental"
+    with pytest.raises(ValueError, match="unknown algorithm 'dhsh' \\(closest: 'dhash'\\)"):
+        describe(paths, "dhsh")
+
+
+def test_attacked_queries_know_their_source(folder):
+    """On the fly, from disk or as lazily made images: the same pixels, and the ground truth
+    comes from the records (source_id), never from file names."""
+    sources = load_dataset(f"folder:{folder}").records[:3]
+    attacks = [get_attack("jpg_compression_50"), get_attack("gaussian_noise_0.01")]
+    lazy = describe(attacked_images(sources, attacks, seed=4), "ahash")
+    streamed = describe(iter_attacks(sources, attacks, seed=4), "ahash")
+    np.testing.assert_array_equal(lazy.packed, streamed.packed)
+    assert [r.source_id for r in lazy.records] == [s.image_id for s in sources for _ in attacks]
+    database = describe(sources[1:], "ahash")
+    rows = source_rows(lazy.records, database.records)
+    assert rows.tolist() == [-1, -1, 0, 0, 1, 1]  # the first source is not in the database
+    with pytest.raises(ValueError, match="repeats"):
+        source_rows(lazy.records, ["a", "b", "a"])
+
+
+def test_methods_are_never_compared_across():
+    image = [Image.new("RGB", (40, 30), "red"), Image.new("RGB", (40, 30), "blue")]
+    ph = get_algorithm("phash").describe(image)
+    dh = get_algorithm("dhash").describe(image)
+    assert ph.n_bits == dh.n_bits == 64 and ph.method == "phash"
+    with pytest.raises(ValueError, match="'phash' with descriptors of 'dhash'"):
+        pairwise(ph, dh)
+    with pytest.raises(ValueError, match="'phash' with descriptors of 'dhash'"):
+        nearest(ph, dh)
