@@ -23,6 +23,7 @@ available, and torch otherwise; both agree with SciPy to 1e-6.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -57,7 +58,13 @@ def _check_metric(metric: str) -> str:
 def _as_tensor(array, name: str, metric: str) -> torch.Tensor:
     import torch
 
-    tensor = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
+    if isinstance(array, torch.Tensor):
+        tensor = array
+    else:
+        with warnings.catch_warnings():
+            # a read-only array (a memory-mapped store) is only read here, never written
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensor = torch.as_tensor(np.asarray(array))
     if tensor.ndim != 2:
         raise ValueError(f"{name} must be 2-D (items, dimensions), got shape "
                          f"{tuple(tensor.shape)}")
