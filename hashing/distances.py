@@ -55,7 +55,7 @@ def _check_metric(metric: str) -> str:
     return metric
 
 
-def _as_tensor(array, name: str, metric: str) -> torch.Tensor:
+def _as_tensor(array, name: str, metric: str, offset: int = 0) -> torch.Tensor:
     import torch
 
     if isinstance(array, torch.Tensor):
@@ -75,15 +75,15 @@ def _as_tensor(array, name: str, metric: str) -> torch.Tensor:
         return tensor
     tensor = tensor.to(torch.float32)
     if not torch.isfinite(tensor).all():
-        row = int((~torch.isfinite(tensor)).any(dim=1).nonzero()[0])
+        row = offset + int((~torch.isfinite(tensor)).any(dim=1).nonzero()[0])
         raise ValueError(f"{name} row {row} has NaN or infinite values")
     if metric == "jensenshannon":
         if (tensor < 0).any():
-            row = int((tensor < 0).any(dim=1).nonzero()[0])
+            row = offset + int((tensor < 0).any(dim=1).nonzero()[0])
             raise ValueError(f"{name} row {row} has negative values; jensenshannon needs "
                              "non-negative vectors")
         if (tensor.sum(dim=1) <= 0).any():
-            row = int((tensor.sum(dim=1) <= 0).nonzero()[0])
+            row = offset + int((tensor.sum(dim=1) <= 0).nonzero()[0])
             raise ValueError(f"{name} row {row} sums to 0; jensenshannon cannot normalise it")
     return tensor
 
@@ -246,6 +246,82 @@ def _check_bits(n_bits: int | None, width: int) -> int | None:
     return n_bits
 
 
+def _is_blocks(database) -> bool:
+    """Whether ``database`` is a stream of blocks rather than one array or descriptor."""
+    import torch
+
+    if isinstance(database, np.ndarray | torch.Tensor | BinaryCodes | FloatFeatures):
+        return False
+    if isinstance(database, list | tuple):  # a list of blocks, or a nested list of numbers
+        return bool(database) and all(
+            isinstance(b, np.ndarray | torch.Tensor | BinaryCodes | FloatFeatures)
+            for b in database)
+    return hasattr(database, "__iter__") and not hasattr(database, "shape")
+
+
+def _length(block) -> int:
+    return len(block) if isinstance(block, BinaryCodes | FloatFeatures) else block.shape[0]
+
+
+def _blocks(database, rows: int) -> Iterator[tuple[int, object]]:
+    """``(first row, block)`` of a database: slices of an array or descriptor object (a
+    memory-mapped store is read slice by slice), or the items of a stream as they come."""
+    if _is_blocks(database):
+        offset = 0
+        for block in database:
+            yield offset, block
+            offset += _length(block)
+        return
+    if not isinstance(database, BinaryCodes | FloatFeatures) and not hasattr(database, "shape"):
+        database = np.asarray(database)
+    total = _length(database)
+    for span in _spans(total, max(1, rows)):
+        yield span.start, database[span]
+
+
+class _Queries:
+    """Queries checked and prepared once, and each database block checked against them."""
+
+    def __init__(self, queries, first_block, metric, n_bits, device):
+        q, d, metric, n_bits = _unwrap(queries, first_block, metric, n_bits)
+        self.raw = queries
+        self.metric = _check_metric(metric)
+        self.device = resolve_device(device)
+        self.q = _as_tensor(q, "queries", self.metric)
+        self.n_bits = (_check_bits(n_bits, self.q.shape[1]) if self.metric == "hamming"
+                       else None)
+        self.qp = _prepare(self.q, self.metric, self.device)
+        self.lib = _js_native(self.metric, self.device)
+
+    def block(self, block, offset: int):
+        """The database block as a checked tensor (only this block is converted)."""
+        _, d, metric, n_bits = _unwrap(self.raw, block, self.metric, self.n_bits)
+        if metric != self.metric or (self.metric == "hamming" and n_bits != self.n_bits
+                                     and n_bits is not None and self.n_bits is not None):
+            raise ValueError(f"database rows {offset}+ are {metric} ({n_bits} bits), the "
+                             f"queries {self.metric} ({self.n_bits} bits)")
+        d = _as_tensor(d, "database", self.metric, offset)
+        if d.shape[1] != self.q.shape[1]:
+            raise ValueError(f"queries have {self.q.shape[1]} dimensions, database "
+                             f"{d.shape[1]}")
+        return d
+
+
+def _first(database, rows: int):
+    """The first block and an iterator over every block (the first included)."""
+    blocks = _blocks(database, rows)
+    try:
+        offset, first = next(blocks)
+    except StopIteration:
+        raise ValueError("the database is empty") from None
+
+    def chain():
+        yield offset, first
+        yield from blocks
+
+    return first, chain()
+
+
 def pairwise(
     queries,
     database,
@@ -261,7 +337,8 @@ def pairwise(
     queries : array-like (Q, D), BinaryCodes, FloatFeatures or MultiCodes
         Float vectors, or packed ``uint8`` codes for ``hamming``; descriptor objects bring
         their own metric and bit count.
-    database : same kind as ``queries``, N items
+    database : same kind as ``queries``, N items; or an iterable of such blocks
+        Read block by block: a memory-mapped store is never copied whole.
     metric : {"hamming", "cosine", "jensenshannon", "l1", "l2"}, optional
         See the module docstring; needed for arrays only.
     device : str
@@ -279,7 +356,7 @@ def pairwise(
     ------
     ValueError
         Unknown metric, mismatched dimensions, wrong dtype, negative or zero-sum vectors for
-        ``jensenshannon``.
+        ``jensenshannon`` (the message gives the row).
     """
     import torch
 
@@ -287,17 +364,31 @@ def pairwise(
         from hashing.matching import multi_distances
 
         return multi_distances(queries, database, device, max_block_elements)
-    queries, database, metric, n_bits = _unwrap(queries, database, metric, n_bits)
-    metric, device, q, d = _inputs(queries, database, metric, device)
-    n_bits = _check_bits(n_bits, q.shape[1]) if metric == "hamming" else None
-    qp, dp = _prepare(q, metric, device), _prepare(d, metric, device)
-    lib = _js_native(metric, device)
-    out = np.empty((q.shape[0], d.shape[0]), dtype=np.float32)
-    rows = _block_rows(metric, d.shape[0], qp.shape[1], max_block_elements, lib is not None)
+    first, blocks = _first(database, rows=1 << 16)
+    prepared = _Queries(queries, first, metric, n_bits, device)
+    columns = []
     with torch.inference_mode():
-        for span in _spans(q.shape[0], rows):
-            out[span] = _block(qp[span], dp, metric, lib, n_bits).cpu().numpy()
-    return out
+        for offset, block in blocks:
+            d = prepared.block(block, offset)
+            dp = _prepare(d, prepared.metric, prepared.device)
+            part = np.empty((prepared.q.shape[0], d.shape[0]), dtype=np.float32)
+            rows = _block_rows(prepared.metric, d.shape[0], dp.shape[1], max_block_elements,
+                               prepared.lib is not None)
+            for span in _spans(prepared.q.shape[0], rows):
+                part[span] = _block(prepared.qp[span], dp, prepared.metric, prepared.lib,
+                                    prepared.n_bits).cpu().numpy()
+            columns.append(part)
+    return columns[0] if len(columns) == 1 else np.concatenate(columns, axis=1)
+
+
+def _merge_topk(best_d, best_i, vals: np.ndarray, idx: np.ndarray, k: int):
+    """Keep the ``k`` smallest of the running and the new candidates; earlier candidates
+    first and a stable sort, so ties keep the lower database row."""
+    if best_d is None:
+        return vals, idx
+    cat_d, cat_i = np.concatenate([best_d, vals], 1), np.concatenate([best_i, idx], 1)
+    order = np.argsort(cat_d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(cat_d, order, 1), np.take_along_axis(cat_i, order, 1)
 
 
 def nearest(
@@ -311,6 +402,11 @@ def nearest(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest database items of every query, blockwise over both sets.
 
+    The database may be an array, a descriptor object, a memory-mapped store, or any
+    iterable of blocks of them (faiss.contrib's exhaustive search over a stream): it is read
+    block by block and only the running ``k`` best of each query are kept, so memory stays
+    flat whatever its size.
+
     Parameters
     ----------
     queries, database, metric, device, max_block_elements, n_bits
@@ -323,52 +419,80 @@ def nearest(
     distances : numpy.ndarray, shape (Q, k), float32
         Ascending per row.
     indices : numpy.ndarray, shape (Q, k), int64
-        Database rows. For ``k=1`` ties go to the lowest index.
+        Database rows (counted across blocks). Ties go to the lowest row.
     """
     import torch
 
     if isinstance(queries, MultiCodes) or isinstance(database, MultiCodes):
         raise TypeError("nearest() takes codes or features; match multi-codes with pairwise()")
-    queries, database, metric, n_bits = _unwrap(queries, database, metric, n_bits)
-    metric, device, q, d = _inputs(queries, database, metric, device)
-    n_bits = _check_bits(n_bits, q.shape[1]) if metric == "hamming" else None
-    n = d.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, {n}] (the database size), got {k}")
-    if metric == "hamming" and device == "cpu":
-        return _nearest_hamming_cpu(q.numpy(), d.numpy(), k, max_block_elements,
-                                    n_bits or 8 * q.shape[1])
-    qp, dp = _prepare(q, metric, device), _prepare(d, metric, device)
-    lib = _js_native(metric, device)
-    dim = qp.shape[1]
-    if lib is not None:
-        db_rows = max(k, min(n, max_block_elements // (6 * dim)))
-    else:
-        db_rows = max(k, min(n, _block_rows(metric, 1, dim, max_block_elements) // 64 or 1))
-    q_rows = _block_rows(metric, db_rows, dim, max_block_elements, lib is not None)
-    best_d = np.empty((q.shape[0], k), dtype=np.float32)
-    best_i = np.empty((q.shape[0], k), dtype=np.int64)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    first, blocks = _first(database, rows=_database_rows(database, metric, k,
+                                                         max_block_elements))
+    prepared = _Queries(queries, first, metric, n_bits, device)
+    best_d = best_i = None
+    total = 0
     with torch.inference_mode():
-        for qs in _spans(q.shape[0], q_rows):
-            run_d = run_i = None
-            for ds in _spans(n, db_rows):
-                block = _block(qp[qs], dp[ds], metric, lib, n_bits)
-                kk = min(k, block.shape[1])
-                if k == 1:
-                    vals, idx = block.min(dim=1, keepdim=True)
-                else:
-                    vals, idx = block.topk(kk, dim=1, largest=False, sorted=True)
-                idx = idx + ds.start
-                if run_d is None:
-                    run_d, run_i = vals, idx
-                    continue
-                # Earlier blocks first and a stable sort: ties keep the lower index.
-                cat_d, cat_i = torch.cat([run_d, vals], 1), torch.cat([run_i, idx], 1)
-                order = torch.sort(cat_d, dim=1, stable=True).indices[:, :k]
-                run_d, run_i = cat_d.gather(1, order), cat_i.gather(1, order)
-            best_d[qs] = run_d.cpu().numpy()
-            best_i[qs] = run_i.cpu().numpy()
+        for offset, block in blocks:
+            d = prepared.block(block, offset)
+            total += d.shape[0]
+            kk = min(k, d.shape[0])
+            if prepared.metric == "hamming" and prepared.device == "cpu":
+                vals, idx = _nearest_hamming_cpu(
+                    prepared.q.numpy(), d.numpy(), kk, max_block_elements,
+                    prepared.n_bits or 8 * prepared.q.shape[1])
+            else:
+                vals, idx = _nearest_block(prepared, d, kk, max_block_elements)
+            best_d, best_i = _merge_topk(best_d, best_i, vals, idx + offset, k)
+    if total < k:
+        raise ValueError(f"k must be in [1, {total}] (the database size), got {k}")
     return best_d, best_i
+
+
+def _database_rows(database, metric: str | None, k: int, budget: int) -> int:
+    """Rows of an array database read at once: whole blocks of codes (xor and popcount work
+    in small query blocks of their own), fewer rows of float features."""
+    if _is_blocks(database):
+        return 0  # a stream brings its own blocks
+    if isinstance(database, BinaryCodes):
+        return max(k, budget // max(1, database.packed.shape[1]))
+    if isinstance(database, FloatFeatures):
+        metric, dim = database.metric, database.values.shape[1]
+    else:
+        dim = (database if hasattr(database, "shape") else np.asarray(database)).shape[1]
+        if metric == "hamming":
+            return max(k, budget // max(1, dim))
+    per_row = 6 * dim if metric == "jensenshannon" else 64 * dim
+    return max(k, budget // max(1, per_row))
+
+
+def _nearest_block(prepared: _Queries, d, kk: int, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``kk`` nearest rows of one database block for every query, ascending, ties to the
+    lower row."""
+    dp = _prepare(d, prepared.metric, prepared.device)
+    q_rows = _block_rows(prepared.metric, d.shape[0], dp.shape[1], budget,
+                         prepared.lib is not None)
+    n_query = prepared.q.shape[0]
+    vals = np.empty((n_query, kk), dtype=np.float32)
+    idx = np.empty((n_query, kk), dtype=np.int64)
+    for qs in _spans(n_query, q_rows):
+        dist = _block(prepared.qp[qs], dp, prepared.metric, prepared.lib, prepared.n_bits)
+        if kk == 1:
+            v, i = dist.min(dim=1, keepdim=True)  # the first minimum: the lower row
+        else:
+            v, i = dist.topk(kk, dim=1, largest=False, sorted=True)
+        vals[qs], idx[qs] = v.cpu().numpy(), i.cpu().numpy()
+    if kk > 1:  # topk does not order ties by row: sort by (distance, row)
+        order = _order(vals, idx)
+        vals, idx = np.take_along_axis(vals, order, 1), np.take_along_axis(idx, order, 1)
+    return vals, idx
+
+
+def _order(vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Per row, the order by distance, then by database row."""
+    by_row = np.argsort(idx, axis=1, kind="stable")
+    by_dist = np.argsort(np.take_along_axis(vals, by_row, 1), axis=1, kind="stable")
+    return np.take_along_axis(by_row, by_dist, 1)
 
 
 def _popcount_words(codes: np.ndarray) -> np.ndarray:
@@ -400,10 +524,12 @@ def _nearest_hamming_cpu(
         if k == 1:
             idx = counts.argmin(axis=1)[:, None]  # first minimum: the lowest index
         else:
-            part = np.argpartition(counts, k - 1, axis=1)[:, :k]
-            # order the k by (distance, index)
-            keys = counts[np.arange(len(part))[:, None], part].astype(np.int64) * d.shape[0]
-            idx = np.take_along_axis(part, np.argsort(keys + part, axis=1), 1)
+            # one unique key per (distance, row): the k smallest keys are the k nearest with
+            # ties to the lower row, also at the k-th place
+            keys = counts.astype(np.int64) * d.shape[0] + np.arange(d.shape[0])
+            part = np.argpartition(keys, k - 1, axis=1)[:, :k]
+            idx = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, 1),
+                                                      axis=1), 1)
         best_i[span] = idx
         best_d[span] = np.take_along_axis(counts, idx, 1) / n_bits
 

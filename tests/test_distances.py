@@ -275,3 +275,42 @@ def test_descriptor_objects_carry_their_metric():
         pairwise(features, BinaryCodes.from_bits(values > 0.5))
     with pytest.raises(ValueError, match="need a metric"):
         pairwise(values, values)
+
+
+# --- a database larger than memory: blocks in, running k best out --------------------------------
+
+
+@pytest.mark.parametrize("metric", ["hamming", "cosine", "jensenshannon", "l2"])
+def test_nearest_over_a_stream_of_blocks_equals_the_whole(metric, tmp_path):
+    """faiss.contrib's exhaustive search over blocks: the same neighbours whether the database
+    is one array, a memory-mapped file read in slices, or a generator of blocks."""
+    rng = np.random.default_rng(3)
+    if metric == "hamming":
+        db = rng.integers(0, 256, (700, 8), dtype=np.uint8)
+        q = db[rng.choice(700, 20)] ^ rng.integers(0, 2, (20, 8), dtype=np.uint8)
+    else:
+        db = np.abs(rng.normal(size=(700, 16))).astype(np.float32)
+        q = np.abs(db[rng.choice(700, 20)] + rng.normal(0, 0.05, (20, 16))).astype(np.float32)
+    whole_d, whole_i = nearest(q, db, metric, k=5, device="cpu")
+    path = tmp_path / "db.npy"
+    np.save(path, db)
+    mapped = np.load(path, mmap_mode="r")
+    small = 16 * 8 * 64 * 16  # forces many slices of the memory map
+    for database in (mapped, (db[i:i + 97] for i in range(0, 700, 97)),
+                     [db[:300], db[300:]]):
+        d, i = nearest(q, database, metric, k=5, device="cpu", max_block_elements=small)
+        np.testing.assert_allclose(d, whole_d, atol=1e-6)
+        np.testing.assert_array_equal(i, whole_i)
+    # the oracle: SciPy's full matrix
+    ref = pairwise(q, db, metric, device="cpu")
+    np.testing.assert_allclose(whole_d, np.sort(ref, axis=1)[:, :5], atol=1e-6)
+
+
+def test_a_bad_row_deep_in_a_stream_is_named_with_its_global_row():
+    db = np.ones((50, 4), np.float32)
+    bad = db.copy()
+    bad[7, 2] = np.nan
+    with pytest.raises(ValueError, match="database row 57 has NaN"):
+        nearest(db[:2], [db, bad], "cosine", device="cpu")
+    with pytest.raises(ValueError, match=r"k must be in \[1, 100\]"):
+        nearest(db[:2], (b for b in [db, db]), "cosine", k=101, device="cpu")
