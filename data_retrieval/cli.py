@@ -7,14 +7,20 @@ import argparse
 from data_retrieval.datasets import DATA_ROOT_ENV, Dataset, list_datasets, load_images
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--data-root``, ``--limit`` and ``--group`` to a parser."""
-    group = parser.add_argument_group("images")
-    group.add_argument(
+def add_data_root_argument(parser) -> None:
+    """Add ``--data-root`` (where the named datasets live) to a parser or argument group: one
+    flag, one help text, in every script."""
+    parser.add_argument(
         "--data-root",
         default=None,
         help=f"folder holding the named datasets (default: ${DATA_ROOT_ENV}, else Datasets/)",
     )
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--data-root``, ``--limit`` and ``--group`` to a parser."""
+    group = parser.add_argument_group("images")
+    add_data_root_argument(group)
     group.add_argument("--limit", type=int, default=None,
                        help="use only the first N images of the input (default: all)")
     group.add_argument("--group", choices=("experimental", "control"), default=None,

@@ -337,7 +337,7 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def get_model(name: str, weights: str | os.PathLike | None = None, download: bool = False,
-              device: str = "cpu", **params: Any) -> FeatureModel:
+              device: str = "auto", **params: Any) -> FeatureModel:
     """Build a registered model with its weights and preprocessing.
 
     Parameters
@@ -349,7 +349,8 @@ def get_model(name: str, weights: str | os.PathLike | None = None, download: boo
     download : bool
         Allow downloading missing weights (never done implicitly).
     device : str
-        Where to put the model.
+        Where to put the model: ``"auto"`` (CUDA when present, else CPU, as everywhere),
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
     **params
         Model-specific options (see ``model_spec(name).params``).
 

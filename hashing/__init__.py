@@ -7,7 +7,7 @@ digest (`run_benchmark`, `write_digest`, `load_digest`) and figures (`hashing.pl
 """
 
 from hashing import classical as _classical  # noqa: F401  (registers the hashes)
-from hashing.benchmark import BenchmarkResult, load_records, run_benchmark
+from hashing.benchmark import BenchmarkResult, Protocol, load_records, run_benchmark, study_protocol
 from hashing.describe import describe
 from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes
 from hashing.digest import Digest, compute_digest, load_digest, write_digest
@@ -31,6 +31,7 @@ __all__ = [
     "METRICS",
     "Algorithm",
     "BenchmarkResult",
+    "Protocol",
     "BinaryCodes",
     "FEATURE_DISTANCES",
     "FloatFeatures",
@@ -57,6 +58,7 @@ __all__ = [
     "register_provider",
     "simhash",
     "run_benchmark",
+    "study_protocol",
     "write_digest",
 ]
 

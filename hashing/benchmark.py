@@ -193,3 +193,96 @@ def run_benchmark(
         match_time=match_time,
         wall_seconds=time.perf_counter() - started,
     )
+
+
+@dataclass
+class Protocol:
+    """The study's copy-detection protocol on a dataset: which originals are the database,
+    which are attacked, and where the queries come from.
+
+    Use `study_protocol` to make one; `queries()` then gives the query stream and ``bad``
+    collects what was skipped on the way.
+    """
+
+    database: list[ImageRecord]
+    control: list[ImageRecord]
+    attacked: list[ImageRecord]
+    attacks: list
+    seed: int
+    query_records: list[ImageRecord] | None = None
+    workers: int | None = None
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    _stream: object = None
+
+    @property
+    def n_queries(self) -> int:
+        """Queries planned (those actually matched can be fewer: unreadable ones are skipped)."""
+        if self.query_records is not None:
+            return len(self.query_records)
+        return len(self.attacked) * len(self.attacks)
+
+    def database_images(self) -> Iterator[Query]:
+        """The database originals, read from disk (unreadable ones skipped, in ``bad``)."""
+        return load_records(self.database, self.bad)
+
+    def queries(self) -> Iterable[Query]:
+        """The queries: read from the manifest, or attacked on the fly (seeded by seed, image
+        id and attack id, in worker processes)."""
+        if self.query_records is not None:
+            return load_records(self.query_records, self.bad)
+        from generator.pipeline import iter_attacks
+
+        self._stream = iter_attacks(self.attacked, self.attacks, seed=self.seed,
+                                    workers=self.workers)
+        return self._stream
+
+    def finish(self) -> list[tuple[str, str]]:
+        """Every input skipped so far (after the queries were consumed)."""
+        if self._stream is not None:
+            self.bad += [(str(b.path), b.reason) for b in self._stream.bad]
+            self._stream = None
+        return self.bad
+
+
+def study_protocol(
+    records: Sequence[ImageRecord],
+    attacks: Sequence,
+    n_experimental: int = 250,
+    n_control: int = 250,
+    n_attacked: int = 100,
+    split_seed: int = 0,
+    seed: int = 0,
+    query_records: Sequence[ImageRecord] | None = None,
+    workers: int | None = None,
+) -> Protocol:
+    """The original study's protocol: a seeded split of the originals into the database
+    (experimental group) and a control group never in it; the first ``n_attacked`` of each
+    group attacked with every attack (or the queries of a manifest, whose ``source_id`` tells
+    positives from negatives).
+
+    Raises
+    ------
+    ValueError
+        An empty database, more attacked images than a group holds, or no query.
+    """
+    from data_retrieval.splits import CONTROL, EXPERIMENTAL, split_groups
+
+    groups = split_groups(list(records), n_experimental, n_control, split_seed)
+    database = [r for r in groups if r.group == EXPERIMENTAL]
+    control = [r for r in groups if r.group == CONTROL]
+    if not database:
+        raise ValueError("--n-experimental is 0: the database would be empty")
+    attacked: list[ImageRecord] = []
+    if query_records is not None:
+        if not query_records:
+            raise ValueError("the query manifest lists no image")
+    else:
+        if n_attacked > len(database) or (control and n_attacked > len(control)):
+            raise ValueError(f"--n-attacked {n_attacked} is more than a group holds "
+                             f"({len(database)} experimental, {len(control)} control)")
+        attacked = database[:n_attacked] + control[:n_attacked]
+    protocol = Protocol(database, control, attacked, list(attacks), seed,
+                        None if query_records is None else list(query_records), workers)
+    if protocol.n_queries == 0:
+        raise ValueError("no query: choose --n-attacked > 0 and at least one attack")
+    return protocol

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from data_retrieval import load_dataset
+from data_retrieval.cli import add_data_root_argument
 from extractor import extract, get_model
 from helpers import available_cpus, load_image, resolve_device, results_root, write_json
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--dataset", default="bsds500")
-    parser.add_argument("--data-root", default=None)
+    add_data_root_argument(parser)
     parser.add_argument("--n-images", type=int, default=320, help="default: 320")
     parser.add_argument("--batch-size", type=int, default=32, help="default: 32")
     parser.add_argument("--workers", type=int, default=None,

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from data_retrieval import load_dataset
+from data_retrieval.cli import add_data_root_argument
 from generator import default_attacks, iter_attacks, write_attacks
 from generator.pipeline import apply_attack
 from helpers import (
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="bsds500", help="dataset to attack (default: bsds500)")
-    parser.add_argument("--data-root", default=None, help="data root (default: $DATASETS_DIR)")
+    add_data_root_argument(parser)
     parser.add_argument("--n-images", type=int, default=100, help="images (default: 100)")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes for the full runs (default: one per core)")

@@ -22,6 +22,7 @@ import imagehash
 import numpy as np
 
 from data_retrieval import load_dataset
+from data_retrieval.cli import add_data_root_argument
 from hashing import describe_many, get_algorithm, nearest, pairwise
 from helpers import available_cpus, load_image, results_root, write_json
 
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="bsds500")
-    parser.add_argument("--data-root", default=None)
+    add_data_root_argument(parser)
     parser.add_argument("--n-images", type=int, default=200)
     parser.add_argument("--n-crop-reference", type=int, default=20,
                         help="images imagehash's slow crop-resistant hash is timed on (20)")

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from data_retrieval import data_root, dataset_info, list_datasets
+from data_retrieval.cli import add_data_root_argument
 from helpers import DownloadError, setup_logging
 
 
@@ -21,8 +22,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=list_datasets(),
                         help=f"dataset (downloadable: {', '.join(downloadable)})")
-    parser.add_argument("--data-root", default=None,
-                        help="where datasets live (default: $DATASETS_DIR, else Datasets/)")
+    add_data_root_argument(parser)
     parser.add_argument("--url", default=None, help="archive URL (default: the official one)")
     args = parser.parse_args(argv)
     setup_logging("INFO")

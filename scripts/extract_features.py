@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from data_retrieval import load_dataset, load_images
+from data_retrieval.cli import add_data_root_argument
 from extractor import WeightsNotFoundError, extract_to_store, get_model, list_models
 from extractor.store import default_features_dir
 from generator import attacked_images
@@ -71,9 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", required=True,
                         help="dataset name, folder:<path>, a folder, or a manifest .csv (its "
                              "source_id, attack_id and group go into the store's records)")
-    parser.add_argument("--data-root", default=None,
-                        help="folder holding the datasets (default: $DATASETS_DIR, else "
-                             "Datasets/)")
+    add_data_root_argument(parser)
     parser.add_argument("--subset", default=None, help="dataset subset, e.g. train")
     parser.add_argument("--limit", type=int, default=None, help="first N images only")
     parser.add_argument("--store-name", default=None,

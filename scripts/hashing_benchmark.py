@@ -24,12 +24,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from data_retrieval import load_dataset, read_manifest, split_groups
-from data_retrieval.splits import CONTROL, EXPERIMENTAL
+from data_retrieval import load_dataset, read_manifest
+from data_retrieval.cli import add_data_root_argument
 from generator.cli import add_attack_arguments, attacks_from_args
-from generator.pipeline import iter_attacks
 from hashing import list_algorithms, parse_algorithm
-from hashing.benchmark import load_records, run_benchmark
+from hashing.benchmark import run_benchmark, study_protocol
 from hashing.digest import REPORT_FPR, load_digest, write_digest
 from hashing.plots import plot_digest
 from helpers import (
@@ -65,8 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="bsds500",
                       help="dataset name or folder:<path> (default: bsds500)")
-    data.add_argument("--data-root", default=None,
-                      help="folder holding the datasets (default: $DATASETS_DIR, else Datasets/)")
+    add_data_root_argument(data)
     data.add_argument("--n-experimental", type=int, default=250,
                       help="originals in the database (default: 250)")
     data.add_argument("--n-control", type=int, default=250,
@@ -144,27 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--algorithms gives the same method twice: {labels}")
             attacks, seed, options = attacks_from_args(args)
             dataset = load_dataset(args.dataset, args.data_root)
-            groups = split_groups(dataset.records, args.n_experimental, args.n_control,
-                                  args.split_seed)
-            database = [r for r in groups if r.group == EXPERIMENTAL]
-            control = [r for r in groups if r.group == CONTROL]
-            if not database:
-                raise ValueError("--n-experimental is 0: the database would be empty")
-            if args.queries:
-                queries_records = read_manifest(args.queries)
-                if not queries_records:
-                    raise ValueError(f"{args.queries} lists no image")
-                n_planned = len(queries_records)
-            else:
-                if args.n_attacked > len(database) or (control and
-                                                       args.n_attacked > len(control)):
-                    raise ValueError(f"--n-attacked {args.n_attacked} is more than a group "
-                                     f"holds ({len(database)} experimental, "
-                                     f"{len(control)} control)")
-                attacked = database[:args.n_attacked] + control[:args.n_attacked]
-                n_planned = len(attacked) * len(attacks)
-            if n_planned == 0:
-                raise ValueError("no query: choose --n-attacked > 0 and at least one attack")
+            protocol = study_protocol(
+                dataset.records, attacks, args.n_experimental, args.n_control,
+                args.n_attacked, args.split_seed, seed,
+                read_manifest(args.queries) if args.queries else None, args.workers)
             target = Path(args.output) if args.output else results_root() / args.name
             output = stack.enter_context(output_dir(
                 target, SCRIPT, overwrite=args.overwrite,
@@ -175,33 +156,25 @@ def main(argv: list[str] | None = None) -> int:
                   "algorithms": labels,
                   "attacks": [a.id for a in attacks], "seed": seed,
                   "options": {k: str(v) for k, v in options.items()},
-                  "database": [r.image_id for r in database]}
+                  "database": [r.image_id for r in protocol.database]}
         write_experiment_json(output, config, started_at=started, script=SCRIPT)
-        bad: list[tuple[str, str]] = [(str(b.path), b.reason) for b in dataset.bad]
-        if args.queries:
-            queries = load_records(queries_records, bad)
-            stream = None
-        else:
-            stream = iter_attacks(attacked, attacks, seed=seed, workers=args.workers)
-            queries = stream
+        protocol.bad += [(str(b.path), b.reason) for b in dataset.bad]
         try:
-            result = run_benchmark(algorithms, load_records(database, bad), queries,
+            result = run_benchmark(algorithms, protocol.database_images(), protocol.queries(),
                                    batch_size=args.batch_size, device=args.device,
-                                   workers=args.workers, total_queries=n_planned)
+                                   workers=args.workers, total_queries=protocol.n_queries)
         except ValueError as exc:  # nothing readable to match
             write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
                                   script=SCRIPT, extra={"error": str(exc),
-                                                        "bad_inputs": _bad_rows(bad)})
+                                                        "bad_inputs": _bad_rows(protocol.bad)})
             return fail(f"{exc}; see {output / 'experiment.json'}")
-        if stream is not None:
-            bad += [(str(b.path), b.reason) for b in stream.bad]
-        result.bad = bad
+        bad = result.bad = protocol.finish()
         n_matched = result.matches["query_id"].nunique()
         thresholds = {a.label: args.thresholds for a in algorithms} if args.thresholds else None
         digest = write_digest(result, output, thresholds, args.summary_threshold)
         write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
                               script=SCRIPT, extra={
-            "counts": {"database": len(result.database), "queries_planned": n_planned,
+            "counts": {"database": len(result.database), "queries_planned": protocol.n_queries,
                        "queries": n_matched, "bad": len(bad)},
             "bad_inputs": _bad_rows(bad),
             "wall_seconds": round(result.wall_seconds, 3)})
