@@ -36,7 +36,7 @@ from helpers.paths import printable, project_root, results_root
 from helpers.plotting import figure_style
 from helpers.progress import progress
 from helpers.seeding import derive_seed, rng_for, seed_everything
-from helpers.timing import Timer
+from helpers.timing import Timer, Timing, time_repeated
 
 __all__ = [
     "Distributed",
@@ -45,6 +45,8 @@ __all__ = [
     "DownloadError",
     "ImageLoadError",
     "Timer",
+    "Timing",
+    "time_repeated",
     "atomic_path",
     "available_cpus",
     "atomic_write",

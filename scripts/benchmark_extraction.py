@@ -23,7 +23,14 @@ import torch
 from data_retrieval import load_dataset
 from data_retrieval.cli import add_data_root_argument
 from extractor import extract, get_model
-from helpers import available_cpus, load_image, resolve_device, results_root, write_json
+from helpers import (
+    available_cpus,
+    load_image,
+    resolve_device,
+    results_root,
+    time_repeated,
+    write_json,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,28 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     batches = [model.collate(inputs[i:i + args.batch_size])
                for i in range(0, n, args.batch_size)]
 
-    def model_only() -> float:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        tic = time.perf_counter()
+    def model_only() -> None:
         for batch in batches:
             model.forward(batch)  # returns CPU tensors: includes the copy back
-        return time.perf_counter() - tic
 
-    def pipeline() -> float:
-        tic = time.perf_counter()
+    def pipeline() -> None:
         out = extract(model, paths, batch_size=args.batch_size, workers=workers,
                       show_progress=False)
         assert len(out.ids) == n
-        return time.perf_counter() - tic
 
-    model_only()  # warm-up (allocations, cuDNN autotuning)
-    pipeline()
-    runs = {"model_only": [], "pipeline": []}
-    for _ in range(args.repeats):  # interleaved, so load changes hit both alike
-        runs["model_only"].append(model_only())
-        runs["pipeline"].append(pipeline())
-    best = {k: min(v) for k, v in runs.items()}
+    # one warm-up each (allocations, cuDNN autotuning), then interleaved timed runs
+    timings = time_repeated({"model_only": model_only, "pipeline": pipeline},
+                            repeats=args.repeats, warmup=1,
+                            sync=torch.cuda.synchronize if device.startswith("cuda") else None)
+    runs = {k: t.runs for k, t in timings.items()}
+    best = {k: t.best for k, t in timings.items()}
     result = {
         "machine": {"platform": platform.platform(), "cpus": available_cpus(),
                     "processor": platform.processor(), "device": device,

@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import imagehash
@@ -24,7 +23,7 @@ import numpy as np
 from data_retrieval import load_dataset
 from data_retrieval.cli import add_data_root_argument
 from hashing import describe_many, get_algorithm, nearest, pairwise
-from helpers import available_cpus, load_image, results_root, write_json
+from helpers import available_cpus, load_image, results_root, time_repeated, write_json
 
 FIVE = ["ahash", "phash", "dhash", "whash", "colorhash"]
 REFERENCE = [imagehash.average_hash, imagehash.phash, imagehash.dhash, imagehash.whash,
@@ -32,12 +31,9 @@ REFERENCE = [imagehash.average_hash, imagehash.phash, imagehash.dhash, imagehash
 
 
 def timed(func, repeat: int = 1) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        tic = time.perf_counter()
-        out = func()
-        best = min(best, time.perf_counter() - tic)
-    return best, out
+    """Best of ``repeat`` runs and the last result (warm-ups are explicit at the call sites)."""
+    timing = time_repeated(func, repeats=repeat, warmup=0)
+    return timing.best, timing.result
 
 
 def bench_hashes(images, workers: list[int]) -> dict:

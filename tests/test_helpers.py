@@ -285,3 +285,18 @@ def test_fast_png_is_lossless(tmp_path, photo, mode):
     with Image.open(path) as back:
         assert back.mode == mode
         np.testing.assert_array_equal(np.asarray(back), np.asarray(image))
+
+
+def test_time_repeated_warms_up_then_interleaves():
+    from helpers import time_repeated
+
+    calls = []
+    timings = time_repeated({"a": lambda: calls.append("a") or 1,
+                             "b": lambda: calls.append("b") or 2}, repeats=3, warmup=1)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then three interleaved rounds
+    assert len(timings["a"].runs) == 3 and timings["b"].result == 2
+    assert timings["a"].best <= timings["a"].median
+    single = time_repeated(lambda: 7, repeats=2, warmup=0)
+    assert single.result == 7 and len(single.runs) == 2
+    with pytest.raises(ValueError, match="repeats"):
+        time_repeated(lambda: 0, repeats=0)
