@@ -7,6 +7,7 @@ from helpers.device import available_cpus, resolve_device
 from helpers.distributed import Distributed, distributed
 from helpers.download import DownloadError, download_file
 from helpers.experiment import (
+    experiment_record,
     now_iso,
     package_versions,
     write_experiment_json,
@@ -55,6 +56,7 @@ __all__ = [
     "get_logger",
     "load_image",
     "now_iso",
+    "experiment_record",
     "package_versions",
     "parse_key_values",
     "output_dir",

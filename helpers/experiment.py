@@ -105,6 +105,19 @@ def write_experiment_json(
     Path
         The written file.
     """
+    return write_json(Path(folder) / "experiment.json",
+                      experiment_record(config, started_at, ended_at, extra, script))
+
+
+def experiment_record(
+    config: Any,
+    started_at: str | None = None,
+    ended_at: str | None = None,
+    extra: dict[str, Any] | None = None,
+    script: str | None = None,
+) -> dict[str, Any]:
+    """What `write_experiment_json` writes, as a dict: for results that are one file (a
+    speed benchmark's JSON embeds it as ``"experiment"``)."""
     record = {
         "script": script or Path(sys.argv[0]).stem,
         "config": _plain(config),
@@ -121,4 +134,4 @@ def write_experiment_json(
     }
     if extra:
         record.update(extra)
-    return write_json(Path(folder) / "experiment.json", record)
+    return record

@@ -25,6 +25,7 @@ from data_retrieval.cli import add_data_root_argument
 from extractor import extract, get_model
 from helpers import (
     available_cpus,
+    experiment_record,
     load_image,
     resolve_device,
     results_root,
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     output = Path(args.output) if args.output else (
         results_root() / "benchmarks" / f"extraction_{device.split(':')[0]}.json")
+    result["experiment"] = experiment_record(vars(args), script="benchmark_extraction")
     write_json(output, result)
     print(f"wrote {output}")
     print(f"{args.model} batch {args.batch_size} on {device}: model only "

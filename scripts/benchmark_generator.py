@@ -29,6 +29,7 @@ from generator.pipeline import apply_attack
 from helpers import (
     Timer,
     available_cpus,
+    experiment_record,
     load_image,
     now_iso,
     package_versions,
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                         "target_seconds": 90},
         "per_family_one_process": families,
     }
+    result["experiment"] = experiment_record(vars(args), script="benchmark_generator")
     write_json(output, result)
     print(f"in memory: {count} images in {memory.elapsed:.1f} s; to disk: {report.written} "
           f"PNG + manifest in {disk.elapsed:.1f} s ({workers} workers) -> {output}")

@@ -23,7 +23,14 @@ import numpy as np
 from data_retrieval import load_dataset
 from data_retrieval.cli import add_data_root_argument
 from hashing import describe_many, get_algorithm, nearest, pairwise
-from helpers import available_cpus, load_image, results_root, time_repeated, write_json
+from helpers import (
+    available_cpus,
+    experiment_record,
+    load_image,
+    results_root,
+    time_repeated,
+    write_json,
+)
 
 FIVE = ["ahash", "phash", "dhash", "whash", "colorhash"]
 REFERENCE = [imagehash.average_hash, imagehash.phash, imagehash.dhash, imagehash.whash,
@@ -159,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "jensenshannon": bench_js(*args.js),
         "hamming_1nn": bench_hamming(*args.hamming),
     }
+    result["experiment"] = experiment_record(vars(args), script="benchmark_hashing")
     write_json(output, result)
     print(f"wrote {output}")
     for key in ("five_hashes", "crop_resistant", "jensenshannon", "hamming_1nn"):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from data_retrieval import split_groups, write_manifest
 from data_retrieval.cli import add_data_arguments, images_from_args, input_help
-from helpers import results_root, setup_logging
+from helpers import experiment_record, results_root, setup_logging, write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     write_manifest(records, output)
+    write_json(output.with_suffix(".experiment.json"),
+               experiment_record(vars(args), script="create_groups"))
     counts = Counter(r.group for r in records)
     print(f"{output}: {counts['experimental']} experimental, {counts['control']} control "
           f"(seed {args.seed}, from {len(dataset.records)} images of {args.input})")

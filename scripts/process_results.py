@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hashing.digest import load_digest
 from hashing.plots import plot_digest
-from helpers import setup_logging
+from helpers import experiment_record, setup_logging, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     output = Path(args.output) if args.output else Path(args.results[0]) / "figures"
     written = plot_digest(digest, output, args.threshold)
+    # its own name: --output may be a digest folder, whose experiment.json is the benchmark's
+    write_json(output / "process_results.experiment.json",
+               experiment_record(vars(args), script="process_results"))
     print(f"wrote {len(written)} figure files to {output}")
     print(digest.summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     return 0
