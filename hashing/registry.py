@@ -81,7 +81,15 @@ class Algorithm:
         return self.name in _WHOLE_BATCH
 
     def describe(self, images: Sequence[Image.Image] | Any) -> Any:
-        """Descriptors of a list of PIL images (or of a prepared ``GrayBatch``)."""
+        """Descriptors of a list of PIL images (or of a prepared ``GrayBatch``): the building
+        block, no ids attached. Anything else `hashing.describe` takes (paths, records, a
+        dataset, a manifest...) goes through `hashing.describe` and gets its ids."""
+        if not isinstance(images, GrayBatch) and not (
+                isinstance(images, list | tuple)
+                and all(isinstance(im, Image.Image) for im in images)):
+            from hashing.describe import describe
+
+            return describe(images, self)
         if self.whole_batch:
             batch = images.images if isinstance(images, GrayBatch) else list(images)
         else:

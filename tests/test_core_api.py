@@ -80,7 +80,8 @@ def test_describe_takes_every_kind_of_input(folder, tmp_path):
     by_manifest = describe(manifest, "dhash")
     by_images = describe([(p.stem, load_image(p)) for p in paths], "dhash")
     by_dataset = describe(load_dataset(f"folder:{folder}"), "dhash")
-    for other in (by_records, by_manifest, by_images, by_dataset):
+    by_algorithm = get_algorithm("dhash").describe(paths)  # the building block takes them too
+    for other in (by_records, by_manifest, by_images, by_dataset, by_algorithm):
         np.testing.assert_array_equal(other.packed, by_paths.packed)
         assert other.ids == by_paths.ids
     assert by_paths.records is None and by_records.records[0].group == "experimental"
