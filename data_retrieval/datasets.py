@@ -153,6 +153,14 @@ def _list_sample(root: Path, subset: str | None, check: bool) -> Dataset:
 # --- folder-based datasets ---------------------------------------------------------------------
 
 
+def _skipped_summary(bad: list[BadImage]) -> str:
+    """`` (3 files skipped: a.jpg: empty file (0 bytes); ...)`` or nothing."""
+    if not bad:
+        return ""
+    shown = "; ".join(f"{b.path.name}: {b.reason}" for b in bad[:3])
+    return f" ({len(bad)} file(s) skipped: {shown}{' ...' if len(bad) > 3 else ''})"
+
+
 def _require_folder(info: DatasetInfo, folder: Path) -> None:
     if not folder.is_dir():
         raise DatasetNotFoundError(
@@ -179,7 +187,8 @@ def _folder_lister(info_name: str) -> Callable[[Path, str | None, bool], Dataset
             records, bad = list_images(folder, check=check)
         if not records:
             raise DatasetNotFoundError(
-                f"dataset {info.name!r}: no images in {folder}. {info.how_to_get}"
+                f"dataset {info.name!r}: no readable image in {folder}{_skipped_summary(bad)}. "
+                f"{info.how_to_get}"
             )
         return Dataset(info.name, folder, records, bad)
 
@@ -324,7 +333,8 @@ def load_dataset(
             raise DatasetNotFoundError(f"{name}: folder {folder} does not exist")
         records, bad = list_images(folder, check=check)
         if not records:
-            raise DatasetNotFoundError(f"{name}: no image files in {folder}")
+            raise DatasetNotFoundError(f"{name}: no readable image in {folder}"
+                                       + _skipped_summary(bad))
         dataset = Dataset(name, folder, records, bad)
     else:
         info = dataset_info(name)

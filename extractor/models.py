@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
-from helpers import get_logger, method_label, unknown_name
+from helpers import check_param_type, get_logger, method_label, unknown_name
 
 logger = get_logger(__name__)
 
@@ -366,6 +366,8 @@ def get_model(name: str, weights: str | os.PathLike | None = None, download: boo
     if unknown:
         raise ValueError(f"model {name!r} has no parameter(s) {sorted(unknown)}; parameters: "
                          f"{', '.join(spec.params) or 'none'}")
+    for key, value in params.items():
+        check_param_type(f"model {name!r}", key, value, spec.params[key])
     from helpers import resolve_device
 
     device = resolve_device(device)

@@ -20,7 +20,9 @@ from generator.registry import register_attack
 from generator.text import draw_meme_text
 
 _BICUBIC = Image.Resampling.BICUBIC
-_POSITIVE = (lambda v: v > 0, "> 0")
+# Every numeric parameter is bounded: the id prints it, so 1e16 would print as "1e+16" and
+# "+" joins compositions; and sizes scale memory.
+_VARIANCE = (lambda v: 0 < v <= 1, "in (0, 1]")
 _FRACTION = (lambda v: 0 <= v <= 1, "in [0, 1]")
 _ODD_KERNEL = (lambda v: 1 <= v <= 99 and v % 2 == 1, "an odd integer in [1, 99]")
 # Size factors are bounded: a ratio of 1e9 would ask for an image of 1e20 pixels.
@@ -43,7 +45,7 @@ def _to_uint8(values: np.ndarray) -> Image.Image:
 
 
 @register_attack("gaussian_noise_{variance}", default_set=(0.01, 0.02, 0.05),
-                 checks={"variance": _POSITIVE})
+                 checks={"variance": _VARIANCE})
 def gaussian_noise(image: Image.Image, variance: float, *, rng: np.random.Generator) -> Image.Image:
     """Additive Gaussian noise of the given variance on pixel values scaled to [0, 1]."""
     x = _array(image).astype(np.float32) * np.float32(1 / 255)
@@ -68,7 +70,7 @@ def salt_pepper_noise(
 
 
 @register_attack("speckle_noise_{variance}", default_set=(0.01, 0.02, 0.05),
-                 checks={"variance": _POSITIVE})
+                 checks={"variance": _VARIANCE})
 def speckle_noise(image: Image.Image, variance: float, *, rng: np.random.Generator) -> Image.Image:
     """Multiplicative (speckle) noise ``x + x * n`` with ``n ~ N(0, variance)``, x on [0, 1]."""
     x = _array(image).astype(np.float32) * np.float32(1 / 255)
@@ -138,7 +140,8 @@ def cropping(image: Image.Image, percentage: float) -> Image.Image:
     return image.resize((width, height), _BICUBIC, box=(left, top, left + new_w, top + new_h))
 
 
-@register_attack("rotation_{angle}_and_rescaling", default_set=(5, 10, 20, 40, 60))
+@register_attack("rotation_{angle}_and_rescaling", default_set=(5, 10, 20, 40, 60),
+                 checks={"angle": (lambda v: -360 <= v <= 360, "in [-360, 360]")})
 def rotation(image: Image.Image, angle: float) -> Image.Image:
     """Rotation by ``angle`` degrees counter-clockwise, canvas expanded (black corners), resized
     back to the original size (bicubic)."""
@@ -183,7 +186,7 @@ def shearing(image: Image.Image, angle: float) -> Image.Image:
 # --- enhancements -------------------------------------------------------------------------------
 
 _FACTORS = (0.5, 0.66, 1.5, 2)
-_FACTOR_CHECK = {"factor": (lambda v: v >= 0, ">= 0")}
+_FACTOR_CHECK = {"factor": (lambda v: 0 <= v <= 100, "in [0, 100]")}
 
 
 @register_attack("contrast_enhancement_{factor}", default_set=_FACTORS, checks=_FACTOR_CHECK)
@@ -250,7 +253,7 @@ def _is_colour(name: str) -> bool:
 
 
 @register_attack("padding_{fraction}_{color}",
-                 checks={"fraction": _SIZE_FACTOR,
+                 checks={"fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
                          "color": (_is_colour, "a CSS colour name or #rrggbb")})
 def padding(image: Image.Image, fraction: float, color: str = "black") -> Image.Image:
     """A border on every side, ``fraction`` of the image's width (left, right) and height (top,

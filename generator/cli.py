@@ -47,7 +47,7 @@ def attacks_from_args(args: argparse.Namespace) -> tuple[list[AnyAttack], int, d
     if args.attack_config:
         config = load_attack_config(args.attack_config)
         specs += config["attacks"]
-        seed = int(config.get("seed", 0))
+        seed = config["seed"]
         options.update(config.get("options", {}))
     if args.attacks:
         specs += args.attacks
@@ -58,4 +58,34 @@ def attacks_from_args(args: argparse.Namespace) -> tuple[list[AnyAttack], int, d
     for key in ("font", "background"):
         if getattr(args, key, None):
             options[key] = getattr(args, key)
-    return parse_attack_specs(specs, options), seed, options
+    attacks = parse_attack_specs(specs, options)
+    check_attack_options(attacks, options)
+    return attacks, seed, options
+
+
+def check_attack_options(attacks: list[AnyAttack], options: dict[str, Any]) -> None:
+    """The font and background files the chosen attacks will use open now, not on the first
+    image of a long run.
+
+    Raises
+    ------
+    ValueError
+        A font Pillow cannot read, or a background that is not a readable image.
+    """
+    used = {step.family for attack in attacks for step in attack.steps}
+    font = options.get("font")
+    if font and "text" in used:
+        from PIL import ImageFont
+
+        try:
+            ImageFont.truetype(str(font), 20)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--font {font}: not a font Pillow can read ({exc})") from None
+    background = options.get("background")
+    if background and "overlay" in used:
+        from helpers import ImageLoadError, load_image
+
+        try:
+            load_image(background)
+        except ImageLoadError as exc:
+            raise ValueError(f"--background {background}: {exc.reason}") from None

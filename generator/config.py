@@ -115,34 +115,69 @@ def parse_attack_specs(
     return unique_attacks(attacks)
 
 
+#: Largest config file read (a config is a few lines; a huge one is a mistake or an attack).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a config never needs them, and nested aliases
+    ("billion laughs") expand a few hundred bytes into gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def load_attack_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) attack configuration.
 
     Returns
     -------
     dict
-        ``attacks`` (list of specs), and ``seed`` and ``options`` when present.
+        ``attacks`` (a non-empty list of specs), and ``seed`` (an integer) and ``options`` (a
+        table of strings) when present.
+
+    Raises
+    ------
+    ValueError
+        Anything else, naming the file and the key.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"attack config {path} not found")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: a config file of {path.stat().st_size:,} bytes is too large")
     try:
         if path.suffix.lower() == ".toml":
             with open(path, "rb") as handle:
                 data = tomllib.load(handle)
         elif path.suffix.lower() in (".yaml", ".yml"):
             with open(path, encoding="utf-8") as handle:
-                data = yaml.safe_load(handle) or {}
+                data = yaml.load(handle, Loader=_NoAliasLoader) or {}  # noqa: S506 - safe
         else:
             raise ValueError(f"{path}: config files must end in .toml, .yaml or .yml")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot parse ({exc})") from None
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: cannot parse ({first})") from None
     if not isinstance(data, dict) or "attacks" not in data:
         raise ValueError(f"{path}: expected a top-level 'attacks' list")
     attacks = data["attacks"]
     if isinstance(attacks, str | Mapping):
         attacks = [attacks]
+    if not isinstance(attacks, list) or not attacks:
+        raise ValueError(f"{path}: 'attacks' must list at least one attack")
     unknown = set(data) - {"attacks", "seed", "options"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; allowed: attacks, seed, options")
-    return {"attacks": list(attacks), **{k: data[k] for k in ("seed", "options") if k in data}}
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"{path}: 'seed' must be an integer in [0, 2**63), got {seed!r}")
+    options = data.get("options", {})
+    if not isinstance(options, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
+        raise ValueError(f"{path}: 'options' must be a table of names to strings (font, "
+                         f"background), got {options!r}")
+    return {"attacks": attacks, "seed": seed, "options": dict(options)}

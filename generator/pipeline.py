@@ -30,6 +30,7 @@ from generator.registry import AnyAttack
 from helpers import (
     DEFAULT_MAX_PIXELS,
     ImageLoadError,
+    OutputError,
     atomic_write,
     available_cpus,
     check_relative_id,
@@ -43,6 +44,9 @@ from helpers import (
 )
 
 logger = get_logger(__name__)
+
+#: Formats attacked images can be written in (ones every image reader opens).
+IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
 
 #: Pillow save options per output format: fast lossless PNG, high-quality JPEG.
 SAVE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -362,8 +366,9 @@ def output_format(name: str) -> tuple[str, str]:
     """
     ext = str(name).lower().lstrip(".")
     fmt = Image.registered_extensions().get(f".{ext}")
-    if not ext or fmt is None or fmt not in Image.SAVE:
-        raise ValueError(f"cannot write images as {name!r}; formats: png, jpg, webp, bmp, tiff")
+    if ext not in IMAGE_FORMATS or fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"cannot write images as {name!r}; formats: "
+                         f"{', '.join(IMAGE_FORMATS)}")
     return ext, fmt
 
 
@@ -469,10 +474,8 @@ def write_attacks(
     -------
     WriteReport
 
-    Raises
-    ------
-    helpers.OutputError
-        An image id that would write outside ``output_dir``.
+    An image whose id cannot name a file inside ``output_dir`` (``../x``, a backslash, a
+    200-byte name) is reported and skipped like an unreadable one.
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
@@ -482,12 +485,20 @@ def write_attacks(
     output_dir.mkdir(parents=True, exist_ok=True)
     workers = _resolve_workers(workers)
     attacks = list(attacks)
-    tasks = [(r, attacks, seed, output_dir, ext, fmt, options, max_pixels) for r in records]
-
-    for record in records:  # every id is checked before the first image is written
-        check_relative_id(record.image_id)
     out_records: list[ImageRecord] = []
     bad: list[BadImage] = list(known_bad)
+    usable = []
+    for record in records:  # every id is checked before the first image is written
+        try:
+            for attack in attacks:
+                attack_path(output_dir, record, attack, ext)
+        except OutputError as exc:  # a file name that cannot name an output: reported
+            _report_bad(BadImage(record.path or Path(record.image_id),
+                                 f"cannot name an output file: {exc}"), on_error, bad)
+            continue
+        usable.append(record)
+    records = usable
+    tasks = [(r, attacks, seed, output_dir, ext, fmt, options, max_pixels) for r in records]
     written = skipped = 0
     bar = progress(total=len(tasks), desc="writing attacks", unit="img",
                    disable=None if show_progress is None else not show_progress)

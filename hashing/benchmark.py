@@ -241,6 +241,7 @@ class Protocol:
         if self._stream is not None:
             self.bad += [(str(b.path), b.reason) for b in self._stream.bad]
             self._stream = None
+        self.bad = list(dict.fromkeys(self.bad))  # a file bad as original and as query: once
         return self.bad
 
 

@@ -230,6 +230,13 @@ def _roc_frame(curves: dict[str, Any], **keys: str) -> pd.DataFrame:
                          "threshold": curves["thresholds"], **keys})
 
 
+def _tags(paths: list[Path]) -> list[str]:
+    """One distinct tag per digest folder: its name, else its path, else a number."""
+    names = [p.name for p in paths]
+    tags = [n if names.count(n) == 1 else str(p) for n, p in zip(names, paths, strict=True)]
+    return [t if tags.count(t) == 1 else f"{t}#{i + 1}" for i, t in enumerate(tags)]
+
+
 def load_digest(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Digest:
     """Read one digest folder, or several merged (their rows concatenated, each tagged with
     its folder name in column ``digest``).
@@ -242,12 +249,12 @@ def load_digest(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Diges
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     parts: dict[str, list[pd.DataFrame]] = {f: [] for f in Digest.__dataclass_fields__}
-    for path in paths:
+    tags = _tags([Path(p) for p in paths])
+    for path, tag in zip(paths, tags, strict=True):
         path = Path(path)
         for name in TABLE_FILES.values():
             if not (path / name).is_file():
                 raise FileNotFoundError(f"{path} is not a benchmark digest: {name} is missing")
-        tag = path.name
         general, attacks = read_json(path / "general.json"), read_json(path / "attacks.json")
         found = {
             "metrics": _frame(general["metrics"]), "summary": _frame(general["summary"]),

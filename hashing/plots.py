@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from hashing.digest import Digest
-from helpers import atomic_path, figure_style, printable
+from helpers import atomic_path, figure_style, file_name, printable, safe_child
 
 logger = logging.getLogger(__name__)
 # the PDF backend's font subsetting logs every table at INFO
@@ -24,9 +24,11 @@ logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 
 def _save(fig, folder: Path, name: str) -> list[Path]:
+    # names hold algorithm labels from the digest: made safe, and kept inside the folder
+    name = file_name(name)
     out = []
     for ext in ("pdf", "png"):
-        path = folder / f"{name}.{ext}"
+        path = safe_child(folder, f"{name}.{ext}")
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
         out.append(path)
@@ -154,11 +156,29 @@ def plot_galleries(digest: Digest, folder: Path, threshold: float, count: int = 
     return out
 
 
+def _distinct_algorithms(digest: Digest) -> Digest:
+    """Merged digests that share an algorithm name: each becomes ``name [digest]``, so that
+    curves, legends and files stay one per run."""
+    runs = digest.summary.get("digest")
+    if runs is None or runs.nunique() < 2:
+        return digest
+    if not digest.summary.duplicated("algorithm").any():
+        return digest
+    frames = {}
+    for key, frame in vars(digest).items():
+        if {"algorithm", "digest"} <= set(frame.columns):
+            frame = frame.assign(algorithm=frame["algorithm"].astype(str) + " ["
+                                 + frame["digest"].astype(str) + "]")
+        frames[key] = frame
+    return Digest(**frames)
+
+
 def plot_digest(digest: Digest, folder: str | os.PathLike, threshold: float = 0.2
                 ) -> list[Path]:
     """Every figure of a digest into ``folder``; returns the written files."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    digest = _distinct_algorithms(digest)
     written = []
     with figure_style():
         for plot in (plot_roc, plot_roc_attacks, plot_metrics_threshold, plot_auc_heatmap,

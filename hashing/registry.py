@@ -11,7 +11,7 @@ from typing import Any
 from PIL import Image
 
 from hashing.gray import GrayBatch
-from helpers import method_label, parse_key_values, unknown_name
+from helpers import check_param_type, method_label, parse_key_values, unknown_name
 
 _ALGORITHMS: dict[str, Callable[..., Any]] = {}
 _WHOLE_BATCH: set[str] = set()
@@ -115,32 +115,9 @@ def get_algorithm(name: str, **params: Any) -> Algorithm:
                          f"parameters: {', '.join(accepted)}")
     signature = inspect.signature(_ALGORITHMS[name]).parameters
     for key, value in params.items():
-        _check_type(name, key, value, signature[key].default)
+        check_param_type(f"algorithm {name!r}", key, value, signature[key].default)
     explicit = {k: v for k, v in params.items() if signature[k].default != v}
     return Algorithm(name, tuple(sorted(explicit.items())))
-
-
-def _check_type(name: str, key: str, value: Any, default: Any) -> None:
-    """A parameter must have its default's type (an int where an int is expected, a finite
-    number where a float is), so that ``hash_size=abc`` or ``sigma=nan`` fail here, named."""
-    import math
-
-    if default is None or default is inspect.Parameter.empty:
-        return
-    if isinstance(default, bool):
-        ok, what = isinstance(value, bool), "True or False"
-    elif isinstance(default, int):
-        ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok = (isinstance(value, int | float) and not isinstance(value, bool)
-              and math.isfinite(value))
-        what = "a finite number"
-    elif isinstance(default, str):
-        ok, what = isinstance(value, str), "a string"
-    else:
-        return
-    if not ok:
-        raise ValueError(f"algorithm {name!r}: parameter {key!r} must be {what}, got {value!r}")
 
 
 def parse_algorithm(spec: str | Algorithm) -> Algorithm:

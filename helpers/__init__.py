@@ -27,12 +27,20 @@ from helpers.outputs import (
     FolderLock,
     OutputError,
     check_name,
+    check_output_file,
     check_relative_id,
+    file_name,
     output_dir,
     remove_stale_tmp,
     safe_child,
 )
-from helpers.params import method_label, parse_key_values, unknown_name, weights_tag
+from helpers.params import (
+    check_param_type,
+    method_label,
+    parse_key_values,
+    unknown_name,
+    weights_tag,
+)
 from helpers.paths import printable, project_root, results_root
 from helpers.plotting import figure_style
 from helpers.progress import progress
@@ -63,7 +71,9 @@ __all__ = [
     "remove_stale_tmp",
     "safe_child",
     "check_name",
+    "check_output_file",
     "check_relative_id",
+    "file_name",
     "FolderLock",
     "OutputError",
     "progress",
@@ -82,6 +92,7 @@ __all__ = [
     "to_rgb",
     "unknown_name",
     "method_label",
+    "check_param_type",
     "weights_tag",
     "write_experiment_json",
     "write_json",

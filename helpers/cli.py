@@ -15,6 +15,8 @@ EXIT_INTERRUPTED = 130
 def fail(message: object, code: int = EXIT_ERROR) -> int:
     """Print ``error: <message>`` on one line to stderr and return the exit status."""
     text = " ".join(str(message).split("\n"))
+    if len(text) > 2000:  # a message quoting a huge value stays readable
+        text = text[:2000] + f"... ({len(text):,} characters)"
     print(f"error: {text}", file=sys.stderr)
     return code
 

@@ -126,6 +126,19 @@ def check_relative_id(value: object, what: str = "image_id") -> str:
     return value
 
 
+def file_name(text: str, limit: int = 150) -> str:
+    """A label (an algorithm with its parameters, a weights path...) made safe as one file name
+    component: characters other than letters, digits and ``._=+-`` become ``_``, no leading
+    dot, at most ``limit`` characters (longer ones end with a hash of the whole)."""
+    import hashlib
+
+    name = re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).lstrip(".") or "_"
+    if len(name) > limit:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        name = f"{name[:limit - 11]}-{digest}"
+    return name
+
+
 def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     """Whether ``path`` is ``folder`` or lies inside it, symbolic links resolved."""
     real, base = Path(path).resolve(), Path(folder).resolve()
@@ -231,6 +244,47 @@ def check_output_dir(
     return path
 
 
+def check_output_file(
+    path: str | os.PathLike,
+    suffix: str,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike | None] = (),
+) -> Path:
+    """Where a script that writes one file (a manifest, a benchmark's JSON) may write it.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    suffix : str
+        The extension the file must have (``".csv"``, ``".json"``): an image or another
+        kind of file is never replaced by mistake.
+    overwrite : bool
+        Replace an existing file of that kind.
+    inputs : iterable of paths
+        Files the run reads: never overwritten.
+
+    Raises
+    ------
+    OutputError
+    """
+    path = Path(os.path.abspath(os.fspath(path)))
+    if path.suffix.lower() != suffix:
+        raise OutputError(f"output {path} must be a {suffix} file")
+    existing = _first_existing(path.parent)
+    if not existing.is_dir():
+        raise OutputError(f"output {path} lies under {existing}, which is a file, not a folder")
+    if path.is_dir():
+        raise OutputError(f"output {path} is a folder; give a {suffix} file name")
+    real = path.resolve()
+    for item in inputs:
+        if item is not None and Path(item).resolve() == real:
+            raise OutputError(f"refusing to write {path}: it is an input of this run")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} exists; pass --overwrite to replace it, or choose another "
+                          "--output")
+    return path
+
+
 class FolderLock:
     """An exclusive lock on a result folder: ``<folder>/.lock`` with the owner's pid and host.
 
@@ -321,6 +375,17 @@ def remove_stale_tmp(folder: str | os.PathLike) -> int:
     return removed
 
 
+def _nested_results(folder: Path) -> list[Path]:
+    """Result folders inside ``folder`` (an ``experiment.json`` below its top level): another
+    run's work, which overwriting ``folder`` would delete. Symbolic links are not followed."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        if Path(root) != folder and "experiment.json" in files:
+            found.append(Path(root))
+            dirs.clear()
+    return sorted(found)
+
+
 def _clear(folder: Path, keep: str) -> None:
     for child in folder.iterdir():
         if child.name == keep:
@@ -384,6 +449,13 @@ def output_dir(
                     raise OutputError(f"refusing to {'overwrite' if overwrite else 'resume'} "
                                       f"{path}: {why}")
                 if overwrite:
+                    nested = _nested_results(path)
+                    if nested:
+                        raise OutputError(
+                            f"refusing to overwrite {path}: it holds other results "
+                            f"({', '.join(str(p) for p in nested[:3])}"
+                            f"{' ...' if len(nested) > 3 else ''}); move them or choose "
+                            "another output")
                     logger.warning("overwriting the previous %s result in %s", script, path)
                     _clear(path, keep=lock.path.name)
                 else:

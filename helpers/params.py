@@ -6,6 +6,8 @@ import ast
 import difflib
 import functools
 import hashlib
+import inspect
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -49,6 +51,33 @@ def method_label(name: str, params: dict[str, Any] | None = None) -> str:
     return "_".join(parts)
 
 
+def check_param_type(owner: str, key: str, value: Any, default: Any) -> None:
+    """A parameter must have its default's type (an int where an int is expected, a finite
+    number where a float is), so that ``hash_size=abc`` or ``image_size=nan`` fail at once,
+    named (``owner`` is e.g. ``"algorithm 'phash'"``). No check when the default is None.
+
+    Raises
+    ------
+    ValueError
+    """
+    if default is None or default is inspect.Parameter.empty:
+        return
+    if isinstance(default, bool):
+        ok, what = isinstance(value, bool), "True or False"
+    elif isinstance(default, int):
+        ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)
+              and math.isfinite(value))
+        what = "a finite number"
+    elif isinstance(default, str):
+        ok, what = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"{owner}: parameter {key!r} must be {what}, got {value!r}")
+
+
 def unknown_name(kind: str, name: object, known: Iterable[str]) -> str:
     """The message of every registry for an unknown name: what was asked, what exists, and the
     closest match. ``ValueError(unknown_name("model", "resnet5", names))``."""
@@ -71,13 +100,16 @@ def parse_key_values(items: Iterable[str], what: str) -> dict[str, Any]:
     Raises
     ------
     ValueError
-        An item without ``=``.
+        An item without ``=``, or a key given twice.
     """
     params: dict[str, Any] = {}
     for item in items:
         key, eq, value = item.partition("=")
+        key = key.strip()
         if not eq or not key:
             raise ValueError(f"{what} {item!r} is not key=value")
+        if key in params:
+            raise ValueError(f"{what} {key!r} is given twice")
         try:
             params[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):

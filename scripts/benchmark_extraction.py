@@ -16,7 +16,6 @@ import argparse
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -25,6 +24,7 @@ from data_retrieval.cli import add_data_root_argument
 from extractor import extract, get_model
 from helpers import (
     available_cpus,
+    check_output_file,
     experiment_record,
     load_image,
     resolve_device,
@@ -48,16 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs, best kept")
     parser.add_argument("--output", default=None,
                         help="JSON file (default: Results/benchmarks/extraction_<device>.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    workers = args.workers if args.workers is not None else (
-        1 if device == "cpu" else available_cpus())
     try:
+        device = resolve_device(args.device)
+        output = check_output_file(args.output or results_root() / "benchmarks" /
+                                   f"extraction_{device.split(':')[0]}.json", ".json",
+                                   args.overwrite)
         records = load_dataset(args.dataset, args.data_root, limit=args.n_images).records
         model = get_model(args.model, device=device)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    workers = args.workers if args.workers is not None else (
+        1 if device == "cpu" else available_cpus())
     paths = [r.path for r in records]
     n = len(paths)
 
@@ -100,8 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         "single_thread_decode_ms_per_image": 1000 * decode_s / n,
         "single_thread_transform_ms_per_image": 1000 * transform_s / n,
     }
-    output = Path(args.output) if args.output else (
-        results_root() / "benchmarks" / f"extraction_{device.split(':')[0]}.json")
     result["experiment"] = experiment_record(vars(args), script="benchmark_extraction")
     write_json(output, result)
     print(f"wrote {output}")

@@ -17,7 +17,6 @@ import os
 import platform
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -29,6 +28,7 @@ from generator.pipeline import apply_attack
 from helpers import (
     Timer,
     available_cpus,
+    check_output_file,
     experiment_record,
     load_image,
     now_iso,
@@ -79,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="JSON file to write (default: Results/benchmarks/generator.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     args = parser.parse_args(argv)
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        print(f"error: {output} exists; pass --overwrite or another --output", file=sys.stderr)
+    try:
+        output = check_output_file(args.output, ".json", args.overwrite)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
     records = load_dataset(args.dataset, args.data_root, limit=args.n_images).records

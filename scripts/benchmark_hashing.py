@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import sys
-from pathlib import Path
 
 import imagehash
 import numpy as np
@@ -25,6 +24,7 @@ from data_retrieval.cli import add_data_root_argument
 from hashing import describe_many, get_algorithm, nearest, pairwise
 from helpers import (
     available_cpus,
+    check_output_file,
     experiment_record,
     load_image,
     results_root,
@@ -146,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(results_root() / "benchmarks" / "hashing.json"))
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        print(f"error: {output} exists; pass --overwrite to replace it", file=sys.stderr)
+    try:
+        output = check_output_file(args.output, ".json", args.overwrite)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         records = load_dataset(args.dataset, args.data_root, limit=args.n_images).records

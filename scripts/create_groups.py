@@ -13,13 +13,20 @@ python scripts/create_groups.py bsds500 --n-experimental 250 --n-control 250 --s
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 
 from data_retrieval import split_groups, write_manifest
 from data_retrieval.cli import add_data_arguments, images_from_args, input_help
-from helpers import experiment_record, results_root, setup_logging, write_json
+from helpers import (
+    check_output_file,
+    experiment_record,
+    file_name,
+    results_root,
+    setup_logging,
+    write_json,
+)
+from helpers.cli import fail, run_script
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,18 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("INFO")
     try:
         dataset = images_from_args(args.input, args)
+        if not dataset.records:
+            raise ValueError(f"{args.input}: no readable image to split")
         records = split_groups(dataset.records, args.n_experimental, args.n_control, args.seed)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    name = args.input.replace("folder:", "").strip("/").replace("/", "_") or "images"
-    output = Path(args.output) if args.output else (
-        results_root() / "groups" / f"{Path(name).stem}_seed{args.seed}.csv")
-    if output.exists() and not args.overwrite:
-        print(f"error: {output} exists; pass --overwrite or choose another --output",
-              file=sys.stderr)
-        return 2
-    write_manifest(records, output)
+        name = args.input.replace("folder:", "").strip("/").replace("/", "_") or "images"
+        output = Path(args.output) if args.output else (
+            results_root() / "groups" / f"{file_name(Path(name).stem)}_seed{args.seed}.csv")
+        output = check_output_file(output, ".csv", args.overwrite,
+                                   [r.path for r in dataset.records]
+                                   + [args.input if args.input.endswith(".csv") else None])
+        write_manifest(records, output)
+    except (ValueError, FileNotFoundError) as exc:
+        return fail(exc)
     write_json(output.with_suffix(".experiment.json"),
                experiment_record(vars(args), script="create_groups"))
     counts = Counter(r.group for r in records)
@@ -65,4 +72,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

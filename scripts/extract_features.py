@@ -54,6 +54,7 @@ from helpers import (
     setup_logging,
 )
 from helpers.cli import fail, run_script
+from helpers.outputs import check_output_dir
 
 logger = get_logger("extract_features")
 
@@ -161,6 +162,7 @@ def _main(args: argparse.Namespace, dist: Distributed) -> int:
     try:
         if args.store_name is not None:
             check_name(args.store_name, "--store-name")
+        check_output_dir(args.features_dir, "extract_features")
         items, default_store, meta = images_to_describe(args)
         store = args.store_name or default_store
         check_name(store, "store name")
@@ -181,7 +183,7 @@ def _main(args: argparse.Namespace, dist: Distributed) -> int:
             extra_meta={"command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
                         "processes": dist.world_size, "device": dist.device, **meta})
     except (ValueError, FileExistsError, FileNotFoundError, WeightsNotFoundError,
-            ImportError) as exc:
+            ImportError, OSError) as exc:
         return fail(exc)
     if path is not None:
         print(f"wrote {path}, {path.with_suffix('.json').name} and "

@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
             dataset = images_from_args(args.input, args)
             if not dataset.records:
                 raise ValueError(f"{args.input}: no readable image to attack")
-            inputs = [dataset.root, *{str(r.path.parent) for r in dataset.records if r.path}]
+            # the folders of the inputs, and where their symbolic links lead
+            inputs = [dataset.root, *{str(folder) for r in dataset.records if r.path
+                                      for folder in (r.path.parent, r.path.resolve().parent)}]
             if args.input.endswith(".csv"):
                 inputs.append(args.input)
             config = {

@@ -8,12 +8,14 @@ python scripts/process_results.py Results/run_a Results/run_b --output Results/m
 from __future__ import annotations
 
 import argparse
-import sys
+import math
 from pathlib import Path
 
 from hashing.digest import load_digest
 from hashing.plots import plot_digest
 from helpers import experiment_record, setup_logging, write_json
+from helpers.cli import fail, run_script
+from helpers.outputs import check_output_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,11 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
+        if not math.isfinite(args.threshold) or args.threshold < 0:
+            raise ValueError(f"--threshold must be a finite number >= 0, got {args.threshold}")
         digest = load_digest(args.results)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    output = Path(args.output) if args.output else Path(args.results[0]) / "figures"
+        output = check_output_dir(args.output or Path(args.results[0]) / "figures",
+                                  "process_results")
+    except (ValueError, FileNotFoundError) as exc:
+        return fail(exc)
     written = plot_digest(digest, output, args.threshold)
     # its own name: --output may be a digest folder, whose experiment.json is the benchmark's
     write_json(output / "process_results.experiment.json",
@@ -43,4 +47,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -449,3 +449,89 @@ def test_property_hostile_values_work_or_fail_cleanly(which, value):
         else:
             os.environ["RESULTS_DIR"] = old_env
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_file_name_that_cannot_name_an_output_is_reported_not_fatal(tmp_path):
+    """A backslash or a very long name is legal on Linux: that image is skipped and listed,
+    the others are attacked."""
+    folder = _photos(tmp_path / "odd", n=2)
+    (folder / "p0.png").rename(folder / "a\\b.png")
+    (folder / "p1.png").rename(folder / ("x" * 200 + ".png"))
+    _photos(folder, n=1)  # p0.png again: one ordinary image
+    out = tmp_path / "out"
+    code, err = _call("generate_attacks", [f"folder:{folder}", str(out), "--attacks",
+                                           "grayscale", "--workers", "0"])
+    assert code == 0, err
+    assert [r.source_id for r in read_manifest(out / "manifest.csv")] == ["p0"]
+    reasons = pd.read_csv(out / "bad_images.csv")["reason"]
+    assert len(reasons) == 2 and reasons.str.contains("cannot name an output file").all()
+
+
+@pytest.mark.parametrize("fmt", ["pdf", "im", "xyz"])
+def test_only_image_formats_are_written(tmp_path, photos, fmt):
+    code, err = _call("generate_attacks", [f"folder:{photos}", str(tmp_path / "o"),
+                                           "--attacks", "grayscale", "--format", fmt])
+    assert code == 2 and "formats: png" in _one_line_error(err)
+    assert not (tmp_path / "o").exists()
+
+
+CONFIGS = [
+    ("seed.yaml", "attacks: [grayscale]\nseed: .inf\n", "'seed' must be an integer"),
+    ("seed.toml", "attacks = ['grayscale']\nseed = inf\n", "'seed' must be an integer"),
+    ("half.yaml", "attacks: [grayscale]\nseed: 1.5\n", "'seed' must be an integer"),
+    ("list.yaml", "attacks: [grayscale]\nseed: [1]\n", "'seed' must be an integer"),
+    ("opts.yaml", "attacks: [grayscale]\noptions: [1, 2]\n", "'options' must be a table"),
+    ("font.yaml", "attacks: [text_length_10]\noptions: {font: 123}\n", "'options' must"),
+    ("none.yaml", "attacks: []\n", "at least one attack"),
+    ("laughs.yaml", "a: &a [x, x, x]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\nattacks: [grayscale]\n",
+     "aliases"),
+    ("binary.yaml", "\udcff\udcfe", "cannot parse"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "message"), CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_hostile_attack_configs_give_one_line(tmp_path, photos, name, text, message):
+    config = tmp_path / name
+    config.write_bytes(text.encode("utf-8", "surrogateescape"))
+    code, err = _call("generate_attacks", [f"folder:{photos}", str(tmp_path / "o"),
+                                           "--attack-config", str(config)])
+    line = _one_line_error(err)
+    assert code == 2 and message in line and str(config) in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--font", "/nonexistent.ttf", "--attacks", "text:10"], "not a font"),
+    (["--background", "{text}", "--attacks", "overlay_0.5"], "not an image"),
+    (["--attacks", "rotation:1e16"], "in [-360, 360]"),
+    (["--attacks", "gaussian_noise:1e9"], "in (0, 1]"),
+    (["--attacks", "contrast_enhancement:1e9"], "in [0, 100]"),
+    (["--attacks", "padding:10"], "in (0, 1]"),
+])
+def test_attack_files_and_bounds_are_checked_before_the_run(tmp_path, photos, extra, message):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    code, err = _call("generate_attacks", [f"folder:{photos}", str(tmp_path / "o"),
+                                           *[e.format(text=text) for e in extra]])
+    assert code == 2 and message in _one_line_error(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_repeated_algorithm_parameters_are_refused():
+    from hashing import parse_algorithm
+
+    with pytest.raises(ValueError, match="'hash_size' is given twice"):
+        parse_algorithm("phash:hash_size=8,hash_size=16")
+
+
+def test_create_groups_never_replaces_an_input_or_a_folder(tmp_path, photos):
+    before = (photos / "p0.png").read_bytes()
+    for output, message in ((photos / "p0.png", "must be a .csv"),
+                            (tmp_path, "must be a .csv"),
+                            (tmp_path / "file" / "g.csv", "which is a file")):
+        if output.name == "g.csv":
+            (tmp_path / "file").write_text("x")
+        code, err = _call("create_groups", [f"folder:{photos}", "--output", str(output),
+                                            "--overwrite"])
+        assert code == 2 and message in _one_line_error(err)
+    assert (photos / "p0.png").read_bytes() == before

@@ -266,3 +266,45 @@ def test_store_name_is_one_plain_component(tmp_path, photos, capsys):
             "--features-dir", str(tmp_path / "features"), "--store-name", name])
         assert code == 2 and "not a plain name" in capsys.readouterr().err
     assert not (tmp_path / "features").exists() and not os.path.exists("/tmp/isl_evil_store")
+
+
+def test_overwrite_never_deletes_a_result_nested_inside(tmp_path):
+    """`generate_attacks.py sample Results/demo/attacks`, then the demo with --overwrite:
+    the attacks are another run's finished work."""
+    demo = tmp_path / "demo"
+    _result_of(demo, "hashing_benchmark")
+    _result_of(demo / "attacks", "generate_attacks")
+    before = tree(demo)
+    assert "holds other results" in _refused(demo, "attacks", "hashing_benchmark",
+                                             overwrite=True)
+    assert tree(demo) == before
+
+
+def test_figure_names_from_a_digest_stay_inside_the_figure_folder(tmp_path):
+    """Algorithm labels (a weights path, a hostile digest) become file names: made safe."""
+    from hashing.plots import _save
+
+    fig = __import__("matplotlib.figure", fromlist=["Figure"]).Figure()
+    written = _save(fig, tmp_path / "figures",
+                    "gallery_x/../../../../evil_weights=/tmp/a b.pth")
+    assert all(p.parent == tmp_path / "figures" for p in written)
+    assert [p.name for p in written] == ["gallery_x_.._.._.._.._evil_weights=_tmp_a_b.pth.pdf",
+                                        "gallery_x_.._.._.._.._evil_weights=_tmp_a_b.pth.png"]
+
+
+def test_overwrite_never_removes_the_targets_of_linked_inputs(tmp_path, photos, capsys):
+    """Inputs that are symbolic links into the output folder: emptying it would delete them
+    before they are read."""
+    out = tmp_path / "out"
+    assert load_script("generate_attacks").main(
+        [f"folder:{photos}", str(out), "--attacks", "grayscale", "--workers", "0"]) == 0
+    curated = tmp_path / "curated"
+    curated.mkdir()
+    for made in sorted(out.glob("*.png"))[:2]:
+        (curated / made.name).symlink_to(made)
+    before = tree(out)
+    code = load_script("generate_attacks").main(
+        [f"folder:{curated}", str(out), "--attacks", "grayscale", "--workers", "0",
+         "--overwrite"])
+    assert code == 2 and "input" in capsys.readouterr().err
+    assert tree(out) == before

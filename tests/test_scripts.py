@@ -115,6 +115,11 @@ def test_hashing_benchmark_and_process_results_end_to_end(tmp_path):
     redo = run("scripts/process_results.py", str(out))
     assert redo.returncode == 0, redo.stderr
     assert (out / "figures" / "roc.png").is_file()
+    # two digests that share algorithm names (here: the same one twice) merge into one figure
+    merged = run("scripts/process_results.py", str(out), str(out), "--output",
+                 str(tmp_path / "merged"))
+    assert merged.returncode == 0, merged.stderr
+    assert (tmp_path / "merged" / "roc.png").is_file()
 
 
 @pytest.mark.parametrize("bad, message", [
