@@ -364,6 +364,10 @@ def pairwise(
         from hashing.matching import multi_distances
 
         return multi_distances(queries, database, device, max_block_elements)
+    chunks = _query_chunks(queries, database, metric, max_block_elements)
+    if chunks is not None:  # many queries: a block of them at a time, never all converted
+        return np.concatenate([pairwise(part, database, metric, device, max_block_elements,
+                                        n_bits) for part in chunks])
     first, blocks = _first(database, rows=1 << 16)
     prepared = _Queries(queries, first, metric, n_bits, device)
     columns = []
@@ -427,6 +431,11 @@ def nearest(
         raise TypeError("nearest() takes codes or features; match multi-codes with pairwise()")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    chunks = _query_chunks(queries, database, metric, max_block_elements)
+    if chunks is not None:  # many queries (a k-NN graph of a whole store): a block at a time
+        parts = [nearest(part, database, metric, k, device, max_block_elements, n_bits)
+                 for part in chunks]
+        return np.concatenate([d for d, _ in parts]), np.concatenate([i for _, i in parts])
     first, blocks = _first(database, rows=_database_rows(database, metric, k,
                                                          max_block_elements))
     prepared = _Queries(queries, first, metric, n_bits, device)
@@ -447,6 +456,28 @@ def nearest(
     if total < k:
         raise ValueError(f"k must be in [1, {total}] (the database size), got {k}")
     return best_d, best_i
+
+
+def _query_chunks(queries, database, metric: str | None, budget: int):
+    """Blocks of the queries when converting them all at once would pass the element budget
+    (and the database can be read again for each block), else None."""
+    if _is_blocks(database):
+        return None
+    if isinstance(queries, BinaryCodes):
+        width = 8 * queries.packed.shape[1]
+    elif isinstance(queries, FloatFeatures):
+        width = queries.values.shape[1]
+    else:
+        if not hasattr(queries, "shape"):
+            queries = np.asarray(queries)
+        if queries.ndim != 2:
+            return None  # reported by the checks
+        width = queries.shape[1] * (8 if metric == "hamming" else 1)
+    rows = max(1, budget // max(1, width))
+    total = len(queries) if isinstance(queries, BinaryCodes | FloatFeatures) else queries.shape[0]
+    if total <= rows:
+        return None
+    return [queries[span] for span in _spans(total, rows)]
 
 
 def _database_rows(database, metric: str | None, k: int, budget: int) -> int:

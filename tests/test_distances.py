@@ -314,3 +314,20 @@ def test_a_bad_row_deep_in_a_stream_is_named_with_its_global_row():
         nearest(db[:2], [db, bad], "cosine", device="cpu")
     with pytest.raises(ValueError, match=r"k must be in \[1, 100\]"):
         nearest(db[:2], (b for b in [db, db]), "cosine", k=101, device="cpu")
+
+
+@pytest.mark.parametrize("metric", ["hamming", "cosine"])
+def test_many_queries_are_converted_a_block_at_a_time(metric):
+    """A k-NN graph of a whole store (queries = database): the same answer with a budget that
+    forces blocks of queries as with one block."""
+    rng = np.random.default_rng(5)
+    if metric == "hamming":
+        x = rng.integers(0, 256, (300, 4), dtype=np.uint8)
+    else:
+        x = rng.normal(size=(300, 12)).astype(np.float32)
+    d, i = nearest(x, x, metric, k=3, device="cpu")
+    d2, i2 = nearest(x, x, metric, k=3, device="cpu", max_block_elements=32 * 12)
+    np.testing.assert_allclose(d2, d, atol=1e-6)
+    np.testing.assert_array_equal(i2, i)
+    np.testing.assert_allclose(pairwise(x, x, metric, device="cpu", max_block_elements=32 * 12),
+                               pairwise(x, x, metric, device="cpu"), atol=1e-6)
