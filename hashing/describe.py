@@ -19,6 +19,7 @@ from typing import Any
 
 from data_retrieval import BadImage, Dataset, ImageRecord, load_images, read_manifest
 from data_retrieval.items import as_record, load_item, loadable
+from data_retrieval.listing import make_image_ids
 from hashing.registry import Algorithm, concat_descriptors, describe_many, parse_algorithm
 from helpers import ImageLoadError, get_logger, progress
 
@@ -51,7 +52,33 @@ def _entries(items: Any) -> tuple[list[tuple[Any, Any]], bool, list[BadImage]]:
     entries = []
     for index, item in enumerate(items):
         entries.append((as_record(item, index), loadable(item, index)[1]))
-    return entries, records_given, bad
+    return _unique_ids(entries, items), records_given, bad
+
+
+def _unique_ids(entries: list, items: Sequence) -> list:
+    """Paths in several folders may share a file name: their ids become their paths relative
+    to the common folder (``a/x``, ``b/x``), as a folder listing names them. Other repeats are
+    an error: a row would stand for two images."""
+    ids = [record.image_id for record, _ in entries]
+    if len(set(ids)) == len(ids):
+        return entries
+    if all(isinstance(i, str | os.PathLike) for i in items):
+        paths = [Path(os.path.abspath(record.path)) for record, _ in entries]
+        root = Path(os.path.commonpath(paths)) if len(paths) > 1 else paths[0].parent
+        if root in paths:
+            root = root.parent
+        ids = make_image_ids(paths, root)
+        entries = [(record.replace(image_id=i, source_id=i), source)
+                   for (record, source), i in zip(entries, ids, strict=True)]
+    seen, repeated = set(), []
+    for record, _ in entries:
+        if record.image_id in seen:
+            repeated.append(record.image_id)
+        seen.add(record.image_id)
+    if repeated:
+        raise ValueError(f"image ids repeat ({', '.join(map(repr, repeated[:3]))}): a row would "
+                         "stand for two images; give records with unique ids")
+    return entries
 
 
 def _batches(entries: list, size: int) -> Iterator[list]:

@@ -114,9 +114,16 @@ class BinaryCodes(_Identity):
                            **self._rows(index))
 
     def __sub__(self, other: BinaryCodes) -> int | np.ndarray:
-        """Differing bits between codes row by row (one int for one-row codes)."""
+        """Differing bits between codes row by row (one int for one-row codes).
+
+        Raises
+        ------
+        ValueError
+            Codes of two different methods (``phash`` and SimHash bits of the same length).
+        """
         if not isinstance(other, BinaryCodes) or other.n_bits != self.n_bits:
             return NotImplemented
+        check_same_method(self, other)
         counts = np.bitwise_count(self.packed ^ other.packed).sum(axis=1, dtype=np.int64)
         return int(counts[0]) if len(counts) == 1 else counts
 
@@ -130,16 +137,24 @@ class BinaryCodes(_Identity):
 
     @classmethod
     def from_hex(cls, texts, n_bits: int) -> BinaryCodes:
-        """Codes from `to_hex` strings (or imagehash's ``str(hash)``) of ``n_bits`` bits.
+        """Codes from `to_hex` strings (or imagehash's ``str(hash)``) of ``n_bits`` bits: a
+        list of strings, or one string for one code.
 
         Raises
         ------
         ValueError
             A string that is not hex or holds more than ``n_bits`` bits.
+        TypeError
+            Something that is not a string.
         """
         width = -(-n_bits // 8)
+        if isinstance(texts, str):
+            texts = [texts]
         rows = []
         for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"hex codes are strings, got a {type(text).__name__} "
+                                "(for an imagehash value, pass str(hash))")
             try:
                 value = int(text, 16)
             except (TypeError, ValueError):
@@ -225,6 +240,21 @@ class MultiCodes(_Identity):
             base += p.offsets[-1]
         return cls(np.concatenate([p.packed for p in parts]), np.concatenate(offsets),
                    parts[0].n_bits, parts[0].cutoff, **_identity(parts))
+
+    def __getitem__(self, index) -> MultiCodes:
+        """The codes of some images (all their segments), ids kept."""
+        rows = np.atleast_1d(np.arange(len(self))[index])
+        starts, ends = self.offsets[rows], self.offsets[rows + 1]
+        segments = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)]
+                                  ) if len(rows) else np.zeros(0, np.int64)
+        offsets = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+        return MultiCodes(self.packed[segments], offsets, self.n_bits, self.cutoff,
+                          **self._rows(index))
+
+    def to_hex(self) -> list[list[str]]:
+        """Per image, the hex of each segment code (imagehash's segment hashes' ``str``)."""
+        flat = BinaryCodes(self.packed, self.n_bits).to_hex()
+        return [flat[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True)]
 
     def to_bits(self) -> list[np.ndarray]:
         """Per image, a boolean (segments, n_bits) array."""

@@ -103,13 +103,14 @@ def neighbours(queries: Any, database: Any, k: int = 5, device: str = "auto") ->
     """
     from hashing.distances import nearest
 
+    if not 1 <= k <= len(database):
+        raise ValueError(f"k must be in [1, {len(database)}] (the database size), got {k}")
     if isinstance(queries, MultiCodes):
         matrix = pairwise(queries, database, device=device)
-        k = min(k, matrix.shape[1])
         index = np.argsort(matrix, axis=1, kind="stable")[:, :k]
         dist = np.take_along_axis(matrix, index, axis=1)
     else:
-        dist, index = nearest(queries, database, k=min(k, len(database)), device=device)
+        dist, index = nearest(queries, database, k=k, device=device)
     q_ids = queries.ids if queries.ids is not None else [str(i) for i in range(len(queries))]
     d_ids = np.asarray(database.ids if database.ids is not None
                        else [str(i) for i in range(len(database))], dtype=object)

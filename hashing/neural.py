@@ -19,6 +19,8 @@ from hashing.descriptors import BinaryCodes, FloatFeatures
 from hashing.registry import register_algorithm, register_provider
 
 FEATURE_DISTANCES = ("cosine", "jensenshannon", "l1", "l2")
+#: Most SimHash bits (the hyperplanes are a dim x bits float32 matrix).
+MAX_SIMHASH_BITS = 8192
 
 _MODELS: dict[tuple[str, str | None, str], Any] = {}
 _LOCK = threading.Lock()
@@ -60,8 +62,12 @@ def _describer(model_name: str, model_params: dict[str, Any]):
         if distance not in FEATURE_DISTANCES:
             raise ValueError(f"distance must be one of {', '.join(FEATURE_DISTANCES)}, got "
                              f"{distance!r}")
-        if bits < 0:
-            raise ValueError(f"bits must be >= 0 (0: raw features), got {bits}")
+        if not 0 <= bits <= MAX_SIMHASH_BITS:
+            raise ValueError(f"bits must be in [0, {MAX_SIMHASH_BITS}] (0: raw features), "
+                             f"got {bits}")
+        if bits and distance != "cosine":
+            raise ValueError(f"distance {distance!r} compares raw features; SimHash codes "
+                             "(bits > 0) are compared by bit error rate: give one of the two")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         model = loaded_model(model_name, weights, device, **params)

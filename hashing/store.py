@@ -44,6 +44,9 @@ def save_descriptors(descriptors: BinaryCodes | FloatFeatures, dataset: str,
     """
     from extractor.store import save_store
 
+    if not isinstance(descriptors, BinaryCodes | FloatFeatures | MultiCodes):
+        raise TypeError(f"save_descriptors takes what hashing.describe returns, got a "
+                        f"{type(descriptors).__name__}")
     if isinstance(descriptors, MultiCodes):
         raise TypeError("multi-codes (crop_resistant) cannot be stored yet: describe them "
                         "again, or store a single-code method")
@@ -67,8 +70,8 @@ def load_descriptors(dataset: str, method: str, root: str | Path | None = None,
     Parameters
     ----------
     dataset, method : str
-        The store folder and the method's identity (``efficientnet_lite0``,
-        ``phash_hash_size=16``).
+        The store folder and the method: its identity (``efficientnet_lite0``,
+        ``phash_hash_size=16``) or the spec `describe` took (``phash:hash_size=16``).
     mmap : bool
         Map the rows instead of reading them (stores larger than memory).
     metric : str, optional
@@ -78,13 +81,26 @@ def load_descriptors(dataset: str, method: str, root: str | Path | None = None,
     Raises
     ------
     FileNotFoundError
-        No finished store (an unfinished one says so).
+        No finished store (the message lists the stores of that folder).
+    ValueError
+        ``metric`` differs from the one the store records.
     """
-    from extractor.store import load_store
+    from extractor.store import load_store, store_paths
+    from hashing.registry import parse_algorithm
 
-    store = load_store(dataset, method, root, mmap=mmap)
+    if ":" in method:  # a spec, as describe takes it: its identity names the store
+        method = parse_algorithm(method).label
+    try:
+        store = load_store(dataset, method, root, mmap=mmap)
+    except FileNotFoundError as exc:
+        folder = store_paths(dataset, method, root)[0].parent
+        there = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        raise FileNotFoundError(f"{exc}; stores in {folder}: {', '.join(there) or 'none'}"
+                                ) from None
+    recorded = store.meta.get("metric")
+    if metric and recorded and metric != recorded:
+        raise ValueError(f"store {method} records metric {recorded!r}, not {metric!r}")
     identity = {"ids": tuple(store.ids), "records": tuple(store.records), "method": method}
     if store.meta.get("kind") == "binary":
         return BinaryCodes(store.features, int(store.meta["n_bits"]), **identity)
-    return FloatFeatures(store.features, metric or store.meta.get("metric", "cosine"),
-                         **identity)
+    return FloatFeatures(store.features, recorded or metric or "cosine", **identity)

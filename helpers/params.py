@@ -82,7 +82,9 @@ def unknown_name(kind: str, name: object, known: Iterable[str]) -> str:
     """The message of every registry for an unknown name: what was asked, what exists, and the
     closest match. ``ValueError(unknown_name("model", "resnet5", names))``."""
     known = sorted(known)
-    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
+    lowered = {k.lower(): k for k in known}  # "PHash" is closest to "phash"
+    close = [lowered[c] for c in
+             difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.5)]
     hint = f" (closest: {close[0]!r})" if close else ""
     return f"unknown {kind} {name!r}{hint}; known: {', '.join(known)}"
 

@@ -115,3 +115,50 @@ def test_methods_are_never_compared_across():
         pairwise(ph, dh)
     with pytest.raises(ValueError, match="'phash' with descriptors of 'dhash'"):
         nearest(ph, dh)
+
+
+def test_what_a_new_user_tries_first(tmp_path):
+    """Found by trying the API as a newcomer: each now works, or says why not."""
+    import imagehash
+
+    from hashing import MultiCodes
+
+    photos = load_dataset("sample").records[:4]
+    codes = describe(photos, "phash")
+    their = str(imagehash.phash(load_image(photos[0].path)))
+    assert BinaryCodes.from_hex(their, 64).to_hex() == [their]  # one string is one code
+    with pytest.raises(TypeError, match="pass str"):
+        BinaryCodes.from_hex([imagehash.phash(load_image(photos[0].path))], 64)
+    simhash = describe(photos, "efficientnet_lite0:bits=64")
+    with pytest.raises(ValueError, match="cannot compare"):
+        codes[0] - simhash[0]  # same length, different methods
+    with pytest.raises(ValueError, match="give one of the two"):
+        describe(photos, "efficientnet_lite0:bits=64,distance='l2'")
+    with pytest.raises(ValueError, match=r"bits must be in \[0, 8192\]"):
+        describe(photos, "efficientnet_lite0:bits=100000000")
+    segments = describe(photos, "crop_resistant")
+    assert isinstance(segments[:2], MultiCodes) and segments[1].ids == (photos[1].image_id,)
+    np.testing.assert_array_equal(pairwise(segments[1:3], segments),
+                                  pairwise(segments, segments)[1:3])
+    assert segments.to_hex()[0] == [str(h) for h in imagehash.crop_resistant_hash(
+        load_image(photos[0].path)).segment_hashes]
+    with pytest.raises(ValueError, match=r"k must be in \[1, 4\]"):
+        neighbours(codes, codes, k=5)
+    with pytest.raises(TypeError, match="takes what hashing.describe returns"):
+        save_descriptors(codes.packed, "x", root=tmp_path)
+    save_descriptors(describe(photos, "phash:hash_size=16"), "p", root=tmp_path)
+    assert load_descriptors("p", "phash:hash_size=16", root=tmp_path).n_bits == 256
+    with pytest.raises(FileNotFoundError, match="stores in .*: phash_hash_size=16"):
+        load_descriptors("p", "dhash", root=tmp_path)
+    with pytest.raises(ValueError, match="closest: 'phash'"):
+        describe(photos, "PHash")
+
+
+def test_paths_sharing_a_file_name_get_distinct_ids(tmp_path):
+    for folder, colour in (("a", "red"), ("b", "blue")):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (24, 16), colour).save(tmp_path / folder / "x.png")
+    paths = [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"]
+    assert describe(paths, "ahash").ids == ("a/x", "b/x")
+    with pytest.raises(ValueError, match="ids repeat"):
+        describe([paths[0], paths[0]], "ahash")
