@@ -295,11 +295,8 @@ class _Queries:
 
     def block(self, block, offset: int):
         """The database block as a checked tensor (only this block is converted)."""
-        _, d, metric, n_bits = _unwrap(self.raw, block, self.metric, self.n_bits)
-        if metric != self.metric or (self.metric == "hamming" and n_bits != self.n_bits
-                                     and n_bits is not None and self.n_bits is not None):
-            raise ValueError(f"database rows {offset}+ are {metric} ({n_bits} bits), the "
-                             f"queries {self.metric} ({self.n_bits} bits)")
+        # _unwrap refuses a block of another kind, method, metric or bit count
+        _, d, _, _ = _unwrap(self.raw, block, self.metric, self.n_bits)
         d = _as_tensor(d, "database", self.metric, offset)
         if d.shape[1] != self.q.shape[1]:
             raise ValueError(f"queries have {self.q.shape[1]} dimensions, database "
