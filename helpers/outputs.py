@@ -213,7 +213,6 @@ def _made_by(folder: Path, script: str) -> str | None:
 
 def check_output_dir(
     path: str | os.PathLike,
-    script: str,
     overwrite: bool = False,
     inputs: Sequence[str | os.PathLike | None] = (),
 ) -> Path:
@@ -435,7 +434,7 @@ def output_dir(
     OutputError
         Anything the checks refuse, or another run holds the lock.
     """
-    path = check_output_dir(path, script, overwrite, inputs)
+    path = check_output_dir(path, overwrite, inputs)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -162,7 +162,7 @@ def _main(args: argparse.Namespace, dist: Distributed) -> int:
     try:
         if args.store_name is not None:
             check_name(args.store_name, "--store-name")
-        check_output_dir(args.features_dir, "extract_features")
+        check_output_dir(args.features_dir)
         items, default_store, meta = images_to_describe(args)
         store = args.store_name or default_store
         check_name(store, "store name")

@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         if not math.isfinite(args.threshold) or args.threshold < 0:
             raise ValueError(f"--threshold must be a finite number >= 0, got {args.threshold}")
         digest = load_digest(args.results)
-        output = check_output_dir(args.output or Path(args.results[0]) / "figures",
-                                  "process_results")
+        output = check_output_dir(args.output or Path(args.results[0]) / "figures")
     except (ValueError, FileNotFoundError) as exc:
         return fail(exc)
     written = plot_digest(digest, output, args.threshold)
