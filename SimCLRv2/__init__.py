@@ -12,6 +12,7 @@ from SimCLRv2.convert import (
     convert_variables,
     load_converted,
     read_tf_checkpoint,
+    save_checkpoint,
 )
 from SimCLRv2.download import converted_path, download_and_convert, download_checkpoint
 from SimCLRv2.resnet import ContrastiveHead, ResNet, count_parameters, get_resnet, name_to_params
@@ -30,6 +31,7 @@ __all__ = [
     "get_resnet",
     "list_checkpoints",
     "load_converted",
+    "save_checkpoint",
     "name_to_params",
     "read_tf_checkpoint",
 ]

@@ -198,6 +198,33 @@ def _convert_head(chosen: dict[str, np.ndarray], head: ContrastiveHead, used: se
     return head.state_dict()
 
 
+def save_checkpoint(path: str | Path, model: str, encoder: ResNet,
+                    head: ContrastiveHead | None = None, **extra) -> Path:
+    """Write the one SimCLR checkpoint format, atomically: ``{"model", "encoder", "head",
+    ...}`` state dicts as `convert_variables` makes them from TensorFlow. A converted release
+    and a fine-tuned encoder are the same kind of file: `load_converted` reads both, and
+    ``extractor.get_model("simclr_v2_<model>", weights=path)`` describes with either (its
+    identity then names the file).
+
+    Parameters
+    ----------
+    path : str or Path
+    model : str
+        The architecture (``"r50_1x_sk1"``, ``"1x"``...), as `get_resnet` takes it.
+    encoder, head : modules
+        Their state dicts are saved (``head`` may be None).
+    **extra
+        More entries (e.g. ``epoch``, ``optimizer``, ``checkpoint``).
+    """
+    from helpers import atomic_write
+
+    state = {"model": model, "encoder": encoder.state_dict(),
+             "head": None if head is None else head.state_dict(), **extra}
+    with atomic_write(path, "wb") as handle:
+        torch.save(state, handle)
+    return Path(path)
+
+
 def load_converted(path: str | Path) -> tuple[ResNet, ContrastiveHead | None, dict]:
     """Encoder (and projection head) with converted weights, in eval mode, and the file's
     content."""

@@ -97,7 +97,7 @@ def download_and_convert(checkpoint: Checkpoint, ema: bool = False,
                                       checkpoint.version, ema)
     state["checkpoint"] = {"name": checkpoint.name, "url": base_url or checkpoint.url,
                            "file": prefix.name}
-    with atomic_write(output, "wb") as handle:
+    with atomic_write(output, "wb") as handle:  # the format of convert.save_checkpoint
         torch.save(state, handle)
     logger.info("converted %s to %s", checkpoint.name, output)
     return output

@@ -230,3 +230,23 @@ def test_projection_head_converts_to_sync_batchnorm():
     assert "bns.2.bias" not in trainable and "bns.1.bias" in trainable
     assert torch.count_nonzero(sync.bns[2].bias) == 0
     assert set(sync.state_dict()) == set(head.state_dict())  # one checkpoint format
+
+
+def test_a_fine_tuned_encoder_loads_like_a_converted_release(tmp_path):
+    """One checkpoint format: what fine-tuning saves, load_converted and the extractor read,
+    and the model's identity names the file."""
+    from PIL import Image
+
+    from extractor import get_model
+    from SimCLRv2 import load_converted, save_checkpoint
+
+    encoder, head = get_resnet("r50_1x_sk0")  # its own random initialisation
+    path = save_checkpoint(tmp_path / "tuned.pt", "r50_1x_sk0", encoder, head, epoch=3)
+    again, again_head, state = load_converted(path)
+    assert state["epoch"] == 3 and again_head is not None
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(again(x), encoder.eval()(x))
+    model = get_model("simclr_v2_r50_1x_sk0", weights=path)
+    assert model.name.startswith("simclr_v2_r50_1x_sk0_weights=tuned.pt-")
+    features = model([Image.new("RGB", (64, 64), "red")])
+    assert features.shape == (1, 2048) and np.isfinite(features).all()
