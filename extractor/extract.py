@@ -6,35 +6,21 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from data_retrieval import ImageRecord
 from data_retrieval.items import load_item, loadable
 from extractor.models import FeatureModel
 from helpers import ImageLoadError, get_logger, progress
+from helpers.descriptors import FloatFeatures
 
 logger = get_logger(__name__)
 
-
-@dataclass
-class Extracted:
-    """Features of the readable images, in input order.
-
-    Attributes
-    ----------
-    features : numpy.ndarray, shape (N, dim), float32
-    ids : list of str
-        Image id of each row.
-    bad : list of (str, str, str)
-        ``(image id, path, reason)`` of each image that could not be read (skipped).
-    """
-
-    features: np.ndarray
-    ids: list[str]
-    bad: list[tuple[str, str, str]] = field(default_factory=list)
+#: Distances raw features can be compared with (`hashing.distances`).
+FEATURE_METRICS = ("cosine", "jensenshannon", "l1", "l2")
 
 
 class _ImageDataset(Dataset):
@@ -78,7 +64,8 @@ def extract(
     workers: int = 0,
     show_progress: bool | None = None,
     multiprocessing_context: str | None = None,
-) -> Extracted:
+    metric: str = "cosine",
+) -> FloatFeatures:
     """Features of many images, batch by batch.
 
     Parameters
@@ -96,15 +83,21 @@ def extract(
         Progress bar (default: when stderr is a terminal).
     multiprocessing_context : str, optional
         ``"fork"``, ``"spawn"``... for the workers (default: the platform's).
+    metric : str
+        How the features are to be compared: ``cosine``, ``jensenshannon``, ``l1`` or ``l2``.
 
     Returns
     -------
-    Extracted
-        Float32 features and ids of the readable images; the unreadable ones in ``bad``
-        (each logged as a warning).
+    FloatFeatures
+        The same kind of object `hashing.describe` gives: float32 ``values`` of the readable
+        images in input order, their ``ids`` (and ``records`` when every item was an
+        `ImageRecord`), ``method`` (the model's identity, ``model.name``), ``metric``, and the
+        unreadable images in ``bad`` as ``(image id, path, reason)`` (each logged as a warning).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if metric not in FEATURE_METRICS:
+        raise ValueError(f"metric must be one of {', '.join(FEATURE_METRICS)}, got {metric!r}")
     if device is not None:
         from helpers import resolve_device
 
@@ -113,8 +106,16 @@ def extract(
     features = np.empty((len(dataset), model.dim), dtype=np.float32)
     done = np.zeros(len(dataset), dtype=bool)
     bad: list[tuple[str, str, str]] = []
+    records = all(isinstance(item, ImageRecord) for item in images)
+
+    def result(rows: np.ndarray) -> FloatFeatures:
+        return FloatFeatures(features[rows], metric,
+                             ids=tuple(dataset.items[i][0] for i in rows),
+                             records=tuple(images[i] for i in rows) if records else None,
+                             method=model.name, bad=tuple(bad))
+
     if len(dataset) == 0:
-        return Extracted(features, [], bad)
+        return result(np.zeros(0, dtype=np.int64))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=_Collate(model),
                         pin_memory=model.device.startswith("cuda"),
@@ -134,6 +135,5 @@ def extract(
             bad.append((image_id, path, reason))
         bar.update(len(indices) + len(failures))
     bar.close()
-    ids = [dataset.items[i][0] for i in np.flatnonzero(done)]
-    return Extracted(features[done], ids, bad)
+    return result(np.flatnonzero(done))
 

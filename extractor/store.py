@@ -253,7 +253,7 @@ def _extract_chunks(model, images, records, npy, sidecar, dataset, batch_size, w
         part = extract(model, images[start:end], batch_size=batch_size, workers=workers)
         bad = np.array([json.dumps(b) for b in part.bad], dtype=str)
         with atomic_write(_chunk_file(partial, start, end), "wb") as handle:
-            np.savez(handle, features=part.features, ids=np.array(part.ids, dtype=str), bad=bad)
+            np.savez(handle, features=part.values, ids=np.array(part.ids, dtype=str), bad=bad)
     if barrier is not None:
         barrier()
     if rank != 0:

@@ -9,7 +9,6 @@ digest (`run_benchmark`, `write_digest`, `load_digest`) and figures (`hashing.pl
 from hashing import classical as _classical  # noqa: F401  (registers the hashes)
 from hashing.benchmark import BenchmarkResult, Protocol, load_records, run_benchmark, study_protocol
 from hashing.describe import describe
-from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes
 from hashing.digest import Digest, compute_digest, load_digest, write_digest
 from hashing.distances import METRICS, nearest, pairwise
 from hashing.gray import GrayBatch
@@ -26,6 +25,7 @@ from hashing.registry import (
     register_provider,
 )
 from hashing.store import load_descriptors, save_descriptors
+from helpers.descriptors import BinaryCodes, FloatFeatures, MultiCodes
 
 __all__ = [
     "METRICS",

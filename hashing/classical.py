@@ -15,10 +15,10 @@ import scipy.fftpack
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
-from hashing.descriptors import BinaryCodes, MultiCodes
 from hashing.gray import _LANCZOS, GrayBatch
 from hashing.haar import haar_dec2, haar_rec2
 from hashing.registry import register_algorithm
+from helpers.descriptors import BinaryCodes, MultiCodes
 
 #: Largest ``hash_size`` accepted (64 x 64 = 4096 bits); bigger ones only cost memory.
 MAX_HASH_SIZE = 64

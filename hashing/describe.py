@@ -120,7 +120,8 @@ def describe(
     -------
     BinaryCodes, MultiCodes or FloatFeatures
         One row per readable image, in input order, with ``ids``, ``method`` (the method's
-        identity) and, when records were given, ``records``.
+        identity), ``bad`` (``(image id, path, reason)`` of each image skipped, at listing or
+        at decoding) and, when records were given, ``records``.
 
     Raises
     ------
@@ -135,6 +136,7 @@ def describe(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     algorithm = parse_algorithm(method)
     entries, records_given, bad = _entries(items)
+    skipped = [("", os.fspath(b.path), b.reason) for b in bad]  # no id was given to them
     parts, kept = [], []
     bar = progress(total=len(entries), desc=f"{algorithm.label}", unit="img",
                    disable=None if show_progress is None else not show_progress)
@@ -148,7 +150,7 @@ def describe(
                     if on_error == "raise":
                         raise
                     logger.warning("skipping %s: %s", exc.path, exc.reason)
-                    bad.append(BadImage(exc.path, exc.reason))
+                    skipped.append((record.image_id, os.fsdecode(exc.path or ""), exc.reason))
                     continue
                 kept.append(record)
             if images:
@@ -157,7 +159,7 @@ def describe(
     finally:
         bar.close()
     if not parts:
-        raise ValueError(f"no readable image to describe ({len(bad)} skipped)")
+        raise ValueError(f"no readable image to describe ({len(skipped)} skipped)")
     return concat_descriptors(parts).with_identity(
         ids=tuple(r.image_id for r in kept), records=tuple(kept) if records_given else None,
-        method=algorithm.label)
+        method=algorithm.label, bad=tuple(skipped))

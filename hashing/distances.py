@@ -14,7 +14,7 @@ Work is split into blocks of queries (and of the database for :func:`nearest`) s
 intermediate array exceeds ``max_block_elements`` values, whatever the sizes.
 
 Both functions take raw arrays (with ``metric``) or the descriptor objects of
-`hashing.descriptors` as they are: `BinaryCodes` bring their bit count, `FloatFeatures` their
+`helpers.descriptors` as they are: `BinaryCodes` bring their bit count, `FloatFeatures` their
 metric, and `MultiCodes` go to the crop-resistant matching rule.
 
 On CPU, ``jensenshannon`` uses a compiled kernel (:mod:`hashing.native`) when a C compiler is
@@ -32,8 +32,8 @@ import numpy as np
 from scipy.special import xlogy
 
 from hashing import native
-from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes, check_same_method
 from helpers import available_cpus, resolve_device
+from helpers.descriptors import BinaryCodes, FloatFeatures, MultiCodes, check_same_method
 
 if TYPE_CHECKING:  # torch is imported by the functions that compute, not by `import hashing`
     import torch

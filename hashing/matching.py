@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes, check_same_method
 from hashing.distances import DEFAULT_BLOCK_ELEMENTS, pairwise
+from helpers.descriptors import BinaryCodes, FloatFeatures, MultiCodes, check_same_method
 
 
 def descriptor_distances(

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from hashing.descriptors import BinaryCodes, FloatFeatures
 from hashing.registry import register_algorithm, register_provider
+from helpers.descriptors import BinaryCodes, FloatFeatures
 
 FEATURE_DISTANCES = ("cosine", "jensenshannon", "l1", "l2")
 #: Most SimHash bits (the hyperplanes are a dim x bits float32 matrix).

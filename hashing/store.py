@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from data_retrieval import ImageRecord
-from hashing.descriptors import BinaryCodes, FloatFeatures, MultiCodes
+from helpers.descriptors import BinaryCodes, FloatFeatures, MultiCodes
 
 
 def save_descriptors(descriptors: BinaryCodes | FloatFeatures, dataset: str,

@@ -162,3 +162,27 @@ def test_paths_sharing_a_file_name_get_distinct_ids(tmp_path):
     assert describe(paths, "ahash").ids == ("a/x", "b/x")
     with pytest.raises(ValueError, match="ids repeat"):
         describe([paths[0], paths[0]], "ahash")
+
+
+def test_extract_gives_the_object_describe_gives(folder):
+    """`extractor.extract` and `hashing.describe` of one model are interchangeable: the same
+    class, rows, ids, method and metric, and both list the unreadable image they skipped."""
+    from extractor import extract, get_model
+
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    paths = sorted(folder.glob("*.png"))
+    extracted = extract(get_model("efficientnet_lite0"), paths, batch_size=3)
+    described = describe(paths, "efficientnet_lite0", on_error="skip")
+    assert isinstance(extracted, FloatFeatures) and type(extracted) is type(described)
+    assert extracted.method == described.method == "efficientnet_lite0"
+    assert extracted.metric == described.metric == "cosine"
+    assert extracted.ids == described.ids and "broken" not in extracted.ids
+    np.testing.assert_allclose(extracted.values, described.values, rtol=1e-4, atol=1e-5)
+    assert [b[0] for b in extracted.bad] == ["broken"]
+    assert [b[1] for b in described.bad] == [str(folder / "broken.png")]
+    # so one can be the queries and the other the database
+    _, rows = nearest(extracted[:2], described, k=1)
+    assert rows[:, 0].tolist() == [0, 1]
+    with pytest.raises(ValueError, match="cannot compare descriptors of 'efficientnet_lite0' "
+                                         "with descriptors of 'phash'"):
+        nearest(extracted, describe(folder, "phash"))

@@ -8,8 +8,8 @@ import torch
 from scipy.spatial.distance import cdist, jensenshannon
 
 from hashing import native
-from hashing.descriptors import BinaryCodes, FloatFeatures
 from hashing.distances import nearest, pairwise
+from helpers.descriptors import BinaryCodes, FloatFeatures
 
 RNG = np.random.default_rng(0)
 

@@ -71,12 +71,12 @@ def test_lite0_features_are_deterministic_and_non_negative():
     images = list(photos().values())[:5]
     a = extract(lite0(), images, batch_size=2)
     b = extract(lite0(), images, batch_size=2)
-    assert a.features.shape == (5, 1280) and a.features.dtype == np.float32
-    assert np.array_equal(a.features, b.features)
-    assert (a.features >= 0).all()  # ReLU6 then average pooling: Jensen-Shannon applies
-    assert a.ids == ["0", "1", "2", "3", "4"]
+    assert a.values.shape == (5, 1280) and a.values.dtype == np.float32
+    assert np.array_equal(a.values, b.values)
+    assert (a.values >= 0).all()  # ReLU6 then average pooling: Jensen-Shannon applies
+    assert a.ids == ("0", "1", "2", "3", "4")
     # the same image gives the same row, whatever the batch around it
-    np.testing.assert_allclose(lite0()([images[3]])[0], a.features[3], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(lite0()([images[3]])[0], a.values[3], rtol=1e-4, atol=1e-5)
 
 
 @needs_lite0
@@ -86,7 +86,7 @@ def test_unreadable_images_are_reported_and_skipped(tmp_path, caplog):
     broken.write_bytes(b"not a jpeg")
     with caplog.at_level("WARNING"):
         out = extract(lite0(), [good[0], broken, good[1]], batch_size=2)
-    assert out.ids == [good[0].stem, good[1].stem]
+    assert out.ids == (good[0].stem, good[1].stem)
     assert [b[0] for b in out.bad] == ["broken"] and str(broken) in out.bad[0][1]
     assert "broken" in caplog.text
 
@@ -99,7 +99,7 @@ def test_store_round_trip_and_resume_give_identical_features(tmp_path, monkeypat
     whole = load_store("photos", "efficientnet_lite0", tmp_path / "a")
     assert full.name == "efficientnet_lite0.npy" and whole.ids == [f.stem for f in files]
     assert whole.meta["dim"] == 1280 and whole.meta["dtype"] == "float32"
-    direct = extract(lite0(), files, batch_size=2).features
+    direct = extract(lite0(), files, batch_size=2).values
     assert np.array_equal(np.asarray(whole.features), direct)
 
     # interrupted after two chunks, then resumed: only the missing chunk is extracted
@@ -207,11 +207,11 @@ def test_custom_module_and_torchscript_file(tmp_path):
     transform = extractor.imagenet_transform((32, 32))
     model = custom_model(module, transform, 3, name="mean_colour")
     out = extract(model, [photos()["coffee"], photos()["china"]], batch_size=1)
-    assert out.features.shape == (2, 3)
+    assert out.values.shape == (2, 3)
     scripted = torch.jit.script(module)
     scripted.save(str(tmp_path / "m.pt"))
     again = extract(custom_model(tmp_path / "m.pt", transform, 3), [photos()["coffee"]])
-    np.testing.assert_allclose(again.features[0], out.features[0], rtol=1e-6)
+    np.testing.assert_allclose(again.values[0], out.values[0], rtol=1e-6)
     with pytest.raises(WeightsNotFoundError):
         custom_model(tmp_path / "missing.pt", transform, 3)
 
@@ -232,6 +232,6 @@ def test_sscd_onnx_models_find_near_duplicates():
 @needs_lite0
 def test_gpu_extraction_matches_cpu():
     images = list(photos().values())[:4]
-    cpu = extract(get_model("efficientnet_lite0"), images).features
-    gpu = extract(get_model("efficientnet_lite0", device="cuda"), images).features
+    cpu = extract(get_model("efficientnet_lite0"), images).values
+    gpu = extract(get_model("efficientnet_lite0", device="cuda"), images).values
     np.testing.assert_allclose(gpu, cpu, rtol=2e-2, atol=2e-2)  # float16 autocast

@@ -1,10 +1,11 @@
 """Descriptor objects: packed binary codes, multi-codes (several codes per image) and float
 features.
 
-Each knows how it is compared (``metric``) and, when it was made by `hashing.describe`, who its
-rows are (``ids``, and ``records`` when records were given) and which method made it
-(``method``, the method's identity such as ``phash_hash_size=16``). Distances, search and
-clustering take these objects as they are.
+Each knows how it is compared (``metric``) and, when it was made by `hashing.describe` or
+`extractor.extract`, who its rows are (``ids``, and ``records`` when records were given), which
+method made it (``method``, the method's identity such as ``phash_hash_size=16``) and which
+images were skipped as unreadable (``bad``). Distances, search and clustering take these objects
+as they are. They live in `helpers` because both `extractor` and `hashing` make them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import numpy as np
 
 
 def _identity(parts: list[Any]) -> dict[str, Any]:
-    """``ids``, ``records`` and ``method`` of concatenated parts (kept when every part has
-    them; parts of two methods are refused)."""
+    """``ids``, ``records``, ``method`` and ``bad`` of concatenated parts (ids and records kept
+    when every part has them; parts of two methods are refused)."""
     methods = {p.method for p in parts}
     if len(methods) > 1:
         raise ValueError("cannot join descriptors of different methods: "
@@ -27,7 +28,8 @@ def _identity(parts: list[Any]) -> dict[str, Any]:
            if all(p.ids is not None for p in parts) else None)
     records = (tuple(r for p in parts for r in p.records)
                if all(p.records is not None for p in parts) else None)
-    return {"ids": ids, "records": records, "method": parts[0].method}
+    return {"ids": ids, "records": records, "method": parts[0].method,
+            "bad": tuple(b for p in parts for b in p.bad)}
 
 
 def check_same_method(queries: Any, database: Any) -> None:
@@ -44,13 +46,18 @@ def check_same_method(queries: Any, database: Any) -> None:
 
 
 class _Identity:
-    """What every descriptor object shares: its rows' identity and its method."""
+    """What every descriptor object shares: its rows' identity, its method, and the images
+    that were skipped."""
 
     ids: tuple[str, ...] | None
     records: tuple | None
     method: str | None
+    bad: tuple[tuple[str, str, str], ...]
 
     def _check_identity(self, n: int) -> None:
+        object.__setattr__(self, "bad", tuple(tuple(map(str, b)) for b in self.bad))
+        if any(len(b) != 3 for b in self.bad):
+            raise ValueError("bad images are (image id, path, reason) triples")
         if self.ids is not None:
             object.__setattr__(self, "ids", tuple(self.ids))
             if len(self.ids) != n:
@@ -68,10 +75,11 @@ class _Identity:
                             else tuple(self.records[i] for i in rows)),
                 "method": self.method}
 
-    def with_identity(self, ids=None, records=None, method=None):
-        """A copy that names its rows and its method (what is not given is kept)."""
-        changes = {k: v for k, v in (("ids", ids), ("records", records), ("method", method))
-                   if v is not None}
+    def with_identity(self, ids=None, records=None, method=None, bad=None):
+        """A copy that names its rows, its method and the skipped images (what is not given is
+        kept)."""
+        changes = {k: v for k, v in (("ids", ids), ("records", records), ("method", method),
+                                     ("bad", bad)) if v is not None}
         return dataclasses.replace(self, **changes)
 
 
@@ -97,6 +105,7 @@ class BinaryCodes(_Identity):
     ids: tuple[str, ...] | None = None
     records: tuple | None = None
     method: str | None = None
+    bad: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         packed = np.asarray(self.packed)
@@ -215,6 +224,7 @@ class MultiCodes(_Identity):
     ids: tuple[str, ...] | None = None
     records: tuple | None = None
     method: str | None = None
+    bad: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         self._check_identity(len(self.offsets) - 1)
@@ -286,6 +296,7 @@ class FloatFeatures(_Identity):
     ids: tuple[str, ...] | None = None
     records: tuple | None = None
     method: str | None = None
+    bad: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         self._check_identity(len(self.values))
