@@ -1,8 +1,60 @@
-"""Faiss experiments over feature stores (to come).
+"""Faiss search experiments over feature stores.
 
-Index factory strings (Flat, IVF, PCA, PQ, HNSW, binary), metrics (L2, inner product for cosine,
-L1, Jensen-Shannon, Hamming), GPU when present, recall@k, build and search time, memory, sweeps
-over k and nprobe, and galleries of nearest neighbours.
+`load_search_set` joins a database (originals, distractors) and queries by the records'
+``source_id``; `build_index` makes any Faiss factory string answer in the metrics of
+`hashing.distances` (l2, cosine, inner_product, l1, jensenshannon, hamming for binary codes);
+`run_search` sweeps indexes and search parameters and measures recall@k, source ranks, overlap
+with exact search, micro-AP, range precision / recall, time, memory and the Pareto front;
+`write_search` writes ``search.json``, ``search.csv`` and the figures.
 """
 
-__all__: list[str] = []
+from fast_search.data import Part, SearchSet, load_search_set, synthetic_part
+from fast_search.evaluate import (
+    knn_intersection,
+    micro_ap,
+    range_pr,
+    recall_at_k,
+    source_ranks,
+)
+from fast_search.experiment import (
+    DEFAULT_INDEXES,
+    DEFAULT_KS,
+    DEFAULT_PARAMS,
+    SearchResult,
+    exact_neighbours,
+    prepare_index,
+    run_search,
+)
+from fast_search.index import (
+    METRICS,
+    SearchIndex,
+    build_index,
+    default_nlist,
+    load_index,
+    resolve_factory,
+)
+
+__all__ = [
+    "DEFAULT_INDEXES",
+    "DEFAULT_KS",
+    "DEFAULT_PARAMS",
+    "METRICS",
+    "Part",
+    "SearchIndex",
+    "SearchResult",
+    "SearchSet",
+    "build_index",
+    "default_nlist",
+    "exact_neighbours",
+    "knn_intersection",
+    "load_index",
+    "load_search_set",
+    "micro_ap",
+    "prepare_index",
+    "range_pr",
+    "recall_at_k",
+    "resolve_factory",
+    "run_search",
+    "source_ranks",
+    "synthetic_part",
+]

@@ -1,7 +1,7 @@
 """Figures of a benchmark digest, each saved as PDF and PNG; they need the digest alone.
 
-Figures are `matplotlib.figure.Figure` objects saved to files, never pyplot figures: drawing
-them changes no backend, opens no window and leaves a notebook's settings as they were.
+Figures are `matplotlib.figure.Figure` objects (`helpers.plotting`): drawing them changes no
+backend, opens no window and leaves a notebook's settings as they were.
 """
 
 from __future__ import annotations
@@ -13,44 +13,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from hashing.digest import Digest
-from helpers import atomic_path, figure_style, file_name, printable, safe_child
+from helpers import figure_style, printable
+from helpers.plotting import new_figure, save_figure
 
 logger = logging.getLogger(__name__)
-# the PDF backend's font subsetting logs every table at INFO
-logging.getLogger("fontTools").setLevel(logging.WARNING)
-
-
-def _save(fig, folder: Path, name: str) -> list[Path]:
-    # names hold algorithm labels from the digest: made safe, and kept inside the folder
-    name = file_name(name)
-    out = []
-    for ext in ("pdf", "png"):
-        path = safe_child(folder, f"{name}.{ext}")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
-        out.append(path)
-    return out
-
-
-def _subplots(*grid: int, figsize: tuple[float, float], **kwargs):
-    """``(figure, axes)`` like ``pyplot.subplots``, on a figure pyplot does not manage."""
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*grid, **kwargs)
 
 
 def plot_roc(digest: Digest, folder: Path) -> list[Path]:
     """ROC of detection, one curve per algorithm, AUC in the legend."""
-    fig, ax = _subplots(figsize=(5, 5))
+    fig, ax = new_figure(figsize=(5, 5))
     auc = digest.summary.set_index("algorithm")["auc"]
     for algorithm, curve in digest.roc.groupby("algorithm", sort=False):
         ax.plot(curve["fpr"], curve["tpr"], label=f"{algorithm} (AUC {auc[algorithm]:.3f})")
     ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (detection)")
     ax.legend(fontsize=8)
-    return _save(fig, folder, "roc")
+    return save_figure(fig, folder, "roc")
 
 
 def plot_roc_attacks(digest: Digest, folder: Path) -> list[Path]:
@@ -58,7 +38,7 @@ def plot_roc_attacks(digest: Digest, folder: Path) -> list[Path]:
     attacks = list(dict.fromkeys(digest.attack_roc["attack"]))
     cols = min(8, len(attacks))
     rows = math.ceil(len(attacks) / cols)
-    fig, axes = _subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False,
+    fig, axes = new_figure(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False,
                              sharex=True, sharey=True)
     for ax, attack in zip(axes.flat, attacks, strict=False):
         part = digest.attack_roc[digest.attack_roc["attack"] == attack]
@@ -69,13 +49,13 @@ def plot_roc_attacks(digest: Digest, folder: Path) -> list[Path]:
     for ax in list(axes.flat)[len(attacks):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=5)
-    return _save(fig, folder, "roc_attacks")
+    return save_figure(fig, folder, "roc_attacks")
 
 
 def plot_metrics_threshold(digest: Digest, folder: Path) -> list[Path]:
     """Accuracy, precision, recall and FPR against the threshold, per algorithm and task."""
     algorithms = list(dict.fromkeys(digest.metrics["algorithm"]))
-    fig, axes = _subplots(2, len(algorithms), figsize=(3 * len(algorithms), 5.5),
+    fig, axes = new_figure(2, len(algorithms), figsize=(3 * len(algorithms), 5.5),
                              squeeze=False, sharey=True)
     for j, algorithm in enumerate(algorithms):
         for i, task in enumerate(("detection", "identification")):
@@ -86,20 +66,20 @@ def plot_metrics_threshold(digest: Digest, folder: Path) -> list[Path]:
             axes[i, j].set_title(f"{algorithm}: {task}", fontsize=8)
             axes[i, j].set_xlabel("threshold")
     axes[0, 0].legend(fontsize=7)
-    return _save(fig, folder, "metrics_threshold")
+    return save_figure(fig, folder, "metrics_threshold")
 
 
 def plot_auc_heatmap(digest: Digest, folder: Path) -> list[Path]:
     """AUC of every attack (rows) and algorithm (columns)."""
     table = digest.attack_summary.pivot_table(index="attack", columns="algorithm",
                                               values="auc", sort=False)
-    fig, ax = _subplots(figsize=(1.0 + 0.9 * table.shape[1], 0.8 + 0.22 * table.shape[0]))
+    fig, ax = new_figure(figsize=(1.0 + 0.9 * table.shape[1], 0.8 + 0.22 * table.shape[0]))
     image = ax.imshow(table.to_numpy(dtype=float), vmin=0.5, vmax=1, cmap="viridis",
                       aspect="auto")
     ax.set_xticks(range(table.shape[1]), table.columns, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(table.shape[0]), table.index, fontsize=6)
     fig.colorbar(image, ax=ax, label="AUC")
-    return _save(fig, folder, "auc_heatmap")
+    return save_figure(fig, folder, "auc_heatmap")
 
 
 def plot_times(digest: Digest, folder: Path) -> list[Path]:
@@ -107,21 +87,21 @@ def plot_times(digest: Digest, folder: Path) -> list[Path]:
     db = digest.db_time.groupby("algorithm", sort=False)["seconds_per_image"].mean()
     match = digest.match_time.groupby("algorithm", sort=False)["seconds_per_image"].mean()
     x = np.arange(len(db))
-    fig, ax = _subplots(figsize=(1.5 + 0.8 * len(db), 3.5))
+    fig, ax = new_figure(figsize=(1.5 + 0.8 * len(db), 3.5))
     ax.bar(x - 0.2, db.to_numpy() * 1e3, 0.4, label="database (describe)")
     ax.bar(x + 0.2, match.reindex(db.index).to_numpy() * 1e3, 0.4,
            label="query (describe + match)")
     ax.set_xticks(x, db.index, rotation=45, ha="right")
     ax.set_ylabel("ms per image")
     ax.legend(fontsize=8)
-    return _save(fig, folder, "times")
+    return save_figure(fig, folder, "times")
 
 
 def _gallery(rows: pd.DataFrame, value: str, title: str, folder: Path, name: str
              ) -> list[Path]:
     from PIL import Image
 
-    fig, axes = _subplots(1, max(len(rows), 1), figsize=(2.2 * max(len(rows), 1), 2.6),
+    fig, axes = new_figure(1, max(len(rows), 1), figsize=(2.2 * max(len(rows), 1), 2.6),
                              squeeze=False)
     for ax, (_, row) in zip(axes.flat, rows.iterrows(), strict=False):
         path = row.get("path") or ""
@@ -132,7 +112,7 @@ def _gallery(rows: pd.DataFrame, value: str, title: str, folder: Path, name: str
         ax.set_title(f"{printable(row['image_id'])}\n{value}: {row[value]}", fontsize=6)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    return _save(fig, folder, name)
+    return save_figure(fig, folder, name)
 
 
 def plot_galleries(digest: Digest, folder: Path, threshold: float, count: int = 6

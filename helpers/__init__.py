@@ -42,7 +42,7 @@ from helpers.params import (
     weights_tag,
 )
 from helpers.paths import printable, project_root, results_root
-from helpers.plotting import figure_style
+from helpers.plotting import figure_style, new_figure, save_figure
 from helpers.progress import progress
 from helpers.seeding import derive_seed, rng_for, seed_everything
 from helpers.timing import Timer, Timing, time_repeated
@@ -85,6 +85,8 @@ __all__ = [
     "rng_for",
     "encode_png",
     "figure_style",
+    "new_figure",
+    "save_figure",
     "save_image",
     "save_npy",
     "seed_everything",

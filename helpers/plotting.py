@@ -1,9 +1,20 @@
-"""One matplotlib style for every figure: readable, vector-friendly, no LaTeX needed."""
+"""One matplotlib style for every figure (readable, vector-friendly, no LaTeX needed), and how
+figures are made and saved.
+
+Figures are `matplotlib.figure.Figure` objects saved to files, never pyplot figures: drawing
+them changes no backend, opens no window and leaves a notebook's settings as they were.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# the PDF backend's font subsetting logs every table at INFO
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 STYLE = {
     "text.usetex": False,
@@ -30,3 +41,33 @@ def figure_style(usetex: bool = False) -> Iterator[None]:
 
     with matplotlib.rc_context({**STYLE, "text.usetex": bool(usetex)}):
         yield
+
+
+def new_figure(*grid: int, figsize: tuple[float, float], **kwargs: Any):
+    """``(figure, axes)`` like ``pyplot.subplots``, on a figure pyplot does not manage."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
+
+
+def save_figure(fig, folder: str | Path, name: str, formats: tuple[str, ...] = ("pdf", "png")
+                ) -> list[Path]:
+    """Save ``fig`` as ``<folder>/<name>.pdf`` and ``.png``, atomically; ``name`` (which may
+    hold a method's label) is made a safe file name inside ``folder``.
+
+    Returns
+    -------
+    list of Path
+    """
+    from helpers.io import atomic_path
+    from helpers.outputs import file_name, safe_child
+
+    name = file_name(name)
+    out = []
+    for ext in formats:
+        path = safe_child(Path(folder), f"{name}.{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
+        out.append(path)
+    return out

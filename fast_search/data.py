@@ -1,0 +1,432 @@
+"""Search sets: a database (originals and distractors), queries, and each query's true source.
+
+A search set is built from feature stores or descriptor objects, never from file names: the
+ground truth is the join of the queries' ``source_id`` with the database ids
+(`data_retrieval.source_rows`). The database is never gathered into one matrix: it is a list of
+parts read block by block (a stored ``.npy`` through plain file reads, an array by slicing,
+synthetic vectors generated block by block), so the only full copy of it is the one the index
+holds. A 500k x 1280 float32 database needs its own size in RAM plus one block.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_retrieval import ImageRecord, source_rows
+from helpers import get_logger
+from helpers.descriptors import BinaryCodes, FloatFeatures, MultiCodes
+
+logger = get_logger(__name__)
+
+#: Bytes of database rows read at a time (a block, and its prepared copy, are all the memory a
+#: search set needs beside the index).
+DEFAULT_BLOCK_BYTES = 32 << 20
+
+
+def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset of a C-ordered ``.npy`` file."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        shape, fortran, dtype = np.lib.format._read_array_header(handle, version)
+        if fortran:
+            raise ValueError(f"{path}: Fortran-ordered arrays are not supported")
+        return shape, dtype, handle.tell()
+
+
+@dataclass
+class Part:
+    """One source of database rows.
+
+    Attributes
+    ----------
+    name : str
+        Where the rows come from (a store, ``array``, ``synthetic:<store>``).
+    rows : int
+    synthetic : bool
+        Vectors drawn from a Gaussian fitted to a real store: a stand-in for speed and memory
+        only, never evidence about search quality.
+    """
+
+    name: str
+    rows: int
+    synthetic: bool = False
+    _array: Any = None
+    _file: tuple[Path, int, np.dtype, int] | None = None  # path, offset, dtype, row width
+    _generate: Any = None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as a new in-memory array (the caller may change it)."""
+        if self._generate is not None:
+            return self._generate(start, stop)
+        if self._file is not None:
+            path, offset, dtype, width = self._file
+            with open(path, "rb") as handle:
+                handle.seek(offset + start * width * dtype.itemsize)
+                out = np.fromfile(handle, dtype=dtype, count=(stop - start) * width)
+            if out.size != (stop - start) * width:
+                raise ValueError(f"{path} is shorter than its header says")
+            return out.reshape(stop - start, width)
+        return np.array(self._array[start:stop], order="C", copy=True)
+
+
+@dataclass
+class SearchSet:
+    """A database, queries and the ground truth that joins them.
+
+    Attributes
+    ----------
+    parts : list of Part
+        The database rows, part after part (originals first, then distractors).
+    queries : numpy.ndarray
+        (Q, dim) float32, or (Q, bytes) uint8 packed codes.
+    truth : numpy.ndarray, shape (Q,), int64
+        Database row of each query's source; -1 for a query whose source is not in the
+        database (a control).
+    database_ids, query_ids : list of str
+    query_records : list of ImageRecord
+    metric : str
+        How the stores say their rows compare (``hamming`` for codes).
+    n_bits : int or None
+        Bits per code (binary sets).
+    method : str or None
+        The method that made the rows (all parts and the queries agree).
+    dim : int
+        Values per row (bytes per code for binary sets).
+    """
+
+    parts: list[Part]
+    queries: np.ndarray
+    truth: np.ndarray
+    database_ids: list[str]
+    query_ids: list[str]
+    query_records: list[ImageRecord]
+    metric: str
+    n_bits: int | None
+    method: str | None
+    dim: int
+    originals: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def binary(self) -> bool:
+        return self.n_bits is not None
+
+    @property
+    def n_database(self) -> int:
+        return sum(p.rows for p in self.parts)
+
+    @property
+    def synthetic_rows(self) -> int:
+        return sum(p.rows for p in self.parts if p.synthetic)
+
+    @property
+    def n_positive(self) -> int:
+        """Queries whose source is in the database."""
+        return int((self.truth >= 0).sum())
+
+    def block_rows(self) -> int:
+        """Rows per block: `DEFAULT_BLOCK_BYTES` of them."""
+        width = self.queries.shape[1] * self.queries.dtype.itemsize
+        return max(1, DEFAULT_BLOCK_BYTES // max(width, 1))
+
+    def blocks(self, rows: int | None = None) -> Iterator[np.ndarray]:
+        """The database, ``rows`` at a time (default `block_rows`), in row order; each block
+        a new array."""
+        rows = rows or self.block_rows()
+        for part in self.parts:
+            for start in range(0, part.rows, rows):
+                yield part.read(start, min(start + rows, part.rows))
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` database rows drawn without replacement (seeded), in row order: a training
+        sample that never needs the whole database in memory."""
+        total = self.n_database
+        n = min(n, total)
+        chosen = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+        out, base, size = [], 0, self.block_rows()
+        for part in self.parts:
+            mine = chosen[(chosen >= base) & (chosen < base + part.rows)] - base
+            for start in range(0, part.rows, size):
+                rows = mine[(mine >= start) & (mine < start + size)]
+                if len(rows):
+                    block = part.read(start, min(start + size, part.rows))
+                    out.append(block[rows - start])
+            base += part.rows
+        return np.concatenate(out) if out else self.queries[:0]
+
+    def to_array(self) -> np.ndarray:
+        """The whole database in memory (small sets, tests)."""
+        return np.concatenate(list(self.blocks())) if self.parts else self.queries[:0]
+
+    def database_fingerprint(self) -> str:
+        """A digest of the database's parts, rows and ids: a saved index is reused only for
+        the same database."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for part in self.parts:
+            digest.update(f"{part.name}|{part.rows}|{part.synthetic}\n".encode())
+            if part._file is not None:
+                stat = part._file[0].stat()
+                digest.update(f"{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        digest.update("\n".join(self.database_ids).encode("utf-8", "surrogatepass"))
+        digest.update(f"{self.metric}|{self.dim}|{self.n_bits}".encode())
+        return digest.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """What the set is made of, for result files."""
+        return {"method": self.method, "metric": self.metric, "n_bits": self.n_bits,
+                "dim": self.dim, "database": self.n_database, "originals": self.originals,
+                "distractors": self.n_database - self.originals,
+                "synthetic_distractors": self.synthetic_rows,
+                "queries": len(self.query_ids), "positive_queries": self.n_positive,
+                "parts": [{"name": p.name, "rows": p.rows, "synthetic": p.synthetic}
+                          for p in self.parts], **self.info}
+
+
+@dataclass
+class _Loaded:
+    name: str
+    descriptors: Any  # BinaryCodes or FloatFeatures
+    synthetic: bool = False
+
+
+def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
+    """A descriptor object from a store spec (``dataset/method``), a ``.npy`` path, or an
+    object as it is."""
+    from hashing.store import load_descriptors
+
+    if isinstance(source, BinaryCodes | FloatFeatures):
+        return _Loaded(source.method or "array", source)
+    if isinstance(source, MultiCodes):
+        raise TypeError(f"{role}: multi-codes (crop_resistant) cannot be searched with Faiss; "
+                        "use hashing.nearest")
+    if hasattr(source, "features") and hasattr(source, "meta"):  # an extractor FeatureStore
+        meta = source.meta
+        identity = {"ids": tuple(source.ids), "records": tuple(source.records),
+                    "method": meta.get("model")}
+        if meta.get("kind") == "binary":
+            return _Loaded(str(meta.get("model")),
+                           BinaryCodes(source.features, int(meta["n_bits"]), **identity))
+        return _Loaded(str(meta.get("model")), FloatFeatures(
+            source.features, meta.get("metric", "cosine"), **identity),
+            bool(meta.get("synthetic")))
+    if not isinstance(source, str | os.PathLike):
+        raise TypeError(f"{role}: expected a store ('dataset/method'), a .npy path or "
+                        f"descriptors, got a {type(source).__name__}")
+    text = os.fspath(source)
+    path = Path(text)
+    if path.suffix in (".npy", ".json") and path.exists():
+        dataset, method, store_root = path.parent.name, path.stem, path.parent.parent
+    else:
+        dataset, sep, method = text.partition("/")
+        if not sep or not dataset or not method:
+            raise ValueError(f"{role}: {text!r} is neither a store 'dataset/method' nor an "
+                             "existing .npy file")
+        store_root = root
+    from extractor.store import load_store, store_paths
+
+    descriptors = load_descriptors(dataset, method, store_root)
+    meta = load_store(dataset, descriptors.method, store_root).meta
+    return _Loaded(str(store_paths(dataset, descriptors.method, store_root)[0]), descriptors,
+                   bool(meta.get("synthetic")))
+
+
+def _part(loaded: _Loaded) -> Part:
+    d = loaded.descriptors
+    values = d.packed if isinstance(d, BinaryCodes) else d.values
+    if isinstance(values, np.memmap) and values.filename and values.flags.c_contiguous:
+        return Part(loaded.name, len(values), loaded.synthetic,
+                    _file=(Path(values.filename), int(values.offset), values.dtype,
+                           int(values.shape[1])))
+    return Part(loaded.name, len(values), loaded.synthetic, _array=values)
+
+
+def _kind(d: Any) -> tuple[str, int | None, int]:
+    if isinstance(d, BinaryCodes):
+        return "hamming", d.n_bits, d.packed.shape[1]
+    return d.metric, None, d.values.shape[1]
+
+
+def load_search_set(
+    database: Any | Sequence[Any],
+    queries: Any,
+    distractors: Any | Sequence[Any] = (),
+    root: str | os.PathLike | None = None,
+) -> SearchSet:
+    """Database, distractors and queries from feature stores or descriptor objects.
+
+    Parameters
+    ----------
+    database : store or list of stores
+        The originals: a store spec ``"dataset/method"`` (under ``root``), a ``.npy`` store
+        file, an `extractor.FeatureStore`, or `BinaryCodes` / `FloatFeatures` with ids (and
+        records).
+    queries : store
+        Attacked copies whose records carry their ``source_id`` (as `generate_attacks.py`
+        manifests and ``extract_features.py --attacks`` stores do); controls (sources not in
+        the database) are negatives.
+    distractors : store, Part, or a list of them
+        More database rows that are no query's source (real photos, views of photos made by
+        ``scripts/make_distractors.py``, or `synthetic_part` vectors, labelled so).
+    root : str or Path, optional
+        Feature folder of the store specs (default ``Results/features``).
+
+    Returns
+    -------
+    SearchSet
+
+    Raises
+    ------
+    ValueError
+        Stores of different methods, metrics, bit counts or dimensions; an empty store;
+        database ids that repeat; queries without records.
+    """
+    def listed(value: Any) -> list[Any]:
+        if isinstance(value, str | os.PathLike | BinaryCodes | FloatFeatures | MultiCodes):
+            return [value]
+        if hasattr(value, "features") and hasattr(value, "meta"):
+            return [value]
+        return list(value)
+
+    originals = [_open(s, root, "database") for s in listed(database)]
+    distractors = [distractors] if isinstance(distractors, Part) else listed(distractors)
+    generated = [s for s in distractors if isinstance(s, Part)]
+    extra = [_open(s, root, "distractors") for s in distractors if not isinstance(s, Part)]
+    query = _open(queries, root, "queries")
+    if not originals:
+        raise ValueError("the database needs at least one store")
+    everything = originals + extra + [query]
+    for item in everything:
+        if len(item.descriptors) == 0:
+            raise ValueError(f"store {item.name} is empty")
+        if item.descriptors.ids is None:
+            raise ValueError(f"{item.name}: descriptors need ids (make them with "
+                             "hashing.describe or load a store)")
+    reference = _kind(query.descriptors)
+    for item in everything:
+        kind = _kind(item.descriptors)
+        if kind[:2] != reference[:2] or kind[2] != reference[2]:
+            raise ValueError(
+                f"{item.name} holds {_explain(kind)} but the queries {query.name} hold "
+                f"{_explain(reference)}: database, distractors and queries must come from one "
+                "method")
+        method = item.descriptors.method
+        if method and query.descriptors.method and method != query.descriptors.method \
+                and not item.synthetic:
+            raise ValueError(f"{item.name} was made by {method!r}, the queries by "
+                             f"{query.descriptors.method!r}: compare one method's descriptors")
+    metric, n_bits, dim = reference
+    for part in generated:
+        width = part.read(0, 1).shape[1] if part.rows else dim
+        if width != dim:
+            raise ValueError(f"{part.name} rows have {width} values, the queries {dim}")
+    database_ids = [i for item in originals + extra for i in item.descriptors.ids]
+    database_ids += [f"{part.name}#{r}" for part in generated for r in range(part.rows)]
+    seen: dict[str, int] = {}
+    sources = originals + extra
+    for position, item in enumerate(sources):
+        for image_id in item.descriptors.ids:
+            first = seen.setdefault(image_id, position)
+            if first != position:
+                raise ValueError(f"database id {image_id!r} is in both {sources[first].name} "
+                                 f"(store {first + 1}) and {item.name} (store {position + 1})")
+    if len(seen) < sum(len(item.descriptors) for item in sources):
+        counts: dict[str, int] = {}
+        for item in sources:
+            for image_id in item.descriptors.ids:
+                counts[image_id] = counts.get(image_id, 0) + 1
+        repeated = next(i for i, c in counts.items() if c > 1)
+        raise ValueError(f"database id {repeated!r} repeats within one store")
+    q = query.descriptors
+    records = list(q.records) if q.records is not None else [ImageRecord(i, None) for i in q.ids]
+    truth = source_rows(records, database_ids)
+    n_originals = sum(len(item.descriptors) for item in originals)
+    if (truth >= n_originals).any():
+        bad = records[int(np.flatnonzero(truth >= n_originals)[0])]
+        raise ValueError(f"query {bad.image_id!r} has its source {bad.source_id!r} among the "
+                         "distractors: distractors must be no query's source")
+    if q.records is None or not (truth >= 0).any():
+        logger.warning("no query has its source in the database (%d queries): recall is "
+                       "undefined; are these the attacked copies of these originals?", len(truth))
+    query_values = q.packed if isinstance(q, BinaryCodes) else q.values
+    return SearchSet(
+        parts=[_part(item) for item in originals + extra] + generated,
+        queries=np.ascontiguousarray(query_values),
+        truth=truth, database_ids=database_ids, query_ids=list(q.ids), query_records=records,
+        metric=metric, n_bits=n_bits, method=q.method, dim=dim, originals=n_originals)
+
+
+def _explain(kind: tuple[str, int | None, int]) -> str:
+    metric, n_bits, dim = kind
+    return f"{n_bits}-bit codes" if n_bits is not None else f"{dim}-d features ({metric})"
+
+
+def synthetic_part(like: Any, rows: int, seed: int = 0, name: str | None = None,
+                   sample: int = 20000, root: str | os.PathLike | None = None) -> Part:
+    """Vectors drawn from a Gaussian fitted to a real store (mean and covariance of up to
+    ``sample`` rows), generated block by block when read: a stand-in for speed and memory at
+    scale, labelled ``synthetic`` wherever it goes. Their neighbours say nothing about real
+    search quality or real IVF behaviour.
+
+    Parameters
+    ----------
+    like : FloatFeatures, BinaryCodes, FeatureStore or store spec
+        The real store to fit (binary codes: each bit drawn with its frequency).
+    rows : int
+    seed : int
+    root : str or Path, optional
+        Feature folder of a store spec.
+    """
+    loaded = like if isinstance(like, _Loaded) else _open(like, root, "synthetic distractors")
+    d = loaded.descriptors
+    if isinstance(d, BinaryCodes):  # bits drawn with each bit's frequency
+        p = d[:sample].to_bits().mean(axis=0)
+
+        def generate(block: int, n: int) -> np.ndarray:
+            return np.packbits(_block_rng(seed, block).random((n, d.n_bits)) < p, axis=1)
+    else:
+        values = np.asarray(d.values[:sample], dtype=np.float64)
+        mean = values.mean(axis=0).astype(np.float32)
+        cov = np.cov(values, rowvar=False) + 1e-6 * np.eye(values.shape[1])
+        factor = np.linalg.cholesky(cov).astype(np.float32)
+        nonneg = bool((values >= 0).all())
+
+        def generate(block: int, n: int) -> np.ndarray:
+            z = _block_rng(seed, block).standard_normal((n, len(mean)), dtype=np.float32)
+            out = z @ factor.T + mean
+            if nonneg:  # Jensen-Shannon needs non-negative rows, like the features fitted
+                np.maximum(out, 0, out=out)
+            return out
+    return Part(name or f"synthetic:{loaded.name}", rows, True,
+                _generate=_Synthetic(generate, rows).read)
+
+
+#: Synthetic rows are made in aligned blocks of this many, each from its own seed.
+_SYNTH_BLOCK = 8192
+
+
+def _block_rng(seed: int, block: int) -> np.random.Generator:
+    return np.random.default_rng([seed, block])
+
+
+class _Synthetic:
+    """Rows of a synthetic part: each aligned block generated from its own seed, so a row's
+    values do not depend on how the part is read."""
+
+    def __init__(self, generate, rows: int):
+        self.generate, self.rows = generate, rows
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        out = []
+        for block in range(start // _SYNTH_BLOCK, (stop - 1) // _SYNTH_BLOCK + 1):
+            lo = block * _SYNTH_BLOCK
+            hi = min(lo + _SYNTH_BLOCK, self.rows)
+            out.append(self.generate(block, hi - lo)[max(start, lo) - lo: min(stop, hi) - lo])
+        return np.concatenate(out)

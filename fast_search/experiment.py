@@ -1,0 +1,335 @@
+"""The search experiment: indexes x search parameters over one search set, each setting
+timed after a warm-up (median of repeats) and measured (recall@k, source ranks, overlap with
+exact search, micro-AP, range precision / recall), and the Pareto front of recall against
+time per query (Faiss's ``OperatingPoints``)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import resource
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fast_search.data import SearchSet
+from fast_search.evaluate import (
+    knn_as_range,
+    knn_intersection,
+    micro_ap,
+    range_pr,
+    recall_at_k,
+    source_ranks,
+)
+from fast_search.index import (
+    MAX_POINTS_PER_CENTROID,
+    SearchIndex,
+    build_index,
+    load_index,
+    nlist_of,
+    resolve_factory,
+)
+from helpers import Timer, get_logger, read_json, time_repeated, write_json
+
+logger = get_logger(__name__)
+
+#: The study's defaults.
+DEFAULT_INDEXES = ("Flat", "IVF{nlist},Flat")
+DEFAULT_PARAMS = {"nprobe": [1, 2, 4, 8, 16, 32, 64, 80]}
+DEFAULT_KS = (1, 10, 100)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _threads() -> int:
+    import faiss
+
+    return int(faiss.omp_get_max_threads())
+
+
+@dataclass
+class SearchResult:
+    """Every run of an experiment, and what it ran on.
+
+    Attributes
+    ----------
+    runs : list of dict
+        One per (index, search parameters): the measures and timings.
+    search_set : dict
+        `SearchSet.describe`.
+    pareto : list of int
+        Positions in ``runs`` on the front of recall@1 against seconds per query.
+    """
+
+    runs: list[dict[str, Any]]
+    search_set: dict[str, Any]
+    pareto: list[int] = field(default_factory=list)
+
+    def frame(self):
+        """The runs as a pandas DataFrame (one row per run, lists flattened)."""
+        import pandas as pd
+
+        rows = []
+        for position, run in enumerate(self.runs):
+            row = {k: v for k, v in run.items() if not isinstance(v, dict | list)}
+            row["params"] = _param_text(run["params"])
+            for k, v in run["recall"].items():
+                row[f"recall@{k}"] = v
+            for k, v in run.get("intersection", {}).items():
+                row[f"intersection@{k}"] = v
+            row["pareto"] = position in self.pareto
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def _param_text(params: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in params.items())
+
+
+def _grid(index: SearchIndex, params: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The settings of ``params`` this index takes (others are left out, logged once)."""
+    usable = {}
+    for name, values in params.items():
+        try:
+            index.set_params({name: values[0]})
+        except ValueError:
+            logger.info("%s has no parameter %s: not swept", index.factory, name)
+            continue
+        if name == "nprobe" and (nlist := nlist_of(index.factory)):
+            kept = [v for v in values if int(v) <= nlist]
+            if len(kept) < len(values):
+                logger.info("%s: nprobe above nlist=%d left out", index.factory, nlist)
+            values = kept or [nlist]
+        usable[name] = list(values)
+    if not usable:
+        return [{}]
+    names = list(usable)
+    return [dict(zip(names, combo, strict=True))
+            for combo in itertools.product(*(usable[n] for n in names))]
+
+
+def _train_size(index: SearchIndex, n: int, train_size: int | None) -> int:
+    if train_size is not None:
+        return min(n, train_size)
+    nlist = nlist_of(index.factory)
+    return min(n, max(MAX_POINTS_PER_CENTROID * nlist, 50000) if nlist else 100000)
+
+
+def prepare_index(search_set: SearchSet, factory: str, metric: str | None = None,
+                  device: str = "cpu", train_size: int | None = None, seed: int = 0,
+                  cache_dir: str | Path | None = None, show_progress: bool | None = None
+                  ) -> tuple[SearchIndex, dict[str, Any]]:
+    """Build (train, add) an index over a search set, or load the one a previous run with the
+    same inputs saved in ``cache_dir``.
+
+    Returns
+    -------
+    index : SearchIndex
+    info : dict
+        ``factory``, ``train_s``, ``add_s``, ``train_points``, ``index_bytes``, ``cached``.
+    """
+    metric = metric or search_set.metric
+    _check_metric_fits(search_set, metric)
+    factory = resolve_factory(factory, search_set.n_database)
+    index = build_index(factory, metric, search_set.dim, search_set.n_bits, device)
+    key = {"factory": factory, "metric": metric, "database": search_set.database_fingerprint(),
+           "train_size": train_size, "seed": seed}
+    cached = _cached(cache_dir, key, index)
+    if cached is not None:
+        return cached, {"factory": factory, "train_s": 0.0, "add_s": 0.0,
+                        "train_points": 0, "index_bytes": cached.nbytes(), "cached": True}
+    points = 0
+    with Timer() as train:
+        if not index.is_trained:
+            points = _train_size(index, search_set.n_database, train_size)
+            index.train(search_set.sample(points, seed), owned=True)
+    with Timer() as add:
+        index.add(search_set.blocks(), total=search_set.n_database,
+                  show_progress=show_progress, owned=True)
+    info = {"factory": factory, "train_s": train.elapsed, "add_s": add.elapsed,
+            "train_points": points, "index_bytes": index.nbytes(), "cached": False}
+    if cache_dir is not None and (points or factory not in ("Flat", "BFlat")):
+        _save_cache(cache_dir, key, index)
+    return index, info
+
+
+def _cache_name(key: dict[str, Any]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cached(cache_dir, key, index: SearchIndex) -> SearchIndex | None:
+    if cache_dir is None:
+        return None
+    path = Path(cache_dir) / f"{_cache_name(key)}.faiss"
+    meta = path.with_suffix(".json")
+    if not (path.exists() and meta.exists()) or read_json(meta).get("key") != key:
+        return None
+    logger.info("reusing the trained index %s (%s)", path, key["factory"])
+    loaded = load_index(path, index.factory, index.metric, index.dim, index.n_bits,
+                        index.device)
+    return loaded
+
+
+def _save_cache(cache_dir, key, index: SearchIndex) -> None:
+    path = Path(cache_dir) / f"{_cache_name(key)}.faiss"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    index.save(path)
+    write_json(path.with_suffix(".json"), {"key": key})  # written last: marks it finished
+
+
+def _check_metric_fits(search_set: SearchSet, metric: str) -> None:
+    if search_set.binary != (metric == "hamming"):
+        fits = "hamming" if search_set.binary else "l2, cosine, inner_product, l1, jensenshannon"
+        kind = "binary codes" if search_set.binary else "float features"
+        raise ValueError(f"metric {metric!r} does not fit {kind}: use {fits}")
+
+
+def exact_neighbours(search_set: SearchSet, k: int, metric: str | None = None,
+                     batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours (a Flat index), the reference of approximate ones."""
+    index, _ = prepare_index(search_set, "Flat", metric, show_progress=False)
+    return index.search(search_set.queries, k, batch_size)
+
+
+def run_search(
+    search_set: SearchSet,
+    indexes: Sequence[str] = DEFAULT_INDEXES,
+    metric: str | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    params: dict[str, Sequence[Any]] | None = None,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    repeats: int = 3,
+    train_size: int | None = None,
+    seed: int = 0,
+    thresholds: Sequence[float] | None = None,
+    cache_dir: str | Path | None = None,
+    show_progress: bool | None = None,
+) -> SearchResult:
+    """Search the queries of a search set with every index and search setting.
+
+    Parameters
+    ----------
+    search_set : SearchSet
+        From `load_search_set`.
+    indexes : sequence of str
+        Faiss factory strings; ``{nlist}`` becomes the study's ``10 sqrt(N)``.
+    metric : str, optional
+        Default: the stores' metric.
+    ks : sequence of int
+        recall@k for each; the search asks for ``max(ks)`` neighbours.
+    params : dict of name -> list, optional
+        Search parameters by Faiss's names, swept as a grid over the indexes that take them
+        (default: nprobe 1..80 as the study swept it).
+    device : str
+        ``cpu``, ``cuda`` or ``auto``.
+    batch_size : int, optional
+        Queries per search call (default: all at once; 1 is one query at a time).
+    repeats : int
+        Timed searches per setting after one warm-up; the median is kept.
+    train_size : int, optional
+        Training points sampled from the database (default: 256 per inverted list, at least
+        50,000, at most the database).
+    thresholds : sequence of float, optional
+        Distances at which to measure range-search precision and recall.
+    cache_dir : str or Path, optional
+        Trained indexes are saved there and reused by a run with the same inputs and string.
+
+    Returns
+    -------
+    SearchResult
+    """
+    import faiss
+    from faiss.contrib.evaluation import OperatingPoints
+
+    metric = metric or search_set.metric
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"k must be >= 1, got {ks}")
+    kmax = min(ks[-1], search_set.n_database)
+    if kmax < ks[-1]:
+        logger.warning("k=%d is above the %d database rows: recall@k uses %d", ks[-1],
+                       search_set.n_database, kmax)
+        ks = [min(k, kmax) for k in ks]
+        ks = sorted(set(ks))
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    params = DEFAULT_PARAMS if params is None else params
+    nq = len(search_set.queries)
+    if nq == 0:
+        raise ValueError("no queries")
+    reference: np.ndarray | None = None
+    runs: list[dict[str, Any]] = []
+    points = OperatingPoints()
+    # exact strings first: their neighbours are the reference of the approximate ones
+    order = sorted(indexes, key=lambda f: f not in ("Flat", "BFlat"))
+    for factory in order:
+        index, info = prepare_index(search_set, factory, metric, device, train_size, seed,
+                                    cache_dir, show_progress)
+        exact = info["factory"] in ("Flat", "BFlat")
+        for setting in _grid(index, params):
+            index.set_params(setting)
+            timing = time_repeated(lambda i=index: i.search(search_set.queries, kmax,
+                                                            batch_size),
+                                   repeats=repeats, warmup=1)
+            distances, indices = timing.result
+            if exact and reference is None:
+                reference = indices
+            elif reference is None:
+                reference = exact_neighbours(search_set, kmax, metric, batch_size)[1]
+            run = {
+                "index": info["factory"], "metric": metric, "params": dict(setting),
+                "device": index.device, "threads": faiss.omp_get_max_threads(),
+                "batch_size": batch_size or nq,
+                "mode": "one query at a time" if batch_size == 1 else "batch",
+                "queries": nq, "k": kmax,
+                "search_s": timing.median, "search_runs": timing.runs,
+                "queries_per_s": nq / timing.median if timing.median > 0 else math.inf,
+                "ms_per_query": 1000 * timing.median / nq,
+                "train_s": info["train_s"], "add_s": info["add_s"],
+                "train_points": info["train_points"], "index_bytes": info["index_bytes"],
+                "cached_index": info["cached"], "peak_rss_bytes": peak_rss_bytes(),
+                "recall": recall_at_k(indices, search_set.truth, ks),
+                "intersection": {k: knn_intersection(indices, reference, k) for k in ks},
+                "mean_source_rank": _mean_rank(indices, search_set.truth),
+                **micro_ap(distances, indices, search_set.truth),
+                "synthetic_distractors": search_set.synthetic_rows,
+            }
+            if thresholds:
+                run["range"] = _range(index, search_set, distances, indices, thresholds)
+            runs.append(run)
+            points.add_operating_point(len(runs) - 1, run["recall"][ks[0]],
+                                       run["ms_per_query"])
+        del index
+    return SearchResult(runs, search_set.describe(),
+                        sorted(p[0] for p in points.operating_points))
+
+
+def _mean_rank(indices: np.ndarray, truth: np.ndarray) -> float:
+    ranks = source_ranks(indices, truth)
+    found = ranks[ranks > 0]
+    return float(found.mean()) if len(found) else float("nan")
+
+
+def _range(index: SearchIndex, search_set: SearchSet, distances, indices,
+           thresholds: Sequence[float]) -> dict[str, Any]:
+    try:
+        lims, d, i = index.range_search(search_set.queries, max(thresholds))
+        source = "range_search"
+    except ValueError:
+        lims, d, i = knn_as_range(distances, indices)
+        source = f"knn (k={indices.shape[1]}; this index has no range search)"
+    out = range_pr(lims, d, i, search_set.truth, thresholds)
+    out["from"] = source
+    return out

@@ -1,0 +1,139 @@
+"""Search results on disk: ``search.json`` (the search set, every run, the Pareto front),
+``search.csv`` (one row per run) and figures: recall@k against queries per second with the
+Pareto front marked (as ANN benchmarks draw it), recall against each swept parameter, and
+recall against index size."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fast_search.experiment import SearchResult
+from helpers import (
+    atomic_write,
+    figure_style,
+    get_logger,
+    new_figure,
+    read_json,
+    save_figure,
+    write_json,
+)
+
+logger = get_logger(__name__)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    return value
+
+
+def write_search(result: SearchResult, folder: str | Path, figures: bool = True) -> list[Path]:
+    """Write ``search.csv``, then ``search.json`` and (unless ``figures`` is false) the figures
+    into ``folder``.
+
+    Returns
+    -------
+    list of Path
+        Every file written.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = result.frame()
+    with atomic_write(folder / "search.csv", "w", newline="") as handle:
+        frame.to_csv(handle, index=False)
+    payload = {"search_set": result.search_set, "runs": result.runs, "pareto": result.pareto}
+    if result.search_set.get("synthetic_distractors"):
+        payload["warning"] = (
+            f"{result.search_set['synthetic_distractors']} distractors are synthetic vectors "
+            "drawn from a Gaussian fitted to a real store: speed and memory only, not search "
+            "quality or real IVF behaviour")
+    write_json(folder / "search.json", _jsonable(payload))
+    written = [folder / "search.csv", folder / "search.json"]
+    if figures:
+        written += plot_search(result, folder / "figures")
+    return written
+
+
+def load_search(folder: str | Path) -> SearchResult:
+    """A result written by `write_search`."""
+    data = read_json(Path(folder) / "search.json")
+    runs = data["runs"]
+    for run in runs:  # JSON keys are strings
+        run["recall"] = {int(k): v for k, v in run["recall"].items()}
+        run["intersection"] = {int(k): v for k, v in run.get("intersection", {}).items()}
+    return SearchResult(runs, data["search_set"], data["pareto"])
+
+
+def _label(run: dict[str, Any]) -> str:
+    return run["index"]
+
+
+def plot_search(result: SearchResult, folder: str | Path) -> list[Path]:
+    """The figures of a search result (PDF and PNG each)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = result.runs
+    if not runs:
+        return []
+    ks = sorted(runs[0]["recall"])
+    synthetic = result.search_set.get("synthetic_distractors", 0)
+    note = (f"\n({synthetic} synthetic distractors: speed only)" if synthetic else "")
+    title = (f"{result.search_set.get('method')}, {result.search_set.get('database')} "
+             f"database images, {result.search_set.get('queries')} queries{note}")
+    out: list[Path] = []
+    groups: dict[str, list[int]] = {}
+    for i, run in enumerate(runs):
+        groups.setdefault(_label(run), []).append(i)
+    with figure_style():
+        for k in ks:
+            fig, ax = new_figure(figsize=(6, 4.5))
+            for label, members in groups.items():
+                x = [runs[i]["queries_per_s"] for i in members]
+                y = [runs[i]["recall"][k] for i in members]
+                ax.plot(x, y, "o", ms=4, alpha=0.8, label=label)
+            front = sorted(result.pareto, key=lambda i: runs[i]["queries_per_s"])
+            if k == ks[0] and front:
+                ax.plot([runs[i]["queries_per_s"] for i in front],
+                        [runs[i]["recall"][k] for i in front], "-", color="0.2", lw=1,
+                        label="Pareto front")
+            ax.set_xscale("log")
+            ax.set_xlabel("queries per second")
+            ax.set_ylabel(f"recall@{k}")
+            ax.set_title(title, fontsize=9)
+            ax.legend(fontsize=8)
+            out += save_figure(fig, folder, f"recall_at_{k}_vs_qps")
+        swept = sorted({name for run in runs for name in run["params"]})
+        for name in swept:
+            fig, ax = new_figure(figsize=(6, 4.5))
+            for label, members in groups.items():
+                pts = sorted((runs[i]["params"][name], runs[i]["recall"][ks[0]])
+                             for i in members if name in runs[i]["params"])
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), "o-", ms=4, label=label)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel(name)
+            ax.set_ylabel(f"recall@{ks[0]}")
+            ax.set_title(title, fontsize=9)
+            ax.legend(fontsize=8)
+            out += save_figure(fig, folder, f"recall_vs_{name}")
+        fig, ax = new_figure(figsize=(6, 4.5))
+        for label, members in groups.items():
+            best = max(runs[i]["recall"][ks[0]] for i in members)
+            ax.plot([runs[members[0]]["index_bytes"] / 2**20], [best], "o", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("index size (MiB)")
+        ax.set_ylabel(f"best recall@{ks[0]}")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
+        out += save_figure(fig, folder, "recall_vs_index_size")
+    return out

@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Find the original of each query among a large database with Faiss, and measure how recall
+trades against time and memory for exact and approximate indexes.
+
+Inputs are feature stores (``dataset/method`` under --features-dir, or a store's .npy file):
+the database (the originals), optional distractors (more stores; or --synthetic N vectors drawn
+from a Gaussian fitted to the database, labelled as a speed and memory stand-in only), and the
+queries: attacked copies whose records carry their source, as made by
+
+    python scripts/extract_features.py --model sscd_distilled --dataset bsds500 \\
+        --attacks jpg_compression:10,50 rotation --store-name bsds500_queries
+
+(or a store of a manifest written by generate_attacks.py). Controls (queries whose source is
+not in the database) count in micro-AP and range precision.
+
+Every index string is a Faiss factory string ({nlist} becomes the study's 10 sqrt(N)); search
+parameters use Faiss's names and are swept as a grid over the indexes that take them. Each
+setting is timed after a warm-up (median of --repeats). Results: Results/<name>/search.json,
+search.csv, experiment.json and figures/.
+
+Examples
+--------
+python scripts/search_experiment.py --database bsds500/sscd_distilled \\
+    --queries bsds500_queries/sscd_distilled --index Flat "IVF{nlist},Flat" HNSW32 \\
+    --param nprobe=1,4,16,64 --param efSearch=16,64,256 --k 1 10 100
+python scripts/search_experiment.py --database bsds500/dhash --queries q/dhash --index BFlat BIVF256
+python scripts/search_experiment.py --database bsds500/sscd_distilled \\
+    --distractors views/sscd_distilled --queries bsds500_queries/sscd_distilled \\
+    --index "PCAW256,IVF1024,Flat" --metric cosine
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+from pathlib import Path
+
+from extractor.store import default_features_dir
+from fast_search import (
+    DEFAULT_INDEXES,
+    DEFAULT_KS,
+    METRICS,
+    load_search_set,
+    run_search,
+    synthetic_part,
+)
+from fast_search.report import write_search
+from helpers import (
+    check_name,
+    get_logger,
+    now_iso,
+    results_root,
+    setup_logging,
+    write_experiment_json,
+)
+from helpers.cli import fail, run_script
+from helpers.outputs import output_dir
+
+SCRIPT = "search_experiment"
+logger: logging.Logger = get_logger(SCRIPT)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--database", nargs="+", required=True, metavar="STORE",
+                      help="stores of the originals: dataset/method, or a store's .npy")
+    data.add_argument("--distractors", nargs="*", default=[], metavar="STORE",
+                      help="stores of distractors (no query's source)")
+    data.add_argument("--synthetic", type=int, default=0, metavar="N",
+                      help="add N synthetic distractors drawn from a Gaussian fitted to the "
+                           "first database store: speed and memory only, labelled so "
+                           "(default: 0)")
+    data.add_argument("--synthetic-seed", type=int, default=0)
+    data.add_argument("--queries", required=True, metavar="STORE",
+                      help="store of the queries (records carry their source_id)")
+    data.add_argument("--features-dir", default=None,
+                      help="feature folder of the dataset/method stores "
+                           "(default: Results/features)")
+    search = parser.add_argument_group("search")
+    search.add_argument("--index", nargs="+", default=list(DEFAULT_INDEXES),
+                        metavar="FACTORY",
+                        help="Faiss factory strings; binary codes take BFlat, BIVF<n>, "
+                             "BHNSW<M> ({nlist} = 10 sqrt(N); default: %(default)s)")
+    search.add_argument("--metric", default=None, choices=METRICS,
+                        help="default: the stores' metric")
+    search.add_argument("--k", nargs="+", type=int, default=list(DEFAULT_KS),
+                        help="recall@k for each (default: %(default)s)")
+    search.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2",
+                        help="search parameter values by Faiss's names, repeatable "
+                             "(default: nprobe=1,2,4,8,16,32,64,80 as the study swept it)")
+    search.add_argument("--thresholds", type=float, nargs="+", default=None,
+                        help="distances at which to measure range-search precision / recall")
+    search.add_argument("--train-size", type=int, default=None,
+                        help="training points sampled from the database (default: 256 per "
+                             "inverted list, at least 50,000, at most the database)")
+    search.add_argument("--seed", type=int, default=0, help="training sample seed (0)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--device", default="cpu", help="cpu, cuda (faiss-gpu) or auto")
+    run.add_argument("--batch-size", type=int, default=None,
+                     help="queries per search call (default: all; 1: one at a time)")
+    run.add_argument("--repeats", type=int, default=3,
+                     help="timed searches per setting after a warm-up; median kept (3)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="Faiss's OpenMP threads (default: Faiss's own)")
+    run.add_argument("--name", default=SCRIPT,
+                     help="result folder under Results/ (default: %(default)s)")
+    run.add_argument("--output", default=None, help="result folder (overrides --name)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an existing result folder of this script")
+    run.add_argument("--no-figures", action="store_true", help="skip the figures")
+    run.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def parse_params(items: list[str]) -> dict[str, list[float | int]] | None:
+    """``["nprobe=1,4", "efSearch=16"]`` -> ``{"nprobe": [1, 4], "efSearch": [16]}``."""
+    if not items:
+        return None
+    out: dict[str, list[float | int]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        if not sep or not name or not values:
+            raise ValueError(f"--param {item!r}: expected NAME=V1,V2,...")
+        try:
+            parsed = [float(v) if "." in v else int(v) for v in values.split(",")]
+        except ValueError:
+            raise ValueError(f"--param {item!r}: values must be numbers") from None
+        if any(not math.isfinite(v) or v < 0 for v in parsed):
+            raise ValueError(f"--param {item!r}: values must be finite and >= 0")
+        out[name] = parsed
+    return out
+
+
+def check_values(args: argparse.Namespace) -> None:
+    if args.output is None:
+        check_name(args.name, "--name")
+    if any(k < 1 for k in args.k):
+        raise ValueError(f"--k values must be >= 1, got {args.k}")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.synthetic < 0:
+        raise ValueError(f"--synthetic must be >= 0, got {args.synthetic}")
+    if args.train_size is not None and args.train_size < 1:
+        raise ValueError(f"--train-size must be >= 1, got {args.train_size}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    for value in args.thresholds or ():
+        if not math.isfinite(value):
+            raise ValueError(f"--thresholds must be finite, got {value}")
+    if args.device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"--device must be cpu, cuda or auto, got {args.device!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    started = now_iso()
+    with contextlib.ExitStack() as stack:
+        try:
+            check_values(args)
+            params = parse_params(args.param)
+            root = Path(args.features_dir) if args.features_dir else default_features_dir()
+            distractors = list(args.distractors)
+            if args.synthetic:
+                distractors.append(synthetic_part(args.database[0], args.synthetic,
+                                                  seed=args.synthetic_seed, root=root))
+            search_set = load_search_set(args.database, args.queries, distractors, root)
+            target = Path(args.output) if args.output else results_root() / args.name
+            output = stack.enter_context(output_dir(
+                target, SCRIPT, overwrite=args.overwrite, inputs=[root],
+                flags=("--overwrite",)))
+        except (ValueError, FileNotFoundError, TypeError) as exc:
+            return fail(exc)
+        if args.threads:
+            import faiss
+
+            faiss.omp_set_num_threads(args.threads)
+        config = {**vars(args), "params": params, "search_set": search_set.describe()}
+        write_experiment_json(output, config, started_at=started, script=SCRIPT)
+        try:
+            result = run_search(search_set, args.index, args.metric, args.k, params,
+                                args.device, args.batch_size, args.repeats, args.train_size,
+                                args.seed, args.thresholds, cache_dir=output / "indexes")
+        except ValueError as exc:
+            write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
+                                  script=SCRIPT, extra={"error": str(exc)})
+            return fail(exc)
+        write_search(result, output, figures=not args.no_figures)
+        write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
+                              script=SCRIPT, extra={"runs": len(result.runs)})
+        frame = result.frame()
+        columns = ["index", "params"] + [c for c in frame.columns if c.startswith("recall@")] \
+            + ["micro_ap", "queries_per_s", "index_bytes", "pareto"]
+        print(frame[columns].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        if search_set.synthetic_rows:
+            print(f"note: {search_set.synthetic_rows} distractors are synthetic (speed and "
+                  "memory only)")
+        print(f"{search_set.n_database} database rows, {len(search_set.queries)} queries, "
+              f"{len(result.runs)} runs -> {output}")
+        return 0
+
+
+if __name__ == "__main__":
+    run_script(main)

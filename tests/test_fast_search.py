@@ -1,0 +1,328 @@
+"""fast_search: search sets from stores, Faiss indexes in our metrics, measures, the script.
+
+Oracles: NumPy brute force and SciPy for distances, `hashing.nearest` (tested against SciPy and
+imagehash elsewhere), hand-made examples for recall@k, micro-AP and range precision / recall.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist, jensenshannon
+
+import fast_search as fs
+from data_retrieval import ImageRecord
+from hashing import BinaryCodes, FloatFeatures, nearest, save_descriptors
+from tests.conftest import REPO
+
+RNG = np.random.default_rng(0)
+
+
+def _features(n=400, dim=24, seed=0, nonneg=True):
+    x = np.random.default_rng(seed).random((n, dim)).astype(np.float32)
+    return x if nonneg else x - 0.5
+
+
+def _set(metric="cosine", n=400, dim=24, n_queries=60, n_controls=20, method="m"):
+    """A database, attacked copies of some of its rows, and controls, as descriptor objects."""
+    rng = np.random.default_rng(1)
+    db = _features(n, dim)
+    sources = rng.choice(n, n_queries, replace=False)
+    copies = np.abs(db[sources] + 0.02 * rng.standard_normal((n_queries, dim))).astype(np.float32)
+    controls = rng.random((n_controls, dim)).astype(np.float32)
+    records = ([ImageRecord(f"q{i}", None, source_id=f"d{s}", attack_id="noise")
+                for i, s in enumerate(sources)]
+               + [ImageRecord(f"c{i}", None) for i in range(n_controls)])
+    database = FloatFeatures(db, metric, ids=tuple(f"d{i}" for i in range(n)), method=method)
+    queries = FloatFeatures(np.vstack([copies, controls]), metric,
+                            ids=tuple(r.image_id for r in records), records=tuple(records),
+                            method=method)
+    return database, queries, sources
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "l1", "jensenshannon"])
+def test_flat_equals_brute_force_and_nearest(metric):
+    database, queries, _ = _set(metric)
+    search_set = fs.load_search_set(database, queries)
+    index, info = fs.prepare_index(search_set, "Flat")
+    d, i = index.search(search_set.queries, 5)
+    ours_d, ours_i = nearest(queries, database, k=5)
+    np.testing.assert_array_equal(i, ours_i)
+    np.testing.assert_allclose(d, ours_d, atol=2e-6)
+    # an independent brute force on the first queries
+    q, x = queries.values[:8].astype(np.float64), database.values.astype(np.float64)
+    if metric == "jensenshannon":
+        brute = np.array([[jensenshannon(a, b, base=2) for b in x] for a in q])
+    elif metric == "cosine":
+        brute = cdist(q, x, "cosine") / 2
+    else:
+        brute = cdist(q, x, {"l2": "euclidean", "l1": "cityblock"}[metric])
+    np.testing.assert_array_equal(i[:8], np.argsort(brute, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(d[:8], np.sort(brute, axis=1)[:, :5], atol=2e-6)
+    assert info["index_bytes"] > database.values.nbytes
+
+
+def test_jensenshannon_with_zeros_finds_neighbours():
+    """Faiss's METRIC_JensenShannon gives NaN (no result at all) for rows holding a zero, as
+    ReLU features do; the index floors them and agrees with SciPy."""
+    x = _features(50, 8)
+    x[:, :3] = 0
+    q = x[:4].copy()
+    q[:, 5] = 0
+    index = fs.build_index("Flat", "jensenshannon", 8)
+    index.train(x)
+    index.add([x])
+    d, i = index.search(q, 3)
+    brute = np.array([[jensenshannon(a, b, base=2) for b in x] for a in q.astype(np.float64)])
+    assert (i >= 0).all()
+    np.testing.assert_allclose(d, np.sort(brute, axis=1)[:, :3], atol=1e-6)
+
+
+@pytest.mark.parametrize("n_bits", [64, 42])
+def test_binary_flat_equals_nearest_in_bit_error_rate(n_bits):
+    rng = np.random.default_rng(3)
+    bits = rng.random((300, n_bits)) < 0.5
+    db = BinaryCodes.from_bits(bits).with_identity(ids=tuple(f"d{i}" for i in range(300)),
+                                                   method="h")
+    flipped = bits[:40].copy()
+    flipped[:, :3] ^= True
+    records = tuple(ImageRecord(f"q{i}", None, source_id=f"d{i}", attack_id="a")
+                    for i in range(40))
+    queries = BinaryCodes.from_bits(flipped).with_identity(
+        ids=tuple(r.image_id for r in records), records=records, method="h")
+    search_set = fs.load_search_set(db, queries)
+    assert search_set.binary and search_set.n_bits == n_bits
+    index, _ = fs.prepare_index(search_set, "BFlat")
+    d, i = index.search(search_set.queries, 3)
+    ours_d, ours_i = nearest(queries, db, k=3)
+    np.testing.assert_array_equal(d, ours_d)  # bits / n_bits, never / the padded width
+    assert set(np.unique(d[:, 0])) <= {3 / n_bits} | set(np.unique(ours_d[:, 0]))
+    np.testing.assert_array_equal(i[:, 0], ours_i[:, 0])
+    assert fs.recall_at_k(i, search_set.truth, [1])[1] == 1.0
+    # a hash cannot go through a float index, nor features through a binary one
+    with pytest.raises(ValueError, match="does not fit binary codes"):
+        fs.prepare_index(search_set, "Flat", metric="l2")
+
+
+def test_ivf_with_every_list_probed_equals_flat():
+    database, queries, _ = _set("l2", n=600)
+    search_set = fs.load_search_set(database, queries)
+    flat, _ = fs.prepare_index(search_set, "Flat")
+    ivf, info = fs.prepare_index(search_set, "IVF16,Flat")
+    ivf.set_params({"nprobe": 16})
+    d1, i1 = flat.search(search_set.queries, 10)
+    d2, i2 = ivf.search(search_set.queries, 10)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(d1, d2, rtol=1e-5)
+    assert info["train_points"] == 600
+    ivf.set_params({"nprobe": 1})  # fewer lists: a subset of the work, never better
+    assert fs.knn_intersection(ivf.search(search_set.queries, 10)[1], i1, 10) <= 1.0
+
+
+def test_cosine_normalises_after_every_transform():
+    database, queries, _ = _set("cosine", dim=32)
+    search_set = fs.load_search_set(database, queries)
+    index, info = fs.prepare_index(search_set, "PCAW16,Flat")
+    assert index.factory == "PCAW16,L2norm,Flat"
+    d, _ = index.search(search_set.queries, 5)
+    assert (d >= 0).all() and (d <= 1).all()  # unit vectors: (1 - cos) / 2
+    assert fs.prepare_index(search_set, "PCA16,L2norm,Flat")[0].factory == "PCA16,L2norm,Flat"
+
+
+def test_measures_on_hand_made_examples():
+    truth = np.array([0, 1, 2, -1])
+    indices = np.array([[0, 5, 6], [7, 1, 8], [9, 9, 9], [3, 4, 5]])
+    assert fs.source_ranks(indices, truth).tolist() == [1, 2, 0, -1]
+    assert fs.recall_at_k(indices, truth, [1, 2, 3]) == {1: 1 / 3, 2: 2 / 3, 3: 2 / 3}
+    # micro-AP: predictions sorted by distance: q0 correct (0.1), control wrong (0.2),
+    # q1 wrong (0.3), q2 wrong (0.4); 3 queries with a source -> AP = 1 * 1/3
+    distances = np.array([[0.1], [0.3], [0.4], [0.2]])
+    ap = fs.micro_ap(distances, indices[:, :1], truth)
+    assert ap["micro_ap"] == pytest.approx(1 / 3)
+    # knn intersection: half the neighbours shared
+    assert fs.knn_intersection(np.array([[1, 2], [3, 4]]), np.array([[2, 9], [4, 3]]), 2) == 0.75
+    # range precision / recall: q0 finds its source and one other within 0.5; q1 its source
+    # at 0.7; the control finds one image at 0.2
+    lims = np.array([0, 2, 3, 3, 4])
+    dist = np.array([0.1, 0.4, 0.7, 0.2], np.float32)
+    ids = np.array([0, 5, 1, 3])
+    pr = fs.range_pr(lims, dist, ids, truth, [0.15, 0.5, 0.7])
+    assert pr["precision"] == pytest.approx([1.0, 1 / 3, 2 / 4])
+    assert pr["recall"] == pytest.approx([1 / 3, 1 / 3, 2 / 3])
+    # an index without range search: its k-NN results in the same layout (misses dropped)
+    knn_d = np.array([[0.1, 0.4], [0.7, np.inf]], np.float32)
+    knn_i = np.array([[0, 5], [1, -1]])
+    lims, dist, ids = fs.evaluate.knn_as_range(knn_d, knn_i)
+    assert lims.tolist() == [0, 2, 3] and ids.tolist() == [0, 5, 1]
+
+
+def test_range_search_agrees_with_brute_force():
+    database, queries, _ = _set("l2", n=300)
+    search_set = fs.load_search_set(database, queries)
+    index, _ = fs.prepare_index(search_set, "Flat")
+    brute = cdist(queries.values.astype(np.float64), database.values.astype(np.float64))
+    t = float(np.quantile(brute, 0.01))
+    lims, d, i = index.range_search(search_set.queries, t)
+    assert lims[-1] == int((brute <= t).sum())
+    for q in range(0, len(brute), 13):
+        assert set(i[lims[q]:lims[q + 1]]) == set(np.flatnonzero(brute[q] <= t))
+
+
+def test_search_set_from_stores_on_disk(tmp_path):
+    database, queries, sources = _set("cosine")
+    distractors = FloatFeatures(_features(200, 24, seed=9), "cosine",
+                                ids=tuple(f"x{i}" for i in range(200)), method="m")
+    root = tmp_path / "features"
+    for name, d in (("db", database), ("queries", queries), ("views", distractors)):
+        save_descriptors(d, name, root=root)
+    search_set = fs.load_search_set("db/m", "queries/m", ["views/m"], root=root)
+    assert search_set.n_database == 600 and search_set.originals == 400
+    assert search_set.truth[:60].tolist() == sources.tolist()  # from the records' source_id
+    assert (search_set.truth[60:] == -1).all()  # controls
+    # parts are read from the files block by block, never gathered or memory-mapped whole
+    assert all(p._file is not None for p in search_set.parts)
+    np.testing.assert_array_equal(search_set.to_array()[:400], database.values)
+    np.testing.assert_array_equal(search_set.sample(600), search_set.to_array())
+    # a .npy path works as a store too
+    again = fs.load_search_set(root / "db" / "m.npy", root / "queries" / "m.npy", root=root)
+    np.testing.assert_array_equal(again.truth, fs.load_search_set(database, queries).truth)
+
+
+def test_bad_inputs_fail_before_long_work(tmp_path):
+    database, queries, _ = _set("cosine")
+    other = FloatFeatures(database.values, "cosine", ids=database.ids, method="other_model")
+    with pytest.raises(ValueError, match="made by 'other_model', the queries by 'm'"):
+        fs.load_search_set(other, queries)
+    narrow = FloatFeatures(database.values[:, :10], "cosine", ids=database.ids, method="m")
+    with pytest.raises(ValueError, match="10-d features .* 24-d features"):
+        fs.load_search_set(narrow, queries)
+    with pytest.raises(ValueError, match="is empty"):
+        fs.load_search_set(database[[]], queries)
+    with pytest.raises(ValueError, match="among the distractors"):
+        fs.load_search_set(database[:100], queries, database[100:])
+    with pytest.raises(ValueError, match="'d0' is in both"):
+        fs.load_search_set(database, queries, database[:1].with_identity(method="m"))
+    with pytest.raises(ValueError, match="neither a store"):
+        fs.load_search_set("no-such-store", queries)
+    with pytest.raises(FileNotFoundError, match="no finished feature store"):
+        fs.load_search_set("db/m", queries, root=tmp_path)
+    search_set = fs.load_search_set(database, queries)
+    with pytest.raises(ValueError, match="cannot use metric 'l1'.*flat storage"):
+        fs.prepare_index(search_set, "IVF4,PQ4", metric="l1")
+    with pytest.raises(ValueError, match="Jensen-Shannon compares distributions"):
+        fs.prepare_index(search_set, "PCA8,Flat", metric="jensenshannon")
+    with pytest.raises(ValueError, match="Faiss cannot make it"):
+        fs.prepare_index(search_set, "IVF16,Nonsense")
+    with pytest.raises(ValueError, match="unknown metric 'manhattan'"):
+        fs.build_index("Flat", "manhattan", 4)
+    if not _faiss_gpus():
+        with pytest.raises(ValueError, match="sees no GPU"):
+            fs.build_index("Flat", "l2", 4, device="cuda")
+    index, _ = fs.prepare_index(search_set, "Flat")
+    with pytest.raises(ValueError, match="rows of 3 values for an index of dimension 24"):
+        index.search(np.zeros((2, 3), np.float32), 1)
+
+
+def _faiss_gpus() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def test_synthetic_distractors_are_labelled_and_reproducible():
+    database, queries, _ = _set("cosine")
+    part = fs.synthetic_part(database, 20000, seed=5)
+    again = fs.synthetic_part(database, 20000, seed=5)
+    whole = part.read(0, 20000)
+    np.testing.assert_array_equal(whole[8000:12000], again.read(8000, 12000))  # any blocks
+    assert (whole >= 0).all()  # the store's rows are non-negative, so are these
+    search_set = fs.load_search_set(database, queries, [part])
+    described = search_set.describe()
+    assert described["synthetic_distractors"] == 20000 and described["originals"] == 400
+    result = fs.run_search(search_set, ["Flat"], ks=[1], repeats=1)
+    assert result.runs[0]["synthetic_distractors"] == 20000
+
+
+def test_run_search_sweeps_measures_and_reuses_trained_indexes(tmp_path):
+    database, queries, _ = _set("l2", n=800)
+    search_set = fs.load_search_set(database, queries)
+    result = fs.run_search(search_set, ["IVF{nlist},Flat", "Flat", "HNSW8"], ks=[1, 10],
+                           params={"nprobe": [1, 4, 10000], "efSearch": [8, 64]},
+                           repeats=2, thresholds=[0.1, 0.3], cache_dir=tmp_path / "idx")
+    frame = result.frame()
+    nlist = fs.default_nlist(800)
+    assert frame["index"].tolist() == ["Flat"] + [f"IVF{nlist},Flat"] * 2 + ["HNSW8"] * 2
+    assert frame["params"].tolist()[1:] == ["nprobe=1", "nprobe=4", "efSearch=8",
+                                           "efSearch=64"]  # nprobe > nlist left out
+    flat = result.runs[0]
+    assert flat["recall"][1] == 1.0 and flat["intersection"][10] == 1.0
+    assert flat["range"]["from"] == "range_search"
+    assert all(r["search_s"] > 0 and len(r["search_runs"]) == 2 for r in result.runs)
+    assert result.pareto and all(0 <= p < len(result.runs) for p in result.pareto)
+    # a second run with the same inputs and strings loads the trained IVF index
+    again = fs.run_search(search_set, ["IVF{nlist},Flat"], ks=[1], params={"nprobe": [4]},
+                          repeats=1, cache_dir=tmp_path / "idx")
+    assert again.runs[0]["cached_index"] and again.runs[0]["recall"][1] == \
+        result.runs[2]["recall"][1]
+
+
+def test_search_experiment_script(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "Results"))
+    database, queries, _ = _set("cosine")
+    root = tmp_path / "features"
+    save_descriptors(database, "db", root=root)
+    save_descriptors(queries, "queries", root=root)
+    command = [sys.executable, str(REPO / "scripts" / "search_experiment.py"),
+               "--features-dir", str(root), "--database", "db/m", "--queries", "queries/m",
+               "--index", "Flat", "IVF8,Flat", "--param", "nprobe=1,8", "--k", "1", "5",
+               "--synthetic", "500", "--repeats", "1", "--name", "s"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "Results" / "s"
+    data = json.loads((out / "search.json").read_text())
+    assert [r["index"] for r in data["runs"]] == ["Flat", "IVF8,Flat", "IVF8,Flat"]
+    assert data["search_set"]["synthetic_distractors"] == 500 and "synthetic" in data["warning"]
+    assert data["runs"][0]["recall"]["1"] == 1.0
+    experiment = json.loads((out / "experiment.json").read_text())
+    assert experiment["script"] == "search_experiment" and "ended_at" in experiment
+    assert (out / "search.csv").read_text().count("\n") == 4
+    assert (out / "figures" / "recall_at_1_vs_qps.png").stat().st_size > 0
+    assert "synthetic" in done.stdout
+    # an existing result is never overwritten silently
+    again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode != 0 and "--overwrite" in again.stderr
+    bad = subprocess.run(command[:-2] + ["--param", "nprobe=x", "--name", "t"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode != 0 and "values must be numbers" in bad.stderr
+    assert not (tmp_path / "Results" / "t").exists()
+
+
+def test_search_set_memory_stays_near_the_database_size(tmp_path):
+    """A Flat index over a 96 MiB store: peak memory grows by the index (the database's size)
+    and a block, not by a gathered copy of the database."""
+    rows, dim = 24576, 1024
+    store = FloatFeatures(np.ones((rows, dim), np.float32), "l2",
+                          ids=tuple(f"d{i}" for i in range(rows)), method="m")
+    queries = FloatFeatures(np.ones((4, dim), np.float32), "l2",
+                            ids=("q0", "q1", "q2", "q3"), method="m")
+    save_descriptors(store, "db", root=tmp_path)
+    save_descriptors(queries, "q", root=tmp_path)
+    del store
+    code = textwrap.dedent(f"""
+        import resource, faiss, fast_search as fs
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        s = fs.load_search_set("db/m", "q/m", root={str(tmp_path)!r})
+        index, _ = fs.prepare_index(s, "Flat", show_progress=False)
+        index.search(s.queries, 1)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print((after - before) * 1024 / ({rows} * {dim} * 4))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) <= 1.3
