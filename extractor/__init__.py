@@ -6,44 +6,38 @@ extraction through a DataLoader on CPU or GPU (`extract`, which returns the same
 `FloatFeatures` object as `hashing.describe`), and the feature store
 ``Results/features/<dataset>/<model>.npy`` with its JSON sidecar, resumable
 (`extract_to_store`, `load_store`).
+
+Names load on first use: reading a feature store (`load_store`, `store_paths`) does not import
+torch; the first model name asked for imports torch and registers the model zoo.
 """
 
-from extractor import zoo as _zoo  # noqa: F401  (registers the study's models)
-from extractor.extract import FEATURE_METRICS, extract
-from extractor.models import (
-    FeatureModel,
-    ModelSpec,
-    OnnxFeatureModel,
-    TorchFeatureModel,
-    WeightsNotFoundError,
-    custom_model,
-    get_model,
-    imagenet_transform,
-    list_models,
-    model_spec,
-    register_model,
-    resolve_weights,
-)
-from extractor.store import FeatureStore, extract_to_store, load_store, save_store, store_paths
+from __future__ import annotations
 
-__all__ = [
-    "FEATURE_METRICS",
-    "FeatureModel",
-    "FeatureStore",
-    "ModelSpec",
-    "OnnxFeatureModel",
-    "TorchFeatureModel",
-    "WeightsNotFoundError",
-    "custom_model",
-    "extract",
-    "extract_to_store",
-    "get_model",
-    "imagenet_transform",
-    "list_models",
-    "load_store",
-    "model_spec",
-    "register_model",
-    "resolve_weights",
-    "save_store",
-    "store_paths",
-]
+import importlib
+from typing import Any
+
+_STORE = ("FeatureStore", "extract_to_store", "load_store", "save_store", "store_paths")
+_EXTRACT = ("FEATURE_METRICS", "extract")
+_MODELS = ("FeatureModel", "ModelSpec", "OnnxFeatureModel", "TorchFeatureModel",
+           "WeightsNotFoundError", "custom_model", "get_model", "imagenet_transform",
+           "list_models", "model_spec", "register_model", "resolve_weights")
+
+__all__ = sorted(_STORE + _EXTRACT + _MODELS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STORE:
+        module = importlib.import_module("extractor.store")
+    elif name in _EXTRACT or name in _MODELS:
+        importlib.import_module("extractor.zoo")  # registers the study's models
+        module = importlib.import_module("extractor.extraction" if name in _EXTRACT
+                                         else "extractor.models")
+    else:
+        raise AttributeError(f"module 'extractor' has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

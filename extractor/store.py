@@ -22,14 +22,12 @@ import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from data_retrieval import ImageRecord, read_manifest, write_manifest
 from data_retrieval.items import as_record
-from extractor.extract import extract
-from extractor.models import FeatureModel
 from helpers import (
     FolderLock,
     atomic_write,
@@ -42,6 +40,9 @@ from helpers import (
     save_npy,
     write_json,
 )
+
+if TYPE_CHECKING:  # reading a store needs no torch; extracting imports it
+    from extractor.models import FeatureModel
 
 logger = get_logger(__name__)
 
@@ -224,6 +225,8 @@ def extract_to_store(
 
 def _extract_chunks(model, images, records, npy, sidecar, dataset, batch_size, workers,
                     chunk_size, rank, world_size, overwrite, barrier, extra_meta) -> Path | None:
+    from extractor.extraction import extract  # torch, only when extracting
+
     ids = [r.image_id for r in records]
     chunk_size = -(-max(chunk_size, 1) // batch_size) * batch_size
     partial = npy.with_suffix(".partial")

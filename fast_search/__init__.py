@@ -22,6 +22,7 @@ from fast_search.experiment import (
     DEFAULT_PARAMS,
     SearchResult,
     exact_neighbours,
+    index_matcher,
     prepare_index,
     run_search,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "build_index",
     "default_nlist",
     "exact_neighbours",
+    "index_matcher",
     "knn_intersection",
     "load_index",
     "load_search_set",

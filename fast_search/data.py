@@ -208,15 +208,8 @@ def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
         raise TypeError(f"{role}: multi-codes (crop_resistant) cannot be searched with Faiss; "
                         "use hashing.nearest")
     if hasattr(source, "features") and hasattr(source, "meta"):  # an extractor FeatureStore
-        meta = source.meta
-        identity = {"ids": tuple(source.ids), "records": tuple(source.records),
-                    "method": meta.get("model")}
-        if meta.get("kind") == "binary":
-            return _Loaded(str(meta.get("model")),
-                           BinaryCodes(source.features, int(meta["n_bits"]), **identity))
-        return _Loaded(str(meta.get("model")), FloatFeatures(
-            source.features, meta.get("metric", "cosine"), **identity),
-            bool(meta.get("synthetic")))
+        return _Loaded(str(source.meta.get("model")), _from_store(source),
+                       bool(source.meta.get("synthetic")))
     if not isinstance(source, str | os.PathLike):
         raise TypeError(f"{role}: expected a store ('dataset/method'), a .npy path or "
                         f"descriptors, got a {type(source).__name__}")
@@ -232,10 +225,27 @@ def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
         store_root = root
     from extractor.store import load_store, store_paths
 
-    descriptors = load_descriptors(dataset, method, store_root)
-    meta = load_store(dataset, descriptors.method, store_root).meta
-    return _Loaded(str(store_paths(dataset, descriptors.method, store_root)[0]), descriptors,
-                   bool(meta.get("synthetic")))
+    if ":" in method:  # a spec, as describe takes it: its identity names the store
+        from hashing.registry import parse_algorithm
+
+        method = parse_algorithm(method).label
+    try:
+        store = load_store(dataset, method, store_root)
+    except FileNotFoundError:
+        load_descriptors(dataset, method, store_root)  # raises, listing the stores there
+        raise
+    return _Loaded(str(store_paths(dataset, method, store_root)[0]),
+                   _from_store(store, method), bool(store.meta.get("synthetic")))
+
+
+def _from_store(store: Any, method: str | None = None) -> BinaryCodes | FloatFeatures:
+    """The descriptor object of a loaded `extractor.FeatureStore`."""
+    meta = store.meta
+    identity = {"ids": tuple(store.ids), "records": tuple(store.records),
+                "method": method or meta.get("model")}
+    if meta.get("kind") == "binary":
+        return BinaryCodes(store.features, int(meta["n_bits"]), **identity)
+    return FloatFeatures(store.features, meta.get("metric", "cosine"), **identity)
 
 
 def _part(loaded: _Loaded) -> Part:

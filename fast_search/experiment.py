@@ -44,7 +44,15 @@ DEFAULT_KS = (1, 10, 100)
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far."""
+    """This process's peak resident memory so far (``VmHWM`` on Linux: unlike
+    ``ru_maxrss``, it does not inherit the peak of the process that started this one)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
@@ -333,3 +341,47 @@ def _range(index: SearchIndex, search_set: SearchSet, distances, indices,
     out = range_pr(lims, d, i, search_set.truth, thresholds)
     out["from"] = source
     return out
+
+
+def index_matcher(factory: str, params: dict[str, Any] | None = None, device: str = "cpu",
+                  train_size: int | None = None, seed: int = 0):
+    """A ``matcher`` for `hashing.run_benchmark`: each method's database goes into a Faiss
+    index built from ``factory`` (``{nlist}`` filled from the database size; a binary string
+    for hashes, ``BIVF...`` made from ``IVF...``), and queries get their nearest row and its
+    distance from it. Multi-codes (crop_resistant) stay exact.
+
+    Returns
+    -------
+    callable
+        ``matcher(label, database_descriptors)`` -> ``search(query_descriptors)`` or ``None``.
+    """
+    from helpers.descriptors import BinaryCodes, FloatFeatures
+
+    def matcher(label: str, database: Any):
+        if not isinstance(database, BinaryCodes | FloatFeatures):
+            logger.info("%s: %s cannot go in a Faiss index; matched exactly", label,
+                        type(database).__name__)
+            return None
+        binary = isinstance(database, BinaryCodes)
+        values = database.packed if binary else database.values
+        spec = resolve_factory(factory, len(values))
+        if binary and not spec.startswith("B"):
+            spec = "B" + spec.replace(",Flat", "")
+        index = build_index(spec, database.metric, values.shape[1],
+                            database.n_bits if binary else None, device)
+        if not index.is_trained:
+            n = _train_size(index, len(values), train_size)
+            rows = np.sort(np.random.default_rng(seed).choice(len(values), n, replace=False))
+            index.train(np.asarray(values[rows]), owned=True)
+        index.add([np.asarray(values)], total=len(values), show_progress=False)
+        index.set_params(params)
+        logger.info("%s: matching through %s (%d rows)", label, spec, index.ntotal)
+
+        def search(queries: Any) -> tuple[np.ndarray, np.ndarray]:
+            q = queries.packed if binary else queries.values
+            distances, rows = index.search(q, 1)
+            return rows[:, 0], distances[:, 0].astype(np.float64)
+
+        return search
+
+    return matcher

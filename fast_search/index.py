@@ -184,12 +184,28 @@ class SearchIndex:
         ``owned``, the blocks are the caller's to give away and are prepared in place."""
         if not self.is_trained:
             raise RuntimeError(f"index {self.factory} must be trained before adding")
+        if total:
+            self._reserve(total)
         bar = progress(total=total, desc=f"adding to {self.factory}", unit="row",
                        disable=None if show_progress is None else not show_progress)
         for block in blocks:
             self.index.add(self.prepare(block, owned=owned))
             bar.update(len(block))
         bar.close()
+
+    def _reserve(self, rows: int) -> None:
+        """Size a flat index's storage once: grown block by block, its vector would double
+        its capacity and hold old and new buffers at once (up to 3x the database)."""
+        index = self.index
+        store = getattr(index, "xb", None) if self.binary else getattr(index, "codes", None)
+        width = getattr(index, "code_size", None)
+        if store is None or width is None or index.ntotal:
+            return
+        try:
+            store.resize((index.ntotal + rows) * width)  # capacity stays after shrinking
+            store.resize(0)
+        except (AttributeError, RuntimeError, TypeError):
+            return
 
     def set_params(self, params: dict[str, Any] | str | None) -> None:
         """Search parameters by Faiss's names (``nprobe``, ``efSearch``, ``ht``...)."""

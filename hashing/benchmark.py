@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -90,6 +91,8 @@ def run_benchmark(
     workers: int | None = None,
     total_queries: int | None = None,
     metrics: dict[str, str] | None = None,
+    matcher: Callable[[str, Any], Callable[[Any], tuple[np.ndarray, np.ndarray]] | None]
+    | None = None,
 ) -> BenchmarkResult:
     """Describe the database, then match every query against it, batch by batch.
 
@@ -112,6 +115,12 @@ def run_benchmark(
         For the progress bar.
     metrics : dict, optional
         Distance of float-feature algorithms by label (codes know theirs).
+    matcher : callable, optional
+        ``matcher(label, database_descriptors)`` returns a function giving each query's nearest
+        database row and its distance (``(rows, distances)`` of a batch of query descriptors),
+        or ``None`` for exact matching: how the benchmark searches through an index
+        (``fast_search.index_matcher``). Default: exact distances to every database image.
+        The distance to the true source is always computed exactly.
 
     Returns
     -------
@@ -142,6 +151,8 @@ def run_benchmark(
     db_desc = {label: concat_descriptors(parts[label]) for label in labels}
     db_ids = np.array([r.image_id for r in db_records], dtype=object)
     source_rows([], db_records)  # repeated database ids fail now, before any query
+    searchers = {label: matcher(label, db_desc[label]) if matcher else None
+                 for label in labels}
 
     query_seconds = dict.fromkeys(labels, 0.0)
     match_seconds = dict.fromkeys(labels, 0.0)
@@ -156,11 +167,17 @@ def run_benchmark(
                          int(index)))
         for label in labels:
             tic = time.perf_counter()
-            dist = descriptor_distances(described[label], db_desc[label], metrics.get(label),
-                                        device)
-            nearest = dist.argmin(axis=1)
-            best = dist[np.arange(len(dist)), nearest]
-            own = np.where(src >= 0, dist[np.arange(len(dist)), np.maximum(src, 0)], np.nan)
+            if searchers[label] is None:
+                dist = descriptor_distances(described[label], db_desc[label],
+                                            metrics.get(label), device)
+                nearest = dist.argmin(axis=1)
+                best = dist[np.arange(len(dist)), nearest]
+                own = np.where(src >= 0, dist[np.arange(len(dist)), np.maximum(src, 0)],
+                               np.nan)
+            else:
+                nearest, best = searchers[label](described[label])
+                own = _source_distances(described[label], db_desc[label], src,
+                                        metrics.get(label), device)
             match_seconds[label] += time.perf_counter() - tic
             rows[label].append((nearest, best, own))
         bar.update(len(batch))
@@ -176,9 +193,13 @@ def run_benchmark(
         frames.append(pd.DataFrame({
             "algorithm": label, "query_id": query_ids, "source_id": source_ids,
             "attack_id": attack_ids, "kind": np.where(positive, POSITIVE, NEGATIVE),
-            "nearest_id": db_ids[nearest], "nearest_index": nearest,
+            # an approximate index may find nothing for a query (row -1, distance inf)
+            "nearest_id": np.where(nearest >= 0, db_ids[np.maximum(nearest, 0)], ""),
+            "nearest_index": nearest,
             "source_index": src_index, "distance": best, "source_distance": own,
-            "correct": positive & (own <= best),
+            # the source found, or one at the same distance (an index's float32 distance
+            # may differ from the exact one in the last bits)
+            "correct": positive & (nearest >= 0) & ((nearest == src_index) | (own <= best)),
         }))
     n_queries = len(meta)
     match_time = _timing_frame({k: query_seconds[k] + match_seconds[k] for k in labels},
@@ -193,6 +214,17 @@ def run_benchmark(
         match_time=match_time,
         wall_seconds=time.perf_counter() - started,
     )
+
+
+def _source_distances(queries: Any, database: Any, src: np.ndarray, metric: str | None,
+                      device: str) -> np.ndarray:
+    """Each query's exact distance to its true source (NaN for negatives)."""
+    own = np.full(len(src), np.nan)
+    positive = np.flatnonzero(src >= 0)
+    if len(positive):
+        dist = descriptor_distances(queries[positive], database[src[positive]], metric, device)
+        own[positive] = np.diagonal(dist)
+    return own
 
 
 @dataclass

@@ -35,6 +35,7 @@ from helpers import (
     check_name,
     now_iso,
     output_dir,
+    parse_key_values,
     resolve_device,
     results_root,
     setup_logging,
@@ -89,6 +90,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fixed threshold whose detection and identification metrics "
                              "summary.csv adds, and of the galleries (default: 0.2); the "
                              "printed summary uses the study's operating point, FPR 0.005")
+    method.add_argument("--index", default=None, metavar="FACTORY",
+                        help="match through a Faiss index of this factory string instead of "
+                             "exact distances, e.g. 'IVF1024,Flat' or 'IVF{nlist},Flat' "
+                             "(hashes get its binary form, BIVF...; crop_resistant stays "
+                             "exact; default: exact)")
+    method.add_argument("--index-param", action="append", default=[], metavar="NAME=V",
+                        help="search parameter of --index by Faiss's name, e.g. nprobe=16 "
+                             "(repeatable)")
     run = parser.add_argument_group("run")
     run.add_argument("--batch-size", type=int, default=256, help="images per batch (256)")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -127,6 +136,15 @@ def check_values(args: argparse.Namespace) -> None:
     if repeated:
         raise ValueError(f"--algorithms names {', '.join(repeated)} more than once")
     args.device = resolve_device(args.device)
+    if args.index is not None:  # a string Faiss rejects fails now, not after the database
+        from fast_search import build_index, resolve_factory
+
+        spec = resolve_factory(args.index, 10000)
+        build_index(spec, "l2", 16)
+        build_index(spec if spec.startswith("B") else "B" + spec.replace(",Flat", ""),
+                    "hamming", 8)
+        if args.index_param:
+            parse_key_values(args.index_param, "--index-param")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = run_benchmark(algorithms, protocol.database_images(), protocol.queries(),
                                    batch_size=args.batch_size, device=args.device,
-                                   workers=args.workers, total_queries=protocol.n_queries)
+                                   workers=args.workers, total_queries=protocol.n_queries,
+                                   matcher=_matcher(args))
         except ValueError as exc:  # nothing readable to match
             write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
                                   script=SCRIPT, extra={"error": str(exc),
@@ -194,6 +213,23 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             print(f"skipped {len(bad)} bad input(s), listed in {output / 'bad_images.csv'}")
         return 0
+
+
+def _matcher(args: argparse.Namespace):
+    """Matching through a Faiss index (fast_search), or exact (None)."""
+    if args.index is None:
+        return None
+    from fast_search import index_matcher
+
+    params = parse_key_values(args.index_param, "--index-param") if args.index_param else None
+    return index_matcher(args.index, params, "cuda" if args.device.startswith("cuda") and
+                         _faiss_gpus() else "cpu")
+
+
+def _faiss_gpus() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
 def _bad_rows(bad: list[tuple[str, str]]) -> list[dict[str, str]]:

@@ -103,7 +103,7 @@ def test_store_round_trip_and_resume_give_identical_features(tmp_path, monkeypat
     assert np.array_equal(np.asarray(whole.features), direct)
 
     # interrupted after two chunks, then resumed: only the missing chunk is extracted
-    import extractor.store as store
+    import extractor.extraction as store  # extract_to_store calls extraction.extract
 
     calls = []
     real = store.extract
