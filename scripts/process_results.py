@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Regenerate every figure of one or more benchmark digests, from the digest files alone.
+"""Regenerate every figure of one or more benchmark digests, or of a search experiment, from
+the result files alone.
 
 python scripts/process_results.py Results/hashing_benchmark
 python scripts/process_results.py Results/run_a Results/run_b --output Results/merged_figures
+python scripts/process_results.py Results/search_experiment     # a folder with search.json
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from helpers.outputs import check_output_dir
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="+", help="digest folder(s); several are merged")
+    parser.add_argument("results", nargs="+", help="digest folder(s), merged; or one search "
+                        "experiment folder (search.json)")
     parser.add_argument("--output", default=None,
                         help="figure folder (default: RESULTS/figures of the first digest)")
     parser.add_argument("--threshold", type=float, default=0.2,
@@ -29,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
+    if len(args.results) == 1 and (Path(args.results[0]) / "search.json").is_file():
+        return _search(args)
     try:
         if not math.isfinite(args.threshold) or args.threshold < 0:
             raise ValueError(f"--threshold must be a finite number >= 0, got {args.threshold}")
@@ -42,6 +47,22 @@ def main(argv: list[str] | None = None) -> int:
                experiment_record(vars(args), script="process_results"))
     print(f"wrote {len(written)} figure files to {output}")
     print(digest.summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    """The figures of a search experiment (scripts/search_experiment.py)."""
+    from fast_search.report import load_search, plot_search
+
+    try:
+        result = load_search(args.results[0])
+        output = check_output_dir(args.output or Path(args.results[0]) / "figures")
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        return fail(exc)
+    written = plot_search(result, output)
+    write_json(output / "process_results.experiment.json",
+               experiment_record(vars(args), script="process_results"))
+    print(f"wrote {len(written)} figure files to {output}")
     return 0
 
 

@@ -411,3 +411,67 @@ def test_make_distractors_resumes_and_feeds_a_search(tmp_path, sample_paths, mon
     result = fs.run_search(search_set, ["BFlat"], ks=[1], repeats=1)
     assert result.runs[0]["recall"][1] == 1.0
     assert script.main(args) != 0  # a finished store is not replaced silently
+
+
+def test_protocol_stores_search_and_galleries(tmp_path, monkeypatch):
+    """The study's protocol as stores (search_stores.py), searched (search_experiment.py),
+    redrawn (process_results.py) and looked at (explore_neighbors.py), on the sample photos."""
+    from tests.conftest import load_script
+
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "Results"))
+    features = str(tmp_path / "features")
+    stores = load_script("search_stores")
+    assert stores.main(["--dataset", "sample", "--n-experimental", "6", "--n-control", "5",
+                        "--n-attacked", "3", "--attacks", "jpg_compression:50",
+                        "horizontal_flip", "--method", "dhash", "--features-dir", features,
+                        "--log-level", "WARNING"]) == 0
+    search = load_script("search_experiment")
+    assert search.main(["--database", "sample_database/dhash", "--queries",
+                        "sample_queries/dhash", "--features-dir", features, "--index", "BFlat",
+                        "--k", "1", "3", "--repeats", "1", "--name", "s"]) == 0
+    result = json.loads((tmp_path / "Results" / "s" / "search.json").read_text())
+    assert result["search_set"]["queries"] == 12 and result["search_set"]["positive_queries"] == 6
+    # the recall of exact search equals a brute force over hashing.nearest
+    from hashing import load_descriptors
+
+    db = load_descriptors("sample_database", "dhash", root=features)
+    q = load_descriptors("sample_queries", "dhash", root=features)
+    _, rows = nearest(q, db, k=1)
+    truth = np.array([db.ids.index(r.source_id) if r.source_id in db.ids else -1
+                      for r in q.records])
+    assert result["runs"][0]["recall"]["1"] == pytest.approx(
+        (rows[truth >= 0, 0] == truth[truth >= 0]).mean())
+    process = load_script("process_results")
+    assert process.main([str(tmp_path / "Results" / "s"), "--output",
+                         str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "recall_at_3_vs_qps.pdf").exists()
+    explore = load_script("explore_neighbors")
+    assert explore.main(["--database", "sample_database/dhash", "--queries",
+                         "sample_queries/dhash", "--features-dir", features, "--images",
+                         "sample", "--worst", "3", "--k", "2", "--name", "g"]) == 0
+    assert (tmp_path / "Results" / "g" / "neighbours.png").stat().st_size > 10000
+
+
+def test_hashing_benchmark_through_an_index_equals_exact(tmp_path, monkeypatch):
+    """--index with every list probed gives the exact run's distances and decisions."""
+    from tests.conftest import load_script
+
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path))
+    bench = load_script("hashing_benchmark")
+    common = ["--dataset", "sample", "--n-experimental", "6", "--n-control", "4",
+              "--n-attacked", "3", "--attacks", "jpg_compression:50", "rotation:10",
+              "--algorithms", "dhash", "phash", "--no-figures", "--log-level", "WARNING"]
+    assert bench.main(common + ["--name", "exact"]) == 0
+    assert bench.main(common + ["--name", "ivf", "--index", "IVF2,Flat", "--index-param",
+                                "nprobe=2"]) == 0
+    import pandas as pd
+
+    exact = pd.read_csv(tmp_path / "exact" / "matches.csv")
+    ivf = pd.read_csv(tmp_path / "ivf" / "matches.csv")
+    for column in ("distance", "source_distance", "correct"):
+        pd.testing.assert_series_equal(exact[column], ivf[column])
+    # equal distances may be broken differently (rows in list order); others agree
+    same = exact["nearest_id"] == ivf["nearest_id"]
+    assert same.mean() > 0.8
+    assert bench.main(common + ["--name", "bad", "--index", "IVF2,Nonsense"]) != 0
+    assert not (tmp_path / "bad").exists()

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Look at search results: for chosen queries, or the worst ones, an image grid of the query,
+its true source and its k nearest database images (green: the source, red: another image),
+each with its distance. Exact search (Flat) by default, or any Faiss factory string.
+
+Images come from the stores' records: files by their path; attacked queries made on the fly
+(no path) are made again from their source's file (found in --images) with the attack and
+seed the query store's sidecar records; distractor views from their recipe.
+
+Examples
+--------
+python scripts/explore_neighbors.py --database bsds500_database/sscd_distilled \\
+    --queries bsds500_queries/sscd_distilled --images bsds500 --worst 8
+python scripts/explore_neighbors.py --database db/dhash --queries q/dhash \\
+    --query-id 100075_jpg_compression_10 --k 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from data_retrieval import ImageRecord, load_dataset
+from data_retrieval.cli import add_data_root_argument
+from extractor.store import default_features_dir, load_store
+from fast_search import load_search_set, prepare_index, source_ranks
+from helpers import (
+    check_name,
+    figure_style,
+    get_logger,
+    load_image,
+    new_figure,
+    now_iso,
+    results_root,
+    save_figure,
+    setup_logging,
+    write_experiment_json,
+)
+from helpers.cli import fail, run_script
+from helpers.outputs import output_dir
+
+SCRIPT = "explore_neighbors"
+logger = get_logger(SCRIPT)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", nargs="+", required=True, metavar="STORE")
+    parser.add_argument("--distractors", nargs="*", default=[], metavar="STORE")
+    parser.add_argument("--queries", required=True, metavar="STORE")
+    parser.add_argument("--features-dir", default=None)
+    parser.add_argument("--images", default=None,
+                        help="dataset or folder holding the originals (to remake attacked "
+                             "queries and find sources by id)")
+    add_data_root_argument(parser)
+    parser.add_argument("--index", default="Flat", help="Faiss factory string (Flat)")
+    parser.add_argument("--param", default=None, help="search parameters, e.g. nprobe=8")
+    parser.add_argument("--k", type=int, default=5, help="neighbours shown (5)")
+    parser.add_argument("--query-id", nargs="*", default=[], help="queries to show")
+    parser.add_argument("--worst", type=int, default=8,
+                        help="without --query-id: the N positive queries whose source ranks "
+                             "lowest (8)")
+    parser.add_argument("--name", default=SCRIPT)
+    parser.add_argument("--output", default=None)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    if args.k < 1 or args.worst < 1:
+        parser.error("--k and --worst must be >= 1")
+    return args
+
+
+class Images:
+    """Pixels of database and query rows from their records."""
+
+    def __init__(self, args: argparse.Namespace, root: Path):
+        self.by_id: dict[str, ImageRecord] = {}
+        if args.images:
+            for record in load_dataset(args.images, args.data_root).records:
+                self.by_id.setdefault(record.image_id, record)
+        self.query_meta: dict[str, Any] = {}
+        spec = args.queries
+        with contextlib.suppress(Exception):
+            dataset, _, method = str(spec).partition("/")
+            self.query_meta = load_store(dataset, method, root).meta
+        self.views: dict[str, Any] = {}
+
+    def add_views(self, meta: dict[str, Any], data_root: str | None) -> None:
+        """Distractor views of a store made by make_distractors.py, remade from their
+        recipe."""
+        from data_retrieval import load_images
+        from fast_search.distractors import distractor_views
+
+        spec = meta.get("distractor_views")
+        if not spec:
+            return
+        try:
+            photos = load_images(spec["photos"], data_root).records
+            recipe = {k: v for k, v in spec["recipe"].items()}
+            for view in distractor_views(photos, spec["count"], spec["seed"], **recipe):
+                self.views[view.record.image_id] = view
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            logger.warning("cannot remake the distractor views: %s", exc)
+
+    def load(self, record: ImageRecord) -> Image.Image | None:
+        try:
+            if record.path and Path(record.path).is_file():
+                return load_image(record.path)
+            if record.image_id in self.views:
+                return self.views[record.image_id].load()
+            if record.attack_id and record.source_id in self.by_id:
+                return self._attacked(record)
+            if record.image_id in self.by_id:
+                return load_image(self.by_id[record.image_id].path)
+        except Exception as exc:  # a picture we cannot show is left blank, not fatal
+            logger.warning("cannot show %s: %s", record.image_id, exc)
+        return None
+
+    def _attacked(self, record: ImageRecord) -> Image.Image:
+        from generator import get_attack
+        from generator.pipeline import AttackedImage
+
+        meta = self.query_meta.get("protocol", self.query_meta)
+        seed = int(meta.get("seed", 0))
+        attack = get_attack(record.attack_id)
+        return AttackedImage(record, self.by_id[record.source_id], attack, seed).load()
+
+
+def _tile(ax, image: Image.Image | None, title: str, colour: str | None) -> None:
+    if image is not None:
+        image = image.copy()
+        image.thumbnail((256, 256))
+        ax.imshow(np.asarray(image))
+    ax.set_title(title, fontsize=7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    if colour:
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    started = now_iso()
+    with contextlib.ExitStack() as stack:
+        try:
+            if args.output is None:
+                check_name(args.name, "--name")
+            root = Path(args.features_dir) if args.features_dir else default_features_dir()
+            search_set = load_search_set(args.database, args.queries, args.distractors, root)
+            index, _ = prepare_index(search_set, args.index, show_progress=False)
+            index.set_params(args.param)
+            distances, rows = index.search(search_set.queries, args.k)
+            ranks = source_ranks(rows, search_set.truth)
+            if args.query_id:
+                missing = [q for q in args.query_id if q not in search_set.query_ids]
+                if missing:
+                    raise ValueError(f"no query {missing[0]!r} in {args.queries}")
+                chosen = [search_set.query_ids.index(q) for q in args.query_id]
+            else:
+                positive = np.flatnonzero(search_set.truth >= 0)
+                order = sorted(positive, key=lambda q: (ranks[q] == 1, -ranks[q] if ranks[q]
+                                                        else -10**9, distances[q, 0]))
+                chosen = order[: args.worst]
+            images = Images(args, root)
+            target = Path(args.output) if args.output else results_root() / args.name
+            output = stack.enter_context(output_dir(target, SCRIPT, overwrite=args.overwrite,
+                                                    inputs=[root]))
+        except (ValueError, FileNotFoundError, TypeError) as exc:
+            return fail(exc)
+        write_experiment_json(output, vars(args), started_at=started, script=SCRIPT)
+        database_records = _database_records(search_set, root, images, args.data_root)
+        cols = args.k + 2
+        with figure_style():
+            fig, axes = new_figure(len(chosen), cols, figsize=(1.8 * cols, 1.9 * len(chosen)),
+                                   squeeze=False)
+            for row, q in enumerate(chosen):
+                record = search_set.query_records[q]
+                _tile(axes[row, 0], images.load(record), f"query\n{record.image_id}"[:60], None)
+                truth = int(search_set.truth[q])
+                if truth >= 0:
+                    _tile(axes[row, 1], images.load(database_records[truth]),
+                          f"source (rank {ranks[q] or '>' + str(args.k)})", "tab:blue")
+                else:
+                    _tile(axes[row, 1], None, "control: no source", None)
+                for j in range(args.k):
+                    r = int(rows[q, j])
+                    if r < 0:
+                        _tile(axes[row, j + 2], None, "none", None)
+                        continue
+                    good = r == truth
+                    _tile(axes[row, j + 2], images.load(database_records[r]),
+                          f"{j + 1}: {search_set.database_ids[r]}"[:28]
+                          + f"\nd={distances[q, j]:.4f}", "tab:green" if good else "tab:red")
+            written = save_figure(fig, output, "neighbours")
+        write_experiment_json(output, vars(args), started_at=started, ended_at=now_iso(),
+                              script=SCRIPT, extra={"queries": [search_set.query_ids[q]
+                                                                for q in chosen]})
+        print(f"wrote {written[0]} ({len(chosen)} queries)")
+        return 0
+
+
+def _database_records(search_set, root: Path, images: Images,
+                      data_root: str | None) -> list[ImageRecord]:
+    """Records of every database row, part by part (synthetic rows get an id alone); views
+    of make_distractors.py stores are registered to be remade."""
+    from fast_search.data import _open
+
+    out: list[ImageRecord] = []
+    for part in search_set.parts:
+        if part.synthetic or part._generate is not None:
+            out += [ImageRecord(f"{part.name}#{i}", None) for i in range(part.rows)]
+            continue
+        path = Path(part.name)
+        if path.suffix == ".npy" and path.exists():
+            loaded = _open(path, root, "database")
+            with contextlib.suppress(Exception):
+                images.add_views(load_store(path.parent.name, path.stem, path.parent.parent).meta,
+                                 data_root)
+            records = loaded.descriptors.records
+            out += list(records) if records else [ImageRecord(i, None)
+                                                  for i in loaded.descriptors.ids]
+        else:
+            start = len(out)
+            out += [ImageRecord(i, None) for i in search_set.database_ids[start:start +
+                                                                            part.rows]]
+    return out
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Write the feature stores of the study's search protocol for one method: the database (the
+experimental originals of a seeded split) and the queries (the first --n-attacked images of the
+experimental and control groups under every attack, made on the fly, never written), each query
+stored with its source. The same split and seeds as scripts/hashing_benchmark.py, so both
+experiments see the same queries. Models extract resumably; hashes are fast.
+
+Then: scripts/search_experiment.py --database <prefix>_database/<method>
+      --queries <prefix>_queries/<method> [--distractors views.../<method>]
+
+Examples
+--------
+python scripts/search_stores.py --dataset bsds500 --method sscd_distilled
+python scripts/search_stores.py --dataset bsds500 --method dhash
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from data_retrieval import load_dataset
+from data_retrieval.cli import add_data_root_argument
+from extractor.store import default_features_dir
+from generator import attacked_images
+from generator.cli import add_attack_arguments, attacks_from_args
+from hashing.benchmark import study_protocol
+from helpers import available_cpus, check_name, get_logger, parse_key_values, setup_logging
+from helpers.cli import fail, run_script
+from helpers.outputs import check_output_dir
+
+logger = get_logger("search_stores")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="bsds500", help="default: bsds500")
+    add_data_root_argument(parser)
+    parser.add_argument("--n-experimental", type=int, default=250)
+    parser.add_argument("--n-control", type=int, default=250)
+    parser.add_argument("--n-attacked", type=int, default=100)
+    parser.add_argument("--split-seed", type=int, default=0)
+    add_attack_arguments(parser)
+    parser.add_argument("--method", required=True, help="a model or a hash spec")
+    parser.add_argument("--prefix", default=None,
+                        help="store names <prefix>_database and <prefix>_queries (default: "
+                             "the dataset name)")
+    parser.add_argument("--features-dir", default=str(default_features_dir()))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        check_output_dir(args.features_dir)
+        prefix = args.prefix or args.dataset.split(":")[-1].strip("/").replace("/", "_")
+        check_name(f"{prefix}_queries", "--prefix")
+        attacks, seed, _ = attacks_from_args(args)
+        dataset = load_dataset(args.dataset, args.data_root)
+        protocol = study_protocol(dataset.records, attacks, args.n_experimental,
+                                  args.n_control, args.n_attacked, args.split_seed, seed)
+        queries = attacked_images(protocol.attacked, attacks, seed)
+        meta = {"protocol": {"dataset": args.dataset, "n_experimental": args.n_experimental,
+                             "n_control": args.n_control, "n_attacked": args.n_attacked,
+                             "split_seed": args.split_seed, "seed": seed,
+                             "attacks": [a.id for a in attacks]},
+                "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}
+        root = Path(args.features_dir)
+        name, _, text = args.method.partition(":")
+        from extractor import list_models
+
+        written = []
+        if name in list_models():
+            from extractor import extract_to_store, get_model
+
+            model = get_model(name, device=args.device,
+                              **parse_key_values(text.split(",") if text else [], "--method"))
+            workers = args.workers if args.workers is not None else max(0, available_cpus() - 1)
+            for store, items in ((f"{prefix}_database", protocol.database),
+                                 (f"{prefix}_queries", queries)):
+                written.append(extract_to_store(
+                    model, items, store, root=root, batch_size=args.batch_size,
+                    workers=workers, overwrite=args.overwrite, extra_meta=meta))
+        else:
+            from hashing import describe, save_descriptors
+
+            for store, items in ((f"{prefix}_database", protocol.database),
+                                 (f"{prefix}_queries", queries)):
+                codes = describe(items, args.method)
+                written.append(save_descriptors(codes, store, root=root,
+                                                overwrite=args.overwrite))
+    except (ValueError, FileExistsError, FileNotFoundError, ImportError, OSError,
+            TypeError) as exc:
+        return fail(exc)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_script(main, resume_hint="run the same command again to resume")
