@@ -385,3 +385,30 @@ def index_matcher(factory: str, params: dict[str, Any] | None = None, device: st
         return search
 
     return matcher
+
+
+def candidate_indexes(dim: int, binary: bool) -> list[str]:
+    """Index strings `recommend` tries when none are given: exact, inverted lists, graphs and
+    compressed codes."""
+    if binary:
+        return ["BFlat", "BIVF{nlist}", "BHNSW32"]
+    out = ["Flat", "IVF{nlist},Flat", "HNSW32", "IVF{nlist},SQ8"]
+    m = next((m for m in (dim // 8, dim // 4, dim // 2) if m and dim % m == 0), None)
+    if m:
+        out.append(f"IVF{{nlist}},PQ{m}")
+    return out
+
+
+def recommend(result: SearchResult, max_bytes: float | None = None,
+              max_ms_per_query: float | None = None, k: int | None = None
+              ) -> dict[str, Any] | None:
+    """The run with the best recall@k (k: the smallest measured) among those within a memory
+    budget (index bytes) and a time per query; ties go to the faster. ``None`` when no run
+    fits."""
+    fitting = [r for r in result.runs
+               if (max_bytes is None or r["index_bytes"] <= max_bytes)
+               and (max_ms_per_query is None or r["ms_per_query"] <= max_ms_per_query)]
+    if not fitting:
+        return None
+    k = k or min(fitting[0]["recall"])
+    return max(fitting, key=lambda r: (r["recall"][k], -r["ms_per_query"]))

@@ -39,7 +39,14 @@ import numpy as np
 
 from data_retrieval import ImageRecord
 from fast_search import load_search_set, prepare_index, run_search, synthetic_part
-from helpers import available_cpus, results_root, setup_logging, time_repeated, write_json
+from helpers import (
+    available_cpus,
+    experiment_record,
+    results_root,
+    setup_logging,
+    time_repeated,
+    write_json,
+)
 from helpers.cli import run_script
 from helpers.descriptors import FloatFeatures
 
@@ -237,7 +244,9 @@ def quality(args) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    out: dict[str, Any] = {"machine": _machine(), "args": vars(args)}
+    out: dict[str, Any] = {"machine": _machine(),
+                           "experiment": experiment_record(vars(args),
+                                                           script="benchmark_search")}
     for part in args.parts:
         print(f"{part}...", flush=True)
         out[part] = {"overhead": overhead, "memory": memory, "scale": scale,

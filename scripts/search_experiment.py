@@ -46,6 +46,7 @@ from fast_search import (
     run_search,
     synthetic_part,
 )
+from fast_search.experiment import candidate_indexes, recommend
 from fast_search.report import write_search
 from helpers import (
     check_name,
@@ -81,10 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="feature folder of the dataset/method stores "
                            "(default: Results/features)")
     search = parser.add_argument_group("search")
-    search.add_argument("--index", nargs="+", default=list(DEFAULT_INDEXES),
-                        metavar="FACTORY",
+    search.add_argument("--index", nargs="+", default=None, metavar="FACTORY",
                         help="Faiss factory strings; binary codes take BFlat, BIVF<n>, "
-                             "BHNSW<M> ({nlist} = 10 sqrt(N); default: %(default)s)")
+                             "BHNSW<M> ({nlist} = 10 sqrt(N); default: "
+                             f"{' '.join(DEFAULT_INDEXES)}, or BFlat BIVF{{nlist}} for codes)")
     search.add_argument("--metric", default=None, choices=METRICS,
                         help="default: the stores' metric")
     search.add_argument("--k", nargs="+", type=int, default=list(DEFAULT_KS),
@@ -98,6 +99,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="training points sampled from the database (default: 256 per "
                              "inverted list, at least 50,000, at most the database)")
     search.add_argument("--seed", type=int, default=0, help="training sample seed (0)")
+    advice = parser.add_argument_group("recommendation")
+    advice.add_argument("--recommend", action="store_true",
+                        help="name the index string and parameters with the best recall@k "
+                             "within --max-memory and --max-ms-per-query on these stores "
+                             "(without --index: exact, IVF, HNSW, SQ8 and PQ candidates)")
+    advice.add_argument("--max-memory", default=None, metavar="SIZE",
+                        help="index size budget, e.g. 500MB, 2GB (default: none)")
+    advice.add_argument("--max-ms-per-query", type=float, default=None,
+                        help="time per query budget in milliseconds (default: none)")
     run = parser.add_argument_group("run")
     run.add_argument("--device", default="cpu", help="cpu, cuda (faiss-gpu) or auto")
     run.add_argument("--batch-size", type=int, default=None,
@@ -135,6 +145,25 @@ def parse_params(items: list[str]) -> dict[str, list[float | int]] | None:
     return out
 
 
+def parse_size(text: str | None) -> float | None:
+    """``"500MB"``, ``"2GB"``, ``"1.5GiB"``, ``"1000000"`` -> bytes."""
+    if text is None:
+        return None
+    units = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10,
+             "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    number = text.strip().upper().rstrip()
+    unit = number.lstrip("0123456789.")
+    value = number[: len(number) - len(unit)]
+    try:
+        size = float(value) * units[unit.strip()]
+    except (ValueError, KeyError):
+        raise ValueError(f"--max-memory {text!r}: expected a size such as 500MB or 2GB") \
+            from None
+    if not math.isfinite(size) or size <= 0:
+        raise ValueError(f"--max-memory must be positive, got {text!r}")
+    return size
+
+
 def check_values(args: argparse.Namespace) -> None:
     if args.output is None:
         check_name(args.name, "--name")
@@ -153,6 +182,11 @@ def check_values(args: argparse.Namespace) -> None:
     for value in args.thresholds or ():
         if not math.isfinite(value):
             raise ValueError(f"--thresholds must be finite, got {value}")
+    if args.max_ms_per_query is not None and not args.max_ms_per_query > 0:
+        raise ValueError(f"--max-ms-per-query must be > 0, got {args.max_ms_per_query}")
+    args.max_bytes = parse_size(args.max_memory)
+    if (args.max_bytes or args.max_ms_per_query) and not args.recommend:
+        raise ValueError("--max-memory and --max-ms-per-query go with --recommend")
     if args.device not in ("cpu", "cuda", "auto"):
         raise ValueError(f"--device must be cpu, cuda or auto, got {args.device!r}")
 
@@ -177,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
                 flags=("--overwrite",)))
         except (ValueError, FileNotFoundError, TypeError) as exc:
             return fail(exc)
+        if args.index is None:
+            args.index = (candidate_indexes(search_set.dim, search_set.binary) if args.recommend
+                          else ["BFlat", "BIVF{nlist}"] if search_set.binary
+                          else list(DEFAULT_INDEXES))
+            if params is None and args.recommend:
+                params = {"nprobe": [1, 4, 16, 64], "efSearch": [16, 64, 256]}
         if args.threads:
             import faiss
 
@@ -191,9 +231,15 @@ def main(argv: list[str] | None = None) -> int:
             write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
                                   script=SCRIPT, extra={"error": str(exc)})
             return fail(exc)
+        extra: dict = {"runs": len(result.runs)}
+        if args.recommend:
+            best = recommend(result, args.max_bytes, args.max_ms_per_query)
+            extra["recommendation"] = best and {
+                "index": best["index"], "params": best["params"], "recall": best["recall"],
+                "ms_per_query": best["ms_per_query"], "index_bytes": best["index_bytes"]}
         write_search(result, output, figures=not args.no_figures)
-        write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
-                              script=SCRIPT, extra={"runs": len(result.runs)})
+        write_experiment_json(output, config | {"index": args.index}, started_at=started,
+                              ended_at=now_iso(), script=SCRIPT, extra=extra)
         frame = result.frame()
         columns = ["index", "params"] + [c for c in frame.columns if c.startswith("recall@")] \
             + ["micro_ap", "queries_per_s", "index_bytes", "pareto"]
@@ -203,6 +249,18 @@ def main(argv: list[str] | None = None) -> int:
                   "memory only)")
         print(f"{search_set.n_database} database rows, {len(search_set.queries)} queries, "
               f"{len(result.runs)} runs -> {output}")
+        if args.recommend:
+            best = extra["recommendation"]
+            if best is None:
+                print("recommendation: no index fits the budget; raise --max-memory or "
+                      "--max-ms-per-query")
+            else:
+                k = min(best["recall"])
+                print(f"recommendation: --index {best['index']!r} "
+                      + " ".join(f"--param {n}={v}" for n, v in best["params"].items())
+                      + f" (recall@{k} {best['recall'][k]:.4f}, "
+                      f"{best['ms_per_query']:.3f} ms/query, "
+                      f"{best['index_bytes'] / 2**20:.1f} MiB)")
         return 0
 
 

@@ -475,3 +475,30 @@ def test_hashing_benchmark_through_an_index_equals_exact(tmp_path, monkeypatch):
     assert same.mean() > 0.8
     assert bench.main(common + ["--name", "bad", "--index", "IVF2,Nonsense"]) != 0
     assert not (tmp_path / "bad").exists()
+
+
+def test_recommend_picks_the_best_recall_within_the_budgets():
+    runs = [
+        {"index": "Flat", "params": {}, "recall": {1: 1.0}, "ms_per_query": 10.0,
+         "index_bytes": 1000},
+        {"index": "IVF8,Flat", "params": {"nprobe": 1}, "recall": {1: 0.8},
+         "ms_per_query": 1.0, "index_bytes": 1100},
+        {"index": "IVF8,Flat", "params": {"nprobe": 4}, "recall": {1: 0.95},
+         "ms_per_query": 3.0, "index_bytes": 1100},
+        {"index": "IVF8,PQ4", "params": {"nprobe": 4}, "recall": {1: 0.95},
+         "ms_per_query": 2.0, "index_bytes": 100},
+    ]
+    result = fs.SearchResult(runs, {})
+    assert fs.experiment.recommend(result)["index"] == "Flat"
+    assert fs.experiment.recommend(result, max_ms_per_query=5)["index"] == "IVF8,PQ4"  # faster
+    assert fs.experiment.recommend(result, max_bytes=1050, max_ms_per_query=5)["index"] == \
+        "IVF8,PQ4"
+    assert fs.experiment.recommend(result, max_bytes=50) is None
+    assert "HNSW32" in fs.experiment.candidate_indexes(512, False)
+    assert fs.experiment.candidate_indexes(8, True)[0] == "BFlat"
+    from tests.conftest import load_script
+
+    script = load_script("search_experiment")
+    assert script.parse_size("2GB") == 2e9 and script.parse_size("1.5MiB") == 1.5 * 2**20
+    with pytest.raises(ValueError, match="expected a size"):
+        script.parse_size("lots")
