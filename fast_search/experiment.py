@@ -412,3 +412,17 @@ def recommend(result: SearchResult, max_bytes: float | None = None,
         return None
     k = k or min(fitting[0]["recall"])
     return max(fitting, key=lambda r: (r["recall"][k], -r["ms_per_query"]))
+
+
+def merge_results(results: Sequence[SearchResult]) -> SearchResult:
+    """Runs of several experiments on one search set (e.g. one per metric) as one result, the
+    Pareto front taken again over all of them."""
+    from faiss.contrib.evaluation import OperatingPoints
+
+    runs = [run for result in results for run in result.runs]
+    points = OperatingPoints()
+    for position, run in enumerate(runs):
+        points.add_operating_point(position, run["recall"][min(run["recall"])],
+                                   run["ms_per_query"])
+    return SearchResult(runs, results[0].search_set if results else {},
+                        sorted(p[0] for p in points.operating_points))

@@ -74,8 +74,8 @@ def load_search(folder: str | Path) -> SearchResult:
     return SearchResult(runs, data["search_set"], data["pareto"])
 
 
-def _label(run: dict[str, Any]) -> str:
-    return run["index"]
+def _label(run: dict[str, Any], metrics: int = 1) -> str:
+    return run["index"] if metrics == 1 else f"{run['index']} ({run['metric']})"
 
 
 def plot_search(result: SearchResult, folder: str | Path) -> list[Path]:
@@ -92,8 +92,9 @@ def plot_search(result: SearchResult, folder: str | Path) -> list[Path]:
              f"database images, {result.search_set.get('queries')} queries{note}")
     out: list[Path] = []
     groups: dict[str, list[int]] = {}
+    metrics = len({run["metric"] for run in runs})
     for i, run in enumerate(runs):
-        groups.setdefault(_label(run), []).append(i)
+        groups.setdefault(_label(run, metrics), []).append(i)
     with figure_style():
         for k in ks:
             fig, ax = new_figure(figsize=(6, 4.5))

@@ -46,7 +46,7 @@ from fast_search import (
     run_search,
     synthetic_part,
 )
-from fast_search.experiment import candidate_indexes, recommend
+from fast_search.experiment import candidate_indexes, merge_results, recommend
 from fast_search.report import write_search
 from helpers import (
     check_name,
@@ -86,8 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Faiss factory strings; binary codes take BFlat, BIVF<n>, "
                              "BHNSW<M> ({nlist} = 10 sqrt(N); default: "
                              f"{' '.join(DEFAULT_INDEXES)}, or BFlat BIVF{{nlist}} for codes)")
-    search.add_argument("--metric", default=None, choices=METRICS,
-                        help="default: the stores' metric")
+    search.add_argument("--metric", nargs="+", default=None, choices=METRICS,
+                        help="one or more (the study compared l2 and cosine); default: the "
+                             "stores' metric")
     search.add_argument("--k", nargs="+", type=int, default=list(DEFAULT_KS),
                         help="recall@k for each (default: %(default)s)")
     search.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2",
@@ -224,9 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         config = {**vars(args), "params": params, "search_set": search_set.describe()}
         write_experiment_json(output, config, started_at=started, script=SCRIPT)
         try:
-            result = run_search(search_set, args.index, args.metric, args.k, params,
-                                args.device, args.batch_size, args.repeats, args.train_size,
-                                args.seed, args.thresholds, cache_dir=output / "indexes")
+            results = [run_search(search_set, args.index, metric, args.k, params, args.device,
+                                  args.batch_size, args.repeats, args.train_size, args.seed,
+                                  args.thresholds, cache_dir=output / "indexes")
+                       for metric in (args.metric or [None])]
+            result = merge_results(results)
         except ValueError as exc:
             write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
                                   script=SCRIPT, extra={"error": str(exc)})
@@ -241,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         write_experiment_json(output, config | {"index": args.index}, started_at=started,
                               ended_at=now_iso(), script=SCRIPT, extra=extra)
         frame = result.frame()
-        columns = ["index", "params"] + [c for c in frame.columns if c.startswith("recall@")] \
+        columns = ["index", "metric", "params"] + [c for c in frame.columns
+                                                   if c.startswith("recall@")] \
             + ["micro_ap", "queries_per_s", "index_bytes", "pareto"]
         print(frame[columns].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
         if search_set.synthetic_rows:
