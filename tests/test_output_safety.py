@@ -282,10 +282,10 @@ def test_overwrite_never_deletes_a_result_nested_inside(tmp_path):
 
 def test_figure_names_from_a_digest_stay_inside_the_figure_folder(tmp_path):
     """Algorithm labels (a weights path, a hostile digest) become file names: made safe."""
-    from hashing.plots import _save
+    from helpers import save_figure
 
     fig = __import__("matplotlib.figure", fromlist=["Figure"]).Figure()
-    written = _save(fig, tmp_path / "figures",
+    written = save_figure(fig, tmp_path / "figures",
                     "gallery_x/../../../../evil_weights=/tmp/a b.pth")
     assert all(p.parent == tmp_path / "figures" for p in written)
     assert [p.name for p in written] == ["gallery_x_.._.._.._.._evil_weights=_tmp_a_b.pth.pdf",
