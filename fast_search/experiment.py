@@ -224,6 +224,7 @@ def run_search(
     thresholds: Sequence[float] | None = None,
     cache_dir: str | Path | None = None,
     show_progress: bool | None = None,
+    warmup: int = 1,
 ) -> SearchResult:
     """Search the queries of a search set with every index and search setting.
 
@@ -245,7 +246,7 @@ def run_search(
     batch_size : int, optional
         Queries per search call (default: all at once; 1 is one query at a time).
     repeats : int
-        Timed searches per setting after one warm-up; the median is kept.
+        Timed searches per setting after ``warmup`` untimed ones; the median is kept.
     train_size : int, optional
         Training points sampled from the database (default: 256 per inverted list, at least
         50,000, at most the database).
@@ -253,6 +254,9 @@ def run_search(
         Distances at which to measure range-search precision and recall.
     cache_dir : str or Path, optional
         Trained indexes are saved there and reused by a run with the same inputs and string.
+    warmup : int
+        Untimed searches before the timed ones (caches, thread pools; 0 for long exact
+        searches whose first run is as good as any).
 
     Returns
     -------
@@ -271,8 +275,8 @@ def run_search(
                        search_set.n_database, kmax)
         ks = [min(k, kmax) for k in ks]
         ks = sorted(set(ks))
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
     params = DEFAULT_PARAMS if params is None else params
     nq = len(search_set.queries)
     if nq == 0:
@@ -290,7 +294,7 @@ def run_search(
             index.set_params(setting)
             timing = time_repeated(lambda i=index: i.search(search_set.queries, kmax,
                                                             batch_size),
-                                   repeats=repeats, warmup=1)
+                                   repeats=repeats, warmup=warmup)
             distances, indices = timing.result
             if exact and reference is None:
                 reference = indices

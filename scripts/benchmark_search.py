@@ -66,15 +66,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-dim", type=int, default=1280)
     parser.add_argument("--scale-rows", type=int, default=1000000)
     parser.add_argument("--scale-dim", type=int, default=512)
-    parser.add_argument("--scale-indexes", nargs="+", default=["Flat", "IVF{nlist},Flat",
+    parser.add_argument("--scale-indexes", nargs="+", default=["Flat", "IVF1024,Flat",
                                                                  "HNSW32"])
+    parser.add_argument("--scale-train-size", type=int, default=65536,
+                        help="training points of the scale part's IVF (k-means on 2 cores "
+                             "is the slow step; default: 65536)")
     parser.add_argument("--database", nargs="+", default=None, metavar="STORE")
     parser.add_argument("--query-store", default=None, metavar="STORE",
                         help="queries store of the quality part")
     parser.add_argument("--distractors", nargs="*", default=[], metavar="STORE")
     parser.add_argument("--features-dir", default=None)
     parser.add_argument("--quality-indexes", nargs="+",
-                        default=["Flat", "IVF{nlist},Flat", "HNSW32"])
+                        default=["Flat", "IVF1024,Flat", "HNSW32"])
+    parser.add_argument("--quality-repeats", type=int, default=1,
+                        help="timed searches per setting of the quality part (1: an exact "
+                             "search of 11,600 queries in 100k rows takes minutes)")
     parser.add_argument("--quality-params", nargs="+",
                         default=["nprobe=1,2,4,8,16,32,64", "efSearch=16,32,64,128,256"])
     parser.add_argument("--repeats", type=int, default=5)
@@ -184,33 +190,48 @@ def memory(args) -> dict[str, Any]:
 
 
 def scale(args) -> dict[str, Any]:
-    """Build, add and search at --scale-rows vectors (synthetic: speed and memory only)."""
+    """Build, add and search at --scale-rows vectors: the real stores (--database,
+    --query-store, --distractors) padded with synthetic vectors fitted to the database, or
+    synthetic alone. Synthetic rows measure speed and memory only."""
     from fast_search.experiment import peak_rss_bytes
 
-    rng = np.random.default_rng(args.seed)
-    base = FloatFeatures(rng.standard_normal((2000, args.scale_dim), dtype=np.float32),
-                         "l2", ids=tuple(f"r{i}" for i in range(2000)), method="gauss")
-    sources = rng.choice(2000, args.n_queries, replace=True)
-    records = tuple(ImageRecord(f"q{i}", None, source_id=f"r{s}", attack_id="noise")
-                    for i, s in enumerate(sources))
-    queries = FloatFeatures(base.values[sources] + 0.05 * rng.standard_normal(
-        (args.n_queries, args.scale_dim), dtype=np.float32), "l2",
-        ids=tuple(r.image_id for r in records), records=records, method="gauss")
-    part = synthetic_part(base, args.scale_rows - 2000, seed=args.seed)
-    search_set = load_search_set(base, queries, [part])
-    out = {"rows": search_set.n_database, "dim": args.scale_dim, "queries": args.n_queries,
-           "synthetic_rows": search_set.synthetic_rows,
-           "note": "synthetic vectors: speed and memory only, not search quality", "runs": []}
+    if args.database and args.query_store:
+        real = load_search_set(args.database, args.query_store, args.distractors,
+                               args.features_dir)
+        pad = max(0, args.scale_rows - real.n_database)
+        search_set = load_search_set(args.database, args.query_store, list(args.distractors)
+                                     + [synthetic_part(args.database[0], pad, seed=args.seed,
+                                                       root=args.features_dir)],
+                                     args.features_dir)
+        queries = search_set.queries[: args.n_queries]
+    else:
+        rng = np.random.default_rng(args.seed)
+        base = FloatFeatures(rng.standard_normal((2000, args.scale_dim), dtype=np.float32),
+                             "l2", ids=tuple(f"r{i}" for i in range(2000)), method="gauss")
+        sources = rng.choice(2000, args.n_queries, replace=True)
+        records = tuple(ImageRecord(f"q{i}", None, source_id=f"r{s}", attack_id="noise")
+                        for i, s in enumerate(sources))
+        q = FloatFeatures(base.values[sources] + 0.05 * rng.standard_normal(
+            (args.n_queries, args.scale_dim), dtype=np.float32), "l2",
+            ids=tuple(r.image_id for r in records), records=records, method="gauss")
+        search_set = load_search_set(base, q, [synthetic_part(base, args.scale_rows - 2000,
+                                                              seed=args.seed)])
+        queries = search_set.queries
+    out = {"rows": search_set.n_database, "dim": search_set.dim, "queries": len(queries),
+           "metric": search_set.metric, "synthetic_rows": search_set.synthetic_rows,
+           "note": "synthetic rows: speed and memory only, not search quality", "runs": []}
     for factory in args.scale_indexes:
-        index, info = prepare_index(search_set, factory, show_progress=False)
+        index, info = prepare_index(search_set, factory, train_size=args.scale_train_size,
+                                    show_progress=False)
         grid = {"IVF": {"nprobe": 16}, "HNSW": {"efSearch": 64}}
         setting = next((v for k, v in grid.items() if k in info["factory"]), {})
         index.set_params(setting)
-        timing = time_repeated(lambda i=index: i.search(search_set.queries, 10),
+        timing = time_repeated(lambda i=index: i.search(queries, 10),
                                repeats=max(1, args.repeats // 2), warmup=1)
         out["runs"].append({**info, "params": setting, "search_s": timing.median,
-                            "queries_per_s": args.n_queries / timing.median,
+                            "queries_per_s": len(queries) / timing.median,
                             "peak_rss_bytes": peak_rss_bytes()})
+        print(json.dumps(out["runs"][-1]), flush=True)
         del index
     return out
 
@@ -226,7 +247,7 @@ def quality(args) -> dict[str, Any]:
         name, _, values = item.partition("=")
         params[name] = [int(v) for v in values.split(",")]
     result = run_search(search_set, args.quality_indexes, ks=[1, 10], params=params,
-                        repeats=args.repeats, show_progress=False)
+                        repeats=args.quality_repeats, show_progress=False, warmup=0)
     exact = next(r for r in result.runs if r["index"] in ("Flat", "BFlat"))
     best = None
     for r in result.runs:

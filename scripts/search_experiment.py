@@ -114,7 +114,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--batch-size", type=int, default=None,
                      help="queries per search call (default: all; 1: one at a time)")
     run.add_argument("--repeats", type=int, default=3,
-                     help="timed searches per setting after a warm-up; median kept (3)")
+                     help="timed searches per setting after the warm-up; median kept (3)")
+    run.add_argument("--warmup", type=int, default=1,
+                     help="untimed searches first (1; 0 for long exact searches)")
     run.add_argument("--threads", type=int, default=None,
                      help="Faiss's OpenMP threads (default: Faiss's own)")
     run.add_argument("--name", default=SCRIPT,
@@ -172,6 +174,8 @@ def check_values(args: argparse.Namespace) -> None:
         raise ValueError(f"--k values must be >= 1, got {args.k}")
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.synthetic < 0:
@@ -227,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results = [run_search(search_set, args.index, metric, args.k, params, args.device,
                                   args.batch_size, args.repeats, args.train_size, args.seed,
-                                  args.thresholds, cache_dir=output / "indexes")
+                                  args.thresholds, cache_dir=output / "indexes",
+                                  warmup=args.warmup)
                        for metric in (args.metric or [None])]
             result = merge_results(results)
         except ValueError as exc:
