@@ -56,6 +56,7 @@ class Part:
     name: str
     rows: int
     synthetic: bool = False
+    key: str = ""  # what makes the rows (synthetic: fitted store, seed, sample)
     _array: Any = None
     _file: tuple[Path, int, np.dtype, int] | None = None  # path, offset, dtype, row width
     _generate: Any = None
@@ -141,7 +142,11 @@ class SearchSet:
         rows = rows or self.block_rows()
         for part in self.parts:
             for start in range(0, part.rows, rows):
-                yield part.read(start, min(start + rows, part.rows))
+                block = part.read(start, min(start + rows, part.rows))
+                if block.dtype.kind == "f" and not np.isfinite(block).all():
+                    bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+                    raise ValueError(f"{part.name}: row {bad} holds NaN or infinite values")
+                yield block
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` database rows drawn without replacement (seeded), in row order: a training
@@ -165,16 +170,20 @@ class SearchSet:
         return np.concatenate(list(self.blocks())) if self.parts else self.queries[:0]
 
     def database_fingerprint(self) -> str:
-        """A digest of the database's parts, rows and ids: a saved index is reused only for
-        the same database."""
+        """A digest of the database: its parts (files by size and time, arrays by value,
+        synthetic rows by how they are made), ids, metric and dimension. A saved index is
+        reused only for the same database."""
         import hashlib
 
         digest = hashlib.sha256()
         for part in self.parts:
-            digest.update(f"{part.name}|{part.rows}|{part.synthetic}\n".encode())
+            digest.update(f"{part.name}|{part.rows}|{part.synthetic}|{part.key}\n".encode())
             if part._file is not None:
                 stat = part._file[0].stat()
                 digest.update(f"{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            elif part._array is not None:  # rows in memory: their values
+                for start in range(0, part.rows, 65536):
+                    digest.update(np.ascontiguousarray(part._array[start:start + 65536]))
         digest.update("\n".join(self.database_ids).encode("utf-8", "surrogatepass"))
         digest.update(f"{self.metric}|{self.dim}|{self.n_bits}".encode())
         return digest.hexdigest()
@@ -303,6 +312,9 @@ def load_search_set(
             return [value]
         if hasattr(value, "features") and hasattr(value, "meta"):
             return [value]
+        if not isinstance(value, Sequence | set | tuple):
+            raise TypeError(f"expected a store ('dataset/method'), a .npy path, descriptors "
+                            f"or a list of them, got a {type(value).__name__}")
         return list(value)
 
     originals = [_open(s, root, "database") for s in listed(database)]
@@ -355,6 +367,18 @@ def load_search_set(
         repeated = next(i for i, c in counts.items() if c > 1)
         raise ValueError(f"database id {repeated!r} repeats within one store")
     q = query.descriptors
+    if len(set(q.ids)) != len(q.ids):
+        repeated = next(i for i in q.ids if q.ids.count(i) > 1)
+        raise ValueError(f"query id {repeated!r} repeats in {query.name}")
+    both = set(q.ids) & seen.keys()
+    if both:
+        raise ValueError(f"{len(both)} queries of {query.name} are database rows (e.g. "
+                         f"{sorted(both)[0]!r}): each would find itself; the queries are the "
+                         "attacked copies (extract_features.py --attacks, search_stores.py)")
+    query_values = q.packed if isinstance(q, BinaryCodes) else q.values
+    if query_values.dtype.kind == "f" and not np.isfinite(query_values).all():
+        bad = int(np.flatnonzero(~np.isfinite(query_values).all(axis=1))[0])
+        raise ValueError(f"{query.name}: query {q.ids[bad]!r} holds NaN or infinite values")
     records = list(q.records) if q.records is not None else [ImageRecord(i, None) for i in q.ids]
     truth = source_rows(records, database_ids)
     n_originals = sum(len(item.descriptors) for item in originals)
@@ -365,7 +389,6 @@ def load_search_set(
     if q.records is None or not (truth >= 0).any():
         logger.warning("no query has its source in the database (%d queries): recall is "
                        "undefined; are these the attacked copies of these originals?", len(truth))
-    query_values = q.packed if isinstance(q, BinaryCodes) else q.values
     return SearchSet(
         parts=[_part(item) for item in originals + extra] + generated,
         queries=np.ascontiguousarray(query_values),
@@ -394,8 +417,12 @@ def synthetic_part(like: Any, rows: int, seed: int = 0, name: str | None = None,
     root : str or Path, optional
         Feature folder of a store spec.
     """
+    if rows < 0:
+        raise ValueError(f"synthetic rows must be >= 0, got {rows}")
     loaded = like if isinstance(like, _Loaded) else _open(like, root, "synthetic distractors")
     d = loaded.descriptors
+    if len(d) < 2:
+        raise ValueError(f"{loaded.name}: fitting a Gaussian needs at least 2 rows, got {len(d)}")
     if isinstance(d, BinaryCodes):  # bits drawn with each bit's frequency
         p = d[:sample].to_bits().mean(axis=0)
 
@@ -415,6 +442,8 @@ def synthetic_part(like: Any, rows: int, seed: int = 0, name: str | None = None,
                 np.maximum(out, 0, out=out)
             return out
     return Part(name or f"synthetic:{loaded.name}", rows, True,
+                key=f"gaussian|seed={seed}|sample={sample}|fitted={loaded.name}|"
+                    f"{len(d)}|{d.method}",
                 _generate=_Synthetic(generate, rows).read)
 
 

@@ -134,6 +134,16 @@ def distractor_views(photos: Sequence[Any], count: int, seed: int = 0,
         raise ValueError(f"unknown view option(s) {sorted(unknown)}; options: "
                          f"{', '.join(DEFAULT_RECIPE)}")
     merged = {**DEFAULT_RECIPE, **recipe}
+    for key, value in merged.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise ValueError(f"view option {key} must be a finite number, got {value!r}")
+    if not (isinstance(merged["max_side"], int) and 16 <= merged["max_side"] <= 4096):
+        raise ValueError(f"max_side must be a whole number in [16, 4096], got "
+                         f"{merged['max_side']!r}")
+    if not 0 <= merged["colour_strength"] < 1:
+        raise ValueError(f"colour_strength must be in [0, 1) (factors 1 - s to 1 + s), got "
+                         f"{merged['colour_strength']}")
     if not 0 < merged["min_area"] <= merged["max_area"] <= 1:
         raise ValueError("view areas need 0 < min_area <= max_area <= 1, got "
                          f"{merged['min_area']} and {merged['max_area']}")

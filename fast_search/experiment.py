@@ -30,6 +30,7 @@ from fast_search.index import (
     SearchIndex,
     build_index,
     load_index,
+    min_training_points,
     nlist_of,
     resolve_factory,
 )
@@ -55,6 +56,18 @@ def peak_rss_bytes() -> int:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _threads() -> int:
@@ -311,7 +324,10 @@ def run_search(
                 "ms_per_query": 1000 * timing.median / nq,
                 "train_s": info["train_s"], "add_s": info["add_s"],
                 "train_points": info["train_points"], "index_bytes": info["index_bytes"],
-                "cached_index": info["cached"], "peak_rss_bytes": peak_rss_bytes(),
+                "cached_index": info["cached"],
+                # the process's peak so far (it only grows: earlier, larger indexes count) and
+                # its memory now, with this index built
+                "peak_rss_bytes": peak_rss_bytes(), "rss_bytes": rss_bytes(),
                 "recall": recall_at_k(indices, search_set.truth, ks),
                 "intersection": {k: knn_intersection(indices, reference, k) for k in ks},
                 "mean_source_rank": _mean_rank(indices, search_set.truth),
@@ -368,9 +384,7 @@ def index_matcher(factory: str, params: dict[str, Any] | None = None, device: st
             return None
         binary = isinstance(database, BinaryCodes)
         values = database.packed if binary else database.values
-        spec = resolve_factory(factory, len(values))
-        if binary and not spec.startswith("B"):
-            spec = "B" + spec.replace(",Flat", "")
+        spec = _matcher_spec(factory, binary, len(values))
         index = build_index(spec, database.metric, values.shape[1],
                             database.n_bits if binary else None, device)
         if not index.is_trained:
@@ -408,13 +422,14 @@ def recommend(result: SearchResult, max_bytes: float | None = None,
               ) -> dict[str, Any] | None:
     """The run with the best recall@k (k: the smallest measured) among those within a memory
     budget (index bytes) and a time per query; ties go to the faster. ``None`` when no run
-    fits."""
+    fits, or recall is undefined (no query has its source in the database)."""
     fitting = [r for r in result.runs
                if (max_bytes is None or r["index_bytes"] <= max_bytes)
                and (max_ms_per_query is None or r["ms_per_query"] <= max_ms_per_query)]
+    k = k or (min(fitting[0]["recall"]) if fitting else None)
+    fitting = [r for r in fitting if not math.isnan(r["recall"][k])]
     if not fitting:
         return None
-    k = k or min(fitting[0]["recall"])
     return max(fitting, key=lambda r: (r["recall"][k], -r["ms_per_query"]))
 
 
@@ -430,3 +445,89 @@ def merge_results(results: Sequence[SearchResult]) -> SearchResult:
                                    run["ms_per_query"])
     return SearchResult(runs, results[0].search_set if results else {},
                         sorted(p[0] for p in points.operating_points))
+
+
+def parse_search_params(items: Sequence[str], flag: str = "--param"
+                        ) -> dict[str, list[int | float]] | None:
+    """Search parameter values from the command line: ``["nprobe=1,4", "efSearch=16"]`` ->
+    ``{"nprobe": [1, 4], "efSearch": [16]}``; counts (nprobe, efSearch...) must be whole
+    numbers >= 1 (``1e3`` is 1000).
+
+    Raises
+    ------
+    ValueError
+        Naming the flag and the value.
+    """
+    from fast_search.index import _COUNT_PARAMS
+
+    if not items:
+        return None
+    out: dict[str, list[int | float]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        if not sep or not name or not values:
+            raise ValueError(f"{flag} {item!r}: expected NAME=V1,V2,...")
+        try:
+            numbers = [float(v) for v in values.split(",")]
+        except ValueError:
+            raise ValueError(f"{flag} {item!r}: values must be numbers") from None
+        if any(not math.isfinite(v) or v < 0 for v in numbers):
+            raise ValueError(f"{flag} {item!r}: values must be finite and >= 0")
+        if name in _COUNT_PARAMS and any(v < 1 or v != int(v) for v in numbers):
+            raise ValueError(f"{flag} {item!r}: {name} takes whole numbers >= 1")
+        out[name] = [int(v) if v == int(v) else v for v in numbers]
+    return out
+
+
+def check_indexes(factories: Sequence[str], search_set: SearchSet, metric: str | None = None,
+                  train_size: int | None = None) -> list[str]:
+    """Refuse, before any long work, index strings that Faiss cannot make for this search
+    set, or that its database is too small to train. Returns the strings with ``{nlist}``
+    filled."""
+    metric = metric or search_set.metric
+    _check_metric_fits(search_set, metric)
+    out = []
+    for factory in factories:
+        spec = resolve_factory(factory, search_set.n_database)
+        index = build_index(spec, metric, search_set.dim, search_set.n_bits, "cpu")
+        if not index.is_trained:
+            points = _train_size(index, search_set.n_database, train_size)
+            need = min_training_points(index.factory)
+            if points < need:
+                raise ValueError(f"index {spec!r} needs at least {need} training points; the "
+                                 f"database has {search_set.n_database}"
+                                 + (f" and --train-size is {train_size}" if train_size else "")
+                                 + ": use fewer lists or smaller codebooks")
+        out.append(spec)
+    return out
+
+
+def _matcher_spec(factory: str, binary: bool, n: int) -> str:
+    spec = resolve_factory(factory, n)
+    if binary and not spec.startswith("B"):
+        spec = "B" + spec.replace(",Flat", "")
+    return spec
+
+
+def check_index_matcher(descriptors: Any, factory: str, params: dict[str, Any] | None,
+                        n_database: int, train_size: int | None = None) -> None:
+    """Refuse now, before a benchmark describes its database, an `index_matcher` string or
+    parameter that will not work for descriptors like ``descriptors`` (one image's is enough)
+    over ``n_database`` images. Multi-codes are matched exactly and pass."""
+    from helpers.descriptors import BinaryCodes, FloatFeatures
+
+    if not isinstance(descriptors, BinaryCodes | FloatFeatures):
+        return
+    binary = isinstance(descriptors, BinaryCodes)
+    values = descriptors.packed if binary else descriptors.values
+    spec = _matcher_spec(factory, binary, n_database)
+    index = build_index(spec, descriptors.metric, values.shape[1],
+                        descriptors.n_bits if binary else None, "cpu")
+    if not index.is_trained:
+        points = _train_size(index, n_database, train_size)
+        need = min_training_points(index.factory)
+        if points < need:
+            raise ValueError(f"index {spec!r} needs at least {need} training points; the "
+                             f"database has {n_database} images")
+    for name, value in (params or {}).items():
+        index.set_params({name: value})

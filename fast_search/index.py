@@ -43,6 +43,8 @@ MAX_POINTS_PER_CENTROID = 256
 
 _TRANSFORMS = re.compile(r"^(PCA|PCAR|PCAW|PCAWR|OPQ|ITQ|RR|L2norm|Pad)\d*(_\d+)?$")
 _LN2 = math.log(2.0)
+#: Search parameters that count something: whole numbers >= 1 (Faiss asserts on 0).
+_COUNT_PARAMS = ("nprobe", "efSearch", "efConstruction", "k_factor", "max_codes")
 _JS_FLOOR = np.float32(1e-20)
 
 
@@ -73,9 +75,10 @@ def nlist_of(factory: str) -> int | None:
 
 
 def resolve_factory(factory: str, n: int) -> str:
-    """Fill ``{nlist}`` with the study's default for ``n`` database rows."""
-    return factory.replace("{nlist}", str(default_nlist(n))) if "{nlist}" in factory \
-        else factory
+    """Fill ``{nlist}`` with the study's default for ``n`` database rows (10 sqrt(N), at most
+    N: k-means needs a point per list)."""
+    return factory.replace("{nlist}", str(min(default_nlist(n), max(n, 1)))) \
+        if "{nlist}" in factory else factory
 
 
 def _with_l2norm(factory: str) -> str:
@@ -88,12 +91,31 @@ def _with_l2norm(factory: str) -> str:
     return ",".join(parts[: last + 1] + ["L2norm"] + parts[last + 1:])
 
 
+def _check_sizes(factory: str) -> None:
+    """Sizes Faiss would assert on (and abort the process for): lists, graph links."""
+    for name, value in re.findall(r"(IVF|HNSW|PQ|NSG)(\d+)", factory):
+        least = 2 if name == "HNSW" else 1
+        if int(value) < least:
+            raise ValueError(f"index {factory!r}: {name}{value} is not a valid size "
+                             f"({name} needs at least {least})")
+
+
+def min_training_points(factory: str) -> int:
+    """Training points an index string needs at least: one per inverted list, 2^bits per
+    product-quantiser codebook (256 for ``PQ16``, 16 for ``PQ16x4``)."""
+    need = nlist_of(factory) or 1
+    for _, bits in re.findall(r"PQ(\d+)(?:x(\d+))?", factory):
+        need = max(need, 2 ** int(bits or 8))
+    return need
+
+
 def _check_combination(factory: str, metric: str) -> None:
     parts = factory.split(",")
-    transforms = [p for p in parts if _TRANSFORMS.match(p) and p != "L2norm"]
+    transforms = [p for p in parts if _TRANSFORMS.match(p)]
     if metric == "jensenshannon" and transforms:
-        raise ValueError(f"index {factory!r}: {transforms[0]} makes negative values, and "
-                         "Jensen-Shannon compares distributions; use it on raw features")
+        raise ValueError(f"index {factory!r}: {transforms[0]} changes the rows, and "
+                         "Jensen-Shannon compares distributions (rows divided by their sums); "
+                         "use it without transforms")
     if metric in ("l1", "jensenshannon"):
         encodings = [p for p in parts if not _TRANSFORMS.match(p)]
         flat = (not encodings or encodings[-1] in ("Flat", "IDMap,Flat")
@@ -157,7 +179,10 @@ class SearchIndex:
             if (x < 0).any():
                 raise ValueError("Jensen-Shannon needs non-negative rows")
             sums = x.sum(axis=1, keepdims=True)
-            np.divide(x, sums, out=x, where=sums > 0)
+            if (sums <= 0).any():
+                raise ValueError(f"row {int(np.flatnonzero(sums <= 0)[0])} sums to 0: "
+                                 "Jensen-Shannon compares distributions")
+            np.divide(x, sums, out=x)
             # Faiss computes 0 log 0 as NaN and then finds nothing for a row with a zero (ReLU
             # features have many): a tiny floor changes no distance by more than 1e-7.
             x += _JS_FLOOR
@@ -176,7 +201,15 @@ class SearchIndex:
                                "%d Faiss asks for; for N database rows nlist between 4 sqrt(N) "
                                "and 16 sqrt(N) is usual", self.factory, len(sample), per,
                                MIN_POINTS_PER_CENTROID)
-        self.index.train(self.prepare(sample, owned=owned))
+        need = min_training_points(self.factory)
+        if len(sample) < need:
+            raise ValueError(f"index {self.factory} needs at least {need} training points, "
+                             f"got {len(sample)}: use fewer lists or smaller codebooks")
+        try:
+            self.index.train(self.prepare(sample, owned=owned))
+        except RuntimeError as exc:
+            raise ValueError(f"index {self.factory} could not be trained "
+                             f"({str(exc).strip().splitlines()[-1][:160]})") from None
 
     def add(self, blocks: Iterable[np.ndarray], total: int | None = None,
             show_progress: bool | None = None, owned: bool = False) -> None:
@@ -213,13 +246,23 @@ class SearchIndex:
             f"{k}={v}" for k, v in (params or {}).items())
         if not text:
             return
+        for item in text.split(","):
+            key, _, value = item.partition("=")
+            if key in _COUNT_PARAMS:
+                try:
+                    number = float(value)
+                except ValueError:
+                    number = float("nan")
+                if not (number >= 1 and number == int(number)):
+                    raise ValueError(f"search parameter {key} must be a whole number >= 1, "
+                                     f"got {value!r}")
         faiss = _faiss()
         if self.binary:
             for item in text.split(","):
                 key, _, value = item.partition("=")
                 target = self.index
                 if key == "efSearch" and hasattr(target, "hnsw"):
-                    target.hnsw.efSearch = int(value)
+                    target.hnsw.efSearch = int(float(value))
                 elif hasattr(target, key):
                     setattr(target, key, type(getattr(target, key))(float(value)))
                 else:
@@ -280,6 +323,8 @@ class SearchIndex:
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         q = self.prepare(queries)
         size = batch_size or len(q) or 1
         ds, ids = [], []
@@ -310,6 +355,9 @@ class SearchIndex:
             The index type has no range search (HNSW).
         """
         q = self.prepare(queries)
+        if threshold < 0 and self.metric != "inner_product":  # no distance is negative
+            return (np.zeros(len(q) + 1, np.int64), np.zeros(0, np.float32),
+                    np.zeros(0, np.int64))
         try:
             lims, d, i = self.index.range_search(q, self._radius(threshold))
         except RuntimeError as exc:
@@ -393,8 +441,13 @@ def build_index(factory: str, metric: str, dim: int, n_bits: int | None = None,
     if dim < 1:
         raise ValueError(f"dim must be >= 1, got {dim}")
     device = _resolve_device(device)
+    _check_sizes(factory)
     if metric == "hamming":
         spec = factory if factory.startswith("B") else "B" + factory
+        if not re.fullmatch(r"B(Flat|IVF\d+(,Flat)?|HNSW\d+(,Flat)?|IVF\d+_HNSW\d+(,Flat)?)",
+                            spec):
+            raise ValueError(f"binary index {factory!r}: binary codes take BFlat, BIVF<n>, "
+                             "BHNSW<M> (Faiss's binary factory would drop the rest)")
         try:
             index = faiss.index_binary_factory(8 * dim, spec)
         except RuntimeError as exc:

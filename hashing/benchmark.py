@@ -197,9 +197,11 @@ def run_benchmark(
             "nearest_id": np.where(nearest >= 0, db_ids[np.maximum(nearest, 0)], ""),
             "nearest_index": nearest,
             "source_index": src_index, "distance": best, "source_distance": own,
-            # the source found, or one at the same distance (an index's float32 distance
-            # may differ from the exact one in the last bits)
-            "correct": positive & (nearest >= 0) & ((nearest == src_index) | (own <= best)),
+            # the source found, or another image exactly as near (a tie; an index's float32
+            # distance may differ from the exact one in the last bits). An approximate index
+            # that returns a farther image has missed the source, even if the source is nearer.
+            "correct": positive & (nearest >= 0) & (
+                (nearest == src_index) | np.isclose(own, best, rtol=1e-5, atol=1e-6)),
         }))
     n_queries = len(meta)
     match_time = _timing_frame({k: query_seconds[k] + match_seconds[k] for k in labels},

@@ -16,7 +16,8 @@ from helpers.descriptors import BinaryCodes, FloatFeatures, MultiCodes
 
 
 def save_descriptors(descriptors: BinaryCodes | FloatFeatures, dataset: str,
-                     root: str | Path | None = None, overwrite: bool = False) -> Path:
+                     root: str | Path | None = None, overwrite: bool = False,
+                     meta: dict[str, Any] | None = None) -> Path:
     """Store descriptors made by `hashing.describe` as ``<root>/<dataset>/<method>.npy``.
 
     Parameters
@@ -29,6 +30,8 @@ def save_descriptors(descriptors: BinaryCodes | FloatFeatures, dataset: str,
         Default ``Results/features`` (``$RESULTS_DIR/features``).
     overwrite : bool
         Replace a finished store of the same method.
+    meta : dict, optional
+        Added to the sidecar (how the images were made: attacks, seed, command...).
 
     Returns
     -------
@@ -55,12 +58,13 @@ def save_descriptors(descriptors: BinaryCodes | FloatFeatures, dataset: str,
                          "hashing.describe, or .with_identity(ids=..., method=...)")
     records = list(descriptors.records or (ImageRecord(i, None) for i in descriptors.ids))
     if isinstance(descriptors, BinaryCodes):
-        array, meta = descriptors.packed, {"kind": "binary", "metric": "hamming",
+        array, kind = descriptors.packed, {"kind": "binary", "metric": "hamming",
                                            "n_bits": descriptors.n_bits}
     else:
-        array, meta = descriptors.values.astype("float32", copy=False), {
+        array, kind = descriptors.values.astype("float32", copy=False), {
             "kind": "float", "metric": descriptors.metric}
-    return save_store(array, records, dataset, descriptors.method, root, meta, overwrite)
+    return save_store(array, records, dataset, descriptors.method, root,
+                      {**(meta or {}), **kind}, overwrite)
 
 
 def load_descriptors(dataset: str, method: str, root: str | Path | None = None,

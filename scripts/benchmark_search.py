@@ -7,10 +7,10 @@ Parts (--parts, all by default):
   memory    peak memory of a search set of --memory-rows x --memory-dim float32 read from a
             store on disk, with a Flat index over it and one search, over the raw size
             (measured in a fresh process);
-  scale     --scale-rows vectors (a real store padded with labelled synthetic vectors, or
-            synthetic alone): build, add and search time, queries per second and peak memory
-            for Flat, IVF and HNSW;
-  quality   recall@1 against queries per second on real stores (--database, --queries,
+  scale     --scale-rows vectors (the real stores of the quality part padded with labelled
+            synthetic vectors, or synthetic alone): build, add and search time, queries
+            per second and peak memory for Flat, IVF and HNSW;
+  quality   recall@1 against queries per second on real stores (--database, --query-store,
             --distractors): exact search and an IVF / HNSW sweep, and whether the best
             approximate setting keeps recall@1 >= 0.95 of exact search's at >= 10x its speed.
 
@@ -19,8 +19,8 @@ Writes JSON (--output) with the machine beside the numbers.
 Examples
 --------
 python scripts/benchmark_search.py --parts overhead memory
-python scripts/benchmark_search.py --parts quality --database bsds500/sscd_distilled \\
-    --queries bsds500_queries/sscd_distilled --distractors views100k/sscd_distilled
+python scripts/benchmark_search.py --parts quality --database bsds500_database/sscd_distilled \\
+    --query-store bsds500_queries/sscd_distilled --distractors views100k/sscd_distilled
 """
 
 from __future__ import annotations

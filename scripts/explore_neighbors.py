@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                 order = sorted(positive, key=lambda q: (ranks[q] == 1, -ranks[q] if ranks[q]
                                                         else -10**9, distances[q, 0]))
                 chosen = order[: args.worst]
+                if not chosen:
+                    raise ValueError(f"no query of {args.queries} has its source in the "
+                                     "database: give --query-id to look at controls")
             images = Images(args, root)
             target = Path(args.output) if args.output else results_root() / args.name
             output = stack.enter_context(output_dir(target, SCRIPT, overwrite=args.overwrite,

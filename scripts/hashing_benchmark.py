@@ -35,7 +35,6 @@ from helpers import (
     check_name,
     now_iso,
     output_dir,
-    parse_key_values,
     resolve_device,
     results_root,
     setup_logging,
@@ -136,15 +135,29 @@ def check_values(args: argparse.Namespace) -> None:
     if repeated:
         raise ValueError(f"--algorithms names {', '.join(repeated)} more than once")
     args.device = resolve_device(args.device)
-    if args.index is not None:  # a string Faiss rejects fails now, not after the database
-        from fast_search import build_index, resolve_factory
+    args.index_params = None
+    if args.index is not None:
+        from fast_search.experiment import parse_search_params
 
-        spec = resolve_factory(args.index, 10000)
-        build_index(spec, "l2", 16)
-        build_index(spec if spec.startswith("B") else "B" + spec.replace(",Flat", ""),
-                    "hamming", 8)
-        if args.index_param:
-            parse_key_values(args.index_param, "--index-param")
+        params = parse_search_params(args.index_param, "--index-param") or {}
+        if any(len(v) != 1 for v in params.values()):
+            raise ValueError("--index-param takes one value per parameter (NAME=V)")
+        args.index_params = {k: v[0] for k, v in params.items()}
+
+
+def check_index(args: argparse.Namespace, algorithms) -> None:
+    """A string or parameter the index cannot take fails now, not after the database is
+    described: tried on each method's descriptors of one small image."""
+    if args.index is None:
+        return
+    from fast_search.experiment import check_index_matcher
+
+    for algorithm in algorithms:
+        sample = algorithm.describe([Image.new("RGB", (64, 48), "gray")])
+        try:
+            check_index_matcher(sample, args.index, args.index_params, args.n_experimental)
+        except ValueError as exc:
+            raise ValueError(f"--index for {algorithm.label}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             check_values(args)
             algorithms = [checked_algorithm(spec) for spec in args.algorithms]
+            check_index(args, algorithms)
             labels = [a.label for a in algorithms]
             if len(set(labels)) != len(labels):
                 raise ValueError(f"--algorithms gives the same method twice: {labels}")
@@ -221,9 +235,8 @@ def _matcher(args: argparse.Namespace):
         return None
     from fast_search import index_matcher
 
-    params = parse_key_values(args.index_param, "--index-param") if args.index_param else None
-    return index_matcher(args.index, params, "cuda" if args.device.startswith("cuda") and
-                         _faiss_gpus() else "cpu")
+    return index_matcher(args.index, args.index_params, "cuda" if args.device.startswith(
+        "cuda") and _faiss_gpus() else "cpu")
 
 
 def _faiss_gpus() -> int:

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from data_retrieval import load_images
 from data_retrieval.cli import add_data_root_argument
@@ -92,11 +93,15 @@ def describe_hash_chunks(views, method, store: str, root: Path, chunk_size: int,
     from helpers.descriptors import BinaryCodes
 
     algorithm = parse_algorithm(method)
+    sample = algorithm.describe([Image.new("RGB", (64, 48), "gray")])
+    if not isinstance(sample, BinaryCodes):
+        raise ValueError(f"{method} makes {type(sample).__name__}, which a store cannot hold; "
+                         "give a model or a single-code hash")
     npy, sidecar = store_paths(store, algorithm.label, root)
     if sidecar.exists() and not overwrite:
         raise FileExistsError(f"feature store {npy} exists; pass --overwrite to replace it")
     partial = npy.with_suffix(".partial")
-    partial.mkdir(parents=True, exist_ok=True)
+    check_plan(partial, meta["distractor_views"], overwrite)
     parts = []
     with FolderLock(partial):
         bar = progress(total=len(views), desc=f"{algorithm.label} views", unit="view")
@@ -105,9 +110,6 @@ def describe_hash_chunks(views, method, store: str, root: Path, chunk_size: int,
             path = partial / f"chunk_{start:09d}_{start + len(chunk):09d}.npz"
             if not path.exists():
                 codes = describe(chunk, algorithm, batch_size=batch_size, show_progress=False)
-                if not isinstance(codes, BinaryCodes):
-                    raise ValueError(f"{method} makes {type(codes).__name__}, which a store "
-                                     "cannot hold; give a model or a single-code hash")
                 with atomic_write(path, "wb") as handle:
                     np.savez(handle, packed=codes.packed, ids=np.array(codes.ids, dtype=str),
                              n_bits=codes.n_bits)
@@ -124,6 +126,23 @@ def describe_hash_chunks(views, method, store: str, root: Path, chunk_size: int,
     _add_meta(sidecar, meta)
     shutil.rmtree(partial, ignore_errors=True)
     return out
+
+
+def check_plan(partial: Path, plan: dict, overwrite: bool) -> None:
+    """Resume only the same views: an unfinished store of other photos, count, seed or recipe
+    is refused (or, with --overwrite, started again)."""
+    from helpers import read_json, write_json
+
+    plan_file = partial / "views.json"
+    if plan_file.exists() and read_json(plan_file) != plan:
+        if not overwrite:
+            raise ValueError(f"{partial} holds unfinished views of other settings "
+                             f"({read_json(plan_file)}); run those settings again to finish "
+                             "them, or pass --overwrite to start again")
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    if not plan_file.exists():
+        write_json(plan_file, plan)
 
 
 def _add_meta(sidecar: Path, meta: dict) -> None:
@@ -158,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             model_name, _, text = args.method.partition(":")
             params = parse_key_values(text.split(",") if text else [], "--method")
             model = get_model(model_name, weights=args.weights, device=args.device, **params)
+            npy, sidecar = store_paths(store, model.name, root)
+            if not (sidecar.exists() and not args.overwrite):  # extract_to_store refuses it
+                check_plan(npy.with_suffix(".partial"), meta["distractor_views"],
+                           args.overwrite)
             workers = args.workers if args.workers is not None else max(0, available_cpus() - 1)
             path = extract_to_store(model, views, store, root=root, batch_size=args.batch_size,
                                     workers=workers, chunk_size=args.chunk_size,

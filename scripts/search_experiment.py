@@ -46,7 +46,13 @@ from fast_search import (
     run_search,
     synthetic_part,
 )
-from fast_search.experiment import candidate_indexes, merge_results, recommend
+from fast_search.experiment import (
+    candidate_indexes,
+    check_indexes,
+    merge_results,
+    parse_search_params,
+    recommend,
+)
 from fast_search.report import write_search
 from helpers import (
     check_name,
@@ -100,6 +106,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="training points sampled from the database (default: 256 per "
                              "inverted list, at least 50,000, at most the database)")
     search.add_argument("--seed", type=int, default=0, help="training sample seed (0)")
+    search.add_argument("--index-cache", default=None, metavar="DIR",
+                        help="trained indexes are saved there and reused by any later run on "
+                             "the same database with the same string, metric, training size "
+                             "and seed (default: Results/indexes; 'none' to keep none)")
     advice = parser.add_argument_group("recommendation")
     advice.add_argument("--recommend", action="store_true",
                         help="name the index string and parameters with the best recall@k "
@@ -127,25 +137,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--no-figures", action="store_true", help="skip the figures")
     run.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
-
-
-def parse_params(items: list[str]) -> dict[str, list[float | int]] | None:
-    """``["nprobe=1,4", "efSearch=16"]`` -> ``{"nprobe": [1, 4], "efSearch": [16]}``."""
-    if not items:
-        return None
-    out: dict[str, list[float | int]] = {}
-    for item in items:
-        name, sep, values = item.partition("=")
-        if not sep or not name or not values:
-            raise ValueError(f"--param {item!r}: expected NAME=V1,V2,...")
-        try:
-            parsed = [float(v) if "." in v else int(v) for v in values.split(",")]
-        except ValueError:
-            raise ValueError(f"--param {item!r}: values must be numbers") from None
-        if any(not math.isfinite(v) or v < 0 for v in parsed):
-            raise ValueError(f"--param {item!r}: values must be finite and >= 0")
-        out[name] = parsed
-    return out
 
 
 def parse_size(text: str | None) -> float | None:
@@ -203,35 +194,39 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         try:
             check_values(args)
-            params = parse_params(args.param)
+            params = parse_search_params(args.param)
             root = Path(args.features_dir) if args.features_dir else default_features_dir()
             distractors = list(args.distractors)
             if args.synthetic:
                 distractors.append(synthetic_part(args.database[0], args.synthetic,
                                                   seed=args.synthetic_seed, root=root))
             search_set = load_search_set(args.database, args.queries, distractors, root)
+            if args.index is None:
+                args.index = (candidate_indexes(search_set.dim, search_set.binary)
+                              if args.recommend else ["BFlat", "BIVF{nlist}"]
+                              if search_set.binary else list(DEFAULT_INDEXES))
+            for metric in args.metric or [None]:
+                check_indexes(args.index, search_set, metric, args.train_size)
             target = Path(args.output) if args.output else results_root() / args.name
             output = stack.enter_context(output_dir(
                 target, SCRIPT, overwrite=args.overwrite, inputs=[root],
                 flags=("--overwrite",)))
         except (ValueError, FileNotFoundError, TypeError) as exc:
             return fail(exc)
-        if args.index is None:
-            args.index = (candidate_indexes(search_set.dim, search_set.binary) if args.recommend
-                          else ["BFlat", "BIVF{nlist}"] if search_set.binary
-                          else list(DEFAULT_INDEXES))
-            if params is None and args.recommend:
-                params = {"nprobe": [1, 4, 16, 64], "efSearch": [16, 64, 256]}
+        if params is None and args.recommend:
+            params = {"nprobe": [1, 4, 16, 64], "efSearch": [16, 64, 256]}
         if args.threads:
             import faiss
 
             faiss.omp_set_num_threads(args.threads)
+        cache = None if args.index_cache == "none" else Path(
+            args.index_cache or results_root() / "indexes")
         config = {**vars(args), "params": params, "search_set": search_set.describe()}
         write_experiment_json(output, config, started_at=started, script=SCRIPT)
         try:
             results = [run_search(search_set, args.index, metric, args.k, params, args.device,
                                   args.batch_size, args.repeats, args.train_size, args.seed,
-                                  args.thresholds, cache_dir=output / "indexes",
+                                  args.thresholds, cache_dir=cache,
                                   warmup=args.warmup)
                        for metric in (args.metric or [None])]
             result = merge_results(results)
@@ -261,16 +256,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.recommend:
             best = extra["recommendation"]
             if best is None:
-                print("recommendation: no index fits the budget; raise --max-memory or "
-                      "--max-ms-per-query")
+                print("recommendation: none: no index fits the budget (raise --max-memory "
+                      "or --max-ms-per-query), or no query has its source in the database")
             else:
                 k = min(best["recall"])
-                print(f"recommendation: --index {best['index']!r} "
-                      + " ".join(f"--param {n}={v}" for n, v in best["params"].items())
-                      + f" (recall@{k} {best['recall'][k]:.4f}, "
-                      f"{best['ms_per_query']:.3f} ms/query, "
-                      f"{best['index_bytes'] / 2**20:.1f} MiB)")
+                flags = " ".join([f"--index {best['index']!r}"] + [
+                    f"--param {n}={v}" for n, v in best["params"].items()])
+                print(f"recommendation: {flags} (recall@{k} {best['recall'][k]:.4f}, "
+                      f"{best['ms_per_query']:.4g} ms/query, "
+                      f"{_size(best['index_bytes'])})")
         return 0
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} GiB"
 
 
 if __name__ == "__main__":

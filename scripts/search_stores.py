@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                                  (f"{prefix}_queries", queries)):
                 codes = describe(items, args.method)
                 written.append(save_descriptors(codes, store, root=root,
-                                                overwrite=args.overwrite))
+                                                overwrite=args.overwrite, meta=meta))
     except (ValueError, FileExistsError, FileNotFoundError, ImportError, OSError,
             TypeError) as exc:
         return fail(exc)

@@ -502,3 +502,116 @@ def test_recommend_picks_the_best_recall_within_the_budgets():
     assert script.parse_size("2GB") == 2e9 and script.parse_size("1.5MiB") == 1.5 * 2**20
     with pytest.raises(ValueError, match="expected a size"):
         script.parse_size("lots")
+
+
+def test_strings_and_values_faiss_would_choke_on_fail_in_one_line():
+    """Faiss aborts the process (HNSW0), asserts (nprobe=0) or silently drops parts (BIVF4,PQ8);
+    each is refused first, with a message naming the string or value."""
+    database, queries, _ = _set("cosine", n=60)
+    search_set = fs.load_search_set(database, queries)
+    for factory, message in (("HNSW0", "HNSW0 is not a valid size"),
+                             ("IVF0,Flat", "IVF0 is not a valid size"),
+                             ("IVF100,Flat", "needs at least 100 training points"),
+                             ("IVF4,PQ8", "needs at least 256 training points")):
+        with pytest.raises(ValueError, match=message):
+            fs.experiment.check_indexes([factory], search_set)
+    assert fs.resolve_factory("IVF{nlist},Flat", 60) == "IVF60,Flat"  # 10 sqrt(N) capped at N
+    with pytest.raises(ValueError, match="binary codes take BFlat"):
+        fs.build_index("BIVF4,PQ8", "hamming", 8)
+    with pytest.raises(ValueError, match="changes the rows"):
+        fs.build_index("L2norm,Flat", "jensenshannon", 8)
+    index, _ = fs.prepare_index(search_set, "IVF4,Flat")
+    with pytest.raises(ValueError, match="nprobe must be a whole number >= 1"):
+        index.set_params({"nprobe": 0})
+    with pytest.raises(ValueError, match="whole number"):
+        index.set_params("nprobe=2.5")
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        index.search(search_set.queries, 1, batch_size=-1)
+    lims, d, i = index.range_search(search_set.queries, -0.5)  # no distance is negative
+    assert lims[-1] == 0 and len(i) == 0
+    js = fs.build_index("Flat", "jensenshannon", 4)
+    with pytest.raises(ValueError, match="row 0 sums to 0"):
+        js.prepare(np.zeros((1, 4), np.float32))
+    assert fs.experiment.parse_search_params(["nprobe=1e3,4"]) == {"nprobe": [1000, 4]}
+    with pytest.raises(ValueError, match="--param 'nprobe=0': nprobe takes whole numbers"):
+        fs.experiment.parse_search_params(["nprobe=0"])
+
+
+def test_queries_that_are_database_rows_or_repeat_are_refused():
+    database, queries, _ = _set("cosine")
+    with pytest.raises(ValueError, match="are database rows .* each would find itself"):
+        fs.load_search_set(database, database)
+    twice = FloatFeatures(queries.values[:2], "cosine", ids=("q0", "q0"), method="m")
+    with pytest.raises(ValueError, match="query id 'q0' repeats"):
+        fs.load_search_set(database, twice)
+    nan = queries.values.copy()
+    nan[3, 2] = np.nan
+    with pytest.raises(ValueError, match="query 'q3' holds NaN"):
+        fs.load_search_set(database, FloatFeatures(nan, "cosine", ids=queries.ids,
+                                                   records=queries.records, method="m"))
+    with pytest.raises(TypeError, match="expected a store"):
+        fs.load_search_set(5, queries)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        fs.synthetic_part(database[:1], 10)
+    with pytest.raises(ValueError, match=">= 0"):
+        fs.synthetic_part(database, -5)
+
+
+def test_a_cached_index_is_reused_only_for_the_same_database(tmp_path):
+    database, queries, _ = _set("l2", n=500)
+    cache = tmp_path / "cache"
+    one = fs.load_search_set(database, queries, [fs.synthetic_part(database, 300, seed=0)])
+    _, info = fs.prepare_index(one, "IVF8,Flat", cache_dir=cache)
+    assert not info["cached"]
+    assert fs.prepare_index(one, "IVF8,Flat", cache_dir=cache)[1]["cached"]
+    other_seed = fs.load_search_set(database, queries, [fs.synthetic_part(database, 300, seed=7)])
+    assert not fs.prepare_index(other_seed, "IVF8,Flat", cache_dir=cache)[1]["cached"]
+    changed = FloatFeatures(database.values[::-1].copy(), "l2", ids=database.ids, method="m")
+    assert not fs.prepare_index(fs.load_search_set(changed, queries), "IVF8,Flat",
+                                cache_dir=cache)[1]["cached"]
+
+
+def test_an_index_that_misses_the_source_is_not_correct():
+    """The benchmark's decision through an index: a farther image returned while the source
+    is nearer is a miss, not a hit (the source's exact distance is below the found one)."""
+    from hashing import get_algorithm, run_benchmark
+    from PIL import Image
+
+    images = [(ImageRecord(f"d{i}", None), Image.new("RGB", (40, 30), colour))
+              for i, colour in enumerate(("red", "blue", "green"))]
+    queries = [(ImageRecord("q0", None, source_id="d0", attack_id="a"),
+                Image.new("RGB", (40, 30), "red"))]
+
+    def wrong_matcher(label, database):
+        return lambda q: (np.array([2]), np.array([0.5]))  # the green image, far away
+
+    result = run_benchmark([get_algorithm("ahash")], images, queries, device="cpu",
+                           matcher=wrong_matcher)
+    row = result.matches.iloc[0]
+    assert row["nearest_id"] == "d2" and row["source_distance"] == 0.0
+    assert not row["correct"]
+
+
+def test_make_distractors_refuses_to_resume_other_views(tmp_path, sample_paths):
+    from tests.conftest import load_script
+
+    script = load_script("make_distractors")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in list(sample_paths)[:4]:
+        (folder / f"{name}{sample_paths[name].suffix}").write_bytes(
+            sample_paths[name].read_bytes())
+    args = ["--photos", f"folder:{folder}", "--method", "dhash", "--chunk-size", "8",
+            "--features-dir", str(tmp_path / "features"), "--store-name", "v"]
+    partial = tmp_path / "features" / "v" / "dhash.partial"
+    partial.mkdir(parents=True)
+    (partial / "views.json").write_text(json.dumps({"seed": 0, "count": 20}))
+    assert script.main(args + ["--count", "16", "--seed", "1"]) != 0
+    assert script.main(args + ["--count", "16", "--seed", "1", "--overwrite"]) == 0
+    assert script.main(["--photos", f"folder:{folder}", "--count", "4", "--method",
+                        "dhash", "--view", "mosaic=nan", "--features-dir",
+                        str(tmp_path / "features"), "--store-name", "w"]) != 0
+    assert script.main(["--photos", f"folder:{folder}", "--count", "4", "--method",
+                        "crop_resistant", "--features-dir", str(tmp_path / "features"),
+                        "--store-name", "w"]) != 0
+    assert not (tmp_path / "features" / "w").exists()
