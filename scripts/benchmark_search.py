@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         default=["nprobe=1,2,4,8,16,32,64", "efSearch=16,32,64,128,256"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=str(results_root() / "benchmark_search.json"))
+    parser.add_argument("--output", default=str(results_root() / "benchmarks" / "search.json"))
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
