@@ -44,30 +44,31 @@ DEFAULT_PARAMS = {"nprobe": [1, 2, 4, 8, 16, 32, 64, 80]}
 DEFAULT_KS = (1, 10, 100)
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (``VmHWM`` on Linux: unlike
-    ``ru_maxrss``, it does not inherit the peak of the process that started this one)."""
+def _status_bytes(field: str) -> int | None:
+    """A memory line of /proc/self/status in bytes (None where there is no /proc)."""
     try:
         with open("/proc/self/status") as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (``VmHWM`` on Linux: unlike
+    ``ru_maxrss``, it does not inherit the peak of the process that started this one)."""
+    peak = _status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def rss_bytes() -> int:
     """This process's resident memory now (0 where /proc is not there)."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _status_bytes("VmRSS") or 0
 
 
 def _threads() -> int:
@@ -490,14 +491,7 @@ def check_indexes(factories: Sequence[str], search_set: SearchSet, metric: str |
     for factory in factories:
         spec = resolve_factory(factory, search_set.n_database)
         index = build_index(spec, metric, search_set.dim, search_set.n_bits, "cpu")
-        if not index.is_trained:
-            points = _train_size(index, search_set.n_database, train_size)
-            need = min_training_points(index.factory)
-            if points < need:
-                raise ValueError(f"index {spec!r} needs at least {need} training points; the "
-                                 f"database has {search_set.n_database}"
-                                 + (f" and --train-size is {train_size}" if train_size else "")
-                                 + ": use fewer lists or smaller codebooks")
+        _check_trainable(index, spec, search_set.n_database, train_size)
         out.append(spec)
     return out
 
@@ -523,11 +517,21 @@ def check_index_matcher(descriptors: Any, factory: str, params: dict[str, Any] |
     spec = _matcher_spec(factory, binary, n_database)
     index = build_index(spec, descriptors.metric, values.shape[1],
                         descriptors.n_bits if binary else None, "cpu")
-    if not index.is_trained:
-        points = _train_size(index, n_database, train_size)
-        need = min_training_points(index.factory)
-        if points < need:
-            raise ValueError(f"index {spec!r} needs at least {need} training points; the "
-                             f"database has {n_database} images")
+    _check_trainable(index, spec, n_database, train_size)
     for name, value in (params or {}).items():
         index.set_params({name: value})
+
+
+def _check_trainable(index: SearchIndex, spec: str, n_database: int,
+                     train_size: int | None) -> None:
+    """Refuse an index the database is too small to train (one point per list, 2^bits per
+    codebook), before any work."""
+    if index.is_trained:
+        return
+    points = _train_size(index, n_database, train_size)
+    need = min_training_points(index.factory)
+    if points < need:
+        raise ValueError(f"index {spec!r} needs at least {need} training points; the database "
+                         f"has {n_database}" + (f" and the training size is {train_size}"
+                                                if train_size else "")
+                         + ": use fewer lists or smaller codebooks")

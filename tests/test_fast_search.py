@@ -574,8 +574,9 @@ def test_a_cached_index_is_reused_only_for_the_same_database(tmp_path):
 def test_an_index_that_misses_the_source_is_not_correct():
     """The benchmark's decision through an index: a farther image returned while the source
     is nearer is a miss, not a hit (the source's exact distance is below the found one)."""
-    from hashing import get_algorithm, run_benchmark
     from PIL import Image
+
+    from hashing import get_algorithm, run_benchmark
 
     images = [(ImageRecord(f"d{i}", None), Image.new("RGB", (40, 30), colour))
               for i, colour in enumerate(("red", "blue", "green"))]
