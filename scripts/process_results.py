@@ -32,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    if len(args.results) == 1 and (Path(args.results[0]) / "search.json").is_file():
+    searches = [r for r in args.results if (Path(r) / "search.json").is_file()]
+    if searches and len(args.results) > 1:
+        return fail(f"{searches[0]} is a search experiment: search results are redrawn one "
+                    "folder at a time (digests of the hashing benchmark can be merged)")
+    if searches:
         return _search(args)
     try:
         if not math.isfinite(args.threshold) or args.threshold < 0:

@@ -445,6 +445,7 @@ def test_protocol_stores_search_and_galleries(tmp_path, monkeypatch):
     assert process.main([str(tmp_path / "Results" / "s"), "--output",
                          str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "recall_at_3_vs_qps.pdf").exists()
+    assert process.main([str(tmp_path / "Results" / "s")] * 2) != 0  # one search at a time
     explore = load_script("explore_neighbors")
     assert explore.main(["--database", "sample_database/dhash", "--queries",
                          "sample_queries/dhash", "--features-dir", features, "--images",
