@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +27,6 @@ logger = get_logger(__name__)
 #: Bytes of database rows read at a time (a block, and its prepared copy, are all the memory a
 #: search set needs beside the index).
 DEFAULT_BLOCK_BYTES = 32 << 20
-
-
-def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Shape, dtype and data offset of a C-ordered ``.npy`` file."""
-    with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        shape, fortran, dtype = np.lib.format._read_array_header(handle, version)
-        if fortran:
-            raise ValueError(f"{path}: Fortran-ordered arrays are not supported")
-        return shape, dtype, handle.tell()
 
 
 @dataclass
@@ -57,14 +47,15 @@ class Part:
     rows: int
     synthetic: bool = False
     key: str = ""  # what makes the rows (synthetic: fitted store, seed, sample)
+    records: tuple | None = None  # who each row is, when the store says
     _array: Any = None
     _file: tuple[Path, int, np.dtype, int] | None = None  # path, offset, dtype, row width
-    _generate: Any = None
+    _generate: Any = None  # a _Synthetic
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` as a new in-memory array (the caller may change it)."""
         if self._generate is not None:
-            return self._generate(start, stop)
+            return self._generate.read(start, stop)
         if self._file is not None:
             path, offset, dtype, width = self._file
             with open(path, "rb") as handle:
@@ -74,6 +65,20 @@ class Part:
                 raise ValueError(f"{path} is shorter than its header says")
             return out.reshape(stop - start, width)
         return np.array(self._array[start:stop], order="C", copy=True)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The rows at sorted positions ``rows``, reading only those (a training sample
+        without a pass over the whole part)."""
+        if self._generate is not None:
+            return self._generate.take(rows)
+        if self._file is not None:
+            path, offset, dtype, width = self._file
+            mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset,
+                               shape=(self.rows, width))
+            out = np.array(mapped[rows])
+            del mapped
+            return out
+        return np.array(self._array[rows], order="C")
 
 
 @dataclass
@@ -99,6 +104,10 @@ class SearchSet:
         The method that made the rows (all parts and the queries agree).
     dim : int
         Values per row (bytes per code for binary sets).
+    originals : int
+        Rows of the database stores (the distractors follow them).
+    query_store : str
+        Where the queries come from (a store's ``.npy``, or the method of an array).
     """
 
     parts: list[Part]
@@ -112,7 +121,7 @@ class SearchSet:
     method: str | None
     dim: int
     originals: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
+    query_store: str = ""
 
     @property
     def binary(self) -> bool:
@@ -154,16 +163,25 @@ class SearchSet:
         total = self.n_database
         n = min(n, total)
         chosen = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
-        out, base, size = [], 0, self.block_rows()
+        out, base = [], 0
         for part in self.parts:
             mine = chosen[(chosen >= base) & (chosen < base + part.rows)] - base
-            for start in range(0, part.rows, size):
-                rows = mine[(mine >= start) & (mine < start + size)]
-                if len(rows):
-                    block = part.read(start, min(start + size, part.rows))
-                    out.append(block[rows - start])
+            if len(mine):
+                out.append(part.take(mine))
             base += part.rows
         return np.concatenate(out) if out else self.queries[:0]
+
+    def database_record(self, row: int) -> ImageRecord:
+        """Who database row ``row`` is (a record with its id alone where the store kept
+        none, as for synthetic rows)."""
+        offset = row
+        for part in self.parts:
+            if offset < part.rows:
+                if part.records is not None:
+                    return part.records[offset]
+                return ImageRecord(self.database_ids[row], None)
+            offset -= part.rows
+        raise IndexError(f"database row {row} of {self.n_database}")
 
     def to_array(self) -> np.ndarray:
         """The whole database in memory (small sets, tests)."""
@@ -196,14 +214,13 @@ class SearchSet:
                 "synthetic_distractors": self.synthetic_rows,
                 "queries": len(self.query_ids), "positive_queries": self.n_positive,
                 "parts": [{"name": p.name, "rows": p.rows, "synthetic": p.synthetic}
-                          for p in self.parts], **self.info}
+                          for p in self.parts]}
 
 
 @dataclass
 class _Loaded:
     name: str
     descriptors: Any  # BinaryCodes or FloatFeatures
-    synthetic: bool = False
 
 
 def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
@@ -217,8 +234,7 @@ def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
         raise TypeError(f"{role}: multi-codes (crop_resistant) cannot be searched with Faiss; "
                         "use hashing.nearest")
     if hasattr(source, "features") and hasattr(source, "meta"):  # an extractor FeatureStore
-        return _Loaded(str(source.meta.get("model")), _from_store(source),
-                       bool(source.meta.get("synthetic")))
+        return _Loaded(str(source.meta.get("model")), _from_store(source))
     if not isinstance(source, str | os.PathLike):
         raise TypeError(f"{role}: expected a store ('dataset/method'), a .npy path or "
                         f"descriptors, got a {type(source).__name__}")
@@ -243,8 +259,7 @@ def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
     except FileNotFoundError:
         load_descriptors(dataset, method, store_root)  # raises, listing the stores there
         raise
-    return _Loaded(str(store_paths(dataset, method, store_root)[0]),
-                   _from_store(store, method), bool(store.meta.get("synthetic")))
+    return _Loaded(str(store_paths(dataset, method, store_root)[0]), _from_store(store, method))
 
 
 def _from_store(store: Any, method: str | None = None) -> BinaryCodes | FloatFeatures:
@@ -261,10 +276,10 @@ def _part(loaded: _Loaded) -> Part:
     d = loaded.descriptors
     values = d.packed if isinstance(d, BinaryCodes) else d.values
     if isinstance(values, np.memmap) and values.filename and values.flags.c_contiguous:
-        return Part(loaded.name, len(values), loaded.synthetic,
+        return Part(loaded.name, len(values), records=d.records,
                     _file=(Path(values.filename), int(values.offset), values.dtype,
                            int(values.shape[1])))
-    return Part(loaded.name, len(values), loaded.synthetic, _array=values)
+    return Part(loaded.name, len(values), records=d.records, _array=values)
 
 
 def _kind(d: Any) -> tuple[str, int | None, int]:
@@ -334,14 +349,13 @@ def load_search_set(
     reference = _kind(query.descriptors)
     for item in everything:
         kind = _kind(item.descriptors)
-        if kind[:2] != reference[:2] or kind[2] != reference[2]:
+        if kind != reference:
             raise ValueError(
                 f"{item.name} holds {_explain(kind)} but the queries {query.name} hold "
                 f"{_explain(reference)}: database, distractors and queries must come from one "
                 "method")
         method = item.descriptors.method
-        if method and query.descriptors.method and method != query.descriptors.method \
-                and not item.synthetic:
+        if method and query.descriptors.method and method != query.descriptors.method:
             raise ValueError(f"{item.name} was made by {method!r}, the queries by "
                              f"{query.descriptors.method!r}: compare one method's descriptors")
     metric, n_bits, dim = reference
@@ -355,17 +369,13 @@ def load_search_set(
     sources = originals + extra
     for position, item in enumerate(sources):
         for image_id in item.descriptors.ids:
-            first = seen.setdefault(image_id, position)
-            if first != position:
-                raise ValueError(f"database id {image_id!r} is in both {sources[first].name} "
-                                 f"(store {first + 1}) and {item.name} (store {position + 1})")
-    if len(seen) < sum(len(item.descriptors) for item in sources):
-        counts: dict[str, int] = {}
-        for item in sources:
-            for image_id in item.descriptors.ids:
-                counts[image_id] = counts.get(image_id, 0) + 1
-        repeated = next(i for i, c in counts.items() if c > 1)
-        raise ValueError(f"database id {repeated!r} repeats within one store")
+            if image_id in seen:
+                first = seen[image_id]
+                where = (f"repeats within {item.name}" if first == position else
+                         f"is in both {sources[first].name} (store {first + 1}) and "
+                         f"{item.name} (store {position + 1})")
+                raise ValueError(f"database id {image_id!r} {where}")
+            seen[image_id] = position
     q = query.descriptors
     if len(set(q.ids)) != len(q.ids):
         repeated = next(i for i in q.ids if q.ids.count(i) > 1)
@@ -393,7 +403,8 @@ def load_search_set(
         parts=[_part(item) for item in originals + extra] + generated,
         queries=np.ascontiguousarray(query_values),
         truth=truth, database_ids=database_ids, query_ids=list(q.ids), query_records=records,
-        metric=metric, n_bits=n_bits, method=q.method, dim=dim, originals=n_originals)
+        metric=metric, n_bits=n_bits, method=q.method, dim=dim, originals=n_originals,
+        query_store=query.name)
 
 
 def _explain(kind: tuple[str, int | None, int]) -> str:
@@ -419,7 +430,7 @@ def synthetic_part(like: Any, rows: int, seed: int = 0, name: str | None = None,
     """
     if rows < 0:
         raise ValueError(f"synthetic rows must be >= 0, got {rows}")
-    loaded = like if isinstance(like, _Loaded) else _open(like, root, "synthetic distractors")
+    loaded = _open(like, root, "synthetic distractors")
     d = loaded.descriptors
     if len(d) < 2:
         raise ValueError(f"{loaded.name}: fitting a Gaussian needs at least 2 rows, got {len(d)}")
@@ -444,7 +455,7 @@ def synthetic_part(like: Any, rows: int, seed: int = 0, name: str | None = None,
     return Part(name or f"synthetic:{loaded.name}", rows, True,
                 key=f"gaussian|seed={seed}|sample={sample}|fitted={loaded.name}|"
                     f"{len(d)}|{d.method}",
-                _generate=_Synthetic(generate, rows).read)
+                _generate=_Synthetic(generate, rows))
 
 
 #: Synthetic rows are made in aligned blocks of this many, each from its own seed.
@@ -468,4 +479,14 @@ class _Synthetic:
             lo = block * _SYNTH_BLOCK
             hi = min(lo + _SYNTH_BLOCK, self.rows)
             out.append(self.generate(block, hi - lo)[max(start, lo) - lo: min(stop, hi) - lo])
+        return np.concatenate(out)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows at sorted positions, generating only the blocks that hold them."""
+        blocks = rows // _SYNTH_BLOCK
+        out = []
+        for block in np.unique(blocks):
+            lo = int(block) * _SYNTH_BLOCK
+            made = self.generate(int(block), min(lo + _SYNTH_BLOCK, self.rows) - lo)
+            out.append(made[rows[blocks == block] - lo])
         return np.concatenate(out)

@@ -71,12 +71,6 @@ def rss_bytes() -> int:
     return _status_bytes("VmRSS") or 0
 
 
-def _threads() -> int:
-    import faiss
-
-    return int(faiss.omp_get_max_threads())
-
-
 @dataclass
 class SearchResult:
     """Every run of an experiment, and what it ran on.
@@ -162,12 +156,17 @@ def prepare_index(search_set: SearchSet, factory: str, metric: str | None = None
     _check_metric_fits(search_set, metric)
     factory = resolve_factory(factory, search_set.n_database)
     index = build_index(factory, metric, search_set.dim, search_set.n_bits, device)
-    key = {"factory": factory, "metric": metric, "database": search_set.database_fingerprint(),
-           "train_size": train_size, "seed": seed}
-    cached = _cached(cache_dir, key, index)
-    if cached is not None:
-        return cached, {"factory": factory, "train_s": 0.0, "add_s": 0.0,
-                        "train_points": 0, "index_bytes": cached.nbytes(), "cached": True}
+    key = path = None
+    if cache_dir is not None:  # the fingerprint reads ids (and in-memory rows): only for a cache
+        key = {"factory": factory, "metric": metric,
+               "database": search_set.database_fingerprint(), "train_size": train_size,
+               "seed": seed}
+        path = Path(cache_dir) / f"{_cache_name(key)}.faiss"
+        cached = _cached(path, key, index)
+        if cached is not None:
+            return cached, {"factory": factory, "train_s": 0.0, "add_s": 0.0,
+                            "train_points": 0, "index_bytes": path.stat().st_size,
+                            "cached": True}
     points = 0
     with Timer() as train:
         if not index.is_trained:
@@ -176,11 +175,13 @@ def prepare_index(search_set: SearchSet, factory: str, metric: str | None = None
     with Timer() as add:
         index.add(search_set.blocks(), total=search_set.n_database,
                   show_progress=show_progress, owned=True)
-    info = {"factory": factory, "train_s": train.elapsed, "add_s": add.elapsed,
-            "train_points": points, "index_bytes": index.nbytes(), "cached": False}
-    if cache_dir is not None and (points or factory not in ("Flat", "BFlat")):
-        _save_cache(cache_dir, key, index)
-    return index, info
+    if path is not None and (points or factory not in ("Flat", "BFlat")):
+        _save_cache(path, key, index)
+        size = path.stat().st_size  # written once: its size is the index's
+    else:
+        size = index.nbytes()
+    return index, {"factory": factory, "train_s": train.elapsed, "add_s": add.elapsed,
+                   "train_points": points, "index_bytes": size, "cached": False}
 
 
 def _cache_name(key: dict[str, Any]) -> str:
@@ -190,21 +191,15 @@ def _cache_name(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _cached(cache_dir, key, index: SearchIndex) -> SearchIndex | None:
-    if cache_dir is None:
-        return None
-    path = Path(cache_dir) / f"{_cache_name(key)}.faiss"
+def _cached(path: Path, key: dict[str, Any], index: SearchIndex) -> SearchIndex | None:
     meta = path.with_suffix(".json")
     if not (path.exists() and meta.exists()) or read_json(meta).get("key") != key:
         return None
     logger.info("reusing the trained index %s (%s)", path, key["factory"])
-    loaded = load_index(path, index.factory, index.metric, index.dim, index.n_bits,
-                        index.device)
-    return loaded
+    return load_index(path, index.factory, index.metric, index.dim, index.n_bits, index.device)
 
 
-def _save_cache(cache_dir, key, index: SearchIndex) -> None:
-    path = Path(cache_dir) / f"{_cache_name(key)}.faiss"
+def _save_cache(path: Path, key: dict[str, Any], index: SearchIndex) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     index.save(path)
     write_json(path.with_suffix(".json"), {"key": key})  # written last: marks it finished

@@ -118,10 +118,8 @@ def _check_combination(factory: str, metric: str) -> None:
                          "use it without transforms")
     if metric in ("l1", "jensenshannon"):
         encodings = [p for p in parts if not _TRANSFORMS.match(p)]
-        flat = (not encodings or encodings[-1] in ("Flat", "IDMap,Flat")
-                or re.fullmatch(r"HNSW\d+", encodings[-1])
-                or (len(encodings) == 2 and encodings[1] == "Flat"
-                    and re.fullmatch(r"(IVF\d+|HNSW\d+)", encodings[0])))
+        flat = not encodings or encodings[-1] == "Flat" or re.fullmatch(r"HNSW\d+",
+                                                                         encodings[-1])
         if not flat:
             raise ValueError(f"index {factory!r} cannot use metric {metric!r}: Faiss encodes "
                              f"{metric} only in flat storage (Flat, IVFn,Flat, HNSWm); "

@@ -27,7 +27,7 @@ from PIL import Image
 
 from data_retrieval import ImageRecord, load_dataset
 from data_retrieval.cli import add_data_root_argument
-from extractor.store import default_features_dir, load_store
+from extractor.store import default_features_dir
 from fast_search import load_search_set, prepare_index, source_ranks
 from helpers import (
     check_name,
@@ -36,6 +36,7 @@ from helpers import (
     load_image,
     new_figure,
     now_iso,
+    read_json,
     results_root,
     save_figure,
     setup_logging,
@@ -79,17 +80,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class Images:
     """Pixels of database and query rows from their records."""
 
-    def __init__(self, args: argparse.Namespace, root: Path):
+    def __init__(self, args: argparse.Namespace, search_set):
         self.by_id: dict[str, ImageRecord] = {}
         if args.images:
             for record in load_dataset(args.images, args.data_root).records:
                 self.by_id.setdefault(record.image_id, record)
-        self.query_meta: dict[str, Any] = {}
-        spec = args.queries
-        with contextlib.suppress(Exception):
-            dataset, _, method = str(spec).partition("/")
-            self.query_meta = load_store(dataset, method, root).meta
+        self.query_meta = _sidecar(search_set.query_store)
         self.views: dict[str, Any] = {}
+        for part in search_set.parts:  # distractor views of make_distractors.py stores
+            self.add_views(_sidecar(part.name), args.data_root)
 
     def add_views(self, meta: dict[str, Any], data_root: str | None) -> None:
         """Distractor views of a store made by make_distractors.py, remade from their
@@ -174,14 +173,13 @@ def main(argv: list[str] | None = None) -> int:
                 if not chosen:
                     raise ValueError(f"no query of {args.queries} has its source in the "
                                      "database: give --query-id to look at controls")
-            images = Images(args, root)
+            images = Images(args, search_set)
             target = Path(args.output) if args.output else results_root() / args.name
             output = stack.enter_context(output_dir(target, SCRIPT, overwrite=args.overwrite,
                                                     inputs=[root]))
         except (ValueError, FileNotFoundError, TypeError) as exc:
             return fail(exc)
         write_experiment_json(output, vars(args), started_at=started, script=SCRIPT)
-        database_records = _database_records(search_set, root, images, args.data_root)
         cols = args.k + 2
         with figure_style():
             fig, axes = new_figure(len(chosen), cols, figsize=(1.8 * cols, 1.9 * len(chosen)),
@@ -191,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 _tile(axes[row, 0], images.load(record), f"query\n{record.image_id}"[:60], None)
                 truth = int(search_set.truth[q])
                 if truth >= 0:
-                    _tile(axes[row, 1], images.load(database_records[truth]),
+                    _tile(axes[row, 1], images.load(search_set.database_record(truth)),
                           f"source (rank {ranks[q] or '>' + str(args.k)})", "tab:blue")
                 else:
                     _tile(axes[row, 1], None, "control: no source", None)
@@ -201,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                         _tile(axes[row, j + 2], None, "none", None)
                         continue
                     good = r == truth
-                    _tile(axes[row, j + 2], images.load(database_records[r]),
+                    _tile(axes[row, j + 2], images.load(search_set.database_record(r)),
                           f"{j + 1}: {search_set.database_ids[r]}"[:28]
                           + f"\nd={distances[q, j]:.4f}", "tab:green" if good else "tab:red")
             written = save_figure(fig, output, "neighbours")
@@ -212,31 +210,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def _database_records(search_set, root: Path, images: Images,
-                      data_root: str | None) -> list[ImageRecord]:
-    """Records of every database row, part by part (synthetic rows get an id alone); views
-    of make_distractors.py stores are registered to be remade."""
-    from fast_search.data import _open
-
-    out: list[ImageRecord] = []
-    for part in search_set.parts:
-        if part.synthetic or part._generate is not None:
-            out += [ImageRecord(f"{part.name}#{i}", None) for i in range(part.rows)]
-            continue
-        path = Path(part.name)
-        if path.suffix == ".npy" and path.exists():
-            loaded = _open(path, root, "database")
-            with contextlib.suppress(Exception):
-                images.add_views(load_store(path.parent.name, path.stem, path.parent.parent).meta,
-                                 data_root)
-            records = loaded.descriptors.records
-            out += list(records) if records else [ImageRecord(i, None)
-                                                  for i in loaded.descriptors.ids]
-        else:
-            start = len(out)
-            out += [ImageRecord(i, None) for i in search_set.database_ids[start:start +
-                                                                            part.rows]]
-    return out
+def _sidecar(store: str) -> dict[str, Any]:
+    """The JSON sidecar of a store's ``.npy`` (empty for arrays and synthetic rows)."""
+    path = Path(store).with_suffix(".json")
+    if Path(store).suffix != ".npy" or not path.is_file():
+        return {}
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return {}
 
 
 if __name__ == "__main__":

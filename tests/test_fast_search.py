@@ -594,15 +594,11 @@ def test_an_index_that_misses_the_source_is_not_correct():
     assert not row["correct"]
 
 
-def test_make_distractors_refuses_to_resume_other_views(tmp_path, sample_paths):
+def test_make_distractors_refuses_to_resume_other_views(tmp_path, small_photos):
     from tests.conftest import load_script
 
     script = load_script("make_distractors")
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in list(sample_paths)[:4]:
-        (folder / f"{name}{sample_paths[name].suffix}").write_bytes(
-            sample_paths[name].read_bytes())
+    folder = small_photos
     args = ["--photos", f"folder:{folder}", "--method", "dhash", "--chunk-size", "8",
             "--features-dir", str(tmp_path / "features"), "--store-name", "v"]
     partial = tmp_path / "features" / "v" / "dhash.partial"
