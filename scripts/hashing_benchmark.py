@@ -235,14 +235,9 @@ def _matcher(args: argparse.Namespace):
         return None
     from fast_search import index_matcher
 
-    return index_matcher(args.index, args.index_params, "cuda" if args.device.startswith(
-        "cuda") and _faiss_gpus() else "cpu")
-
-
-def _faiss_gpus() -> int:
-    import faiss
-
-    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    # "auto": Faiss's GPUs when its build has them (fast_search decides), else the CPU
+    return index_matcher(args.index, args.index_params,
+                         "auto" if args.device.startswith("cuda") else "cpu")
 
 
 def _bad_rows(bad: list[tuple[str, str]]) -> list[dict[str, str]]:
