@@ -262,6 +262,20 @@ def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
     return _Loaded(str(store_paths(dataset, method, store_root)[0]), _from_store(store, method))
 
 
+def open_descriptors(source: Any, root: str | os.PathLike | None = None,
+                     role: str = "features") -> BinaryCodes | FloatFeatures:
+    """The descriptor object of a store spec (``dataset/method``), a store's ``.npy`` path,
+    an `extractor.FeatureStore` or a descriptor object (returned as it is); rows stay
+    memory-mapped.
+
+    Raises
+    ------
+    ValueError, TypeError, FileNotFoundError
+        Naming ``role`` and what was given (multi-codes have no single row per image).
+    """
+    return _open(source, root, role).descriptors
+
+
 def _from_store(store: Any, method: str | None = None) -> BinaryCodes | FloatFeatures:
     """The descriptor object of a loaded `extractor.FeatureStore`."""
     meta = store.meta

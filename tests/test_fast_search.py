@@ -613,3 +613,29 @@ def test_make_distractors_refuses_to_resume_other_views(tmp_path, small_photos):
                         "crop_resistant", "--features-dir", str(tmp_path / "features"),
                         "--store-name", "w"]) != 0
     assert not (tmp_path / "features" / "w").exists()
+
+
+def test_benchmark_search_quality_part(tmp_path):
+    """The quality part on small stores: exact search, a refined fast-scan IVF swept with
+    nprobe and k_factor_rf, and the target's verdict computed from the runs."""
+    database, queries, _ = _set("cosine")
+    root = tmp_path / "features"
+    save_descriptors(database, "db", root=root)
+    save_descriptors(queries, "queries", root=root)
+    out = tmp_path / "quality.json"
+    command = [sys.executable, str(REPO / "scripts" / "benchmark_search.py"), "--parts",
+               "quality", "--features-dir", str(root), "--database", "db/m", "--query-store",
+               "queries/m", "--quality-indexes", "Flat", "IVF8,PQ8x4fs,RFlat",
+               "--quality-params", "nprobe=1,8", "k_factor_rf=4", "--output", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    quality = json.loads(out.read_text())["quality"]
+    runs = quality["runs"]
+    assert [(r["index"], r["params"]) for r in runs] == [
+        ("Flat", {}), ("IVF8,PQ8x4fs,RFlat", {"nprobe": 1, "k_factor_rf": 4}),
+        ("IVF8,PQ8x4fs,RFlat", {"nprobe": 8, "k_factor_rf": 4})]
+    assert quality["exact"]["recall"]["1"] == 1.0 and quality["threads"] == 1
+    exact = quality["exact"]
+    meets = [r for r in runs[1:] if r["recall"]["1"] >= 0.95 * exact["recall"]["1"]
+             and r["queries_per_s"] >= 10 * exact["queries_per_s"]]
+    assert quality["target_met"] == bool(meets)
