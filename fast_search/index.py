@@ -438,7 +438,7 @@ def build_index(factory: str, metric: str, dim: int, n_bits: int | None = None,
     _check_metric(metric)
     if dim < 1:
         raise ValueError(f"dim must be >= 1, got {dim}")
-    device = _resolve_device(device)
+    device = faiss_device(device)
     _check_sizes(factory)
     if metric == "hamming":
         spec = factory if factory.startswith("B") else "B" + factory
@@ -478,7 +478,9 @@ def build_index(factory: str, metric: str, dim: int, n_bits: int | None = None,
     return SearchIndex(index, spec, metric, dim, None, device)
 
 
-def _resolve_device(device: str) -> str:
+def faiss_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``auto`` resolved for Faiss: ``auto`` is ``cuda`` where this Faiss
+    build sees a GPU; ``cuda`` without one is a clear error (not a silent CPU run)."""
     faiss = _faiss()
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     if device == "auto":
@@ -511,7 +513,7 @@ def load_index(path: str | Path, factory: str, metric: str, dim: int,
         raise ValueError(f"{path} holds an index of dimension {index.d}, expected {expected}")
     out = SearchIndex(index, factory, metric, dim,
                       n_bits or (8 * dim if metric == "hamming" else None), "cpu")
-    if metric != "hamming" and _resolve_device(device).startswith("cuda"):
+    if metric != "hamming" and faiss_device(device).startswith("cuda"):
         out.index = faiss.index_cpu_to_all_gpus(index)
         out.device = "cuda"
     return out

@@ -117,3 +117,28 @@ def parse_key_values(items: Iterable[str], what: str) -> dict[str, Any]:
         except (ValueError, SyntaxError):
             params[key] = value
     return params
+
+
+def parse_size(text: str | None, flag: str = "--max-memory") -> float | None:
+    """``"500MB"``, ``"2GB"``, ``"1.5GiB"``, ``"1000000"`` -> bytes (``None`` stays ``None``).
+
+    Raises
+    ------
+    ValueError
+        Naming ``flag`` and the text.
+    """
+    if text is None:
+        return None
+    units = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10,
+             "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    number = text.strip().upper().rstrip()
+    unit = number.lstrip("0123456789.")
+    value = number[: len(number) - len(unit)]
+    try:
+        size = float(value) * units[unit.strip()]
+    except (ValueError, KeyError):
+        raise ValueError(f"{flag} {text!r}: expected a size such as 500MB or 2GB") \
+            from None
+    if not math.isfinite(size) or size <= 0:
+        raise ValueError(f"{flag} must be positive, got {text!r}")
+    return size

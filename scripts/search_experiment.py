@@ -64,6 +64,7 @@ from helpers import (
 )
 from helpers.cli import fail, run_script
 from helpers.outputs import output_dir
+from helpers.params import parse_size
 
 SCRIPT = "search_experiment"
 logger: logging.Logger = get_logger(SCRIPT)
@@ -139,23 +140,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def parse_size(text: str | None) -> float | None:
-    """``"500MB"``, ``"2GB"``, ``"1.5GiB"``, ``"1000000"`` -> bytes."""
-    if text is None:
-        return None
-    units = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10,
-             "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-    number = text.strip().upper().rstrip()
-    unit = number.lstrip("0123456789.")
-    value = number[: len(number) - len(unit)]
-    try:
-        size = float(value) * units[unit.strip()]
-    except (ValueError, KeyError):
-        raise ValueError(f"--max-memory {text!r}: expected a size such as 500MB or 2GB") \
-            from None
-    if not math.isfinite(size) or size <= 0:
-        raise ValueError(f"--max-memory must be positive, got {text!r}")
-    return size
 
 
 def check_values(args: argparse.Namespace) -> None:

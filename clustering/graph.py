@@ -1,0 +1,153 @@
+"""Sparse neighbour graphs through Faiss: what DBSCAN, HDBSCAN, near-duplicate groups,
+connectivity-constrained linkage and the cluster attributes read instead of an N x N matrix.
+
+Both graphs are exact (a flat Faiss index, in the metrics of `hashing.distances`), symmetric,
+and hold every point's distance to itself as an explicit zero on the diagonal, as a dense
+distance matrix does: scikit-learn counts a point among its own neighbours through it.
+Distances of 0 between distinct rows (exact duplicates) are stored as explicit zeros too.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+
+from clustering.points import Points
+from helpers import progress
+
+logger = logging.getLogger(__name__)
+
+#: Queries per Faiss call while building a graph.
+QUERY_BLOCK = 4096
+
+
+def _flat_index(points: Points, device: str):
+    from fast_search import build_index
+
+    if points.binary:
+        index = build_index("BFlat", "hamming", points.values.shape[1], n_bits=points.n_bits,
+                            device=device)
+    else:
+        index = build_index("Flat", points.metric, points.values.shape[1], device=device)
+    index.add([points.values], total=len(points))
+    return index
+
+
+def _symmetric(rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, n: int) -> sp.csr_matrix:
+    """A symmetric CSR matrix from directed edges: each pair once in each direction with the
+    smaller of its two distances (they differ by rounding only), explicit zeros kept, the
+    diagonal set to 0."""
+    diagonal = np.arange(n, dtype=np.int64)
+    r = np.concatenate([rows, cols, diagonal])
+    c = np.concatenate([cols, rows, diagonal])
+    d = np.concatenate([dist, dist, np.zeros(n, np.float32)]).astype(np.float32)
+    d = np.maximum(d, 0)  # 1 - cosine of a row with itself can round below 0
+    key = r * n + c
+    order = np.lexsort((d, key))
+    key, d = key[order], d[order]
+    first = np.ones(len(key), bool)
+    first[1:] = key[1:] != key[:-1]
+    key, d = key[first], d[first]
+    r, c = np.divmod(key, n)
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(r, minlength=n), out=indptr[1:])
+    # built from its arrays: a COO -> CSR conversion would keep the zeros too, but every
+    # arithmetic step on it would drop them
+    return sp.csr_matrix((d, c.astype(np.int32 if n < 2**31 else np.int64), indptr),
+                         shape=(n, n))
+
+
+def radius_graph(points: Points, radius: float, device: str = "cpu",
+                 show_progress: bool | None = None) -> sp.csr_matrix:
+    """Every pair of rows within ``radius`` of each other.
+
+    Parameters
+    ----------
+    points : Points
+    radius : float
+        In the points' metric (a bit error rate for codes).
+    device : str
+        ``cpu``, ``cuda`` or ``auto`` (Faiss on GPU where faiss-gpu is installed).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, shape (N, N), float32
+        Symmetric; the diagonal and exact duplicates as explicit zeros.
+    """
+    if not np.isfinite(radius) or radius < 0:
+        raise ValueError(f"radius must be a finite distance >= 0, got {radius}")
+    index = _flat_index(points, device)
+    n = len(points)
+    rows, cols, dists = [], [], []
+    for start in progress(range(0, n, QUERY_BLOCK), desc=f"radius graph r={radius:g}",
+                          disable=None if show_progress is None else not show_progress):
+        block = points.values[start:start + QUERY_BLOCK]
+        lims, d, i = index.range_search(block, float(radius))
+        keep = d <= radius  # Faiss's bound is strict for some metrics, inclusive for others
+        counts = np.diff(lims)
+        query = np.repeat(np.arange(start, start + len(block), dtype=np.int64), counts)
+        rows.append(query[keep])
+        cols.append(i[keep])
+        dists.append(d[keep])
+    graph = _symmetric(np.concatenate(rows), np.concatenate(cols), np.concatenate(dists), n)
+    logger.info("radius graph r=%g: %d edges over %d points", radius, graph.nnz - n, n)
+    return graph
+
+
+def knn_graph(points: Points, k: int, device: str = "cpu",
+              show_progress: bool | None = None) -> sp.csr_matrix:
+    """Each row's ``k`` nearest other rows, made symmetric (an edge when either end has the
+    other among its k nearest).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, shape (N, N), float32
+        Symmetric, with the diagonal as explicit zeros.
+    """
+    dist, idx = knn(points, k, device=device, show_progress=show_progress)
+    n = len(points)
+    rows = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
+    keep = idx.ravel() >= 0
+    return _symmetric(rows[keep], idx.ravel()[keep], dist.ravel()[keep], n)
+
+
+def knn(points: Points, k: int, device: str = "cpu", show_progress: bool | None = None
+        ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest other rows of every row (the row itself left out, exact search).
+
+    Returns
+    -------
+    distances, indices : numpy.ndarray, shape (N, min(k, N - 1))
+        Nearest first.
+    """
+    n = len(points)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(int(k), n - 1)
+    index = _flat_index(points, device)
+    dist = np.empty((n, k), np.float32)
+    idx = np.empty((n, k), np.int64)
+    for start in progress(range(0, n, QUERY_BLOCK), desc=f"{k}-NN graph",
+                          disable=None if show_progress is None else not show_progress):
+        block = points.values[start:start + QUERY_BLOCK]
+        d, i = index.search(block, k + 1)
+        rows = np.arange(start, start + len(block))
+        # drop each row itself (found anywhere among ties at distance 0), else the farthest
+        own = i == rows[:, None]
+        drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+        keep = np.ones_like(own)
+        keep[np.arange(len(block)), drop] = False
+        dist[start:start + len(block)] = d[keep].reshape(len(block), k)
+        idx[start:start + len(block)] = i[keep].reshape(len(block), k)
+    return np.maximum(dist, 0), idx
+
+
+def within(graph: sp.csr_matrix, radius: float) -> sp.csr_matrix:
+    """The edges of ``graph`` of length <= ``radius`` (explicit zeros and diagonal kept)."""
+    keep = graph.data <= radius
+    rows = np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr))[keep]
+    indptr = np.zeros(graph.shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=graph.shape[0]), out=indptr[1:])
+    return sp.csr_matrix((graph.data[keep], graph.indices[keep], indptr), shape=graph.shape)

@@ -1,0 +1,605 @@
+"""`cluster(features, method, metric, **params)`: every method, one result type.
+
+Methods (`METHODS`):
+
+- ``hierarchical``: ``linkage`` in `LINKAGES`, cut at each of ``n_clusters`` (exactly that many
+  clusters: the state after the first N - n merges) and each of ``distance_threshold``
+  (`scipy.cluster.hierarchy.fcluster` with ``criterion="distance"``), straight from one linkage
+  matrix. Single, ward, centroid and median linkage run on the vectors (fastcluster's
+  ``linkage_vector``: memory O(N D), no distance matrix); complete, average and weighted need
+  the condensed matrix (N (N - 1) / 2 float64, refused before starting when over
+  ``max_memory``), or run on a sparse k-NN ``connectivity`` graph (scikit-learn's
+  agglomerative clustering; known to chain and to depend on k). Ward, centroid and median take
+  Euclidean distances only.
+- ``dbscan``: scikit-learn's DBSCAN on a sparse radius graph (Faiss range search at the largest
+  ``eps``), once per ``eps`` and ``min_samples``.
+- ``hdbscan``: scikit-learn's HDBSCAN on a sparse k-NN graph (k = ``k``, default twice the
+  larger of ``min_samples`` and ``min_cluster_size``); components of that graph are joined at the
+  top of the hierarchy. ``pca`` projects float features first.
+- ``kmeans``: Faiss k-means (GPU when asked and present): spherical for cosine, on the 0/1 bits
+  for codes (squared L2 on bits is the Hamming distance); every point is used for training.
+- ``duplicates``: connected components of "distance <= ``threshold``" (the groups a user means
+  by "find my duplicates"); `threshold_from_digest` reads an operating point of a benchmark
+  digest.
+
+Labels are ``int64`` from 0; ``-1`` is noise (DBSCAN, HDBSCAN).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from clustering.graph import knn_graph, radius_graph, within
+from clustering.points import Points, as_points
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("hierarchical", "dbscan", "hdbscan", "kmeans", "duplicates")
+LINKAGES = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
+#: Linkages defined on Euclidean distances only (Lance-Williams updates of centroids).
+EUCLIDEAN_LINKAGES = ("ward", "centroid", "median")
+#: Linkages fastcluster computes from the vectors, without a distance matrix.
+VECTOR_LINKAGES = ("single", "ward", "centroid", "median")
+#: fastcluster / scikit-learn names of our metrics.
+_VECTOR_METRIC = {"l2": "euclidean", "l1": "cityblock", "cosine": "cosine",
+                  "hamming": "hamming"}
+_SKLEARN_METRIC = {"l2": "euclidean", "l1": "manhattan", "cosine": "cosine",
+                   "hamming": "manhattan"}
+
+
+@dataclass
+class Clustering:
+    """Labels of one method at one or more settings.
+
+    Attributes
+    ----------
+    method : str
+        One of `METHODS`.
+    metric : str
+        The distance clustered with.
+    params : dict
+        The method's resolved parameters.
+    settings : list of dict
+        One per labelling (``{"n_clusters": 100}``, ``{"eps": 0.1, "min_samples": 5}``...).
+    labels : list of numpy.ndarray
+        (N,) int64 per setting; ``-1`` is noise.
+    ids : list of str
+    records : tuple of ImageRecord, or None
+    features : str or None
+        The method that made the rows (``sscd_distilled``, ``dhash``...).
+    seconds : float
+        Wall time of the clustering (graph or linkage included).
+    tree : numpy.ndarray or None
+        The linkage matrix (SciPy's format) of hierarchical clustering.
+    notes : list of str
+        What a reader of the results should know (a graph completed, a PCA step...).
+    """
+
+    method: str
+    metric: str
+    params: dict[str, Any]
+    settings: list[dict[str, Any]]
+    labels: list[np.ndarray]
+    ids: list[str]
+    records: tuple | None = None
+    features: str | None = None
+    seconds: float = 0.0
+    tree: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        """A short name per setting: ``n_clusters=100``, ``eps=0.1,min_samples=5``."""
+        return [setting_name(s) for s in self.settings]
+
+    def n_clusters(self) -> list[int]:
+        """Clusters per setting (noise not counted)."""
+        return [int(len(np.unique(lab[lab >= 0]))) for lab in self.labels]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def setting_name(setting: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in setting.items())
+
+
+def _listed(value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
+        return [value]
+    return list(value)
+
+
+def relabel(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered 0, 1, ... in order of first appearance (-1 kept for noise)."""
+    labels = np.asarray(labels)
+    out = np.full(len(labels), -1, np.int64)
+    real = labels >= 0
+    if real.any():
+        _, first, inverse = np.unique(labels[real], return_index=True, return_inverse=True)
+        rank = np.empty(len(first), np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+        out[real] = rank[inverse]
+    return out
+
+
+# --- hierarchical ------------------------------------------------------------------------
+
+def cut_counts(tree: np.ndarray, n: int, counts: Sequence[int]) -> list[np.ndarray]:
+    """Flat labels with exactly ``c`` clusters for each count: the partition after the first
+    ``n - c`` merges of a linkage matrix (equal to `scipy.cluster.hierarchy.cut_tree` on a
+    monotone tree, and defined for trees with inversions too)."""
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        root = i
+        while parent[root] != root:
+            root = parent[root]
+        while parent[i] != root:
+            parent[i], i = root, parent[i]
+        return root
+
+    leaf = np.concatenate([np.arange(n), np.zeros(max(n - 1, 0), np.int64)])
+    wanted = {c: None for c in counts}
+    done = 0
+    out: dict[int, np.ndarray] = {}
+    for c in sorted(wanted, reverse=True):
+        while done < n - c:
+            a, b = int(tree[done, 0]), int(tree[done, 1])
+            ra, rb = find(int(leaf[a])), find(int(leaf[b]))
+            parent[rb] = ra
+            leaf[n + done] = ra
+            done += 1
+        roots = np.fromiter((find(i) for i in range(n)), np.int64, n)
+        out[c] = relabel(roots)
+    return [out[c] for c in counts]
+
+
+def cut_distances(tree: np.ndarray, thresholds: Sequence[float]) -> list[np.ndarray]:
+    """Flat labels for each threshold: no cluster's cophenetic distance exceeds it
+    (`scipy.cluster.hierarchy.fcluster`, ``criterion="distance"``)."""
+    from scipy.cluster.hierarchy import fcluster
+
+    return [relabel(fcluster(tree, t=float(t), criterion="distance")) for t in thresholds]
+
+
+def condensed_bytes(n: int) -> int:
+    """Bytes of a condensed float64 distance matrix of ``n`` rows."""
+    return 8 * n * (n - 1) // 2
+
+
+def max_rows_for(budget: float) -> int:
+    """The most rows whose condensed float64 matrix fits ``budget`` bytes."""
+    return int((1 + math.sqrt(1 + budget)) // 2) if budget > 0 else 0  # n (n - 1) <= budget / 4
+
+
+def condensed_distances(points: Points, device: str = "cpu", max_memory: float | None = None,
+                        what: str = "this linkage") -> np.ndarray:
+    """The condensed distance matrix (SciPy's order) in float64, computed block by block in
+    float32 by `hashing.distances.pairwise`.
+
+    Raises
+    ------
+    MemoryError
+        Before any work, when it would need more than ``max_memory`` bytes (the message says
+        how many rows would fit and what else to do).
+    """
+    from hashing.distances import pairwise
+
+    n = len(points)
+    need = condensed_bytes(n)
+    if max_memory is not None and need > max_memory:
+        fit = max_rows_for(max_memory)
+        raise MemoryError(
+            f"{what} of {n} rows needs the condensed distance matrix: {need / 1e9:.2f} GB of "
+            f"float64, over the budget of {max_memory / 1e9:.2f} GB; at most {fit} rows fit. "
+            "Use connectivity=k (a sparse k-NN graph, memory O(N k)), single or ward linkage "
+            "(computed on the vectors), or raise --max-memory")
+    out = np.empty(need // 8, np.float64)
+    block = max(1, min(n, 2**25 // max(n, 1)))
+    for start in range(0, n - 1, block):
+        stop = min(n - 1, start + block)
+        d = pairwise(points.descriptors(slice(start, stop)),
+                     points.descriptors(slice(start + 1, None)), device=device)
+        for row in range(start, stop):
+            # row i holds distances to i + 1 .. n - 1: columns (i + 1) - (start + 1) onwards
+            first = row * n - row * (row + 1) // 2
+            out[first:first + n - 1 - row] = d[row - start, row - start:]
+    return out
+
+
+def _tree_from_sklearn(children: np.ndarray, distances: np.ndarray, n: int) -> np.ndarray:
+    """SciPy's linkage matrix from scikit-learn's ``children_`` and merge distances."""
+    counts = np.ones(2 * n - 1, np.int64)
+    tree = np.zeros((n - 1, 4))
+    for i, (a, b) in enumerate(children):
+        counts[n + i] = counts[a] + counts[b]
+        tree[i] = (a, b, distances[i], counts[n + i])
+    return tree
+
+
+def _hierarchical(points: Points, linkage: str = "ward",
+                  n_clusters: int | Sequence[int] | None = None,
+                  distance_threshold: float | Sequence[float] | None = None,
+                  connectivity: int | None = None, *, device: str = "cpu",
+                  max_memory: float | None = None, show_progress: bool | None = None,
+                  notes: list[str]) -> tuple[list[dict], list[np.ndarray], np.ndarray]:
+    import fastcluster
+
+    n = len(points)
+    if linkage not in LINKAGES:
+        raise ValueError(f"unknown linkage {linkage!r}; choose one of {', '.join(LINKAGES)}")
+    if linkage in EUCLIDEAN_LINKAGES and points.metric != "l2":
+        raise ValueError(f"{linkage} linkage is defined on Euclidean distances only; these rows "
+                         f"compare with {points.metric}: use metric='l2' (on L2-normalised "
+                         "features it orders pairs as cosine does) or another linkage "
+                         "(single, complete, average, weighted)")
+    counts = [int(c) for c in _listed(n_clusters)]
+    thresholds = [float(t) for t in _listed(distance_threshold)]
+    if not counts and not thresholds:
+        raise ValueError("hierarchical clustering needs n_clusters or distance_threshold "
+                         "(one value or a list)")
+    for c in counts:
+        if not 1 <= c <= n:
+            raise ValueError(f"n_clusters must be in [1, {n}] (the number of rows), got {c}")
+    for t in thresholds:
+        if not math.isfinite(t) or t < 0:
+            raise ValueError(f"distance_threshold must be a finite distance >= 0, got {t}")
+    if connectivity is not None:
+        tree = _connectivity_tree(points, linkage, int(connectivity), device, show_progress,
+                                  notes)
+    elif linkage in VECTOR_LINKAGES and points.metric in _VECTOR_METRIC:
+        x = points.bits().astype(bool) if points.binary else points.values.astype(np.float64)
+        tree = fastcluster.linkage_vector(x, method=linkage, metric=_VECTOR_METRIC[points.metric])
+        if points.metric == "cosine":  # fastcluster's cosine is 1 - cos; ours (1 - cos) / 2
+            tree[:, 2] /= 2
+    else:
+        condensed = condensed_distances(points, device, max_memory, f"{linkage} linkage")
+        tree = fastcluster.linkage(condensed, method=linkage, preserve_input=False)
+        del condensed
+    settings = [{"n_clusters": c} for c in counts] + \
+        [{"distance_threshold": t} for t in thresholds]
+    labels = cut_counts(tree, n, counts) + cut_distances(tree, thresholds)
+    return settings, labels, tree
+
+
+def _connectivity_tree(points: Points, linkage: str, k: int, device: str,
+                       show_progress: bool | None, notes: list[str]) -> np.ndarray:
+    import warnings
+
+    from sklearn.cluster import AgglomerativeClustering
+
+    if points.metric not in _SKLEARN_METRIC:
+        raise ValueError(f"connectivity-constrained linkage cannot use {points.metric} "
+                         "(scikit-learn computes l2, l1 or cosine on the vectors)")
+    if linkage in ("centroid", "median", "weighted"):
+        raise ValueError(f"{linkage} linkage has no connectivity-constrained form; use "
+                         "single, complete, average or ward")
+    graph = knn_graph(points, k, device=device, show_progress=show_progress)
+    graph.data[:] = 1
+    x = points.bits().astype(np.float64) if points.binary else points.values
+    model = AgglomerativeClustering(n_clusters=1, linkage=linkage,
+                                    metric=_SKLEARN_METRIC[points.metric], connectivity=graph,
+                                    compute_full_tree=True, compute_distances=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x)
+    for w in caught:
+        notes.append(f"scikit-learn: {w.message}")
+    distances = model.distances_ / (points.n_bits if points.binary else 1)
+    notes.append(f"{linkage} linkage on a {k}-NN connectivity graph: merges only along its "
+                 "edges (results depend on k; average and complete linkage can chain)")
+    return _tree_from_sklearn(model.children_, distances, len(points))
+
+
+# --- density -----------------------------------------------------------------------------
+
+def _dbscan(points: Points, eps: float | Sequence[float] | None = None,
+            min_samples: int | Sequence[int] = 5, *, device: str = "cpu",
+            max_memory: float | None = None, show_progress: bool | None = None,
+            notes: list[str]) -> tuple[list[dict], list[np.ndarray], None]:
+    from sklearn.cluster import DBSCAN
+
+    eps_list = [float(e) for e in _listed(eps)]
+    if not eps_list:
+        raise ValueError("dbscan needs eps (one value or a list), in the metric's units")
+    samples = [int(m) for m in _listed(min_samples)]
+    for e in eps_list:
+        if not math.isfinite(e) or e <= 0:
+            raise ValueError(f"eps must be a finite distance > 0, got {e}")
+    for m in samples:
+        if m < 1:
+            raise ValueError(f"min_samples must be >= 1, got {m}")
+    graph = radius_graph(points, max(eps_list), device=device, show_progress=show_progress)
+    _check_graph_memory(graph, max_memory)
+    settings, labels = [], []
+    for e, m in itertools.product(sorted(eps_list), samples):
+        model = DBSCAN(eps=e, min_samples=m, metric="precomputed")
+        labels.append(relabel(model.fit(within(graph, e)).labels_))
+        settings.append({"eps": e, "min_samples": m})
+    return settings, labels, None
+
+
+def _check_graph_memory(graph: sp.csr_matrix, max_memory: float | None) -> None:
+    used = graph.data.nbytes + graph.indices.nbytes + graph.indptr.nbytes
+    if max_memory is not None and used > max_memory:
+        raise MemoryError(f"the neighbour graph holds {graph.nnz} edges ({used / 1e9:.2f} GB), "
+                          f"over the budget of {max_memory / 1e9:.2f} GB: use a smaller eps "
+                          "or threshold")
+
+
+def _connect(graph: sp.csr_matrix, notes: list[str]) -> sp.csr_matrix:
+    """Join the components of a neighbour graph by edges longer than any in it, so the
+    hierarchy built on it merges them last (HDBSCAN needs one component)."""
+    from scipy.sparse.csgraph import connected_components
+
+    ones = sp.csr_matrix((np.ones_like(graph.data), graph.indices, graph.indptr),
+                         shape=graph.shape)
+    n_comp, comp = connected_components(ones, directed=False)
+    if n_comp == 1:
+        return graph
+    far = float(graph.data.max()) * 2 + 1
+    first = np.unique(comp, return_index=True)[1]
+    rows = np.concatenate([first[1:], np.full(n_comp - 1, first[0])])
+    cols = np.concatenate([np.full(n_comp - 1, first[0]), first[1:]])
+    coo = graph.tocoo()
+    data = np.concatenate([coo.data, np.full(len(rows), far, np.float32)])
+    r = np.concatenate([coo.row, rows])
+    c = np.concatenate([coo.col, cols])
+    order = np.lexsort((c, r))
+    indptr = np.zeros(graph.shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(r, minlength=graph.shape[0]), out=indptr[1:])
+    notes.append(f"the k-NN graph had {n_comp} components; they were joined by edges of "
+                 f"length {far:g} (longer than any neighbour distance), so they separate first")
+    return sp.csr_matrix((data[order], c[order], indptr), shape=graph.shape)
+
+
+def _hdbscan(points: Points, min_cluster_size: int | Sequence[int] = 5,
+             min_samples: int | None = None, k: int | None = None, pca: int | None = None,
+             cluster_selection_epsilon: float = 0.0, *, device: str = "cpu",
+             max_memory: float | None = None, show_progress: bool | None = None,
+             notes: list[str]) -> tuple[list[dict], list[np.ndarray], None]:
+    import warnings
+
+    from sklearn.cluster import HDBSCAN
+
+    sizes = [int(s) for s in _listed(min_cluster_size)]
+    if any(s < 2 for s in sizes):
+        raise ValueError(f"min_cluster_size must be >= 2, got {sizes}")
+    if min_samples is not None and int(min_samples) < 1:
+        raise ValueError(f"min_samples must be >= 1, got {min_samples}")
+    if pca is not None:
+        points = _pca(points, int(pca), notes)
+    most = max(max(sizes), int(min_samples or 0))
+    k = int(k) if k is not None else 2 * most
+    if k < most:
+        raise ValueError(f"k={k} neighbours cannot give core distances of {most} samples")
+    graph = knn_graph(points, min(k, len(points) - 1), device=device,
+                      show_progress=show_progress)
+    _check_graph_memory(graph, max_memory)
+    # a zero off the diagonal (exact duplicates) would read as "no edge" in the spanning tree
+    off = graph.data == 0
+    off &= np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr)) != graph.indices
+    graph.data[off] = np.finfo(np.float32).tiny
+    graph = _connect(graph, notes)
+    settings, labels = [], []
+    for size in sizes:
+        model = HDBSCAN(min_cluster_size=size, min_samples=min_samples, metric="precomputed",
+                        cluster_selection_epsilon=float(cluster_selection_epsilon), copy=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "MST contains inf": not ours
+            labels.append(relabel(model.fit(graph.astype(np.float64)).labels_))
+        settings.append({"min_cluster_size": size})
+    notes.append(f"HDBSCAN on the {k}-NN graph (mutual reachability of the k nearest only)")
+    return settings, labels, None
+
+
+def _pca(points: Points, components: int, notes: list[str]) -> Points:
+    from sklearn.decomposition import PCA
+
+    if points.binary:
+        raise ValueError("pca is for float features, not binary codes")
+    if not 1 <= components <= min(points.values.shape):
+        raise ValueError(f"pca must be in [1, {min(points.values.shape)}], got {components}")
+    model = PCA(n_components=components, random_state=0)
+    values = model.fit_transform(points.values).astype(np.float32)
+    kept = float(model.explained_variance_ratio_.sum())
+    notes.append(f"PCA to {components} dimensions before clustering ({kept:.1%} of the "
+                 f"variance kept); distances are {points.metric} of the projections")
+    metric = points.metric if points.metric != "jensenshannon" else "l2"
+    if metric != points.metric:
+        notes.append("Jensen-Shannon does not apply to projections: l2 used after PCA")
+    return Points(values, metric, None, points.ids, points.records, points.method)
+
+
+# --- k-means and duplicates --------------------------------------------------------------
+
+def _kmeans(points: Points, n_clusters: int | Sequence[int] | None = None, niter: int = 25,
+            nredo: int = 1, seed: int = 0, *, device: str = "cpu",
+            max_memory: float | None = None, show_progress: bool | None = None,
+            notes: list[str]) -> tuple[list[dict], list[np.ndarray], None]:
+    import faiss
+
+    from fast_search.index import faiss_device
+
+    counts = [int(c) for c in _listed(n_clusters)]
+    if not counts:
+        raise ValueError("kmeans needs n_clusters (one value or a list)")
+    n = len(points)
+    for c in counts:
+        if not 1 <= c <= n:
+            raise ValueError(f"n_clusters must be in [1, {n}] (the number of rows), got {c}")
+    if points.metric in ("l1", "jensenshannon"):
+        raise ValueError(f"k-means minimises squared Euclidean distances; it has no "
+                         f"{points.metric} form here: use hierarchical, dbscan or hdbscan")
+    if points.binary:
+        x = points.bits().astype(np.float32)
+        notes.append("k-means on the codes' bits as 0/1 vectors (squared L2 = Hamming count); "
+                     "centroids are fractional")
+    else:
+        x = np.array(points.values, dtype=np.float32)
+        if points.metric == "cosine":
+            faiss.normalize_L2(x)
+    gpu = faiss_device(device) != "cpu"
+    settings, labels = [], []
+    for c in counts:
+        model = faiss.Kmeans(x.shape[1], c, niter=int(niter), nredo=int(nredo), seed=int(seed),
+                             spherical=points.metric == "cosine", gpu=gpu, verbose=False,
+                             max_points_per_centroid=max(1, -(-n // c)), min_points_per_centroid=1)
+        model.train(x)
+        _, assign = model.index.search(x, 1)
+        labels.append(relabel(assign[:, 0]))
+        settings.append({"n_clusters": c})
+    return settings, labels, None
+
+
+def _duplicates(points: Points, threshold: float | Sequence[float] | None = None, *,
+                device: str = "cpu", max_memory: float | None = None,
+                show_progress: bool | None = None,
+                notes: list[str]) -> tuple[list[dict], list[np.ndarray], None]:
+    from scipy.sparse.csgraph import connected_components
+
+    thresholds = [float(t) for t in _listed(threshold)]
+    if not thresholds:
+        raise ValueError("duplicates needs a threshold (one value or a list), or one taken "
+                         "from a benchmark digest: threshold_from_digest(...)")
+    for t in thresholds:
+        if not math.isfinite(t) or t < 0:
+            raise ValueError(f"threshold must be a finite distance >= 0, got {t}")
+    graph = radius_graph(points, max(thresholds), device=device, show_progress=show_progress)
+    _check_graph_memory(graph, max_memory)
+    settings, labels = [], []
+    for t in sorted(thresholds):
+        kept = within(graph, t)
+        kept.data[:] = 1  # explicit zeros are edges here
+        labels.append(relabel(connected_components(kept, directed=False)[1]))
+        settings.append({"threshold": t})
+    return settings, labels, None
+
+
+_METHODS: dict[str, Callable[..., Any]] = {
+    "hierarchical": _hierarchical, "dbscan": _dbscan, "hdbscan": _hdbscan,
+    "kmeans": _kmeans, "duplicates": _duplicates,
+}
+_COMMON = ("points", "device", "max_memory", "show_progress", "notes")
+
+
+def method_params(method: str) -> dict[str, Any]:
+    """The parameters a method takes and their defaults (``None``: no default)."""
+    if method not in _METHODS:
+        raise ValueError(f"unknown clustering method {method!r}; choose one of "
+                         f"{', '.join(METHODS)}")
+    sig = inspect.signature(_METHODS[method])
+    return {name: (None if p.default is inspect.Parameter.empty else p.default)
+            for name, p in sig.parameters.items() if name not in _COMMON}
+
+
+def cluster(features: Any, method: str, metric: str | None = None, *,
+            root: str | None = None, device: str = "cpu", max_memory: float | None = None,
+            show_progress: bool | None = None, **params: Any) -> Clustering:
+    """Cluster the rows of one method.
+
+    Parameters
+    ----------
+    features : Points, BinaryCodes, FloatFeatures, FeatureStore, str, path or array
+        What `as_points` takes: a descriptor object, a store or store spec
+        (``dataset/method`` under ``root``), a ``.npy`` path, or an array with ``metric``.
+    method : str
+        One of `METHODS` (see the module docstring).
+    metric : str, optional
+        ``hamming`` for codes; ``cosine``, ``l2``, ``l1`` or ``jensenshannon`` for features
+        (default: the rows' own).
+    device : str
+        ``cpu``, ``cuda`` or ``auto`` for the Faiss graphs, k-means and distance blocks.
+    max_memory : float, optional
+        Bytes the method's largest structure (condensed matrix, neighbour graph) may take;
+        over it the call fails before the long work, saying what would fit.
+    **params
+        The method's own (`method_params` lists them): ``linkage``, ``n_clusters``,
+        ``distance_threshold``, ``connectivity`` (hierarchical); ``eps``, ``min_samples``
+        (dbscan); ``min_cluster_size``, ``min_samples``, ``k``, ``pca`` (hdbscan);
+        ``n_clusters``, ``niter``, ``nredo``, ``seed`` (kmeans); ``threshold`` (duplicates).
+        List values give one labelling each.
+
+    Returns
+    -------
+    Clustering
+
+    Raises
+    ------
+    ValueError
+        Unknown method or parameter, impossible metric / linkage pair, bad values.
+    MemoryError
+        The method would exceed ``max_memory``.
+    """
+    known = method_params(method)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"{method} takes {', '.join(known)}; got {', '.join(unknown)}")
+    points = features if isinstance(features, Points) else as_points(features, metric, root)
+    if isinstance(features, Points) and metric not in (None, points.metric):
+        points = as_points(points.descriptors(), metric)
+        points.ids, points.records, points.method = (features.ids, features.records,
+                                                     features.method)
+    notes: list[str] = []
+    start = time.perf_counter()
+    settings, labels, tree = _METHODS[method](points, **params, device=device,
+                                              max_memory=max_memory,
+                                              show_progress=show_progress, notes=notes)
+    seconds = time.perf_counter() - start
+    resolved = {**known, **params}
+    logger.info("%s (%s) of %d rows: %d settings in %.1f s", method, points.metric,
+                len(points), len(settings), seconds)
+    return Clustering(method, points.metric, resolved, settings, labels, points.ids,
+                      points.records, points.method, seconds, tree, notes)
+
+
+def threshold_from_digest(digest: str, algorithm: str | None = None, fpr: float = 0.005
+                          ) -> float:
+    """The distance threshold of a benchmark digest's operating point: the largest threshold
+    whose false positive rate is at most ``fpr`` (0.005: the digest's reported point).
+
+    Parameters
+    ----------
+    digest : path
+        A folder written by `hashing.write_digest`.
+    algorithm : str, optional
+        The algorithm's label in the digest (required when it holds several).
+
+    Raises
+    ------
+    ValueError
+        Unknown or ambiguous algorithm (listing those there), or no threshold meets ``fpr``.
+    """
+    from hashing import load_digest
+    from hashing.metrics import threshold_at_fpr
+
+    roc = load_digest(digest).roc
+    names = sorted(roc["algorithm"].unique())
+    if algorithm is None:
+        if len(names) != 1:
+            raise ValueError(f"{digest} holds several algorithms ({', '.join(names)}): "
+                             "name one")
+        algorithm = names[0]
+    if algorithm not in names:
+        raise ValueError(f"{digest} has no algorithm {algorithm!r}; it has "
+                         f"{', '.join(names)}")
+    curve = roc[roc["algorithm"] == algorithm]
+    t = threshold_at_fpr({k: curve[k].to_numpy() for k in ("fpr", "tpr", "thresholds")
+                          if k in curve} | {"thresholds": curve["threshold"].to_numpy()}, fpr)
+    if not math.isfinite(t):
+        raise ValueError(f"{algorithm} in {digest}: no threshold keeps the false positive "
+                         f"rate at or below {fpr}")
+    return float(t)

@@ -1,0 +1,329 @@
+"""Clustering results as files: ``assignments.csv``, ``clusters.json``, figures, galleries of
+the clusters and an HTML page that shows them.
+
+Layout of ``Results/<name>/``::
+
+    assignments.csv   image_id, true_group (when known), one column of labels per setting
+    clusters.json     method, metric, parameters, notes, and per setting: measures against
+                      the truth, a summary of the cluster attributes, and every cluster's
+                      attributes (column lists)
+    figures/          measures against the setting, cluster sizes, diameter against size,
+                      the dendrogram (hierarchical), galleries/ (image grids per cluster)
+    index.html        the run at a glance: measures per setting and the galleries
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clustering.measures import (
+    cluster_attributes,
+    external_measures,
+    summarize_attributes,
+    truth_labels,
+)
+from clustering.methods import Clustering
+from clustering.points import Points
+from helpers import atomic_write, write_json
+from helpers.plotting import new_figure, save_figure
+
+logger = logging.getLogger(__name__)
+
+#: Measures drawn against the setting.
+PLOTTED = ("v_measure", "homogeneity", "completeness", "ari", "ami", "pair_f1", "mean_iou")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def evaluate(result: Clustering, points: Points | None = None,
+             truth: np.ndarray | None = None, attributes: bool = True,
+             device: str = "cpu") -> list[dict[str, Any]]:
+    """Measures of every setting: against the truth (the records' ``source_id`` unless
+    ``truth`` is given; skipped without either) and, with ``points``, the attributes of each
+    cluster in the metric that was clustered with.
+
+    Returns
+    -------
+    list of dict
+        Per setting: ``name``, ``setting``, ``n_clusters``, ``n_noise``, ``measures``,
+        ``attributes`` (summary) and ``clusters`` (a DataFrame).
+    """
+    from clustering.graph import knn
+    from clustering.measures import NEIGHBOURS
+
+    if truth is None and result.records is not None:
+        truth = truth_labels(result.records)
+    neighbours = (knn(points, min(NEIGHBOURS, len(points) - 1), device=device, show_progress=False)
+                  if attributes and points is not None else None)
+    out = []
+    for name, setting, labels in zip(result.names(), result.settings, result.labels,
+                                     strict=True):
+        entry: dict[str, Any] = {"name": name, "setting": setting,
+                                 "n_clusters": int(len(np.unique(labels[labels >= 0]))),
+                                 "n_noise": int((labels < 0).sum())}
+        if truth is not None:
+            entry["measures"] = external_measures(truth, labels)
+        if neighbours is not None:
+            table = cluster_attributes(points, labels, neighbours, device=device)
+            entry["clusters"] = table
+            entry["attributes"] = summarize_attributes(table)
+        out.append(entry)
+    return out
+
+
+def write_clustering(result: Clustering, folder: str | Path,
+                     evaluation: list[dict[str, Any]] | None = None,
+                     points: Points | None = None, figures: bool = True,
+                     galleries: int = 12, members: int = 8, extra: dict | None = None
+                     ) -> list[Path]:
+    """Write a clustering run into ``folder``.
+
+    Parameters
+    ----------
+    result : Clustering
+    evaluation : list of dict, optional
+        From `evaluate` (measures and attributes); without it only the labels are written.
+    points : Points, optional
+        The rows clustered: galleries then show the members nearest and farthest from the
+        medoid.
+    figures : bool
+        Draw the figures, galleries and ``index.html``.
+    galleries : int
+        Clusters shown as image grids (the largest of the best setting).
+    members : int
+        Images per gallery row.
+    extra : dict, optional
+        More keys for ``clusters.json`` (the data it was run on...).
+
+    Returns
+    -------
+    list of Path
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame({"image_id": result.ids})
+    if result.records is not None:
+        frame["true_group"] = truth_labels(result.records)
+    for name, labels in zip(result.names(), result.labels, strict=True):
+        frame[name] = labels
+    with atomic_write(folder / "assignments.csv", "w", newline="") as handle:
+        frame.to_csv(handle, index=False)
+    payload: dict[str, Any] = {
+        "method": result.method, "metric": result.metric, "features": result.features,
+        "params": result.params, "images": len(result), "seconds": result.seconds,
+        "notes": result.notes, **(extra or {}), "settings": []}
+    for i, (name, setting) in enumerate(zip(result.names(), result.settings, strict=True)):
+        entry = dict(evaluation[i]) if evaluation else {
+            "name": name, "setting": setting, "n_clusters": result.n_clusters()[i],
+            "n_noise": int((result.labels[i] < 0).sum())}
+        if isinstance(entry.get("clusters"), pd.DataFrame):
+            entry["clusters"] = entry["clusters"].to_dict(orient="list")
+        payload["settings"].append(entry)
+    write_json(folder / "clusters.json", _jsonable(payload))
+    written = [folder / "assignments.csv", folder / "clusters.json"]
+    if figures:
+        written += plot_clustering(result, folder / "figures", evaluation)
+        if evaluation and galleries:
+            best = best_setting(evaluation)
+            shown = plot_galleries(result, evaluation[best], folder / "figures" / "galleries",
+                                   galleries, members, points)
+            written += shown
+            written.append(write_html(result, evaluation, best, shown, folder))
+    return written
+
+
+def best_setting(evaluation: list[dict[str, Any]]) -> int:
+    """The setting with the highest V-measure (the first when there is no truth)."""
+    scores = [e.get("measures", {}).get("v_measure", -1.0) for e in evaluation]
+    return int(np.argmax(scores))
+
+
+def _axis(settings: list[dict[str, Any]]) -> tuple[str, list[float]] | None:
+    """The parameter that varies between settings, and its values (None if several do)."""
+    keys = [k for k in settings[0] if len({s[k] for s in settings}) > 1] or list(settings[0])
+    if len(keys) != 1:
+        return None
+    return keys[0], [float(s[keys[0]]) for s in settings]
+
+
+def plot_clustering(result: Clustering, folder: str | Path,
+                    evaluation: list[dict[str, Any]] | None = None) -> list[Path]:
+    """Measures against the setting, cluster sizes, diameter against size, dendrogram."""
+    folder = Path(folder)
+    written: list[Path] = []
+    axis = _axis(result.settings)
+    if evaluation and "measures" in evaluation[0] and axis:
+        key, values = axis
+        order = np.argsort(values)
+        fig, ax = new_figure(figsize=(6, 4))
+        for measure in PLOTTED:
+            ys = [evaluation[i]["measures"][measure] for i in order]
+            ax.plot(np.asarray(values)[order], ys, marker="o", label=measure)
+        ax.set_xlabel(key)
+        ax.set_ylabel("score")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title(f"{result.method} ({result.features or 'features'}, {result.metric})")
+        ax.legend(fontsize=7)
+        written += save_figure(fig, folder, f"measures_vs_{key}")
+    sizes = [np.bincount(lab[lab >= 0]) for lab in result.labels]
+    fig, (left, right) = new_figure(1, 2, figsize=(10, 4))
+    for name, s in zip(result.names(), sizes, strict=True):
+        if len(s):
+            left.hist(s, bins=np.unique(np.geomspace(1, s.max() + 1, 30).astype(int)),
+                      histtype="step", label=name)
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel("cluster size")
+    left.set_ylabel("clusters")
+    left.legend(fontsize=6)
+    shown = [s for s in sizes if len(s)]
+    if shown:
+        right.violinplot([np.log10(s) for s in shown], showmedians=True)
+        right.set_xticks(range(1, len(shown) + 1),
+                         [n for n, s in zip(result.names(), sizes, strict=True) if len(s)],
+                         rotation=45, ha="right", fontsize=6)
+    right.set_ylabel("log10 cluster size")
+    written += save_figure(fig, folder, "cluster_sizes")
+    if evaluation and "clusters" in evaluation[0]:
+        fig, ax = new_figure(figsize=(6, 4))
+        for entry in evaluation[: 6]:
+            table = entry["clusters"]
+            multi = table[table["size"] > 1]
+            ax.scatter(multi["size"], multi["diameter"], s=6, alpha=0.5, label=entry["name"])
+        ax.set_xscale("log")
+        ax.set_xlabel("cluster size")
+        ax.set_ylabel(f"diameter ({result.metric})")
+        ax.legend(fontsize=6)
+        written += save_figure(fig, folder, "diameter_vs_size")
+    if result.tree is not None:
+        from scipy.cluster.hierarchy import dendrogram
+
+        fig, ax = new_figure(figsize=(8, 4))
+        dendrogram(result.tree, truncate_mode="lastp", p=40, ax=ax, no_labels=False,
+                   leaf_font_size=6, show_contracted=True)
+        ax.set_ylabel(f"merge distance ({result.params.get('linkage')}, {result.metric})")
+        ax.set_title("last 40 merges (leaf labels: cluster sizes)")
+        written += save_figure(fig, folder, "dendrogram")
+    return written
+
+
+def _load(record: Any):
+    from helpers import load_image
+
+    path = getattr(record, "path", None)
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        image = load_image(path)
+    except (OSError, ValueError):
+        return None
+    image.thumbnail((192, 192))
+    return image
+
+
+def plot_galleries(result: Clustering, entry: dict[str, Any], folder: str | Path,
+                   count: int = 12, members: int = 8, points: Points | None = None,
+                   seed: int = 0) -> list[Path]:
+    """Image grids of the ``count`` largest clusters of one setting: random members and, with
+    ``points``, the members nearest the medoid and those farthest from it (rows of
+    ``members`` images)."""
+    from hashing.distances import pairwise
+
+    if result.records is None or "clusters" not in entry:
+        return []
+    labels = result.labels[result.settings.index(entry["setting"])]
+    table = entry["clusters"]
+    if (table["size"] > 1).any():  # groups first: a singleton shows nothing grouped
+        table = table[table["size"] > 1]
+    table = table.sort_values("size", ascending=False, kind="stable").head(count)
+    index = {image_id: i for i, image_id in enumerate(result.ids)}
+    rng = np.random.default_rng(seed)
+    written: list[Path] = []
+    for _, row in table.iterrows():
+        rows_of = np.flatnonzero(labels == row["cluster"])
+        picks = {"random": np.sort(rng.choice(rows_of, min(members, len(rows_of)),
+                                              replace=False))}
+        if points is not None:
+            medoid = index[row["medoid"]]
+            d = pairwise(points.descriptors(rows_of), points.descriptors([medoid]))[:, 0]
+            order = rows_of[np.argsort(d, kind="stable")]
+            picks["nearest the medoid"] = order[:members]
+            picks["farthest from the medoid"] = order[::-1][:members]
+        fig, axes = new_figure(len(picks), members, figsize=(1.6 * members, 1.9 * len(picks)),
+                               squeeze=False)
+        for r, (title, chosen) in enumerate(picks.items()):
+            for c in range(members):
+                ax = axes[r, c]
+                ax.axis("off")
+                if c < len(chosen):
+                    image = _load(result.records[int(chosen[c])])
+                    if image is not None:
+                        ax.imshow(np.asarray(image))
+                    else:
+                        ax.text(0.5, 0.5, "not on disk", ha="center", va="center", fontsize=6)
+                    ax.set_title(result.ids[int(chosen[c])][:22], fontsize=5)
+            axes[r, 0].text(-0.1, 0.5, title, transform=axes[r, 0].transAxes, rotation=90,
+                            ha="right", va="center", fontsize=6)
+        fig.suptitle(f"cluster {row['cluster']}: {row['size']} images, diameter "
+                     f"{row['diameter']:.3g} ({result.metric})", fontsize=8)
+        written += save_figure(fig, folder, f"cluster_{int(row['cluster']):05d}",
+                               formats=("png",))
+    return written
+
+
+def write_html(result: Clustering, evaluation: list[dict[str, Any]], best: int,
+               galleries: list[Path], folder: Path) -> Path:
+    """``index.html``: the measures of every setting and the galleries of the best one."""
+    def cell(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+
+    keys = list(evaluation[0].get("measures", {}))
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in ["setting", "clusters", "noise",
+                                                          *keys])
+    body = []
+    for i, e in enumerate(evaluation):
+        style = ' style="background:#eef"' if i == best else ""
+        cells = [e["name"], e["n_clusters"], e["n_noise"],
+                 *[e.get("measures", {}).get(k) for k in keys]]
+        body.append(f"<tr{style}>" + "".join(f"<td>{cell(c)}</td>" for c in cells) + "</tr>")
+    images = "\n".join(f'<figure><img src="{html.escape(p.relative_to(folder).as_posix())}" '
+                       f'loading="lazy"><figcaption>{html.escape(p.stem)}</figcaption></figure>'
+                       for p in galleries)
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(result.method)} clustering</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 6px;font-size:12px}}img{{max-width:100%}}
+figure{{margin:1em 0}}</style></head><body>
+<h1>{html.escape(result.method)} of {len(result)} images ({html.escape(str(result.features))},
+{html.escape(result.metric)})</h1>
+<p>{result.seconds:.1f} s. Parameters: {html.escape(str(result.params))}</p>
+<ul>{notes}</ul>
+<table><tr>{head}</tr>{''.join(body)}</table>
+<h2>Largest clusters of {html.escape(evaluation[best]['name'])}</h2>
+{images}
+</body></html>
+"""
+    path = folder / "index.html"
+    with atomic_write(path, "w") as handle:
+        handle.write(page)
+    return path

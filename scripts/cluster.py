@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Cluster the descriptors of a feature store and measure the clusters.
+
+The features are a store (``dataset/method`` under --features-dir, or a store's ``.npy``) or
+``dataset:method`` (described now, not stored). Hierarchical clustering is cut at every
+--n-clusters and --distance-threshold from one linkage; DBSCAN runs once per --eps (and
+--min-samples) on one sparse radius graph; HDBSCAN on a sparse k-NN graph; near-duplicate groups
+(--method duplicates) at every --threshold, or at the operating point of a benchmark digest
+(--threshold-from DIGEST: the threshold at false positive rate --threshold-fpr).
+
+Measures against the truth (the records' source_id: an attacked copy's original, a meme's
+template), cluster attributes in the metric clustered with, figures, galleries and an HTML
+page go to Results/<name>/ (assignments.csv, clusters.json, figures/, index.html,
+experiment.json).
+
+Defaults are the study's: ward linkage cut at 400, 350, ..., 100 clusters; DBSCAN with
+min_samples 5. Distances are those of hashing.distances: cosine is (1 - cos) / 2 in [0, 1],
+Hamming a bit error rate. HDBSCAN is slow on raw high-dimensional vectors in most libraries;
+here it reads a k-NN graph made by Faiss, and --pca N projects float features first when
+wanted.
+
+Examples
+--------
+python scripts/cluster.py --features bsds500_copies/sscd_distilled --method hierarchical \\
+    --linkage average --n-clusters 400 500 600 --name copies_average
+python scripts/cluster.py --features sample:dhash --method duplicates --threshold 0.1 0.2
+python scripts/cluster.py --features bsds500_copies/dhash --method duplicates \\
+    --threshold-from Results/bsds500_hashes --threshold-algorithm dhash
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from clustering import LINKAGES, METHODS, as_points, cluster, threshold_from_digest
+from clustering.points import FLOAT_METRICS, Points, concat_points
+from clustering.report import evaluate, write_clustering
+from extractor.store import default_features_dir
+from helpers import (
+    get_logger,
+    now_iso,
+    results_root,
+    setup_logging,
+    write_experiment_json,
+)
+from helpers.cli import fail, run_script
+from helpers.outputs import output_dir
+from helpers.params import parse_size
+
+SCRIPT = "cluster"
+logger = get_logger(SCRIPT)
+STUDY_COUNTS = list(range(400, 99, -50))
+#: DBSCAN eps grids where none is given (our scales: cosine and Hamming in [0, 1]).
+DEFAULT_EPS = {"cosine": [0.02, 0.05, 0.1, 0.15, 0.2], "hamming": [0.05, 0.1, 0.15, 0.2, 0.25],
+               "jensenshannon": [0.1, 0.2, 0.3, 0.4]}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--features", required=True, nargs="+",
+                      help="store 'dataset/method', a store's .npy, or 'dataset:method' "
+                           "(described now); several of one method are clustered together "
+                           "(originals and their copies)")
+    data.add_argument("--features-dir", default=None,
+                      help="feature store root (default: Results/features)")
+    data.add_argument("--partition", default=None, metavar="FILE",
+                      help="a file of image ids, one per line: cluster only these (the "
+                           "study's 'clean' set is such a list)")
+    how = parser.add_argument_group("method")
+    how.add_argument("--method", default="hierarchical", choices=METHODS)
+    how.add_argument("--metric", default=None,
+                     choices=[*FLOAT_METRICS, "hamming"],
+                     help="default: the features' own (hamming for codes)")
+    how.add_argument("--linkage", default="ward", choices=LINKAGES,
+                     help="hierarchical (default: ward, Euclidean only: with cosine features "
+                          "give --metric l2 or another linkage)")
+    how.add_argument("--n-clusters", type=int, nargs="+", default=None,
+                     help="hierarchical cuts / k-means sizes (default for both: 400 350 ... "
+                          "100, the study's)")
+    how.add_argument("--distance-threshold", type=float, nargs="+", default=None,
+                     help="hierarchical cuts by merge distance")
+    how.add_argument("--connectivity", type=int, default=None, metavar="K",
+                     help="hierarchical on a K-NN connectivity graph (memory O(N K); "
+                          "scikit-learn)")
+    how.add_argument("--eps", type=float, nargs="+", default=None,
+                     help="DBSCAN radii (default per metric: cosine 0.02..0.2, hamming "
+                          "0.05..0.25, jensenshannon 0.1..0.4; required for l1 / l2)")
+    how.add_argument("--min-samples", type=int, default=None,
+                     help="DBSCAN (default 5) and HDBSCAN (default: min_cluster_size)")
+    how.add_argument("--min-cluster-size", type=int, nargs="+", default=[5],
+                     help="HDBSCAN (default: 5)")
+    how.add_argument("--k", type=int, default=None,
+                     help="HDBSCAN's k-NN graph (default: twice the largest of min_samples "
+                          "and min_cluster_size)")
+    how.add_argument("--pca", type=int, default=None, metavar="N",
+                     help="HDBSCAN: project float features to N dimensions first")
+    how.add_argument("--threshold", type=float, nargs="+", default=None,
+                     help="duplicates: group images within this distance")
+    how.add_argument("--threshold-from", default=None, metavar="DIGEST",
+                     help="duplicates: take the threshold from a benchmark digest folder")
+    how.add_argument("--threshold-algorithm", default=None,
+                     help="the digest's algorithm label (when it holds several)")
+    how.add_argument("--threshold-fpr", type=float, default=0.005,
+                     help="false positive rate of the digest's operating point (0.005)")
+    how.add_argument("--niter", type=int, default=25, help="k-means iterations (25)")
+    how.add_argument("--seed", type=int, default=0, help="k-means seed, gallery draws")
+    run = parser.add_argument_group("run")
+    run.add_argument("--max-memory", default=None, metavar="SIZE",
+                     help="refuse, before starting, a method whose distance matrix or graph "
+                          "would exceed SIZE (500MB, 4GB)")
+    run.add_argument("--device", default="cpu", help="cpu, cuda or auto (Faiss)")
+    run.add_argument("--no-attributes", action="store_true",
+                     help="skip diameter / dispersion / separation per cluster")
+    run.add_argument("--no-figures", action="store_true")
+    run.add_argument("--galleries", type=int, default=12,
+                     help="clusters shown as image grids (the largest of the best setting)")
+    run.add_argument("--name", default=None, help="Results/<name> (default: from the "
+                                                  "features and method)")
+    run.add_argument("--output", default=None, help="output folder instead of Results/<name>")
+    run.add_argument("--overwrite", action="store_true")
+    run.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def load_points(spec: str, root: Path, metric: str | None) -> Points:
+    """A store, a store's .npy, or ``dataset:method`` described now."""
+    if "/" not in spec and ":" in spec and not Path(spec).exists():
+        from hashing import describe
+
+        dataset, _, method = spec.partition(":")
+        described = describe(dataset, method)
+        for image_id, path, reason in described.bad:
+            logger.warning("skipped %s (%s): %s", image_id, path, reason)
+        return as_points(described, metric)
+    return as_points(spec, metric, root)
+
+
+def method_params(args: argparse.Namespace, points: Points) -> dict[str, Any]:
+    """The method's parameters from the flags, with the study's defaults."""
+    if args.method == "hierarchical":
+        counts = args.n_clusters
+        if counts is None and args.distance_threshold is None:
+            counts = [c for c in STUDY_COUNTS if c <= len(points)] or [len(points)]
+        return {"linkage": args.linkage, "n_clusters": counts,
+                "distance_threshold": args.distance_threshold,
+                "connectivity": args.connectivity}
+    if args.method == "kmeans":
+        counts = args.n_clusters or [c for c in STUDY_COUNTS if c <= len(points)] or [2]
+        return {"n_clusters": counts, "niter": args.niter, "seed": args.seed}
+    if args.method == "dbscan":
+        eps = args.eps or DEFAULT_EPS.get(points.metric)
+        if eps is None:
+            raise ValueError(f"--eps is required with metric {points.metric} (its scale "
+                             "depends on the features)")
+        return {"eps": eps, "min_samples": args.min_samples or 5}
+    if args.method == "hdbscan":
+        return {"min_cluster_size": args.min_cluster_size, "min_samples": args.min_samples,
+                "k": args.k, "pca": args.pca}
+    threshold = args.threshold
+    if args.threshold_from:
+        if threshold:
+            raise ValueError("give --threshold or --threshold-from, not both")
+        threshold = [threshold_from_digest(args.threshold_from, args.threshold_algorithm,
+                                           args.threshold_fpr)]
+        logger.info("threshold %.4g from %s at FPR %g", threshold[0], args.threshold_from,
+                    args.threshold_fpr)
+    if not threshold:
+        raise ValueError("--method duplicates needs --threshold or --threshold-from DIGEST")
+    return {"threshold": threshold}
+
+
+def _keep(points: Points, partition: str) -> Points:
+    wanted = [line.strip() for line in Path(partition).read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    index = {image_id: i for i, image_id in enumerate(points.ids)}
+    missing = [w for w in wanted if w not in index]
+    if missing:
+        raise ValueError(f"--partition {partition}: {len(missing)} ids are not in the "
+                         f"features (first: {missing[0]!r})")
+    rows = sorted({index[w] for w in wanted})
+    if len(rows) < 2:
+        raise ValueError(f"--partition {partition} keeps {len(rows)} images; at least 2")
+    records = tuple(points.records[i] for i in rows) if points.records is not None else None
+    return Points(points.values[rows], points.metric, points.n_bits,
+                  [points.ids[i] for i in rows], records, points.method)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    started = now_iso()
+    with contextlib.ExitStack() as stack:
+        try:
+            max_memory = parse_size(args.max_memory)
+            root = Path(args.features_dir) if args.features_dir else default_features_dir()
+            points = concat_points([load_points(f, root, args.metric)
+                                    for f in args.features])
+            if args.partition:
+                points = _keep(points, args.partition)
+            params = method_params(args, points)
+            name = args.name or "_".join(
+                ["cluster", *[Path(f).stem.replace(":", "_").replace("/", "_")
+                              for f in args.features], args.method])
+            target = Path(args.output) if args.output else results_root() / name
+            output = stack.enter_context(output_dir(
+                target, SCRIPT, overwrite=args.overwrite, inputs=[root],
+                flags=("--overwrite",)))
+        except (ValueError, FileNotFoundError, TypeError, MemoryError, OSError) as exc:
+            return fail(exc)
+        config = {**vars(args), "params": params, "images": len(points),
+                  "features_method": points.method, "metric_used": points.metric}
+        write_experiment_json(output, config, started_at=started, script=SCRIPT)
+        try:
+            result = cluster(points, args.method, device=args.device, max_memory=max_memory,
+                             **params)
+        except (ValueError, MemoryError) as exc:
+            write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
+                                  script=SCRIPT, extra={"error": str(exc)})
+            return fail(exc)
+        evaluation = evaluate(result, points, attributes=not args.no_attributes,
+                              device=args.device)
+        write_clustering(result, output, evaluation, points=points,
+                         figures=not args.no_figures, galleries=args.galleries,
+                         extra={"features_spec": args.features, "partition": args.partition})
+        write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
+                              script=SCRIPT, extra={"seconds": result.seconds,
+                                                    "notes": result.notes})
+        for note in result.notes:
+            print(f"note: {note}")
+        for entry in evaluation:
+            m = entry.get("measures")
+            scores = (f"V {m['v_measure']:.4f}  ARI {m['ari']:.4f}  pair F1 "
+                      f"{m['pair_f1']:.4f}  IoU {m['mean_iou']:.4f}") if m else ""
+            print(f"{entry['name']:<32} {entry['n_clusters']:>7} clusters "
+                  f"{entry['n_noise']:>6} noise  {scores}")
+        print(f"{args.method} of {len(points)} images ({points.method}, {points.metric}) in "
+              f"{result.seconds:.1f} s -> {output}")
+        return 0
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,326 @@
+"""Clustering against independent oracles: SciPy's linkage and cuts, scikit-learn's DBSCAN,
+HDBSCAN, k-means and measures on dense matrices, NumPy brute force, hand-made examples."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.cluster.hierarchy import cut_tree, fcluster, linkage
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial.distance import cdist, pdist, squareform
+from sklearn.cluster import DBSCAN, HDBSCAN
+from sklearn.metrics import adjusted_rand_score
+
+import clustering as cl
+from data_retrieval import ImageRecord
+from hashing import BinaryCodes, FloatFeatures
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _blobs(n=240, dim=12, groups=8, seed=0, spread=3.0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(groups, dim)) * spread
+    truth = rng.integers(0, groups, n)
+    return (centres[truth] + rng.normal(size=(n, dim))).astype(np.float32), truth
+
+
+def _same_partition(a, b) -> bool:
+    return adjusted_rand_score(a, b) == 1.0
+
+
+def _naive_cut(tree, n, count):
+    """The partition after the first n - count merges, with Python sets."""
+    groups = {i: {i} for i in range(n)}
+    for i in range(n - count):
+        a, b = int(tree[i, 0]), int(tree[i, 1])
+        groups[n + i] = groups.pop(a) | groups.pop(b)
+    labels = np.empty(n, int)
+    for j, members in enumerate(groups.values()):
+        labels[list(members)] = j
+    return labels
+
+
+@pytest.mark.parametrize("method", cl.LINKAGES)
+def test_hierarchical_equals_scipy_in_euclidean(method):
+    x, _ = _blobs()
+    counts = [2, 5, 8, 40]
+    result = cl.cluster(x, "hierarchical", "l2", linkage=method, n_clusters=counts,
+                        distance_threshold=[2.5, 4.0])
+    tree = linkage(x.astype(np.float64), method=method, metric="euclidean")
+    np.testing.assert_allclose(result.tree[:, 2], tree[:, 2], rtol=1e-4, atol=1e-4)
+    assert result.n_clusters()[:4] == counts
+    for count, labels in zip(counts, result.labels, strict=False):
+        if method in ("centroid", "median"):  # inversions: cut_tree is wrong there (SciPy's docs)
+            assert _same_partition(_naive_cut(tree, len(x), count), labels)
+        else:
+            assert _same_partition(cut_tree(tree, n_clusters=count)[:, 0], labels)
+    for t, labels in zip([2.5, 4.0], result.labels[4:], strict=True):
+        assert _same_partition(fcluster(tree, t, criterion="distance"), labels)
+
+
+@pytest.mark.parametrize("method", ["single", "complete", "average", "weighted"])
+def test_hierarchical_other_metrics_equal_scipy(method):
+    x, _ = _blobs(n=150)
+    result = cl.cluster(FloatFeatures(x, "cosine"), "hierarchical", linkage=method,
+                        n_clusters=[3, 8])
+    tree = linkage(pdist(x.astype(np.float64), "cosine") / 2, method=method)  # (1 - cos) / 2
+    np.testing.assert_allclose(result.tree[:, 2], tree[:, 2], atol=1e-5)
+    for labels, count in zip(result.labels, [3, 8], strict=True):
+        assert _same_partition(cut_tree(tree, n_clusters=count)[:, 0], labels)
+    bits = np.random.default_rng(1).random((120, 42)) > 0.5
+    codes = BinaryCodes(np.packbits(bits, axis=1), 42)
+    reference = pdist(bits, "hamming")  # divided by 42 bits, not the 48 packed
+    if method == "single":  # computed on the vectors; its heights do not depend on ties
+        result = cl.cluster(codes, "hierarchical", linkage=method, n_clusters=[4])
+        np.testing.assert_allclose(result.tree[:, 2], linkage(reference, method)[:, 2],
+                                   atol=1e-9)
+    else:  # Hamming distances tie: trees differ by tie-breaking; the matrix must not
+        np.testing.assert_allclose(cl.condensed_distances(cl.as_points(codes)), reference,
+                                   atol=1e-7)
+    l1 = cl.cluster(x, "hierarchical", "l1", linkage=method, n_clusters=[5])
+    np.testing.assert_allclose(l1.tree[:, 2], linkage(pdist(x.astype(np.float64),
+                                                            "cityblock"), method)[:, 2],
+                               rtol=1e-5)
+
+
+def test_hierarchical_refusals_and_memory_budget():
+    x, _ = _blobs(n=100)
+    with pytest.raises(ValueError, match="ward linkage is defined on Euclidean"):
+        cl.cluster(FloatFeatures(x, "cosine"), "hierarchical", linkage="ward", n_clusters=[3])
+    with pytest.raises(ValueError, match="unknown linkage 'wards'"):
+        cl.cluster(x, "hierarchical", "l2", linkage="wards", n_clusters=[3])
+    with pytest.raises(ValueError, match="hierarchical takes .*got eps"):
+        cl.cluster(x, "hierarchical", "l2", eps=0.1)
+    with pytest.raises(ValueError, match="unknown clustering method 'kmedoids'"):
+        cl.cluster(x, "kmedoids", "l2")
+    with pytest.raises(ValueError, match=r"n_clusters must be in \[1, 100\]"):
+        cl.cluster(x, "hierarchical", "l2", linkage="single", n_clusters=[101])
+    with pytest.raises(ValueError, match="needs n_clusters or distance_threshold"):
+        cl.cluster(x, "hierarchical", "l2", linkage="single")
+    need = cl.condensed_bytes(100)
+    with pytest.raises(MemoryError, match="at most 70 rows fit") as info:
+        cl.cluster(x, "hierarchical", "l2", linkage="average", n_clusters=[3],
+                   max_memory=need / 2)
+    assert "connectivity" in str(info.value)
+    # single and ward linkage work on the vectors: no matrix, no refusal
+    assert cl.cluster(x, "hierarchical", "l2", linkage="ward", n_clusters=[3],
+                      max_memory=need / 2).n_clusters() == [3]
+
+
+def test_connectivity_linkage_equals_scikit_learn():
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.neighbors import kneighbors_graph
+
+    x, _ = _blobs(n=200)
+    result = cl.cluster(x, "hierarchical", "l2", linkage="average", n_clusters=[8, 20],
+                        connectivity=10)
+    graph = kneighbors_graph(x, 10, include_self=False)
+    for count, labels in zip([8, 20], result.labels, strict=True):
+        with pytest.warns(UserWarning, match="connected components"):
+            ref = AgglomerativeClustering(n_clusters=count, linkage="average",
+                                          connectivity=graph).fit(x).labels_
+        assert _same_partition(ref, labels)
+    assert any("connectivity graph" in note for note in result.notes)
+
+
+@pytest.mark.parametrize("metric", ["l2", "l1", "cosine"])
+def test_dbscan_on_the_graph_equals_dense_dbscan(metric):
+    x, _ = _blobs(n=200, spread=2.0)
+    x = np.concatenate([x, x[:6]])  # exact duplicates: explicit zeros in the graph
+    ids = [f"i{i}" for i in range(len(x))]
+    features = FloatFeatures(x, metric, ids=ids)
+    dense = {"l2": cdist(x, x), "l1": cdist(x, x, "cityblock"),
+             "cosine": cdist(x, x, "cosine") / 2}[metric]
+    scale = np.median(dense)
+    eps = [scale * f for f in (0.15, 0.3, 0.45)]
+    result = cl.cluster(features, "dbscan", eps=eps, min_samples=[3, 6])
+    assert len(result.labels) == 6
+    for setting, labels in zip(result.settings, result.labels, strict=True):
+        ref = DBSCAN(eps=setting["eps"], min_samples=setting["min_samples"],
+                     metric="precomputed").fit(dense).labels_
+        np.testing.assert_array_equal(cl.relabel(ref), labels)
+
+
+def test_dbscan_on_hamming_codes_equals_dense_dbscan():
+    rng = np.random.default_rng(3)
+    base = rng.random((10, 24)) > 0.5
+    bits = base[rng.integers(0, 10, 150)] ^ (rng.random((150, 24)) < 0.05)
+    codes = BinaryCodes(np.packbits(bits, axis=1), 24)
+    dense = squareform(pdist(bits, "hamming"))
+    result = cl.cluster(codes, "dbscan", eps=[1 / 24, 3 / 24], min_samples=4)
+    for setting, labels in zip(result.settings, result.labels, strict=True):
+        ref = DBSCAN(eps=setting["eps"], min_samples=4, metric="precomputed").fit(dense)
+        np.testing.assert_array_equal(cl.relabel(ref.labels_), labels)
+
+
+def test_hdbscan_on_a_complete_graph_equals_dense_hdbscan():
+    x, _ = _blobs(n=160, spread=2.5)
+    dense = cdist(x, x)
+    result = cl.cluster(x, "hdbscan", "l2", min_cluster_size=[5, 12], k=len(x) - 1)
+    for setting, labels in zip(result.settings, result.labels, strict=True):
+        ref = HDBSCAN(min_cluster_size=setting["min_cluster_size"], copy=True,
+                      metric="precomputed").fit(dense).labels_
+        np.testing.assert_array_equal(cl.relabel(ref), labels)
+    # the default k-NN graph: far blobs fall apart into components, joined at the top
+    far, truth = _blobs(n=160, spread=40.0, groups=4)
+    sparse = cl.cluster(far, "hdbscan", "l2", min_cluster_size=5)
+    assert any("components" in note for note in sparse.notes)
+    assert _same_partition(truth, sparse.labels[0])
+    with pytest.raises(ValueError, match="pca is for float features"):
+        cl.cluster(BinaryCodes(np.zeros((10, 2), np.uint8), 16), "hdbscan", pca=2)
+    projected = cl.cluster(far, "hdbscan", "l2", min_cluster_size=5, pca=3)
+    assert any("PCA to 3 dimensions" in note for note in projected.notes)
+
+
+def test_duplicates_are_components_of_the_threshold_graph():
+    x, _ = _blobs(n=200, spread=1.5)
+    dense = cdist(x, x)
+    thresholds = [1.0, 2.0, 3.0]
+    result = cl.cluster(x, "duplicates", "l2", threshold=thresholds)
+    for t, labels in zip(thresholds, result.labels, strict=True):
+        ref = connected_components(dense <= t, directed=False)[1]
+        assert _same_partition(ref, labels)
+        assert (labels >= 0).all()
+    with pytest.raises(ValueError, match="needs a threshold"):
+        cl.cluster(x, "duplicates", "l2")
+
+
+def test_kmeans_finds_separated_blobs_like_scikit_learn():
+    from sklearn.cluster import KMeans
+
+    x, truth = _blobs(n=300, spread=30.0, groups=5)
+    result = cl.cluster(x, "kmeans", "l2", n_clusters=[5], nredo=10)
+    ref = KMeans(5, n_init=10, random_state=0).fit(x).labels_
+    assert _same_partition(ref, result.labels[0]) and _same_partition(truth, result.labels[0])
+    bits = np.packbits(np.repeat(np.eye(4, 32, 0, bool) | np.eye(4, 32, 8, bool), 20, 0), axis=1)
+    codes = cl.cluster(BinaryCodes(bits, 32), "kmeans", n_clusters=[4])
+    assert codes.n_clusters() == [4]
+    with pytest.raises(ValueError, match="k-means minimises squared Euclidean"):
+        cl.cluster(x, "kmeans", "l1", n_clusters=[3])
+
+
+def test_external_measures_against_scikit_learn_and_a_hand_count():
+    from sklearn import metrics
+
+    truth = np.array(["a", "a", "a", "b", "b", "c"])
+    labels = np.array([0, 0, 1, 1, 1, -1])
+    m = cl.external_measures(truth, labels)
+    # pairs: same truth {a: 3 pairs, b: 1} = 4; same cluster {0: 1 pair, 1: 3} = 4;
+    # in both: (a0, a1) and (b3, b4) = 2 -> precision 2/4, recall 2/4
+    assert m["pair_precision"] == 0.5 and m["pair_recall"] == 0.5 and m["pair_f1"] == 0.5
+    # best IoU: a -> cluster 0 (2 / 3), b -> cluster 1 (2 / 3), c -> its noise singleton (1)
+    assert m["mean_iou"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    singles = np.array([0, 0, 1, 1, 1, 2])  # noise counts as a cluster of one
+    assert m["v_measure"] == pytest.approx(metrics.v_measure_score(truth, singles))
+    assert m["ari"] == pytest.approx(metrics.adjusted_rand_score(truth, singles))
+    assert m["ami"] == pytest.approx(metrics.adjusted_mutual_info_score(truth, singles))
+    assert (m["n_clusters"], m["n_noise"], m["n_groups"]) == (2, 1, 3)
+
+
+def test_cluster_attributes_equal_brute_force():
+    x, _ = _blobs(n=180, spread=2.0)
+    labels = cl.cluster(x, "hierarchical", "l2", linkage="average",
+                        n_clusters=[6]).labels[0]
+    labels[:5] = -1  # noise is no cluster
+    points = cl.as_points(x, "l2")
+    # few neighbours: most separations need the exact search
+    table = cl.cluster_attributes(points, labels, neighbours=cl.knn(points, 3))
+    dense = cdist(x.astype(np.float64), x.astype(np.float64))
+    for _, row in table.iterrows():
+        inside = np.flatnonzero(labels == row["cluster"])
+        outside = np.flatnonzero((labels >= 0) & (labels != row["cluster"]))
+        block = dense[np.ix_(inside, inside)]
+        assert row["size"] == len(inside)
+        assert row["diameter"] == pytest.approx(block.max(), rel=1e-4)
+        medoid = inside[np.argmin(block.sum(axis=1))]
+        assert row["medoid"] == str(medoid)
+        assert row["dispersion"] == pytest.approx(block.sum(axis=1).min() / (len(inside) - 1),
+                                                  rel=1e-4)
+        sep = dense[np.ix_(inside, outside)]
+        assert row["separation"] == pytest.approx(sep.min(), rel=1e-4)
+        nearest_row = outside[np.unravel_index(sep.argmin(), sep.shape)[1]]
+        assert row["nearest_cluster"] == labels[nearest_row]
+
+
+def test_radius_graph_is_symmetric_with_explicit_zeros():
+    x = np.array([[0, 0], [0, 0], [1, 0], [5, 5]], np.float32)
+    graph = cl.radius_graph(cl.as_points(x, "l2"), 1.0)
+    dense = graph.toarray()
+    np.testing.assert_array_equal(dense, dense.T)
+    rows = np.repeat(np.arange(4), np.diff(graph.indptr))
+    pairs = set(zip(rows.tolist(), graph.indices.tolist(), strict=True))
+    assert {(0, 1), (1, 0), (0, 0), (3, 3), (0, 2), (2, 1)} <= pairs and (0, 3) not in pairs
+    assert graph[0, 1] == 0 and graph[0, 2] == 1  # the duplicate pair is stored, at 0
+
+
+def test_inputs_are_checked():
+    with pytest.raises(ValueError, match="needs a metric"):
+        cl.as_points(np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        cl.as_points(np.zeros((1, 2), np.float32), "l2")
+    bad = np.zeros((3, 2), np.float32)
+    bad[1, 0] = np.nan
+    with pytest.raises(ValueError, match="features of b hold NaN"):
+        cl.as_points(FloatFeatures(bad, "l2", ids=("a", "b", "c")))
+    with pytest.raises(ValueError, match="hamming only"):
+        cl.as_points(BinaryCodes(np.zeros((3, 1), np.uint8), 8), "cosine")
+    with pytest.raises(ValueError, match="appears twice"):
+        cl.as_points(FloatFeatures(np.zeros((2, 2), np.float32), "l2", ids=("a", "a")))
+
+
+def _copies_store(root: Path) -> None:
+    """Three originals with three near copies each, as a store with records."""
+    from hashing import save_descriptors
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(3, 16))
+    values, records = [], []
+    for i in range(3):
+        records.append(ImageRecord(f"o{i}", None))
+        values.append(base[i])
+        for j in range(3):
+            records.append(ImageRecord(f"o{i}_c{j}", None, source_id=f"o{i}", attack_id="x"))
+            values.append(base[i] + rng.normal(size=16) * 0.05)
+    features = FloatFeatures(np.array(values, np.float32), "cosine",
+                             ids=tuple(r.image_id for r in records), records=tuple(records),
+                             method="m")
+    save_descriptors(features, "copies", root=root)
+
+
+def test_cluster_script_writes_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "Results"))
+    root = tmp_path / "features"
+    _copies_store(root)
+    command = [sys.executable, str(REPO / "scripts" / "cluster.py"), "--features", "copies/m",
+               "--features-dir", str(root), "--method", "hierarchical", "--linkage",
+               "average", "--n-clusters", "2", "3", "4", "--name", "c", "--log-level",
+               "WARNING"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "Results" / "c"
+    data = json.loads((out / "clusters.json").read_text())
+    three = next(s for s in data["settings"] if s["setting"] == {"n_clusters": 3})
+    assert three["measures"]["v_measure"] == 1.0 and three["measures"]["pair_f1"] == 1.0
+    assert sorted(three["clusters"]["size"]) == [4, 4, 4]
+    lines = (out / "assignments.csv").read_text().splitlines()
+    assert lines[0] == "image_id,true_group,n_clusters=2,n_clusters=3,n_clusters=4"
+    assert len(lines) == 13
+    assert (out / "figures" / "measures_vs_n_clusters.png").stat().st_size > 0
+    assert (out / "figures" / "dendrogram.png").stat().st_size > 0
+    assert "index.html" in {p.name for p in out.iterdir()}
+    assert "n_clusters=3" in (out / "index.html").read_text()
+    assert json.loads((out / "experiment.json").read_text())["script"] == "cluster"
+    again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode != 0 and "--overwrite" in again.stderr
+    ward = subprocess.run(command[:8] + ["--name", "w"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert ward.returncode != 0 and "Euclidean" in ward.stderr
+    l1 = subprocess.run(command[:6] + ["--method", "dbscan", "--metric", "l1", "--name", "d"],
+                        capture_output=True, text=True, cwd=tmp_path)
+    assert l1.returncode != 0 and "--eps is required" in l1.stderr
