@@ -29,7 +29,7 @@ from clustering.methods import (
     relabel,
     threshold_from_digest,
 )
-from clustering.points import FLOAT_METRICS, Points, as_points
+from clustering.points import FLOAT_METRICS, Points, as_points, concat_points
 
 __all__ = [
     "FLOAT_METRICS",
@@ -38,6 +38,7 @@ __all__ = [
     "Clustering",
     "Points",
     "as_points",
+    "concat_points",
     "cluster",
     "cluster_attributes",
     "condensed_bytes",

@@ -72,6 +72,8 @@ def evaluate(result: Clustering, points: Points | None = None,
 
     if truth is None and result.records is not None:
         truth = truth_labels(result.records)
+        if len(set(truth)) == len(truth):  # a folder: every image its own source, no truth
+            truth = None
     neighbours = (knn(points, min(NEIGHBOURS, len(points) - 1), device=device, show_progress=False)
                   if attributes and points is not None else None)
     out = []
@@ -260,18 +262,26 @@ def plot_galleries(result: Clustering, entry: dict[str, Any], folder: str | Path
     written: list[Path] = []
     for _, row in table.iterrows():
         rows_of = np.flatnonzero(labels == row["cluster"])
-        picks = {"random": np.sort(rng.choice(rows_of, min(members, len(rows_of)),
-                                              replace=False))}
         if points is not None:
             medoid = index[row["medoid"]]
             d = pairwise(points.descriptors(rows_of), points.descriptors([medoid]))[:, 0]
             order = rows_of[np.argsort(d, kind="stable")]
-            picks["nearest the medoid"] = order[:members]
-            picks["farthest from the medoid"] = order[::-1][:members]
-        fig, axes = new_figure(len(picks), members, figsize=(1.6 * members, 1.9 * len(picks)),
+        else:
+            order = rows_of
+        if len(rows_of) <= members:  # every member fits one row: nearest the medoid first
+            picks = {"all members" if points is None else "all, nearest the medoid first":
+                     order}
+        else:
+            picks = {"random": np.sort(rng.choice(rows_of, members, replace=False))}
+            if points is not None:
+                picks["nearest the medoid"] = order[:members]
+                picks["farthest from the medoid"] = order[::-1][:members]
+        columns = max(len(chosen) for chosen in picks.values())
+        fig, axes = new_figure(len(picks), columns,
+                               figsize=(max(1.7 * columns, 4.0), 1.9 * len(picks) + 0.4),
                                squeeze=False)
         for r, (title, chosen) in enumerate(picks.items()):
-            for c in range(members):
+            for c in range(columns):
                 ax = axes[r, c]
                 ax.axis("off")
                 if c < len(chosen):

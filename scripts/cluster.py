@@ -134,8 +134,6 @@ def load_points(spec: str, root: Path, metric: str | None) -> Points:
 
         dataset, _, method = spec.partition(":")
         described = describe(dataset, method)
-        for image_id, path, reason in described.bad:
-            logger.warning("skipped %s (%s): %s", image_id, path, reason)
         return as_points(described, metric)
     return as_points(spec, metric, root)
 

@@ -324,3 +324,53 @@ def test_cluster_script_writes_results(tmp_path, monkeypatch):
     l1 = subprocess.run(command[:6] + ["--method", "dbscan", "--metric", "l1", "--name", "d"],
                         capture_output=True, text=True, cwd=tmp_path)
     assert l1.returncode != 0 and "--eps is required" in l1.stderr
+
+
+def test_threshold_from_a_digest_is_its_operating_point(tmp_path):
+    import pandas as pd
+
+    from hashing.benchmark import NEGATIVE, POSITIVE, BenchmarkResult
+    from hashing.digest import write_digest
+
+    positives = [0.05, 0.1, 0.15, 0.25]
+    negatives = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75]
+    distances = positives + negatives
+    n = len(distances)
+    matches = pd.DataFrame({
+        "algorithm": "dhash", "query_id": [f"q{i}" for i in range(n)], "source_id": "a",
+        "attack_id": "x", "kind": [POSITIVE] * 4 + [NEGATIVE] * 10, "nearest_id": "a",
+        "nearest_index": 0, "source_index": [0] * 4 + [-1] * 10, "distance": distances,
+        "source_distance": distances, "correct": [True] * 4 + [False] * 10})
+    timing = pd.DataFrame({"algorithm": ["dhash"], "seconds": [1.0], "images": [1],
+                           "seconds_per_image": [1.0]})
+    write_digest(BenchmarkResult(pd.DataFrame({"image_id": ["a"], "path": ["a.png"]}),
+                                 matches, timing, timing), tmp_path / "d")
+    # no negative within 0.25: the last threshold with FPR 0 is the farthest positive;
+    # one negative in ten (FPR 0.1) is allowed at 0.3
+    assert cl.threshold_from_digest(tmp_path / "d") == pytest.approx(0.25)
+    assert cl.threshold_from_digest(tmp_path / "d", "dhash", fpr=0.1) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="has no algorithm 'phash'; it has dhash"):
+        cl.threshold_from_digest(tmp_path / "d", "phash")
+
+
+def test_find_duplicates_groups_a_folder(small_photos, tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "Results"))
+    with Image.open(small_photos / "chelsea.png") as image:
+        image.resize((320, 240)).save(small_photos / "chelsea_big.jpg", quality=90)
+    (small_photos / "broken.png").write_bytes(b"not an image")
+    command = [sys.executable, str(REPO / "scripts" / "find_duplicates.py"), str(small_photos),
+               "--method", "dhash", "--name", "dups", "--log-level", "WARNING"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "broken.png" in done.stderr  # reported, skipped
+    out = tmp_path / "Results" / "dups"
+    table = (out / "duplicates.csv").read_text().splitlines()
+    assert table[0] == "group,image,image_id,distance"
+    assert sorted(line.split(",")[2] for line in table[1:]) == ["chelsea", "chelsea_big"]
+    assert (out / "index.html").is_file() and (out / "figures" / "galleries").is_dir()
+    bad = subprocess.run(command[:3] + ["--method", "efficientnet_lite0:image_size=260",
+                                        "--name", "x"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert bad.returncode != 0 and "no default threshold" in bad.stderr
