@@ -8,10 +8,15 @@ experiments see the same queries. Models extract resumably; hashes are fast.
 Then: scripts/search_experiment.py --database <prefix>_database/<method>
       --queries <prefix>_queries/<method> [--distractors views.../<method>]
 
+--copies writes one store <prefix>_copies instead: every original of the dataset followed by
+its copies under every attack (500 + 500 x 58 = 29,500 rows for BSDS500), each copy with its
+source: the ground truth of scripts/cluster.py and scripts/benchmark_clustering.py.
+
 Examples
 --------
 python scripts/search_stores.py --dataset bsds500 --method sscd_distilled
 python scripts/search_stores.py --dataset bsds500 --method dhash
+python scripts/search_stores.py --dataset bsds500 --method sscd_distilled --copies
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split-seed", type=int, default=0)
     add_attack_arguments(parser)
     parser.add_argument("--method", required=True, help="a model or a hash spec")
+    parser.add_argument("--copies", action="store_true",
+                        help="write <prefix>_copies: all originals and all their attacked "
+                             "copies (for clustering), instead of the search protocol")
     parser.add_argument("--prefix", default=None,
                         help="store names <prefix>_database and <prefix>_queries (default: "
                              "the dataset name)")
@@ -66,14 +74,24 @@ def main(argv: list[str] | None = None) -> int:
         check_name(f"{prefix}_queries", "--prefix")
         attacks, seed, _ = attacks_from_args(args)
         dataset = load_dataset(args.dataset, args.data_root)
-        protocol = study_protocol(dataset.records, attacks, args.n_experimental,
-                                  args.n_control, args.n_attacked, args.split_seed, seed)
-        queries = attacked_images(protocol.attacked, attacks, seed)
-        meta = {"protocol": {"dataset": args.dataset, "n_experimental": args.n_experimental,
-                             "n_control": args.n_control, "n_attacked": args.n_attacked,
-                             "split_seed": args.split_seed, "seed": seed,
-                             "attacks": [a.id for a in attacks]},
-                "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}
+        command = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
+        if args.copies:
+            copies = attacked_images(dataset.records, attacks, seed)
+            stores = [(f"{prefix}_copies", list(dataset.records) + list(copies))]
+            meta = {"copies": {"dataset": args.dataset, "originals": len(dataset.records),
+                               "seed": seed, "attacks": [a.id for a in attacks]},
+                    "command": command}
+        else:
+            protocol = study_protocol(dataset.records, attacks, args.n_experimental,
+                                      args.n_control, args.n_attacked, args.split_seed, seed)
+            queries = attacked_images(protocol.attacked, attacks, seed)
+            stores = [(f"{prefix}_database", protocol.database), (f"{prefix}_queries", queries)]
+            meta = {"protocol": {"dataset": args.dataset,
+                                 "n_experimental": args.n_experimental,
+                                 "n_control": args.n_control, "n_attacked": args.n_attacked,
+                                 "split_seed": args.split_seed, "seed": seed,
+                                 "attacks": [a.id for a in attacks]},
+                    "command": command}
         root = Path(args.features_dir)
         name, _, text = args.method.partition(":")
         from extractor import list_models
@@ -85,16 +103,14 @@ def main(argv: list[str] | None = None) -> int:
             model = get_model(name, device=args.device,
                               **parse_key_values(text.split(",") if text else [], "--method"))
             workers = args.workers if args.workers is not None else max(0, available_cpus() - 1)
-            for store, items in ((f"{prefix}_database", protocol.database),
-                                 (f"{prefix}_queries", queries)):
+            for store, items in stores:
                 written.append(extract_to_store(
                     model, items, store, root=root, batch_size=args.batch_size,
                     workers=workers, overwrite=args.overwrite, extra_meta=meta))
         else:
             from hashing import describe, save_descriptors
 
-            for store, items in ((f"{prefix}_database", protocol.database),
-                                 (f"{prefix}_queries", queries)):
+            for store, items in stores:
                 codes = describe(items, args.method)
                 written.append(save_descriptors(codes, store, root=root,
                                                 overwrite=args.overwrite, meta=meta))

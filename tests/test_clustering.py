@@ -374,3 +374,27 @@ def test_find_duplicates_groups_a_folder(small_photos, tmp_path, monkeypatch):
                                         "--name", "x"], capture_output=True, text=True,
                          cwd=tmp_path)
     assert bad.returncode != 0 and "no default threshold" in bad.stderr
+
+
+def test_benchmark_clustering_quality_and_scale_parts(tmp_path):
+    root = tmp_path / "features"
+    _copies_store(root)
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(REPO / "scripts" / "benchmark_clustering.py"), "--parts",
+               "quality", "scale", "--features-dir", str(root), "--features", "copies/m",
+               "--methods", "duplicates", "hierarchical_average", "--scale-rows", "600",
+               "--scale-dim", "16", "--scale-methods", "duplicates", "hierarchical_ward",
+               "--output", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
+    methods = data["quality"]["copies/m"]["methods"]
+    assert data["quality"]["copies/m"]["groups"] == 3
+    # three tight groups of four: some threshold and the 3-cluster cut find them exactly
+    assert methods["duplicates"]["best_pair_f1"]["pair_f1"] == 1.0
+    assert methods["hierarchical_average"]["best_v_measure"]["setting"] == {"n_clusters": 3}
+    runs = {r["method"]: r for r in data["scale"]["runs"]}
+    assert set(runs) == {"duplicates", "hierarchical_ward"}
+    assert all(r["peak_rss_bytes"] >= r["rss_before_bytes"] > 0 and r["within_4gb"]
+               for r in runs.values())
+    assert runs["hierarchical_ward"]["clusters"] == [500]
