@@ -507,7 +507,7 @@ def method_params(method: str) -> dict[str, Any]:
 
 
 def cluster(features: Any, method: str, metric: str | None = None, *,
-            root: str | None = None, device: str = "cpu", max_memory: float | None = None,
+            root: str | None = None, device: str = "auto", max_memory: float | None = None,
             show_progress: bool | None = None, **params: Any) -> Clustering:
     """Cluster the rows of one method.
 
@@ -522,7 +522,8 @@ def cluster(features: Any, method: str, metric: str | None = None, *,
         ``hamming`` for codes; ``cosine``, ``l2``, ``l1`` or ``jensenshannon`` for features
         (default: the rows' own).
     device : str
-        ``cpu``, ``cuda`` or ``auto`` for the Faiss graphs, k-means and distance blocks.
+        ``auto`` (a GPU where faiss-gpu and CUDA are there, else the CPU), ``cpu`` or
+        ``cuda``, for the Faiss graphs, k-means and distance blocks.
     max_memory : float, optional
         Bytes the method's largest structure (condensed matrix, neighbour graph) may take;
         over it the call fails before the long work, saying what would fit.

@@ -113,7 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--max-memory", default=None, metavar="SIZE",
                      help="refuse, before starting, a method whose distance matrix or graph "
                           "would exceed SIZE (500MB, 4GB)")
-    run.add_argument("--device", default="cpu", help="cpu, cuda or auto (Faiss)")
+    run.add_argument("--device", default="auto",
+                     help="auto (GPU where faiss-gpu sees one), cpu or cuda")
     run.add_argument("--no-attributes", action="store_true",
                      help="skip diameter / dispersion / separation per cluster")
     run.add_argument("--no-figures", action="store_true")

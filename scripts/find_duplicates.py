@@ -69,8 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threshold-algorithm", default=None,
                         help="the digest's algorithm label (when it holds several)")
     parser.add_argument("--threshold-fpr", type=float, default=0.005)
-    parser.add_argument("--device", default="cpu",
-                        help="Faiss's device for grouping: cpu, cuda or auto (a model runs on "
+    parser.add_argument("--device", default="auto",
+                        help="Faiss's device for grouping: auto, cpu or cuda (a model runs on "
                              "CUDA when present; 'sscd_distilled:device=cpu' chooses)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--galleries", type=int, default=24,
