@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 #: Queries per Faiss call while building a graph.
 QUERY_BLOCK = 4096
+#: Bytes of one stored edge while a graph is built (row, column, distance and sorting keys).
+EDGE_BYTES = 32
 
 
 def _flat_index(points: Points, device: str):
@@ -33,6 +35,41 @@ def _flat_index(points: Points, device: str):
         index = build_index("Flat", points.metric, points.values.shape[1], device=device)
     index.add([points.values], total=len(points))
     return index
+
+
+#: Edges whose distances are recomputed per NumPy call.
+_EDGE_BLOCK = 16384
+#: Metrics whose distances never exceed 1 (a larger radius takes everything).
+_BOUNDED = ("hamming", "cosine", "jensenshannon")
+
+
+def exact_edge_distances(points: Points, rows: np.ndarray, cols: np.ndarray,
+                         dist: np.ndarray) -> np.ndarray:
+    """Distances of graph edges recomputed pair by pair in float64 (l2, l1, cosine).
+
+    Faiss computes l2 and inner products in batches through matrix products, whose rounding
+    gives an exact duplicate a distance of about 1e-7 (cosine) or more (l2 of long vectors):
+    threshold 0 would not join duplicates, nor would DBSCAN with a tiny eps. Pairwise
+    recomputation gives them 0, as a dense matrix does. Hamming and Jensen-Shannon distances
+    from Faiss are already exact."""
+    if points.binary or points.metric == "jensenshannon" or not len(rows):
+        return dist
+    out = np.empty(len(rows), np.float32)
+    x = points.values
+    for start in range(0, len(rows), _EDGE_BLOCK):
+        a = x[rows[start:start + _EDGE_BLOCK]].astype(np.float64)
+        b = x[cols[start:start + _EDGE_BLOCK]].astype(np.float64)
+        if points.metric == "l2":
+            d = np.sqrt(((a - b) ** 2).sum(axis=1))
+        elif points.metric == "l1":
+            d = np.abs(a - b).sum(axis=1)
+        else:  # cosine, as hashing.distances: (1 - cos) / 2 = |a/|a| - b/|b||^2 / 4,
+            # which is exactly 0 for a duplicate and stable for near ones
+            a /= np.linalg.norm(a, axis=1, keepdims=True)
+            b /= np.linalg.norm(b, axis=1, keepdims=True)
+            d = ((a - b) ** 2).sum(axis=1) / 4
+        out[start:start + _EDGE_BLOCK] = np.maximum(d, 0)
+    return out
 
 
 def _symmetric(rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, n: int) -> sp.csr_matrix:
@@ -60,7 +97,8 @@ def _symmetric(rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, n: int) -> 
 
 
 def radius_graph(points: Points, radius: float, device: str = "cpu",
-                 show_progress: bool | None = None) -> sp.csr_matrix:
+                 show_progress: bool | None = None, max_bytes: float | None = None
+                 ) -> sp.csr_matrix:
     """Every pair of rows within ``radius`` of each other.
 
     Parameters
@@ -70,6 +108,13 @@ def radius_graph(points: Points, radius: float, device: str = "cpu",
         In the points' metric (a bit error rate for codes).
     device : str
         ``cpu``, ``cuda`` or ``auto`` (Faiss on GPU where faiss-gpu is installed).
+    max_bytes : float, optional
+        Stop, as soon as the edges found so far would take more memory than this.
+
+    Raises
+    ------
+    MemoryError
+        Over ``max_bytes`` (the message says how far the search got).
 
     Returns
     -------
@@ -80,17 +125,34 @@ def radius_graph(points: Points, radius: float, device: str = "cpu",
         raise ValueError(f"radius must be a finite distance >= 0, got {radius}")
     index = _flat_index(points, device)
     n = len(points)
+    search = min(float(radius), 1.0) if points.metric in _BOUNDED else float(radius)
+    # wider by Faiss's rounding (matrix products: about 1e-7 of the squared norms for l2),
+    # so that edges at the radius itself are decided on exact distances below
+    if points.metric == "l2":
+        norm2 = float(np.einsum("ij,ij->i", points.values, points.values).max())
+        search = float(np.sqrt(search**2 + 1e-5 * norm2))
+    elif not points.binary:
+        search = search * (1 + 1e-5) + 1e-5
     rows, cols, dists = [], [], []
+    edges = 0
     for start in progress(range(0, n, QUERY_BLOCK), desc=f"radius graph r={radius:g}",
                           disable=None if show_progress is None else not show_progress):
         block = points.values[start:start + QUERY_BLOCK]
-        lims, d, i = index.range_search(block, float(radius))
-        keep = d <= radius  # Faiss's bound is strict for some metrics, inclusive for others
+        lims, d, i = index.range_search(block, search)
         counts = np.diff(lims)
         query = np.repeat(np.arange(start, start + len(block), dtype=np.int64), counts)
+        d = exact_edge_distances(points, query, i, d)
+        keep = d <= radius
         rows.append(query[keep])
         cols.append(i[keep])
         dists.append(d[keep])
+        edges += int(keep.sum())
+        if max_bytes is not None and 2 * edges * EDGE_BYTES > max_bytes:
+            raise MemoryError(
+                f"the radius graph at {radius:g} holds {edges} edges after "
+                f"{start + len(block)} of {n} rows, over the budget of {max_bytes / 1e9:.2f} "
+                f"GB ({EDGE_BYTES} bytes an edge, both ways): use a smaller eps or threshold, "
+                "or raise --max-memory")
     graph = _symmetric(np.concatenate(rows), np.concatenate(cols), np.concatenate(dists), n)
     logger.info("radius graph r=%g: %d edges over %d points", radius, graph.nnz - n, n)
     return graph
@@ -139,8 +201,12 @@ def knn(points: Points, k: int, device: str = "cpu", show_progress: bool | None 
         drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
         keep = np.ones_like(own)
         keep[np.arange(len(block)), drop] = False
-        dist[start:start + len(block)] = d[keep].reshape(len(block), k)
-        idx[start:start + len(block)] = i[keep].reshape(len(block), k)
+        i = i[keep].reshape(len(block), k)
+        d = exact_edge_distances(points, np.repeat(rows, k), i.ravel(),
+                                 d[keep]).reshape(len(block), k)
+        order = np.argsort(d, axis=1, kind="stable")  # exact distances may swap near-ties
+        dist[start:start + len(block)] = np.take_along_axis(d, order, axis=1)
+        idx[start:start + len(block)] = np.take_along_axis(i, order, axis=1)
     return np.maximum(dist, 0), idx
 
 

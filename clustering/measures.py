@@ -59,6 +59,7 @@ def external_measures(truth: Sequence[Any], labels: np.ndarray) -> dict[str, flo
     from sklearn.metrics.cluster import contingency_matrix, pair_confusion_matrix
 
     truth = np.asarray(truth)
+    labels = np.asarray(labels)
     if len(truth) != len(labels):
         raise ValueError(f"{len(truth)} true labels for {len(labels)} cluster labels")
     predicted = _singletons(labels)
@@ -157,7 +158,8 @@ def cluster_attributes(points: Points, labels: np.ndarray,
                     "diameter": diameter, "mean_distance": mean, "dispersion": dispersion,
                     "separation": separation, "nearest_cluster": near,
                     "separation_ratio": (separation / diameter if diameter > 0
-                                         else float("inf")),
+                                         else float("inf") if separation > 0
+                                         else float("nan")),
                     "sampled": bool(sampled)})
     return pd.DataFrame(out, columns=["cluster", "size", "medoid", "diameter", "mean_distance",
                                       "dispersion", "separation", "nearest_cluster",

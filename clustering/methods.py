@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from clustering.graph import knn_graph, radius_graph, within
+from clustering.graph import EDGE_BYTES, knn_graph, radius_graph, within
 from clustering.points import Points, as_points
 
 logger = logging.getLogger(__name__)
@@ -115,11 +115,23 @@ def setting_name(setting: dict[str, Any]) -> str:
 
 
 def _listed(value: Any) -> list:
+    """One value or several, each once, in the order given."""
     if value is None:
         return []
     if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
-        return [value]
-    return list(value)
+        value = [value]
+    return list(dict.fromkeys(value))
+
+
+def _counts(value: Any, name: str) -> list[int]:
+    """Whole numbers (``2.0`` is 2; ``2.7`` is refused, not rounded)."""
+    out = []
+    for v in _listed(value):
+        if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating) \
+                or not float(v).is_integer():
+            raise ValueError(f"{name} must be whole numbers, got {v!r}")
+        out.append(int(v))
+    return list(dict.fromkeys(out))
 
 
 def relabel(labels: np.ndarray) -> np.ndarray:
@@ -242,11 +254,12 @@ def _hierarchical(points: Points, linkage: str = "ward",
     if linkage not in LINKAGES:
         raise ValueError(f"unknown linkage {linkage!r}; choose one of {', '.join(LINKAGES)}")
     if linkage in EUCLIDEAN_LINKAGES and points.metric != "l2":
+        advice = ("another linkage (single, complete, average, weighted)" if points.binary
+                  else "metric='l2' (on L2-normalised features it orders pairs as cosine "
+                       "does) or another linkage (single, complete, average, weighted)")
         raise ValueError(f"{linkage} linkage is defined on Euclidean distances only; these rows "
-                         f"compare with {points.metric}: use metric='l2' (on L2-normalised "
-                         "features it orders pairs as cosine does) or another linkage "
-                         "(single, complete, average, weighted)")
-    counts = [int(c) for c in _listed(n_clusters)]
+                         f"compare with {points.metric}: use {advice}")
+    counts = _counts(n_clusters, "n_clusters")
     thresholds = [float(t) for t in _listed(distance_threshold)]
     if not counts and not thresholds:
         raise ValueError("hierarchical clustering needs n_clusters or distance_threshold "
@@ -298,7 +311,9 @@ def _connectivity_tree(points: Points, linkage: str, k: int, device: str,
         model.fit(x)
     for w in caught:
         notes.append(f"scikit-learn: {w.message}")
-    distances = model.distances_ / (points.n_bits if points.binary else 1)
+    # scikit-learn's cosine is 1 - cos (ours (1 - cos) / 2); its manhattan on bits counts them
+    distances = model.distances_ / (points.n_bits if points.binary
+                                    else 2 if points.metric == "cosine" else 1)
     notes.append(f"{linkage} linkage on a {k}-NN connectivity graph: merges only along its "
                  "edges (results depend on k; average and complete linkage can chain)")
     return _tree_from_sklearn(model.children_, distances, len(points))
@@ -315,29 +330,21 @@ def _dbscan(points: Points, eps: float | Sequence[float] | None = None,
     eps_list = [float(e) for e in _listed(eps)]
     if not eps_list:
         raise ValueError("dbscan needs eps (one value or a list), in the metric's units")
-    samples = [int(m) for m in _listed(min_samples)]
+    samples = _counts(min_samples, "min_samples")
     for e in eps_list:
         if not math.isfinite(e) or e <= 0:
             raise ValueError(f"eps must be a finite distance > 0, got {e}")
     for m in samples:
         if m < 1:
             raise ValueError(f"min_samples must be >= 1, got {m}")
-    graph = radius_graph(points, max(eps_list), device=device, show_progress=show_progress)
-    _check_graph_memory(graph, max_memory)
+    graph = radius_graph(points, max(eps_list), device=device, show_progress=show_progress,
+                         max_bytes=max_memory)
     settings, labels = [], []
     for e, m in itertools.product(sorted(eps_list), samples):
         model = DBSCAN(eps=e, min_samples=m, metric="precomputed")
         labels.append(relabel(model.fit(within(graph, e)).labels_))
         settings.append({"eps": e, "min_samples": m})
     return settings, labels, None
-
-
-def _check_graph_memory(graph: sp.csr_matrix, max_memory: float | None) -> None:
-    used = graph.data.nbytes + graph.indices.nbytes + graph.indptr.nbytes
-    if max_memory is not None and used > max_memory:
-        raise MemoryError(f"the neighbour graph holds {graph.nnz} edges ({used / 1e9:.2f} GB), "
-                          f"over the budget of {max_memory / 1e9:.2f} GB: use a smaller eps "
-                          "or threshold")
 
 
 def _connect(graph: sp.csr_matrix, notes: list[str]) -> sp.csr_matrix:
@@ -375,20 +382,27 @@ def _hdbscan(points: Points, min_cluster_size: int | Sequence[int] = 5,
 
     from sklearn.cluster import HDBSCAN
 
-    sizes = [int(s) for s in _listed(min_cluster_size)]
-    if any(s < 2 for s in sizes):
-        raise ValueError(f"min_cluster_size must be >= 2, got {sizes}")
-    if min_samples is not None and int(min_samples) < 1:
-        raise ValueError(f"min_samples must be >= 1, got {min_samples}")
+    sizes = _counts(min_cluster_size, "min_cluster_size")
+    if not sizes or any(not 2 <= s <= len(points) for s in sizes):
+        raise ValueError(f"min_cluster_size must be in [2, {len(points)}] (the number of "
+                         f"rows), got {sizes}")
+    if min_samples is not None and not 1 <= _counts(min_samples, "min_samples")[0] \
+            <= len(points):
+        raise ValueError(f"min_samples must be in [1, {len(points)}], got {min_samples}")
     if pca is not None:
         points = _pca(points, int(pca), notes)
     most = max(max(sizes), int(min_samples or 0))
     k = int(k) if k is not None else 2 * most
     if k < most:
         raise ValueError(f"k={k} neighbours cannot give core distances of {most} samples")
-    graph = knn_graph(points, min(k, len(points) - 1), device=device,
-                      show_progress=show_progress)
-    _check_graph_memory(graph, max_memory)
+    k = min(k, len(points) - 1)
+    need = 2 * len(points) * (k + 1) * EDGE_BYTES
+    if max_memory is not None and need > max_memory:
+        raise MemoryError(f"a {k}-NN graph of {len(points)} rows needs about {need / 1e9:.2f} "
+                          f"GB, over the budget of {max_memory / 1e9:.2f} GB: lower k (at "
+                          f"most {int(max_memory // (2 * len(points) * EDGE_BYTES)) - 1} fits) "
+                          "or raise --max-memory")
+    graph = knn_graph(points, k, device=device, show_progress=show_progress)
     # a zero off the diagonal (exact duplicates) would read as "no edge" in the spanning tree
     off = graph.data == 0
     off &= np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr)) != graph.indices
@@ -434,7 +448,7 @@ def _kmeans(points: Points, n_clusters: int | Sequence[int] | None = None, niter
 
     from fast_search.index import faiss_device
 
-    counts = [int(c) for c in _listed(n_clusters)]
+    counts = _counts(n_clusters, "n_clusters")
     if not counts:
         raise ValueError("kmeans needs n_clusters (one value or a list)")
     n = len(points)
@@ -478,8 +492,8 @@ def _duplicates(points: Points, threshold: float | Sequence[float] | None = None
     for t in thresholds:
         if not math.isfinite(t) or t < 0:
             raise ValueError(f"threshold must be a finite distance >= 0, got {t}")
-    graph = radius_graph(points, max(thresholds), device=device, show_progress=show_progress)
-    _check_graph_memory(graph, max_memory)
+    graph = radius_graph(points, max(thresholds), device=device, show_progress=show_progress,
+                         max_bytes=max_memory)
     settings, labels = [], []
     for t in sorted(thresholds):
         kept = within(graph, t)
@@ -525,8 +539,9 @@ def cluster(features: Any, method: str, metric: str | None = None, *,
         ``auto`` (a GPU where faiss-gpu and CUDA are there, else the CPU), ``cpu`` or
         ``cuda``, for the Faiss graphs, k-means and distance blocks.
     max_memory : float, optional
-        Bytes the method's largest structure (condensed matrix, neighbour graph) may take;
-        over it the call fails before the long work, saying what would fit.
+        Bytes the method's largest structure may take: a condensed matrix or a k-NN graph is
+        refused before it is built, saying what would fit; a radius graph (whose size depends
+        on the data) stops as soon as its edges exceed it.
     **params
         The method's own (`method_params` lists them): ``linkage``, ``n_clusters``,
         ``distance_threshold``, ``connectivity`` (hierarchical); ``eps``, ``min_samples``

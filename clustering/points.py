@@ -108,6 +108,12 @@ def as_points(features: Any, metric: str | None = None,
             raise ValueError(f"binary codes ({features.method or 'codes'}) are compared with "
                              f"hamming only, not {metric!r}")
         values, use, bits = np.ascontiguousarray(features.packed), "hamming", features.n_bits
+        spare = 8 * values.shape[1] - bits
+        if spare and (values[:, -1] & np.uint8((1 << spare) - 1)).any():
+            # every distance of the library ignores padding bits: clear them so Faiss's and
+            # the unpacked bits' distances agree with hashing.distances
+            values = values.copy()
+            values[:, -1] &= np.uint8((0xFF << spare) & 0xFF)
     else:
         use = metric or features.metric
         if use not in FLOAT_METRICS:
@@ -122,6 +128,13 @@ def as_points(features: Any, metric: str | None = None,
                              f"({int(bad.sum())} such rows)")
         if use == "jensenshannon" and (values < 0).any():
             raise ValueError("jensenshannon needs non-negative features (distributions)")
+        if use in ("cosine", "jensenshannon"):
+            empty = ~values.any(axis=1)
+            if empty.any():
+                row = int(np.flatnonzero(empty)[0])
+                name = features.ids[row] if features.ids is not None else f"row {row}"
+                raise ValueError(f"features of {name} are all zero: {use} distances to it are "
+                                 f"undefined ({int(empty.sum())} such rows)")
     n = len(values)
     if n < 2:
         raise ValueError(f"clustering needs at least 2 rows, got {n}")
@@ -141,7 +154,7 @@ def _from_array(array: np.ndarray, metric: str | None, n_bits: int | None
     if metric == "hamming":
         if array.dtype != np.uint8:
             raise ValueError("hamming needs packed uint8 codes (np.packbits)")
-        return BinaryCodes(array, n_bits or 8 * array.shape[1])
+        return BinaryCodes(array, 8 * array.shape[1] if n_bits is None else n_bits)
     if metric is None:
         raise ValueError("a plain array needs a metric: "
                          f"{', '.join(FLOAT_METRICS)} or hamming (packed uint8 codes)")

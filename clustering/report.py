@@ -159,12 +159,18 @@ def best_setting(evaluation: list[dict[str, Any]]) -> int:
     return int(np.argmax(scores))
 
 
-def _axis(settings: list[dict[str, Any]]) -> tuple[str, list[float]] | None:
-    """The parameter that varies between settings, and its values (None if several do)."""
-    keys = [k for k in settings[0] if len({s[k] for s in settings}) > 1] or list(settings[0])
-    if len(keys) != 1:
-        return None
-    return keys[0], [float(s[keys[0]]) for s in settings]
+def _axes(settings: list[dict[str, Any]]) -> list[tuple[str, list[int]]]:
+    """Settings grouped by the parameter they vary (cuts by count apart from cuts by
+    distance): ``(parameter, indices)`` for each group with one varying parameter."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, setting in enumerate(settings):
+        groups.setdefault(tuple(setting), []).append(i)
+    out = []
+    for keys, members in groups.items():
+        varying = [k for k in keys if len({settings[i][k] for i in members}) > 1] or list(keys)
+        if len(varying) == 1:
+            out.append((varying[0], members))
+    return out
 
 
 def plot_clustering(result: Clustering, folder: str | Path,
@@ -172,14 +178,14 @@ def plot_clustering(result: Clustering, folder: str | Path,
     """Measures against the setting, cluster sizes, diameter against size, dendrogram."""
     folder = Path(folder)
     written: list[Path] = []
-    axis = _axis(result.settings)
-    if evaluation and "measures" in evaluation[0] and axis:
-        key, values = axis
-        order = np.argsort(values)
+    for key, members in (_axes(result.settings)
+                         if evaluation and "measures" in evaluation[0] else []):
+        values = np.array([float(result.settings[i][key]) for i in members])
+        order = np.argsort(values, kind="stable")
         fig, ax = new_figure(figsize=(6, 4))
         for measure in PLOTTED:
-            ys = [evaluation[i]["measures"][measure] for i in order]
-            ax.plot(np.asarray(values)[order], ys, marker="o", label=measure)
+            ys = [evaluation[members[i]]["measures"][measure] for i in order]
+            ax.plot(values[order], ys, marker="o", label=measure)
         ax.set_xlabel(key)
         ax.set_ylabel("score")
         ax.set_ylim(-0.05, 1.05)
@@ -187,27 +193,13 @@ def plot_clustering(result: Clustering, folder: str | Path,
         ax.legend(fontsize=7)
         written += save_figure(fig, folder, f"measures_vs_{key}")
     sizes = [np.bincount(lab[lab >= 0]) for lab in result.labels]
-    fig, (left, right) = new_figure(1, 2, figsize=(10, 4))
-    for name, s in zip(result.names(), sizes, strict=True):
-        if len(s):
-            left.hist(s, bins=np.unique(np.geomspace(1, s.max() + 1, 30).astype(int)),
-                      histtype="step", label=name)
-    left.set_xscale("log")
-    left.set_yscale("log")
-    left.set_xlabel("cluster size")
-    left.set_ylabel("clusters")
-    left.legend(fontsize=6)
-    shown = [s for s in sizes if len(s)]
-    if shown:
-        right.violinplot([np.log10(s) for s in shown], showmedians=True)
-        right.set_xticks(range(1, len(shown) + 1),
-                         [n for n, s in zip(result.names(), sizes, strict=True) if len(s)],
-                         rotation=45, ha="right", fontsize=6)
-    right.set_ylabel("log10 cluster size")
-    written += save_figure(fig, folder, "cluster_sizes")
-    if evaluation and "clusters" in evaluation[0]:
+    if any(len(s) for s in sizes):  # not all noise
+        written += _plot_sizes(result.names(), sizes, folder)
+    drawn = [e for e in (evaluation or []) if "clusters" in e
+             and (e["clusters"]["size"] > 1).any()][:6]
+    if drawn:  # clusters of one have no diameter
         fig, ax = new_figure(figsize=(6, 4))
-        for entry in evaluation[: 6]:
+        for entry in drawn:
             table = entry["clusters"]
             multi = table[table["size"] > 1]
             ax.scatter(multi["size"], multi["diameter"], s=6, alpha=0.5, label=entry["name"])
@@ -226,6 +218,28 @@ def plot_clustering(result: Clustering, folder: str | Path,
         ax.set_title("last 40 merges (leaf labels: cluster sizes)")
         written += save_figure(fig, folder, "dendrogram")
     return written
+
+
+def _plot_sizes(names: list[str], sizes: list[np.ndarray], folder: Path) -> list[Path]:
+    """Histogram (log-log) and violins of the cluster sizes of every setting."""
+    fig, (left, right) = new_figure(1, 2, figsize=(10, 4))
+    for name, s in zip(names, sizes, strict=True):
+        if len(s):
+            left.hist(s, bins=np.unique(np.geomspace(1, s.max() + 1, 30).astype(int)),
+                      histtype="step", label=name)
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel("cluster size")
+    left.set_ylabel("clusters")
+    left.legend(fontsize=6)
+    shown = [s for s in sizes if len(s)]
+    if shown:
+        right.violinplot([np.log10(s) for s in shown], showmedians=True)
+        right.set_xticks(range(1, len(shown) + 1),
+                         [n for n, s in zip(names, sizes, strict=True) if len(s)],
+                         rotation=45, ha="right", fontsize=6)
+    right.set_ylabel("log10 cluster size")
+    return save_figure(fig, folder, "cluster_sizes")
 
 
 def _load(record: Any):

@@ -52,15 +52,15 @@ REPO = Path(__file__).resolve().parents[1]
 GRIDS = {"cosine": [0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.225],
          "hamming": [0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2],
          "l2": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}
+#: Methods of the scale part; ``n_clusters`` there is the rows / 100.
 SCALE_METHODS = {
     "duplicates": {"threshold": [0.1]},
     "dbscan": {"eps": [0.1], "min_samples": 5},
     "hdbscan": {"min_cluster_size": [5]},
-    "kmeans": {"n_clusters": [500]},
-    "hierarchical_single": {"linkage": "single", "n_clusters": [500]},
-    "hierarchical_ward": {"linkage": "ward", "n_clusters": [500]},
-    "hierarchical_average_knn": {"linkage": "average", "n_clusters": [500],
-                                 "connectivity": 10},
+    "kmeans": {},
+    "hierarchical_single": {"linkage": "single"},
+    "hierarchical_ward": {"linkage": "ward"},
+    "hierarchical_average_knn": {"linkage": "average", "connectivity": 10},
 }
 
 
@@ -105,7 +105,7 @@ def _machine() -> dict[str, Any]:
 
 def _grid(method: str, points, groups: int) -> tuple[str, dict[str, Any], str | None]:
     """(cluster method, params, metric) of one benchmark method over its grid."""
-    grid = GRIDS["hamming" if points.binary else points.metric]
+    grid = GRIDS.get("hamming" if points.binary else points.metric) or _quantile_grid(points)
     counts = sorted({max(2, int(groups * f)) for f in (0.5, 0.75, 1.0, 1.25, 1.5)})
     if method == "duplicates":
         return "duplicates", {"threshold": grid}, None
@@ -118,6 +118,20 @@ def _grid(method: str, points, groups: int) -> tuple[str, dict[str, Any], str | 
     linkage = method.split("_", 1)[1]
     metric = "l2" if linkage in ("ward", "centroid", "median") and not points.binary else None
     return "hierarchical", {"linkage": linkage, "n_clusters": counts}, metric
+
+
+def _quantile_grid(points, sample: int = 2000) -> list[float]:
+    """Thresholds for a metric without a fixed scale (l1, Jensen-Shannon...): quantiles of
+    the distances of a sample of rows to their nearest other row."""
+    from clustering import knn
+    from clustering.points import Points
+
+    rows = np.random.default_rng(0).choice(len(points), min(sample, len(points)),
+                                           replace=False)
+    part = Points(points.values[np.sort(rows)], points.metric, points.n_bits,
+                  [points.ids[i] for i in np.sort(rows)])
+    nearest = knn(part, 1, device="cpu", show_progress=False)[0][:, 0]
+    return [float(q) for q in np.unique(np.quantile(nearest, [0.5, 0.7, 0.8, 0.9, 0.95, 0.99]))]
 
 
 def quality(args) -> dict[str, Any]:
@@ -187,6 +201,8 @@ def run_one(args) -> int:
     points = _scale_points(args)
     params = dict(SCALE_METHODS[args.run_one])
     kind = args.run_one.split("_")[0]
+    if kind in ("kmeans", "hierarchical"):
+        params["n_clusters"] = [max(2, args.scale_rows // 100)]
     metric = "l2" if params.get("linkage") == "ward" else None
     before = rss_bytes()
     start = time.perf_counter()

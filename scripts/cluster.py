@@ -40,6 +40,7 @@ from clustering.points import FLOAT_METRICS, Points, concat_points
 from clustering.report import evaluate, write_clustering
 from extractor.store import default_features_dir
 from helpers import (
+    check_name,
     get_logger,
     now_iso,
     results_root,
@@ -76,9 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     how.add_argument("--metric", default=None,
                      choices=[*FLOAT_METRICS, "hamming"],
                      help="default: the features' own (hamming for codes)")
-    how.add_argument("--linkage", default="ward", choices=LINKAGES,
-                     help="hierarchical (default: ward, Euclidean only: with cosine features "
-                          "give --metric l2 or another linkage)")
+    how.add_argument("--linkage", default=None, choices=LINKAGES,
+                     help="hierarchical (default: ward, the study's, for l2 distances; "
+                          "average for other metrics: ward, centroid and median take "
+                          "Euclidean distances only)")
     how.add_argument("--n-clusters", type=int, nargs="+", default=None,
                      help="hierarchical cuts / k-means sizes (default for both: 400 350 ... "
                           "100, the study's)")
@@ -145,7 +147,11 @@ def method_params(args: argparse.Namespace, points: Points) -> dict[str, Any]:
         counts = args.n_clusters
         if counts is None and args.distance_threshold is None:
             counts = [c for c in STUDY_COUNTS if c <= len(points)] or [len(points)]
-        return {"linkage": args.linkage, "n_clusters": counts,
+        linkage = args.linkage or ("ward" if points.metric == "l2" else "average")
+        if args.linkage is None and linkage != "ward":
+            logger.info("linkage: average (ward needs l2 distances; these are %s)",
+                        points.metric)
+        return {"linkage": linkage, "n_clusters": counts,
                 "distance_threshold": args.distance_threshold,
                 "connectivity": args.connectivity}
     if args.method == "kmeans":
@@ -171,6 +177,15 @@ def method_params(args: argparse.Namespace, points: Points) -> dict[str, Any]:
     if not threshold:
         raise ValueError("--method duplicates needs --threshold or --threshold-from DIGEST")
     return {"threshold": threshold}
+
+
+def _short(spec: str) -> str:
+    """``bsds500_copies/dhash`` and ``.../bsds500_copies/dhash.npy`` -> ``bsds500_copies_dhash``;
+    ``sample:dhash`` -> ``sample_dhash``."""
+    path = Path(spec)
+    if path.suffix in (".npy", ".json"):
+        return f"{path.parent.name}_{path.stem}"
+    return spec.strip("/").replace(":", "_").replace("/", "_")
 
 
 def _keep(points: Points, partition: str) -> Points:
@@ -202,9 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.partition:
                 points = _keep(points, args.partition)
             params = method_params(args, points)
-            name = args.name or "_".join(
-                ["cluster", *[Path(f).stem.replace(":", "_").replace("/", "_")
-                              for f in args.features], args.method])
+            name = args.name or check_name("_".join(
+                ["cluster", *[_short(f) for f in args.features], args.method]), "--name")
             target = Path(args.output) if args.output else results_root() / name
             output = stack.enter_context(output_dir(
                 target, SCRIPT, overwrite=args.overwrite, inputs=[root],

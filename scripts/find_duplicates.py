@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     started = now_iso()
     with contextlib.ExitStack() as stack:
         try:
+            from data_retrieval import list_images
             from hashing import describe
             from hashing.registry import parse_algorithm
 
@@ -130,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise FileNotFoundError(f"{folder} is not a folder")
             label = parse_algorithm(args.method).label
             threshold = _threshold(args, label)
+            records, unreadable = list_images(folder)  # bad files are logged as found
+            if len(records) < 2:
+                raise ValueError(f"{folder} holds {len(records)} readable images "
+                                 f"({len(unreadable)} skipped); duplicates need at least 2")
             name = args.name or check_name(f"duplicates_{folder.resolve().name}_{label}")
             target = Path(args.output) if args.output else results_root() / name
             output = stack.enter_context(output_dir(
@@ -139,11 +144,15 @@ def main(argv: list[str] | None = None) -> int:
             return fail(exc)
         config = {**vars(args), "threshold_used": threshold, "method_label": label}
         write_experiment_json(output, config, started_at=started, script=SCRIPT)
-        described = describe(str(folder), args.method, batch_size=args.batch_size)
         try:
+            described = describe(records, args.method, batch_size=args.batch_size)
             points = as_points(described)
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
+            write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
+                                  script=SCRIPT, extra={"error": str(exc)})
             return fail(f"{folder}: {exc}")
+        skipped = [(b.path.stem if b.path else "", str(b.path), b.reason) for b in unreadable]
+        skipped += [tuple(b) for b in described.bad]
         try:
             result = cluster(points, "duplicates", threshold=[threshold], device=args.device)
         except ValueError as exc:
@@ -151,16 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         table = duplicates_table(result, points, result.labels[0])
         with atomic_write(output / "duplicates.csv", "w", newline="") as handle:
             table.to_csv(handle, index=False)
-        evaluation = evaluate(result, points)
+        evaluation = evaluate(result, points, device=args.device)
         write_clustering(result, output, evaluation, points=points, galleries=args.galleries,
-                         extra={"folder": str(folder), "skipped": [list(b) for b in
-                                                                   described.bad]})
+                         extra={"folder": str(folder), "skipped": [list(b) for b in skipped]})
         groups = table["group"].nunique() if len(table) else 0
         write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
                               script=SCRIPT, extra={"groups": int(groups),
                                                     "images_in_groups": len(table),
-                                                    "skipped": len(described.bad)})
-        print(f"{len(points)} images ({len(described.bad)} skipped), {label}, threshold "
+                                                    "skipped": len(skipped)})
+        print(f"{len(points)} images ({len(skipped)} skipped), {label}, threshold "
               f"{threshold:g}: {groups} groups of near-duplicates holding {len(table)} images "
               f"-> {output / 'duplicates.csv'}")
         return 0

@@ -256,7 +256,9 @@ def test_radius_graph_is_symmetric_with_explicit_zeros():
     rows = np.repeat(np.arange(4), np.diff(graph.indptr))
     pairs = set(zip(rows.tolist(), graph.indices.tolist(), strict=True))
     assert {(0, 1), (1, 0), (0, 0), (3, 3), (0, 2), (2, 1)} <= pairs and (0, 3) not in pairs
-    assert graph[0, 1] == 0 and graph[0, 2] == 1  # the duplicate pair is stored, at 0
+    stored = dict(zip(zip(rows.tolist(), graph.indices.tolist(), strict=True),
+                      graph.data.tolist(), strict=True))
+    assert stored[(0, 1)] == 0 and stored[(0, 2)] == 1  # the duplicate pair is stored, at 0
 
 
 def test_inputs_are_checked():
@@ -318,9 +320,19 @@ def test_cluster_script_writes_results(tmp_path, monkeypatch):
     assert json.loads((out / "experiment.json").read_text())["script"] == "cluster"
     again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert again.returncode != 0 and "--overwrite" in again.stderr
-    ward = subprocess.run(command[:8] + ["--name", "w"], capture_output=True, text=True,
-                          cwd=tmp_path)
+    ward = subprocess.run(command[:8] + ["--linkage", "ward", "--name", "w"],
+                          capture_output=True, text=True, cwd=tmp_path)
     assert ward.returncode != 0 and "Euclidean" in ward.stderr
+    # without --linkage, cosine features get average linkage (ward needs l2) and the cuts by
+    # count and by distance both run and are drawn
+    mixed = subprocess.run(command[:8] + ["--n-clusters", "3", "--distance-threshold", "0.2",
+                                          "--name", "m"], capture_output=True, text=True,
+                           cwd=tmp_path)
+    assert mixed.returncode == 0, mixed.stderr
+    settings = json.loads((tmp_path / "Results" / "m" / "clusters.json").read_text())
+    assert settings["params"]["linkage"] == "average"
+    figures = {p.name for p in (tmp_path / "Results" / "m" / "figures").iterdir()}
+    assert {"measures_vs_n_clusters.png", "measures_vs_distance_threshold.png"} <= figures
     l1 = subprocess.run(command[:6] + ["--method", "dbscan", "--metric", "l1", "--name", "d"],
                         capture_output=True, text=True, cwd=tmp_path)
     assert l1.returncode != 0 and "--eps is required" in l1.stderr
@@ -397,4 +409,62 @@ def test_benchmark_clustering_quality_and_scale_parts(tmp_path):
     assert set(runs) == {"duplicates", "hierarchical_ward"}
     assert all(r["peak_rss_bytes"] >= r["rss_before_bytes"] > 0 and r["within_4gb"]
                for r in runs.values())
-    assert runs["hierarchical_ward"]["clusters"] == [500]
+    assert runs["hierarchical_ward"]["clusters"] == [6]  # rows / 100
+
+
+def test_review_cases_exact_duplicates_padding_and_radius():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6)).astype(np.float32) * 100  # long vectors: rounding is large
+    xx = np.concatenate([x, x[:5]])
+    for metric in ("cosine", "l2", "l1"):
+        # threshold 0 joins exact duplicates, as a dense matrix of exact distances does
+        assert cl.cluster(xx, "duplicates", metric, threshold=0).n_clusters() == [50]
+        tiny = cl.cluster(xx, "dbscan", metric, eps=1e-9, min_samples=2)
+        assert tiny.n_clusters() == [5]
+    with pytest.raises(ValueError, match="features of row 3 are all zero"):
+        cl.as_points(np.concatenate([x[:3], np.zeros((1, 6), np.float32)]), "cosine")
+    # codes: padding bits never count, a radius past 1 takes every pair
+    bits = rng.random((40, 42)) > 0.5
+    packed = np.packbits(bits, axis=1)
+    dirty = packed.copy()
+    dirty[:, -1] |= 0b11
+    clean = cl.cluster(BinaryCodes(packed, 42), "hierarchical", linkage="average",
+                       n_clusters=[4])
+    noisy = cl.cluster(BinaryCodes(dirty, 42), "hierarchical", linkage="average",
+                       n_clusters=[4])
+    np.testing.assert_array_equal(clean.tree, noisy.tree)
+    assert cl.cluster(BinaryCodes(dirty, 42), "dbscan", eps=1e9,
+                      min_samples=2).n_clusters() == [1]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "hamming"])
+def test_connectivity_heights_are_in_our_metric(metric):
+    """On a complete connectivity graph, connectivity-constrained single linkage is plain
+    single linkage: its heights must be SciPy's, in our scale."""
+    rng = np.random.default_rng(2)
+    if metric == "cosine":
+        x = rng.normal(size=(60, 8)).astype(np.float32)
+        features, reference = x, pdist(x.astype(np.float64), "cosine") / 2
+    else:
+        bits = rng.random((60, 42)) > 0.5
+        features, reference = BinaryCodes(np.packbits(bits, axis=1), 42), pdist(bits,
+                                                                                 "hamming")
+    result = cl.cluster(features, "hierarchical", metric if metric == "cosine" else None,
+                        linkage="single", n_clusters=[5], connectivity=59)
+    np.testing.assert_allclose(np.sort(result.tree[:, 2]),
+                               np.sort(linkage(reference, "single")[:, 2]), atol=1e-6)
+
+
+def test_reports_of_all_noise_and_of_singletons(tmp_path):
+    from clustering.report import evaluate, write_clustering
+
+    x, _ = _blobs(n=80, spread=3.0)
+    records = tuple(ImageRecord(f"i{i}", None, source_id=f"g{i % 8}") for i in range(80))
+    features = FloatFeatures(x, "l2", ids=tuple(r.image_id for r in records), records=records)
+    points = cl.as_points(features)
+    result = cl.cluster(points, "dbscan", eps=[0.01, 0.02], min_samples=3)  # all noise
+    assert result.n_clusters() == [0, 0]
+    written = write_clustering(result, tmp_path / "r", evaluate(result, points),
+                               points=points)
+    assert (tmp_path / "r" / "clusters.json").is_file() and written
+    assert cl.external_measures(np.array(["a", "a", "b"]), [0, 0, 1])["v_measure"] == 1.0
