@@ -254,12 +254,15 @@ def _write_copies(args, folder: Path) -> list:
     dataset = load_dataset(args.dedup_dataset)
     originals = dataset.records[: args.dedup_originals]
     records = []
+    def file(image_id: str) -> Path:  # ids may hold folders (test/100007): one flat folder
+        return folder / (image_id.replace("/", "__") + ".png")
+
     for r in originals:
-        path = folder / f"{r.image_id}.png"
+        path = file(r.image_id)
         load_image(r.path).save(path)
         records.append(ImageRecord(r.image_id, path))
     for item in attacked_images(originals, parse_attack_specs(["default"], {}), args.seed):
-        path = folder / f"{item.record.image_id}.png"
+        path = file(item.record.image_id)
         item.load().save(path)
         records.append(ImageRecord(item.record.image_id, path, source_id=item.record.source_id,
                                    attack_id=item.record.attack_id))

@@ -10,9 +10,9 @@ Writes Results/<name>/ (default name: duplicates_<folder>_<method>):
 Unreadable images are reported and skipped.
 
 The threshold is a distance of the method (hashing.distances: cosine as (1 - cos) / 2 in
-[0, 1], Hamming as a bit error rate). Defaults (sscd_distilled 0.175, dhash 0.1,
-efficientnet_lite0 0.1) are the thresholds with the best pairwise F1 on BSDS500 originals and
-their 58 attacked copies; other methods need --threshold or --threshold-from.
+[0, 1], Hamming as a bit error rate). Defaults (sscd_distilled 0.15, dhash 0.075) are the
+thresholds with the best pairwise F1 on the 500 BSDS500 originals and their 58 attacked copies
+each; other methods need --threshold or --threshold-from.
 --threshold-from DIGEST takes a benchmark digest's operating point instead (the threshold at
 false positive rate --threshold-fpr, 0.005 by default).
 
@@ -50,9 +50,10 @@ from helpers.outputs import output_dir
 SCRIPT = "find_duplicates"
 logger = get_logger(SCRIPT)
 
-#: Thresholds with the best pairwise F1 on 11,850 BSDS500 images (250 originals, the 58
-#: attacked copies of 200 originals; README, Clustering); other methods need --threshold.
-DEFAULT_THRESHOLDS = {"sscd_distilled": 0.175, "dhash": 0.1, "efficientnet_lite0": 0.1}
+#: Thresholds with the best pairwise F1 on the 500 BSDS500 originals and their 58 attacked
+#: copies each (scripts/benchmark_clustering.py; README, Performance); other methods need
+#: --threshold or --threshold-from.
+DEFAULT_THRESHOLDS = {"sscd_distilled": 0.15, "dhash": 0.075}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
