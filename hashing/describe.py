@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from data_retrieval import BadImage, Dataset, ImageRecord, load_images, read_man
 from data_retrieval.items import as_record, load_item, loadable
 from data_retrieval.listing import make_image_ids
 from hashing.registry import Algorithm, concat_descriptors, describe_many, parse_algorithm
-from helpers import ImageLoadError, get_logger, progress
+from helpers import ImageLoadError, available_cpus, get_logger, progress
 
 logger = get_logger(__name__)
 
@@ -79,6 +80,14 @@ def _unique_ids(entries: list, items: Sequence) -> list:
         raise ValueError(f"image ids repeat ({', '.join(map(repr, repeated[:3]))}): a row would "
                          "stand for two images; give records with unique ids")
     return entries
+
+
+def _load(source: Any) -> tuple[Any, ImageLoadError | None]:
+    """An item's image, or the error that names why it cannot be read."""
+    try:
+        return load_item(source), None
+    except ImageLoadError as exc:
+        return None, exc
 
 
 def _batches(entries: list, size: int) -> Iterator[list]:
@@ -140,24 +149,31 @@ def describe(
     parts, kept = [], []
     bar = progress(total=len(entries), desc=f"{algorithm.label}", unit="img",
                    disable=None if show_progress is None else not show_progress)
+    threads = workers if workers is not None else available_cpus()
+    # decoding (and attacking) images releases the GIL for most of its time: a batch loads in
+    # threads, in order
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
     try:
         for batch in _batches(entries, batch_size):
             images = []
-            for record, source in batch:
-                try:
-                    images.append(load_item(source))
-                except ImageLoadError as exc:
+            sources = [source for _, source in batch]
+            loaded = pool.map(_load, sources) if pool is not None else map(_load, sources)
+            for (record, _), (image, exc) in zip(batch, loaded, strict=True):
+                if exc is not None:
                     if on_error == "raise":
-                        raise
+                        raise exc
                     logger.warning("skipping %s: %s", exc.path, exc.reason)
                     skipped.append((record.image_id, os.fsdecode(exc.path or ""), exc.reason))
                     continue
+                images.append(image)
                 kept.append(record)
             if images:
                 parts.append(describe_many([algorithm], images, workers)[algorithm.label])
             bar.update(len(batch))
     finally:
         bar.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
     if not parts:
         raise ValueError(f"no readable image to describe ({len(skipped)} skipped)")
     return concat_descriptors(parts).with_identity(

@@ -82,6 +82,10 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     return image.convert("RGB")
 
 
+#: The EXIF tag of the orientation (1: as stored).
+_ORIENTATION = 0x0112
+
+
 def load_image(
     path: str | os.PathLike,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -133,7 +137,8 @@ def load_image(
                     )
                 image.seek(0)
                 image.load()
-                image = ImageOps.exif_transpose(image)
+                if image.getexif().get(_ORIENTATION, 1) != 1:  # else no copy is needed
+                    image = ImageOps.exif_transpose(image)
                 return to_rgb(image)
     except ImageLoadError:
         raise

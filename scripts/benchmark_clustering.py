@@ -308,6 +308,7 @@ def dedup(args) -> dict[str, Any]:
         for method, grid in (("dhash", GRIDS["hamming"]), ("sscd_distilled", GRIDS["cosine"])):
             start = time.perf_counter()
             described = describe(str(folder), method)
+            describe_s = time.perf_counter() - start
             result = cluster(as_points(described), "duplicates", threshold=grid)
             seconds = time.perf_counter() - start
             by_id = {i: n for i, n in zip(described.ids, names_from(described), strict=True)}
@@ -318,7 +319,9 @@ def dedup(args) -> dict[str, Any]:
                 scores.append({"threshold": setting["threshold"],
                                **_score_groups(records, groups)})
             best = max(scores, key=lambda s: s["pair_f1"])
-            out["ours"][method] = {"seconds": seconds, "best": best, "grid": scores}
+            out["ours"][method] = {"seconds": seconds, "describe_s": describe_s,
+                                   "group_s": result.seconds, "thresholds": len(grid),
+                                   "best": best, "grid": scores}
             print(f"  ours {method}: pair F1 {best['pair_f1']:.4f} at {best['threshold']}, "
                   f"{seconds:.1f} s", flush=True)
         try:
@@ -341,7 +344,7 @@ def dedup(args) -> dict[str, Any]:
                                "seconds": encode_s + time.perf_counter() - t0,
                                **_score_groups(records, _components(names, found))})
             best = max(scores, key=lambda s: s["pair_f1"])
-            out["imagededup"][name] = {"best": best, "grid": scores}
+            out["imagededup"][name] = {"encode_s": encode_s, "best": best, "grid": scores}
             print(f"  imagededup {name}: pair F1 {best['pair_f1']:.4f} at "
                   f"{best['max_distance_threshold']} bits, {best['seconds']:.1f} s",
                   flush=True)
