@@ -302,6 +302,16 @@ def _connectivity_tree(points: Points, linkage: str, k: int, device: str,
                          "single, complete, average or ward")
     graph = knn_graph(points, k, device=device, show_progress=show_progress)
     graph.data[:] = 1
+    # scikit-learn would complete a disconnected graph with the distance matrix between its
+    # components (25k x 25k float64 = 5 GB for two halves of 50k rows): join them here by one
+    # edge each instead, so memory stays O(N k); they merge last
+    joined: list[str] = []
+    graph = _connect(graph, joined)
+    graph.data[:] = 1
+    if joined:
+        notes.append(f"{joined[0].split(';')[0]}; one edge joins each to the first, so "
+                     "components merge last (scikit-learn would have filled in the distance "
+                     "matrix between them)")
     x = points.bits().astype(np.float64) if points.binary else points.values
     model = AgglomerativeClustering(n_clusters=1, linkage=linkage,
                                     metric=_SKLEARN_METRIC[points.metric], connectivity=graph,
