@@ -272,7 +272,7 @@ def _hierarchical(points: Points, linkage: str = "ward",
             raise ValueError(f"distance_threshold must be a finite distance >= 0, got {t}")
     if connectivity is not None:
         tree = _connectivity_tree(points, linkage, int(connectivity), device, show_progress,
-                                  notes)
+                                  notes, max_memory)
     elif linkage in VECTOR_LINKAGES and points.metric in _VECTOR_METRIC:
         x = points.bits().astype(bool) if points.binary else points.values.astype(np.float64)
         tree = fastcluster.linkage_vector(x, method=linkage, metric=_VECTOR_METRIC[points.metric])
@@ -289,7 +289,8 @@ def _hierarchical(points: Points, linkage: str = "ward",
 
 
 def _connectivity_tree(points: Points, linkage: str, k: int, device: str,
-                       show_progress: bool | None, notes: list[str]) -> np.ndarray:
+                       show_progress: bool | None, notes: list[str],
+                       max_memory: float | None = None) -> np.ndarray:
     import warnings
 
     from sklearn.cluster import AgglomerativeClustering
@@ -313,6 +314,14 @@ def _connectivity_tree(points: Points, linkage: str, k: int, device: str,
                      "components merge last (scikit-learn would have filled in the distance "
                      "matrix between them)")
     x = points.bits().astype(np.float64) if points.binary else points.values
+    # scikit-learn gathers both end rows of every edge to compute the edge distances
+    need = 2 * graph.nnz * x.shape[1] * x.itemsize
+    if max_memory is not None and need > max_memory:
+        raise MemoryError(
+            f"{linkage} linkage on a {k}-NN graph of {len(points)} rows: scikit-learn gathers "
+            f"both ends of its {graph.nnz} edges, about {need / 1e9:.2f} GB, over the budget "
+            f"of {max_memory / 1e9:.2f} GB: lower --connectivity, project the features (PCA) "
+            "or raise --max-memory")
     model = AgglomerativeClustering(n_clusters=1, linkage=linkage,
                                     metric=_SKLEARN_METRIC[points.metric], connectivity=graph,
                                     compute_full_tree=True, compute_distances=True)

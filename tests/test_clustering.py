@@ -108,6 +108,9 @@ def test_hierarchical_refusals_and_memory_budget():
         cl.cluster(x, "hierarchical", "l2", linkage="average", n_clusters=[3],
                    max_memory=need / 2)
     assert "connectivity" in str(info.value)
+    with pytest.raises(MemoryError, match="gathers both ends of its"):
+        cl.cluster(x, "hierarchical", "l2", linkage="average", n_clusters=[3],
+                   connectivity=5, max_memory=need / 2)
     # single and ward linkage work on the vectors: no matrix, no refusal
     assert cl.cluster(x, "hierarchical", "l2", linkage="ward", n_clusters=[3],
                       max_memory=need / 2).n_clusters() == [3]
