@@ -88,12 +88,23 @@ def _symmetric(rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, n: int) -> 
     first[1:] = key[1:] != key[:-1]
     key, d = key[first], d[first]
     r, c = np.divmod(key, n)
+    return csr_from_edges(r, c, d, n)
+
+
+def csr_from_edges(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, n: int
+                   ) -> sp.csr_matrix:
+    """An (n, n) CSR matrix of edges already sorted by row, built from its arrays: explicit
+    zeros stay (a COO -> CSR conversion would keep them too, but every arithmetic step on the
+    result drops them)."""
     indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(r, minlength=n), out=indptr[1:])
-    # built from its arrays: a COO -> CSR conversion would keep the zeros too, but every
-    # arithmetic step on it would drop them
-    return sp.csr_matrix((d, c.astype(np.int32 if n < 2**31 else np.int64), indptr),
-                         shape=(n, n))
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return sp.csr_matrix((data, np.asarray(cols).astype(np.int32 if n < 2**31 else np.int64),
+                          indptr), shape=(n, n))
+
+
+def edge_rows(graph: sp.csr_matrix) -> np.ndarray:
+    """The row of each stored entry of a CSR matrix (its COO row array)."""
+    return np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr))
 
 
 def radius_graph(points: Points, radius: float, device: str = "cpu",
@@ -213,7 +224,32 @@ def knn(points: Points, k: int, device: str = "cpu", show_progress: bool | None 
 def within(graph: sp.csr_matrix, radius: float) -> sp.csr_matrix:
     """The edges of ``graph`` of length <= ``radius`` (explicit zeros and diagonal kept)."""
     keep = graph.data <= radius
-    rows = np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr))[keep]
-    indptr = np.zeros(graph.shape[0] + 1, np.int64)
-    np.cumsum(np.bincount(rows, minlength=graph.shape[0]), out=indptr[1:])
-    return sp.csr_matrix((graph.data[keep], graph.indices[keep], indptr), shape=graph.shape)
+    return csr_from_edges(edge_rows(graph)[keep], graph.indices[keep], graph.data[keep],
+                          graph.shape[0])
+
+
+def join_components(graph: sp.csr_matrix) -> tuple[sp.csr_matrix, int, float]:
+    """Join the components of a symmetric neighbour graph by one edge from the first row of
+    each to the first row of the first, longer than any edge in it (twice the longest, plus
+    one), so a hierarchy built on it merges them last.
+
+    Returns
+    -------
+    graph, components, length
+        The joined graph (the same object when it was connected), how many components there
+        were, and the length given to the joining edges.
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    ones = sp.csr_matrix((np.ones_like(graph.data), graph.indices, graph.indptr),
+                         shape=graph.shape)  # explicit zeros are edges too
+    n_comp, comp = connected_components(ones, directed=False)
+    far = float(graph.data.max()) * 2 + 1
+    if n_comp == 1:
+        return graph, 1, far
+    first = np.unique(comp, return_index=True)[1]
+    rows = np.concatenate([edge_rows(graph), first[1:], np.full(n_comp - 1, first[0])])
+    cols = np.concatenate([graph.indices, np.full(n_comp - 1, first[0]), first[1:]])
+    data = np.concatenate([graph.data, np.full(2 * (n_comp - 1), far, np.float32)])
+    order = np.lexsort((cols, rows))
+    return csr_from_edges(rows[order], cols[order], data[order], graph.shape[0]), n_comp, far

@@ -21,8 +21,7 @@ from clustering.points import Points
 NEIGHBOURS = 64
 
 
-def truth_labels(records: Sequence[Any] | None, ids: Sequence[str] | None = None
-                 ) -> np.ndarray:
+def truth_labels(records: Sequence[Any] | None) -> np.ndarray:
     """The true group of each image: its record's ``source_id``.
 
     Raises
@@ -129,8 +128,7 @@ def cluster_attributes(points: Points, labels: np.ndarray,
     clusters = np.unique(labels[labels >= 0])
     rng = np.random.default_rng(seed)
     if neighbours is None:
-        neighbours = knn(points, min(NEIGHBOURS, len(points) - 1), device=device,
-                         show_progress=False)
+        neighbours = knn(points, NEIGHBOURS, device=device, show_progress=False)
     row_sep, row_near = _nearest_elsewhere(points, labels, neighbours, device)
     rows_of = pd.Series(np.arange(len(labels))).groupby(labels).indices
     out = []

@@ -37,9 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
-from clustering.graph import EDGE_BYTES, knn_graph, radius_graph, within
+from clustering.graph import (
+    EDGE_BYTES,
+    edge_rows,
+    join_components,
+    knn_graph,
+    radius_graph,
+    within,
+)
 from clustering.points import Points, as_points
 
 logger = logging.getLogger(__name__)
@@ -164,10 +170,9 @@ def cut_counts(tree: np.ndarray, n: int, counts: Sequence[int]) -> list[np.ndarr
         return root
 
     leaf = np.concatenate([np.arange(n), np.zeros(max(n - 1, 0), np.int64)])
-    wanted = {c: None for c in counts}
     done = 0
     out: dict[int, np.ndarray] = {}
-    for c in sorted(wanted, reverse=True):
+    for c in sorted(set(counts), reverse=True):
         while done < n - c:
             a, b = int(tree[done, 0]), int(tree[done, 1])
             ra, rb = find(int(leaf[a])), find(int(leaf[b]))
@@ -301,18 +306,16 @@ def _connectivity_tree(points: Points, linkage: str, k: int, device: str,
     if linkage in ("centroid", "median", "weighted"):
         raise ValueError(f"{linkage} linkage has no connectivity-constrained form; use "
                          "single, complete, average or ward")
-    graph = knn_graph(points, k, device=device, show_progress=show_progress)
-    graph.data[:] = 1
     # scikit-learn would complete a disconnected graph with the distance matrix between its
     # components (25k x 25k float64 = 5 GB for two halves of 50k rows): join them here by one
     # edge each instead, so memory stays O(N k); they merge last
-    joined: list[str] = []
-    graph = _connect(graph, joined)
+    graph, components, _ = join_components(knn_graph(points, k, device=device,
+                                                     show_progress=show_progress))
     graph.data[:] = 1
-    if joined:
-        notes.append(f"{joined[0].split(';')[0]}; one edge joins each to the first, so "
-                     "components merge last (scikit-learn would have filled in the distance "
-                     "matrix between them)")
+    if components > 1:
+        notes.append(f"the k-NN graph had {components} components; one edge joins each to the "
+                     "first, so components merge last (scikit-learn would have filled in the "
+                     "distance matrix between them)")
     x = points.bits().astype(np.float64) if points.binary else points.values
     # scikit-learn gathers both end rows of every edge to compute the edge distances
     need = 2 * graph.nnz * x.shape[1] * x.itemsize
@@ -366,32 +369,6 @@ def _dbscan(points: Points, eps: float | Sequence[float] | None = None,
     return settings, labels, None
 
 
-def _connect(graph: sp.csr_matrix, notes: list[str]) -> sp.csr_matrix:
-    """Join the components of a neighbour graph by edges longer than any in it, so the
-    hierarchy built on it merges them last (HDBSCAN needs one component)."""
-    from scipy.sparse.csgraph import connected_components
-
-    ones = sp.csr_matrix((np.ones_like(graph.data), graph.indices, graph.indptr),
-                         shape=graph.shape)
-    n_comp, comp = connected_components(ones, directed=False)
-    if n_comp == 1:
-        return graph
-    far = float(graph.data.max()) * 2 + 1
-    first = np.unique(comp, return_index=True)[1]
-    rows = np.concatenate([first[1:], np.full(n_comp - 1, first[0])])
-    cols = np.concatenate([np.full(n_comp - 1, first[0]), first[1:]])
-    coo = graph.tocoo()
-    data = np.concatenate([coo.data, np.full(len(rows), far, np.float32)])
-    r = np.concatenate([coo.row, rows])
-    c = np.concatenate([coo.col, cols])
-    order = np.lexsort((c, r))
-    indptr = np.zeros(graph.shape[0] + 1, np.int64)
-    np.cumsum(np.bincount(r, minlength=graph.shape[0]), out=indptr[1:])
-    notes.append(f"the k-NN graph had {n_comp} components; they were joined by edges of "
-                 f"length {far:g} (longer than any neighbour distance), so they separate first")
-    return sp.csr_matrix((data[order], c[order], indptr), shape=graph.shape)
-
-
 def _hdbscan(points: Points, min_cluster_size: int | Sequence[int] = 5,
              min_samples: int | None = None, k: int | None = None, pca: int | None = None,
              cluster_selection_epsilon: float = 0.0, *, device: str = "cpu",
@@ -423,10 +400,13 @@ def _hdbscan(points: Points, min_cluster_size: int | Sequence[int] = 5,
                           "or raise --max-memory")
     graph = knn_graph(points, k, device=device, show_progress=show_progress)
     # a zero off the diagonal (exact duplicates) would read as "no edge" in the spanning tree
-    off = graph.data == 0
-    off &= np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr)) != graph.indices
-    graph.data[off] = np.finfo(np.float32).tiny
-    graph = _connect(graph, notes)
+    graph.data[(graph.data == 0) & (edge_rows(graph) != graph.indices)] = \
+        np.finfo(np.float32).tiny
+    graph, components, far = join_components(graph)
+    if components > 1:
+        notes.append(f"the k-NN graph had {components} components; they were joined by edges "
+                     f"of length {far:g} (longer than any neighbour distance), so they "
+                     "separate first")
     settings, labels = [], []
     for size in sizes:
         model = HDBSCAN(min_cluster_size=size, min_samples=min_samples, metric="precomputed",
@@ -481,10 +461,11 @@ def _kmeans(points: Points, n_clusters: int | Sequence[int] | None = None, niter
         x = points.bits().astype(np.float32)
         notes.append("k-means on the codes' bits as 0/1 vectors (squared L2 = Hamming count); "
                      "centroids are fractional")
+    elif points.metric == "cosine":
+        x = np.array(points.values, dtype=np.float32)  # normalised in place: a copy
+        faiss.normalize_L2(x)
     else:
-        x = np.array(points.values, dtype=np.float32)
-        if points.metric == "cosine":
-            faiss.normalize_L2(x)
+        x = np.ascontiguousarray(points.values, dtype=np.float32)
     gpu = faiss_device(device) != "cpu"
     settings, labels = [], []
     for c in counts:
@@ -632,8 +613,8 @@ def threshold_from_digest(digest: str, algorithm: str | None = None, fpr: float 
         raise ValueError(f"{digest} has no algorithm {algorithm!r}; it has "
                          f"{', '.join(names)}")
     curve = roc[roc["algorithm"] == algorithm]
-    t = threshold_at_fpr({k: curve[k].to_numpy() for k in ("fpr", "tpr", "thresholds")
-                          if k in curve} | {"thresholds": curve["threshold"].to_numpy()}, fpr)
+    t = threshold_at_fpr({"fpr": curve["fpr"].to_numpy(),
+                          "thresholds": curve["threshold"].to_numpy()}, fpr)
     if not math.isfinite(t):
         raise ValueError(f"{algorithm} in {digest}: no threshold keeps the false positive "
                          f"rate at or below {fpr}")

@@ -52,16 +52,19 @@ class Points:
     def binary(self) -> bool:
         return self.metric == "hamming"
 
-    @property
-    def dim(self) -> int:
-        """Values per row (bits per code for codes)."""
-        return int(self.n_bits) if self.binary else int(self.values.shape[1])
-
     def descriptors(self, rows: Any = slice(None)) -> BinaryCodes | FloatFeatures:
         """Some rows as the descriptor object `hashing.distances` takes."""
         if self.binary:
             return BinaryCodes(self.values[rows], int(self.n_bits))
         return FloatFeatures(self.values[rows], self.metric)
+
+    def take(self, rows: Any) -> Points:
+        """The rows at ``rows`` (indices in order, or a slice), ids and records kept."""
+        index = np.arange(len(self))[rows]
+        records = (tuple(self.records[i] for i in index) if self.records is not None
+                   else None)
+        return Points(np.ascontiguousarray(self.values[index]), self.metric, self.n_bits,
+                      [self.ids[i] for i in index], records, self.method)
 
     def bits(self) -> np.ndarray:
         """Codes unpacked to (N, n_bits) uint8 zeros and ones (only the true bits)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +39,6 @@ logger = logging.getLogger(__name__)
 PLOTTED = ("v_measure", "homogeneity", "completeness", "ari", "ami", "pair_f1", "mean_iou")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def evaluate(result: Clustering, points: Points | None = None,
              truth: np.ndarray | None = None, attributes: bool = True,
              device: str = "cpu") -> list[dict[str, Any]]:
@@ -74,7 +59,7 @@ def evaluate(result: Clustering, points: Points | None = None,
         truth = truth_labels(result.records)
         if len(set(truth)) == len(truth):  # a folder: every image its own source, no truth
             truth = None
-    neighbours = (knn(points, min(NEIGHBOURS, len(points) - 1), device=device, show_progress=False)
+    neighbours = (knn(points, NEIGHBOURS, device=device, show_progress=False)
                   if attributes and points is not None else None)
     out = []
     for name, setting, labels in zip(result.names(), result.settings, result.labels,
@@ -140,7 +125,7 @@ def write_clustering(result: Clustering, folder: str | Path,
         if isinstance(entry.get("clusters"), pd.DataFrame):
             entry["clusters"] = entry["clusters"].to_dict(orient="list")
         payload["settings"].append(entry)
-    write_json(folder / "clusters.json", _jsonable(payload))
+    write_json(folder / "clusters.json", payload, null_nonfinite=True)
     written = [folder / "assignments.csv", folder / "clusters.json"]
     if figures:
         written += plot_clustering(result, folder / "figures", evaluation)

@@ -5,11 +5,8 @@ recall against index size."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from fast_search.experiment import SearchResult
 from helpers import (
@@ -23,18 +20,6 @@ from helpers import (
 )
 
 logger = get_logger(__name__)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    return value
 
 
 def write_search(result: SearchResult, folder: str | Path, figures: bool = True) -> list[Path]:
@@ -57,7 +42,7 @@ def write_search(result: SearchResult, folder: str | Path, figures: bool = True)
             f"{result.search_set['synthetic_distractors']} distractors are synthetic vectors "
             "drawn from a Gaussian fitted to a real store: speed and memory only, not search "
             "quality or real IVF behaviour")
-    write_json(folder / "search.json", _jsonable(payload))
+    write_json(folder / "search.json", payload, null_nonfinite=True)
     written = [folder / "search.csv", folder / "search.json"]
     if figures:
         written += plot_search(result, folder / "figures")

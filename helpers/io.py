@@ -100,14 +100,38 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
 
 
-def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities (also in NumPy scalars and arrays) made ``None``."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_finite(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int = 2,
+               null_nonfinite: bool = False) -> Path:
     """Write ``obj`` as JSON atomically (NumPy scalars, arrays and paths are converted).
+
+    Parameters
+    ----------
+    null_nonfinite : bool
+        Write NaN and infinities as ``null`` (strict JSON, as other tools read it) instead of
+        Python's ``NaN`` / ``Infinity``.
 
     Returns
     -------
     Path
         The written path.
     """
+    if null_nonfinite:
+        obj = _finite(obj)
     with atomic_write(path, "w") as handle:
         json.dump(obj, handle, indent=indent, default=_json_default, allow_nan=True)
         handle.write("\n")

@@ -124,13 +124,10 @@ def _quantile_grid(points, sample: int = 2000) -> list[float]:
     """Thresholds for a metric without a fixed scale (l1, Jensen-Shannon...): quantiles of
     the distances of a sample of rows to their nearest other row."""
     from clustering import knn
-    from clustering.points import Points
 
     rows = np.random.default_rng(0).choice(len(points), min(sample, len(points)),
                                            replace=False)
-    part = Points(points.values[np.sort(rows)], points.metric, points.n_bits,
-                  [points.ids[i] for i in np.sort(rows)])
-    nearest = knn(part, 1, device="cpu", show_progress=False)[0][:, 0]
+    nearest = knn(points.take(np.sort(rows)), 1, device="cpu", show_progress=False)[0][:, 0]
     return [float(q) for q in np.unique(np.quantile(nearest, [0.5, 0.7, 0.8, 0.9, 0.95, 0.99]))]
 
 
@@ -182,8 +179,7 @@ def _scale_points(args):
         if len(points) < args.scale_rows:
             raise ValueError(f"{args.scale_store} has {len(points)} rows, fewer than "
                              f"--scale-rows {args.scale_rows}")
-        return Points(np.ascontiguousarray(points.values[: args.scale_rows]), points.metric,
-                      points.n_bits, points.ids[: args.scale_rows], None, points.method)
+        return points.take(slice(args.scale_rows))
     rng = np.random.default_rng(args.seed)
     groups = args.scale_rows // 50
     centres = rng.normal(size=(groups, args.scale_dim)).astype(np.float32)

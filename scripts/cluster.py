@@ -35,7 +35,8 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from clustering import LINKAGES, METHODS, as_points, cluster, threshold_from_digest
+from clustering import LINKAGES, METHODS, as_points, cluster
+from clustering.cli import add_digest_threshold_arguments, digest_threshold
 from clustering.points import FLOAT_METRICS, Points, concat_points
 from clustering.report import evaluate, write_clustering
 from extractor.store import default_features_dir
@@ -103,12 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="HDBSCAN: project float features to N dimensions first")
     how.add_argument("--threshold", type=float, nargs="+", default=None,
                      help="duplicates: group images within this distance")
-    how.add_argument("--threshold-from", default=None, metavar="DIGEST",
-                     help="duplicates: take the threshold from a benchmark digest folder")
-    how.add_argument("--threshold-algorithm", default=None,
-                     help="the digest's algorithm label (when it holds several)")
-    how.add_argument("--threshold-fpr", type=float, default=0.005,
-                     help="false positive rate of the digest's operating point (0.005)")
+    add_digest_threshold_arguments(how)
     how.add_argument("--niter", type=int, default=25, help="k-means iterations (25)")
     how.add_argument("--seed", type=int, default=0, help="k-means seed, gallery draws")
     run = parser.add_argument_group("run")
@@ -166,14 +162,8 @@ def method_params(args: argparse.Namespace, points: Points) -> dict[str, Any]:
     if args.method == "hdbscan":
         return {"min_cluster_size": args.min_cluster_size, "min_samples": args.min_samples,
                 "k": args.k, "pca": args.pca}
-    threshold = args.threshold
-    if args.threshold_from:
-        if threshold:
-            raise ValueError("give --threshold or --threshold-from, not both")
-        threshold = [threshold_from_digest(args.threshold_from, args.threshold_algorithm,
-                                           args.threshold_fpr)]
-        logger.info("threshold %.4g from %s at FPR %g", threshold[0], args.threshold_from,
-                    args.threshold_fpr)
+    from_digest = digest_threshold(args)
+    threshold = [from_digest] if from_digest is not None else args.threshold
     if not threshold:
         raise ValueError("--method duplicates needs --threshold or --threshold-from DIGEST")
     return {"threshold": threshold}
@@ -199,9 +189,7 @@ def _keep(points: Points, partition: str) -> Points:
     rows = sorted({index[w] for w in wanted})
     if len(rows) < 2:
         raise ValueError(f"--partition {partition} keeps {len(rows)} images; at least 2")
-    records = tuple(points.records[i] for i in rows) if points.records is not None else None
-    return Points(points.values[rows], points.metric, points.n_bits,
-                  [points.ids[i] for i in rows], records, points.method)
+    return points.take(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

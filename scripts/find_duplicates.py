@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clustering import as_points, cluster, threshold_from_digest
+from clustering import as_points, cluster
+from clustering.cli import add_digest_threshold_arguments, digest_threshold
 from clustering.report import evaluate, write_clustering
 from helpers import (
     atomic_write,
@@ -65,11 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=None,
                         help="distance under which two images are duplicates (default: the "
                              f"method's, {DEFAULT_THRESHOLDS})")
-    parser.add_argument("--threshold-from", default=None, metavar="DIGEST",
-                        help="take the threshold from a benchmark digest folder")
-    parser.add_argument("--threshold-algorithm", default=None,
-                        help="the digest's algorithm label (when it holds several)")
-    parser.add_argument("--threshold-fpr", type=float, default=0.005)
+    add_digest_threshold_arguments(parser)
     parser.add_argument("--device", default="auto",
                         help="Faiss's device for grouping: auto, cpu or cuda (a model runs on "
                              "CUDA when present; 'sscd_distilled:device=cpu' chooses)")
@@ -84,11 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _threshold(args: argparse.Namespace, label: str) -> float:
-    if args.threshold is not None and args.threshold_from:
-        raise ValueError("give --threshold or --threshold-from, not both")
-    if args.threshold_from:
-        return threshold_from_digest(args.threshold_from, args.threshold_algorithm,
-                                     args.threshold_fpr)
+    from_digest = digest_threshold(args)
+    if from_digest is not None:
+        return from_digest
     if args.threshold is not None:
         if not np.isfinite(args.threshold) or args.threshold < 0:
             raise ValueError(f"--threshold must be a distance >= 0, got {args.threshold}")
