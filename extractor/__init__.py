@@ -18,9 +18,10 @@ from typing import Any
 
 _STORE = ("FeatureStore", "extract_to_store", "load_store", "save_store", "store_paths")
 _EXTRACT = ("FEATURE_METRICS", "extract")
-_MODELS = ("FeatureModel", "ModelSpec", "OnnxFeatureModel", "TorchFeatureModel",
-           "WeightsNotFoundError", "custom_model", "get_model", "imagenet_transform",
-           "list_models", "model_spec", "register_model", "resolve_weights")
+_MODELS = ("FINETUNE_FORMAT", "FeatureModel", "ModelSpec", "OnnxFeatureModel",
+           "TorchFeatureModel", "WeightsNotFoundError", "custom_model", "get_model",
+           "imagenet_transform", "list_models", "model_spec", "read_finetuned", "register_model",
+           "resolve_weights")
 
 __all__ = sorted(_STORE + _EXTRACT + _MODELS)
 

@@ -373,8 +373,13 @@ def get_model(name: str, weights: str | os.PathLike | None = None, download: boo
     device = resolve_device(device)
     if weights is not None and not Path(weights).expanduser().is_file():
         raise WeightsNotFoundError(f"weights file {weights} for model {name} not found")
+    finetuned = read_finetuned(weights) if weights is not None else None
     try:
-        model = spec.build(weights=weights, download=download, **params)
+        if finetuned is not None:
+            model = _build_finetuned(spec, Path(weights).expanduser(), finetuned, download,
+                                     params)
+        else:
+            model = spec.build(weights=weights, download=download, **params)
     except (WeightsNotFoundError, ValueError, TypeError, ImportError):
         raise
     except Exception as exc:  # torch/onnx loaders raise many types for a file that is not theirs
@@ -392,6 +397,49 @@ def get_model(name: str, weights: str | os.PathLike | None = None, download: boo
     model.info.update({"registry_name": name, "params": {**spec.params, **params},
                        "weights_file": None if weights is None else str(weights)})
     return model.to(device)
+
+
+#: The ``format`` entry of a fine-tuning checkpoint (`finetuning` writes them).
+FINETUNE_FORMAT = "image-similarity-lab/finetune-1"
+
+
+def read_finetuned(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The content of a fine-tuning checkpoint (tensors memory-mapped), or None when ``path``
+    is another kind of file."""
+    try:
+        state = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True,
+                           mmap=True)
+    except Exception:  # not a torch zip file, or not one we wrote: the builder reads it
+        return None
+    if isinstance(state, dict) and state.get("format") == FINETUNE_FORMAT:
+        return state
+    return None
+
+
+def _build_finetuned(spec: ModelSpec, path: Path, state: dict[str, Any], download: bool,
+                     params: dict[str, Any]) -> FeatureModel:
+    """A registry model whose encoder weights come from a fine-tuning checkpoint: the
+    architecture and preprocessing are built as for the model the run started from (its
+    parameters as trained unless given), then the encoder's trained state is loaded."""
+    trained = state.get("registry_name")
+    if trained != spec.name:
+        raise ValueError(f"{path} is a fine-tuning checkpoint of model {trained!r}, not "
+                         f"{spec.name!r}: get_model({trained!r}, weights=...)")
+    for key, value in (state.get("model_params") or {}).items():
+        params.setdefault(key, value)
+    if "model" in state:  # SimCLR: the checkpoint is also a converted SimCLR file
+        base = path
+    else:
+        base = state.get("base_weights")
+        base = base if base and Path(base).is_file() else None
+    model = spec.build(weights=base, download=download, **params)
+    if not isinstance(model, TorchFeatureModel):
+        raise ValueError(f"model {spec.name} is not a torch module: a fine-tuning checkpoint "
+                         "cannot be loaded into it")
+    model.module.load_state_dict(state["encoder"])
+    model.info["finetuned_from"] = {"base_weights": state.get("base_weights"),
+                                    "epoch": state.get("epoch"), "step": state.get("step")}
+    return model.to("cpu")
 
 
 def custom_model(model: nn.Module | str | os.PathLike, transform: Callable, dim: int,

@@ -1,8 +1,68 @@
-"""SimCLR fine-tuning (to come).
+"""Contrastive fine-tuning of encoders.
 
-NT-Xent loss gathered across processes, LARS and Adam, cosine schedule, SimCLR augmentations and
-the attack generator as augmentations, mixed precision, DDP through torchrun, checkpoints with
-resume, logs, and a before/after evaluation of descriptors.
+`train(FinetuneConfig(...), output)` fine-tunes any torch encoder of the extractor registry (or a
+custom module) with a projection head: SimCLR's NT-Xent or SSCD's InfoNCE with its entropy
+term (`nt_xent`, `sscd_loss`; negatives gathered from every process with a correct gradient),
+LARS (timm's), Adam, AdamW or SGD with warm-up and cosine decay, SimCLR's augmentations or the
+attack generator's edits as views, on one CPU or GPU or under ``torchrun`` (DDP, SyncBatchNorm on
+GPUs, mixed precision, gradient accumulation). Checkpoints are written atomically and resume
+exactly; each one loads back with ``extractor.get_model(name, weights=checkpoint)``.
 """
 
-__all__: list[str] = []
+from finetuning.losses import LOSSES, gather, koleo_entropy, make_loss, nt_xent, sscd_loss
+from finetuning.model import (
+    Encoder,
+    Trainable,
+    load_checkpoint,
+    load_encoder,
+    make_head,
+    save_checkpoint,
+)
+from finetuning.optim import (
+    OPTIMIZERS,
+    build_optimizer,
+    default_learning_rate,
+    parameter_groups,
+    warmup_cosine,
+)
+from finetuning.train import FinetuneConfig, latest_checkpoint, split_train_val, train
+from finetuning.views import (
+    VIEW_KINDS,
+    EpochSampler,
+    InputSpec,
+    TwoViews,
+    ViewMaker,
+    input_spec,
+    simclr_augmentation,
+)
+
+__all__ = [
+    "LOSSES",
+    "OPTIMIZERS",
+    "VIEW_KINDS",
+    "Encoder",
+    "EpochSampler",
+    "FinetuneConfig",
+    "InputSpec",
+    "Trainable",
+    "TwoViews",
+    "ViewMaker",
+    "build_optimizer",
+    "default_learning_rate",
+    "gather",
+    "input_spec",
+    "koleo_entropy",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_encoder",
+    "make_head",
+    "make_loss",
+    "nt_xent",
+    "parameter_groups",
+    "save_checkpoint",
+    "simclr_augmentation",
+    "split_train_val",
+    "sscd_loss",
+    "train",
+    "warmup_cosine",
+]

@@ -1,0 +1,455 @@
+"""The training loop: one process or many under ``torchrun``, resumable, logged.
+
+`train(config, output)` fine-tunes ``config.model`` on ``config.data`` and writes into
+``output``: ``checkpoints/epoch_<E>.pt`` after every epoch (``step_<S>.pt`` every
+``checkpoint_every`` steps, the newest one kept), ``log.csv`` (one
+row per optimiser step and per validation), TensorBoard events when TensorBoard is installed.
+Every process seeds its randomness from ``(seed, rank, step)`` and draws its views per image, so
+a run resumed from a checkpoint continues exactly as if it had not stopped (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from finetuning.losses import SSCD_ENTROPY_WEIGHT, make_loss
+from finetuning.model import (
+    Encoder,
+    Trainable,
+    load_checkpoint,
+    load_encoder,
+    make_head,
+    save_checkpoint,
+    set_rng_state,
+)
+from finetuning.optim import SQRT_LR_BASE, build_optimizer, warmup_cosine
+from finetuning.views import (
+    VIEW_KINDS,
+    EpochSampler,
+    TwoViews,
+    ViewMaker,
+    input_spec,
+    simclr_augmentation,
+)
+from helpers import get_logger, progress
+from helpers.distributed import Distributed, distributed
+from helpers.seeding import derive_seed
+
+logger = get_logger(__name__)
+
+LOG_COLUMNS = ("split", "epoch", "step", "loss", "lr", "images_per_s", "seconds")
+#: How often a view of ``views`` is an attack (``mixed``: half of them).
+ATTACK_PROB = {"simclr": 0.0, "attacks": 1.0, "mixed": 0.5}
+
+
+@dataclass
+class FinetuneConfig:
+    """Every setting of a fine-tuning run (what ``experiment.json`` records).
+
+    Defaults are the study's SimCLR fine-tuning: NT-Xent at temperature 0.1, LARS with
+    learning rate 0.005 sqrt(global batch), weight decay 1e-6, linear warm-up then cosine decay,
+    SimCLR's augmentations.
+    """
+
+    model: Any = "efficientnet_lite0"
+    weights: str | None = None
+    init: str = "pretrained"
+    model_params: dict[str, Any] = field(default_factory=dict)
+    data: str = "sample"
+    subset: str | None = None
+    data_root: str | None = None
+    val_data: str | None = None
+    val_fraction: float = 0.1
+    views: str = "simclr"
+    attacks: list[str] | None = None
+    attack_prob: float | None = None
+    color_strength: float = 1.0
+    min_scale: float = 0.08
+    blur: bool = True
+    head_layers: int = 3
+    head_dim: int = 128
+    reuse_head: bool = True
+    loss: str = "nt_xent"
+    temperature: float | None = None
+    entropy_weight: float = SSCD_ENTROPY_WEIGHT
+    optimizer: str = "lars"
+    lr: float | None = None
+    lr_base: float = SQRT_LR_BASE
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    trust_coefficient: float = 0.001
+    epochs: int = 10
+    warmup_epochs: float = 1.0
+    batch_size: int = 64
+    accumulate: int = 1
+    max_steps: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 2
+    amp: bool = True
+    checkpoint_every: int = 0
+
+    def record(self) -> dict[str, Any]:
+        """Plain values (a custom model is named, not stored)."""
+        model = self.model
+        self.model = getattr(model, "name", model)
+        try:
+            return asdict(self)
+        finally:
+            self.model = model
+
+    def check(self) -> None:
+        """Refuse impossible settings before any work."""
+        if self.views not in VIEW_KINDS:
+            raise ValueError(f"views must be one of {', '.join(VIEW_KINDS)}, got {self.views!r}")
+        for key in ("epochs", "batch_size", "accumulate"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2: a contrastive batch needs negatives")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.warmup_epochs < 0 or self.checkpoint_every < 0 or self.workers < 0:
+            raise ValueError("warmup_epochs, checkpoint_every and workers must be >= 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+
+
+def _records(spec: str, subset: str | None, data_root: str | None) -> list:
+    from data_retrieval import load_dataset, load_images
+
+    if subset is not None:
+        dataset = load_dataset(spec, data_root, subset=subset)
+    else:
+        dataset = load_images(spec, data_root)
+    for bad in dataset.bad:
+        logger.warning("skipping %s", bad)
+    return list(dataset.records)
+
+
+def split_train_val(records: list, fraction: float, seed: int) -> tuple[list, list]:
+    """A seeded split of the originals into training and validation images (copies follow
+    their source, so no image is in both through an edited twin)."""
+    if fraction == 0:
+        return records, []
+    from helpers.seeding import rng_for
+
+    sources = sorted({getattr(r, "source_id", None) or getattr(r, "image_id", str(r))
+                      for r in records})
+    order = rng_for(seed, "validation").permutation(len(sources))
+    held = {sources[i] for i in order[:max(1, round(fraction * len(sources)))]}
+    train = [r for r in records
+             if (getattr(r, "source_id", None) or getattr(r, "image_id", str(r))) not in held]
+    val = [r for r in records
+           if (getattr(r, "source_id", None) or getattr(r, "image_id", str(r))) in held]
+    return train, val
+
+
+def make_views(config: FinetuneConfig, encoder: Encoder) -> ViewMaker:
+    """The views of ``config.views`` for ``encoder``'s input."""
+    spec = input_spec(encoder.transform)
+    prob = ATTACK_PROB[config.views] if config.attack_prob is None else config.attack_prob
+    attacks: list = []
+    if prob > 0:
+        from generator import default_attacks, parse_attack_id
+
+        attacks = ([parse_attack_id(a) for a in config.attacks] if config.attacks
+                   else default_attacks())
+    augmentation = (simclr_augmentation(spec.size, config.color_strength, config.min_scale,
+                                        config.blur) if prob < 1 else None)
+    return ViewMaker(spec, augmentation, attacks, prob, encoder.transform)
+
+
+class _Log:
+    """``log.csv`` rows (appended, flushed) and TensorBoard scalars when it is installed."""
+
+    def __init__(self, folder: Path, resume_step: int | None, enabled: bool):
+        self.enabled = enabled
+        self.path = folder / "log.csv"
+        self.writer = None
+        if not enabled:
+            return
+        rows: list[dict] = []
+        if resume_step is not None and self.path.is_file():
+            with open(self.path, newline="") as handle:
+                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= resume_step]
+        with open(self.path, "w", newline="") as handle:  # drops rows past the checkpoint
+            out = csv.DictWriter(handle, LOG_COLUMNS)
+            out.writeheader()
+            out.writerows(rows)
+        self.handle = open(self.path, "a", newline="")  # noqa: SIM115 (open for the run)
+        self.csv = csv.DictWriter(self.handle, LOG_COLUMNS)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            logger.info("TensorBoard is not installed: logging to %s only", self.path)
+        else:
+            self.writer = SummaryWriter(str(folder / "tensorboard"), purge_step=resume_step)
+
+    def row(self, **values: Any) -> None:
+        if not self.enabled:
+            return
+        self.csv.writerow(values)
+        self.handle.flush()
+        if self.writer is not None:
+            split, step = values["split"], values["step"]
+            self.writer.add_scalar(f"loss/{split}", values["loss"], step)
+            if split == "train":
+                self.writer.add_scalar("lr", values["lr"], step)
+                self.writer.add_scalar("images_per_s", values["images_per_s"], step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.handle.close()
+            if self.writer is not None:
+                self.writer.close()
+
+
+def _mean_over_processes(value: torch.Tensor, world: int) -> float:
+    value = value.detach().float().clone()
+    if world > 1:
+        dist.all_reduce(value)
+        value /= world
+    return float(value)
+
+
+def _loader(dataset: TwoViews, sampler: EpochSampler, workers: int, pin: bool) -> DataLoader:
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin,
+                      persistent_workers=False)
+
+
+def latest_checkpoint(output: str | Path) -> Path | None:
+    """The checkpoint of a run with the most optimiser steps (an epoch's before a mid-epoch
+    one of the same step), or None. Read from the files themselves: a run killed between
+    writing a checkpoint and anything else still resumes from it."""
+    best, best_key = None, None
+    for path in (Path(output) / "checkpoints").glob("*.pt"):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            key = (int(state["step"]), path.name.startswith("epoch_"))
+        except Exception as exc:  # a file that is not a whole checkpoint is not resumed from
+            logger.warning("ignoring %s: not a readable checkpoint (%s)", path, exc)
+            continue
+        if best_key is None or key > best_key:
+            best, best_key = path, key
+    return best
+
+
+def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
+          show_progress: bool | None = None, process: Distributed | None = None
+          ) -> dict[str, Any]:
+    """Fine-tune ``config.model``; see the module docstring for what is written.
+
+    Parameters
+    ----------
+    config : FinetuneConfig
+    output : str or Path
+        The run's folder (made by the caller; ``scripts/finetune.py`` holds its lock).
+    resume : bool
+        Continue from the newest checkpoint (a run restarted by torchrun resumes too).
+    show_progress : bool, optional
+    process : Distributed, optional
+        This process's place under torchrun (default: join the group here).
+
+    Returns
+    -------
+    dict
+        ``steps``, ``epochs``, final train and validation losses, images per second, the
+        checkpoints written, the unreadable images.
+    """
+    config.check()
+    if process is None:
+        with distributed(config.device) as process:
+            return train(config, output, resume, show_progress, process)
+    output = Path(output)
+    rank, world, device = process.rank, process.world_size, process.device
+    cuda = device.startswith("cuda")
+    encoder = load_encoder(config.model, config.weights, config.init, **config.model_params)
+    head = make_head(encoder, config.head_layers, config.head_dim, config.reuse_head)
+    model = Trainable(encoder.module, head).to(device)
+    views = make_views(config, encoder)
+    records = _records(config.data, config.subset, config.data_root)
+    if config.val_data:
+        train_records, val_records = records, _records(config.val_data, None, config.data_root)
+    else:
+        train_records, val_records = split_train_val(records, config.val_fraction, config.seed)
+    dataset = TwoViews(train_records, views, config.seed)
+    val_set = None
+    if EpochSampler.batches_per_epoch(len(val_records), config.batch_size, world):
+        val_set = TwoViews(val_records, views, config.seed)
+    elif val_records:
+        logger.warning("the %d validation images do not fill one batch of %d x %d: no "
+                       "validation loss (raise --val-fraction or give --val-data)",
+                       len(val_records), config.batch_size, world)
+    batches = EpochSampler.batches_per_epoch(len(dataset), config.batch_size, world)
+    if batches == 0:
+        raise ValueError(f"{len(dataset)} training images do not fill one batch of "
+                         f"{config.batch_size} x {world} process(es): lower --batch-size")
+    if batches < config.accumulate:
+        raise ValueError(f"{len(dataset)} training images give {batches} batch(es) of "
+                         f"{config.batch_size} x {world} per epoch, fewer than --accumulate "
+                         f"{config.accumulate}")
+    steps_per_epoch = batches // config.accumulate
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    global_batch = config.batch_size * world * config.accumulate
+    lr = config.lr if config.lr is not None else config.lr_base * math.sqrt(global_batch)
+    warmup = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
+    net = model
+    if world > 1:
+        if cuda:
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            logger.info("batch norm statistics stay per process on CPU (SyncBatchNorm needs "
+                        "CUDA)")
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[process.local_rank] if cuda else None)
+    optimizer = build_optimizer([model], config.optimizer, lr, config.weight_decay,
+                                config.momentum, config.trust_coefficient)
+    scheduler = warmup_cosine(optimizer, total_steps, warmup)
+    use_amp = config.amp and cuda
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_fn = make_loss(config.loss, config.temperature, config.entropy_weight)
+
+    step, checkpoints = 0, []
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    start = latest_checkpoint(output) if (resume or restarted) else None
+    if (resume or restarted) and start is None:
+        logger.info("nothing to resume in %s: starting from the beginning", output)
+    if start is not None:
+        state = load_checkpoint(start)
+        model.encoder.load_state_dict(state["encoder"])
+        model.head.load_state_dict(state["projection_head"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        step = int(state["step"])
+        logger.info("resuming from %s (epoch %s, step %d)", start.name, state["epoch"], step)
+    if process.is_main:
+        (output / "checkpoints").mkdir(parents=True, exist_ok=True)
+    log = _Log(output, step if start is not None else None, process.is_main)
+
+    def checkpoint(name: str, epoch: int) -> None:
+        if process.is_main:
+            path = save_checkpoint(
+                output / "checkpoints" / name, encoder, model, epoch=epoch, step=step,
+                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                scaler=scaler.state_dict(), config=config.record())
+            for older in path.parent.glob("step_*.pt"):
+                if older != path:
+                    older.unlink()  # only the newest mid-epoch checkpoint is kept
+            checkpoints.append(str(path))
+        if process.barrier is not None:
+            process.barrier()
+
+    images_per_batch = config.batch_size * world
+    bar = progress(total=total_steps, desc=f"fine-tuning {encoder.name}", unit="step",
+                   disable=(not process.is_main) or
+                   (None if show_progress is None else not show_progress))
+    bar.update(step)
+    last_loss = last_val = float("nan")
+    rate = float("nan")
+    started = time.perf_counter()
+    trained_images = 0
+    first_epoch = step // steps_per_epoch
+    for epoch in range(first_epoch, config.epochs):
+        if step >= total_steps:
+            break
+        done_in_epoch = step - epoch * steps_per_epoch
+        sampler = EpochSampler(len(dataset), config.batch_size, world, rank, config.seed, epoch,
+                               skip=done_in_epoch * config.accumulate)
+        dataset.set_epoch(epoch)
+        net.train()
+        micro, tick = 0, time.perf_counter()
+        for view_a, view_b in _loader(dataset, sampler, config.workers, cuda):
+            # dropout and drop-connect draw from here: the same at a step whatever came before
+            torch.manual_seed(derive_seed(config.seed, rank, "step", step, micro) % 2**63)
+            x = torch.cat([view_a, view_b]).to(device, non_blocking=True)
+            last_micro = micro == config.accumulate - 1
+            sync = net.no_sync() if (world > 1 and not last_micro) else contextlib.nullcontext()
+            with sync:
+                with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                    z = net(x)
+                za, zb = z.float().chunk(2)
+                loss = loss_fn(za, zb)
+                scaler.scale(loss / config.accumulate).backward()
+            micro += 1
+            if not last_micro:
+                continue
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            current_lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            step += 1
+            micro = 0
+            now = time.perf_counter()
+            rate = images_per_batch * config.accumulate / max(now - tick, 1e-9)
+            tick = now
+            trained_images += images_per_batch * config.accumulate
+            last_loss = _mean_over_processes(loss, world)
+            if not math.isfinite(last_loss):
+                raise FloatingPointError(f"the loss became {last_loss} at step {step}: lower "
+                                         "the learning rate")
+            log.row(split="train", epoch=epoch, step=step, loss=last_loss, lr=current_lr,
+                    images_per_s=rate, seconds=now - started)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.1f}")
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and \
+                    step % steps_per_epoch:
+                checkpoint(f"step_{step}.pt", epoch)
+            if step >= total_steps:
+                break
+        epoch_done = step % steps_per_epoch == 0
+        if val_set is not None and epoch_done:
+            last_val = validation_loss(net, val_set, loss_fn, config, process)
+            if math.isfinite(last_val):
+                log.row(split="val", epoch=epoch, step=step, loss=last_val, lr="",
+                        images_per_s="", seconds=time.perf_counter() - started)
+        checkpoint(f"epoch_{epoch + 1}.pt" if epoch_done else f"step_{step}.pt",
+                   epoch + 1 if epoch_done else epoch)
+    bar.close()
+    log.close()
+    elapsed = time.perf_counter() - started
+    return {"steps": step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+            "global_batch": global_batch, "lr": lr, "warmup_steps": warmup,
+            "train_loss": last_loss, "val_loss": last_val,
+            "images_per_s": trained_images / elapsed if trained_images else None,
+            "checkpoints": checkpoints, "train_images": len(dataset),
+            "val_images": 0 if val_set is None else len(val_set),
+            "unreadable": dict(dataset.bad), "model": encoder.name,
+            "views": views.describe()}
+
+
+@torch.no_grad()
+def validation_loss(net: torch.nn.Module, val_set: TwoViews, loss_fn, config: FinetuneConfig,
+                    process: Distributed) -> float:
+    """The loss on the validation images, in evaluation mode, on views that are the same at
+    every epoch (they fill at least one global batch)."""
+    world = process.world_size
+    module = net.module if hasattr(net, "module") else net
+    module.eval()
+    val_set.set_epoch(-1)
+    sampler = EpochSampler(len(val_set), config.batch_size, world, process.rank, config.seed, -1)
+    total, count = torch.zeros(()), 0
+    for view_a, view_b in _loader(val_set, sampler, config.workers, False):
+        z = module(torch.cat([view_a, view_b]).to(process.device))
+        total += loss_fn(*z.float().chunk(2)).cpu()
+        count += 1
+    module.train()
+    return _mean_over_processes(total / count, world)

