@@ -70,6 +70,7 @@ class FinetuneConfig:
     subset: str | None = None
     data_root: str | None = None
     val_data: str | None = None
+    val_subset: str | None = None
     val_fraction: float = 0.1
     views: str = "simclr"
     attacks: list[str] | None = None
@@ -283,7 +284,8 @@ def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
     views = make_views(config, encoder)
     records = _records(config.data, config.subset, config.data_root)
     if config.val_data:
-        train_records, val_records = records, _records(config.val_data, None, config.data_root)
+        train_records = records
+        val_records = _records(config.val_data, config.val_subset, config.data_root)
     else:
         train_records, val_records = split_train_val(records, config.val_fraction, config.seed)
     dataset = TwoViews(train_records, views, config.seed)

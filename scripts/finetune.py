@@ -73,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                         "$DATASETS_DIR or Datasets/)")
     data.add_argument("--val-data", default=None,
                       help="validation images (default: --val-fraction of --data)")
+    data.add_argument("--val-subset", default=None, help="subset of --val-data, e.g. val")
     data.add_argument("--val-fraction", type=float, default=0.1,
                       help="originals held out for the validation loss (default: 0.1)")
     views = parser.add_argument_group("views")
@@ -132,7 +133,8 @@ def config_from(args: argparse.Namespace) -> FinetuneConfig:
         model=args.model, weights=args.weights, init=args.init,
         model_params=parse_key_values(args.model_param, "--model-param"), data=args.data,
         subset=args.subset, data_root=args.data_root, val_data=args.val_data,
-        val_fraction=args.val_fraction, views=args.views, attacks=args.attacks,
+        val_subset=args.val_subset, val_fraction=args.val_fraction, views=args.views,
+        attacks=args.attacks,
         attack_prob=args.attack_prob, color_strength=args.color_strength,
         min_scale=args.min_scale, blur=not args.no_blur, head_layers=args.head_layers,
         head_dim=args.head_dim, reuse_head=not args.new_head, loss=args.loss,
@@ -173,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         return fail(exc)
     with distributed(config.device) as process, contextlib.ExitStack() as stack:
-        try:
-            if process.is_main:
+        # the main process claims the folder; every process learns whether it could
+        refused = None
+        if process.is_main:
+            try:
                 output = stack.enter_context(output_dir(
                     target, SCRIPT, overwrite=args.overwrite, resume=args.resume,
                     flags=("--resume", "--overwrite")))
@@ -183,8 +187,17 @@ def main(argv: list[str] | None = None) -> int:
                 write_experiment_json(output, {"finetune": config.record(),
                                                "world_size": process.world_size},
                                       started_at=started, script=SCRIPT)
-            if process.barrier is not None:
-                process.barrier()
+            except (ValueError, OSError) as exc:
+                refused = str(exc)
+        if process.world_size > 1:
+            import torch.distributed as dist
+
+            box = [refused]
+            dist.broadcast_object_list(box, src=0)
+            refused = box[0]
+        if refused is not None:
+            return fail(refused)
+        try:
             output = target.resolve()
             summary = train(config, output, resume=args.resume, process=process)
         except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as exc:

