@@ -75,9 +75,10 @@ def run_checkpoints(run: str | Path, select: str | Sequence[str] = "all",
     if isinstance(select, str) and select == "all":
         chosen = found
     elif isinstance(select, str) and select.startswith("every:"):
-        step = int(select.split(":", 1)[1])
+        text = select.split(":", 1)[1]
+        step = int(text) if text.isdigit() else 0
         if step < 1:
-            raise ValueError(f"every:N needs N >= 1, got {select!r}")
+            raise ValueError(f"every:N needs a whole number N >= 1, got {select!r}")
         chosen = [p for i, p in enumerate(found, 1) if i % step == 0 or p == found[-1]]
     else:
         names = [select] if isinstance(select, str) else list(select)
@@ -103,14 +104,20 @@ def run_checkpoints(run: str | Path, select: str | Sequence[str] = "all",
         first = first or state
         result.append(Checkpoint(path.stem, _epoch_of(path, state),
                                  spec(name, {"weights": path.resolve()})))
-    if baseline:
-        # the model the run started from: its weights file and its parameters as trained
-        base = first.get("base_weights")
+    if baseline and first.get("init") == "random":
+        logger.warning("the run started from a random initialisation: no 'before' model")
+    elif baseline:
+        # the model the run started from: the weights file it was given (--weights), else the
+        # registry's, with its parameters as trained
+        start = first.get("start_weights") or first.get("base_weights")
         defaults = _registry_params(first["registry_name"])
         params = {k: v for k, v in sorted((first.get("model_params") or {}).items())
                   if defaults.get(k) != v}
-        if base and Path(base).is_file():
-            params["weights"] = base
+        if start and Path(start).is_file():
+            params["weights"] = start
+        elif first.get("start_weights"):
+            raise ValueError(f"the run started from {start}, which is not there any more: "
+                             "pass --no-baseline, or put the file back")
         result.insert(0, Checkpoint("before", 0.0, spec(first["registry_name"], params)))
     return sorted(result, key=lambda c: c.epoch)
 

@@ -87,8 +87,9 @@ def build_optimizer(modules: Iterable[nn.Module], name: str = "lars", lr: float 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
                   ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up from 0 over ``warmup_steps`` optimiser steps, then cosine decay to 0 at
-    ``total_steps`` (SimCLR's schedule); stepped once per optimiser step."""
+    """Linear warm-up over ``warmup_steps`` optimiser steps (the first at 1 / warmup_steps of
+    the peak, the last at the peak), then cosine decay towards 0 over the remaining steps
+    (SimCLR's schedule); stepped once per optimiser step."""
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     if not 0 <= warmup_steps <= total_steps:
@@ -97,7 +98,9 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        # the step after the warm-up's last (at the peak) already decays; the last step of
+        # the schedule still learns (progress < 1)
+        progress = (step - warmup_steps + 1) / (total_steps - warmup_steps + 1)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

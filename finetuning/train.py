@@ -125,8 +125,17 @@ class FinetuneConfig:
             raise ValueError("warmup_epochs, checkpoint_every and workers must be >= 0")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        positive = {"lr": self.lr, "lr_base": self.lr_base, "temperature": self.temperature,
+                    "trust_coefficient": self.trust_coefficient}
+        for key, value in positive.items():
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{key} must be a positive number, got {value}")
+        for key in ("weight_decay", "entropy_weight"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{key} must be a number >= 0, got {value}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 
 
 def _records(spec: str, subset: str | None, data_root: str | None) -> list:
@@ -136,9 +145,7 @@ def _records(spec: str, subset: str | None, data_root: str | None) -> list:
         dataset = load_dataset(spec, data_root, subset=subset)
     else:
         dataset = load_images(spec, data_root)
-    for bad in dataset.bad:
-        logger.warning("skipping %s", bad)
-    return list(dataset.records)
+    return list(dataset.records)  # the lister has logged and skipped unreadable files
 
 
 def split_train_val(records: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -198,7 +205,10 @@ class _Log:
         except ImportError:
             logger.info("TensorBoard is not installed: logging to %s only", self.path)
         else:
-            self.writer = SummaryWriter(str(folder / "tensorboard"), purge_step=resume_step)
+            # events after the checkpoint's step are dropped, as the CSV rows are
+            self.writer = SummaryWriter(str(folder / "tensorboard"),
+                                        purge_step=None if resume_step is None
+                                        else resume_step + 1)
 
     def row(self, **values: Any) -> None:
         if not self.enabled:
@@ -278,6 +288,8 @@ def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
     output = Path(output)
     rank, world, device = process.rank, process.world_size, process.device
     cuda = device.startswith("cuda")
+    # a new head (and a randomly initialised encoder) draws from the seed: runs repeat
+    torch.manual_seed(derive_seed(config.seed, "init") % 2**63)
     encoder = load_encoder(config.model, config.weights, config.init, **config.model_params)
     head = make_head(encoder, config.head_layers, config.head_dim, config.reuse_head)
     model = Trainable(encoder.module, head).to(device)
@@ -318,8 +330,11 @@ def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
         else:
             logger.info("batch norm statistics stay per process on CPU (SyncBatchNorm needs "
                         "CUDA)")
+        # registry modules may hold parameters the features never use (efficientnet's
+        # classifier): DDP must not wait for their gradients
         net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[process.local_rank] if cuda else None)
+            net, device_ids=[process.local_rank] if cuda else None,
+            find_unused_parameters=True)
     optimizer = build_optimizer([model], config.optimizer, lr, config.weight_decay,
                                 config.momentum, config.trust_coefficient)
     scheduler = warmup_cosine(optimizer, total_steps, warmup)
@@ -347,11 +362,17 @@ def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
     log = _Log(output, step if start is not None else None, process.is_main)
 
     def checkpoint(name: str, epoch: int) -> None:
+        broken = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if broken:
+            raise FloatingPointError(f"parameter {broken[0]} (and {len(broken) - 1} more) "
+                                     f"holds NaN or infinite values at step {step}: not "
+                                     "saved; lower the learning rate or check --momentum")
         if process.is_main:
             path = save_checkpoint(
                 output / "checkpoints" / name, encoder, model, epoch=epoch, step=step,
                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict(), config=config.record())
+                scaler=scaler.state_dict(), config=config.record(), init=config.init,
+                start_weights=config.weights)
             for older in path.parent.glob("step_*.pt"):
                 if older != path:
                     older.unlink()  # only the newest mid-epoch checkpoint is kept
@@ -374,11 +395,14 @@ def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
             break
         done_in_epoch = step - epoch * steps_per_epoch
         sampler = EpochSampler(len(dataset), config.batch_size, world, rank, config.seed, epoch,
-                               skip=done_in_epoch * config.accumulate)
+                               skip=done_in_epoch * config.accumulate,
+                               limit=steps_per_epoch * config.accumulate)
         dataset.set_epoch(epoch)
         net.train()
         micro, tick = 0, time.perf_counter()
-        for view_a, view_b in _loader(dataset, sampler, config.workers, cuda):
+        for view_a, view_b, notes in _loader(dataset, sampler, config.workers, cuda):
+            for note in filter(None, "\n".join(notes).split("\n")):
+                dataset.note(*note.split("\t", 1))
             # dropout and drop-connect draw from here: the same at a step whatever came before
             torch.manual_seed(derive_seed(config.seed, rank, "step", step, micro) % 2**63)
             x = torch.cat([view_a, view_b]).to(device, non_blocking=True)
@@ -408,7 +432,7 @@ def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
             if not math.isfinite(last_loss):
                 raise FloatingPointError(f"the loss became {last_loss} at step {step}: lower "
                                          "the learning rate")
-            log.row(split="train", epoch=epoch, step=step, loss=last_loss, lr=current_lr,
+            log.row(split="train", epoch=epoch + 1, step=step, loss=last_loss, lr=current_lr,
                     images_per_s=rate, seconds=now - started)
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.1f}")
@@ -421,21 +445,41 @@ def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
         if val_set is not None and epoch_done:
             last_val = validation_loss(net, val_set, loss_fn, config, process)
             if math.isfinite(last_val):
-                log.row(split="val", epoch=epoch, step=step, loss=last_val, lr="",
+                log.row(split="val", epoch=epoch + 1, step=step, loss=last_val, lr="",
                         images_per_s="", seconds=time.perf_counter() - started)
         checkpoint(f"epoch_{epoch + 1}.pt" if epoch_done else f"step_{step}.pt",
                    epoch + 1 if epoch_done else epoch)
     bar.close()
     log.close()
+    if start is not None and not trained_images:  # resumed a finished run: report it
+        last_loss, last_val = _last_losses(output / "log.csv")
+        logger.info("%s had finished (%d steps): nothing to do", output, step)
+    checkpoints = checkpoints or sorted(str(p) for p in
+                                        (output / "checkpoints").glob("epoch_*.pt"))
     elapsed = time.perf_counter() - started
     return {"steps": step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
             "global_batch": global_batch, "lr": lr, "warmup_steps": warmup,
-            "train_loss": last_loss, "val_loss": last_val,
+            "train_loss": _finite(last_loss), "val_loss": _finite(last_val),
             "images_per_s": trained_images / elapsed if trained_images else None,
             "checkpoints": checkpoints, "train_images": len(dataset),
             "val_images": 0 if val_set is None else len(val_set),
             "unreadable": dict(dataset.bad), "model": encoder.name,
             "views": views.describe()}
+
+
+def _finite(value: float) -> float | None:
+    """None for NaN (no such loss): experiment.json stays valid JSON."""
+    return value if math.isfinite(value) else None
+
+
+def _last_losses(path: Path) -> tuple[float, float]:
+    """The last train and validation losses of a log (NaN when absent)."""
+    last = {"train": float("nan"), "val": float("nan")}
+    if path.is_file():
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                last[row["split"]] = float(row["loss"])
+    return last["train"], last["val"]
 
 
 @torch.no_grad()
@@ -449,7 +493,7 @@ def validation_loss(net: torch.nn.Module, val_set: TwoViews, loss_fn, config: Fi
     val_set.set_epoch(-1)
     sampler = EpochSampler(len(val_set), config.batch_size, world, process.rank, config.seed, -1)
     total, count = torch.zeros(()), 0
-    for view_a, view_b in _loader(val_set, sampler, config.workers, False):
+    for view_a, view_b, _ in _loader(val_set, sampler, config.workers, False):
         z = module(torch.cat([view_a, view_b]).to(process.device))
         total += loss_fn(*z.float().chunk(2)).cpu()
         count += 1

@@ -184,18 +184,29 @@ class TwoViews(Dataset):
         return tuple(self.views(image, derive_seed(self.seed, self.epoch, image_id, view))
                      for view in (0, 1))
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """The two views, and ``"<image id>\t<reason>"`` of each unreadable image skipped on
+        the way ("" when none): DataLoader workers cannot report into this object, so the
+        training loop records them from the batches."""
+        skipped = []
         for offset in range(len(self.items)):
             position = (index + offset) % len(self.items)
             try:
-                return self.pair(position)
+                return (*self.pair(position), "\n".join(skipped))
             except (ImageLoadError, OSError, ValueError) as exc:
-                image_id, source = self.items[position]
-                if image_id not in self.bad:
-                    self.bad[image_id] = str(exc)
-                    logger.warning("skipping unreadable image %s (%s): %s; the next image "
-                                   "takes its place", image_id, source, exc)
+                skipped.append(f"{self.items[position][0]}\t{exc}")
+                self.note(self.items[position][0], str(exc))
         raise ValueError("no image of the training set can be read")
+
+    def note(self, image_id: str, reason: str) -> bool:
+        """Record an unreadable image once (logged the first time); True when new."""
+        if image_id in self.bad:
+            return False
+        self.bad[image_id] = reason
+        source = dict(self.items).get(image_id, "")
+        logger.warning("skipping unreadable image %s (%s): %s; the next image takes its "
+                       "place", image_id, source, reason)
+        return True
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -213,12 +224,15 @@ class EpochSampler(torch.utils.data.Sampler):
     seed, epoch : int
     skip : int
         Batches of this process already done this epoch.
+    limit : int, optional
+        Batches per epoch at most (whole optimiser steps under gradient accumulation: a
+        micro-batch left over would add its gradient to the next epoch's first step).
     """
 
     def __init__(self, n: int, batch_size: int, world: int = 1, rank: int = 0, seed: int = 0,
-                 epoch: int = 0, skip: int = 0):
+                 epoch: int = 0, skip: int = 0, limit: int | None = None):
         self.n, self.batch_size, self.world, self.rank = n, batch_size, world, rank
-        self.seed, self.epoch, self.skip = seed, epoch, skip
+        self.seed, self.epoch, self.skip, self.limit = seed, epoch, skip, limit
         if self.batches_per_epoch(n, batch_size, world) == 0:
             raise ValueError(f"{n} images do not fill one global batch of {batch_size} x "
                              f"{world} process(es): lower --batch-size")
@@ -232,10 +246,13 @@ class EpochSampler(torch.utils.data.Sampler):
         generator = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", self.epoch)
                                                   % 2**63)
         order = torch.randperm(self.n, generator=generator).tolist()
-        count = self.batches_per_epoch(self.n, self.batch_size, self.world)
-        for batch in range(self.skip, count):
+        for batch in range(self.skip, self._count()):
             start = (batch * self.world + self.rank) * self.batch_size
             yield order[start:start + self.batch_size]
 
+    def _count(self) -> int:
+        count = self.batches_per_epoch(self.n, self.batch_size, self.world)
+        return count if self.limit is None else min(count, self.limit)
+
     def __len__(self) -> int:
-        return max(0, self.batches_per_epoch(self.n, self.batch_size, self.world) - self.skip)
+        return max(0, self._count() - self.skip)

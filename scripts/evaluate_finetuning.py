@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             from data_retrieval import load_dataset, read_manifest
 
             device = resolve_device(args.device)
+            if args.batch_size < 1:
+                raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
             select = args.checkpoints[0] if len(args.checkpoints) == 1 and (
                 args.checkpoints[0] == "all" or args.checkpoints[0].startswith("every:")) \
                 else args.checkpoints
@@ -112,8 +114,13 @@ def main(argv: list[str] | None = None) -> int:
                   "attacks": [a.id for a in attacks], "seed": seed,
                   "checkpoints_evaluated": [vars(c) for c in checkpoints]}
         write_experiment_json(output, config, started_at=started, script=SCRIPT)
-        evaluation = evaluate_checkpoints(checkpoints, protocol, args.batch_size, device,
-                                          args.workers)
+        try:
+            evaluation = evaluate_checkpoints(checkpoints, protocol, args.batch_size, device,
+                                              args.workers)
+        except (ValueError, FileNotFoundError) as exc:
+            write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
+                                  script=SCRIPT, extra={"error": str(exc)})
+            return fail(exc)
         bad = protocol.finish()
         for frame, file in ((evaluation.table, "evaluation.csv"),
                             (evaluation.groups, "groups.csv"),

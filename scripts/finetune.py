@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from pathlib import Path
 
 from finetuning import OPTIMIZERS, VIEW_KINDS, FinetuneConfig, train
@@ -33,6 +34,7 @@ from helpers import (
     check_name,
     now_iso,
     read_json,
+    resolve_device,
     results_root,
     setup_logging,
     write_experiment_json,
@@ -170,19 +172,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from(args)
         config.check()
+        resolve_device(config.device)  # an unknown device, or CUDA without a GPU, fails here
         name = args.name or check_name(f"ft_{args.model}", "--name")
         target = Path(args.output) if args.output else results_root() / name
     except ValueError as exc:
         return fail(exc)
+    # torchrun's elastic restart: every worker continues from the newest checkpoint
+    resume = args.resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     with distributed(config.device) as process, contextlib.ExitStack() as stack:
         # the main process claims the folder; every process learns whether it could
         refused = None
         if process.is_main:
             try:
                 output = stack.enter_context(output_dir(
-                    target, SCRIPT, overwrite=args.overwrite, resume=args.resume,
+                    target, SCRIPT, overwrite=args.overwrite, resume=resume,
                     flags=("--resume", "--overwrite")))
-                if args.resume:
+                if resume:
                     _same_run(output, config)
                 write_experiment_json(output, {"finetune": config.record(),
                                                "world_size": process.world_size},
@@ -199,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             return fail(refused)
         try:
             output = target.resolve()
-            summary = train(config, output, resume=args.resume, process=process)
+            summary = train(config, output, resume=resume, process=process)
         except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as exc:
             return fail(exc)
         if process.is_main:
@@ -208,9 +213,13 @@ def main(argv: list[str] | None = None) -> int:
                                   started_at=started, ended_at=now_iso(), script=SCRIPT,
                                   extra={"result": summary})
             rate = summary["images_per_s"]
+
+            def loss(value: float | None) -> str:
+                return "-" if value is None else f"{value:.4f}"
+
             print(f"{summary['steps']} steps (global batch {summary['global_batch']}, lr "
-                  f"{summary['lr']:.4g}): train loss {summary['train_loss']:.4f}, validation "
-                  f"loss {summary['val_loss']:.4f}"
+                  f"{summary['lr']:.4g}): train loss {loss(summary['train_loss'])}, "
+                  f"validation loss {loss(summary['val_loss'])}"
                   + (f", {rate:.1f} images/s" if rate else "") + f" -> {output}")
     return 0
 

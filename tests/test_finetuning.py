@@ -137,7 +137,9 @@ def test_warmup_then_cosine_schedule():
         lrs.append(schedule.get_last_lr()[0])
         opt.step()
         schedule.step()
-    expected = [1.0, 2.0] + [1.0 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    # warm-up 1/2 and 2/2 of the peak; then cosine over the 4 remaining steps, never the
+    # peak twice, never 0
+    expected = [1.0, 2.0] + [1.0 * (1 + math.cos(math.pi * k / 5)) for k in range(1, 5)]
     np.testing.assert_allclose(lrs, expected, rtol=1e-9)
     with pytest.raises(ValueError, match="warmup_steps"):
         warmup_cosine(opt, 3, 4)
@@ -200,11 +202,30 @@ def test_unreadable_image_is_reported_and_replaced(tmp_path, sample_paths, tiny_
     bad.write_bytes(b"\xff\xd8\xff not a jpeg")
     data = TwoViews([bad, sample_paths["coffee"]], views)
     with caplog.at_level("WARNING"):
-        a, _ = data[0]
+        a, _, note = data[0]
         data[0]
     assert a.shape == (3, 32, 32)
+    assert note.startswith("broken\t") and "not an image" in note
     assert list(data.bad) == ["broken"]
     assert sum("broken" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_unreadable_image_is_recorded_from_dataloader_workers(tmp_path, sample_paths):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    from PIL import Image
+
+    for name in ("chelsea", "coffee", "rocket", "astronaut", "motorcycle"):
+        with Image.open(sample_paths[name]) as image:
+            image.convert("RGB").resize((64, 48)).save(folder / f"{name}.png")
+    # a file whose header reads but whose pixels do not: the lister keeps it, decoding fails
+    with Image.open(sample_paths["coffee"]) as image:
+        image.convert("RGB").save(folder / "truncated.jpg")
+    data = (folder / "truncated.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[:len(data) // 3])
+    result = train(tiny_config(data=str(folder), epochs=2, batch_size=2, workers=1),
+                   tmp_path / "run", show_progress=False)
+    assert list(result["unreadable"]) == ["truncated"]
 
 
 def tiny_model(seed: int = 0, batch_norm: bool = True):
@@ -231,8 +252,8 @@ def read_log(folder: Path) -> list[dict]:
 
 def test_tiny_encoder_learns_on_sample(tmp_path):
     # validation on the training images' fixed views: the loss must fall as the model learns
-    config = tiny_config(epochs=12, batch_size=8, val_data="sample", lr=0.5, optimizer="lars",
-                         lr_base=0.005, warmup_epochs=1, head_dim=16)
+    config = tiny_config(epochs=12, batch_size=8, val_data="sample", lr=0.003,
+                         optimizer="adam", warmup_epochs=1, head_dim=16)
     result = train(config, tmp_path / "run", show_progress=False)
     val = [float(r["loss"]) for r in read_log(tmp_path / "run") if r["split"] == "val"]
     assert len(val) == 12 and result["steps"] == 12
@@ -244,13 +265,15 @@ class _KilledError(Exception):
     pass
 
 
-@pytest.mark.parametrize("every, kill_after", [(0, 1), (1, 3)])
+@pytest.mark.parametrize("every, kill_after, accumulate", [(0, 1, 1), (1, 3, 1), (0, 1, 2)])
 def test_resumed_run_ends_equal_to_an_uninterrupted_one(tmp_path, monkeypatch, every,
-                                                        kill_after):
-    # 11 sample images, batch 4: 2 steps an epoch. Killed right after the first epoch's
-    # checkpoint, or after the mid-epoch checkpoint at step 3.
-    whole = train(tiny_config(checkpoint_every=every, model=tiny_model()), tmp_path / "whole",
-                  show_progress=False)
+                                                        kill_after, accumulate):
+    # 11 sample images, batch 4: 2 steps an epoch (batch 2 x 2 micro-batches with
+    # accumulation, the fifth micro-batch of an epoch left out). Killed right after the first
+    # epoch's checkpoint, or after the mid-epoch checkpoint at step 3.
+    batch = 4 // accumulate
+    whole = train(tiny_config(checkpoint_every=every, model=tiny_model(), batch_size=batch,
+                              accumulate=accumulate), tmp_path / "whole", show_progress=False)
     real_save = train_module.save_checkpoint
     saved = []
 
@@ -263,12 +286,13 @@ def test_resumed_run_ends_equal_to_an_uninterrupted_one(tmp_path, monkeypatch, e
 
     monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
     with pytest.raises(_KilledError):
-        train(tiny_config(checkpoint_every=every, model=tiny_model()), tmp_path / "cut",
-              show_progress=False)
+        train(tiny_config(checkpoint_every=every, model=tiny_model(), batch_size=batch,
+                          accumulate=accumulate), tmp_path / "cut", show_progress=False)
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
     assert saved[-1] == ("epoch_1.pt" if every == 0 else "step_3.pt")
     # a new process would build the model afresh: its initial weights do not matter
-    resumed = train(tiny_config(checkpoint_every=every, model=tiny_model(seed=9)),
+    resumed = train(tiny_config(checkpoint_every=every, model=tiny_model(seed=9),
+                                batch_size=batch, accumulate=accumulate),
                     tmp_path / "cut", resume=True, show_progress=False)
     assert resumed["steps"] == whole["steps"] == 4
     a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "epoch_2.pt")
@@ -281,6 +305,23 @@ def test_resumed_run_ends_equal_to_an_uninterrupted_one(tmp_path, monkeypatch, e
     # only the newest mid-epoch checkpoint is kept; epochs are all kept
     names = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").glob("*.pt"))
     assert names == ["epoch_1.pt", "epoch_2.pt"]
+    # resuming a finished run reports it, and changes nothing
+    again = train(tiny_config(checkpoint_every=every, model=tiny_model(), batch_size=batch,
+                              accumulate=accumulate), tmp_path / "cut", resume=True,
+                  show_progress=False)
+    assert again["train_loss"] == pytest.approx(float(read_log(tmp_path / "cut")[-1]["loss"]))
+    assert len(again["checkpoints"]) == 2
+
+
+def test_two_fresh_runs_with_one_seed_are_equal(tmp_path):
+    # the new projection head is drawn from the seed, not from the process's random state
+    for name in ("a", "b"):
+        torch.manual_seed(len(name) if name == "a" else 12345)
+        train(tiny_config(model=tiny_model(), epochs=1), tmp_path / name, show_progress=False)
+    assert read_log(tmp_path / "a") == [
+        {**row, "images_per_s": read_log(tmp_path / "a")[i]["images_per_s"],
+         "seconds": read_log(tmp_path / "a")[i]["seconds"]}
+        for i, row in enumerate(read_log(tmp_path / "b"))]
 
 
 _TWO_PROCESS_SCRIPT = textwrap.dedent("""
@@ -360,6 +401,25 @@ def test_efficientnet_checkpoint_is_a_registry_model(tmp_path, sample_paths):
     assert again.returncode == 2 and "batch_size: 4 -> 8" in again.stderr
     experiment = (out / "experiment.json").read_text()
     assert '"views": "mixed"' in experiment
+    # a torchrun elastic restart resumes by itself (here: the run had finished)
+    flags = ["--model", "efficientnet_lite0", "--model-param", "image_size=64", "--batch-size",
+             "4", "--epochs", "1", "--workers", "0", "--val-fraction", "0", "--views", "mixed",
+             "--output", str(out)]
+    restarted = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "finetune.py"), *flags],
+        env={**os.environ, "TORCHELASTIC_RESTART_COUNT": "1"},
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    assert "had finished" in restarted.stderr and "2 steps" in restarted.stdout
+    # under torchrun (gloo): efficientnet's unused classifier does not stall DDP
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(REPO / "scripts" / "finetune.py"), *flags[:-1], str(tmp_path / "ddp"),
+         "--batch-size", "2", "--epochs", "2"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=600, cwd=REPO)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert (tmp_path / "ddp" / "checkpoints" / "epoch_2.pt").is_file()
 
 
 def test_simclr_checkpoint_is_also_a_converted_file(tmp_path):
