@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,7 @@ def test_hierarchical_refusals_and_memory_budget():
         cl.cluster(x, "hierarchical", "l2", linkage="average", n_clusters=[3],
                    max_memory=need / 2)
     assert "connectivity" in str(info.value)
-    with pytest.raises(MemoryError, match="gathers both ends of its"):
+    with pytest.raises(MemoryError, match="distance lookup takes about"):
         cl.cluster(x, "hierarchical", "l2", linkage="average", n_clusters=[3],
                    connectivity=5, max_memory=need / 2)
     # single and ward linkage work on the vectors: no matrix, no refusal
@@ -116,19 +117,28 @@ def test_hierarchical_refusals_and_memory_budget():
                       max_memory=need / 2).n_clusters() == [3]
 
 
-def test_connectivity_linkage_equals_scikit_learn():
+@pytest.mark.parametrize("linkage_name, metric", [("average", "l2"), ("complete", "l2"),
+                                                  ("average", "cosine")])
+def test_connectivity_linkage_equals_scikit_learn(linkage_name, metric):
+    # ours hands scikit-learn the edge distances through a lookup; the reference lets it
+    # gather the vectors of both ends of every edge, as it does by default
     from sklearn.cluster import AgglomerativeClustering
-    from sklearn.neighbors import kneighbors_graph
 
     x, _ = _blobs(n=200)
-    result = cl.cluster(x, "hierarchical", "l2", linkage="average", n_clusters=[8, 20],
+    result = cl.cluster(x, "hierarchical", metric, linkage=linkage_name, n_clusters=[8, 20],
                         connectivity=10)
-    graph = kneighbors_graph(x, 10, include_self=False)
+    from clustering.graph import join_components, knn_graph
+
+    graph = join_components(knn_graph(cl.as_points(x, metric), 10))[0]
+    graph.data[:] = 1
     for count, labels in zip([8, 20], result.labels, strict=True):
-        with pytest.warns(UserWarning, match="connected components"):
-            ref = AgglomerativeClustering(n_clusters=count, linkage="average",
-                                          connectivity=graph).fit(x).labels_
-        assert _same_partition(ref, labels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its note on joining the graph's components
+            model = AgglomerativeClustering(
+                n_clusters=count, linkage=linkage_name, connectivity=graph,
+                metric="cosine" if metric == "cosine" else "euclidean",
+                compute_distances=True).fit(x)
+        assert _same_partition(model.labels_, labels)
     assert any("connectivity graph" in note for note in result.notes)
 
 
