@@ -439,7 +439,7 @@ def _build_finetuned(spec: ModelSpec, path: Path, state: dict[str, Any], downloa
     model.module.load_state_dict(state["encoder"])
     model.info["finetuned_from"] = {"base_weights": state.get("base_weights"),
                                     "epoch": state.get("epoch"), "step": state.get("step")}
-    return model.to("cpu")
+    return model
 
 
 def custom_model(model: nn.Module | str | os.PathLike, transform: Callable, dim: int,

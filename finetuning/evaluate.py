@@ -55,7 +55,7 @@ def run_checkpoints(run: str | Path, select: str | Sequence[str] = "all",
         The run's folder (``checkpoints/`` inside it).
     select : str or sequence of str
         ``all``; ``every:N`` (every N-th epoch, the last one always); or file names /
-        epoch numbers (``epoch_3.pt``, ``3``).
+        epoch numbers (``epoch_3.pt``, ``3``). A one-item sequence counts as its item.
     distance : str, optional
         The metric the benchmark compares the features with (default: the model's).
     baseline : bool
@@ -68,6 +68,8 @@ def run_checkpoints(run: str | Path, select: str | Sequence[str] = "all",
     """
     from finetuning.model import load_checkpoint
 
+    if not isinstance(select, str) and len(select) == 1:
+        select = select[0]
     folder = Path(run) / "checkpoints"
     found = sorted(folder.glob("epoch_*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem)))
     if not found:
@@ -173,11 +175,10 @@ def group_measures(database: Any, queries: Any, matches: pd.DataFrame, db_ids: S
                      ids=tuple(matches["query_id"].to_numpy()[positive].astype(str)))
     database = replace(database, ids=tuple(map(str, db_ids)))
     points = concat_points([as_points(database), as_points(copies)])
-    index = {image_id: i for i, image_id in enumerate(db_ids)}
-    labels = np.concatenate([np.arange(len(db_ids)),
-                             matches["source_id"].to_numpy()[positive].astype(object)])
-    labels[len(db_ids):] = [index[s] for s in labels[len(db_ids):]]
-    table = cluster_attributes(points, labels.astype(np.int64), device=device)
+    # a copy's group is its source's database row, which the benchmark has matched already
+    labels = np.r_[np.arange(len(db_ids)),
+                   matches["source_index"].to_numpy()[positive]].astype(np.int64)
+    table = cluster_attributes(points, labels, device=device)
     table["group"] = [db_ids[int(c)] for c in table["cluster"]]
     return table[["group", "size", "diameter", "separation", "separation_ratio"]]
 
@@ -197,6 +198,7 @@ def evaluate_checkpoints(checkpoints: Sequence[Checkpoint], protocol: Any,
         As `hashing.run_benchmark` takes them.
     """
     from hashing import parse_algorithm, run_benchmark, score_matches
+    from helpers import resolve_device
 
     algorithms = [parse_algorithm(c.algorithm) for c in checkpoints]
     label_of = {a.label: c for a, c in zip(algorithms, checkpoints, strict=True)}
@@ -224,8 +226,7 @@ def evaluate_checkpoints(checkpoints: Sequence[Checkpoint], protocol: Any,
                 if (part["kind"] != "positive").any() and (part["kind"] == "positive").any():
                     row[f"{family}_auc"] = score_matches(part)["auc"]
         database, queries = result.descriptors[algorithm.label]
-        groups = group_measures(database, queries, matches, db_ids,
-                                "cpu" if device == "auto" else device)
+        groups = group_measures(database, queries, matches, db_ids, resolve_device(device))
         for measure in GROUP_MEASURES:
             values = groups[measure].replace([np.inf, -np.inf], np.nan)
             values = values[groups["size"] > 1] if measure != "separation" else values

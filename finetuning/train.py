@@ -155,15 +155,14 @@ def split_train_val(records: list, fraction: float, seed: int) -> tuple[list, li
         return records, []
     from helpers.seeding import rng_for
 
-    sources = sorted({getattr(r, "source_id", None) or getattr(r, "image_id", str(r))
-                      for r in records})
+    def source(record) -> str:
+        return getattr(record, "source_id", None) or getattr(record, "image_id", str(record))
+
+    sources = sorted({source(r) for r in records})
     order = rng_for(seed, "validation").permutation(len(sources))
     held = {sources[i] for i in order[:max(1, round(fraction * len(sources)))]}
-    train = [r for r in records
-             if (getattr(r, "source_id", None) or getattr(r, "image_id", str(r))) not in held]
-    val = [r for r in records
-           if (getattr(r, "source_id", None) or getattr(r, "image_id", str(r))) in held]
-    return train, val
+    return ([r for r in records if source(r) not in held],
+            [r for r in records if source(r) in held])
 
 
 def make_views(config: FinetuneConfig, encoder: Encoder) -> ViewMaker:

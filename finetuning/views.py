@@ -202,10 +202,9 @@ class TwoViews(Dataset):
         """Record an unreadable image once (logged the first time); True when new."""
         if image_id in self.bad:
             return False
-        self.bad[image_id] = reason
-        source = dict(self.items).get(image_id, "")
-        logger.warning("skipping unreadable image %s (%s): %s; the next image takes its "
-                       "place", image_id, source, reason)
+        self.bad[image_id] = reason  # the reason names the file (load_item's errors do)
+        logger.warning("skipping unreadable image %s: %s; the next image takes its place",
+                       image_id, reason)
         return True
 
 

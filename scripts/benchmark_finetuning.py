@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from finetuning import FinetuneConfig, load_encoder, make_head, make_loss, train
+from finetuning import FinetuneConfig, input_spec, load_encoder, make_head, make_loss, train
 from finetuning.model import Trainable
 from finetuning.optim import build_optimizer
 from helpers import experiment_record, results_root, setup_logging, write_json
@@ -73,8 +73,6 @@ def bare_loop(args: argparse.Namespace) -> dict[str, Any]:
     model = Trainable(encoder.module, make_head(encoder)).to(args.device).train()
     optimizer = build_optimizer([model], args.optimizer, lr=0.005 * math.sqrt(args.batch_size))
     loss_fn = make_loss("nt_xent")
-    from finetuning.views import input_spec
-
     size = input_spec(encoder.transform).size
     x = torch.randn(2 * args.batch_size, 3, size, size, device=args.device)
     seconds = []

@@ -91,10 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             device = resolve_device(args.device)
             if args.batch_size < 1:
                 raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-            select = args.checkpoints[0] if len(args.checkpoints) == 1 and (
-                args.checkpoints[0] == "all" or args.checkpoints[0].startswith("every:")) \
-                else args.checkpoints
-            checkpoints = run_checkpoints(args.run, select, args.distance,
+            checkpoints = run_checkpoints(args.run, args.checkpoints, args.distance,
                                           baseline=not args.no_baseline)
             attacks, seed, _ = attacks_from_args(args)
             dataset = load_dataset(args.dataset, args.data_root, subset=args.subset)
