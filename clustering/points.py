@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from helpers.descriptors import BinaryCodes, FloatFeatures, MultiCodes
+from helpers.descriptors import BinaryCodes, FloatFeatures, LocalDescriptors, MultiCodes
 
 #: Metrics float features can be clustered with (those of `hashing.distances`).
 FLOAT_METRICS = ("cosine", "l2", "l1", "jensenshannon")
@@ -97,9 +97,10 @@ def as_points(features: Any, metric: str | None = None,
         An empty input, a single row, NaN or infinite values (naming the row), repeated ids,
         an unknown metric, or a metric the rows cannot take.
     """
-    if isinstance(features, MultiCodes):
-        raise TypeError("multi-codes (crop_resistant) hold several codes per image and have "
-                        "no single row to cluster; use a method with one descriptor per image")
+    if isinstance(features, MultiCodes | LocalDescriptors):
+        raise TypeError(f"{features.method or 'these descriptors'}: several descriptors per "
+                        "image (crop_resistant, keypoint methods) have no single row to "
+                        "cluster; use a method with one descriptor per image")
     if isinstance(features, np.ndarray):
         features = _from_array(features, metric, n_bits)
     elif not isinstance(features, BinaryCodes | FloatFeatures):

@@ -20,7 +20,7 @@ import numpy as np
 
 from data_retrieval import ImageRecord, source_rows
 from helpers import get_logger
-from helpers.descriptors import BinaryCodes, FloatFeatures, MultiCodes
+from helpers.descriptors import BinaryCodes, FloatFeatures, LocalDescriptors, MultiCodes
 
 logger = get_logger(__name__)
 
@@ -230,9 +230,10 @@ def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
 
     if isinstance(source, BinaryCodes | FloatFeatures):
         return _Loaded(source.method or "array", source)
-    if isinstance(source, MultiCodes):
-        raise TypeError(f"{role}: multi-codes (crop_resistant) cannot be searched with Faiss; "
-                        "use hashing.nearest")
+    if isinstance(source, MultiCodes | LocalDescriptors):
+        raise TypeError(f"{role}: {source.method or 'this method'} gives several descriptors "
+                        "per image (crop_resistant, keypoint methods), which a Faiss index "
+                        "cannot hold; use hashing.nearest or hashing.neighbours")
     if hasattr(source, "features") and hasattr(source, "meta"):  # an extractor FeatureStore
         return _Loaded(str(source.meta.get("model")), _from_store(source))
     if not isinstance(source, str | os.PathLike):
@@ -337,7 +338,8 @@ def load_search_set(
         database ids that repeat; queries without records.
     """
     def listed(value: Any) -> list[Any]:
-        if isinstance(value, str | os.PathLike | BinaryCodes | FloatFeatures | MultiCodes):
+        if isinstance(value, str | os.PathLike | BinaryCodes | FloatFeatures | MultiCodes
+                      | LocalDescriptors):
             return [value]
         if hasattr(value, "features") and hasattr(value, "meta"):
             return [value]

@@ -2,16 +2,19 @@
 
 Classical perceptual hashes on batches (ahash, phash, dhash, whash and colorhash bit-identical
 to ``imagehash``; crop_resistant with imagehash's segment hashes; hist_hash; block_mean), the
+keypoint methods (orb, sift, daisy, latch: OpenCV's descriptors matched in batches), the
 algorithm registry, batched CPU/GPU distances, and the copy-detection benchmark with its JSON
 digest (`run_benchmark`, `write_digest`, `load_digest`) and figures (`hashing.plots`).
 """
 
 from hashing import classical as _classical  # noqa: F401  (registers the hashes)
+from hashing import keypoints as _keypoints  # noqa: F401  (registers orb, sift, daisy, latch)
 from hashing.benchmark import BenchmarkResult, Protocol, load_records, run_benchmark, study_protocol
 from hashing.describe import describe
 from hashing.digest import Digest, compute_digest, load_digest, score_matches, write_digest
 from hashing.distances import METRICS, nearest, pairwise
 from hashing.gray import GrayBatch
+from hashing.keypoints import local_distances
 from hashing.matching import descriptor_distances, multi_distances, neighbours
 from hashing.neural import FEATURE_DISTANCES, simhash
 from hashing.registry import (
@@ -25,7 +28,7 @@ from hashing.registry import (
     register_provider,
 )
 from hashing.store import load_descriptors, save_descriptors
-from helpers.descriptors import BinaryCodes, FloatFeatures, MultiCodes
+from helpers.descriptors import BinaryCodes, FloatFeatures, LocalDescriptors, MultiCodes
 
 __all__ = [
     "METRICS",
@@ -38,6 +41,7 @@ __all__ = [
     "Digest",
     "GrayBatch",
     "MultiCodes",
+    "LocalDescriptors",
     "compute_digest",
     "concat_descriptors",
     "describe",
@@ -45,6 +49,7 @@ __all__ = [
     "descriptor_distances",
     "get_algorithm",
     "list_algorithms",
+    "local_distances",
     "load_digest",
     "load_records",
     "multi_distances",

@@ -157,6 +157,11 @@ def run_benchmark(
     if not db_records:
         raise ValueError("the database is empty (no readable image)")
     db_desc = {label: concat_descriptors(parts[label]) for label in labels}
+    for label, desc in db_desc.items():
+        if getattr(desc, "counts", None) is not None and not desc.counts.all():
+            empty = [db_records[i].image_id for i in np.flatnonzero(desc.counts == 0)]
+            logger.warning("%s: %d database images without keypoints (never matched): %s",
+                           label, len(empty), ", ".join(empty[:5]))
     db_ids = np.array([r.image_id for r in db_records], dtype=object)
     source_rows([], db_records)  # repeated database ids fail now, before any query
     searchers = {label: matcher(label, db_desc[label]) if matcher else None
@@ -183,6 +188,8 @@ def run_benchmark(
                                             metrics.get(label), device)
                 nearest = dist.argmin(axis=1)
                 best = dist[np.arange(len(dist)), nearest]
+                # nothing within any distance (an image without keypoints): no nearest image
+                nearest = np.where(np.isfinite(best), nearest, -1)
                 own = np.where(src >= 0, dist[np.arange(len(dist)), np.maximum(src, 0)],
                                np.nan)
             else:
@@ -211,7 +218,8 @@ def run_benchmark(
             # the source found, or another image exactly as near (a tie; an index's float32
             # distance may differ from the exact one in the last bits). An approximate index
             # that returns a farther image has missed the source, even if the source is nearer.
-            "correct": positive & (nearest >= 0) & (
+            # an infinite distance (a keypoint method's image without keypoints) finds nothing
+            "correct": positive & (nearest >= 0) & np.isfinite(best) & (
                 (nearest == src_index) | np.isclose(own, best, rtol=1e-5, atol=1e-6)),
         }))
     n_queries = len(meta)

@@ -18,6 +18,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from data_retrieval import BadImage, Dataset, ImageRecord, load_images, read_manifest
 from data_retrieval.items import as_record, load_item, loadable
 from data_retrieval.listing import make_image_ids
@@ -127,10 +129,12 @@ def describe(
 
     Returns
     -------
-    BinaryCodes, MultiCodes or FloatFeatures
-        One row per readable image, in input order, with ``ids``, ``method`` (the method's
-        identity), ``bad`` (``(image id, path, reason)`` of each image skipped, at listing or
-        at decoding) and, when records were given, ``records``.
+    BinaryCodes, MultiCodes, LocalDescriptors or FloatFeatures
+        One row per readable image, in input order (for a keypoint method, an image without
+        keypoints too: it is logged and is at an infinite distance from every image), with
+        ``ids``, ``method`` (the method's identity), ``bad`` (``(image id, path, reason)``
+        of each image skipped, at listing or at decoding) and, when records were given,
+        ``records``.
 
     Raises
     ------
@@ -176,6 +180,20 @@ def describe(
             pool.shutdown(wait=False, cancel_futures=True)
     if not parts:
         raise ValueError(f"no readable image to describe ({len(skipped)} skipped)")
-    return concat_descriptors(parts).with_identity(
+    result = concat_descriptors(parts).with_identity(
         ids=tuple(r.image_id for r in kept), records=tuple(kept) if records_given else None,
         method=algorithm.label, bad=tuple(skipped))
+    _report_empty(result)
+    return result
+
+
+def _report_empty(descriptors: Any) -> None:
+    """Log the images a keypoint method found no keypoint in: they stay (one row each), at an
+    infinite distance from every image."""
+    counts = getattr(descriptors, "counts", None)
+    if counts is None or counts.all():
+        return
+    empty = [descriptors.ids[i] for i in np.flatnonzero(counts == 0)]
+    logger.warning("%s found no keypoint in %d of %d images (infinite distance to every "
+                   "image): %s%s", descriptors.method, len(empty), len(counts),
+                   ", ".join(empty[:5]), ", ..." if len(empty) > 5 else "")

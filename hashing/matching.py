@@ -1,8 +1,9 @@
 """Distances between descriptors of any kind: binary codes, multi-codes, float features.
 
 Binary codes use the bit error rate; multi-codes (crop-resistant hash) use the rule of
-`MultiCodes`; float features a metric of `hashing.distances`. Everything is computed for whole
-batches: all queries of a batch against the whole database.
+`MultiCodes`; local descriptors (keypoint methods) the rule of `LocalDescriptors`
+(`hashing.keypoints`); float features a metric of `hashing.distances`. Everything is computed
+for whole batches: all queries of a batch against the whole database.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ import numpy as np
 import pandas as pd
 
 from hashing.distances import DEFAULT_BLOCK_ELEMENTS, pairwise
-from helpers.descriptors import BinaryCodes, FloatFeatures, MultiCodes, check_same_method
+from helpers.descriptors import (
+    BinaryCodes,
+    FloatFeatures,
+    LocalDescriptors,
+    MultiCodes,
+    check_same_method,
+)
 
 
 def descriptor_distances(
@@ -23,7 +30,7 @@ def descriptor_distances(
 
     Parameters
     ----------
-    queries, database : BinaryCodes, MultiCodes, FloatFeatures or numpy.ndarray
+    queries, database : BinaryCodes, MultiCodes, FloatFeatures, LocalDescriptors or ndarray
     metric : str, optional
         For plain arrays of float features (``cosine``, ``jensenshannon``, ``l1``, ``l2``);
         codes and `FloatFeatures` know theirs.
@@ -33,7 +40,7 @@ def descriptor_distances(
     if type(queries) is not type(database):
         raise TypeError(f"cannot compare {type(queries).__name__} with "
                         f"{type(database).__name__}")
-    if isinstance(queries, BinaryCodes | MultiCodes | FloatFeatures):
+    if isinstance(queries, BinaryCodes | MultiCodes | FloatFeatures | LocalDescriptors):
         return pairwise(queries, database, device=device)
     if metric is None:
         raise ValueError("float features need a metric")
@@ -88,7 +95,7 @@ def neighbours(queries: Any, database: Any, k: int = 5, device: str = "auto") ->
 
     Parameters
     ----------
-    queries, database : BinaryCodes, MultiCodes or FloatFeatures
+    queries, database : BinaryCodes, MultiCodes, FloatFeatures or LocalDescriptors
         Descriptor objects of one method (as `hashing.describe` makes them); rows without ids
         are named by their position.
     k : int
@@ -105,12 +112,7 @@ def neighbours(queries: Any, database: Any, k: int = 5, device: str = "auto") ->
 
     if not 1 <= k <= len(database):
         raise ValueError(f"k must be in [1, {len(database)}] (the database size), got {k}")
-    if isinstance(queries, MultiCodes):
-        matrix = pairwise(queries, database, device=device)
-        index = np.argsort(matrix, axis=1, kind="stable")[:, :k]
-        dist = np.take_along_axis(matrix, index, axis=1)
-    else:
-        dist, index = nearest(queries, database, k=k, device=device)
+    dist, index = nearest(queries, database, k=k, device=device)
     q_ids = queries.ids if queries.ids is not None else [str(i) for i in range(len(queries))]
     d_ids = np.asarray(database.ids if database.ids is not None
                        else [str(i) for i in range(len(database))], dtype=object)

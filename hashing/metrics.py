@@ -88,7 +88,8 @@ def roc(distances: np.ndarray, positive: np.ndarray) -> dict[str, np.ndarray | f
     if len(d) == 0:
         return {"fpr": np.zeros(1), "tpr": np.zeros(1), "thresholds": np.full(1, -np.inf),
                 "auc": float("nan")}
-    last = np.r_[np.nonzero(np.diff(d))[0], len(d) - 1]
+    # d[1:] != d[:-1], not diff: infinite distances (no keypoint) are one tie
+    last = np.r_[np.nonzero(d[1:] != d[:-1])[0], len(d) - 1]
     tps = np.cumsum(labels)[last]
     fps = last + 1 - tps
     tpr = np.r_[0.0, tps / n_pos] if n_pos else np.full(len(last) + 1, np.nan)
@@ -142,7 +143,8 @@ def micro_average_precision(
     hits = np.asarray(correct, dtype=bool)[order]
     if len(d) == 0:
         return 0.0, 0.0
-    last = np.r_[np.nonzero(np.diff(d))[0], len(d) - 1]
+    # d[1:] != d[:-1], not diff: infinite distances (no keypoint) are one tie
+    last = np.r_[np.nonzero(d[1:] != d[:-1])[0], len(d) - 1]
     tp = np.cumsum(hits)[last]
     precision = tp / (last + 1)
     recall = tp / n_ground_truth

@@ -3,13 +3,15 @@
 Some distances are transcendental functions of every (query, database, dimension) triple, so
 a chain of torch element-wise operations is bound by memory traffic and by its
 general-purpose ``log``. A small fused C loop (``hashing/jensenshannon.c``) that the compiler
-vectorises is an order of magnitude faster on CPU (``scripts/benchmark_hashing.py``).
+vectorises is an order of magnitude faster on CPU (``scripts/benchmark_hashing.py``). The
+keypoint matcher (``hashing/keypoints.c``) fuses xor, popcount and the minimum over each
+database image's descriptors, so no (descriptors x descriptors) matrix is ever written.
 
 The shared library is compiled once per machine and source version into a cache folder
 (``$IMAGE_SIMILARITY_LAB_CACHE`` or ``~/.cache/image_similarity_lab``) and loaded with
 :mod:`ctypes` (which releases the GIL, so threads run kernels in parallel). Without a
 compiler, or with ``IMAGE_SIMILARITY_LAB_NO_NATIVE=1``, :func:`js_kernel` returns ``None`` and
-callers use their torch path, which gives the same results, only slower.
+callers use their NumPy or torch path, which gives the same results, only slower.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("jensenshannon.c")
+_KEYPOINTS = Path(__file__).with_name("keypoints.c")
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared"]
 _LOCK = threading.Lock()
 _LOADED: dict[str, ctypes.CDLL | None] = {}
@@ -90,27 +93,63 @@ def _build(source: Path) -> Path:
     return target
 
 
-def js_kernel() -> ctypes.CDLL | None:
-    """The compiled Jensen-Shannon kernel, or ``None`` when it cannot be built."""
-    name = _SOURCE.name
+def _kernel(source: Path, setup, what: str) -> ctypes.CDLL | None:
+    """The compiled library of ``source`` with ``setup(lib)`` applied, or ``None`` when it
+    cannot be built (or ``IMAGE_SIMILARITY_LAB_NO_NATIVE`` is set); built and loaded once."""
+    name = source.name
     with _LOCK:
         if name in _LOADED:
             return _LOADED[name]
         lib = None
         if os.environ.get("IMAGE_SIMILARITY_LAB_NO_NATIVE", "") in ("", "0"):
             try:
-                lib = ctypes.CDLL(str(_build(_SOURCE)))
-                lib.js_block.argtypes = [_FLOAT_P, _FLOAT_P, ctypes.c_long, _FLOAT_P,
-                                         ctypes.c_long, ctypes.c_long, _FLOAT_P, ctypes.c_long]
-                lib.js_block.restype = None
-                lib.js_log1p_array.argtypes = [_FLOAT_P, ctypes.c_long, _FLOAT_P]
-                lib.js_log1p_array.restype = None
+                lib = ctypes.CDLL(str(_build(source)))
+                setup(lib)
             except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-                logger.warning("compiled Jensen-Shannon kernel unavailable (%s); using the "
-                               "slower torch path", error)
+                logger.warning("compiled %s kernel unavailable (%s); using the slower "
+                               "NumPy/torch path", what, error)
                 lib = None
         _LOADED[name] = lib
         return lib
+
+
+def _setup_js(lib: ctypes.CDLL) -> None:
+    lib.js_block.argtypes = [_FLOAT_P, _FLOAT_P, ctypes.c_long, _FLOAT_P, ctypes.c_long,
+                             ctypes.c_long, _FLOAT_P, ctypes.c_long]
+    lib.js_block.restype = None
+    lib.js_log1p_array.argtypes = [_FLOAT_P, ctypes.c_long, _FLOAT_P]
+    lib.js_log1p_array.restype = None
+
+
+def js_kernel() -> ctypes.CDLL | None:
+    """The compiled Jensen-Shannon kernel, or ``None`` when it cannot be built."""
+    return _kernel(_SOURCE, _setup_js, "Jensen-Shannon")
+
+
+def _setup_keypoints(lib: ctypes.CDLL) -> None:
+    pointer, long = ctypes.c_void_p, ctypes.c_long
+    lib.local_hamming_min.argtypes = [pointer, long, pointer, long, long, pointer, long,
+                                      pointer, long]
+    lib.local_hamming_min.restype = None
+
+
+def keypoint_kernel() -> ctypes.CDLL | None:
+    """The compiled kernel that matches binary keypoint descriptors
+    (``hashing/keypoints.c``), or ``None`` when it cannot be built."""
+    return _kernel(_KEYPOINTS, _setup_keypoints, "keypoint matching")
+
+
+def local_hamming_min(lib: ctypes.CDLL, q: np.ndarray, d: np.ndarray, counts: np.ndarray,
+                      out: np.ndarray) -> None:
+    """Fill ``out`` (nq, N) int32 with, for each query descriptor (``q``: (nq, words) uint64)
+    and database image (``d``: (N, K, words) uint64 with ``counts``), the fewest differing
+    bits over the image's descriptors (INT32_MAX for an image without descriptors)."""
+    assert q.dtype == d.dtype == np.uint64 and q.flags.c_contiguous and d.flags.c_contiguous
+    assert counts.dtype == np.int64 and counts.flags.c_contiguous
+    assert out.dtype == np.int32 and out.strides[1] == 4 and out.shape == (len(q), len(d))
+    lib.local_hamming_min(q.ctypes.data, q.shape[0], d.ctypes.data, d.shape[0], d.shape[1],
+                          counts.ctypes.data, q.shape[1], out.ctypes.data,
+                          out.strides[0] // 4)
 
 
 def reset() -> None:

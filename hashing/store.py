@@ -2,8 +2,10 @@
 
 ``<root>/<dataset>/<method>.npy`` holds the rows (float32 features, or packed uint8 codes),
 ``<method>.records.csv`` who each row is, and ``<method>.json`` the sidecar, which says how to
-compare the rows (``metric``, and ``n_bits`` for codes). `extractor.load_store` opens the same
-files; `load_descriptors` gives them back as the object `hashing.describe` made.
+compare the rows (``metric``, and ``n_bits`` for codes). Local descriptors (keypoint methods)
+are stored as one row per image, their padded (descriptors x length) array flattened, with
+the count of each image, the norm and the cutoff in the sidecar. `extractor.load_store` opens
+the same files; `load_descriptors` gives them back as the object `hashing.describe` made.
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from data_retrieval import ImageRecord
-from helpers.descriptors import BinaryCodes, FloatFeatures, MultiCodes
+from helpers.descriptors import BinaryCodes, FloatFeatures, LocalDescriptors, MultiCodes
 
 
-def save_descriptors(descriptors: BinaryCodes | FloatFeatures, dataset: str,
+def save_descriptors(descriptors: BinaryCodes | FloatFeatures | LocalDescriptors, dataset: str,
                      root: str | Path | None = None, overwrite: bool = False,
                      meta: dict[str, Any] | None = None) -> Path:
     """Store descriptors made by `hashing.describe` as ``<root>/<dataset>/<method>.npy``.
 
     Parameters
     ----------
-    descriptors : BinaryCodes or FloatFeatures
+    descriptors : BinaryCodes, FloatFeatures or LocalDescriptors
         With ``ids`` and ``method`` (as `describe` makes them).
     dataset : str
         The store folder (a plain name).
@@ -47,7 +49,7 @@ def save_descriptors(descriptors: BinaryCodes | FloatFeatures, dataset: str,
     """
     from extractor.store import save_store
 
-    if not isinstance(descriptors, BinaryCodes | FloatFeatures | MultiCodes):
+    if not isinstance(descriptors, BinaryCodes | FloatFeatures | MultiCodes | LocalDescriptors):
         raise TypeError(f"save_descriptors takes what hashing.describe returns, got a "
                         f"{type(descriptors).__name__}")
     if isinstance(descriptors, MultiCodes):
@@ -60,6 +62,12 @@ def save_descriptors(descriptors: BinaryCodes | FloatFeatures, dataset: str,
     if isinstance(descriptors, BinaryCodes):
         array, kind = descriptors.packed, {"kind": "binary", "metric": "hamming",
                                            "n_bits": descriptors.n_bits}
+    elif isinstance(descriptors, LocalDescriptors):
+        n, width, length = descriptors.values.shape
+        array = descriptors.values.reshape(n, width * length)
+        kind = {"kind": "local", "metric": descriptors.metric, "norm": descriptors.norm,
+                "cutoff": int(descriptors.cutoff), "descriptors": int(width),
+                "length": int(length), "counts": descriptors.counts.tolist()}
     else:
         array, kind = descriptors.values.astype("float32", copy=False), {
             "kind": "float", "metric": descriptors.metric}
@@ -107,4 +115,10 @@ def load_descriptors(dataset: str, method: str, root: str | Path | None = None,
     identity = {"ids": tuple(store.ids), "records": tuple(store.records), "method": method}
     if store.meta.get("kind") == "binary":
         return BinaryCodes(store.features, int(store.meta["n_bits"]), **identity)
+    if store.meta.get("kind") == "local":
+        meta = store.meta
+        values = store.features.reshape(len(store.features), int(meta["descriptors"]),
+                                        int(meta["length"]))
+        return LocalDescriptors(values, meta["counts"], meta["norm"], int(meta["cutoff"]),
+                                **identity)
     return FloatFeatures(store.features, recorded or metric or "cosine", **identity)

@@ -315,3 +315,116 @@ class FloatFeatures(_Identity):
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+#: Norms that compare local descriptors (`LocalDescriptors.norm`).
+LOCAL_NORMS = ("hamming", "l1", "l2")
+
+
+@dataclass(frozen=True)
+class LocalDescriptors(_Identity):
+    """Local (keypoint) descriptors of N images: one padded array and a count per image.
+
+    Image ``i`` owns ``values[i, :counts[i]]``; the rows after them are padding, never
+    compared. An image with no keypoint (count 0) is at an infinite distance from every image.
+
+    Attributes
+    ----------
+    values : numpy.ndarray, shape (N, K, D)
+        ``uint8`` bytes of binary descriptors (ORB, LATCH: ``8 D`` bits each) or ``float32``
+        vectors (SIFT, DAISY); ``K`` is the largest count.
+    counts : numpy.ndarray, shape (N,), int64
+        Descriptors per image, ``0 <= counts <= K``.
+    norm : {"hamming", "l1", "l2"}
+        How two descriptors are compared: ``hamming`` as a bit error rate (differing bits
+        over ``8 D``), ``l1`` and ``l2`` as OpenCV's ``NORM_L1`` and ``NORM_L2``.
+    cutoff : int
+        Matching rule of the original study: the distance from a query image to a database
+        image is the ``cutoff``-th smallest, over the query's descriptors, of each
+        descriptor's distance to its nearest descriptor in the database image (OpenCV's
+        ``BFMatcher.match`` then a sort); infinite when the query has fewer descriptors.
+    """
+
+    values: np.ndarray
+    counts: np.ndarray
+    norm: str
+    cutoff: int = 1
+    ids: tuple[str, ...] | None = None
+    records: tuple | None = None
+    method: str | None = None
+    bad: tuple[tuple[str, str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        values, counts = np.asarray(self.values), np.asarray(self.counts, dtype=np.int64)
+        if values.ndim != 3:
+            raise ValueError(f"local descriptors are an (images, descriptors, dim) array, got "
+                             f"shape {values.shape}")
+        if counts.shape != (len(values),):
+            raise ValueError(f"{counts.shape} counts for {len(values)} images")
+        if len(counts) and (counts.min() < 0 or counts.max() > values.shape[1]):
+            raise ValueError(f"counts must lie in [0, {values.shape[1]}]")
+        if self.norm not in LOCAL_NORMS:
+            raise ValueError(f"unknown norm {self.norm!r} for local descriptors; norms: "
+                             f"{', '.join(LOCAL_NORMS)}")
+        if (self.norm == "hamming") != (values.dtype == np.uint8):
+            raise ValueError(f"{values.dtype} descriptors cannot be compared with "
+                             f"{self.norm!r}: hamming compares uint8 binary descriptors, l1 "
+                             "and l2 float ones")
+        if isinstance(self.cutoff, bool) or not isinstance(self.cutoff, int | np.integer) \
+                or self.cutoff < 1:
+            raise ValueError(f"cutoff must be an integer >= 1, got {self.cutoff!r}")
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "counts", counts)
+        self._check_identity(len(values))
+
+    @classmethod
+    def from_list(cls, descriptors: list[np.ndarray | None], norm: str, cutoff: int = 1,
+                  dim: int | None = None) -> LocalDescriptors:
+        """Pad a list of per-image (count, D) arrays (``None`` or empty: no keypoint), as
+        OpenCV's ``compute`` returns them; ``dim`` is needed when no image has any."""
+        shapes = [d.shape[1] for d in descriptors if d is not None and len(d)]
+        if dim is None:
+            if not shapes:
+                raise ValueError("no image has a descriptor: give dim")
+            dim = shapes[0]
+        if any(s != dim for s in shapes):
+            raise ValueError(f"descriptors of dimension {sorted(set(shapes))}, expected {dim}")
+        counts = np.array([0 if d is None else len(d) for d in descriptors], dtype=np.int64)
+        dtype = np.uint8 if norm == "hamming" else np.float32
+        values = np.zeros((len(descriptors), int(counts.max(initial=0)), dim), dtype)
+        for i, d in enumerate(descriptors):
+            if counts[i]:
+                values[i, :counts[i]] = d
+        return cls(values, counts, norm, cutoff)
+
+    @classmethod
+    def concat(cls, parts: list[LocalDescriptors]) -> LocalDescriptors:
+        """Descriptors of several batches, in order (padded to the largest count)."""
+        width = max(p.values.shape[1] for p in parts)
+        values = np.concatenate([np.pad(p.values, ((0, 0), (0, width - p.values.shape[1]),
+                                                   (0, 0))) for p in parts])
+        return cls(values, np.concatenate([p.counts for p in parts]), parts[0].norm,
+                   parts[0].cutoff, **_identity(parts))
+
+    def __getitem__(self, index) -> LocalDescriptors:
+        """The descriptors of some images, ids kept."""
+        rows = np.atleast_1d(np.arange(len(self))[index])
+        return LocalDescriptors(self.values[rows], self.counts[rows], self.norm, self.cutoff,
+                                **self._rows(index))
+
+    def per_image(self) -> list[np.ndarray]:
+        """Per image, its (count, D) descriptors (as OpenCV gave them)."""
+        return [v[:c] for v, c in zip(self.values, self.counts, strict=True)]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def n_bits(self) -> int | None:
+        """Bits of one binary descriptor (``None`` for float descriptors)."""
+        return 8 * self.values.shape[2] if self.norm == "hamming" else None
+
+    @property
+    def metric(self) -> str:
+        """Distance used to compare these descriptors' images."""
+        return f"local_{self.norm}"
