@@ -16,9 +16,10 @@ OpenCV's ``NORM_L2`` and ``NORM_L1``.
 `local_distances` computes that for all query and database images at once: every
 descriptor pair in blocks, the minimum over each database image's descriptors, then the
 ``cutoff``-th smallest per pair of images. Binary descriptors on CPU go through a compiled
-kernel (`hashing.native`) that fuses xor, popcount and the minimum; float descriptors and
-CUDA through torch (float64 on CPU, so SIFT's integer-valued descriptors give OpenCV's
-distances exactly).
+kernel (`hashing.native`, ``hashing/keypoints.c``) that fuses xor, popcount and the minima;
+float descriptors and CUDA (and CPUs without a C compiler) through torch: in float32 for
+integer-valued descriptors (SIFT's, whose sums are then exact), in float64 otherwise (DAISY's),
+so that the distances are OpenCV's.
 """
 
 from __future__ import annotations
@@ -166,48 +167,33 @@ def local_distances(queries: LocalDescriptors, database: LocalDescriptors,
                          f"descriptors with {database.values.shape[2]}-long {database.norm} "
                          "ones")
     n_query, n_db = len(queries), len(database)
-    out = np.full((n_query, n_db), np.inf, dtype=np.float32)
+    if n_query == 0 or n_db == 0 or queries.values.shape[1] == 0 \
+            or database.values.shape[1] == 0:
+        return np.full((n_query, n_db), np.inf, dtype=np.float32)
+    matcher = _Matcher(database, resolve_device(device), max_block_elements)
     width = queries.values.shape[1]
-    if n_query == 0 or n_db == 0 or width == 0 or database.values.shape[1] == 0:
-        return out
-    device = resolve_device(device)
-    matcher = _Matcher(database, device, max_block_elements)
-    cutoff = queries.cutoff
     # query images in blocks whose (descriptors x database images) minima fit the budget
     images = max(1, max_block_elements // max(1, width * n_db))
-    for first in range(0, n_query, images):
-        block = queries[first:first + images]
-        rows = np.arange(width)[None, :] < block.counts[:, None]  # valid descriptor slots
-        per_desc = np.full((len(block), width, n_db), np.inf, dtype=np.float32)
-        if rows.any():
-            per_desc[rows] = matcher.minima(block.values[rows])
-        if cutoff > width:
-            continue  # no query of the block has that many descriptors: inf
-        if cutoff == 1:
-            out[first:first + len(block)] = per_desc.min(axis=1)
-        else:
-            out[first:first + len(block)] = np.partition(per_desc, cutoff - 1,
-                                                         axis=1)[:, cutoff - 1]
-    return out
+    return np.concatenate([matcher.distances(queries[first:first + images])
+                           for first in range(0, n_query, images)])
 
 
 class _Matcher:
-    """Per query descriptor, the distance to the nearest descriptor of each database image."""
+    """Distances from blocks of query images to one database of local descriptors."""
 
     def __init__(self, database: LocalDescriptors, device: str, budget: int) -> None:
         self.database, self.device, self.budget = database, device, budget
         self.norm = database.norm
-        self.counts = np.ascontiguousarray(database.counts, dtype=np.int64)
-        n_db, width, _ = database.values.shape
-        self.valid = np.arange(width)[None, :] < self.counts[:, None]  # (N, K)
+        n_db, width, length = database.values.shape
+        self.valid = np.arange(width)[None, :] < database.counts[:, None]  # (N, K)
         self.kernel = None
-        if self.norm == "hamming":
-            if device == "cpu":
-                from hashing import native
+        if self.norm == "hamming" and device == "cpu" and length <= 32:
+            from hashing import native
 
-                self.kernel = native.keypoint_kernel()
-            self.words = _words(database.values)  # (N, K, W) uint64
-        if self.kernel is None:
+            self.kernel = native.keypoint_kernel()
+        if self.kernel is not None:
+            self._layout_for_kernel()
+        else:
             import torch
 
             self.torch_device = torch.device(device)
@@ -216,40 +202,68 @@ class _Matcher:
                 bits = np.unpackbits(values, axis=1).astype(np.float32)
                 self.d = torch.from_numpy(bits).to(self.torch_device)
             else:
-                self.d = torch.from_numpy(values.astype(np.float64)).to(self.torch_device)
+                # integer-valued descriptors (SIFT's) whose sums stay below 2**24 are exact in
+                # float32, whatever the summation order: twice as fast as float64, which the
+                # others (DAISY's) need to give OpenCV's distances
+                self.exact32 = _exact_in_float32(values)
+                dtype = np.float32 if self.exact32 else np.float64
+                self.d = torch.from_numpy(values.astype(dtype)).to(self.torch_device)
             self.d_sq = (self.d * self.d).sum(1)
             self.pad = torch.from_numpy(~self.valid.reshape(-1)).to(self.torch_device)
 
-    def minima(self, q: np.ndarray) -> np.ndarray:
-        """(m, N) float32 for query descriptors ``q`` (m, D)."""
-        if self.kernel is not None:
-            return self._kernel_minima(q)
-        return self._torch_minima(q)
+    def _layout_for_kernel(self) -> None:
+        """The database as the kernel reads it: descriptors zero-padded to 256 bits (xor of
+        zeros adds nothing) as four 64-bit words."""
+        values = self.database.values
+        self.words = _words(np.pad(values, ((0, 0), (0, 0), (0, 32 - values.shape[2]))))
+        self.counts = np.ascontiguousarray(self.database.counts, dtype=np.int64)
 
-    def _kernel_minima(self, q: np.ndarray) -> np.ndarray:
+    def distances(self, block: LocalDescriptors) -> np.ndarray:
+        """(B, N) float32 distances of a block of query images (the study's rule)."""
+        if self.kernel is not None:
+            return self._kernel_distances(block)
+        width, n_db = block.values.shape[1], len(self.valid)
+        rows = np.arange(width)[None, :] < block.counts[:, None]  # valid descriptor slots
+        per_desc = np.full((len(block), width, n_db), np.inf, dtype=np.float32)
+        if rows.any():
+            per_desc[rows] = self._torch_minima(block.values[rows])
+        return _cutoff_th(per_desc, block.cutoff)
+
+    def _kernel_distances(self, block: LocalDescriptors) -> np.ndarray:
         from hashing import native
 
-        words = _words(q[:, None, :])[:, 0]
-        n_db = len(self.counts)
-        counts = np.empty((len(q), n_db), dtype=np.int32)
-        threads = max(1, min(available_cpus(), 16, len(q)))
-        bounds = [len(q) * k // threads for k in range(threads + 1)]
+        n_img, width, length = block.values.shape
+        q = _words(np.pad(block.values, ((0, 0), (0, 0), (0, 32 - length))))
+        q = np.ascontiguousarray(q.reshape(n_img * width, 4))
+        skip = np.ascontiguousarray(
+            (np.arange(width)[None, :] >= block.counts[:, None]).reshape(-1), dtype=np.uint8)
+        group = width if block.cutoff == 1 else 1  # cutoff 1: the kernel takes the minimum
+        out = np.full((n_img * width // group, len(self.counts)), native.KEYPOINT_NONE,
+                      dtype=np.int32)
+        threads = max(1, min(available_cpus(), 16, n_img))
+        bounds = [n_img * k // threads for k in range(threads + 1)]
 
-        def work(k: int) -> None:
-            span = slice(bounds[k], bounds[k + 1])
-            native.local_hamming_min(self.kernel, words[span], self.words, self.counts,
-                                     counts[span])
+        def work(k: int) -> None:  # each thread its own query images (the GIL is released)
+            rows = slice(bounds[k] * width, bounds[k + 1] * width)
+            outs = slice(rows.start // group, rows.stop // group)
+            native.local_hamming_min(self.kernel, q[rows], skip[rows], group, self.words,
+                                     self.counts, out[outs])
 
         if threads == 1:
             work(0)
         else:
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(work, range(threads)))
-        out = counts.astype(np.float32) / self.database.n_bits
-        out[counts == np.iinfo(np.int32).max] = np.inf
-        return out
+        if group == 1:
+            out = _cutoff_th(out.reshape(n_img, width, -1), block.cutoff,
+                             none=native.KEYPOINT_NONE)
+        result = out.astype(np.float32) / np.float32(self.database.n_bits)
+        result[out == native.KEYPOINT_NONE] = np.inf
+        return result
 
     def _torch_minima(self, q: np.ndarray) -> np.ndarray:
+        """(m, N) float32: for query descriptors ``q`` (m, D), the distance to the nearest
+        descriptor of each database image (inf for an image without any)."""
         import torch
 
         n_db, width = self.valid.shape
@@ -260,15 +274,21 @@ class _Matcher:
                 part = q[start:start + rows]
                 if self.norm == "hamming":
                     x = torch.from_numpy(np.unpackbits(part, axis=1).astype(np.float32))
+                elif self.exact32 and _exact_in_float32(part):
+                    x = torch.from_numpy(part.astype(np.float32))
                 else:
                     x = torch.from_numpy(part.astype(np.float64))
                 x = x.to(self.torch_device)
-                if self.norm == "l1":
-                    dist = torch.cdist(x, self.d, p=1)
+                if x.dtype != self.d.dtype:  # float queries against an integer database
+                    x, d, d_sq = x.double(), self.d.double(), self.d_sq.double()
                 else:
-                    # |x|^2 + |d|^2 - 2 x.d: exact for {0, 1} bits (differing bits) in
-                    # float32, and in float64 for SIFT's integer-valued descriptors
-                    dist = (x * x).sum(1, keepdim=True) + self.d_sq - 2 * (x @ self.d.T)
+                    d, d_sq = self.d, self.d_sq
+                if self.norm == "l1":
+                    dist = torch.cdist(x, d, p=1)
+                else:
+                    # |x|^2 + |d|^2 - 2 x.d: exact for {0, 1} bits (differing bits) and
+                    # integer-valued descriptors in float32, to float64 rounding otherwise
+                    dist = (x * x).sum(1, keepdim=True) + d_sq - 2 * (x @ d.T)
                     if self.norm == "hamming":
                         dist = dist / self.database.n_bits
                     else:
@@ -277,6 +297,24 @@ class _Matcher:
                 out[start:start + len(part)] = (dist.view(len(part), n_db, width).amin(-1)
                                                 .float().cpu().numpy())
         return out
+
+
+def _exact_in_float32(values: np.ndarray) -> bool:
+    """Integer-valued rows whose squared norms and L1 norms stay below 2**22: every sum the
+    L2 expansion or L1 makes is then an integer below 2**24, exact in float32."""
+    if not len(values) or not np.array_equal(values, np.rint(values)):
+        return False
+    wide = np.abs(values.astype(np.float64))
+    return float((wide * wide).sum(1).max()) < 2 ** 22 and float(wide.sum(1).max()) < 2 ** 22
+
+
+def _cutoff_th(per_desc: np.ndarray, cutoff: int, none: float = np.inf) -> np.ndarray:
+    """(B, N): the ``cutoff``-th smallest over axis 1 of (B, K, N) (``none`` beyond K)."""
+    if cutoff > per_desc.shape[1]:
+        return np.full((per_desc.shape[0], per_desc.shape[2]), none, dtype=per_desc.dtype)
+    if cutoff == 1:
+        return per_desc.min(axis=1)
+    return np.partition(per_desc, cutoff - 1, axis=1)[:, cutoff - 1]
 
 
 def _words(values: np.ndarray) -> np.ndarray:

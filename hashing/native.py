@@ -128,8 +128,8 @@ def js_kernel() -> ctypes.CDLL | None:
 
 def _setup_keypoints(lib: ctypes.CDLL) -> None:
     pointer, long = ctypes.c_void_p, ctypes.c_long
-    lib.local_hamming_min.argtypes = [pointer, long, pointer, long, long, pointer, long,
-                                      pointer, long]
+    lib.local_hamming_min.argtypes = [pointer, pointer, long, long, pointer, pointer, long,
+                                      long, pointer, long]
     lib.local_hamming_min.restype = None
 
 
@@ -139,16 +139,25 @@ def keypoint_kernel() -> ctypes.CDLL | None:
     return _kernel(_KEYPOINTS, _setup_keypoints, "keypoint matching")
 
 
-def local_hamming_min(lib: ctypes.CDLL, q: np.ndarray, d: np.ndarray, counts: np.ndarray,
-                      out: np.ndarray) -> None:
-    """Fill ``out`` (nq, N) int32 with, for each query descriptor (``q``: (nq, words) uint64)
-    and database image (``d``: (N, K, words) uint64 with ``counts``), the fewest differing
-    bits over the image's descriptors (INT32_MAX for an image without descriptors)."""
-    assert q.dtype == d.dtype == np.uint64 and q.flags.c_contiguous and d.flags.c_contiguous
-    assert counts.dtype == np.int64 and counts.flags.c_contiguous
-    assert out.dtype == np.int32 and out.strides[1] == 4 and out.shape == (len(q), len(d))
-    lib.local_hamming_min(q.ctypes.data, q.shape[0], d.ctypes.data, d.shape[0], d.shape[1],
-                          counts.ctypes.data, q.shape[1], out.ctypes.data,
+#: What ``out`` of `local_hamming_min` starts at: a result still there means "no descriptor".
+KEYPOINT_NONE = np.iinfo(np.int32).max
+
+
+def local_hamming_min(lib: ctypes.CDLL, q: np.ndarray, qskip: np.ndarray, group: int,
+                      d: np.ndarray, counts: np.ndarray, out: np.ndarray) -> None:
+    """Min-reduce into ``out`` (rows // group, N) int32 the fewest differing bits between
+    each query row of ``q`` ((rows, 4) uint64; rows with ``qskip`` set are skipped) and each
+    database image's descriptors (``d`` (N, K, 4) uint64 words, ``counts`` (N,) int64); see
+    ``hashing/keypoints.c``. ``out`` must start at `KEYPOINT_NONE`."""
+    for array in (q, qskip, d, counts):
+        assert array.flags.c_contiguous
+    assert q.dtype == d.dtype == np.uint64 and counts.dtype == np.int64
+    assert qskip.dtype == np.uint8 and qskip.shape == (len(q),)
+    assert q.shape[1] == 4 and d.shape[2] == 4 and len(q) % group == 0
+    assert out.dtype == np.int32 and out.strides[1] == 4
+    assert out.shape == (len(q) // group, len(d))
+    lib.local_hamming_min(q.ctypes.data, qskip.ctypes.data, q.shape[0], group, d.ctypes.data,
+                          counts.ctypes.data, d.shape[0], d.shape[1], out.ctypes.data,
                           out.strides[0] // 4)
 
 

@@ -4,14 +4,19 @@
 - ahash+phash+dhash+whash+colorhash on decoded photos vs imagehash's five functions per image;
 - crop_resistant vs imagehash.crop_resistant_hash (same segment hashes, checked);
 - Jensen-Shannon distance matrix vs scipy.spatial.distance.cdist(..., "jensenshannon");
-- Hamming 1-NN on packed 64-bit codes vs faiss.IndexBinaryFlat.
+- Hamming 1-NN on packed 64-bit codes vs faiss.IndexBinaryFlat;
+- keypoint matching: ORB descriptors (20 per image) of 1,000 queries against a 250-image
+  database, our batched matching vs the original study's loop over every (query, database)
+  pair with OpenCV's BFMatcher (match, sort, the cutoff-th distance), same distances checked.
 
-python scripts/benchmark_hashing.py --dataset bsds500 --n-images 200
+python scripts/benchmark_hashing.py --dataset bsds500 --n-images 250
+python scripts/benchmark_hashing.py --parts keypoints --keypoints 1000 250 20
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -131,6 +136,84 @@ def bench_hamming(n_query: int, n_db: int, n_bits: int) -> dict:
             "distances_equal": bool(np.array_equal(od[:, 0] * n_bits, fd[:, 0]))}
 
 
+def study_distance(bf, query, train, cutoff: int, n_bits: int | None) -> float:
+    """One pair as the original study matched it: OpenCV's BFMatcher, matches sorted by
+    distance, the cutoff-th; infinite without descriptors; Hamming as a bit error rate."""
+    if query is None or train is None or len(query) == 0 or len(train) == 0:
+        return math.inf
+    matches = sorted(bf.match(query, train), key=lambda m: m.distance)
+    if len(matches) < cutoff:
+        return math.inf
+    distance = matches[cutoff - 1].distance
+    return distance / n_bits if n_bits else distance
+
+
+def bench_keypoints(images, n_query: int, n_db: int, n_features: int,
+                    method: str = "orb", repeats: int = 3) -> dict:
+    """Batched keypoint matching vs the study's per-pair BFMatcher loop."""
+    import cv2
+
+    from hashing import native
+
+    algorithm = get_algorithm(method, n_features=n_features)
+    database = algorithm.describe(images[:n_db])
+    # queries: the photos again, turned a little more on each pass, so they are copies with
+    # their own keypoints (the loop's time does not depend on which)
+    sources = [images[i % len(images)].rotate(3 * (i // len(images)), expand=True)
+               for i in range(n_query)]
+    queries = algorithm.describe(sources)
+    norm = {"hamming": cv2.NORM_HAMMING, "l2": cv2.NORM_L2, "l1": cv2.NORM_L1}[database.norm]
+    bf = cv2.BFMatcher(norm, crossCheck=False)
+    db_sets = dict(zip(range(n_db), database.per_image(), strict=True))
+    q_sets = queries.per_image()
+
+    def study_loop() -> np.ndarray:
+        return np.array([[study_distance(bf, q, d, queries.cutoff, database.n_bits)
+                          for d in db_sets.values()] for q in q_sets])
+
+    compiled = native.keypoint_kernel() is not None  # compiled once, outside the timing
+    timings = time_repeated({
+        "study_loop": study_loop,
+        "ours": lambda: pairwise(queries, database, device="cpu"),
+    }, repeats=repeats, warmup=1)
+    reference, ours = timings["study_loop"].result, timings["ours"].result
+    out = {
+        "method": algorithm.label, "queries": n_query, "database": n_db,
+        "descriptors_per_image": {"queries_mean": float(queries.counts.mean()),
+                                  "database_mean": float(database.counts.mean())},
+        "compiled_kernel": compiled,
+        "study_loop_seconds": timings["study_loop"].as_dict(),
+        "ours_seconds": timings["ours"].as_dict(),
+        "speedup_median": timings["study_loop"].median / timings["ours"].median,
+        "same_distances": bool(np.array_equal(np.isinf(reference), np.isinf(ours)) and
+                               np.allclose(reference, ours, rtol=1e-6, atol=1e-7)),
+    }
+    if compiled and database.norm == "hamming":  # the torch path, as without a compiler
+        os.environ["IMAGE_SIMILARITY_LAB_NO_NATIVE"] = "1"
+        native.reset()
+        try:
+            torch_path = time_repeated(lambda: pairwise(queries, database, device="cpu"),
+                                       repeats=repeats, warmup=1)
+        finally:
+            del os.environ["IMAGE_SIMILARITY_LAB_NO_NATIVE"]
+            native.reset()
+        out["torch_path_seconds"] = torch_path.as_dict()
+        out["torch_path_same"] = bool(np.allclose(torch_path.result, ours, rtol=0, atol=0))
+    import torch
+
+    if torch.cuda.is_available():
+        def on_gpu() -> np.ndarray:
+            return pairwise(queries, database, device="cuda")
+
+        gpu = time_repeated(on_gpu, repeats=repeats, warmup=1, sync=torch.cuda.synchronize)
+        out["cuda_seconds"] = gpu.as_dict()
+        out["cuda_same"] = bool(np.allclose(gpu.result, ours, rtol=1e-6, atol=1e-7))
+    return out
+
+
+PARTS = ("five_hashes", "crop_resistant", "jensenshannon", "hamming_1nn", "keypoints")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
                         metavar=("Q", "N", "D"))
     parser.add_argument("--hamming", type=int, nargs=3, default=[10000, 100000, 64],
                         metavar=("Q", "N", "BITS"))
+    parser.add_argument("--keypoints", type=int, nargs=3, default=[1000, 250, 20],
+                        metavar=("Q", "N", "FEATURES"),
+                        help="keypoint matching: queries, database images, ORB features per "
+                             "image (1000 250 20)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="which measurements to run (all)")
     parser.add_argument("--output", default=str(results_root() / "benchmarks" / "hashing.json"))
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
@@ -158,19 +247,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     images = [load_image(r.path) for r in records]
     workers = sorted({1, available_cpus()})
+    runs = {
+        "five_hashes": lambda: bench_hashes(images, workers),
+        "crop_resistant": lambda: bench_crop_resistant(images, args.n_crop_reference, workers),
+        "jensenshannon": lambda: bench_js(*args.js),
+        "hamming_1nn": lambda: bench_hamming(*args.hamming),
+        "keypoints": lambda: bench_keypoints(images, *args.keypoints),
+    }
     result = {
         "machine": {"platform": platform.platform(), "cpus": available_cpus(),
                     "processor": platform.processor()},
         "dataset": args.dataset,
-        "five_hashes": bench_hashes(images, workers),
-        "crop_resistant": bench_crop_resistant(images, args.n_crop_reference, workers),
-        "jensenshannon": bench_js(*args.js),
-        "hamming_1nn": bench_hamming(*args.hamming),
     }
+    for part in args.parts:
+        result[part] = runs[part]()
     result["experiment"] = experiment_record(vars(args), script="benchmark_hashing")
     write_json(output, result)
     print(f"wrote {output}")
-    for key in ("five_hashes", "crop_resistant", "jensenshannon", "hamming_1nn"):
+    for key in args.parts:
         print(key, result[key])
     return 0
 
