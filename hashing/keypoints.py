@@ -285,17 +285,22 @@ class _Matcher:
                     d, d_sq = self.d, self.d_sq
                 if self.norm == "l1":
                     dist = torch.cdist(x, d, p=1)
+                    dist[:, self.pad] = torch.inf
+                    best = dist.view(len(part), n_db, width).amin(-1)
                 else:
-                    # |x|^2 + |d|^2 - 2 x.d: exact for {0, 1} bits (differing bits) and
-                    # integer-valued descriptors in float32, to float64 rounding otherwise
-                    dist = (x * x).sum(1, keepdim=True) + d_sq - 2 * (x @ d.T)
+                    # |x|^2 + min over t of (|d_t|^2 - 2 x.d_t): one matrix product writes
+                    # the candidates (padding slots are +inf through |d_t|^2), one pass takes
+                    # the minima; exact for {0, 1} bits and integer-valued descriptors in
+                    # float32, to float64 rounding otherwise. sqrt and scaling are monotonic:
+                    # applied to the minima only.
+                    masked = d_sq.masked_fill(self.pad, torch.inf)
+                    dist = torch.addmm(masked, x, d.T, alpha=-2)
+                    best = dist.view(len(part), n_db, width).amin(-1) + (x * x).sum(1)[:, None]
                     if self.norm == "hamming":
-                        dist = dist / self.database.n_bits
+                        best = best / self.database.n_bits
                     else:
-                        dist = dist.clamp_min_(0).sqrt_()
-                dist[:, self.pad] = torch.inf
-                out[start:start + len(part)] = (dist.view(len(part), n_db, width).amin(-1)
-                                                .float().cpu().numpy())
+                        best = best.clamp_min_(0).sqrt_()
+                out[start:start + len(part)] = best.float().cpu().numpy()
         return out
 
 
