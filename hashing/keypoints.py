@@ -64,6 +64,15 @@ def _describe(batch: GrayBatch, name: str, compute: Callable[[np.ndarray], np.nd
     return LocalDescriptors.from_list(found, norm, cutoff, DESCRIPTOR_SIZE[name])
 
 
+def _own_keypoints(name: str, batch: GrayBatch, n_features: int, cutoff: int, norm: str,
+                   make_detector: Callable[..., object]) -> LocalDescriptors:
+    """Keypoints and descriptors from one OpenCV feature (``detectAndCompute``)."""
+    _check(name, n_features, cutoff, norm)
+    detector = make_detector(nfeatures=n_features)
+    return _describe(batch, name, lambda a: detector.detectAndCompute(a, None)[1], norm,
+                     cutoff)
+
+
 def _fast_then(name: str, batch: GrayBatch, n_features: int, cutoff: int, norm: str,
                make_extractor: Callable[[], object]) -> LocalDescriptors:
     """FAST keypoints as ORB's detector ranks them, described by another extractor."""
@@ -90,10 +99,7 @@ def orb(batch: GrayBatch, n_features: int = 20, cutoff: int = 1,
     ``cutoff`` is the matching rule (see `LocalDescriptors`); ``norm`` is ``hamming``."""
     import cv2
 
-    _check("orb", n_features, cutoff, norm)
-    detector = cv2.ORB_create(nfeatures=n_features)
-    return _describe(batch, "orb", lambda a: detector.detectAndCompute(a, None)[1], norm,
-                     cutoff)
+    return _own_keypoints("orb", batch, n_features, cutoff, norm, cv2.ORB_create)
 
 
 @register_algorithm("sift")
@@ -104,10 +110,7 @@ def sift(batch: GrayBatch, n_features: int = 20, cutoff: int = 1,
     (the study's) or ``l1``."""
     import cv2
 
-    _check("sift", n_features, cutoff, norm)
-    detector = cv2.SIFT_create(nfeatures=n_features)
-    return _describe(batch, "sift", lambda a: detector.detectAndCompute(a, None)[1], norm,
-                     cutoff)
+    return _own_keypoints("sift", batch, n_features, cutoff, norm, cv2.SIFT_create)
 
 
 @register_algorithm("daisy")
