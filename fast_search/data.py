@@ -284,6 +284,11 @@ def _from_store(store: Any, method: str | None = None) -> BinaryCodes | FloatFea
                 "method": method or meta.get("model")}
     if meta.get("kind") == "binary":
         return BinaryCodes(store.features, int(meta["n_bits"]), **identity)
+    if meta.get("kind") == "local":
+        raise TypeError(f"{identity['method']}: a keypoint method's store holds several "
+                        "descriptors per image, which a Faiss index cannot hold and "
+                        "clustering cannot take as rows; use hashing.load_descriptors with "
+                        "hashing.nearest or hashing.neighbours")
     return FloatFeatures(store.features, meta.get("metric", "cosine"), **identity)
 
 

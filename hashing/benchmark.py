@@ -202,6 +202,12 @@ def run_benchmark(
     bar.close()
     if not meta:
         raise ValueError("no query image to match (all inputs missing or unreadable)")
+    for label in labels:
+        empty = sum(int(np.isinf(best).sum()) for _, best, _ in rows[label])
+        if empty and getattr(db_desc[label], "counts", None) is not None:
+            logger.warning("%s: %d of %d queries are infinitely far from every database image "
+                           "(no keypoint, or fewer than the cutoff): never matched", label,
+                           empty, len(meta))
 
     query_ids, source_ids, attack_ids, positive, src_index = map(np.array, zip(*meta,
                                                                               strict=True))

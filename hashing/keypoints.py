@@ -18,8 +18,9 @@ descriptor pair in blocks, the minimum over each database image's descriptors, t
 ``cutoff``-th smallest per pair of images. Binary descriptors on CPU go through a compiled
 kernel (`hashing.native`, ``hashing/keypoints.c``) that fuses xor, popcount and the minima;
 float descriptors and CUDA (and CPUs without a C compiler) through torch: in float32 for
-integer-valued descriptors (SIFT's, whose sums are then exact), in float64 otherwise (DAISY's),
-so that the distances are OpenCV's.
+integer-valued descriptors (SIFT's, whose sums are then exact: OpenCV's distances bit for bit),
+in float64 otherwise (DAISY's: OpenCV's to its float32 rounding, which sums in float32; an
+image against itself is then at a distance of about 1e-8 instead of 0).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def _check(name: str, n_features: int, cutoff: int, norm: str) -> None:
         raise ValueError(f"{name}: n_features must be >= 1, got {n_features}")
     if cutoff < 1:
         raise ValueError(f"{name}: cutoff must be >= 1, got {cutoff}")
+    if cutoff > n_features:
+        logger.warning("%s: cutoff %d > n_features %d: a query with fewer descriptors than "
+                       "the cutoff is infinitely far from every image", name, cutoff,
+                       n_features)
     binary = DEFAULT_NORM[name] == "hamming"
     allowed = ("hamming",) if binary else ("l2", "l1")
     if norm not in allowed:
@@ -60,8 +65,22 @@ def _describe(batch: GrayBatch, name: str, compute: Callable[[np.ndarray], np.nd
               norm: str, cutoff: int) -> LocalDescriptors:
     """Descriptors of every gray image of the batch (full resolution, Pillow's ``L``
     conversion, as the study read them)."""
-    found = [compute(np.ascontiguousarray(array)) for array in batch.arrays]
+    found = [_safely(compute, name, np.ascontiguousarray(array)) for array in batch.arrays]
     return LocalDescriptors.from_list(found, norm, cutoff, DESCRIPTOR_SIZE[name])
+
+
+def _safely(compute: Callable[[np.ndarray], np.ndarray | None], name: str,
+            array: np.ndarray) -> np.ndarray | None:
+    """Descriptors of one image; ``None`` (no keypoint) where OpenCV cannot look at it at all
+    (ORB's pyramid fails on an image one pixel wide or high), logged with its size."""
+    import cv2
+
+    try:
+        return compute(array)
+    except cv2.error as exc:
+        logger.warning("%s: no keypoint in a %dx%d image (OpenCV: %s)", name, array.shape[1],
+                       array.shape[0], str(exc).strip().splitlines()[-1])
+        return None
 
 
 def _own_keypoints(name: str, batch: GrayBatch, n_features: int, cutoff: int, norm: str,
@@ -301,8 +320,8 @@ class _Matcher:
                     best = dist.view(len(part), n_db, width).amin(-1) + (x * x).sum(1)[:, None]
                     if self.norm == "hamming":
                         best = best / self.database.n_bits
-                    else:
-                        best = best.clamp_min_(0).sqrt_()
+                    else:  # float64's sqrt rounded to float32 is float32's correctly rounded
+                        best = best.double().clamp_min_(0).sqrt_()  # one (torch's is not)
                 out[start:start + len(part)] = best.float().cpu().numpy()
         return out
 

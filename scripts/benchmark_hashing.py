@@ -240,19 +240,26 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # the keypoint part's database needs that many photos, whatever --n-images says
+    wanted = max(args.n_images, args.keypoints[1] if "keypoints" in args.parts else 0)
     try:
-        records = load_dataset(args.dataset, args.data_root, limit=args.n_images).records
+        records = load_dataset(args.dataset, args.data_root, limit=wanted).records
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if "keypoints" in args.parts and len(records) < args.keypoints[1]:
+        print(f"error: --keypoints asks for a database of {args.keypoints[1]} images; "
+              f"{args.dataset} has {len(records)}", file=sys.stderr)
+        return 2
     images = [load_image(r.path) for r in records]
     workers = sorted({1, available_cpus()})
+    all_images, images = images, images[:args.n_images]
     runs = {
         "five_hashes": lambda: bench_hashes(images, workers),
         "crop_resistant": lambda: bench_crop_resistant(images, args.n_crop_reference, workers),
         "jensenshannon": lambda: bench_js(*args.js),
         "hamming_1nn": lambda: bench_hamming(*args.hamming),
-        "keypoints": lambda: bench_keypoints(images, *args.keypoints),
+        "keypoints": lambda: bench_keypoints(all_images, *args.keypoints),
     }
     result = {
         "machine": {"platform": platform.platform(), "cpus": available_cpus(),

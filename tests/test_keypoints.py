@@ -90,7 +90,9 @@ def test_batched_matching_equals_bfmatcher(images, matching_path, method, norm, 
     reference = bf_distances(found, found)
     assert np.array_equal(np.isinf(ours), np.isinf(reference))
     finite = np.isfinite(reference)
-    # binary: the same count of differing bits; float: OpenCV sums in float32
+    if method != "daisy":  # bits, and SIFT's integer sums: OpenCV's float32 distances exactly
+        assert np.array_equal(ours[finite], reference[finite].astype(np.float32))
+    # DAISY: OpenCV sums in float32, we in float64
     assert np.allclose(ours[finite], reference[finite], rtol=1e-6, atol=1e-6)
     # blocks of queries smaller than the whole set give the same matrix (float products may
     # round differently in blocks of another size)
@@ -271,6 +273,11 @@ def test_benchmark_script_and_study_protocol_take_keypoints(tmp_path):
     part = json.loads(out.read_text())["keypoints"]
     assert part["same_distances"] and part["queries"] == 12 and part["database"] == 5
     assert part["study_loop_seconds"]["median"] > 0 and part["speedup_median"] > 0
+    refused = subprocess.run([sys.executable, "scripts/benchmark_hashing.py", "--dataset",
+                              "sample", "--parts", "keypoints", "--keypoints", "4", "50", "20",
+                              "--output", str(tmp_path / "b2.json")], cwd=REPO,
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "sample has 11" in refused.stderr
     done = subprocess.run([sys.executable, "scripts/hashing_benchmark.py", "--dataset",
                            "sample", "--n-experimental", "4", "--n-control", "3",
                            "--n-attacked", "3", "--attacks", "jpg_compression_50",
@@ -284,3 +291,28 @@ def test_benchmark_script_and_study_protocol_take_keypoints(tmp_path):
     assert list(summary.algorithm) == ["orb", "sift_n_features=30"]
     assert summary["auc"].between(0, 1).all()
     assert (tmp_path / "kp" / "figures" / "roc.png").is_file()
+
+
+def test_images_opencv_cannot_look_at_and_stored_sets_refused(tmp_path, sample_paths, caplog):
+    """An image one pixel wide (ORB's pyramid fails on it) has no keypoint instead of failing
+    the batch; a stored keypoint method is refused by Faiss search and clustering as the
+    in-memory one is."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    load_image(sample_paths["coffee"]).save(folder / "coffee.png")
+    Image.new("RGB", (1, 1)).save(folder / "dot.png")
+    load_image(sample_paths["rocket"]).crop((0, 0, 300, 1)).save(folder / "line.png")
+    for method in ("orb", "sift", "daisy", "latch"):
+        with caplog.at_level(logging.WARNING):
+            found = describe(str(folder), method)
+        assert found.ids == ("coffee", "dot", "line") and found.counts[0] > 0, method
+        assert (found.counts[1:] == 0).all(), method
+        save_descriptors(found, "photos", root=tmp_path / "features")
+    from clustering import cluster
+    from fast_search import load_search_set
+
+    with pytest.raises(TypeError, match="several descriptors per image"):
+        load_search_set(["photos/orb"], queries="photos/orb", root=tmp_path / "features")
+    with pytest.raises(TypeError, match="several descriptors per image"):
+        cluster("photos/sift", "duplicates", metric="l2", threshold=0.1,
+                root=str(tmp_path / "features"))
