@@ -272,7 +272,9 @@ def test_a_second_run_on_the_same_output_refuses(tmp_path, photos):
 
 
 def test_sigint_ends_with_one_line_and_resume_finishes(tmp_path):
-    photos = _photos(tmp_path / "big", n=12, size=(640, 480))
+    # 24 photos: a run of about 15 s here, so that a slow poll below cannot let it finish
+    # before it is interrupted (once, in a full suite, it had finished: exit 0)
+    photos = _photos(tmp_path / "big", n=24, size=(640, 480))
     out = tmp_path / "out"
     command = [sys.executable, str(REPO / "scripts" / "generate_attacks.py"), str(photos),
                str(out), "--attacks", "default", "--workers", "2"]
@@ -281,6 +283,8 @@ def test_sigint_ends_with_one_line_and_resume_finishes(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 20:
         time.sleep(0.1)
+    written = len(list(out.glob("*.png")))
+    assert process.poll() is None, f"the run ended ({written} images) before Ctrl-C was sent"
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C: the whole process group
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
@@ -289,7 +293,7 @@ def test_sigint_ends_with_one_line_and_resume_finishes(tmp_path):
     assert not list(out.glob(".*.tmp"))
     done = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert len(read_manifest(out / "manifest.csv")) == 12 * 58
+    assert len(read_manifest(out / "manifest.csv")) == 24 * 58
 
 
 def test_store_killed_between_npy_and_sidecar_is_finished_by_a_rerun(tmp_path, photos):
