@@ -10,7 +10,7 @@
  * for one pair of images, for every pair, without a (query descriptors x database
  * descriptors) matrix in memory.
  *
- * xor and popcount are the whole cost; the descriptor loop is unrolled by the compiler (1.7x
+ * xor and popcount are the whole cost; the descriptor loop is unrolled by the compiler (1.3x
  * faster than without on the machine of scripts/benchmark_hashing.py: the loop's own
  * instructions were as many as the work's). Tried there and no faster: an AVX2 popcount
  * (nibble lookup with vpshufb), alone or beside the scalar one; two query rows per pass;

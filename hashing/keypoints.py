@@ -204,7 +204,7 @@ class _Matcher:
     """Distances from blocks of query images to one database of local descriptors."""
 
     def __init__(self, database: LocalDescriptors, device: str, budget: int) -> None:
-        self.database, self.device, self.budget = database, device, budget
+        self.database, self.budget = database, budget
         self.norm = database.norm
         n_db, width, length = database.values.shape
         self.valid = np.arange(width)[None, :] < database.counts[:, None]  # (N, K)
@@ -230,8 +230,9 @@ class _Matcher:
                 self.exact32 = _exact_in_float32(values)
                 dtype = np.float32 if self.exact32 else np.float64
                 self.d = torch.from_numpy(values.astype(dtype)).to(self.torch_device)
-            self.d_sq = (self.d * self.d).sum(1)
             self.pad = torch.from_numpy(~self.valid.reshape(-1)).to(self.torch_device)
+            # |d|^2 with padding slots at +inf: no padding slot is ever a minimum
+            self.d_sq = (self.d * self.d).sum(1).masked_fill_(self.pad, torch.inf)
 
     def _layout_for_kernel(self) -> None:
         """The database as the kernel reads it: descriptors zero-padded to 256 bits (xor of
@@ -315,8 +316,7 @@ class _Matcher:
                     # the minima; exact for {0, 1} bits and integer-valued descriptors in
                     # float32, to float64 rounding otherwise. sqrt and scaling are monotonic:
                     # applied to the minima only.
-                    masked = d_sq.masked_fill(self.pad, torch.inf)
-                    dist = torch.addmm(masked, x, d.T, alpha=-2)
+                    dist = torch.addmm(d_sq, x, d.T, alpha=-2)
                     best = dist.view(len(part), n_db, width).amin(-1) + (x * x).sum(1)[:, None]
                     if self.norm == "hamming":
                         best = best / self.database.n_bits
