@@ -337,7 +337,7 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def get_model(name: str, weights: str | os.PathLike | None = None, download: bool = False,
-              device: str = "auto", **params: Any) -> FeatureModel:
+              device: str = "auto", reduce: Any = None, **params: Any) -> FeatureModel:
     """Build a registered model with its weights and preprocessing.
 
     Parameters
@@ -351,6 +351,11 @@ def get_model(name: str, weights: str | os.PathLike | None = None, download: boo
     device : str
         Where to put the model: ``"auto"`` (CUDA when present, else CPU, as everywhere),
         ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    reduce : str, PathLike or extractor.reduce.Reducer, optional
+        A reducer applied to the features (see `extractor.reduce`): a reducer file, or a name
+        such as ``"pca:128"`` for ``Results/reducers/<model>/pca_128.pt``. It must have been
+        fitted on this model's features; the model's name then carries it
+        (``sscd_distilled_reduce=pca_128.pt-1a2b3c4d5e6f``).
     **params
         Model-specific options (see ``model_spec(name).params``).
 
@@ -396,7 +401,76 @@ def get_model(name: str, weights: str | os.PathLike | None = None, download: boo
     model.name = method_label(name, explicit)
     model.info.update({"registry_name": name, "params": {**spec.params, **params},
                        "weights_file": None if weights is None else str(weights)})
-    return model.to(device)
+    model = model.to(device)
+    if reduce is not None:
+        model = reduced_model(model, reduce)
+    return model
+
+
+class ReducedModel(FeatureModel):
+    """A model followed by a fitted reducer (`extractor.reduce`): same preprocessing, shorter
+    features.
+
+    Parameters
+    ----------
+    base : FeatureModel
+    reducer : extractor.reduce.Reducer
+    file : Path, optional
+        The reducer's file, which names the model (`helpers.method_label`).
+    """
+
+    def __init__(self, base: FeatureModel, reducer: Any, file: Path | None = None):
+        self.base = base
+        self.reducer = reducer
+        self.transform = base.transform
+        self.dim = reducer.output_dim
+        tag = method_label("", {"reduce": file if file is not None else reducer.name})
+        self.name = base.name + tag
+        self.info = {**base.info, "reducer": {"name": reducer.name, "file": None if file is None
+                                             else str(file), "method": reducer.method,
+                                             "output_dim": reducer.output_dim}}
+
+    def to(self, device: str) -> ReducedModel:
+        self.base.to(device)
+        return self
+
+    @property
+    def device(self) -> str:
+        return self.base.device
+
+    def collate(self, items: list[Any]) -> Any:
+        return self.base.collate(items)
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        out = self.base.forward(batch).numpy()
+        return torch.from_numpy(self.reducer.transform(out, method=self.base.name))
+
+
+def reduced_model(model: FeatureModel, reduce: Any) -> ReducedModel:
+    """``model`` followed by the reducer ``reduce`` (a `Reducer`, a file, or a name resolved
+    under ``Results/reducers/<model.name>/``), checked against the model's name and width.
+
+    Raises
+    ------
+    FileNotFoundError
+        The reducer file does not exist (a name's message says how to fit it).
+    ValueError
+        A reducer fitted on another method or another width.
+    """
+    from extractor.reduce import Reducer, load_reducer, resolve_reducer
+
+    if isinstance(reduce, Reducer):
+        reducer, file = reduce, None
+    else:
+        file = resolve_reducer(reduce, model.name)
+        reducer = load_reducer(file)
+    if reducer.input_dim != model.dim:
+        raise ValueError(f"reducer {reducer.name} takes {reducer.input_dim}-d features; "
+                         f"{model.name} gives {model.dim}-d")
+    if reducer.method is not None and reducer.method != model.name:
+        raise ValueError(f"reducer {reducer.name} was fitted on {reducer.method} features, not "
+                         f"{model.name}")
+    return ReducedModel(model, reducer, file)
 
 
 #: The ``format`` entry of a fine-tuning checkpoint (`finetuning` writes them).

@@ -2,20 +2,24 @@
 
 ``get_algorithm("efficientnet_lite0", distance="jensenshannon")`` compares raw features with a
 distance of `hashing.distances`; ``bits=256`` turns them into SimHash codes (signs of
-projections on seeded Gaussian random hyperplanes) compared by bit error rate. The network is
-built once per (model, weights, device) and reused by every batch.
+projections on seeded Gaussian random hyperplanes) compared by bit error rate; ``reduce``
+applies a fitted reducer first (``reduce="pca:128"`` or a reducer file, see
+`extractor.reduce`). The network is built once per (model, weights, device) and reused by every
+batch.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from hashing.registry import register_algorithm, register_provider
+from hashing.registry import register_algorithm, register_normaliser, register_provider
 from helpers.descriptors import BinaryCodes, FloatFeatures
 
 FEATURE_DISTANCES = ("cosine", "jensenshannon", "l1", "l2")
@@ -44,6 +48,46 @@ def loaded_model(name: str, weights: str | None = None, device: str = "auto",
         return _MODELS[key]
 
 
+_REDUCERS: dict[tuple[str, str], Any] = {}
+
+
+def loaded_reducer(reduce: str, method: str):
+    """The reducer ``reduce`` (a file, or a name resolved under ``Results/reducers/<method>/``)
+    for features of ``method``, read once per file version and checked against the method."""
+    from extractor.reduce import load_reducer, resolve_reducer
+
+    path = resolve_reducer(reduce, method)
+    stat = path.stat()
+    key = (str(path.resolve()), f"{stat.st_size}-{stat.st_mtime_ns}")
+    with _LOCK:
+        if key not in _REDUCERS:
+            _REDUCERS[key] = load_reducer(path)
+        reducer = _REDUCERS[key]
+    if reducer.method is not None and reducer.method != method:
+        raise ValueError(f"reducer {path} was fitted on {reducer.method} features, not "
+                         f"{method}")
+    return reducer
+
+
+def resolve_reduce_param(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``reduce="pca:128"`` of a model algorithm -> the reducer file it stands for (so that the
+    algorithm's label names the file and its content); other parameters unchanged."""
+    reduce = params.get("reduce")
+    if reduce is None or not isinstance(reduce, str | os.PathLike):
+        return params
+    from extractor import model_spec
+    from extractor.reduce import resolve_reducer
+    from helpers import method_label
+
+    spec = model_spec(name).params
+    model_params = {k: v for k, v in params.items()
+                    if (k in spec and spec[k] != v) or (k == "weights" and v is not None)}
+    if model_params.get("weights") is not None:
+        model_params["weights"] = Path(model_params["weights"]).expanduser()
+    path = resolve_reducer(reduce, method_label(name, model_params))
+    return {**params, "reduce": str(path)}
+
+
 def simhash_planes(dim: int, bits: int, seed: int) -> np.ndarray:
     """Gaussian random hyperplanes (dim, bits), float32, the same for the same seed."""
     return np.random.default_rng(seed).standard_normal((dim, bits)).astype(np.float32)
@@ -58,7 +102,8 @@ def simhash(features: np.ndarray, bits: int, seed: int = 0) -> BinaryCodes:
 def _describer(model_name: str, model_params: dict[str, Any]):
     def describe(images: list[Image.Image], distance: str = "cosine", bits: int = 0,
                  seed: int = 0, batch_size: int = 32, device: str = "auto",
-                 weights: str | None = None, **params: Any) -> Any:
+                 weights: str | None = None, reduce: str | None = None,
+                 **params: Any) -> Any:
         if distance not in FEATURE_DISTANCES:
             raise ValueError(f"distance must be one of {', '.join(FEATURE_DISTANCES)}, got "
                              f"{distance!r}")
@@ -80,6 +125,8 @@ def _describer(model_name: str, model_params: dict[str, Any]):
             parts = [model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
             feats = np.concatenate(parts) if parts else np.empty((0, model.dim), np.float32)
             _LAST[key] = (list(images), feats)
+        if reduce is not None:
+            feats = loaded_reducer(reduce, model.name).transform(feats, method=model.name)
         if bits:
             return simhash(feats, bits, seed)
         return FloatFeatures(feats, distance)
@@ -110,6 +157,7 @@ def _find_model(name: str) -> bool:
     if name not in _model_names():
         return False
     register_algorithm(name, whole_batch=True)(_describer(name, model_spec(name).params))
+    register_normaliser(name, lambda params: resolve_reduce_param(name, params))
     return True
 
 

@@ -15,6 +15,7 @@ from helpers import check_param_type, method_label, parse_key_values, unknown_na
 
 _ALGORITHMS: dict[str, Callable[..., Any]] = {}
 _WHOLE_BATCH: set[str] = set()
+_NORMALISERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 #: Sources of algorithms registered on first request: ``(find(name) -> bool, names())``.
 #: The neural methods come from the extractor's model registry this way, so that importing
 #: `hashing` neither imports torch nor builds the model list, and a model registered at any
@@ -40,6 +41,13 @@ def register_algorithm(name: str, whole_batch: bool = False
         return func
 
     return decorate
+
+
+def register_normaliser(name: str, normalise: Callable[[dict[str, Any]], dict[str, Any]]
+                        ) -> None:
+    """``normalise(params) -> params`` runs in `get_algorithm` after the checks, before the
+    label is made: the models resolve ``reduce="pca:128"`` to the reducer file it names."""
+    _NORMALISERS[name] = normalise
 
 
 def register_provider(find: Callable[[str], bool], names: Callable[[], list[str]]) -> None:
@@ -116,6 +124,8 @@ def get_algorithm(name: str, **params: Any) -> Algorithm:
     signature = inspect.signature(_ALGORITHMS[name]).parameters
     for key, value in params.items():
         check_param_type(f"algorithm {name!r}", key, value, signature[key].default)
+    if name in _NORMALISERS:
+        params = _NORMALISERS[name](dict(params))
     explicit = {k: v for k, v in params.items() if signature[k].default != v}
     return Algorithm(name, tuple(sorted(explicit.items())))
 

@@ -38,14 +38,15 @@ def _weights_tag(file: str, size: int, mtime_ns: int) -> str:
 def method_label(name: str, params: dict[str, Any] | None = None) -> str:
     """The identity of a method: its name, then every non-default parameter as ``key=value``
     in key order, joined by ``_`` (``phash_hash_size=16``,
-    ``efficientnet_lite0_image_size=288``). A ``weights`` file is named by `weights_tag`.
+    ``efficientnet_lite0_image_size=288``). A ``weights`` or ``reduce`` file is named by
+    `weights_tag` (its name and the start of its SHA-256).
 
     One rule for hashes, models and their stores: two different methods never share a label,
     so never a feature store or a resume plan either.
     """
     parts = [name]
     for key, value in sorted((params or {}).items()):
-        if key == "weights" and value is not None:
+        if key in ("weights", "reduce") and value is not None:
             value = weights_tag(value) if Path(value).is_file() else str(value)
         parts.append(f"{key}={value}")
     return "_".join(parts)
