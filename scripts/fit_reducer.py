@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Fit reducers (PCA, whitened PCA, random projection, autoencoders) on a feature store.
+
+Reads the store --store DATASET/METHOD (written by extract_features.py, search_stores.py...),
+fits every reducer of --reducer on its rows (or a seeded --sample of them), and writes each to
+Results/reducers/<method>/<kind>_<dims>.pt, where get_algorithm(method, reduce="pca:128") and
+get_model(method, reduce="pca:128") find it (or to --output-dir). Beside each file: a JSON
+summary (fitted on what, explained variance, autoencoder losses); and the cumulative explained
+variance of the store's principal components as figures/explained_variance_<dataset>.png/.pdf.
+
+Examples
+--------
+python scripts/fit_reducer.py --store bsds500/sscd_distilled --reducer pca:128 pca:64
+python scripts/fit_reducer.py --store views100k/efficientnet_lite0 --reducer ae:1024-512-256 \\
+    --sample 50000 --epochs 20 --device cuda
+python scripts/fit_reducer.py --store bsds500/sscd_distilled --reducer pca:256 --quantize uint8
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from helpers import setup_logging
+from helpers.cli import fail, run_script
+
+SCRIPT = "fit_reducer"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", required=True, metavar="DATASET/METHOD",
+                        help="the feature store to fit on")
+    parser.add_argument("--features-dir", default=None,
+                        help="root of the feature stores (default: Results/features)")
+    parser.add_argument("--reducer", nargs="+", required=True, metavar="SPEC",
+                        help="pca:D, pcaw:D (whitened), rp:D (random projection), "
+                             "ae:D[:linear|sigmoid|relu] (tied autoencoder), ae:W1-...-D "
+                             "(deeper autoencoder)")
+    parser.add_argument("--sample", type=int, default=0,
+                        help="fit on a seeded sample of this many rows (default 0: all)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="sample, random projection, autoencoder initialisation and order")
+    parser.add_argument("--quantize", choices=["uint8", "sq8"], default=None,
+                        help="fit a byte quantiser on the reduced rows too")
+    ae = parser.add_argument_group("autoencoder training (Adam, MSE)")
+    ae.add_argument("--epochs", type=int, default=30)
+    ae.add_argument("--lr", type=float, default=1e-3)
+    ae.add_argument("--batch-size", type=int, default=256)
+    ae.add_argument("--weight-decay", type=float, default=0.0)
+    ae.add_argument("--device", default="auto")
+    out = parser.add_argument_group("output")
+    out.add_argument("--output-dir", default=None,
+                     help="folder of the reducer files (default: Results/reducers/<method>)")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace reducer files that exist")
+    out.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        from extractor import load_store
+        from extractor.reduce import (
+            cumulative_variance_dims,
+            explained_variance,
+            fit_reducer,
+            parse_reducer,
+            reducers_dir,
+        )
+        from hashing.separation import plot_explained_variance
+        from helpers import check_name, write_json
+
+        dataset, slash, method = args.store.partition("/")
+        if not slash:
+            raise ValueError(f"--store must be DATASET/METHOD, got {args.store!r}")
+        specs = [parse_reducer(r) for r in args.reducer]
+        if args.sample < 0:
+            raise ValueError(f"--sample must be >= 0, got {args.sample}")
+        store = load_store(dataset, method, args.features_dir)
+        folder = Path(args.output_dir) if args.output_dir else reducers_dir() / check_name(
+            method, "method")
+        targets = [folder / s.file_name for s in specs]
+        if args.quantize:
+            targets = [t.with_name(f"{t.stem}_{args.quantize}.pt") for t in targets]
+        existing = [str(t) for t in targets if t.exists()]
+        if existing and not args.overwrite:
+            raise ValueError(f"{', '.join(existing)} exist: --overwrite replaces them")
+        data = store
+        if args.sample and args.sample < len(store.features):
+            rows = np.sort(np.random.default_rng(args.seed).choice(
+                len(store.features), args.sample, replace=False))
+            from helpers.descriptors import FloatFeatures
+
+            data = FloatFeatures(np.asarray(store.features[rows], np.float32), "cosine",
+                                 method=method)
+        ratio = explained_variance(data.features if data is store else data.values)
+        ratio = ratio / ratio.sum() if ratio.sum() > 0 else ratio
+        plot_explained_variance({method: ratio}, folder / "figures")
+        for spec, target in zip(specs, targets, strict=True):
+            reducer = fit_reducer(data, spec, method=method, seed=args.seed,
+                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                  weight_decay=args.weight_decay, device=args.device,
+                                  quantize=args.quantize)
+            reducer.info["fitted_on"].update({"store": args.store, "sample": args.sample})
+            reducer.save(target)
+            summary = {k: v for k, v in reducer.info.items() if k != "spectrum_ratio"}
+            write_json(target.with_suffix(".json"), {
+                "reducer": reducer.name, "file": str(target), "method": method,
+                "input_dim": reducer.input_dim, "output_dim": reducer.output_dim,
+                "bytes_per_descriptor": reducer.bytes_per_descriptor, **summary})
+            kept = reducer.info.get("cumulative_explained_variance")
+            losses = reducer.info.get("losses")
+            print(f"{reducer.name}: {reducer.input_dim} -> {reducer.output_dim}"
+                  + (f", explained variance {kept:.4f}" if kept is not None else "")
+                  + (f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else "")
+                  + f" -> {target}")
+        reach = cumulative_variance_dims(ratio)
+        print("components reaching " + ", ".join(f"{k} of the variance: {v}"
+                                                  for k, v in reach.items()))
+        return 0
+    except (ValueError, FileNotFoundError) as exc:
+        return fail(exc)
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""How far do attacked copies stand from unrelated images? Several methods side by side.
+
+The originals of --dataset and their attacked copies (made on the fly with --attacks and
+--seed, never written) are described by every method of --methods. Every feature method
+(a neural model) is also reduced by every reducer of --reducers (PCA, whitened PCA, random
+projection, autoencoders; see extractor.reduce), fitted on the originals' features or on
+--fit-dataset, and optionally quantised to bytes (--quantize). For each method: the distances
+of pairs of distinct originals give mu and sigma, the thresholds T1 = mu - 2 sigma and
+T2 = mu - sigma, and thresholds at the target false positive rates --fprs (from the empirical
+quantiles; marked unreliable when fewer than 10 unrelated pairs fall below them); then, per
+attack, the share of copies whose distance to their original is above each threshold (0 is
+best).
+
+Writes Results/<name>/: separation.csv (method x attack: copies, mean and median distance,
+above_t1, above_t2, above_fpr_*), shares_above_t1.csv and shares_above_t2.csv (attacks x
+methods), thresholds.json, explained_variance.csv, figures/ (the histograms of every method,
+the share heat maps, the cumulative explained variance), reducers/<method>/*.pt (reusable:
+get_algorithm(method, reduce=<file>)), experiment.json.
+
+Examples
+--------
+python scripts/separation_report.py --dataset sample --methods dhash phash efficientnet_lite0 \\
+    --reducers pca:8 rp:8 --attacks jpg_compression:50 cropping_and_rescaling:20
+python scripts/separation_report.py --dataset bsds500 --methods dhash phash efficientnet_lite0 \\
+    sscd_distilled --reducers pca:256 pca:128 pca:64 pca:32 ae:256 --quantize uint8
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from data_retrieval import load_dataset
+from data_retrieval.cli import add_data_root_argument
+from generator.cli import add_attack_arguments, attacks_from_args
+from hashing import parse_algorithm
+from hashing.separation import (
+    DEFAULT_FPRS,
+    DEFAULT_MAX_PAIRS,
+    describe_originals_and_copies,
+    plot_explained_variance,
+    plot_separation,
+    plot_shares,
+    reduce_descriptors,
+    separation,
+    separation_frame,
+    share_pivot,
+)
+from helpers import (
+    check_name,
+    method_label,
+    now_iso,
+    output_dir,
+    results_root,
+    setup_logging,
+    write_experiment_json,
+)
+from helpers.cli import fail, run_script
+from helpers.descriptors import FloatFeatures
+from helpers.io import atomic_path, write_json
+
+SCRIPT = "separation_report"
+DEFAULT_METHODS = ["dhash", "phash", "efficientnet_lite0", "sscd_distilled"]
+DEFAULT_REDUCERS = ["pca:256", "pca:128", "pca:64", "pca:32", "ae:256"]
+logger = logging.getLogger(SCRIPT)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="bsds500",
+                      help="the originals: dataset name or folder:<path> (default: bsds500)")
+    data.add_argument("--subset", default=None, help="e.g. test (bsds500)")
+    add_data_root_argument(data)
+    data.add_argument("--count", type=int, default=0,
+                      help="use a seeded sample of this many originals (default 0: all)")
+    add_attack_arguments(parser)
+    methods = parser.add_argument_group("methods")
+    methods.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, metavar="SPEC",
+                         help="algorithm specs (default: " + " ".join(DEFAULT_METHODS) + ")")
+    methods.add_argument("--reducers", nargs="*", default=DEFAULT_REDUCERS, metavar="SPEC",
+                         help="reducers fitted for every feature method: pca:D, pcaw:D, rp:D, "
+                              "ae:D[:linear|sigmoid|relu], ae:W1-...-D (default: "
+                              + " ".join(DEFAULT_REDUCERS) + "; none: no flag values)")
+    methods.add_argument("--fit-dataset", default=None,
+                         help="fit the reducers on this dataset's features (default: on the "
+                              "originals themselves, as the related work did)")
+    methods.add_argument("--quantize", choices=["uint8", "sq8"], default=None,
+                         help="also compare every reducer's output quantised to bytes")
+    methods.add_argument("--ae-epochs", type=int, default=30)
+    methods.add_argument("--ae-lr", type=float, default=1e-3)
+    methods.add_argument("--ae-batch-size", type=int, default=256)
+    analysis = parser.add_argument_group("analysis")
+    analysis.add_argument("--fprs", nargs="+", type=float, default=list(DEFAULT_FPRS),
+                          help="target false positive rates (default: 1e-3 1e-4 1e-5)")
+    analysis.add_argument("--max-pairs", type=int, default=DEFAULT_MAX_PAIRS,
+                          help="unrelated pairs: all pairs of originals up to this many, "
+                               "else a seeded sample of this size (default: 2,000,000)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--batch-size", type=int, default=64)
+    out.add_argument("--device", default="auto", help="where distances are computed")
+    out.add_argument("--workers", type=int, default=0,
+                     help="processes making the attacked copies (default 0: this one)")
+    out.add_argument("--name", default=None, help="Results/<name> (default: "
+                                                  "separation_<dataset>)")
+    out.add_argument("--output", default=None)
+    out.add_argument("--overwrite", action="store_true")
+    out.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def _records(args: argparse.Namespace):
+    dataset = load_dataset(args.dataset, args.data_root, subset=args.subset)
+    records = list(dataset.records)
+    if args.count < 0:
+        raise ValueError(f"--count must be >= 0, got {args.count}")
+    if args.count and args.count < len(records):
+        keep = np.sort(np.random.default_rng(args.seed).choice(len(records), args.count,
+                                                                  replace=False))
+        records = [records[i] for i in keep]
+    if len(records) < 2:
+        raise ValueError(f"{args.dataset} has {len(records)} originals; separation needs 2")
+    return dataset, records
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    started = now_iso()
+    with contextlib.ExitStack() as stack:
+        try:
+            from extractor.reduce import explained_variance, fit_reducer, parse_reducer
+
+            for name, value in (("--batch-size", args.batch_size),
+                                ("--ae-epochs", args.ae_epochs), ("--max-pairs", args.max_pairs)):
+                if value < 1:
+                    raise ValueError(f"{name} must be >= 1, got {value}")
+            reducers = [parse_reducer(r) for r in args.reducers]
+            algorithms = [parse_algorithm(m) for m in args.methods]
+            attacks, seed, _ = attacks_from_args(args)
+            args.seed = seed
+            dataset, records = _records(args)
+            fit_records = (load_dataset(args.fit_dataset, args.data_root).records
+                           if args.fit_dataset else None)
+            name = args.name or check_name(f"separation_{args.dataset.replace(':', '_')}"
+                                           .replace("/", "_"), "--name")
+            target = Path(args.output) if args.output else results_root() / name
+            output = stack.enter_context(output_dir(target, SCRIPT, overwrite=args.overwrite,
+                                                    inputs=[dataset.root]))
+        except (ValueError, FileNotFoundError) as exc:
+            return fail(exc)
+        config = {**{k: v for k, v in vars(args).items() if k != "attacks"},
+                  "attacks": [a.id for a in attacks], "originals": len(records),
+                  "methods_resolved": [a.label for a in algorithms]}
+        write_experiment_json(output, config, started_at=started, script=SCRIPT)
+        originals, copies, bad = describe_originals_and_copies(
+            records, attacks, algorithms, seed, args.batch_size, args.workers)
+        if not copies:
+            return fail(ValueError("no copy could be made (see the skipped images above)"))
+        fit_features = {}
+        if fit_records is not None:
+            from hashing import describe
+
+            for algorithm in algorithms:
+                if isinstance(originals.get(algorithm.label), FloatFeatures):
+                    fit_features[algorithm.label] = describe(fit_records, algorithm)
+        results, curves, reducer_files = [], {}, {}
+        for algorithm in algorithms:
+            label = algorithm.label
+            if label not in originals:
+                continue
+            variants = [(label, originals[label], copies[label])]
+            if isinstance(originals[label], FloatFeatures):
+                fit_on = fit_features.get(label, originals[label])
+                ratio = explained_variance(fit_on.values)
+                curves[label] = ratio / ratio.sum() if ratio.sum() > 0 else ratio
+                for spec in reducers:
+                    if spec.dim > fit_on.values.shape[1] or (
+                            spec.kind.startswith("pca") and spec.dim >= len(fit_on)):
+                        logger.warning("skipping %s for %s: %d rows of %d-d features cannot "
+                                       "give %d outputs", spec.name, label, len(fit_on),
+                                       fit_on.values.shape[1], spec.dim)
+                        continue
+                    for quantize in (None, args.quantize) if args.quantize else (None,):
+                        reducer = fit_reducer(fit_on, spec, method=label, seed=seed,
+                                              epochs=args.ae_epochs, lr=args.ae_lr,
+                                              batch_size=args.ae_batch_size,
+                                              quantize=quantize)
+                        file = output / "reducers" / label / (
+                            reducer.name.replace(":", "_").replace("+", "_") + ".pt")
+                        reducer.save(file)
+                        # The table names it short; the descriptors carry the identity
+                        # get_algorithm(label, reduce=file) gives.
+                        shown = f"{label}+{reducer.name}"
+                        identity = method_label(label, {"reduce": file})
+                        reducer_files[shown] = {"file": str(file), "identity": identity}
+                        variants.append((shown, reduce_descriptors(originals[label], reducer,
+                                                                   identity),
+                                         reduce_descriptors(copies[label], reducer, identity)))
+            for variant, orig, cop in variants:
+                result = separation(orig, cop, args.fprs, args.max_pairs, seed, args.device)
+                result["method"] = variant
+                results.append(result)
+                plot_separation(result, output / "figures")
+                th = result["thresholds"]
+                logger.info("%s: mu %.4f sigma %.4f T1 %.4f (FPR %.4f) T2 %.4f; copies above "
+                            "T1 %.3f", variant, th.mu, th.sigma, th.t1, th.fpr_t1, th.t2,
+                            float(result["table"].iloc[-1]["above_t1"]))
+        frame = separation_frame(results)
+        with atomic_path(output / "separation.csv") as tmp:
+            frame.to_csv(tmp, index=False)
+        for column in ("above_t1", "above_t2"):
+            pivot = share_pivot(frame, column)
+            with atomic_path(output / f"shares_{column}.csv") as tmp:
+                pivot.to_csv(tmp)
+            plot_shares(frame, output / "figures", column)
+        write_json(output / "thresholds.json", {
+            r["method"]: {**r["thresholds"].to_dict(), "copies": int(len(r["copies"])),
+                          "reducer": reducer_files.get(r["method"])} for r in results})
+        if curves:
+            import pandas as pd
+
+            width = max(len(c) for c in curves.values())
+            table = pd.DataFrame({"component": np.arange(1, width + 1)})
+            for label, ratio in curves.items():
+                column = np.full(width, np.nan)
+                column[:len(ratio)] = np.cumsum(ratio)
+                table[label] = column
+            with atomic_path(output / "explained_variance.csv") as tmp:
+                table.to_csv(tmp, index=False)
+            plot_explained_variance(curves, output / "figures")
+        write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
+                              script=SCRIPT, extra={
+                                  "bad_inputs": [{"path": str(b.path), "reason": b.reason}
+                                                 for b in bad],
+                                  "copies": int(len(next(iter(copies.values())))),
+                                  "reducer_files": reducer_files})
+        summary = frame[frame["attack"] == "all"][["method", "t1", "t2", "above_t1",
+                                                   "above_t2"]]
+        print(summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        print(f"{len(records)} originals, {len(next(iter(copies.values())))} copies, "
+              f"{len(results)} methods -> {output}")
+        return 0
+
+
+if __name__ == "__main__":
+    run_script(main)
