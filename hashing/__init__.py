@@ -4,7 +4,10 @@ Classical perceptual hashes on batches (ahash, phash, dhash, whash and colorhash
 to ``imagehash``; crop_resistant with imagehash's segment hashes; hist_hash; block_mean), the
 keypoint methods (orb, sift, daisy, latch: OpenCV's descriptors matched in batches), the
 algorithm registry, batched CPU/GPU distances, and the copy-detection benchmark with its JSON
-digest (`run_benchmark`, `write_digest`, `load_digest`) and figures (`hashing.plots`).
+digest (`run_benchmark`, `write_digest`, `load_digest`) and figures (`hashing.plots`), the
+separation analysis (`hashing.separation`: copies' distances against unrelated pairs' ones,
+thresholds T1/T2 and at target false positive rates) and pair verification
+(`hashing.verification`: `verify`, pair sets, thresholds chosen on validation pairs).
 """
 
 from hashing import classical as _classical  # noqa: F401  (registers the hashes)
@@ -27,7 +30,18 @@ from hashing.registry import (
     register_algorithm,
     register_provider,
 )
+from hashing.separation import separation, separation_thresholds
 from hashing.store import load_descriptors, save_descriptors
+from hashing.verification import (
+    PairSet,
+    cross_validate,
+    fit_threshold,
+    make_pairs,
+    pair_scores,
+    read_pairs,
+    verify,
+    verify_pairs,
+)
 from helpers.descriptors import BinaryCodes, FloatFeatures, LocalDescriptors, MultiCodes
 
 __all__ = [
@@ -66,5 +80,15 @@ __all__ = [
     "study_protocol",
     "score_matches",
     "write_digest",
+    "PairSet",
+    "cross_validate",
+    "fit_threshold",
+    "make_pairs",
+    "pair_scores",
+    "read_pairs",
+    "separation",
+    "separation_thresholds",
+    "verify",
+    "verify_pairs",
 ]
 

@@ -1,0 +1,465 @@
+"""Pair verification: "are these two images the same picture?", with a threshold chosen on
+validation data.
+
+- `verify(a, b, method, threshold)` and `verify_pairs(pairs, method, threshold)`: the distance of
+  each pair by the method's own metric and the decision ``distance <= threshold``.
+- Pair sets (`PairSet`): made from a dataset and the attack generator (`make_pairs`: positives are
+  an image and one of its attacked copies; negatives an image and an attacked copy of another
+  image, random or hard: the nearest non-copy by the method's own distance), or read from a CSV of
+  path pairs with labels (`read_pairs`, the usual form of competition data).
+- Threshold choice that never looks at test pairs: `fit_threshold` on validation distances (the
+  F1-optimal threshold from one sort and one sweep, placed midway between neighbouring distances;
+  or the threshold reaching a target precision or false positive rate), `split_pairs` by source
+  image (no image on both sides), and `cross_validate` (choose on k-1 folds, score on the held-out
+  one, as face verification reports it); `pair_scores` gives F1, precision, recall and accuracy,
+  `f1_curve` the curve of F1 against threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: Threshold rules of `fit_threshold`.
+RULES = ("f1", "precision", "fpr")
+
+
+# --- pair sets ---------------------------------------------------------------------------------
+
+@dataclass
+class PairSet:
+    """Pairs of images with labels.
+
+    Attributes
+    ----------
+    a, b : list
+        The two sides: anything `hashing.describe` takes per item (paths, records,
+        `generator.AttackedImage` objects...).
+    same : numpy.ndarray of bool
+        True for a pair of one picture (an image and its copy).
+    kind : list of str
+        ``positive``, ``negative`` (random) or ``hard`` (nearest non-copy), or ``csv``.
+    group : list of str
+        The source image of each pair, which splits keep on one side.
+    attack : list of str
+        The attack on the ``b`` side (empty when unknown).
+    """
+
+    a: list
+    b: list
+    same: np.ndarray
+    kind: list[str]
+    group: list[str]
+    attack: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.same = np.asarray(self.same, bool)
+        n = len(self.a)
+        if not self.attack:
+            self.attack = [""] * n
+        if not (len(self.b) == len(self.same) == len(self.kind) == len(self.group)
+                == len(self.attack) == n):
+            raise ValueError("every field of a pair set needs one entry per pair")
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> PairSet:
+        """The pairs at ``rows``."""
+        rows = np.asarray(rows, int)
+        return PairSet([self.a[i] for i in rows], [self.b[i] for i in rows], self.same[rows],
+                       [self.kind[i] for i in rows], [self.group[i] for i in rows],
+                       [self.attack[i] for i in rows])
+
+    def frame(self) -> pd.DataFrame:
+        """One row per pair: ``a``, ``b`` (ids), ``same``, ``kind``, ``group``, ``attack``."""
+        from data_retrieval.items import as_record
+
+        return pd.DataFrame({"a": [as_record(x, i).image_id for i, x in enumerate(self.a)],
+                             "b": [as_record(x, i).image_id for i, x in enumerate(self.b)],
+                             "same": self.same, "kind": self.kind, "group": self.group,
+                             "attack": self.attack})
+
+
+_TRUE = {"1", "true", "yes", "same", "match", "positive", "y", "t"}
+_FALSE = {"0", "false", "no", "different", "nonmatch", "non-match", "negative", "n", "f"}
+
+
+def read_pairs(path: str | os.PathLike, a_column: str | None = None,
+               b_column: str | None = None, label_column: str | None = None) -> PairSet:
+    """Pairs from a CSV: two path columns and a label column (``1``/``0``, ``true``/``false``,
+    ``same``/``different``...). Relative paths are relative to the CSV's folder. Columns are
+    found by name when not given: ``a``/``path_a``/``image_a``/``query``/``img1``,
+    ``b``/``path_b``/``image_b``/``reference``/``img2``, ``label``/``same``/``is_match``/``match``.
+
+    Raises
+    ------
+    ValueError
+        A missing column or a label that is neither true nor false (the row is named).
+    FileNotFoundError
+        No such CSV.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pairs file {path} not found")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+
+    def column(given: str | None, names: tuple[str, ...], what: str) -> str:
+        if given is not None:
+            if given not in frame.columns:
+                raise ValueError(f"{path}: no column {given!r}; columns: {list(frame.columns)}")
+            return given
+        for name in names:
+            if name in frame.columns:
+                return name
+        raise ValueError(f"{path}: no {what} column (one of {', '.join(names)}); columns: "
+                         f"{list(frame.columns)}")
+
+    ca = column(a_column, ("a", "path_a", "image_a", "query", "img1", "left"), "first image")
+    cb = column(b_column, ("b", "path_b", "image_b", "reference", "img2", "right"),
+                "second image")
+    cl = column(label_column, ("label", "same", "is_match", "match", "is_same"), "label")
+    labels = []
+    for row, value in enumerate(frame[cl], start=2):
+        text = value.strip().lower()
+        if text in _TRUE:
+            labels.append(True)
+        elif text in _FALSE:
+            labels.append(False)
+        else:
+            raise ValueError(f"{path} line {row}: label {value!r} is neither true nor false")
+
+    def resolve(p: str) -> str:
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else path.parent / q)
+
+    a = [resolve(p) for p in frame[ca]]
+    b = [resolve(p) for p in frame[cb]]
+    return PairSet(a, b, np.array(labels, bool), ["csv"] * len(a), a.copy())
+
+
+def make_pairs(records: Sequence[Any], attacks: Sequence[Any], method: Any = None,
+               negatives: float = 1.0, hard: float = 0.5, seed: int = 0,
+               batch_size: int = 64) -> PairSet:
+    """Pairs from originals and the attack generator.
+
+    Every original gets one positive: the original and a copy made with one of ``attacks``
+    (drawn with ``seed``). Negatives pair an original with a copy of another original:
+    ``negatives`` of them per positive, of which the share ``hard`` are hard negatives (the
+    original nearest to the copy by ``method``'s distance that is not its source) and the rest
+    random. Copies are made when described (`generator.AttackedImage`), never written.
+
+    Parameters
+    ----------
+    records : sequence of ImageRecord
+        The originals (at least 2).
+    attacks : sequence of Attack
+    method : str or Algorithm, optional
+        Needed for hard negatives.
+    negatives : float
+        Negatives per positive (1: balanced).
+    hard : float
+        Share of the negatives that are hard, in [0, 1].
+    seed : int
+    batch_size : int
+        For describing the images when hard negatives are searched.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 originals, no attack, a ratio out of range, hard negatives without a method.
+    """
+    from generator import AttackedImage
+
+    records = list(records)
+    if len(records) < 2:
+        raise ValueError(f"pairs need at least 2 originals, got {len(records)}")
+    if not attacks:
+        raise ValueError("pairs need at least one attack")
+    if negatives < 0 or not 0 <= hard <= 1:
+        raise ValueError(f"negatives must be >= 0 and hard in [0, 1], got {negatives}, {hard}")
+    if hard > 0 and negatives > 0 and method is None:
+        raise ValueError("hard negatives are the nearest non-copies by a method: give method")
+    from generator.pipeline import attacked_record
+
+    rng = np.random.default_rng(seed)
+    n = len(records)
+    chosen = rng.integers(0, len(attacks), size=n)
+    copies = [AttackedImage(attacked_record(r, attacks[k]), r, attacks[k], seed)
+              for r, k in zip(records, chosen, strict=True)]
+    a, b, same, kind, group, attack = [], [], [], [], [], []
+    for r, c in zip(records, copies, strict=True):
+        a.append(r), b.append(c), same.append(True), kind.append("positive")
+        group.append(r.image_id), attack.append(c.record.attack_id or "")
+    n_neg = int(round(negatives * n))
+    n_hard = int(round(hard * n_neg))
+    if n_hard:
+        from hashing.describe import describe
+        from hashing.distances import nearest
+
+        originals = describe(records, method, batch_size=batch_size, on_error="raise")
+        described = describe(copies, method, batch_size=batch_size, on_error="raise")
+        k = min(n, 2)
+        _, index = nearest(described, originals, k=k)
+        order = rng.permutation(n)
+        for q in np.resize(order, n_hard):
+            row = next(int(i) for i in index[q] if int(i) != q)
+            a.append(records[row]), b.append(copies[q]), same.append(False), kind.append("hard")
+            group.append(records[q].image_id), attack.append(copies[q].record.attack_id or "")
+    for _ in range(n_neg - n_hard):
+        q = int(rng.integers(n))
+        other = int(rng.integers(n - 1))
+        other += other >= q
+        a.append(records[other]), b.append(copies[q]), same.append(False)
+        kind.append("negative"), group.append(records[q].image_id)
+        attack.append(copies[q].record.attack_id or "")
+    return PairSet(a, b, np.array(same), kind, group, attack)
+
+
+def split_pairs(pairs: PairSet, fractions: Sequence[float] = (0.5, 0.5), seed: int = 0
+                ) -> list[PairSet]:
+    """Split pairs by their ``group`` (source image) in the given proportions, seeded: no
+    source image has pairs on two sides."""
+    groups = np.array(sorted(set(pairs.group)), dtype=object)
+    fractions = np.asarray(fractions, float)
+    if (fractions <= 0).any() or not np.isclose(fractions.sum(), 1):
+        raise ValueError(f"fractions must be positive and sum to 1, got {list(fractions)}")
+    if len(groups) < len(fractions):
+        raise ValueError(f"{len(groups)} source images cannot make {len(fractions)} splits")
+    order = np.random.default_rng(seed).permutation(len(groups))
+    bounds = np.rint(np.cumsum(fractions) * len(groups)).astype(int)
+    where = {}
+    start = 0
+    for part, stop in enumerate(bounds):
+        for g in groups[order[start:stop]]:
+            where[g] = part
+        start = stop
+    side = np.array([where[g] for g in pairs.group])
+    return [pairs.subset(np.flatnonzero(side == k)) for k in range(len(fractions))]
+
+
+# --- distances and decisions -------------------------------------------------------------------
+
+def pair_distances_of(pairs: PairSet, method: Any, device: str = "auto", batch_size: int = 64,
+                      show_progress: bool | None = None) -> np.ndarray:
+    """The distance of every pair by ``method`` (each distinct image described once).
+
+    Raises
+    ------
+    ValueError
+        An image of a pair could not be read (the message names it).
+    """
+    from data_retrieval.items import as_record
+    from hashing.describe import describe
+    from hashing.separation import pair_distances
+
+    items, rows = [], {}
+    sides = []
+    for side in (pairs.a, pairs.b):
+        index = []
+        for i, item in enumerate(side):
+            record = as_record(item, i)
+            key = (record.image_id, record.path)
+            if key not in rows:
+                rows[key] = len(items)
+                items.append(item)
+            index.append(rows[key])
+        sides.append(np.array(index, int))
+    described = describe(items, method, batch_size=batch_size, on_error="raise",
+                         show_progress=show_progress)
+    return pair_distances(described[sides[0]], described[sides[1]], device)
+
+
+def verify(image_a: Any, image_b: Any, method: Any, threshold: float,
+           device: str = "auto") -> tuple[float, bool]:
+    """``(distance, same)`` of two images by ``method``: same when distance <= threshold.
+
+    Parameters
+    ----------
+    image_a, image_b : a path, record, PIL image or attacked image
+    method : str or Algorithm
+    threshold : float
+    """
+    pairs = PairSet([image_a], [image_b], np.array([False]), ["?"], ["?"])
+    d = float(pair_distances_of(pairs, method, device, show_progress=False)[0])
+    return d, bool(d <= threshold)
+
+
+def verify_pairs(pairs: PairSet, method: Any, threshold: float, device: str = "auto",
+                 batch_size: int = 64) -> pd.DataFrame:
+    """The batched `verify`: `PairSet.frame` with ``distance`` and ``decision`` columns."""
+    d = pair_distances_of(pairs, method, device, batch_size)
+    frame = pairs.frame()
+    frame["distance"] = d
+    frame["decision"] = d <= threshold
+    return frame
+
+
+# --- thresholds and scores ---------------------------------------------------------------------
+
+def pair_scores(distances: np.ndarray, same: np.ndarray, threshold: float) -> dict[str, float]:
+    """F1, precision, recall, accuracy and false positive rate of ``distance <= threshold``
+    (precision is 1 when nothing is accepted; F1 0 when nothing is right)."""
+    d = np.asarray(distances, float)
+    y = np.asarray(same, bool)
+    accepted = d <= threshold
+    tp = int(np.sum(accepted & y))
+    fp = int(np.sum(accepted & ~y))
+    fn = int(np.sum(~accepted & y))
+    tn = int(np.sum(~accepted & ~y))
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return {"threshold": float(threshold), "f1": f1, "precision": precision, "recall": recall,
+            "accuracy": (tp + tn) / max(len(d), 1), "fpr": fp / (fp + tn) if fp + tn else 0.0,
+            "tp": tp, "fp": fp, "fn": fn, "tn": tn, "pairs": len(d)}
+
+
+def _cuts(distances: np.ndarray, same: np.ndarray):
+    """Sorted distances and, for every cut between distinct values (accepting the first k),
+    the threshold (midpoint) and the counts: one sort and one sweep."""
+    order = np.argsort(distances, kind="stable")
+    d = np.asarray(distances, float)[order]
+    y = np.asarray(same, bool)[order]
+    finite = np.isfinite(d)
+    ends = np.flatnonzero(np.r_[d[1:] != d[:-1], True] & finite)  # last index of each value
+    k = ends + 1
+    tp = np.cumsum(y)[ends]
+    fp = k - tp
+    nxt = np.r_[d[ends[:-1] + 1], np.inf] if len(ends) else np.array([])
+    thresholds = np.where(np.isfinite(nxt), (d[ends] + nxt) / 2, d[ends])
+    # accept nothing: just below the smallest distance
+    if len(d):
+        below = np.nextafter(d[0], -np.inf)
+        thresholds = np.r_[below, thresholds]
+        tp, fp = np.r_[0, tp], np.r_[0, fp]
+    return thresholds, tp, fp, int(y.sum()), int((~y).sum())
+
+
+def f1_curve(distances: np.ndarray, same: np.ndarray) -> pd.DataFrame:
+    """F1, precision, recall and FPR at every distinct threshold (midpoints between
+    neighbouring distances)."""
+    thresholds, tp, fp, pos, neg = _cuts(distances, same)
+    fn = pos - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+    return pd.DataFrame({"threshold": thresholds, "f1": f1, "precision": precision,
+                         "recall": tp / max(pos, 1), "fpr": fp / max(neg, 1)})
+
+
+def fit_threshold(distances: np.ndarray, same: np.ndarray, rule: str = "f1",
+                  target: float | None = None) -> float:
+    """A threshold chosen on labelled distances (validation data, never test data).
+
+    Parameters
+    ----------
+    distances, same : arrays
+    rule : {"f1", "precision", "fpr"}
+        ``f1``: the F1-optimal threshold (the largest among ties), midway between neighbouring
+        distances; ``precision``: the largest threshold whose precision is >= ``target``;
+        ``fpr``: the largest threshold whose false positive rate is <= ``target``.
+    target : float
+        For ``precision`` and ``fpr``.
+
+    Raises
+    ------
+    ValueError
+        Unknown rule, a missing target, no positive or no negative pair, or no threshold reaching
+        the target.
+    """
+    from helpers import unknown_name
+
+    if rule not in RULES:
+        raise ValueError(unknown_name("threshold rule", rule, RULES))
+    same = np.asarray(same, bool)
+    if not same.any() or same.all():
+        raise ValueError("choosing a threshold needs positive and negative pairs")
+    curve = f1_curve(distances, same)
+    if rule == "f1":
+        values = curve["f1"].to_numpy()
+        best = np.flatnonzero(values == values.max())[-1]
+        return float(curve["threshold"].iloc[best])
+    if target is None or not 0 <= target <= 1:
+        raise ValueError(f"rule {rule!r} needs a target in [0, 1], got {target}")
+    if rule == "precision":
+        ok = np.flatnonzero((curve["precision"] >= target).to_numpy() & (curve["recall"] > 0))
+        if not len(ok):
+            raise ValueError(f"no threshold reaches precision {target}")
+    else:
+        ok = np.flatnonzero((curve["fpr"] <= target).to_numpy())
+    return float(curve["threshold"].iloc[ok[-1]])
+
+
+def parse_rule(text: str) -> tuple[str, float | None]:
+    """``"f1"``, ``"precision:0.99"``, ``"fpr:0.01"`` -> ``(rule, target)``."""
+    rule, _, value = text.partition(":")
+    if rule not in RULES:
+        from helpers import unknown_name
+
+        raise ValueError(unknown_name("threshold rule", rule, RULES))
+    if rule == "f1":
+        if value:
+            raise ValueError("rule f1 takes no target")
+        return rule, None
+    try:
+        return rule, float(value)
+    except ValueError:
+        raise ValueError(f"threshold rule {text!r}: give {rule}:<number>, e.g. {rule}:0.01"
+                         ) from None
+
+
+def cross_validate(distances: np.ndarray, same: np.ndarray, groups: Sequence[str],
+                   folds: int = 10, rule: str = "f1", target: float | None = None,
+                   seed: int = 0) -> pd.DataFrame:
+    """k-fold cross-validation of the threshold: for each fold, the threshold chosen on the
+    other k-1 folds and the scores on the held-out one (folds by ``groups``, seeded).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per fold (`pair_scores` of the held-out fold at the threshold of the others).
+    """
+    groups = np.asarray(groups, dtype=object)
+    unique = np.array(sorted(set(groups.tolist())), dtype=object)
+    if folds < 2 or folds > len(unique):
+        raise ValueError(f"folds must be in [2, {len(unique)}] (the source images), got {folds}")
+    fold_of = dict(zip(unique[np.random.default_rng(seed).permutation(len(unique))],
+                       np.arange(len(unique)) % folds, strict=True))
+    fold = np.array([fold_of[g] for g in groups])
+    d = np.asarray(distances, float)
+    y = np.asarray(same, bool)
+    rows = []
+    for k in range(folds):
+        held = fold == k
+        threshold = fit_threshold(d[~held], y[~held], rule, target)
+        rows.append({"fold": k, **pair_scores(d[held], y[held], threshold)})
+    return pd.DataFrame(rows)
+
+
+def plot_f1_curve(curves: dict[str, pd.DataFrame], thresholds: dict[str, float], folder: Any,
+                  name: str = "f1_curve") -> list:
+    """F1 against threshold for each method, its chosen threshold marked."""
+    from helpers import figure_style, new_figure, save_figure
+
+    with figure_style():
+        fig, ax = new_figure(figsize=(5.5, 3.6))
+        for k, (label, curve) in enumerate(curves.items()):
+            finite = np.isfinite(curve["threshold"])
+            ax.plot(curve["threshold"][finite], curve["f1"][finite], color=f"C{k}", label=label)
+            if label in thresholds:
+                ax.axvline(thresholds[label], color=f"C{k}", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("threshold (distance)")
+        ax.set_ylabel("F1")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+        return save_figure(fig, folder, name)

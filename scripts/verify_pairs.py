@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Pair verification: are these two images the same picture? Thresholds chosen on validation
+pairs, scored on test pairs.
+
+Pairs come from --pairs (a CSV of two image paths and a label per row, the usual form of
+competition data) or are made from --dataset with the attack generator: one positive per
+original (the original and a copy by one of --attacks), --negatives negatives per positive
+(an original and a copy of another one), of which the share --hard are hard negatives (the
+nearest non-copy by the distance of --hard-method, default the first method). Copies are made
+in memory, never written.
+
+Every method of --methods gives each pair a distance. With --threshold the decision is
+distance <= threshold on every pair. Otherwise the pairs are split by source image into
+validation and test (--validation-fraction; no image on both sides), the threshold is chosen on
+the validation pairs by --rule (f1: the F1-optimal midpoint; precision:P; fpr:F), and F1,
+precision, recall and accuracy are measured on the test pairs; --folds K adds k-fold
+cross-validation over all pairs (choose on k-1 folds, score the held-out one).
+
+Writes Results/<name>/: pairs.csv (pair, label, kind, split, distance and decision per method),
+scores.csv (method x split), cross_validation.csv, figures/f1_curve (validation F1 against
+threshold), experiment.json.
+
+Examples
+--------
+python scripts/verify_pairs.py --dataset bsds500 --subset test --methods phash sscd_distilled
+python scripts/verify_pairs.py --pairs pairs.csv --methods sscd_distilled --threshold 0.2
+python scripts/verify_pairs.py --dataset sample --methods dhash efficientnet_lite0 \\
+    --attacks jpg_compression:50 --rule fpr:0.05 --folds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_retrieval import load_dataset
+from data_retrieval.cli import add_data_root_argument
+from generator.cli import add_attack_arguments, attacks_from_args
+from hashing import parse_algorithm
+from hashing.verification import (
+    cross_validate,
+    f1_curve,
+    fit_threshold,
+    make_pairs,
+    pair_distances_of,
+    pair_scores,
+    parse_rule,
+    plot_f1_curve,
+    read_pairs,
+    split_pairs,
+)
+from helpers import (
+    check_name,
+    now_iso,
+    output_dir,
+    results_root,
+    setup_logging,
+    write_experiment_json,
+)
+from helpers.cli import fail, run_script
+from helpers.io import atomic_path
+
+SCRIPT = "verify_pairs"
+DEFAULT_METHODS = ["phash", "sscd_distilled"]
+logger = logging.getLogger(SCRIPT)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("pairs")
+    data.add_argument("--pairs", default=None, metavar="CSV",
+                      help="read labelled path pairs from this CSV instead of making them")
+    data.add_argument("--dataset", default="bsds500",
+                      help="originals to make pairs from (default: bsds500)")
+    data.add_argument("--subset", default=None, help="e.g. test (bsds500)")
+    add_data_root_argument(data)
+    data.add_argument("--count", type=int, default=0,
+                      help="a seeded sample of this many originals (default 0: all)")
+    data.add_argument("--negatives", type=float, default=1.0,
+                      help="negatives per positive (default 1: balanced)")
+    data.add_argument("--hard", type=float, default=0.5,
+                      help="share of the negatives that are hard (default 0.5)")
+    data.add_argument("--hard-method", default=None,
+                      help="the method whose nearest non-copies are the hard negatives "
+                           "(default: the first of --methods)")
+    add_attack_arguments(parser)
+    method = parser.add_argument_group("methods and thresholds")
+    method.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, metavar="SPEC",
+                        help="algorithm specs, e.g. phash sscd_distilled "
+                             "\"sscd_distilled:reduce='pca:128'\" (default: phash "
+                             "sscd_distilled)")
+    method.add_argument("--threshold", type=float, default=None,
+                        help="decide every pair with this threshold (no fitting)")
+    method.add_argument("--rule", default="f1",
+                        help="how the threshold is chosen on validation pairs: f1, "
+                             "precision:P or fpr:F (default: f1)")
+    method.add_argument("--validation-fraction", type=float, default=0.5,
+                        help="share of the source images whose pairs choose the threshold "
+                             "(default 0.5)")
+    method.add_argument("--folds", type=int, default=0,
+                        help="also k-fold cross-validation over all pairs (default 0: no)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--batch-size", type=int, default=64)
+    out.add_argument("--device", default="auto", help="where distances are computed")
+    out.add_argument("--name", default=None, help="Results/<name> (default: verify_<dataset>)")
+    out.add_argument("--output", default=None)
+    out.add_argument("--overwrite", action="store_true")
+    out.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def _pairs(args: argparse.Namespace, algorithms, attacks, seed):
+    if args.pairs:
+        return read_pairs(args.pairs), Path(args.pairs).resolve().parent
+    dataset = load_dataset(args.dataset, args.data_root, subset=args.subset)
+    records = list(dataset.records)
+    if args.count < 0:
+        raise ValueError(f"--count must be >= 0, got {args.count}")
+    if args.count and args.count < len(records):
+        keep = np.sort(np.random.default_rng(seed).choice(len(records), args.count,
+                                                          replace=False))
+        records = [records[i] for i in keep]
+    hard_method = parse_algorithm(args.hard_method) if args.hard_method else algorithms[0]
+    pairs = make_pairs(records, attacks, hard_method, args.negatives, args.hard, seed,
+                       args.batch_size)
+    return pairs, dataset.root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    started = now_iso()
+    with contextlib.ExitStack() as stack:
+        try:
+            rule, target = parse_rule(args.rule)
+            if not 0 < args.validation_fraction < 1:
+                raise ValueError(f"--validation-fraction must be in (0, 1), got "
+                                 f"{args.validation_fraction}")
+            algorithms = [parse_algorithm(m) for m in args.methods]
+            attacks, seed, _ = attacks_from_args(args)
+            pairs, root = _pairs(args, algorithms, attacks, seed)
+            if not len(pairs):
+                raise ValueError("no pair to verify")
+            default = (Path(args.pairs).stem if args.pairs else args.dataset).replace(":", "_")
+            name = args.name or check_name(f"verify_{default}".replace("/", "_"), "--name")
+            target_dir = Path(args.output) if args.output else results_root() / name
+            output = stack.enter_context(output_dir(target_dir, SCRIPT,
+                                                    overwrite=args.overwrite, inputs=[root]))
+        except (ValueError, FileNotFoundError) as exc:
+            return fail(exc)
+        config = {**{k: v for k, v in vars(args).items() if k != "attacks"},
+                  "attacks": [a.id for a in attacks], "seed": seed,
+                  "methods_resolved": [a.label for a in algorithms],
+                  "pairs_made": {k: int(v) for k, v in
+                                 pd.Series(pairs.kind).value_counts().items()}}
+        write_experiment_json(output, config, started_at=started, script=SCRIPT)
+        frame = pairs.frame()
+        if args.threshold is None:
+            validation, _ = split_pairs(pairs, (args.validation_fraction,
+                                                1 - args.validation_fraction), seed)
+            in_validation = set(validation.group)
+            frame["split"] = ["validation" if g in in_validation else "test"
+                              for g in pairs.group]
+        else:
+            frame["split"] = "all"
+        scores, folds, curves, chosen = [], [], {}, {}
+        try:
+            for algorithm in algorithms:
+                label = algorithm.label
+                d = pair_distances_of(pairs, algorithm, args.device, args.batch_size)
+                frame[f"distance:{label}"] = d
+                same = frame["same"].to_numpy()
+                if args.threshold is not None:
+                    threshold = args.threshold
+                    scores.append({"method": label, "split": "all",
+                                   **pair_scores(d, same, threshold)})
+                else:
+                    val = (frame["split"] == "validation").to_numpy()
+                    threshold = fit_threshold(d[val], same[val], rule, target)
+                    curves[label] = f1_curve(d[val], same[val])
+                    chosen[label] = threshold
+                    for split, rows in (("validation", val), ("test", ~val)):
+                        scores.append({"method": label, "split": split,
+                                       **pair_scores(d[rows], same[rows], threshold)})
+                frame[f"decision:{label}"] = d <= threshold
+                if args.folds:
+                    cv = cross_validate(d, same, pairs.group, args.folds, rule, target, seed)
+                    cv.insert(0, "method", label)
+                    folds.append(cv)
+        except (ValueError, FileNotFoundError) as exc:
+            write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
+                                  script=SCRIPT, extra={"error": str(exc)})
+            return fail(exc)
+        table = pd.DataFrame(scores)
+        for data, file in ((frame, "pairs.csv"), (table, "scores.csv")):
+            with atomic_path(output / file) as tmp:
+                data.to_csv(tmp, index=False)
+        summary = {}
+        if folds:
+            cv = pd.concat(folds, ignore_index=True)
+            with atomic_path(output / "cross_validation.csv") as tmp:
+                cv.to_csv(tmp, index=False)
+            summary = {m: {"f1_mean": float(g["f1"].mean()), "f1_std": float(g["f1"].std()),
+                           "accuracy_mean": float(g["accuracy"].mean())}
+                       for m, g in cv.groupby("method", sort=False)}
+        if curves:
+            plot_f1_curve(curves, chosen, output / "figures")
+        write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
+                              script=SCRIPT, extra={"scores": table.to_dict("records"),
+                                                    "cross_validation": summary})
+        shown = table[table["split"] != "validation"][
+            ["method", "split", "threshold", "f1", "precision", "recall", "accuracy"]]
+        print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        for method_name, values in summary.items():
+            print(f"{method_name}: {args.folds}-fold F1 {values['f1_mean']:.4f} +- "
+                  f"{values['f1_std']:.4f}")
+        print(f"{len(pairs)} pairs ({int(pairs.same.sum())} positive) -> {output}")
+        return 0
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,196 @@
+"""Pair verification: thresholds and scores by hand and against scikit-learn, pair sets,
+splits, and the script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+from hashing.verification import (
+    PairSet,
+    cross_validate,
+    f1_curve,
+    fit_threshold,
+    make_pairs,
+    pair_scores,
+    parse_rule,
+    read_pairs,
+    split_pairs,
+    verify,
+    verify_pairs,
+)
+from tests.conftest import REPO
+
+D = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+Y = np.array([True, True, False, True, False, False])
+
+
+def test_f1_optimal_threshold_by_hand():
+    # accepting the k smallest: F1 = 0.5, 0.8, 0.667, 0.857, 0.75, 0.667 -> k = 4, midway
+    # between 0.4 and 0.5
+    assert fit_threshold(D, Y) == pytest.approx(0.45)
+    curve = f1_curve(D, Y)
+    np.testing.assert_allclose(curve["f1"], [0, 0.5, 0.8, 4 / 6, 6 / 7, 0.75, 6 / 9])
+    np.testing.assert_allclose(curve["threshold"][1:], [0.15, 0.25, 0.35, 0.45, 0.55, 0.6])
+    assert curve["threshold"][0] < 0.1
+
+
+def test_precision_and_fpr_rules_by_hand():
+    assert fit_threshold(D, Y, "precision", 1.0) == pytest.approx(0.25)
+    assert fit_threshold(D, Y, "precision", 0.75) == pytest.approx(0.45)  # 3 of 4
+    assert fit_threshold(D, Y, "fpr", 1 / 3) == pytest.approx(0.45)
+    assert fit_threshold(D, Y, "fpr", 0.0) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="needs a target"):
+        fit_threshold(D, Y, "fpr")
+    with pytest.raises(ValueError, match="positive and negative"):
+        fit_threshold(D, np.ones(6, bool))
+    with pytest.raises(ValueError, match="unknown threshold rule"):
+        parse_rule("recall:0.9")
+    assert parse_rule("fpr:0.01") == ("fpr", 0.01) and parse_rule("f1") == ("f1", None)
+
+
+def test_f1_threshold_is_the_best_of_every_cut_by_scikit_learn():
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.4
+    d = np.round(np.where(y, rng.normal(0.3, 0.1, 300), rng.normal(0.5, 0.1, 300)), 2)  # ties
+    t = fit_threshold(d, y)
+    values = np.unique(d)
+    cuts = np.r_[values[0] - 1, (values[1:] + values[:-1]) / 2, values[-1]]
+    best = max(f1_score(y, d <= c) for c in cuts)
+    assert f1_score(y, d <= t) == pytest.approx(best)
+    assert t in cuts or np.isclose(cuts, t).any()  # a midpoint between neighbouring values
+    s = pair_scores(d, y, t)
+    assert s["precision"] == pytest.approx(precision_score(y, d <= t))
+    assert s["recall"] == pytest.approx(recall_score(y, d <= t))
+    assert s["accuracy"] == pytest.approx(accuracy_score(y, d <= t))
+
+
+def _pairs(n_groups=12, per=4, seed=0) -> tuple[PairSet, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    groups = [f"g{g}" for g in range(n_groups) for _ in range(per)]
+    same = rng.random(len(groups)) < 0.5
+    d = np.where(same, rng.normal(0.2, 0.1, len(groups)), rng.normal(0.5, 0.1, len(groups)))
+    ids = [f"p{i}" for i in range(len(groups))]
+    return PairSet(ids, ids, same, ["x"] * len(ids), groups), d
+
+
+def test_splits_and_folds_keep_each_source_image_on_one_side():
+    pairs, d = _pairs()
+    val, test = split_pairs(pairs, (0.5, 0.5), seed=1)
+    assert not set(val.group) & set(test.group)
+    assert len(val) + len(test) == len(pairs) and len(set(val.group)) == 6
+    cv = cross_validate(d, pairs.same, pairs.group, folds=4, seed=2)
+    assert len(cv) == 4 and cv["pairs"].sum() == len(pairs)
+    # each fold's threshold is the one chosen on the other folds
+    groups = np.array(pairs.group)
+    unique = np.array(sorted(set(pairs.group)), dtype=object)
+    order = unique[np.random.default_rng(2).permutation(len(unique))]
+    fold_of = {g: k % 4 for k, g in enumerate(order)}
+    for _, row in cv.iterrows():
+        held = np.array([fold_of[g] == row["fold"] for g in groups])
+        assert row["threshold"] == fit_threshold(d[~held], pairs.same[~held])
+        assert row["f1"] == pytest.approx(f1_score(pairs.same[held], d[held] <= row["threshold"]))
+    with pytest.raises(ValueError, match="folds must be in"):
+        cross_validate(d, pairs.same, pairs.group, folds=13)
+
+
+def test_read_pairs_from_a_csv(tmp_path, sample_paths):
+    rows = pd.DataFrame({"img1": [str(sample_paths["chelsea"]), "rel/x.png"],
+                         "img2": [str(sample_paths["coffee"]), "y.png"],
+                         "is_match": ["Same", "0"]})
+    rows.to_csv(tmp_path / "p.csv", index=False)
+    pairs = read_pairs(tmp_path / "p.csv")
+    assert pairs.same.tolist() == [True, False]
+    assert pairs.a[1] == str(tmp_path / "rel" / "x.png") and pairs.b[1] == str(tmp_path / "y.png")
+    rows["is_match"] = ["1", "maybe"]
+    rows.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match="line 3: label 'maybe'"):
+        read_pairs(tmp_path / "bad.csv")
+    rows.drop(columns="img2").to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(ValueError, match="no second image column"):
+        read_pairs(tmp_path / "short.csv")
+
+
+def test_make_pairs_positives_random_and_hard_negatives():
+    from data_retrieval import load_dataset
+    from generator import get_attack
+    from hashing import describe, pairwise
+
+    records = load_dataset("sample").records
+    attacks = [get_attack("jpg_compression", quality=50), get_attack("rotation", angle=10)]
+    pairs = make_pairs(records, attacks, "dhash", negatives=2, hard=0.5, seed=3)
+    kinds = pd.Series(pairs.kind).value_counts()
+    n = len(records)
+    assert kinds["positive"] == n and kinds["hard"] == n and kinds["negative"] == n
+    for a, b, same in zip(pairs.a, pairs.b, pairs.same, strict=True):
+        assert (b.record.source_id == a.image_id) == same  # a negative never meets its source
+    # hard negatives are the nearest non-source originals by dhash (brute force)
+    originals = describe(records, "dhash")
+    hard = [i for i, k in enumerate(pairs.kind) if k == "hard"]
+    copies = describe([pairs.b[i] for i in hard], "dhash")
+    d = pairwise(copies, originals)
+    ids = [r.image_id for r in records]
+    for row, i in enumerate(hard):
+        source = ids.index(pairs.b[i].record.source_id)
+        d[row, source] = np.inf
+        assert d[row, ids.index(pairs.a[i].image_id)] == d[row].min()
+    with pytest.raises(ValueError, match="give method"):
+        make_pairs(records, attacks, None)
+
+
+def test_verify_against_imagehash(sample_paths):
+    import imagehash
+    from PIL import Image
+
+    a, b = sample_paths["chelsea"], sample_paths["coffee"]
+    distance, same = verify(a, b, "phash", threshold=0.2)
+    expected = (imagehash.phash(Image.open(a)) - imagehash.phash(Image.open(b))) / 64
+    assert distance == pytest.approx(expected) and same == (expected <= 0.2)
+    assert verify(a, a, "phash", 0.0) == (0.0, True)
+    pairs = PairSet([a, a], [a, b], np.array([True, False]), ["x", "x"], ["a", "a"])
+    frame = verify_pairs(pairs, "phash", 0.2)
+    assert frame["distance"].tolist() == pytest.approx([0.0, expected])
+    assert frame["decision"].tolist() == [True, expected <= 0.2]
+
+
+def test_verify_pairs_script(tmp_path, sample_paths):
+    out = tmp_path / "v"
+    done = subprocess.run(
+        [sys.executable, "scripts/verify_pairs.py", "--dataset", "sample", "--methods", "dhash",
+         "phash", "--attacks", "jpg_compression:50", "rotation:10", "--negatives", "2",
+         "--folds", "3", "--output", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    pairs = pd.read_csv(out / "pairs.csv")
+    scores = pd.read_csv(out / "scores.csv").set_index(["method", "split"])
+    assert len(pairs) == 33 and pairs["same"].sum() == 11
+    val = pairs["split"] == "validation"
+    assert not set(pairs[val]["group"]) & set(pairs[~val]["group"])
+    for method in ("dhash", "phash"):
+        d = pairs[f"distance:{method}"].to_numpy()
+        threshold = fit_threshold(d[val], pairs["same"][val])
+        assert scores.loc[(method, "test"), "threshold"] == pytest.approx(threshold)
+        assert scores.loc[(method, "test"), "f1"] == pytest.approx(
+            f1_score(pairs["same"][~val], d[~val] <= threshold))
+    assert (out / "figures" / "f1_curve.png").is_file()
+    assert len(pd.read_csv(out / "cross_validation.csv")) == 6
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["config"]["pairs_made"] == {"positive": 11, "hard": 11, "negative": 11}
+
+    csv = tmp_path / "pairs.csv"
+    pd.DataFrame({"a": [str(sample_paths["chelsea"])] * 2,
+                  "b": [str(sample_paths["chelsea"]), str(sample_paths["coffee"])],
+                  "label": [1, 0]}).to_csv(csv, index=False)
+    done = subprocess.run(
+        [sys.executable, "scripts/verify_pairs.py", "--pairs", str(csv), "--methods", "phash",
+         "--threshold", "0.1", "--output", str(tmp_path / "fixed")],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    fixed = pd.read_csv(tmp_path / "fixed" / "scores.csv")
+    assert fixed.loc[0, "f1"] == 1.0 and fixed.loc[0, "split"] == "all"
