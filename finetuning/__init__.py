@@ -7,8 +7,14 @@ LARS (timm's), Adam, AdamW or SGD with warm-up and cosine decay, SimCLR's augmen
 attack generator's edits as views, on one CPU or GPU or under ``torchrun`` (DDP, SyncBatchNorm on
 GPUs, mixed precision, gradient accumulation). Checkpoints are written atomically and resume
 exactly; each one loads back with ``extractor.get_model(name, weights=checkpoint)``.
+
+`train_head(features, labels, HeadConfig(...), output)` trains a projection head on frozen
+features for pair verification (triplet or contrastive loss with mined hard negatives,
+pytorch-metric-learning's), with the same optimisers, schedule, log and atomic, resumable
+checkpoints; the head is saved as a reducer (`extractor.reduce`) that composes with the model.
 """
 
+from finetuning.heads import HeadConfig, train_head
 from finetuning.losses import LOSSES, gather, koleo_entropy, make_loss, nt_xent, sscd_loss
 from finetuning.model import (
     Encoder,
@@ -43,6 +49,7 @@ __all__ = [
     "Encoder",
     "EpochSampler",
     "FinetuneConfig",
+    "HeadConfig",
     "InputSpec",
     "Trainable",
     "TwoViews",
@@ -64,5 +71,6 @@ __all__ = [
     "split_train_val",
     "sscd_loss",
     "train",
+    "train_head",
     "warmup_cosine",
 ]

@@ -183,8 +183,10 @@ def make_views(config: FinetuneConfig, encoder: Encoder) -> ViewMaker:
 class _Log:
     """``log.csv`` rows (appended, flushed) and TensorBoard scalars when it is installed."""
 
-    def __init__(self, folder: Path, resume_step: int | None, enabled: bool):
+    def __init__(self, folder: Path, resume_step: int | None, enabled: bool,
+                 columns: tuple[str, ...] = LOG_COLUMNS):
         self.enabled = enabled
+        self.columns = columns
         self.path = folder / "log.csv"
         self.writer = None
         if not enabled:
@@ -194,11 +196,11 @@ class _Log:
             with open(self.path, newline="") as handle:
                 rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= resume_step]
         with open(self.path, "w", newline="") as handle:  # drops rows past the checkpoint
-            out = csv.DictWriter(handle, LOG_COLUMNS)
+            out = csv.DictWriter(handle, columns)
             out.writeheader()
             out.writerows(rows)
         self.handle = open(self.path, "a", newline="")  # noqa: SIM115 (open for the run)
-        self.csv = csv.DictWriter(self.handle, LOG_COLUMNS)
+        self.csv = csv.DictWriter(self.handle, columns)
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -219,7 +221,8 @@ class _Log:
             self.writer.add_scalar(f"loss/{split}", values["loss"], step)
             if split == "train":
                 self.writer.add_scalar("lr", values["lr"], step)
-                self.writer.add_scalar("images_per_s", values["images_per_s"], step)
+                if "images_per_s" in values:
+                    self.writer.add_scalar("images_per_s", values["images_per_s"], step)
 
     def close(self) -> None:
         if self.enabled:

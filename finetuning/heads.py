@@ -1,0 +1,377 @@
+"""Projection heads trained on frozen features for pair verification.
+
+A head maps a model's features (N, D) to shorter embeddings (N, d) so that an image and its
+copies come closer than other images, in cosine distance. It is trained on features whose rows
+carry their source image (an original and its attacked copies share a label) with the triplet
+loss (margin alpha) or the contrastive pair loss, mining hard negatives in each batch; losses
+and miners are pytorch-metric-learning's. Batches hold ``per_source`` rows of each of
+``batch_size / per_source`` source images, drawn with the seed of the epoch, so a resumed run
+repeats the batches it would have seen. The optimisers, the warm-up and cosine schedule and the
+``log.csv`` are the fine-tuning package's; a checkpoint is written atomically every epoch and
+``resume`` continues from the newest (bit for bit on CPU).
+
+The trained head is saved in the reducer file format (``head.pt``, kind ``head``): it plugs
+into the registry like any reducer, ``get_algorithm("sscd_distilled", reduce="head.pt")``.
+
+Collapse (every embedding the same, the triplet loss stuck at the margin) is detected and
+reported: the result's ``collapsed`` says why.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from extractor.reduce import Reducer, ReducerSpec
+from extractor.reducer_nets import ReducerNet, network_state
+from finetuning.optim import OPTIMIZERS, build_optimizer, warmup_cosine
+from helpers import atomic_path, get_logger, progress
+from helpers.seeding import derive_seed
+
+logger = get_logger(__name__)
+
+LOSSES = ("triplet", "contrastive")
+MINERS = ("semihard", "hard", "all", "batch_hard", "none")
+HEAD_LOG_COLUMNS = ("split", "epoch", "step", "loss", "lr", "mined", "seconds")
+
+
+@dataclass
+class HeadConfig:
+    """How a head is trained (every field is a flag of ``scripts/train_verifier.py``).
+
+    Attributes
+    ----------
+    dims : tuple of int
+        Widths after the input: ``(256,)`` a linear map to 256; ``(512, 256)`` an MLP.
+    loss : {"triplet", "contrastive"}
+    margin : float
+        Triplet margin alpha, in cosine similarity (pytorch-metric-learning's units).
+    pos_margin, neg_margin : float
+        Contrastive loss: positives are pulled above ``pos_margin`` similarity, negatives
+        pushed below ``neg_margin``.
+    miner : {"semihard", "hard", "all", "batch_hard", "none"}
+        Which triplets of a batch count (``TripletMarginMiner`` types, or ``BatchHardMiner``).
+    epochs, batch_size, per_source : int
+    optimizer : str
+        ``adam`` (default), ``adamw``, ``sgd`` or ``lars``.
+    lr, weight_decay, warmup_epochs : float
+    val_fraction : float
+        Share of the source images held out for the validation loss.
+    seed : int
+    device : str
+    """
+
+    dims: tuple[int, ...] = (256,)
+    loss: str = "triplet"
+    margin: float = 0.2
+    pos_margin: float = 1.0
+    neg_margin: float = 0.5
+    miner: str = "semihard"
+    epochs: int = 30
+    batch_size: int = 128
+    per_source: int = 4
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    warmup_epochs: float = 1.0
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+
+    def check(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        from helpers import unknown_name
+
+        if self.loss not in LOSSES:
+            raise ValueError(unknown_name("head loss", self.loss, LOSSES))
+        if self.miner not in MINERS:
+            raise ValueError(unknown_name("miner", self.miner, MINERS))
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(unknown_name("optimizer", self.optimizer, OPTIMIZERS))
+        if not self.dims or any(int(d) < 1 for d in self.dims):
+            raise ValueError(f"dims must be positive widths, got {self.dims}")
+        for name in ("epochs", "batch_size", "per_source"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.per_source < 2:
+            raise ValueError("per_source must be >= 2: a batch needs positives")
+        if self.batch_size < 2 * self.per_source:
+            raise ValueError(f"batch_size {self.batch_size} holds fewer than two source images "
+                             f"of {self.per_source} rows: a batch needs negatives")
+        if not self.lr > 0 or self.margin < 0 or self.weight_decay < 0:
+            raise ValueError("lr must be > 0, margin and weight_decay >= 0")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    @property
+    def spec(self) -> ReducerSpec:
+        return ReducerSpec("head", tuple(int(d) for d in self.dims))
+
+
+def make_loss_and_miner(config: HeadConfig):
+    """pytorch-metric-learning's loss and miner for ``config``, in cosine similarity."""
+    from pytorch_metric_learning import losses, miners
+    from pytorch_metric_learning.distances import CosineSimilarity
+
+    distance = CosineSimilarity()
+    if config.loss == "triplet":
+        loss = losses.TripletMarginLoss(margin=config.margin, distance=distance)
+    else:
+        loss = losses.ContrastiveLoss(pos_margin=config.pos_margin,
+                                      neg_margin=config.neg_margin, distance=distance)
+    if config.miner == "none":
+        miner = None
+    elif config.miner == "batch_hard":
+        miner = miners.BatchHardMiner(distance=distance)
+    else:
+        miner = miners.TripletMarginMiner(margin=config.margin, distance=distance,
+                                          type_of_triplets=config.miner)
+    return loss, miner
+
+
+def source_batches(labels: np.ndarray, batch_size: int, per_source: int, seed: int,
+                   epoch: int) -> list[np.ndarray]:
+    """One epoch of batches: ``per_source`` rows of each of ``batch_size // per_source``
+    source images (rows drawn with replacement when a source has fewer), every source once,
+    seeded by ``(seed, epoch)``. Sources with a single row are left out (no positive)."""
+    rng = np.random.default_rng(derive_seed(seed, "head-batches", epoch))
+    rows_of: dict[int, np.ndarray] = {}
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        if len(rows) > 1:
+            rows_of[int(label)] = rows
+    sources = rng.permutation(sorted(rows_of))
+    per_batch = max(2, batch_size // per_source)
+    batches = []
+    for start in range(0, len(sources) - per_batch + 1, per_batch):
+        chosen = []
+        for s in sources[start:start + per_batch]:
+            rows = rows_of[int(s)]
+            chosen.append(rng.choice(rows, per_source, replace=len(rows) < per_source))
+        batches.append(np.concatenate(chosen))
+    return batches
+
+
+def _split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """True for the rows of the held-out source images."""
+    unique = np.unique(labels)
+    held = np.random.default_rng(derive_seed(seed, "head-split")).permutation(unique)[
+        :int(round(fraction * len(unique)))]
+    return np.isin(labels, held)
+
+
+def collapse_check(embeddings: torch.Tensor, last_loss: float, config: HeadConfig
+                   ) -> str | None:
+    """Why the head collapsed, or None: unit embeddings all alike (mean cosine similarity of
+    random pairs above 0.99), or a triplet loss stuck at the margin."""
+    z = torch.nn.functional.normalize(embeddings.float(), dim=1)
+    if len(z) > 1:
+        generator = torch.Generator().manual_seed(0)
+        a = torch.randint(len(z), (min(4096, len(z) * 4),), generator=generator)
+        b = torch.randint(len(z), a.shape, generator=generator)
+        keep = a != b
+        similarity = float((z[a[keep]] * z[b[keep]]).sum(1).mean()) if keep.any() else 0.0
+        if similarity > 0.99:
+            return (f"embeddings collapsed: mean cosine similarity of random pairs "
+                    f"{similarity:.4f}")
+    if (config.loss == "triplet" and config.margin > 0 and math.isfinite(last_loss)
+            and abs(last_loss - config.margin) < 0.02 * config.margin):
+        return f"the triplet loss is stuck at the margin ({last_loss:.4f} vs {config.margin})"
+    return None
+
+
+def _checkpoint(path: Path, net: ReducerNet, optimizer, scheduler, epoch: int, step: int,
+                config: HeadConfig) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"format": "image-similarity-lab/head-checkpoint-1", "net": net.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "epoch": epoch, "step": step, "config": asdict(config),
+                    "torch_rng": torch.get_rng_state()}, tmp)
+
+
+def _latest(folder: Path) -> Path | None:
+    found = sorted(folder.glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    return found[-1] if found else None
+
+
+def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
+               output: str | Path, method: str | None = None, resume: bool = False,
+               show_progress: bool | None = None) -> dict[str, Any]:
+    """Train a head on frozen features; write ``head.pt`` (a reducer), ``log.csv`` and
+    ``checkpoints/epoch_<E>.pt`` into ``output``.
+
+    Parameters
+    ----------
+    features : array (N, D)
+        Frozen features (an original and its copies are rows with the same label).
+    labels : array (N,)
+        The source image of each row (any hashable values).
+    config : HeadConfig
+    output : str or Path
+    method : str, optional
+        The features' method (the head only applies to it).
+    resume : bool
+        Continue from the newest checkpoint in ``output``.
+    show_progress : bool, optional
+
+    Returns
+    -------
+    dict
+        ``head`` (the file), ``steps``, train and validation losses per epoch, ``collapsed``
+        (None or why), the row and source counts.
+
+    Raises
+    ------
+    ValueError
+        A bad config, too few sources for one batch, non-finite features.
+    """
+    from finetuning.train import _Log
+    from helpers import resolve_device
+
+    config.check()
+    output = Path(output)
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    if x.ndim != 2 or len(x) != len(labels):
+        raise ValueError(f"features {tuple(x.shape)} and {len(labels)} labels do not match")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"row {int((~torch.isfinite(x).all(1)).nonzero()[0])} of the "
+                         "features is not finite")
+    _, codes = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)
+    held = _split(codes, config.val_fraction, config.seed) if config.val_fraction else \
+        np.zeros(len(codes), bool)
+    train_rows, val_rows = np.flatnonzero(~held), np.flatnonzero(held)
+    steps_per_epoch = len(source_batches(codes[train_rows], config.batch_size,
+                                         config.per_source, config.seed, 0))
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(np.unique(codes[train_rows]))} training source images with 2+ "
+                         f"rows do not fill one batch of {config.batch_size // config.per_source}"
+                         " sources: lower --batch-size or give more images")
+    if len(val_rows) and not _validation_batch_size(codes, val_rows, config):
+        logger.warning("the %d held-out rows hold fewer than two source images with two rows: "
+                       "no validation loss (raise --val-fraction)", len(val_rows))
+    device = resolve_device(config.device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.seed, "head-init") % 2**63)
+        net = ReducerNet(config.spec, x.shape[1])
+    net.to(device)
+    optimizer = build_optimizer([net], config.optimizer, config.lr, config.weight_decay)
+    total = steps_per_epoch * config.epochs
+    scheduler = warmup_cosine(optimizer, total, min(total, round(config.warmup_epochs
+                                                                 * steps_per_epoch)))
+    loss_fn, miner = make_loss_and_miner(config)
+    folder = output / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    start_epoch, step = 0, 0
+    latest = _latest(folder) if resume else None
+    if latest is not None:
+        state = torch.load(latest, map_location="cpu", weights_only=True)
+        saved = {k: v for k, v in state["config"].items() if k != "device"}
+        wanted = {k: v for k, v in asdict(config).items() if k != "device"}
+        saved["dims"] = tuple(saved["dims"])
+        wanted["dims"] = tuple(wanted["dims"])
+        if saved != wanted:
+            changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+            raise ValueError(f"{latest} was trained with other settings ({', '.join(changed)}):"
+                             " resume with the same ones, or start a new run")
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        logger.info("resuming the head from %s (epoch %d)", latest.name, start_epoch)
+    log = _Log(output, step if latest is not None else None, True, HEAD_LOG_COLUMNS)
+    xt = x.to(device)
+    losses, val_losses = [], []
+    started = time.perf_counter()
+    bar = progress(total=total, desc="training head", unit="step",
+                   disable=None if show_progress is None else not show_progress)
+    bar.update(step)
+    last = float("nan")
+    for epoch in range(start_epoch, config.epochs):
+        net.train()
+        total_loss, mined_total, count = 0.0, 0, 0
+        for batch in source_batches(codes[train_rows], config.batch_size, config.per_source,
+                                    config.seed, epoch):
+            rows = train_rows[batch]
+            target = torch.from_numpy(codes[rows]).to(device)
+            z = net.encode(xt[torch.from_numpy(rows).to(device)])
+            mined = miner(z, target) if miner is not None else None
+            loss = loss_fn(z, target, mined)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            step += 1
+            last = loss.item()
+            n_mined = int(len(mined[0])) if mined is not None else -1
+            total_loss += last
+            mined_total += max(n_mined, 0)
+            count += 1
+            log.row(split="train", epoch=epoch + 1, step=step, loss=last, lr=lr, mined=n_mined,
+                    seconds=time.perf_counter() - started)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last:.4f}")
+        if not math.isfinite(last):
+            raise FloatingPointError(f"the head's loss became {last} at step {step}: lower the "
+                                     "learning rate")
+        losses.append(total_loss / max(count, 1))
+        if len(val_rows) and _validation_batch_size(codes, val_rows, config):
+            val_losses.append(_validation_loss(net, xt, codes, val_rows, config, loss_fn,
+                                               miner, epoch, device))
+            log.row(split="val", epoch=epoch + 1, step=step, loss=val_losses[-1], lr="",
+                    mined="", seconds=time.perf_counter() - started)
+        _checkpoint(folder / f"epoch_{epoch + 1}.pt", net, optimizer, scheduler, epoch + 1,
+                    step, config)
+    bar.close()
+    log.close()
+    net.eval().cpu()
+    with torch.no_grad():
+        embeddings = net.encode(x[val_rows if len(val_rows) else train_rows])
+    last_epoch_loss = losses[-1] if losses else float("nan")
+    collapsed = collapse_check(embeddings, last_epoch_loss, config)
+    if collapsed:
+        logger.warning("the head collapsed: %s. Lower the learning rate, use a smaller margin "
+                       "or another miner.", collapsed)
+    reducer = Reducer(config.spec, int(x.shape[1]), int(config.dims[-1]), network_state(net),
+                      method, {"config": asdict(config), "train_losses": losses,
+                               "val_losses": val_losses, "collapsed": collapsed,
+                               "rows": int(len(x)), "sources": int(codes.max() + 1)})
+    head = reducer.save(output / "head.pt")
+    return {"head": str(head), "steps": step, "steps_per_epoch": steps_per_epoch,
+            "train_losses": losses, "val_losses": val_losses, "collapsed": collapsed,
+            "rows": int(len(x)), "sources": int(codes.max() + 1),
+            "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
+            "seconds": time.perf_counter() - started}
+
+
+def _validation_batch_size(codes: np.ndarray, val_rows: np.ndarray, config: HeadConfig) -> int:
+    """The training batch size, or all held-out sources when they are fewer (0: fewer than
+    two sources with two rows, no validation loss)."""
+    labels, counts = np.unique(codes[val_rows], return_counts=True)
+    usable = int(np.sum(counts > 1))
+    if usable < 2:
+        return 0
+    return min(config.batch_size, usable * config.per_source)
+
+
+def _validation_loss(net, xt, codes, val_rows, config, loss_fn, miner, epoch, device) -> float:
+    net.eval()
+    values = []
+    size = _validation_batch_size(codes, val_rows, config)
+    with torch.no_grad():
+        for batch in source_batches(codes[val_rows], size, config.per_source, config.seed,
+                                    epoch):
+            rows = val_rows[batch]
+            target = torch.from_numpy(codes[rows]).to(device)
+            z = net.encode(xt[torch.from_numpy(rows).to(device)])
+            mined = miner(z, target) if miner is not None else None
+            values.append(float(loss_fn(z, target, mined)))
+    return float(np.mean(values)) if values else float("nan")
+

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Train a projection head on frozen features for pair verification (triplet or contrastive
+loss, hard negatives mined in each batch; pytorch-metric-learning's losses and miners).
+
+Training rows are the features of --model for the originals of --dataset and --copies attacked
+copies of each (attacks drawn with --seed from --attacks; made in memory, never written), an
+original and its copies sharing a label; or the rows of a feature store (--store
+DATASET/METHOD) labelled by their records' source_id. The features are kept in the run folder,
+so --resume continues a stopped run from its newest checkpoint without describing again.
+
+Writes Results/<name>/: head.pt (a reducer: get_algorithm(model, reduce="<folder>/head.pt"),
+verify_pairs.py --methods "sscd_distilled:reduce='<folder>/head.pt'"), log.csv (loss per step,
+validation loss per epoch), checkpoints/epoch_<E>.pt, features/ (the training rows),
+figures/loss, experiment.json (with "collapsed": null, or why the head collapsed).
+
+Examples
+--------
+python scripts/train_verifier.py --model sscd_distilled --dataset imagenet_samples --copies 6
+python scripts/train_verifier.py --store views/efficientnet_lite0 --dims 512 256 --loss \\
+    contrastive --miner batch_hard
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+
+import numpy as np
+
+from data_retrieval.cli import add_data_root_argument
+from finetuning.heads import LOSSES, MINERS, HeadConfig, train_head
+from finetuning.optim import OPTIMIZERS
+from generator.cli import add_attack_arguments, attacks_from_args
+from helpers import (
+    check_name,
+    now_iso,
+    output_dir,
+    results_root,
+    setup_logging,
+    write_experiment_json,
+)
+from helpers.cli import fail, run_script
+
+SCRIPT = "train_verifier"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("training rows")
+    data.add_argument("--model", default="sscd_distilled",
+                      help="the frozen features: a model algorithm spec (default: "
+                           "sscd_distilled)")
+    data.add_argument("--dataset", default="imagenet_samples",
+                      help="originals (default: imagenet_samples)")
+    data.add_argument("--subset", default=None)
+    add_data_root_argument(data)
+    data.add_argument("--count", type=int, default=0,
+                      help="a seeded sample of this many originals (default 0: all)")
+    data.add_argument("--copies", type=int, default=4,
+                      help="attacked copies per original, attacks drawn from --attacks "
+                           "(default 4)")
+    data.add_argument("--store", default=None, metavar="DATASET/METHOD",
+                      help="train on this feature store instead (labels: source_id)")
+    data.add_argument("--features-dir", default=None)
+    add_attack_arguments(parser)
+    head = parser.add_argument_group("head and training")
+    defaults = HeadConfig()
+    head.add_argument("--dims", type=int, nargs="+", default=list(defaults.dims),
+                      help="widths after the input: 256 (linear), 512 256 (MLP) "
+                           "(default: 256)")
+    head.add_argument("--loss", choices=LOSSES, default=defaults.loss)
+    head.add_argument("--margin", type=float, default=defaults.margin,
+                      help="triplet margin alpha, in cosine similarity (default 0.2)")
+    head.add_argument("--pos-margin", type=float, default=defaults.pos_margin)
+    head.add_argument("--neg-margin", type=float, default=defaults.neg_margin)
+    head.add_argument("--miner", choices=MINERS, default=defaults.miner)
+    head.add_argument("--epochs", type=int, default=defaults.epochs)
+    head.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    head.add_argument("--per-source", type=int, default=defaults.per_source,
+                      help="rows of each source image in a batch (default 4)")
+    head.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    head.add_argument("--lr", type=float, default=defaults.lr)
+    head.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    head.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs)
+    head.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+    head.add_argument("--device", default="auto")
+    out = parser.add_argument_group("output")
+    out.add_argument("--name", default=None, help="Results/<name> (default: verifier_<model>)")
+    out.add_argument("--output", default=None)
+    out.add_argument("--overwrite", action="store_true")
+    out.add_argument("--resume", action="store_true")
+    out.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def _rows(args, attacks, seed, output: Path):
+    """Features, labels and method: from the run's own copy, a store, or described now."""
+    from data_retrieval import load_dataset
+    from extractor import load_store, save_store
+
+    own = output / "features"
+    with contextlib.suppress(FileNotFoundError):
+        if args.resume:
+            store = load_store("training", "rows", own)
+            return (np.asarray(store.features), [r.source_id or r.image_id
+                                                 for r in store.records], store.meta["method"])
+    if args.store:
+        dataset, slash, method = args.store.partition("/")
+        if not slash:
+            raise ValueError(f"--store must be DATASET/METHOD, got {args.store!r}")
+        store = load_store(dataset, method, args.features_dir)
+        return (np.asarray(store.features), [r.source_id or r.image_id for r in store.records],
+                method)
+    from generator import AttackedImage
+    from generator.pipeline import attacked_record
+    from hashing import describe, parse_algorithm
+    from helpers.descriptors import FloatFeatures
+
+    algorithm = parse_algorithm(args.model)
+    records = list(load_dataset(args.dataset, args.data_root, subset=args.subset).records)
+    rng = np.random.default_rng(seed)
+    if args.count and args.count < len(records):
+        records = [records[i] for i in np.sort(rng.choice(len(records), args.count,
+                                                          replace=False))]
+    items = list(records)
+    for record in records:
+        for k in rng.choice(len(attacks), min(args.copies, len(attacks)), replace=False):
+            items.append(AttackedImage(attacked_record(record, attacks[k]), record, attacks[k],
+                                       seed))
+    described = describe(items, algorithm)
+    if not isinstance(described, FloatFeatures):
+        raise ValueError(f"{algorithm.label} gives {type(described).__name__}: a head trains "
+                         "on float features (a model)")
+    save_store(described.values, list(described.records), "training", "rows", root=own,
+               meta={"method": described.method}, overwrite=True)
+    return (described.values, [r.source_id or r.image_id for r in described.records],
+            described.method)
+
+
+def _plot(result: dict, folder: Path) -> None:
+    from helpers import figure_style, new_figure, save_figure
+
+    with figure_style():
+        fig, ax = new_figure(figsize=(5, 3.4))
+        epochs = np.arange(1, len(result["train_losses"]) + 1)
+        ax.plot(epochs, result["train_losses"], label="train")
+        if result["val_losses"]:
+            ax.plot(epochs, result["val_losses"], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.legend()
+        save_figure(fig, folder, "loss")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    started = now_iso()
+    with contextlib.ExitStack() as stack:
+        try:
+            config = HeadConfig(tuple(args.dims), args.loss, args.margin, args.pos_margin,
+                                args.neg_margin, args.miner, args.epochs, args.batch_size,
+                                args.per_source, args.optimizer, args.lr, args.weight_decay,
+                                args.warmup_epochs, args.val_fraction, 0, args.device)
+            attacks, seed, _ = attacks_from_args(args)
+            config.seed = seed
+            config.check()
+            if args.copies < 1 or args.count < 0:
+                raise ValueError("--copies must be >= 1 and --count >= 0")
+            base = (args.store.replace("/", "_") if args.store else
+                    args.model.split(":")[0])
+            name = args.name or check_name(f"verifier_{base}", "--name")
+            target = Path(args.output) if args.output else results_root() / name
+            output = stack.enter_context(output_dir(target, SCRIPT, overwrite=args.overwrite,
+                                                    resume=args.resume))
+            features, labels, method = _rows(args, attacks, seed, output)
+        except (ValueError, FileNotFoundError) as exc:
+            return fail(exc)
+        record = {**{k: v for k, v in vars(args).items() if k != "attacks"},
+                  "attacks": [a.id for a in attacks], "seed": seed, "method": method}
+        write_experiment_json(output, record, started_at=started, script=SCRIPT)
+        try:
+            result = train_head(features, labels, config, output, method, args.resume)
+        except (ValueError, FloatingPointError) as exc:
+            write_experiment_json(output, record, started_at=started, ended_at=now_iso(),
+                                  script=SCRIPT, extra={"error": str(exc)})
+            return fail(exc)
+        _plot(result, output / "figures")
+        write_experiment_json(output, record, started_at=started, ended_at=now_iso(),
+                              script=SCRIPT, extra=result)
+        val = result["val_losses"]
+        print(f"{result['rows']} rows of {result['sources']} source images, {result['steps']} "
+              f"steps: train loss {result['train_losses'][0]:.4f} -> "
+              f"{result['train_losses'][-1]:.4f}"
+              + (f", validation {val[0]:.4f} -> {val[-1]:.4f}" if val else ""))
+        if result["collapsed"]:
+            print(f"COLLAPSED: {result['collapsed']}")
+        print(f"head -> {result['head']} (method {method})")
+        return 0
+
+
+if __name__ == "__main__":
+    run_script(main)
