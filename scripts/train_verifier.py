@@ -10,8 +10,10 @@ so --resume continues a stopped run from its newest checkpoint without describin
 
 Writes Results/<name>/: head.pt (a reducer: get_algorithm(model, reduce="<folder>/head.pt"),
 verify_pairs.py --methods "sscd_distilled:reduce='<folder>/head.pt'"), log.csv (loss per step,
-validation loss per epoch), checkpoints/epoch_<E>.pt, features/ (the training rows),
-figures/loss, experiment.json (with "collapsed": null, or why the head collapsed).
+validation loss per epoch), checkpoints/epoch_<E>.pt, features/training/<method>.npy (the
+training rows, a feature store: fit_reducer.py --store training/<method> --features-dir
+<folder>/features fits a PCA on the same images), figures/loss, experiment.json (with
+"collapsed": null, or why the head collapsed).
 
 Examples
 --------
@@ -99,13 +101,15 @@ def _rows(args, attacks, seed, output: Path):
     """Features, labels and method: from the run's own copy, a store, or described now."""
     from data_retrieval import load_dataset
     from extractor import load_store, save_store
+    from hashing import parse_algorithm
 
     own = output / "features"
+    label = (args.store.partition("/")[2] if args.store else parse_algorithm(args.model).label)
     with contextlib.suppress(FileNotFoundError):
         if args.resume:
-            store = load_store("training", "rows", own)
+            store = load_store("training", label, own)
             return (np.asarray(store.features), [r.source_id or r.image_id
-                                                 for r in store.records], store.meta["method"])
+                                                 for r in store.records], label)
     if args.store:
         dataset, slash, method = args.store.partition("/")
         if not slash:
@@ -115,7 +119,7 @@ def _rows(args, attacks, seed, output: Path):
                 method)
     from generator import AttackedImage
     from generator.pipeline import attacked_record
-    from hashing import describe, parse_algorithm
+    from hashing import describe
     from helpers.descriptors import FloatFeatures
 
     algorithm = parse_algorithm(args.model)
@@ -133,8 +137,8 @@ def _rows(args, attacks, seed, output: Path):
     if not isinstance(described, FloatFeatures):
         raise ValueError(f"{algorithm.label} gives {type(described).__name__}: a head trains "
                          "on float features (a model)")
-    save_store(described.values, list(described.records), "training", "rows", root=own,
-               meta={"method": described.method}, overwrite=True)
+    save_store(described.values, list(described.records), "training", described.method,
+               root=own, overwrite=True)
     return (described.values, [r.source_id or r.image_id for r in described.records],
             described.method)
 
