@@ -88,7 +88,9 @@ def store_paths(dataset: str, model: str, root: str | Path | None = None) -> tup
     check_name(model, "model name")
     folder = Path(root) if root is not None else default_features_dir()
     base = folder / dataset / model
-    return base.with_suffix(".npy"), base.with_suffix(".json")
+    # Appended, not with_suffix: a label may hold a dot (a weights or reducer file's tag,
+    # ``..._reduce=pca-128.pt-1a2b3c4d5e6f``), and everything after it is its identity.
+    return base.with_name(base.name + ".npy"), base.with_name(base.name + ".json")
 
 
 def load_store(dataset: str, model: str, root: str | Path | None = None,

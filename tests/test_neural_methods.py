@@ -165,6 +165,18 @@ def test_model_identity_holds_parameters_and_weights(tmp_path):
     paths = {store_paths("photos", n, tmp_path)[0] for n in (default.name, bigger.name,
                                                              tuned_name)}
     assert len(paths) == 3
+    # a second checkpoint of the same file name: its tag differs only after the name's dot,
+    # which the store's file name must keep (with_suffix once cut it, so both shared a store)
+    other = tmp_path / "run2" / "finetuned.pt"
+    other.parent.mkdir()
+    state = {k: v + 1 if v.is_floating_point() else v
+             for k, v in default.module.net.state_dict().items()}
+    torch.save(state, other)
+    other_name = get_model("efficientnet_lite0", weights=other).name
+    assert other_name != tuned_name
+    npy, sidecar = store_paths("photos", other_name, tmp_path)
+    assert npy.name == other_name + ".npy" and sidecar.name == other_name + ".json"
+    assert npy != store_paths("photos", tuned_name, tmp_path)[0]
     from PIL import Image
 
     image = [("a", Image.new("RGB", (40, 30), "red"))]
