@@ -311,11 +311,18 @@ def describe_originals_and_copies(records: Sequence[Any], attacks: Sequence[Any]
             kept[is_original].extend(r for r, _ in chosen)
 
     batch: list = []
+    planned = len(records) * (len(attacks) + 1)
+    step = max(batch_size, planned // 10)
+    done = logged = 0
     for record, image in stream:
         batch.append((record, image))
         if len(batch) >= batch_size:
             flush(batch)
+            done += len(batch)
             batch = []
+            if done - logged >= step:  # a line per tenth: long runs show they progress
+                logged = done
+                log.info("described %d of %d images (originals and copies)", done, planned)
     if batch:
         flush(batch)
     out: dict[bool, dict[str, Any]] = {True: {}, False: {}}
