@@ -208,11 +208,12 @@ def make_pairs(records: Sequence[Any], attacks: Sequence[Any], method: Any = Non
 
         originals = describe(records, method, batch_size=batch_size, on_error="raise")
         described = describe(copies, method, batch_size=batch_size, on_error="raise")
-        k = min(n, 2)
-        _, index = nearest(described, originals, k=k)
+        rounds = -(-n_hard // n)  # more hard negatives than copies: the next nearest
+        _, index = nearest(described, originals, k=min(n, rounds + 1))
         order = rng.permutation(n)
-        for q in np.resize(order, n_hard):
-            row = next(int(i) for i in index[q] if int(i) != q)
+        for position, q in enumerate(np.resize(order, n_hard)):
+            others = [int(i) for i in index[q] if int(i) != q]
+            row = others[min(position // n, len(others) - 1)]
             a.append(records[row]), b.append(copies[q]), same.append(False), kind.append("hard")
             group.append(records[q].image_id), attack.append(copies[q].record.attack_id or "")
     for _ in range(n_neg - n_hard):
@@ -268,7 +269,10 @@ def pair_distances_of(pairs: PairSet, method: Any, device: str = "auto", batch_s
         index = []
         for i, item in enumerate(side):
             record = as_record(item, i)
-            key = (record.image_id, record.path)
+            # a file is the same image wherever it appears; anything else (a PIL image, an
+            # attacked image) is the same only as the same object: PIL images are named by
+            # their position, which two sides share
+            key = ("file", str(record.path)) if record.path is not None else ("object", id(item))
             if key not in rows:
                 rows[key] = len(items)
                 items.append(item)

@@ -142,6 +142,12 @@ def test_make_pairs_positives_random_and_hard_negatives():
         assert d[row, ids.index(pairs.a[i].image_id)] == d[row].min()
     with pytest.raises(ValueError, match="give method"):
         make_pairs(records, attacks, None)
+    # twice as many hard negatives as copies: the nearest, then the second nearest, never a
+    # pair twice
+    more = make_pairs(records, attacks, "dhash", negatives=2, hard=1.0, seed=3)
+    hard = [(p.image_id, c.image_id) for p, c, k in zip(more.a, more.b, more.kind, strict=True)
+            if k == "hard"]
+    assert len(hard) == 2 * n and len(set(hard)) == 2 * n
 
 
 def test_verify_against_imagehash(sample_paths):
@@ -153,6 +159,9 @@ def test_verify_against_imagehash(sample_paths):
     expected = (imagehash.phash(Image.open(a)) - imagehash.phash(Image.open(b))) / 64
     assert distance == pytest.approx(expected) and same == (expected <= 0.2)
     assert verify(a, a, "phash", 0.0) == (0.0, True)
+    # PIL images: both are "image 0" of their side, and still two images
+    pil_a, pil_b = Image.open(a).convert("RGB"), Image.open(b).convert("RGB")
+    assert verify(pil_a, pil_b, "phash", 0.2)[0] == pytest.approx(expected)
     pairs = PairSet([a, a], [a, b], np.array([True, False]), ["x", "x"], ["a", "a"])
     frame = verify_pairs(pairs, "phash", 0.2)
     assert frame["distance"].tolist() == pytest.approx([0.0, expected])
