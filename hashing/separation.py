@@ -372,7 +372,8 @@ def plot_separation(result: dict[str, Any], folder: Any, bins: int = 60,
               float(finite.max()) if len(finite) else 0.0)
     edges = np.linspace(0, top if top > 0 else 1.0, bins + 1)
     with figure_style():
-        fig, axes = new_figure(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+        fig, axes = new_figure(rows, cols, figsize=(3.2 * cols, 2.5 * rows), squeeze=False)
+        fig.set_layout_engine("constrained")
         for ax, name in zip(axes.ravel(), names, strict=False):
             d = result["copies"] if name == "all" else result["copies"][attack == name]
             ax.hist(unrelated, bins=edges, density=True, alpha=0.5, color="0.5",
@@ -385,14 +386,15 @@ def plot_separation(result: dict[str, Any], folder: Any, bins: int = 60,
             if first is not None:
                 ax.axvline(th.at_fpr[first], color="C2", linewidth=1,
                            label=f"FPR {first:g}")
-            ax.set_title(f"{name} ({np.mean(d > th.t1):.0%} > T1)", fontsize=8)
+            ax.set_title(f"{name}\n{np.mean(d > th.t1):.1%} of copies > T1", fontsize=7)
             ax.tick_params(labelsize=7)
         for ax in axes.ravel()[len(names):]:
             ax.set_visible(False)
         axes[0, 0].legend(fontsize=6)
         fig.suptitle(f"{result['method']}: distances of copies to their originals",
-                     fontsize=9, y=1.0 + 0.06 / rows)
+                     fontsize=9)
         fig.supxlabel("distance", fontsize=8)
+        fig.supylabel("density", fontsize=8)
         return save_figure(fig, folder, f"separation_{result['method']}")
 
 
