@@ -13,10 +13,11 @@ attack, the share of copies whose distance to their original is above each thres
 best).
 
 Writes Results/<name>/: separation.csv (method x attack: copies, mean and median distance,
-above_t1, above_t2, above_fpr_*), shares_above_t1.csv and shares_above_t2.csv (attacks x
-methods), thresholds.json, explained_variance.csv, figures/ (the histograms of every method,
-the share heat maps, the cumulative explained variance), reducers/<method>/*.pt (reusable:
-get_algorithm(method, reduce=<file>)), experiment.json.
+above_t1, above_t2, above_fpr_*), shares_above_t1.csv, shares_above_t2.csv and
+shares_above_fpr_<largest --fprs>.csv (attacks x methods), thresholds.json,
+explained_variance.csv, figures/ (the histograms of every method, the share heat maps, the
+cumulative explained variance), reducers/<method>/*.pt (reusable: get_algorithm(method,
+reduce=<file>)), experiment.json.
 
 Examples
 --------
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         frame = separation_frame(results)
         with atomic_path(output / "separation.csv") as tmp:
             frame.to_csv(tmp, index=False)
-        for column in ("above_t1", "above_t2"):
+        for column in ("above_t1", "above_t2", f"above_fpr_{max(args.fprs):g}"):
             pivot = share_pivot(frame, column)
             with atomic_path(output / f"shares_{column}.csv") as tmp:
                 pivot.to_csv(tmp)
