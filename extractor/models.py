@@ -355,7 +355,7 @@ def get_model(name: str, weights: str | os.PathLike | None = None, download: boo
         A reducer applied to the features (see `extractor.reduce`): a reducer file, or a name
         such as ``"pca:128"`` for ``Results/reducers/<model>/pca_128.pt``. It must have been
         fitted on this model's features; the model's name then carries it
-        (``sscd_distilled_reduce=pca_128.pt-1a2b3c4d5e6f``).
+        (``sscd_distilled_reduce=pca-128.pt-1a2b3c4d5e6f``).
     **params
         Model-specific options (see ``model_spec(name).params``).
 

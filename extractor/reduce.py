@@ -26,8 +26,9 @@ floats" and "256 bytes" are compared fairly (`Reducer.encode`, `Reducer.decode`)
 A fitted reducer is one file (``torch.save`` of tensors and plain data, loaded with
 ``weights_only=True``) that records the method it was fitted on; applying it to another
 method's features is an error. ``get_model(name, reduce=...)`` and
-``get_algorithm(name, reduce=...)`` take a file, or a reducer name (``"pca:128"``) that stands
-for ``Results/reducers/<method>/pca_128.pt`` as ``scripts/fit_reducer.py`` writes it.
+``get_algorithm(name, reduce=...)`` take a file, or a reducer name (``"pca:128"``, or
+``"pca:128+uint8"`` for the quantised one) that stands for ``Results/reducers/<method>/pca_128.pt``
+(``pca_128_uint8.pt``) as ``scripts/fit_reducer.py`` writes it.
 """
 
 from __future__ import annotations
@@ -110,8 +111,9 @@ def parse_reducer(spec: str) -> ReducerSpec:
     activation = parts[2] if len(parts) == 3 else "linear"
     if activation not in ACTIVATIONS:
         raise ValueError(unknown_name("autoencoder activation", activation, ACTIVATIONS))
-    if activation != "linear" and kind != "ae":
-        raise ValueError(f"reducer {spec!r}: an activation applies to ae only")
+    if activation != "linear" and (kind != "ae" or len(dims) > 1):
+        raise ValueError(f"reducer {spec!r}: an activation applies to the one-layer ae only "
+                         "(deeper encoders use ReLU between layers and a linear code)")
     return ReducerSpec(kind, dims, activation)
 
 
@@ -296,6 +298,9 @@ def load_reducer(path: str | os.PathLike) -> Reducer:
                          f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from exc
     if not isinstance(content, dict) or content.get("format") != REDUCER_FORMAT:
         raise ValueError(f"{path} is not a reducer file (no format {REDUCER_FORMAT!r})")
+    missing = [k for k in ("spec", "input_dim", "output_dim", "state") if k not in content]
+    if missing:
+        raise ValueError(f"{path} is an incomplete reducer file (no {', '.join(missing)})")
     quantizer = content.get("quantizer")
     if quantizer is not None:
         quantizer = {k: (v.numpy() if isinstance(v, torch.Tensor) else v)
@@ -329,16 +334,24 @@ def resolve_reducer(spec: str | os.PathLike, method: str,
     text = str(spec)
     if text.endswith(".pt") or os.sep in text:
         raise FileNotFoundError(f"reducer file {text} not found")
-    parsed = parse_reducer(text)
+    name, plus, quantize = text.partition("+")
+    if plus and quantize not in QUANTIZERS:
+        raise ValueError(f"reducer {text!r}: the quantiser after '+' must be one of "
+                         f"{', '.join(QUANTIZERS)}")
+    parsed = parse_reducer(name)
     from helpers import check_name
 
     check_name(method, "method name")
     folder = Path(root) if root is not None else reducers_dir()
-    target = folder / method / parsed.file_name
+    file_name = parsed.file_name if not plus else f"{parsed.file_name[:-3]}_{quantize}.pt"
+    target = folder / method / file_name
     if not target.is_file():
-        raise FileNotFoundError(
-            f"no reducer {parsed.name} fitted for {method} ({target} is missing): fit one with "
-            f"python scripts/fit_reducer.py --store <dataset>/{method} --reducer {parsed.name}")
+        how = ("train one with python scripts/train_verifier.py --model " + method
+               if parsed.kind == "head" else
+               f"fit one with python scripts/fit_reducer.py --store <dataset>/{method} "
+               f"--reducer {parsed.name}" + (f" --quantize {quantize}" if plus else ""))
+        raise FileNotFoundError(f"no reducer {text} fitted for {method} ({target} is "
+                                f"missing): {how}")
     return target
 
 
@@ -470,6 +483,8 @@ def fit_reducer(
                          f"{spec.dim + 1} rows, got {n}")
     if quantize is not None and quantize not in QUANTIZERS:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZERS)}, got {quantize!r}")
+    if spec.kind == "rp":  # PCA and autoencoders check while they read the rows
+        check_finite(values)
     tic = time.perf_counter()
     if spec.kind in ("pca", "pcaw"):
         state, info = _fit_pca(values, spec.dim, whiten=spec.kind == "pcaw")
@@ -485,7 +500,7 @@ def fit_reducer(
     info = {**info, "fitted_on": fitted_on, "seconds": round(time.perf_counter() - tic, 3)}
     reducer = Reducer(spec, input_dim, spec.dim, state, method, info)
     if quantize is not None:
-        reducer.quantizer = _fit_quantizer(reducer, values, quantize)
+        reducer = with_quantizer(reducer, values, quantize)
     log.info("fitted %s on %d x %d features of %s in %.1f s", reducer.name, n, input_dim,
              method or "unnamed features", info["seconds"])
     return reducer
@@ -511,8 +526,41 @@ def _fitting_data(features: Any) -> tuple[np.ndarray, dict[str, Any]]:
     return values, {"count": int(len(values))}
 
 
+def check_finite(x: np.ndarray) -> None:
+    """Raise ValueError naming the first row of ``x`` that holds NaN or infinity (read in
+    blocks)."""
+    for start in range(0, len(x), BLOCK_ROWS):
+        block = np.asarray(x[start:start + BLOCK_ROWS])
+        bad = ~np.isfinite(block).all(1)
+        if bad.any():
+            raise ValueError(f"row {start + int(np.flatnonzero(bad)[0])} of the fitting "
+                             "features is not finite")
+
+
+def with_quantizer(reducer: Reducer, values: Any, kind: str) -> Reducer:
+    """A copy of ``reducer`` that also quantises to bytes (``uint8`` or ``sq8``), the quantiser
+    fitted on ``values`` (features or a store, reduced first); the reduction is not refitted.
+
+    Raises
+    ------
+    ValueError
+        Unknown kind, or reduced values that are not finite.
+    """
+    import dataclasses
+
+    if kind not in QUANTIZERS:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZERS)}, got {kind!r}")
+    values, _ = _fitting_data(values)
+    out = dataclasses.replace(reducer, quantizer=_fit_quantizer(reducer, values, kind),
+                              info=dict(reducer.info))
+    out._net = reducer._net
+    return out
+
+
 def _fit_quantizer(reducer: Reducer, values: np.ndarray, kind: str) -> dict[str, Any]:
     reduced = reducer.reduce(values)
+    if not np.isfinite(reduced).all():
+        raise ValueError(f"reducer {reducer.name} gives non-finite values on its fitting data")
     if kind == "uint8":
         return {"kind": "uint8", "low": reduced.min(0).astype(np.float32),
                 "high": reduced.max(0).astype(np.float32)}

@@ -104,8 +104,12 @@ class HeadConfig:
         if self.batch_size < 2 * self.per_source:
             raise ValueError(f"batch_size {self.batch_size} holds fewer than two source images "
                              f"of {self.per_source} rows: a batch needs negatives")
-        if not self.lr > 0 or self.margin < 0 or self.weight_decay < 0:
-            raise ValueError("lr must be > 0, margin and weight_decay >= 0")
+        for name in ("lr", "margin", "pos_margin", "neg_margin", "weight_decay",
+                     "warmup_epochs"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                bound = "> 0" if name == "lr" else ">= 0"
+                raise ValueError(f"{name} must be a finite number {bound}, got {value}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -249,9 +253,11 @@ def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
     steps_per_epoch = len(source_batches(codes[train_rows], config.batch_size,
                                          config.per_source, config.seed, 0))
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(np.unique(codes[train_rows]))} training source images with 2+ "
-                         f"rows do not fill one batch of {config.batch_size // config.per_source}"
-                         " sources: lower --batch-size or give more images")
+        _, counts = np.unique(codes[train_rows], return_counts=True)
+        raise ValueError(f"{int(np.sum(counts > 1))} training source images with 2+ rows (an "
+                         "original and a copy) do not fill one batch of "
+                         f"{config.batch_size // config.per_source} sources: lower --batch-size "
+                         "or give more images and copies")
     if len(val_rows) and not _validation_batch_size(codes, val_rows, config):
         logger.warning("the %d held-out rows hold fewer than two source images with two rows: "
                        "no validation loss (raise --val-fraction)", len(val_rows))
@@ -286,8 +292,10 @@ def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
         start_epoch, step = int(state["epoch"]), int(state["step"])
         logger.info("resuming the head from %s (epoch %d)", latest.name, start_epoch)
     log = _Log(output, step if latest is not None else None, True, HEAD_LOG_COLUMNS)
+    losses, val_losses = _history(output / "log.csv", start_epoch)
+    if latest is not None and start_epoch >= config.epochs:
+        logger.info("%s had finished (%d epochs): nothing to train", output, start_epoch)
     xt = x.to(device)
-    losses, val_losses = [], []
     started = time.perf_counter()
     bar = progress(total=total, desc="training head", unit="step",
                    disable=None if show_progress is None else not show_progress)
@@ -349,6 +357,22 @@ def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
             "rows": int(len(x)), "sources": int(codes.max() + 1),
             "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
             "seconds": time.perf_counter() - started}
+
+
+def _history(path: Path, epochs: int) -> tuple[list[float], list[float]]:
+    """Per-epoch mean training loss and validation loss of the first ``epochs`` epochs, read
+    back from ``log.csv`` (a resumed run reports its whole history)."""
+    if not epochs or not path.is_file():
+        return [], []
+    import pandas as pd
+
+    rows = pd.read_csv(path)
+    rows = rows[rows["epoch"] <= epochs]
+    train = rows[rows["split"] == "train"].groupby("epoch")["loss"]
+    # the same sum in the same order as the loop: the mean is the one a straight run reports
+    losses = [float(sum(v.tolist()) / len(v)) for _, v in train]
+    val = [float(v) for v in rows[rows["split"] == "val"]["loss"]]
+    return losses, val
 
 
 def _validation_batch_size(codes: np.ndarray, val_rows: np.ndarray, config: HeadConfig) -> int:

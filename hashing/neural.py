@@ -49,6 +49,8 @@ def loaded_model(name: str, weights: str | None = None, device: str = "auto",
 
 
 _REDUCERS: dict[tuple[str, str], Any] = {}
+JS_REDUCE_ERROR = ("reduced features can be negative, and Jensen-Shannon compares "
+                   "distributions: compare them with distance 'cosine', 'l2' or 'l1'")
 
 
 def loaded_reducer(reduce: str, method: str):
@@ -69,14 +71,11 @@ def loaded_reducer(reduce: str, method: str):
     return reducer
 
 
-def resolve_reduce_param(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """``reduce="pca:128"`` of a model algorithm -> the reducer file it stands for (so that the
-    algorithm's label names the file and its content); other parameters unchanged."""
-    reduce = params.get("reduce")
-    if reduce is None or not isinstance(reduce, str | os.PathLike):
-        return params
+def model_label(name: str, params: dict[str, Any]) -> str:
+    """The name of the model an algorithm runs (what its feature store and its reducers are
+    named by): the model's own non-default parameters and weights file, without the
+    algorithm's (``distance``, ``bits``, ``seed``, ``batch_size``, ``device``, ``reduce``)."""
     from extractor import model_spec
-    from extractor.reduce import resolve_reducer
     from helpers import method_label
 
     spec = model_spec(name).params
@@ -84,8 +83,49 @@ def resolve_reduce_param(name: str, params: dict[str, Any]) -> dict[str, Any]:
                     if (k in spec and spec[k] != v) or (k == "weights" and v is not None)}
     if model_params.get("weights") is not None:
         model_params["weights"] = Path(model_params["weights"]).expanduser()
-    path = resolve_reducer(reduce, method_label(name, model_params))
-    return {**params, "reduce": str(path)}
+    return method_label(name, model_params)
+
+
+def algorithm_model_label(algorithm: Any) -> str | None:
+    """`model_label` of a neural `Algorithm`; None for other algorithms."""
+    from extractor import list_models
+
+    if algorithm.name not in list_models():
+        return None
+    return model_label(algorithm.name, dict(algorithm.params))
+
+
+def resolve_reduce_param(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``reduce="pca:128"`` of a model algorithm -> the reducer file it stands for (so that the
+    algorithm's label names the file and its content), read and checked now against the model
+    (its method and width) so that a wrong reducer fails before any image is described; other
+    parameters unchanged.
+
+    Raises
+    ------
+    ValueError
+        Not a reducer, a reducer of another method or width, or with Jensen-Shannon.
+    FileNotFoundError
+        No such file, or no reducer of that name fitted for the model.
+    """
+    reduce = params.get("reduce")
+    if reduce is None:
+        return params
+    if not isinstance(reduce, str | os.PathLike):
+        raise ValueError(f"reduce must be a reducer file or name such as 'pca:128', got "
+                         f"{reduce!r}")
+    if params.get("distance") == "jensenshannon":
+        raise ValueError(JS_REDUCE_ERROR)
+    from extractor import model_spec
+
+    label = model_label(name, params)
+    reducer = loaded_reducer(reduce, label)
+    if reducer.input_dim != model_spec(name).dim:
+        raise ValueError(f"reducer {reduce} takes {reducer.input_dim}-d features; {name} gives "
+                         f"{model_spec(name).dim}-d")
+    from extractor.reduce import resolve_reducer
+
+    return {**params, "reduce": str(resolve_reducer(reduce, label))}
 
 
 def simhash_planes(dim: int, bits: int, seed: int) -> np.ndarray:
@@ -115,6 +155,8 @@ def _describer(model_name: str, model_params: dict[str, Any]):
                              "(bits > 0) are compared by bit error rate: give one of the two")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if reduce is not None and distance == "jensenshannon":
+            raise ValueError(JS_REDUCE_ERROR)
         model = loaded_model(model_name, weights, device, **params)
         key = (model.name, model.device, batch_size)
         last = _LAST.get(key)

@@ -334,11 +334,13 @@ def describe_originals_and_copies(records: Sequence[Any], attacks: Sequence[Any]
     return out[True], out[False], list(stream.bad)
 
 
-def reduce_descriptors(features: Any, reducer: Any, label: str) -> Any:
-    """`FloatFeatures` passed through a fitted reducer, named ``label``."""
+def reduce_descriptors(features: Any, reducer: Any, label: str, metric: str | None = None
+                       ) -> Any:
+    """`FloatFeatures` passed through a fitted reducer, named ``label``, compared with
+    ``metric`` (default: the features' own)."""
     from helpers.descriptors import FloatFeatures
 
-    return FloatFeatures(reducer.transform(features.values), features.metric,
+    return FloatFeatures(reducer.transform(features.values), metric or features.metric,
                          ids=features.ids, records=features.records, method=label,
                          bad=features.bad)
 
@@ -424,7 +426,8 @@ def plot_shares(frame: pd.DataFrame, folder: Any, column: str = "above_t1") -> l
         return save_figure(fig, folder, f"shares_{column}")
 
 
-def plot_explained_variance(curves: dict[str, np.ndarray], folder: Any) -> list:
+def plot_explained_variance(curves: dict[str, np.ndarray], folder: Any,
+                            name: str = "explained_variance") -> list:
     """Cumulative explained variance of each method's principal components."""
     from helpers import figure_style, new_figure, save_figure
 
@@ -437,4 +440,4 @@ def plot_explained_variance(curves: dict[str, np.ndarray], folder: Any) -> list:
         ax.set_ylabel("cumulative explained variance")
         ax.set_ylim(0, 1.01)
         ax.legend(fontsize=7)
-        return save_figure(fig, folder, "explained_variance")
+        return save_figure(fig, folder, name)

@@ -9,8 +9,9 @@ validation data.
   path pairs with labels (`read_pairs`, the usual form of competition data).
 - Threshold choice that never looks at test pairs: `fit_threshold` on validation distances (the
   F1-optimal threshold from one sort and one sweep, placed midway between neighbouring distances;
-  or the threshold reaching a target precision or false positive rate), `split_pairs` by source
-  image (no image on both sides), and `cross_validate` (choose on k-1 folds, score on the held-out
+  or the threshold reaching a target precision or false positive rate), `split_pairs` by the
+  copy's source image (no original's copies on both sides; a negative's other original may be on
+  either), and `cross_validate` (choose on k-1 folds, score on the held-out
   one, as face verification reports it); `pair_scores` gives F1, precision, recall and accuracy,
   `f1_curve` the curve of F1 against threshold.
 """
@@ -111,7 +112,10 @@ def read_pairs(path: str | os.PathLike, a_column: str | None = None,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pairs file {path} not found")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"pairs file {path} is empty") from None
 
     def column(given: str | None, names: tuple[str, ...], what: str) -> str:
         if given is not None:
@@ -216,10 +220,19 @@ def make_pairs(records: Sequence[Any], attacks: Sequence[Any], method: Any = Non
             row = others[min(position // n, len(others) - 1)]
             a.append(records[row]), b.append(copies[q]), same.append(False), kind.append("hard")
             group.append(records[q].image_id), attack.append(copies[q].record.attack_id or "")
+    taken = {(id(x), id(y)) for x, y, s in zip(a, b, same, strict=True) if not s}
+    possible = n * (n - 1) - len(taken)
+    if n_neg - n_hard > possible:
+        raise ValueError(f"{n_neg - n_hard} random negatives asked, {n} originals give "
+                         f"{possible} distinct ones beside the hard negatives")
     for _ in range(n_neg - n_hard):
-        q = int(rng.integers(n))
-        other = int(rng.integers(n - 1))
-        other += other >= q
+        while True:  # a pair is made once (not again as a random negative of a hard one)
+            q = int(rng.integers(n))
+            other = int(rng.integers(n - 1))
+            other += other >= q
+            if (id(records[other]), id(copies[q])) not in taken:
+                break
+        taken.add((id(records[other]), id(copies[q])))
         a.append(records[other]), b.append(copies[q]), same.append(False)
         kind.append("negative"), group.append(records[q].image_id)
         attack.append(copies[q].record.attack_id or "")
@@ -228,8 +241,9 @@ def make_pairs(records: Sequence[Any], attacks: Sequence[Any], method: Any = Non
 
 def split_pairs(pairs: PairSet, fractions: Sequence[float] = (0.5, 0.5), seed: int = 0
                 ) -> list[PairSet]:
-    """Split pairs by their ``group`` (source image) in the given proportions, seeded: no
-    source image has pairs on two sides."""
+    """Split pairs by their ``group`` (the source of the copy on the ``b`` side) in the given
+    proportions, seeded: no group has pairs on two sides (the other original of a negative pair
+    may appear on both)."""
     groups = np.array(sorted(set(pairs.group)), dtype=object)
     fractions = np.asarray(fractions, float)
     if (fractions <= 0).any() or not np.isclose(fractions.sum(), 1):
@@ -259,7 +273,6 @@ def pair_distances_of(pairs: PairSet, method: Any, device: str = "auto", batch_s
     ValueError
         An image of a pair could not be read (the message names it).
     """
-    from data_retrieval.items import as_record
     from hashing.describe import describe
     from hashing.separation import pair_distances
 
@@ -267,20 +280,65 @@ def pair_distances_of(pairs: PairSet, method: Any, device: str = "auto", batch_s
     sides = []
     for side in (pairs.a, pairs.b):
         index = []
-        for i, item in enumerate(side):
-            record = as_record(item, i)
+        for item in side:
             # a file is the same image wherever it appears; anything else (a PIL image, an
-            # attacked image) is the same only as the same object: PIL images are named by
-            # their position, which two sides share
-            key = ("file", str(record.path)) if record.path is not None else ("object", id(item))
+            # attacked image) is the same only as the same object
+            key = _item_key(item)
             if key not in rows:
                 rows[key] = len(items)
-                items.append(item)
+                items.append(_numbered(item, len(items)))
             index.append(rows[key])
         sides.append(np.array(index, int))
-    described = describe(items, method, batch_size=batch_size, on_error="raise",
+    described = describe(items, method, batch_size=batch_size, on_error="skip",
                          show_progress=show_progress)
-    return pair_distances(described[sides[0]], described[sides[1]], device)
+    # every item is named by its position ("#k"): the rows that came back say which were read
+    where = np.full(len(items), -1)
+    where[[int(i[1:]) for i in described.ids]] = np.arange(len(described))
+    a, b = where[sides[0]], where[sides[1]]
+    ok = (a >= 0) & (b >= 0)
+    out = np.full(len(pairs), np.nan, np.float32)
+    if ok.any():
+        out[ok] = pair_distances(described[a[ok]], described[b[ok]], device)
+    if not ok.all():
+        log.warning("%d of %d pairs have an image that could not be read (%s): their distance "
+                    "is NaN", int((~ok).sum()), len(pairs),
+                    "; ".join(f"{p}: {r}" for _, p, r in described.bad[:3]))
+    return out
+
+
+def _item_key(item: Any) -> tuple:
+    from data_retrieval import ImageRecord
+
+    if isinstance(item, str | os.PathLike):
+        return ("file", str(Path(item)))
+    if isinstance(item, ImageRecord) and item.path is not None:
+        return ("file", str(item.path))
+    return ("object", id(item))
+
+
+def _numbered(item: Any, k: int) -> Any:
+    """``item`` named ``#k`` for `hashing.describe` (ids must tell the rows apart)."""
+    import dataclasses
+
+    from data_retrieval import ImageRecord
+    from generator import AttackedImage
+
+    name = f"#{k}"
+    if isinstance(item, str | os.PathLike):
+        return ImageRecord(name, Path(item))
+    if isinstance(item, ImageRecord):
+        return dataclasses.replace(item, image_id=name)
+    if isinstance(item, AttackedImage):
+        return dataclasses.replace(item, record=dataclasses.replace(item.record,
+                                                                    image_id=name))
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return (name, item)
+    if isinstance(item, tuple) and len(item) == 2:
+        return (name, item[1])
+    raise TypeError(f"a pair's image must be a path, record, PIL image or attacked image, got "
+                    f"{type(item).__name__}")
 
 
 def verify(image_a: Any, image_b: Any, method: Any, threshold: float,
@@ -295,6 +353,15 @@ def verify(image_a: Any, image_b: Any, method: Any, threshold: float,
     """
     pairs = PairSet([image_a], [image_b], np.array([False]), ["?"], ["?"])
     d = float(pair_distances_of(pairs, method, device, show_progress=False)[0])
+    if np.isnan(d):
+        from data_retrieval.items import as_record
+        from helpers import ImageLoadError
+
+        for index, item in enumerate((image_a, image_b)):
+            path = as_record(item, index).path
+            if path is not None and not Path(path).is_file():
+                raise ImageLoadError(path, "file not found")
+        raise ImageLoadError(str(image_a), "one of the two images could not be read")
     return d, bool(d <= threshold)
 
 
@@ -315,6 +382,8 @@ def pair_scores(distances: np.ndarray, same: np.ndarray, threshold: float) -> di
     (precision is 1 when nothing is accepted; F1 0 when nothing is right)."""
     d = np.asarray(distances, float)
     y = np.asarray(same, bool)
+    keep = ~np.isnan(d)  # pairs whose images could not be read
+    d, y = d[keep], y[keep]
     accepted = d <= threshold
     tp = int(np.sum(accepted & y))
     fp = int(np.sum(accepted & ~y))
@@ -386,8 +455,12 @@ def fit_threshold(distances: np.ndarray, same: np.ndarray, rule: str = "f1",
     if rule not in RULES:
         raise ValueError(unknown_name("threshold rule", rule, RULES))
     same = np.asarray(same, bool)
+    distances = np.asarray(distances, float)
+    keep = ~np.isnan(distances)
+    distances, same = distances[keep], same[keep]
     if not same.any() or same.all():
-        raise ValueError("choosing a threshold needs positive and negative pairs")
+        raise ValueError(f"choosing a threshold needs positive and negative pairs, got "
+                         f"{int(same.sum())} positive and {int((~same).sum())} negative")
     curve = f1_curve(distances, same)
     if rule == "f1":
         values = curve["f1"].to_numpy()
@@ -416,10 +489,13 @@ def parse_rule(text: str) -> tuple[str, float | None]:
             raise ValueError("rule f1 takes no target")
         return rule, None
     try:
-        return rule, float(value)
+        target = float(value)
     except ValueError:
         raise ValueError(f"threshold rule {text!r}: give {rule}:<number>, e.g. {rule}:0.01"
                          ) from None
+    if not 0 <= target <= 1:
+        raise ValueError(f"threshold rule {text!r}: the target must be in [0, 1]")
+    return rule, target
 
 
 def cross_validate(distances: np.ndarray, same: np.ndarray, groups: Sequence[str],

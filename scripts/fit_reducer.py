@@ -7,6 +7,8 @@ Results/reducers/<method>/<kind>_<dims>.pt, where get_algorithm(method, reduce="
 get_model(method, reduce="pca:128") find it (or to --output-dir). Beside each file: a JSON
 summary (fitted on what, explained variance, autoencoder losses); and the cumulative explained
 variance of the store's principal components as figures/explained_variance_<dataset>.png/.pdf.
+A quantised reducer (--quantize uint8) is written as <kind>_<dims>_uint8.pt and named
+"pca:128+uint8" in reduce=.
 
 Examples
 --------
@@ -79,9 +81,21 @@ def main(argv: list[str] | None = None) -> int:
         dataset, slash, method = args.store.partition("/")
         if not slash:
             raise ValueError(f"--store must be DATASET/METHOD, got {args.store!r}")
+        import math
+
+        from helpers import resolve_device
+
         specs = [parse_reducer(r) for r in args.reducer]
         if args.sample < 0:
             raise ValueError(f"--sample must be >= 0, got {args.sample}")
+        if args.epochs < 1 or args.batch_size < 1:
+            raise ValueError(f"--epochs and --batch-size must be >= 1, got {args.epochs} and "
+                             f"{args.batch_size}")
+        if not (math.isfinite(args.lr) and args.lr > 0) or not (
+                math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+            raise ValueError(f"--lr must be a finite number > 0 and --weight-decay >= 0, got "
+                             f"{args.lr} and {args.weight_decay}")
+        resolve_device(args.device)
         store = load_store(dataset, method, args.features_dir)
         folder = Path(args.output_dir) if args.output_dir else reducers_dir() / check_name(
             method, "method")
@@ -101,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                                  method=method)
         ratio = explained_variance(data.features if data is store else data.values)
         ratio = ratio / ratio.sum() if ratio.sum() > 0 else ratio
-        plot_explained_variance({method: ratio}, folder / "figures")
+        plot_explained_variance({method: ratio}, folder / "figures",
+                                name=f"explained_variance_{dataset}")
         for spec, target in zip(specs, targets, strict=True):
             reducer = fit_reducer(data, spec, method=method, seed=args.seed,
                                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

@@ -39,7 +39,8 @@ import numpy as np
 from data_retrieval import load_dataset
 from data_retrieval.cli import add_data_root_argument
 from generator.cli import add_attack_arguments, attacks_from_args
-from hashing import parse_algorithm
+from hashing import get_algorithm, parse_algorithm
+from hashing.neural import algorithm_model_label
 from hashing.separation import (
     DEFAULT_FPRS,
     DEFAULT_MAX_PAIRS,
@@ -54,7 +55,6 @@ from hashing.separation import (
 )
 from helpers import (
     check_name,
-    method_label,
     now_iso,
     output_dir,
     results_root,
@@ -121,6 +121,9 @@ def _records(args: argparse.Namespace):
     records = list(dataset.records)
     if args.count < 0:
         raise ValueError(f"--count must be >= 0, got {args.count}")
+    if args.count > len(records):
+        logger.warning("--count %d: %s has %d originals, all used", args.count, args.dataset,
+                       len(records))
     if args.count and args.count < len(records):
         keep = np.sort(np.random.default_rng(args.seed).choice(len(records), args.count,
                                                                   replace=False))
@@ -136,14 +139,24 @@ def main(argv: list[str] | None = None) -> int:
     started = now_iso()
     with contextlib.ExitStack() as stack:
         try:
-            from extractor.reduce import explained_variance, fit_reducer, parse_reducer
+            from extractor.reduce import (
+                explained_variance,
+                fit_reducer,
+                parse_reducer,
+                with_quantizer,
+            )
 
             for name, value in (("--batch-size", args.batch_size),
                                 ("--ae-epochs", args.ae_epochs), ("--max-pairs", args.max_pairs)):
                 if value < 1:
                     raise ValueError(f"{name} must be >= 1, got {value}")
-            reducers = [parse_reducer(r) for r in args.reducers]
-            algorithms = [parse_algorithm(m) for m in args.methods]
+            for f in args.fprs:
+                if not 0 < f < 1:
+                    raise ValueError(f"--fprs must be in (0, 1), got {f}")
+            reducers = list(dict.fromkeys(parse_reducer(r) for r in args.reducers))
+            algorithms = list(dict.fromkeys(parse_algorithm(m) for m in args.methods))
+            if len(algorithms) < len(args.methods):
+                logger.warning("a method given twice is reported once")
             attacks, seed, _ = attacks_from_args(args)
             args.seed = seed
             dataset, records = _records(args)
@@ -177,7 +190,16 @@ def main(argv: list[str] | None = None) -> int:
             if label not in originals:
                 continue
             variants = [(label, originals[label], copies[label])]
-            if isinstance(originals[label], FloatFeatures):
+            if reducers and not isinstance(originals[label], FloatFeatures):
+                logger.warning("%s does not give float features: no reducer applies to it",
+                               label)
+            if reducers and isinstance(originals[label], FloatFeatures):
+                model = algorithm_model_label(algorithm)  # what the reducers are fitted on
+                params = dict(algorithm.params)
+                if params.get("distance") == "jensenshannon":
+                    logger.warning("%s: reduced features are compared with cosine "
+                                   "(Jensen-Shannon needs non-negative vectors)", label)
+                    params["distance"] = "cosine"
                 fit_on = fit_features.get(label, originals[label])
                 ratio = explained_variance(fit_on.values)
                 curves[label] = ratio / ratio.sum() if ratio.sum() > 0 else ratio
@@ -188,22 +210,26 @@ def main(argv: list[str] | None = None) -> int:
                                        "give %d outputs", spec.name, label, len(fit_on),
                                        fit_on.values.shape[1], spec.dim)
                         continue
-                    for quantize in (None, args.quantize) if args.quantize else (None,):
-                        reducer = fit_reducer(fit_on, spec, method=label, seed=seed,
-                                              epochs=args.ae_epochs, lr=args.ae_lr,
-                                              batch_size=args.ae_batch_size,
-                                              quantize=quantize)
-                        file = output / "reducers" / label / (
+                    fitted = fit_reducer(fit_on, spec, method=model, seed=seed,
+                                         epochs=args.ae_epochs, lr=args.ae_lr,
+                                         batch_size=args.ae_batch_size)
+                    kinds = [fitted] + ([with_quantizer(fitted, fit_on, args.quantize)]
+                                        if args.quantize else [])
+                    for reducer in kinds:
+                        file = output / "reducers" / model / (
                             reducer.name.replace(":", "_").replace("+", "_") + ".pt")
                         reducer.save(file)
                         # The table names it short; the descriptors carry the identity
-                        # get_algorithm(label, reduce=file) gives.
+                        # get_algorithm(name, ..., reduce=file) gives.
                         shown = f"{label}+{reducer.name}"
-                        identity = method_label(label, {"reduce": file})
+                        identity = get_algorithm(algorithm.name,
+                                                 **{**params, "reduce": str(file)}).label
                         reducer_files[shown] = {"file": str(file), "identity": identity}
+                        metric = params.get("distance", "cosine")
                         variants.append((shown, reduce_descriptors(originals[label], reducer,
-                                                                   identity),
-                                         reduce_descriptors(copies[label], reducer, identity)))
+                                                                   identity, metric),
+                                         reduce_descriptors(copies[label], reducer, identity,
+                                                            metric)))
             for variant, orig, cop in variants:
                 result = separation(orig, cop, args.fprs, args.max_pairs, seed, args.device)
                 result["method"] = variant

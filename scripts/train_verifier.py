@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ from helpers import (
 from helpers.cli import fail, run_script
 
 SCRIPT = "train_verifier"
+logger = logging.getLogger(SCRIPT)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,9 +104,16 @@ def _rows(args, attacks, seed, output: Path):
     from data_retrieval import load_dataset
     from extractor import load_store, save_store
     from hashing import parse_algorithm
+    from hashing.neural import algorithm_model_label
 
     own = output / "features"
-    label = (args.store.partition("/")[2] if args.store else parse_algorithm(args.model).label)
+    # the model's own name (not the algorithm's, which may hold distance=...): what the head
+    # applies to, and what a PCA fitted on these rows records
+    label = (args.store.partition("/")[2] if args.store else
+             algorithm_model_label(parse_algorithm(args.model)))
+    if label is None:
+        raise ValueError(f"--model {args.model!r} is not a model: a head trains on a model's "
+                         "float features")
     with contextlib.suppress(FileNotFoundError):
         if args.resume:
             store = load_store("training", label, own)
@@ -125,6 +134,9 @@ def _rows(args, attacks, seed, output: Path):
     algorithm = parse_algorithm(args.model)
     records = list(load_dataset(args.dataset, args.data_root, subset=args.subset).records)
     rng = np.random.default_rng(seed)
+    if args.count > len(records):
+        logger.warning("--count %d: %s has %d originals, all used", args.count, args.dataset,
+                       len(records))
     if args.count and args.count < len(records):
         records = [records[i] for i in np.sort(rng.choice(len(records), args.count,
                                                           replace=False))]
@@ -137,10 +149,30 @@ def _rows(args, attacks, seed, output: Path):
     if not isinstance(described, FloatFeatures):
         raise ValueError(f"{algorithm.label} gives {type(described).__name__}: a head trains "
                          "on float features (a model)")
-    save_store(described.values, list(described.records), "training", described.method,
-               root=own, overwrite=True)
-    return (described.values, [r.source_id or r.image_id for r in described.records],
-            described.method)
+    save_store(described.values, list(described.records), "training", label, root=own,
+               overwrite=True)
+    return (described.values, [r.source_id or r.image_id for r in described.records], label)
+
+
+#: The flags that choose the training rows: a resumed run must keep them.
+DATA_FLAGS = ("model", "dataset", "subset", "count", "copies", "store", "features_dir")
+
+
+def _check_same_data(output: Path, args: argparse.Namespace, attacks: list[str],
+                     seed: int) -> None:
+    """Refuse to resume a run that was made from other rows (the head's settings are checked
+    against its checkpoint by `train_head`)."""
+    from helpers.io import read_json
+
+    record = output / "experiment.json"
+    if not record.is_file():
+        return
+    before = read_json(record).get("config", {})
+    now = {**{k: getattr(args, k) for k in DATA_FLAGS}, "attacks": attacks, "seed": seed}
+    changed = [k for k, v in now.items() if k in before and before[k] != v]
+    if changed:
+        raise ValueError(f"{output} was trained on other rows ({', '.join(changed)} differ): "
+                         "resume with the same flags, or start a new run (--name)")
 
 
 def _plot(result: dict, folder: Path) -> None:
@@ -179,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             target = Path(args.output) if args.output else results_root() / name
             output = stack.enter_context(output_dir(target, SCRIPT, overwrite=args.overwrite,
                                                     resume=args.resume))
+            if args.resume:
+                _check_same_data(output, args, [a.id for a in attacks], seed)
             features, labels, method = _rows(args, attacks, seed, output)
         except (ValueError, FileNotFoundError) as exc:
             return fail(exc)
@@ -195,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         write_experiment_json(output, record, started_at=started, ended_at=now_iso(),
                               script=SCRIPT, extra=result)
         val = result["val_losses"]
+        if not result["train_losses"]:
+            print(f"nothing trained; head -> {result['head']}")
+            return 0
         print(f"{result['rows']} rows of {result['sources']} source images, {result['steps']} "
               f"steps: train loss {result['train_losses'][0]:.4f} -> "
               f"{result['train_losses'][-1]:.4f}"

@@ -3,18 +3,20 @@
 pairs, scored on test pairs.
 
 Pairs come from --pairs (a CSV of two image paths and a label per row, the usual form of
-competition data) or are made from --dataset with the attack generator: one positive per
-original (the original and a copy by one of --attacks), --negatives negatives per positive
-(an original and a copy of another one), of which the share --hard are hard negatives (the
-nearest non-copy by the distance of --hard-method, default the first method). Copies are made
-in memory, never written.
+competition data; --dataset, --count, --negatives and --hard then do not apply; a pair with an
+image that cannot be read is reported and left out) or are made from --dataset with the attack
+generator: one positive per original (the original and a copy by one of --attacks),
+--negatives negatives per positive (an original and a copy of another one), of which the share
+--hard are hard negatives (the nearest non-copy by the distance of --hard-method, default the
+first method). Copies are made in memory, never written.
 
 Every method of --methods gives each pair a distance. With --threshold the decision is
-distance <= threshold on every pair. Otherwise the pairs are split by source image into
-validation and test (--validation-fraction; no image on both sides), the threshold is chosen on
-the validation pairs by --rule (f1: the F1-optimal midpoint; precision:P; fpr:F), and F1,
-precision, recall and accuracy are measured on the test pairs; --folds K adds k-fold
-cross-validation over all pairs (choose on k-1 folds, score the held-out one).
+distance <= threshold on every pair. Otherwise the pairs are split into validation and test
+by the source of the copy (--validation-fraction; no original's copies on both sides), the
+threshold is chosen on the validation pairs by --rule (f1: the F1-optimal midpoint;
+precision:P; fpr:F), and F1, precision, recall and accuracy are measured on the test pairs;
+--folds K adds k-fold cross-validation over all pairs (choose on k-1 folds, score the held-out
+one).
 
 Writes Results/<name>/: pairs.csv (pair, label, kind, split, distance and decision per method),
 scores.csv (method x split), cross_validation.csv, figures/f1_curve (validation F1 against
@@ -122,6 +124,9 @@ def _pairs(args: argparse.Namespace, algorithms, attacks, seed):
     records = list(dataset.records)
     if args.count < 0:
         raise ValueError(f"--count must be >= 0, got {args.count}")
+    if args.count > len(records):
+        logger.warning("--count %d: %s has %d originals, all used", args.count, args.dataset,
+                       len(records))
     if args.count and args.count < len(records):
         keep = np.sort(np.random.default_rng(seed).choice(len(records), args.count,
                                                           replace=False))
@@ -142,11 +147,29 @@ def main(argv: list[str] | None = None) -> int:
             if not 0 < args.validation_fraction < 1:
                 raise ValueError(f"--validation-fraction must be in (0, 1), got "
                                  f"{args.validation_fraction}")
+            if args.threshold is not None and not np.isfinite(args.threshold):
+                raise ValueError(f"--threshold must be a finite number, got {args.threshold}")
+            if args.folds == 1 or args.folds < 0:
+                raise ValueError(f"--folds must be 0 (none) or >= 2, got {args.folds}")
+            if not args.pairs and args.threshold is None and not args.negatives > 0:
+                raise ValueError("choosing a threshold needs negative pairs: --negatives > 0")
             algorithms = [parse_algorithm(m) for m in args.methods]
             attacks, seed, _ = attacks_from_args(args)
             pairs, root = _pairs(args, algorithms, attacks, seed)
             if not len(pairs):
                 raise ValueError("no pair to verify")
+            groups = len(set(pairs.group))
+            if args.folds > groups:
+                raise ValueError(f"--folds {args.folds}: the pairs have {groups} source images")
+            if args.threshold is None:
+                validation, test = split_pairs(pairs, (args.validation_fraction,
+                                                       1 - args.validation_fraction), seed)
+                for part, name_ in ((validation, "validation"), (test, "test")):
+                    if not part.same.any() or part.same.all():
+                        raise ValueError(
+                            f"the {name_} split has {int(part.same.sum())} positive and "
+                            f"{int((~part.same).sum())} negative pairs: it needs both (change "
+                            "--validation-fraction, or give more images)")
             default = (Path(args.pairs).stem if args.pairs else args.dataset).replace(":", "_")
             name = args.name or check_name(f"verify_{default}".replace("/", "_"), "--name")
             target_dir = Path(args.output) if args.output else results_root() / name
@@ -162,18 +185,19 @@ def main(argv: list[str] | None = None) -> int:
         write_experiment_json(output, config, started_at=started, script=SCRIPT)
         frame = pairs.frame()
         if args.threshold is None:
-            validation, _ = split_pairs(pairs, (args.validation_fraction,
-                                                1 - args.validation_fraction), seed)
             in_validation = set(validation.group)
             frame["split"] = ["validation" if g in in_validation else "test"
                               for g in pairs.group]
         else:
             frame["split"] = "all"
-        scores, folds, curves, chosen = [], [], {}, {}
+        scores, folds, curves, chosen, skipped = [], [], {}, {}, {}
         try:
             for algorithm in algorithms:
                 label = algorithm.label
                 d = pair_distances_of(pairs, algorithm, args.device, args.batch_size)
+                unread = int(np.isnan(d).sum())
+                if unread:
+                    skipped[label] = unread
                 frame[f"distance:{label}"] = d
                 same = frame["same"].to_numpy()
                 if args.threshold is not None:
@@ -213,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             plot_f1_curve(curves, chosen, output / "figures")
         write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
                               script=SCRIPT, extra={"scores": table.to_dict("records"),
-                                                    "cross_validation": summary})
+                                                    "cross_validation": summary,
+                                                    "pairs_not_read": skipped})
         shown = table[table["split"] != "validation"][
             ["method", "split", "threshold", "f1", "precision", "recall", "accuracy"]]
         print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))

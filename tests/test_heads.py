@@ -150,3 +150,44 @@ def test_train_verifier_then_verify_pairs_with_the_head(tmp_path):
     scores = pd.read_csv(tmp_path / "v" / "scores.csv")
     methods = set(scores["method"])
     assert "efficientnet_lite0" in methods and any("reduce=head.pt-" in m for m in methods)
+
+
+def test_resumed_and_finished_runs_report_their_whole_history(tmp_path):
+    import shutil
+
+    x, labels = clustered(sources=30)
+    config = HeadConfig(dims=(8,), epochs=3, batch_size=20, lr=5e-3)
+    straight = train_head(x, labels, config, tmp_path / "a", show_progress=False)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    (tmp_path / "b" / "checkpoints" / "epoch_3.pt").unlink()
+    resumed = train_head(x, labels, config, tmp_path / "b", resume=True, show_progress=False)
+    assert resumed["train_losses"] == straight["train_losses"]
+    assert resumed["val_losses"] == straight["val_losses"]
+    again = train_head(x, labels, config, tmp_path / "a", resume=True, show_progress=False)
+    assert again["train_losses"] == straight["train_losses"] and again["steps"] == \
+        straight["steps"]
+    with pytest.raises(ValueError, match="margin must be a finite number"):
+        HeadConfig(margin=float("nan")).check()
+    with pytest.raises(ValueError, match="warmup_epochs must be"):
+        HeadConfig(warmup_epochs=-1).check()
+
+
+def test_train_verifier_refuses_to_resume_on_other_rows(tmp_path):
+    out = tmp_path / "h"
+    base = [sys.executable, "scripts/train_verifier.py", "--model", "dhash", "--dataset",
+            "sample", "--output", str(out)]
+    done = subprocess.run(base, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "is not a model" in done.stderr
+    flags = ["--model", "efficientnet_lite0:distance='l2'", "--dataset", "sample", "--copies",
+             "2", "--attacks", "jpg_compression:50", "rotation:10", "--batch-size", "8",
+             "--per-source", "2", "--epochs", "1", "--val-fraction", "0", "--output", str(out)]
+    done = subprocess.run([sys.executable, "scripts/train_verifier.py", *flags], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    # the head belongs to the model, not to the algorithm's distance
+    assert load_reducer(out / "head.pt").method == "efficientnet_lite0"
+    changed = list(flags)
+    changed[changed.index("--copies") + 1] = "1"
+    done = subprocess.run([sys.executable, "scripts/train_verifier.py", *changed, "--resume"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "copies" in done.stderr and "differ" in done.stderr

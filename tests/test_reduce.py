@@ -217,6 +217,51 @@ def test_fit_reducer_script(tmp_path):
                                np.abs(PCA(4).fit(x[rows]).transform(x)), atol=1e-4)
     summary = json.loads((folder / "ae_4.json").read_text())
     assert summary["fitted_on"]["store"] == "toy/feat" and len(summary["losses"]) == 3
-    assert (folder / "figures" / "explained_variance.png").is_file()
+    assert (folder / "figures" / "explained_variance_toy.png").is_file()
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_wrong_reducers_fail_when_the_algorithm_is_made(tmp_path, monkeypatch):
+    import hashing
+
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "Results"))
+    x = np.random.default_rng(0).standard_normal((40, 1280)).astype(np.float32)
+    other = fit_reducer(x, "pca:4", method="sscd_distilled").save(tmp_path / "other.pt")
+    mine = fit_reducer(x, "pca:4", method="efficientnet_lite0")
+    mine.save(tmp_path / "Results" / "reducers" / "efficientnet_lite0" / "pca_4.pt")
+    with pytest.raises(ValueError, match="fitted on sscd_distilled features"):
+        hashing.get_algorithm("efficientnet_lite0", reduce=str(other))
+    with pytest.raises(ValueError, match="compare them with distance 'cosine'"):
+        hashing.get_algorithm("efficientnet_lite0", reduce="pca:4", distance="jensenshannon")
+    with pytest.raises(ValueError, match="reducer file or name"):
+        hashing.get_algorithm("efficientnet_lite0", reduce=12)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a reducer file"):
+        hashing.get_algorithm("efficientnet_lite0", reduce=str(tmp_path / "junk.pt"))
+    # a quantised reducer by name, and the algorithm's own parameters do not change the model
+    with_q = fit_reducer(x, "pca:4", method="efficientnet_lite0", quantize="uint8")
+    with_q.save(tmp_path / "Results" / "reducers" / "efficientnet_lite0" / "pca_4_uint8.pt")
+    label = hashing.get_algorithm("efficientnet_lite0", reduce="pca:4+uint8",
+                                  distance="l2").label
+    assert "reduce=pca-4-uint8.pt-" in label and "distance=l2" in label
+    with pytest.raises(FileNotFoundError, match="--quantize sq8"):
+        hashing.get_algorithm("efficientnet_lite0", reduce="pca:4+sq8")
+    with pytest.raises(FileNotFoundError, match="train_verifier.py"):
+        hashing.get_algorithm("efficientnet_lite0", reduce="head:8")
+
+
+def test_more_fitting_checks():
+    with pytest.raises(ValueError, match="one-layer ae only"):
+        parse_reducer("ae:16-8:relu")
+    x = data()
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match="row 3"):
+        fit_reducer(x, "rp:4", quantize="uint8")
+    # quantising does not refit: the reduction is the unquantised reducer's
+    from extractor.reduce import with_quantizer
+
+    ae = fit_reducer(data(), "ae:3", epochs=3, progress=False)
+    q = with_quantizer(ae, data(), "uint8")
+    np.testing.assert_array_equal(q.reduce(data()), ae.reduce(data()))
+    assert q.name == "ae:3+uint8" and ae.quantizer is None

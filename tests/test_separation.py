@@ -166,3 +166,25 @@ def test_separation_report_script_against_imagehash(tmp_path):
     assert load_reducer(reducer["file"]).method == "efficientnet_lite0"
     record = json.loads((out / "experiment.json").read_text())
     assert record["config"]["attacks"] == ["jpg_compression_50", "rotation_10_and_rescaling"]
+
+
+def test_reducers_of_a_method_with_algorithm_parameters_load_back(tmp_path):
+    import hashing
+    from extractor.reduce import load_reducer
+
+    out = tmp_path / "sep"
+    done = subprocess.run(
+        [sys.executable, "scripts/separation_report.py", "--dataset", "sample", "--methods",
+         "efficientnet_lite0:distance='jensenshannon'", "dhash", "dhash", "--reducers", "pca:4",
+         "--attacks", "jpg_compression:50", "--output", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "reported once" in done.stderr and "compared with cosine" in done.stderr
+    thresholds = json.loads((out / "thresholds.json").read_text())
+    assert set(thresholds) == {"dhash", "efficientnet_lite0_distance=jensenshannon",
+                               "efficientnet_lite0_distance=jensenshannon+pca:4"}
+    reducer = thresholds["efficientnet_lite0_distance=jensenshannon+pca:4"]["reducer"]
+    assert load_reducer(reducer["file"]).method == "efficientnet_lite0"
+    algorithm = hashing.get_algorithm("efficientnet_lite0", reduce=reducer["file"])
+    assert algorithm.label == reducer["identity"]
+    assert hashing.describe("sample", algorithm).values.shape == (11, 4)

@@ -203,3 +203,60 @@ def test_verify_pairs_script(tmp_path, sample_paths):
     assert done.returncode == 0, done.stderr
     fixed = pd.read_csv(tmp_path / "fixed" / "scores.csv")
     assert fixed.loc[0, "f1"] == 1.0 and fixed.loc[0, "split"] == "all"
+
+
+def test_unreadable_images_are_reported_and_left_out(tmp_path, sample_paths, caplog):
+    from hashing.verification import pair_distances_of
+
+    a, b = str(sample_paths["chelsea"]), str(sample_paths["coffee"])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    pairs = PairSet([a, a, str(tmp_path / "gone.jpg"), a], [a, b, a, str(broken)],
+                    np.array([True, False, True, False]), ["x"] * 4, ["g1", "g2", "g3", "g4"])
+    d = pair_distances_of(pairs, "dhash")
+    assert d[0] == 0 and d[1] > 0 and np.isnan(d[2]) and np.isnan(d[3])
+    assert "2 of 4 pairs have an image that could not be read" in caplog.text
+    s = pair_scores(d, pairs.same, 0.1)
+    assert s["pairs"] == 2 and s["tp"] == 1 and s["tn"] == 1
+    with pytest.raises(Exception, match="gone.jpg"):
+        verify(str(tmp_path / "gone.jpg"), a, "dhash", 0.1)
+    csv = tmp_path / "pairs.csv"
+    pd.DataFrame({"a": [a, a, a, a], "b": [a, b, str(tmp_path / "gone.jpg"), b],
+                  "label": [1, 0, 1, 0]}).to_csv(csv, index=False)
+    done = subprocess.run(
+        [sys.executable, "scripts/verify_pairs.py", "--pairs", str(csv), "--methods", "dhash",
+         "--threshold", "0.1", "--output", str(tmp_path / "v")],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "v" / "experiment.json").read_text())
+    assert record["pairs_not_read"] == {"dhash": 1}
+    assert pd.read_csv(tmp_path / "v" / "scores.csv").loc[0, "pairs"] == 3
+
+
+def test_bad_flags_fail_before_any_work(tmp_path):
+    for flags, message in ((["--rule", "fpr:2"], "must be in [0, 1]"),
+                           (["--folds", "1"], "--folds must be 0"),
+                           (["--threshold", "nan"], "finite"),
+                           (["--negatives", "0"], "needs negative pairs"),
+                           (["--folds", "50"], "the pairs have 11 source images")):
+        done = subprocess.run(
+            [sys.executable, "scripts/verify_pairs.py", "--dataset", "sample", "--methods",
+             "dhash", "--attacks", "jpg_compression:50", *flags, "--output",
+             str(tmp_path / "never")], cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 2 and message in done.stderr, (flags, done.stderr)
+        assert not (tmp_path / "never").exists()
+
+
+def test_random_negatives_never_repeat_a_pair():
+    from data_retrieval import load_dataset
+    from generator import get_attack
+
+    records = load_dataset("sample").records
+    pairs = make_pairs(records, [get_attack("jpg_compression", quality=50)], "dhash",
+                       negatives=6, hard=0.3, seed=0)
+    negatives = [(x.image_id, y.image_id) for x, y, s in
+                 zip(pairs.a, pairs.b, pairs.same, strict=True) if not s]
+    assert len(negatives) == 66 and len(set(negatives)) == 66
+    with pytest.raises(ValueError, match="distinct ones"):
+        make_pairs(records, [get_attack("jpg_compression", quality=50)], "dhash",
+                   negatives=20, hard=0.0)
