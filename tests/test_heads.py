@@ -132,15 +132,28 @@ def test_train_verifier_then_verify_pairs_with_the_head(tmp_path):
     out = tmp_path / "head"
     attacks = ["--attacks", "jpg_compression:50", "rotation:10", "cropping:20",
                "gaussian_noise:0.05"]
-    done = subprocess.run(
-        [sys.executable, "scripts/train_verifier.py", "--model", "efficientnet_lite0",
-         "--dataset", "sample", "--copies", "3", *attacks, "--batch-size", "8",
-         "--per-source", "2", "--epochs", "3", "--val-fraction", "0.4", "--dims", "16",
-         "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    flags = ["--model", "efficientnet_lite0:distance='l2'", "--dataset", "sample", "--copies",
+             "3", *attacks, "--batch-size", "8", "--per-source", "2", "--epochs", "3",
+             "--val-fraction", "0.4", "--dims", "16", "--output", str(out)]
+    done = subprocess.run([sys.executable, "scripts/train_verifier.py", *flags], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     record = json.loads((out / "experiment.json").read_text())
     assert record["rows"] == 44 and record["sources"] == 11 and len(record["val_losses"]) == 3
     assert (out / "figures" / "loss.png").is_file()
+    # the head belongs to the model, not to the algorithm's distance
+    assert load_reducer(out / "head.pt").method == "efficientnet_lite0"
+    changed = list(flags)
+    changed[changed.index("--copies") + 1] = "2"
+    refused = subprocess.run([sys.executable, "scripts/train_verifier.py", *changed,
+                              "--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "copies" in refused.stderr, refused.stderr
+    assert "differ" in refused.stderr
+    not_a_model = subprocess.run(
+        [sys.executable, "scripts/train_verifier.py", "--model", "dhash", "--dataset", "sample",
+         "--output", str(tmp_path / "never")], cwd=REPO, capture_output=True, text=True,
+        timeout=600)
+    assert not_a_model.returncode == 2 and "is not a model" in not_a_model.stderr
     spec = f"efficientnet_lite0:reduce='{out / 'head.pt'}'"
     done = subprocess.run(
         [sys.executable, "scripts/verify_pairs.py", "--dataset", "sample", "--methods",
@@ -170,24 +183,3 @@ def test_resumed_and_finished_runs_report_their_whole_history(tmp_path):
         HeadConfig(margin=float("nan")).check()
     with pytest.raises(ValueError, match="warmup_epochs must be"):
         HeadConfig(warmup_epochs=-1).check()
-
-
-def test_train_verifier_refuses_to_resume_on_other_rows(tmp_path):
-    out = tmp_path / "h"
-    base = [sys.executable, "scripts/train_verifier.py", "--model", "dhash", "--dataset",
-            "sample", "--output", str(out)]
-    done = subprocess.run(base, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 2 and "is not a model" in done.stderr
-    flags = ["--model", "efficientnet_lite0:distance='l2'", "--dataset", "sample", "--copies",
-             "2", "--attacks", "jpg_compression:50", "rotation:10", "--batch-size", "8",
-             "--per-source", "2", "--epochs", "1", "--val-fraction", "0", "--output", str(out)]
-    done = subprocess.run([sys.executable, "scripts/train_verifier.py", *flags], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    # the head belongs to the model, not to the algorithm's distance
-    assert load_reducer(out / "head.pt").method == "efficientnet_lite0"
-    changed = list(flags)
-    changed[changed.index("--copies") + 1] = "1"
-    done = subprocess.run([sys.executable, "scripts/train_verifier.py", *changed, "--resume"],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 2 and "copies" in done.stderr and "differ" in done.stderr
