@@ -26,11 +26,12 @@ from data_retrieval.records import (
     source_rows,
     write_manifest,
 )
-from data_retrieval.splits import CONTROL, EXPERIMENTAL, split_groups
+from data_retrieval.splits import CONTROL, EXPERIMENTAL, sample_records, split_groups
 
 __all__ = [
     "as_record",
     "load_item",
+    "sample_records",
     "loadable",
     "BSDS500_URL",
     "CONTROL",

@@ -1,8 +1,12 @@
-"""Seeded split of originals into the experimental group (the database) and the control group."""
+"""Seeded split of originals into the experimental group (the database) and the control group,
+and seeded samples of records."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+
+import numpy as np
 
 from data_retrieval.records import ImageRecord
 from helpers import rng_for
@@ -57,3 +61,26 @@ def split_groups(
     return [records[i].replace(group=EXPERIMENTAL) for i in exp_idx] + [
         records[i].replace(group=CONTROL) for i in ctl_idx
     ]
+
+
+def sample_records(records: Sequence[ImageRecord], count: int,
+                   seed: int | np.random.Generator = 0, what: str = "the dataset"
+                   ) -> list[ImageRecord]:
+    """A seeded sample of ``count`` records in their order (0, or more than there are: all of
+    them, the latter logged). ``seed`` may be a generator the caller keeps drawing from.
+
+    Raises
+    ------
+    ValueError
+        A negative count.
+    """
+    records = list(records)
+    if count < 0:
+        raise ValueError(f"--count must be >= 0, got {count}")
+    if count > len(records):
+        logging.getLogger(__name__).warning("--count %d: %s has %d originals, all used",
+                                            count, what, len(records))
+    if not count or count >= len(records):
+        return records
+    keep = np.sort(np.random.default_rng(seed).choice(len(records), count, replace=False))
+    return [records[i] for i in keep]

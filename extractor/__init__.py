@@ -22,7 +22,7 @@ _EXTRACT = ("FEATURE_METRICS", "extract")
 _MODELS = ("FINETUNE_FORMAT", "FeatureModel", "ModelSpec", "OnnxFeatureModel",
            "TorchFeatureModel", "WeightsNotFoundError", "custom_model", "get_model",
            "imagenet_transform", "list_models", "model_spec", "read_finetuned", "register_model",
-           "resolve_weights", "ReducedModel", "reduced_model")
+           "resolve_weights", "ReducedModel", "reduced_model", "model_name")
 _REDUCE = ("REDUCER_FORMAT", "Reducer", "explained_variance", "fit_reducer", "load_reducer",
            "parse_reducer", "reducers_dir", "resolve_reducer")
 

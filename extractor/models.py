@@ -393,18 +393,27 @@ def get_model(name: str, weights: str | os.PathLike | None = None, download: boo
         first = (str(exc).strip().splitlines() or [""])[0][:160]
         raise ValueError(f"model {name!r}: {source} could not be loaded, is it a checkpoint of "
                          f"this model? ({type(exc).__name__}: {first})") from exc
-    # The identity holds every non-default parameter and the weights file: another image size
-    # or a fine-tuned checkpoint never shares a name, a feature store or a resume plan.
-    explicit = {k: v for k, v in params.items() if spec.params.get(k) != v}
-    if weights is not None:
-        explicit["weights"] = Path(weights).expanduser()
-    model.name = method_label(name, explicit)
+    model.name = model_name(name, params, weights)
     model.info.update({"registry_name": name, "params": {**spec.params, **params},
                        "weights_file": None if weights is None else str(weights)})
     model = model.to(device)
     if reduce is not None:
         model = reduced_model(model, reduce)
     return model
+
+
+def model_name(name: str, params: dict[str, Any] | None = None,
+               weights: str | os.PathLike | None = None) -> str:
+    """The identity of model ``name`` built with ``params`` and ``weights`` (what
+    `get_model` names it, and its feature stores and reducers): every non-default parameter of
+    the model and the weights file, so that another image size or a fine-tuned checkpoint never
+    shares a name, a feature store or a resume plan. Parameters the model does not have (an
+    algorithm's ``distance``, ``bits``...) are left out."""
+    spec = model_spec(name).params
+    explicit = {k: v for k, v in (params or {}).items() if k in spec and spec[k] != v}
+    if weights is not None:
+        explicit["weights"] = Path(weights).expanduser()
+    return method_label(name, explicit)
 
 
 class ReducedModel(FeatureModel):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,17 +72,11 @@ def loaded_reducer(reduce: str, method: str):
 
 def model_label(name: str, params: dict[str, Any]) -> str:
     """The name of the model an algorithm runs (what its feature store and its reducers are
-    named by): the model's own non-default parameters and weights file, without the
-    algorithm's (``distance``, ``bits``, ``seed``, ``batch_size``, ``device``, ``reduce``)."""
-    from extractor import model_spec
-    from helpers import method_label
+    named by): `extractor.model_name` of its model parameters and weights file, without the
+    algorithm's own (``distance``, ``bits``, ``seed``, ``batch_size``, ``device``, ``reduce``)."""
+    from extractor import model_name
 
-    spec = model_spec(name).params
-    model_params = {k: v for k, v in params.items()
-                    if (k in spec and spec[k] != v) or (k == "weights" and v is not None)}
-    if model_params.get("weights") is not None:
-        model_params["weights"] = Path(model_params["weights"]).expanduser()
-    return method_label(name, model_params)
+    return model_name(name, params, params.get("weights"))
 
 
 def algorithm_model_label(algorithm: Any) -> str | None:

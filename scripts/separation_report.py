@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_retrieval import load_dataset
+from data_retrieval import load_dataset, sample_records
 from data_retrieval.cli import add_data_root_argument
 from generator.cli import add_attack_arguments, attacks_from_args
 from hashing import get_algorithm, parse_algorithm
@@ -118,16 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _records(args: argparse.Namespace):
     dataset = load_dataset(args.dataset, args.data_root, subset=args.subset)
-    records = list(dataset.records)
-    if args.count < 0:
-        raise ValueError(f"--count must be >= 0, got {args.count}")
-    if args.count > len(records):
-        logger.warning("--count %d: %s has %d originals, all used", args.count, args.dataset,
-                       len(records))
-    if args.count and args.count < len(records):
-        keep = np.sort(np.random.default_rng(args.seed).choice(len(records), args.count,
-                                                                  replace=False))
-        records = [records[i] for i in keep]
+    records = sample_records(dataset.records, args.count, args.seed, args.dataset)
     if len(records) < 2:
         raise ValueError(f"{args.dataset} has {len(records)} originals; separation needs 2")
     return dataset, records

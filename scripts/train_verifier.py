@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +45,6 @@ from helpers import (
 from helpers.cli import fail, run_script
 
 SCRIPT = "train_verifier"
-logger = logging.getLogger(SCRIPT)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _rows(args, attacks, seed, output: Path):
     """Features, labels and method: from the run's own copy, a store, or described now."""
-    from data_retrieval import load_dataset
+    from data_retrieval import load_dataset, sample_records
     from extractor import load_store, save_store
     from hashing import parse_algorithm
     from hashing.neural import algorithm_model_label
@@ -132,14 +130,9 @@ def _rows(args, attacks, seed, output: Path):
     from helpers.descriptors import FloatFeatures
 
     algorithm = parse_algorithm(args.model)
-    records = list(load_dataset(args.dataset, args.data_root, subset=args.subset).records)
-    rng = np.random.default_rng(seed)
-    if args.count > len(records):
-        logger.warning("--count %d: %s has %d originals, all used", args.count, args.dataset,
-                       len(records))
-    if args.count and args.count < len(records):
-        records = [records[i] for i in np.sort(rng.choice(len(records), args.count,
-                                                          replace=False))]
+    rng = np.random.default_rng(seed)  # the sample, then each original's attacks
+    records = sample_records(load_dataset(args.dataset, args.data_root, subset=args.subset)
+                             .records, args.count, rng, args.dataset)
     items = list(records)
     for record in records:
         for k in rng.choice(len(attacks), min(args.copies, len(attacks)), replace=False):

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_retrieval import load_dataset
+from data_retrieval import load_dataset, sample_records
 from data_retrieval.cli import add_data_root_argument
 from generator.cli import add_attack_arguments, attacks_from_args
 from hashing import parse_algorithm
@@ -121,16 +121,7 @@ def _pairs(args: argparse.Namespace, algorithms, attacks, seed):
     if args.pairs:
         return read_pairs(args.pairs), Path(args.pairs).resolve().parent
     dataset = load_dataset(args.dataset, args.data_root, subset=args.subset)
-    records = list(dataset.records)
-    if args.count < 0:
-        raise ValueError(f"--count must be >= 0, got {args.count}")
-    if args.count > len(records):
-        logger.warning("--count %d: %s has %d originals, all used", args.count, args.dataset,
-                       len(records))
-    if args.count and args.count < len(records):
-        keep = np.sort(np.random.default_rng(seed).choice(len(records), args.count,
-                                                          replace=False))
-        records = [records[i] for i in keep]
+    records = sample_records(dataset.records, args.count, seed, args.dataset)
     hard_method = parse_algorithm(args.hard_method) if args.hard_method else algorithms[0]
     pairs = make_pairs(records, attacks, hard_method, args.negatives, args.hard, seed,
                        args.batch_size)

@@ -234,3 +234,16 @@ def test_load_images_accepts_names_folders_and_manifests(tmp_path, small_photos)
 def test_list_images_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         list_images(tmp_path / "nope")
+
+
+def test_sample_records_is_seeded_and_keeps_order(caplog):
+    from data_retrieval import ImageRecord, sample_records
+
+    records = [ImageRecord(f"im{i}", None) for i in range(20)]
+    picked = sample_records(records, 5, seed=3)
+    expected = np.sort(np.random.default_rng(3).choice(20, 5, replace=False))
+    assert [r.image_id for r in picked] == [f"im{i}" for i in expected]
+    assert sample_records(records, 0) == records
+    assert sample_records(records, 50, what="toy") == records and "toy has 20" in caplog.text
+    with pytest.raises(ValueError, match="--count must be >= 0"):
+        sample_records(records, -1)
