@@ -166,10 +166,15 @@ def _js_block_native(lib, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     log_p = np.log(p64, where=pos, out=np.zeros_like(p64))
     c = np.divide(np.float32(0.5), p, where=pos, out=np.zeros_like(p))
     r_log_r = xlogy(r64, r64)
-    base = r_log_r.sum(axis=1)[None, :] - log_p @ r64.T
+    # rows sum to 1, so r log r <= 0 and log p <= 0: magnitude is the sum of the
+    # terms' magnitudes
+    row_part, cross = r_log_r.sum(axis=1)[None, :], log_p @ r64.T
+    base, magnitude = row_part - cross, -(row_part + cross)
     zero = ~pos
-    if zero.any():
-        base += zero.astype(np.float64) @ (np.log(2.0) * r64 - r_log_r).T
+    if zero.any():  # r log 2 - r log r >= 0
+        extra = zero.astype(np.float64) @ (np.log(2.0) * r64 - r_log_r).T
+        base += extra
+        magnitude += extra
     sums = np.empty(base.shape, dtype=np.float32)
     m, n = base.shape
     threads = max(1, min(available_cpus(), 16, max(m, n)))
@@ -187,7 +192,11 @@ def _js_block_native(lib, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(work, _spans(m if by_rows else n, size)))
-    divergence = np.maximum(base - sums, 0) / (2 * np.log(2.0))
+    # base is a difference of float64 sums rounded in different orders (a row sum, a BLAS
+    # product): for identical rows it leaves ~1e-15, whose square root (~3e-8) made a copy's
+    # distance non-zero on some CPUs. What is below that rounding bound is no divergence.
+    noise = 4 * np.sqrt(p.shape[1]) * np.finfo(np.float64).eps * magnitude
+    divergence = np.where(base - sums > noise, base - sums, 0) / (2 * np.log(2.0))
     return torch.from_numpy(np.sqrt(divergence).astype(np.float32))
 
 

@@ -237,9 +237,14 @@ class _Matcher:
     def _layout_for_kernel(self) -> None:
         """The database as the kernel reads it: descriptors zero-padded to 256 bits (xor of
         zeros adds nothing) as four 64-bit words."""
+        from hashing import native
+
         values = self.database.values
         self.words = _words(np.pad(values, ((0, 0), (0, 0), (0, 32 - values.shape[2]))))
         self.counts = np.ascontiguousarray(self.database.counts, dtype=np.int64)
+        self.simd = native.keypoint_simd(self.kernel)
+        if self.simd:  # blocks of 8 descriptors word by word, for 512-bit popcounts
+            self.words = native.transpose_blocks(self.words)
 
     def distances(self, block: LocalDescriptors) -> np.ndarray:
         """(B, N) float32 distances of a block of query images (the study's rule)."""
@@ -269,8 +274,8 @@ class _Matcher:
         def work(k: int) -> None:  # each thread its own query images (the GIL is released)
             rows = slice(bounds[k] * width, bounds[k + 1] * width)
             outs = slice(rows.start // group, rows.stop // group)
-            native.local_hamming_min(self.kernel, q[rows], skip[rows], group, self.words,
-                                     self.counts, out[outs])
+            match = native.local_hamming_min_t if self.simd else native.local_hamming_min
+            match(self.kernel, q[rows], skip[rows], group, self.words, self.counts, out[outs])
 
         if threads == 1:
             work(0)

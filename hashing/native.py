@@ -131,6 +131,11 @@ def _setup_keypoints(lib: ctypes.CDLL) -> None:
     lib.local_hamming_min.argtypes = [pointer, pointer, long, long, pointer, pointer, long,
                                       long, pointer, long]
     lib.local_hamming_min.restype = None
+    lib.local_hamming_simd.argtypes = []
+    lib.local_hamming_simd.restype = ctypes.c_int
+    if lib.local_hamming_simd():
+        lib.local_hamming_min_t.argtypes = lib.local_hamming_min.argtypes
+        lib.local_hamming_min_t.restype = None
 
 
 def keypoint_kernel() -> ctypes.CDLL | None:
@@ -159,6 +164,42 @@ def local_hamming_min(lib: ctypes.CDLL, q: np.ndarray, qskip: np.ndarray, group:
     lib.local_hamming_min(q.ctypes.data, qskip.ctypes.data, q.shape[0], group, d.ctypes.data,
                           counts.ctypes.data, d.shape[0], d.shape[1], out.ctypes.data,
                           out.strides[0] // 4)
+
+
+def keypoint_simd(lib: ctypes.CDLL) -> bool:
+    """Whether the keypoint kernel ``lib`` has its AVX-512 VPOPCNTDQ form
+    (`local_hamming_min_t`) and may use it: compiled for such a CPU, and
+    ``IMAGE_SIMILARITY_LAB_NO_SIMD`` unset (tests set it to exercise the portable loop)."""
+    if os.environ.get("IMAGE_SIMILARITY_LAB_NO_SIMD", "") not in ("", "0"):
+        return False
+    return bool(lib.local_hamming_simd())
+
+
+def transpose_blocks(d: np.ndarray) -> np.ndarray:
+    """``d`` (N, K, 4) uint64 descriptor words as `local_hamming_min_t` reads them:
+    (N, ceil(K / 8), 4, 8), blocks of 8 descriptors stored word by word, zero-padded."""
+    n, k, _ = d.shape
+    blocks = -(-k // 8)
+    padded = np.zeros((n, blocks * 8, 4), dtype=np.uint64)
+    padded[:, :k] = d
+    return np.ascontiguousarray(padded.reshape(n, blocks, 8, 4).transpose(0, 1, 3, 2))
+
+
+def local_hamming_min_t(lib: ctypes.CDLL, q: np.ndarray, qskip: np.ndarray, group: int,
+                        dt: np.ndarray, counts: np.ndarray, out: np.ndarray) -> None:
+    """`local_hamming_min` on a database laid out by `transpose_blocks` (AVX-512 only:
+    check `keypoint_simd` first)."""
+    for array in (q, qskip, dt, counts):
+        assert array.flags.c_contiguous
+    assert q.dtype == dt.dtype == np.uint64 and counts.dtype == np.int64
+    assert qskip.dtype == np.uint8 and qskip.shape == (len(q),)
+    assert q.shape[1] == 4 and dt.shape[2:] == (4, 8) and len(q) % group == 0
+    assert out.dtype == np.int32 and out.strides[1] == 4
+    assert out.shape == (len(q) // group, len(dt)) and len(counts) == len(dt)
+    assert int(counts.max(initial=0)) <= 8 * dt.shape[1]
+    lib.local_hamming_min_t(q.ctypes.data, qskip.ctypes.data, q.shape[0], group,
+                            dt.ctypes.data, counts.ctypes.data, dt.shape[0], dt.shape[1],
+                            out.ctypes.data, out.strides[0] // 4)
 
 
 def reset() -> None:

@@ -171,7 +171,9 @@ def bench_keypoints(images, n_query: int, n_db: int, n_features: int,
         return np.array([[study_distance(bf, q, d, queries.cutoff, database.n_bits)
                           for d in db_sets.values()] for q in q_sets])
 
-    compiled = native.keypoint_kernel() is not None  # compiled once, outside the timing
+    kernel = native.keypoint_kernel()  # compiled once, outside the timing
+    compiled = kernel is not None
+    simd = compiled and database.norm == "hamming" and native.keypoint_simd(kernel)
     timings = time_repeated({
         "study_loop": study_loop,
         "ours": lambda: pairwise(queries, database, device="cpu"),
@@ -182,12 +184,22 @@ def bench_keypoints(images, n_query: int, n_db: int, n_features: int,
         "descriptors_per_image": {"queries_mean": float(queries.counts.mean()),
                                   "database_mean": float(database.counts.mean())},
         "compiled_kernel": compiled,
+        "avx512_kernel": simd,
         "study_loop_seconds": timings["study_loop"].as_dict(),
         "ours_seconds": timings["ours"].as_dict(),
         "speedup_median": timings["study_loop"].median / timings["ours"].median,
         "same_distances": bool(np.array_equal(np.isinf(reference), np.isinf(ours)) and
                                np.allclose(reference, ours, rtol=1e-6, atol=1e-7)),
     }
+    if simd:  # the kernel's portable loop, as on a CPU without AVX-512 VPOPCNTDQ
+        os.environ["IMAGE_SIMILARITY_LAB_NO_SIMD"] = "1"
+        try:
+            portable = time_repeated(lambda: pairwise(queries, database, device="cpu"),
+                                     repeats=repeats, warmup=1)
+        finally:
+            del os.environ["IMAGE_SIMILARITY_LAB_NO_SIMD"]
+        out["portable_kernel_seconds"] = portable.as_dict()
+        out["portable_kernel_same"] = bool(np.array_equal(portable.result, ours))
     if compiled and database.norm == "hamming":  # the torch path, as without a compiler
         os.environ["IMAGE_SIMILARITY_LAB_NO_NATIVE"] = "1"
         native.reset()

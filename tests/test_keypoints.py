@@ -48,15 +48,17 @@ def bf_distances(queries: LocalDescriptors, database: LocalDescriptors) -> np.nd
     return out
 
 
-@pytest.fixture(params=["compiled", "torch"])
+@pytest.fixture(params=["compiled", "compiled-portable", "torch"])
 def matching_path(request, monkeypatch):
-    """Binary descriptors through the compiled kernel, and through the torch path a machine
-    without a C compiler uses."""
+    """Binary descriptors through the compiled kernel (its AVX-512 form where the CPU has
+    one), its portable loop, and the torch path a machine without a C compiler uses."""
     native.reset()
     if request.param == "torch":
         monkeypatch.setenv("IMAGE_SIMILARITY_LAB_NO_NATIVE", "1")
     elif native.keypoint_kernel() is None:
         pytest.skip("no C compiler: the compiled kernel cannot be built")
+    elif request.param == "compiled-portable":
+        monkeypatch.setenv("IMAGE_SIMILARITY_LAB_NO_SIMD", "1")
     yield request.param
     native.reset()
 
@@ -229,11 +231,12 @@ def test_cuda_matching_equals_cpu(images):
                            pairwise(found, found, device="cpu"), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("length,widths", [(32, (21, 7)), (16, (5, 3)), (40, (4, 9))])
+@pytest.mark.parametrize("length,widths", [(32, (21, 7)), (16, (5, 3)), (40, (4, 9)),
+                                           (32, (6, 21))])
 def test_binary_matching_of_any_shape_equals_brute_force(matching_path, length, widths):
-    """Odd descriptor counts (the kernel takes query rows in pairs), short descriptors
-    (zero-padded to 256 bits) and long ones (the torch path), every cutoff: against NumPy's
-    popcount over every pair."""
+    """Odd descriptor counts, database images of one partial block of 8 descriptors and of
+    several (the AVX-512 kernel's blocks), short descriptors (zero-padded to 256 bits) and
+    long ones (the torch path), every cutoff: against NumPy's popcount over every pair."""
     rng = np.random.default_rng(length)
     sets = []
     for width, n in zip(widths, (9, 6), strict=True):
