@@ -26,6 +26,9 @@ image against itself is then at a distance of about 1e-8 instead of 0).
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -192,7 +195,7 @@ def local_distances(queries: LocalDescriptors, database: LocalDescriptors,
     if n_query == 0 or n_db == 0 or queries.values.shape[1] == 0 \
             or database.values.shape[1] == 0:
         return np.full((n_query, n_db), np.inf, dtype=np.float32)
-    matcher = _Matcher(database, resolve_device(device), max_block_elements)
+    matcher = _matcher(database, resolve_device(device), max_block_elements)
     width = queries.values.shape[1]
     # query images in blocks whose (descriptors x database images) minima fit the budget
     images = max(1, max_block_elements // max(1, width * n_db))
@@ -200,21 +203,56 @@ def local_distances(queries: LocalDescriptors, database: LocalDescriptors,
                            for first in range(0, n_query, images)])
 
 
+_CACHE_LOCK = threading.Lock()
+_CACHED: list = []  # [(weak reference to a database, device, budget, its _Matcher)]
+
+
+def _matcher(database: LocalDescriptors, device: str, budget: int) -> _Matcher:
+    """The matcher of ``database``, kept while that object lives: a benchmark matches batch
+    after batch of queries against one database, whose layout (padding, the kernel's word
+    blocks, the torch tensors) is made once."""
+    with _CACHE_LOCK:
+        if _CACHED:
+            ref, cached_device, cached_budget, matcher = _CACHED[0]
+            if ref() is database and (cached_device, cached_budget) == (device, budget) \
+                    and matcher.kernel_wanted == _kernel_wanted(matcher.norm, device,
+                                                               database.values.shape[2]):
+                return matcher
+        matcher = _Matcher(database, device, budget)
+        _CACHED[:] = [(weakref.ref(database, _forget), device, budget, matcher)]
+        return matcher
+
+
+def _forget(ref: weakref.ref) -> None:
+    """Drop the cached matcher of a database that no longer exists (its memory with it)."""
+    _CACHED[:] = [entry for entry in _CACHED if entry[0] is not ref]
+
+
+def _kernel_wanted(norm: str, device: str, length: int) -> tuple[bool, str, str]:
+    """What decides a matcher's path: the kernel applies, and the switches that turn it or
+    its AVX-512 form off (tests flip them between calls)."""
+    return (norm == "hamming" and device == "cpu" and length <= 32,
+            os.environ.get("IMAGE_SIMILARITY_LAB_NO_NATIVE", ""),
+            os.environ.get("IMAGE_SIMILARITY_LAB_NO_SIMD", ""))
+
+
 class _Matcher:
     """Distances from blocks of query images to one database of local descriptors."""
 
     def __init__(self, database: LocalDescriptors, device: str, budget: int) -> None:
-        self.database, self.budget = database, budget
+        self.budget, self.n_bits = budget, database.n_bits  # never the database itself:
+        # the cache holds the matcher only while the database lives
         self.norm = database.norm
         n_db, width, length = database.values.shape
         self.valid = np.arange(width)[None, :] < database.counts[:, None]  # (N, K)
         self.kernel = None
-        if self.norm == "hamming" and device == "cpu" and length <= 32:
+        self.kernel_wanted = _kernel_wanted(self.norm, device, length)
+        if self.kernel_wanted[0]:
             from hashing import native
 
             self.kernel = native.keypoint_kernel()
         if self.kernel is not None:
-            self._layout_for_kernel()
+            self._layout_for_kernel(database)
         else:
             import torch
 
@@ -234,14 +272,14 @@ class _Matcher:
             # |d|^2 with padding slots at +inf: no padding slot is ever a minimum
             self.d_sq = (self.d * self.d).sum(1).masked_fill_(self.pad, torch.inf)
 
-    def _layout_for_kernel(self) -> None:
+    def _layout_for_kernel(self, database: LocalDescriptors) -> None:
         """The database as the kernel reads it: descriptors zero-padded to 256 bits (xor of
         zeros adds nothing) as four 64-bit words."""
         from hashing import native
 
-        values = self.database.values
+        values = database.values
         self.words = _words(np.pad(values, ((0, 0), (0, 0), (0, 32 - values.shape[2]))))
-        self.counts = np.ascontiguousarray(self.database.counts, dtype=np.int64)
+        self.counts = np.ascontiguousarray(database.counts, dtype=np.int64)
         self.simd = native.keypoint_simd(self.kernel)
         if self.simd:  # blocks of 8 descriptors word by word, for 512-bit popcounts
             self.words = native.transpose_blocks(self.words)
@@ -285,7 +323,7 @@ class _Matcher:
         if group == 1:
             out = _cutoff_th(out.reshape(n_img, width, -1), block.cutoff,
                              none=native.KEYPOINT_NONE)
-        result = out.astype(np.float32) / np.float32(self.database.n_bits)
+        result = out.astype(np.float32) / np.float32(self.n_bits)
         result[out == native.KEYPOINT_NONE] = np.inf
         return result
 
@@ -324,7 +362,7 @@ class _Matcher:
                     dist = torch.addmm(d_sq, x, d.T, alpha=-2)
                     best = dist.view(len(part), n_db, width).amin(-1) + (x * x).sum(1)[:, None]
                     if self.norm == "hamming":
-                        best = best / self.database.n_bits
+                        best = best / self.n_bits
                     else:  # float64's sqrt rounded to float32 is float32's correctly rounded
                         best = best.double().clamp_min_(0).sqrt_()  # one (torch's is not)
                 out[start:start + len(part)] = best.float().cpu().numpy()
