@@ -149,6 +149,8 @@ def parse_algorithm(spec: str | Algorithm) -> Algorithm:
 
 def concat_descriptors(parts: Sequence[Any]) -> Any:
     """Descriptors of consecutive batches joined in order (codes, multi-codes or arrays)."""
+    if not len(parts):
+        raise ValueError("no descriptors to join (an empty list of batches)")
     first = parts[0]
     if hasattr(first, "concat"):
         return type(first).concat(list(parts))

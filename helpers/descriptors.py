@@ -11,10 +11,21 @@ as they are. They live in `helpers` because both `extractor` and `hashing` make 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+
+def _check_parts(parts: Sequence[Any], cls: type) -> None:
+    """``concat`` needs one part at least (its length, metric...) and parts of its kind."""
+    if not len(parts):
+        raise ValueError(f"{cls.__name__}.concat needs at least one part (an empty list has "
+                         "no code length or metric)")
+    for k, part in enumerate(parts):
+        if not isinstance(part, cls):
+            raise TypeError(f"{cls.__name__}.concat: part {k} is {type(part).__name__}")
 
 
 def _identity(parts: list[Any]) -> dict[str, Any]:
@@ -183,6 +194,7 @@ class BinaryCodes(_Identity):
     @classmethod
     def concat(cls, parts: list[BinaryCodes]) -> BinaryCodes:
         """Codes of several batches, in order."""
+        _check_parts(parts, cls)
         return cls(np.concatenate([p.packed for p in parts]), parts[0].n_bits,
                    **_identity(parts))
 
@@ -243,6 +255,7 @@ class MultiCodes(_Identity):
     @classmethod
     def concat(cls, parts: list[MultiCodes]) -> MultiCodes:
         """Codes of several batches, in order."""
+        _check_parts(parts, cls)
         offsets = [parts[0].offsets[:1]]
         base = 0
         for p in parts:
@@ -304,6 +317,7 @@ class FloatFeatures(_Identity):
     @classmethod
     def concat(cls, parts: list[FloatFeatures]) -> FloatFeatures:
         """Features of several batches, in order."""
+        _check_parts(parts, cls)
         return cls(np.concatenate([p.values for p in parts]), parts[0].metric,
                    **_identity(parts))
 
@@ -400,6 +414,7 @@ class LocalDescriptors(_Identity):
     @classmethod
     def concat(cls, parts: list[LocalDescriptors]) -> LocalDescriptors:
         """Descriptors of several batches, in order (padded to the largest count)."""
+        _check_parts(parts, cls)
         width = max(p.values.shape[1] for p in parts)
         values = np.concatenate([np.pad(p.values, ((0, 0), (0, width - p.values.shape[1]),
                                                    (0, 0))) for p in parts])

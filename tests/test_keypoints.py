@@ -16,7 +16,10 @@ from sklearn.metrics import roc_auc_score
 
 from data_retrieval import ImageRecord, load_dataset
 from hashing import (
+    BinaryCodes,
+    FloatFeatures,
     LocalDescriptors,
+    MultiCodes,
     describe,
     get_algorithm,
     load_descriptors,
@@ -178,9 +181,26 @@ def test_benchmark_scores_keypoint_methods(images):
     scores = -rows["distance"].replace(np.inf, 1e9).to_numpy()
     assert roc(rows["distance"].to_numpy(), positive)["auc"] == pytest.approx(
         roc_auc_score(positive, scores))
+    # the summary of SIFT's L2 distances (tens to hundreds) is taken at its own operating
+    # point, ORB's bit error rates at the fixed threshold; detection counted by hand
+    from hashing.digest import compute_digest
+
+    summary = compute_digest(result, summary_threshold=0.2)["summary"].set_index("algorithm")
+    assert result.metrics == {"orb": "local_hamming", "sift": "local_l2"}
+    assert summary.loc["orb", "threshold_rule"] == "fixed"
+    assert summary.loc["orb", "threshold"] == 0.2
+    assert summary.loc["sift", "threshold_rule"] == "fpr_0.005"
+    t = summary.loc["sift", "threshold"]
+    assert t == summary.loc["sift", "threshold_at_fpr_0.005"] and t > 1
+    for label in ("orb", "sift"):
+        rows = result.matches[result.matches["algorithm"] == label]
+        pos = rows[rows["kind"] == "positive"]
+        at = summary.loc[label, "threshold"]
+        assert summary.loc[label, "detection_recall"] == pytest.approx(
+            (pos["distance"] <= at).mean())
 
 
-def test_store_nearest_and_neighbours(images, tmp_path):
+def test_store_nearest_and_neighbours(images, tmp_path, caplog):
     found = get_algorithm("sift", cutoff=2).describe(images).with_identity(
         ids=[f"im{i}" for i in range(len(images))], method="sift_cutoff=2")
     save_descriptors(found, "photos", root=tmp_path)
@@ -197,12 +217,26 @@ def test_store_nearest_and_neighbours(images, tmp_path):
     assert np.array_equal(dist, np.take_along_axis(matrix, order, 1))
     table = neighbours(back[:2], found, k=2)
     assert table["neighbour_id"].tolist()[::2] == ["im0", "im1"]
+    # the flat image (im6, no keypoint) is nobody's neighbour and has none: no rows at an
+    # infinite distance, which would name arbitrary images
+    with caplog.at_level(logging.WARNING, logger="hashing.matching"):
+        table = neighbours(back, found, k=len(found))
+    assert np.isfinite(table["distance"]).all()
+    assert "im6" not in set(table["query_id"]) | set(table["neighbour_id"])
+    assert "im6" in caplog.text
+    finite = np.isfinite(matrix)
+    assert len(table) == finite.sum()
 
 
 def test_descriptor_object_pads_joins_and_refuses():
     a = LocalDescriptors.from_list([np.ones((2, 4), np.uint8), None], "hamming")
     b = LocalDescriptors.from_list([np.zeros((3, 4), np.uint8)], "hamming")
     joined = LocalDescriptors.concat([a, b])
+    for cls in (LocalDescriptors, BinaryCodes, FloatFeatures, MultiCodes):
+        with pytest.raises(ValueError, match="at least one part"):
+            cls.concat([])
+    with pytest.raises(TypeError, match="part 1 is BinaryCodes"):
+        LocalDescriptors.concat([a, BinaryCodes(np.zeros((1, 1), np.uint8), 8)])
     assert joined.values.shape == (3, 3, 4) and joined.counts.tolist() == [2, 0, 3]
     assert joined[2].per_image()[0].shape == (3, 4) and joined.n_bits == 32
     with pytest.raises(ValueError, match="cannot be compared"):
@@ -319,3 +353,23 @@ def test_images_opencv_cannot_look_at_and_stored_sets_refused(tmp_path, sample_p
     with pytest.raises(TypeError, match="several descriptors per image"):
         cluster("photos/sift", "duplicates", metric="l2", threshold=0.1,
                 root=str(tmp_path / "features"))
+
+
+def test_matcher_is_made_once_per_database_and_not_kept_after_it(images):
+    """A benchmark matches batch after batch against one database: its layout is made once,
+    and forgotten (with its memory) when the database goes."""
+    import gc
+
+    from hashing import keypoints
+
+    found = get_algorithm("orb").describe(images)
+    database = found[:5]
+    first = pairwise(found[5:], database, device="cpu")
+    matcher = keypoints._CACHED[0][3]
+    second = pairwise(found[:3], database, device="cpu")
+    assert keypoints._CACHED[0][3] is matcher
+    assert np.array_equal(second, pairwise(found[:3], found[:5], device="cpu"))
+    assert np.array_equal(first, pairwise(found[5:], found[:5], device="cpu"))
+    del database
+    gc.collect()
+    assert keypoints._CACHED == []  # every database used above is gone
