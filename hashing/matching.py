@@ -8,6 +8,7 @@ for whole batches: all queries of a batch against the whole database.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,8 @@ from helpers.descriptors import (
     MultiCodes,
     check_same_method,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def descriptor_distances(
@@ -106,20 +109,30 @@ def neighbours(queries: Any, database: Any, k: int = 5, device: str = "auto") ->
     Returns
     -------
     pandas.DataFrame
-        Columns ``query_id``, ``rank`` (1 = nearest), ``neighbour_id``, ``distance``.
+        Columns ``query_id``, ``rank`` (1 = nearest), ``neighbour_id``, ``distance``. An
+        image at an infinite distance (a keypoint method's image without keypoints, or
+        fewer than the cutoff) is nobody's neighbour: such a query has fewer than ``k`` rows
+        or none (logged).
     """
     from hashing.distances import nearest
 
     if not 1 <= k <= len(database):
         raise ValueError(f"k must be in [1, {len(database)}] (the database size), got {k}")
     dist, index = nearest(queries, database, k=k, device=device)
-    q_ids = queries.ids if queries.ids is not None else [str(i) for i in range(len(queries))]
+    q_ids = np.asarray(queries.ids if queries.ids is not None
+                       else [str(i) for i in range(len(queries))], dtype=object)
     d_ids = np.asarray(database.ids if database.ids is not None
                        else [str(i) for i in range(len(database))], dtype=object)
     n_query, kk = index.shape
+    finite = np.isfinite(dist).ravel()
+    alone = q_ids[~np.isfinite(dist).any(axis=1)]
+    if len(alone):
+        logger.warning("%d of %d queries have no neighbour at a finite distance (no keypoint, "
+                       "or fewer than the cutoff): %s", len(alone), n_query,
+                       ", ".join(map(str, alone[:5])) + (" ..." if len(alone) > 5 else ""))
     return pd.DataFrame({
-        "query_id": np.repeat(np.asarray(q_ids, dtype=object), kk),
-        "rank": np.tile(np.arange(1, kk + 1), n_query),
-        "neighbour_id": d_ids[index.ravel()],
-        "distance": dist.ravel(),
-    })
+        "query_id": np.repeat(q_ids, kk)[finite],
+        "rank": np.tile(np.arange(1, kk + 1), n_query)[finite],
+        "neighbour_id": d_ids[index.ravel()][finite],
+        "distance": dist.ravel()[finite],
+    }).reset_index(drop=True)
