@@ -51,6 +51,9 @@ class BenchmarkResult:
     descriptors : dict or None
         With ``keep_descriptors``: per algorithm, the database's and the queries' descriptors
         (queries in the order of ``matches``' rows of that algorithm).
+    metrics : dict
+        Per algorithm, the metric its distances are in (``hamming``, ``local_l2``...; empty
+        when unknown).
     """
 
     database: pd.DataFrame
@@ -60,6 +63,7 @@ class BenchmarkResult:
     bad: list[tuple[str, str]] = field(default_factory=list)
     wall_seconds: float = 0.0
     descriptors: dict[str, tuple[Any, Any]] | None = None
+    metrics: dict[str, str] = field(default_factory=dict)
 
 
 def load_records(records: Sequence[ImageRecord], bad: list[tuple[str, str]]) -> Iterator[Query]:
@@ -242,6 +246,7 @@ def run_benchmark(
         wall_seconds=time.perf_counter() - started,
         descriptors={label: (db_desc[label], concat_descriptors(kept[label]))
                      for label in labels} if keep_descriptors else None,
+        metrics={label: str(metrics.get(label) or db_desc[label].metric) for label in labels},
     )
 
 

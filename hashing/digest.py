@@ -10,7 +10,8 @@ Files under ``Results/<name>/``:
 - ``images_neg.json``: per algorithm, threshold and database image: negatives matched to it;
 - ``match_time.json``, ``db_time.json``: seconds per algorithm, in total and per image;
 - ``matches.csv``: the per-query arrays every metric comes from;
-- ``summary.csv``: one row per algorithm;
+- ``summary.csv``: one row per algorithm (detection and identification at the summary
+  threshold, or for L1/L2 distances at the algorithm's threshold at FPR 0.005);
 - ``experiment.json`` (written by the script): configuration, versions, commit.
 
 Tables are stored column-wise (``{"columns": [...], "data": [[...], ...]}``), so pandas reads
@@ -41,6 +42,10 @@ from helpers import atomic_path, read_json, write_json
 
 #: False-positive rate at which recall is reported (the study's operating point).
 REPORT_FPR = 0.005
+#: Metrics whose distances have no common scale (SIFT's L2 is in the hundreds): a fixed
+#: summary threshold means nothing for them, so their summary row is taken at their own
+#: operating point, the threshold at `REPORT_FPR`.
+UNSCALED_METRICS = frozenset({"l1", "l2", "local_l1", "local_l2"})
 #: Points of an automatic threshold grid.
 AUTO_POINTS = 51
 
@@ -126,20 +131,32 @@ def compute_digest(
         Thresholds per algorithm label; missing ones get `auto_thresholds`. The summary
         threshold is always added.
     summary_threshold : float
-        Threshold of the one-line-per-algorithm summary.
+        Threshold of the one-line-per-algorithm summary, for algorithms whose distances are
+        on a common scale (bit error rates, cosine and Jensen-Shannon distances). Those in
+        `UNSCALED_METRICS` (``result.metrics``) are summarised at their threshold at
+        `REPORT_FPR` instead; the summary's ``threshold`` and ``threshold_rule`` columns say
+        which.
     """
     thresholds = thresholds or {}
     general, attacks, pos_rows, neg_rows, summary_rows = [], [], [], [], []
     curves: dict[str, Any] = {}
     attack_curves: dict[str, Any] = {}
     db = result.database
+    at_threshold: dict[str, float] = {}
     for label, group in result.matches.groupby("algorithm", sort=False):
+        at_threshold[label], rule = summary_threshold, "fixed"
+        if result.metrics.get(label) in UNSCALED_METRICS:
+            own = threshold_at_fpr(roc(group["distance"].to_numpy(),
+                                       (group["kind"] == POSITIVE).to_numpy()), REPORT_FPR)
+            if np.isfinite(own):
+                at_threshold[label], rule = float(own), f"fpr_{REPORT_FPR}"
         grid = threshold_grid(thresholds.get(label, auto_thresholds(group["distance"])),
-                              summary_threshold)
+                              at_threshold[label])
         table, summary, curve = _scores(group, grid)
         general.append(table.assign(algorithm=label))
         curves[label] = _curve(curve)
-        summary_rows.append({"algorithm": label, **summary, "threshold": summary_threshold})
+        summary_rows.append({"algorithm": label, **summary, "threshold": at_threshold[label],
+                             "threshold_rule": rule})
         attack_curves[label] = {}
         negatives = group[group["kind"] != POSITIVE]
         for attack, sub in group.groupby("attack_id", sort=False):
@@ -163,7 +180,7 @@ def compute_digest(
                 "algorithm": label, "threshold": t, "image_id": db["image_id"],
                 "path": db["path"], "false_matches": false[k]}))
     general_df = pd.concat(general, ignore_index=True)
-    at = general_df[general_df["threshold"] == summary_threshold]
+    at = general_df[general_df["threshold"] == general_df["algorithm"].map(at_threshold)]
     summary = pd.DataFrame(summary_rows)
     for task in ("detection", "identification"):
         part = at[at["task"] == task].set_index("algorithm")

@@ -118,10 +118,16 @@ def _gallery(rows: pd.DataFrame, value: str, title: str, folder: Path, name: str
 def plot_galleries(digest: Digest, folder: Path, threshold: float, count: int = 6
                    ) -> list[Path]:
     """Per algorithm: the database images whose copies were least often identified, and those
-    most often matched by negatives, at the threshold nearest to ``threshold``."""
+    most often matched by negatives, at the threshold nearest to ``threshold`` (for an
+    algorithm the summary took at its own operating point, e.g. SIFT's L2: at that one)."""
     out = []
+    own: dict[str, float] = {}
+    if "threshold_rule" in digest.summary:
+        rows = digest.summary[digest.summary["threshold_rule"].fillna("fixed") != "fixed"]
+        own = dict(zip(rows["algorithm"], rows["threshold"], strict=True))
     for algorithm, part in digest.images_pos.groupby("algorithm", sort=False):
-        t = part["threshold"].iloc[(part["threshold"] - threshold).abs().argmin()]
+        target = own.get(algorithm, threshold)
+        t = part["threshold"].iloc[(part["threshold"] - target).abs().argmin()]
         at = part[part["threshold"] == t].copy()
         at = at[at["copies"] > 0]
         at["identified_fraction"] = (at["identified"] / at["copies"]).round(3)

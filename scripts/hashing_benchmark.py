@@ -87,8 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "points over the observed distances)")
     method.add_argument("--summary-threshold", type=float, default=0.2,
                         help="fixed threshold whose detection and identification metrics "
-                             "summary.csv adds, and of the galleries (default: 0.2); the "
-                             "printed summary uses the study's operating point, FPR 0.005")
+                             "summary.csv adds, and of the galleries (default: 0.2), for "
+                             "methods with distances on a common scale; L1/L2 methods (sift, "
+                             "daisy, l2 features) are summarised at their threshold at FPR "
+                             "0.005 (column threshold_rule); the printed summary uses the "
+                             "study's operating point, FPR 0.005")
     method.add_argument("--index", default=None, metavar="FACTORY",
                         help="match through a Faiss index of this factory string instead of "
                              "exact distances, e.g. 'IVF1024,Flat' or 'IVF{nlist},Flat' "
