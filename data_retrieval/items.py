@@ -12,6 +12,7 @@ from PIL import Image
 
 from data_retrieval.records import ImageRecord
 from helpers import load_image
+from helpers.images import WIDE_MODES, to_rgb
 
 
 def as_record(item: Any, index: int) -> ImageRecord:
@@ -61,6 +62,8 @@ def load_item(source: Any) -> Image.Image:
         A file that cannot be read (the message names it).
     """
     if isinstance(source, Image.Image):
+        if source.mode in WIDE_MODES:  # 16-bit and float: rescaled as a file would be
+            return to_rgb(source)
         return source if source.mode == "RGB" else source.convert("RGB")
     if hasattr(source, "load") and callable(source.load):
         return source.load()

@@ -13,8 +13,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 #: 100 megapixels: far above any photo dataset we use, far below what exhausts memory.
 DEFAULT_MAX_PIXELS = 100_000_000
 
-# Modes whose samples exceed 8 bits; they are rescaled to 0..255 rather than clipped.
-_WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+#: Modes whose samples exceed 8 bits; they are rescaled to 0..255 rather than clipped.
+WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 class ImageLoadError(Exception):
@@ -69,7 +69,7 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     """
     if image.mode == "RGB":
         return image
-    if image.mode in _WIDE_MODES:
+    if image.mode in WIDE_MODES:
         return _wide_to_8bit(image).convert("RGB")
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         image.mode in ("P", "L", "RGB") and "transparency" in image.info

@@ -539,3 +539,21 @@ def test_create_groups_never_replaces_an_input_or_a_folder(tmp_path, photos):
                                             "--overwrite"])
         assert code == 2 and message in _one_line_error(err)
     assert (photos / "p0.png").read_bytes() == before
+
+
+def test_sixteen_bit_and_float_images_in_memory_describe_like_their_files(tmp_path):
+    """A 16-bit or float gray image given as a Pillow object is rescaled to 8 bits as the
+    same image read from a file is, not clipped to white by Pillow's convert; the 8-bit
+    gray image is the oracle."""
+    from hashing import describe, pairwise
+
+    rng = np.random.default_rng(3)
+    gray = np.kron(rng.integers(0, 256, (12, 16)), np.ones((16, 16))).astype(np.uint8)
+    eight = Image.fromarray(gray).convert("RGB")
+    wide = Image.fromarray(gray.astype(np.uint16) * 257)
+    floats = Image.fromarray(gray.astype(np.float32) / 255)
+    assert (wide.mode, floats.mode) == ("I;16", "F")
+    wide.save(tmp_path / "wide.png")
+    for method in ("phash", "orb"):
+        found = describe([eight, wide, floats, tmp_path / "wide.png"], method)
+        assert np.array_equal(pairwise(found[:1], found), np.zeros((1, 4))), method
