@@ -13,7 +13,7 @@ thresholds T1/T2 and at target false positive rates) and pair verification
 from hashing import classical as _classical  # noqa: F401  (registers the hashes)
 from hashing import keypoints as _keypoints  # noqa: F401  (registers orb, sift, daisy, latch)
 from hashing.benchmark import BenchmarkResult, Protocol, load_records, run_benchmark, study_protocol
-from hashing.describe import describe
+from hashing.describe import describe, describe_all
 from hashing.digest import Digest, compute_digest, load_digest, score_matches, write_digest
 from hashing.distances import METRICS, nearest, pairwise
 from hashing.gray import GrayBatch
@@ -37,6 +37,8 @@ from hashing.verification import (
     cross_validate,
     fit_threshold,
     make_pairs,
+    pair_distances_many,
+    pair_distances_of,
     pair_scores,
     read_pairs,
     verify,
@@ -59,6 +61,7 @@ __all__ = [
     "compute_digest",
     "concat_descriptors",
     "describe",
+    "describe_all",
     "describe_many",
     "descriptor_distances",
     "get_algorithm",
@@ -84,6 +87,8 @@ __all__ = [
     "cross_validate",
     "fit_threshold",
     "make_pairs",
+    "pair_distances_many",
+    "pair_distances_of",
     "pair_scores",
     "read_pairs",
     "separation",

@@ -143,15 +143,58 @@ def describe(
     helpers.ImageLoadError
         With ``on_error="raise"``, the first unreadable image.
     """
+    algorithm = parse_algorithm(method)
+    return describe_all(items, [algorithm], batch_size, workers, on_error,
+                        show_progress)[algorithm.label]
+
+
+def describe_all(
+    items: Any,
+    methods: Sequence[str | Algorithm],
+    batch_size: int = 256,
+    workers: int | None = None,
+    on_error: str = "skip",
+    show_progress: bool | None = None,
+) -> dict[str, Any]:
+    """Descriptors of images by several methods, each image decoded once for all of them
+    (and a network shared by several methods, e.g. a model with and without a reducer, run
+    once per batch).
+
+    Parameters
+    ----------
+    items, batch_size, workers, on_error, show_progress
+        As in `describe`.
+    methods : sequence of str or Algorithm
+        Names, specs or algorithms, of distinct labels.
+
+    Returns
+    -------
+    dict
+        ``{label: descriptors}`` in the order of ``methods``, each as `describe` returns it.
+
+    Raises
+    ------
+    ValueError
+        No method, two methods of one label, an unknown method, or no readable image.
+    helpers.ImageLoadError
+        With ``on_error="raise"``, the first unreadable image.
+    """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    algorithm = parse_algorithm(method)
+    algorithms = [parse_algorithm(m) for m in methods]
+    labels = [a.label for a in algorithms]
+    if not labels:
+        raise ValueError("no method to describe with")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"methods repeat: {labels}")
     entries, records_given, bad = _entries(items)
     skipped = [("", os.fspath(b.path), b.reason) for b in bad]  # no id was given to them
-    parts, kept = [], []
-    bar = progress(total=len(entries), desc=f"{algorithm.label}", unit="img",
+    parts: dict[str, list] = {label: [] for label in labels}
+    kept = []
+    title = labels[0] if len(labels) == 1 else f"{labels[0]} +{len(labels) - 1}"
+    bar = progress(total=len(entries), desc=title, unit="img",
                    disable=None if show_progress is None else not show_progress)
     threads = workers if workers is not None else available_cpus()
     # decoding (and attacking) images releases the GIL for most of its time: a batch loads in
@@ -172,19 +215,23 @@ def describe(
                 images.append(image)
                 kept.append(record)
             if images:
-                parts.append(describe_many([algorithm], images, workers)[algorithm.label])
+                for label, found in describe_many(algorithms, images, workers).items():
+                    parts[label].append(found)
             bar.update(len(batch))
     finally:
         bar.close()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
-    if not parts:
+    if not kept:
         raise ValueError(f"no readable image to describe ({len(skipped)} skipped)")
-    result = concat_descriptors(parts).with_identity(
-        ids=tuple(r.image_id for r in kept), records=tuple(kept) if records_given else None,
-        method=algorithm.label, bad=tuple(skipped))
-    _report_empty(result)
-    return result
+    out = {}
+    for label in labels:
+        out[label] = concat_descriptors(parts[label]).with_identity(
+            ids=tuple(r.image_id for r in kept),
+            records=tuple(kept) if records_given else None, method=label,
+            bad=tuple(skipped))
+        _report_empty(out[label])
+    return out
 
 
 def _report_empty(descriptors: Any) -> None:

@@ -268,12 +268,29 @@ def pair_distances_of(pairs: PairSet, method: Any, device: str = "auto", batch_s
                       show_progress: bool | None = None) -> np.ndarray:
     """The distance of every pair by ``method`` (each distinct image described once).
 
-    Raises
-    ------
-    ValueError
-        An image of a pair could not be read (the message names it).
+    Pairs with an image that could not be read are logged and get NaN.
     """
-    from hashing.describe import describe
+    from hashing.registry import parse_algorithm
+
+    algorithm = parse_algorithm(method)
+    return pair_distances_many(pairs, [algorithm], device, batch_size,
+                               show_progress)[algorithm.label]
+
+
+def pair_distances_many(pairs: PairSet, methods: Sequence[Any], device: str = "auto",
+                        batch_size: int = 64, show_progress: bool | None = None
+                        ) -> dict[str, np.ndarray]:
+    """The distance of every pair by each of ``methods``: each distinct image decoded (or
+    attacked) once for all of them, and a network shared by several methods (a model with
+    and without reducers) run once per batch.
+
+    Returns
+    -------
+    dict
+        ``{label: (len(pairs),) float32}``; NaN for a pair with an image that could not be
+        read (logged, naming the image).
+    """
+    from hashing.describe import describe_all
     from hashing.separation import pair_distances
 
     items, rows = [], {}
@@ -289,20 +306,24 @@ def pair_distances_of(pairs: PairSet, method: Any, device: str = "auto", batch_s
                 items.append(_numbered(item, len(items)))
             index.append(rows[key])
         sides.append(np.array(index, int))
-    described = describe(items, method, batch_size=batch_size, on_error="skip",
-                         show_progress=show_progress)
-    # every item is named by its position ("#k"): the rows that came back say which were read
-    where = np.full(len(items), -1)
-    where[[int(i[1:]) for i in described.ids]] = np.arange(len(described))
-    a, b = where[sides[0]], where[sides[1]]
-    ok = (a >= 0) & (b >= 0)
-    out = np.full(len(pairs), np.nan, np.float32)
-    if ok.any():
-        out[ok] = pair_distances(described[a[ok]], described[b[ok]], device)
+    described = describe_all(items, methods, batch_size=batch_size, on_error="skip",
+                             show_progress=show_progress)
+    out = {}
+    for label, found in described.items():
+        # every item is named by its position ("#k"): the rows that came back say which
+        # were read
+        where = np.full(len(items), -1)
+        where[[int(i[1:]) for i in found.ids]] = np.arange(len(found))
+        a, b = where[sides[0]], where[sides[1]]
+        ok = (a >= 0) & (b >= 0)
+        distances = np.full(len(pairs), np.nan, np.float32)
+        if ok.any():
+            distances[ok] = pair_distances(found[a[ok]], found[b[ok]], device)
+        out[label] = distances
     if not ok.all():
         log.warning("%d of %d pairs have an image that could not be read (%s): their distance "
                     "is NaN", int((~ok).sum()), len(pairs),
-                    "; ".join(f"{p}: {r}" for _, p, r in described.bad[:3]))
+                    "; ".join(f"{p}: {r}" for _, p, r in found.bad[:3]))
     return out
 
 

@@ -49,7 +49,7 @@ from hashing.verification import (
     f1_curve,
     fit_threshold,
     make_pairs,
-    pair_distances_of,
+    pair_distances_many,
     pair_scores,
     parse_rule,
     plot_f1_curve,
@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.pairs and args.threshold is None and not args.negatives > 0:
                 raise ValueError("choosing a threshold needs negative pairs: --negatives > 0")
             algorithms = [parse_algorithm(m) for m in args.methods]
+            labels = [a.label for a in algorithms]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"--methods repeat a method: {labels}")
             attacks, seed, _ = attacks_from_args(args)
             pairs, root = _pairs(args, algorithms, attacks, seed)
             if not len(pairs):
@@ -183,9 +186,11 @@ def main(argv: list[str] | None = None) -> int:
             frame["split"] = "all"
         scores, folds, curves, chosen, skipped = [], [], {}, {}, {}
         try:
+            # every image decoded once for all methods; one network for a model's variants
+            distances = pair_distances_many(pairs, algorithms, args.device, args.batch_size)
             for algorithm in algorithms:
                 label = algorithm.label
-                d = pair_distances_of(pairs, algorithm, args.device, args.batch_size)
+                d = distances[label]
                 unread = int(np.isnan(d).sum())
                 if unread:
                     skipped[label] = unread

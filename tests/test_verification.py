@@ -260,3 +260,37 @@ def test_random_negatives_never_repeat_a_pair():
     with pytest.raises(ValueError, match="distinct ones"):
         make_pairs(records, [get_attack("jpg_compression", quality=50)], "dhash",
                    negatives=20, hard=0.0)
+
+
+def test_several_methods_decode_each_image_once_and_share_the_network(sample_paths,
+                                                                       monkeypatch):
+    """verify_pairs's path: every method's distances equal the one-method call's, each file
+    is decoded once for all methods, and two algorithms on one model run it once a batch."""
+    import importlib
+
+    from extractor.models import TorchFeatureModel
+    from hashing import pair_distances_many, pair_distances_of, parse_algorithm
+
+    names = ["chelsea", "coffee", "rocket", "astronaut"]
+    paths = [str(sample_paths[n]) for n in names]
+    pairs = PairSet(paths, paths[1:] + paths[:1], np.array([False] * 4), ["x"] * 4,
+                    names)
+    methods = ["dhash", "phash", "efficientnet_lite0",
+               "efficientnet_lite0:distance='l2'"]
+    alone = {m: pair_distances_of(pairs, m) for m in methods}
+    loads, forwards = [], []
+    module = importlib.import_module("hashing.describe")  # hashing.describe is the function
+    load_item, forward = module.load_item, TorchFeatureModel.forward
+    monkeypatch.setattr(module, "load_item",
+                        lambda source: loads.append(source) or load_item(source))
+    monkeypatch.setattr(TorchFeatureModel, "forward",
+                        lambda self, batch: forwards.append(len(batch)) or forward(self, batch))
+    together = pair_distances_many(pairs, methods, batch_size=64)
+    labels = [parse_algorithm(m).label for m in methods]
+    assert list(together) == labels
+    for method, label in zip(methods, labels, strict=True):
+        assert np.array_equal(together[label], alone[method]), method
+    assert sorted(map(str, loads)) == sorted(paths)
+    assert forwards == [4]
+    with pytest.raises(ValueError, match="repeat"):
+        pair_distances_many(pairs, ["dhash", "dhash"])
