@@ -94,21 +94,36 @@ class TorchFeatureModel(FeatureModel):
     info : dict, optional
     mixed_precision : bool
         Autocast to float16 on CUDA (features are returned as float32).
+    channels_last : bool
+        On CPU, run the network on channels-last (NHWC) tensors: oneDNN's convolutions are
+        faster on them (EfficientNet-Lite0 36.6 against 44.5 ms per image, ResNet-50 259
+        against 356 ms on two cores; features equal to float32 rounding). For convolutional
+        networks; a module that reshapes with ``view`` may refuse such tensors.
     """
 
     def __init__(self, module: nn.Module, transform: Callable, dim: int, name: str,
-                 info: dict[str, Any] | None = None, mixed_precision: bool = True):
+                 info: dict[str, Any] | None = None, mixed_precision: bool = True,
+                 channels_last: bool = False):
         self.module = module.eval()
         self.transform = transform
         self.dim = int(dim)
         self.name = name
         self.info = {"backend": "torch", "transform": repr(transform), **(info or {})}
         self.mixed_precision = mixed_precision
+        self.channels_last = channels_last
         self._device = "cpu"
+        self._set_format()
+
+    def _set_format(self) -> None:
+        if self.channels_last:
+            cpu = self._device == "cpu"
+            self.module.to(memory_format=torch.channels_last if cpu
+                           else torch.contiguous_format)
 
     def to(self, device: str) -> TorchFeatureModel:
         self.module.to(device)
         self._device = str(device)
+        self._set_format()
         return self
 
     @property
@@ -118,6 +133,8 @@ class TorchFeatureModel(FeatureModel):
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self._device, non_blocking=True)
+        if self.channels_last and self._device == "cpu" and batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         cuda = self._device.startswith("cuda")
         with torch.autocast("cuda", dtype=torch.float16, enabled=cuda and self.mixed_precision):
             out = self.module(batch)

@@ -60,7 +60,7 @@ def efficientnet_lite0(weights=None, download=False, image_size: int = 224):
                                    mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
                                    interpolation="bicubic")
     return TorchFeatureModel(_Lite0Features(net), transform, 1280, "efficientnet_lite0",
-                             {"weights": str(weights)})
+                             {"weights": str(weights)}, channels_last=True)
 
 
 def efficientnet_lite0_classifier(weights=None) -> tuple[nn.Module, object]:
@@ -111,7 +111,7 @@ def _torchvision_builder(name: str, dim: int, head: str, relu: bool):
 
         transform = T.Compose([ToRGB(), enum.transforms()])
         return TorchFeatureModel(module, transform, dim, name,
-                                 {"weights": str(path), "url": enum.url})
+                                 {"weights": str(path), "url": enum.url}, channels_last=True)
 
     return build
 
@@ -179,7 +179,7 @@ def _sscd_builder(name: str, dim: int):
         # SSCD's recommended inference transform ("skew_320"): square resize, ImageNet stats.
         transform = imagenet_transform((image_size, image_size))
         return TorchFeatureModel(module, transform, dim, name, {"weights": str(path),
-                                                              "url": url})
+                                                              "url": url}, channels_last=True)
 
     return build
 
@@ -247,7 +247,8 @@ def _simclr_builder(version: str, model: str):
         # SimCLR takes RGB in [0, 1] (no normalisation); evaluation crops 87.5% of the image.
         transform = imagenet_transform(256, 224, mean=(0.0,) * 3, std=(1.0,) * 3)
         return TorchFeatureModel(encoder, transform, encoder.out_dim, name,
-                                 {"weights": str(path), "category": category, "ema": ema})
+                                 {"weights": str(path), "category": category, "ema": ema},
+                                 channels_last=True)
 
     return build
 

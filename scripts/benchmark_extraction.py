@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Feature extraction throughput: the whole pipeline (decode, transform, model) against the
-model alone on ready batches, in the same run; writes JSON.
+model alone on ready batches, in the same run; writes JSON. On CPU, for models that run
+channels-last (NHWC), also the same network on the same batches in the plain NCHW layout.
 
 The pipeline is `extractor.extract` over image files (DataLoader workers decode and transform
 while the model runs); the baseline runs the model's forward pass on batches that are already
@@ -84,8 +85,23 @@ def main(argv: list[str] | None = None) -> int:
                       show_progress=False)
         assert len(out.ids) == n
 
+    timed = {"model_only": model_only, "pipeline": pipeline}
+    channels_last = bool(getattr(model, "channels_last", False)) and device == "cpu"
+    if channels_last:  # the same network on the same batches, in the plain NCHW layout
+        import copy
+
+        from extractor.models import TorchFeatureModel
+
+        plain = TorchFeatureModel(copy.deepcopy(model.module).to(
+            memory_format=torch.contiguous_format), model.transform, model.dim, model.name)
+
+        def model_only_nchw() -> None:
+            for batch in batches:
+                plain.forward(batch)
+
+        timed["model_only_nchw"] = model_only_nchw
     # one warm-up each (allocations, cuDNN autotuning), then interleaved timed runs
-    timings = time_repeated({"model_only": model_only, "pipeline": pipeline},
+    timings = time_repeated(timed,
                             repeats=args.repeats, warmup=1,
                             sync=torch.cuda.synchronize if device.startswith("cuda") else None)
     runs = {k: t.runs for k, t in timings.items()}
@@ -101,9 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline_images_per_s": n / best["pipeline"],
         "pipeline_over_model_only": best["model_only"] / best["pipeline"],
         "seconds": runs,
+        "channels_last": channels_last,
         "single_thread_decode_ms_per_image": 1000 * decode_s / n,
         "single_thread_transform_ms_per_image": 1000 * transform_s / n,
     }
+    if channels_last:
+        result["model_only_nchw_images_per_s"] = n / best["model_only_nchw"]
+        result["channels_last_speedup"] = best["model_only_nchw"] / best["model_only"]
     result["experiment"] = experiment_record(vars(args), script="benchmark_extraction")
     write_json(output, result)
     print(f"wrote {output}")
@@ -111,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['model_only_images_per_s']:.1f} images/s, pipeline "
           f"{result['pipeline_images_per_s']:.1f} images/s "
           f"({100 * result['pipeline_over_model_only']:.1f}%)")
+    if channels_last:
+        print(f"channels-last {result['model_only_images_per_s']:.1f} images/s against NCHW "
+              f"{result['model_only_nchw_images_per_s']:.1f} "
+              f"({result['channels_last_speedup']:.2f}x)")
     return 0
 
 

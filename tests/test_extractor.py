@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import http.server
 import importlib.util
@@ -24,6 +25,7 @@ from extractor import (
     load_store,
     resolve_weights,
 )
+from extractor.models import TorchFeatureModel
 from extractor.vit import VisionTransformer
 from helpers import load_image
 
@@ -179,6 +181,25 @@ def test_torchvision_model_from_a_local_weights_file(tmp_path):
     out = model([photos()["coffee"], photos()["chelsea"]])
     assert out.shape == (2, 2048)
     assert "resize_size=[256]" in model.info["transform"]  # torchvision's own preprocessing
+    # the CPU's channels-last path gives the plain module's features (float32 rounding)
+    assert model.channels_last
+    batch = torch.stack([model.transform(photos()[n]) for n in ("coffee", "chelsea")])
+    with torch.inference_mode():
+        plain = model.module.to(memory_format=torch.contiguous_format)(batch)
+    np.testing.assert_allclose(out, plain.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@needs_lite0
+def test_lite0_channels_last_features_equal_the_plain_module_s():
+    model = lite0()
+    assert model.channels_last
+    assert model.module.net._conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+    images = list(photos().values())[:4]
+    batch = torch.stack([model.transform(im) for im in images])
+    ours = model.forward(batch).numpy()
+    plain = TorchFeatureModel(copy.deepcopy(model.module).to(
+        memory_format=torch.contiguous_format), model.transform, 1280, "plain")
+    np.testing.assert_allclose(ours, plain.forward(batch).numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_dino_layout_and_descriptor(tmp_path):
