@@ -244,8 +244,9 @@ def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
     if x.ndim != 2 or len(x) != len(labels):
         raise ValueError(f"features {tuple(x.shape)} and {len(labels)} labels do not match")
     if not torch.isfinite(x).all():
-        raise ValueError(f"row {int((~torch.isfinite(x).all(1)).nonzero()[0])} of the "
-                         "features is not finite")
+        bad = (~torch.isfinite(x).all(1)).nonzero()[:, 0].tolist()
+        raise ValueError(f"{len(bad)} feature rows are not finite, the first row {bad[0]} "
+                         f"(source image {labels[bad[0]]!r}); describe those images again")
     _, codes = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)
     held = _split(codes, config.val_fraction, config.seed) if config.val_fraction else \
         np.zeros(len(codes), bool)

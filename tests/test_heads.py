@@ -126,6 +126,12 @@ def test_bad_configs():
     with pytest.raises(ValueError, match="do not fill one batch"):
         train_head(np.zeros((6, 3), np.float32), [0, 0, 1, 1, 2, 2], HeadConfig(),
                    "/nonexistent/never", show_progress=False)
+    broken = np.zeros((6, 3), np.float32)
+    broken[[3, 5], 1] = np.nan
+    with pytest.raises(ValueError, match="2 feature rows are not finite, the first row 3 "
+                                         r"\(source image 'b'\)"):
+        train_head(broken, list("aabbcc"), HeadConfig(), "/nonexistent/never",
+                   show_progress=False)
 
 
 def test_train_verifier_then_verify_pairs_with_the_head(tmp_path):
