@@ -218,6 +218,19 @@ def test_kmeans_finds_separated_blobs_like_scikit_learn():
         cl.cluster(x, "kmeans", "l1", n_clusters=[3])
 
 
+def _faiss_gpus() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+@pytest.mark.skipif(not _faiss_gpus(), reason="needs faiss-gpu and a GPU")
+def test_kmeans_on_the_gpu_finds_the_blobs_too():
+    x, truth = _blobs(n=300, spread=30.0, groups=5)
+    result = cl.cluster(x, "kmeans", "l2", n_clusters=[5], nredo=10, device="cuda")
+    assert _same_partition(truth, result.labels[0])
+
+
 def test_external_measures_against_scikit_learn_and_a_hand_count():
     from sklearn import metrics
 

@@ -639,3 +639,19 @@ def test_benchmark_search_quality_part(tmp_path):
     meets = [r for r in runs[1:] if r["recall"]["1"] >= 0.95 * exact["recall"]["1"]
              and r["queries_per_s"] >= 10 * exact["queries_per_s"]]
     assert quality["target_met"] == bool(meets)
+
+
+@pytest.mark.skipif(not _faiss_gpus(), reason="needs faiss-gpu and a GPU")
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat"])
+def test_gpu_index_equals_the_cpu_one(factory):
+    database, queries, _ = _set("cosine", n=600)
+    search_set = fs.load_search_set(database, queries)
+    cpu, _ = fs.prepare_index(search_set, factory, device="cpu")
+    gpu, _ = fs.prepare_index(search_set, factory, device="cuda")
+    if "IVF" in factory:  # every list probed: exact, whatever each device's k-means found
+        for index in (cpu, gpu):
+            index.set_params({"nprobe": 16})
+    d1, i1 = cpu.search(search_set.queries, 10)
+    d2, i2 = gpu.search(search_set.queries, 10)
+    assert fs.knn_intersection(i2, i1, 10) > 0.999
+    np.testing.assert_allclose(d1, d2, atol=1e-4)

@@ -265,6 +265,34 @@ class _KilledError(Exception):
     pass
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tiny_encoder_learns_on_cuda_with_mixed_precision_and_resumes(tmp_path, monkeypatch):
+    """The GPU path: autocast float16 with a gradient scaler, a checkpoint (scaler included)
+    that a CPU machine reads, and a killed run that resumes on the GPU."""
+    config = tiny_config(epochs=12, batch_size=8, val_data="sample", lr=0.003,
+                         optimizer="adam", warmup_epochs=1, head_dim=16, device="cuda")
+    assert config.amp
+    result = train(config, tmp_path / "run", show_progress=False)
+    val = [float(r["loss"]) for r in read_log(tmp_path / "run") if r["split"] == "val"]
+    assert result["steps"] == 12 and val[-1] < val[0] - 0.1, val
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_12.pt")
+    assert all(t.device.type == "cpu" for t in state["encoder"].values())
+    assert state["scaler"]["scale"] > 0  # the scaler was on, and is saved
+    real_save = train_module.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise _KilledError
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(_KilledError):
+        train(tiny_config(device="cuda"), tmp_path / "cut", show_progress=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    resumed = train(tiny_config(device="cuda", model=tiny_model(seed=9)), tmp_path / "cut",
+                    resume=True, show_progress=False)
+    assert resumed["steps"] == 4 and math.isfinite(resumed["train_loss"])
+
+
 @pytest.mark.parametrize("every, kill_after, accumulate", [(0, 1, 1), (1, 3, 1), (0, 1, 2)])
 def test_resumed_run_ends_equal_to_an_uninterrupted_one(tmp_path, monkeypatch, every,
                                                         kill_after, accumulate):

@@ -189,3 +189,16 @@ def test_resumed_and_finished_runs_report_their_whole_history(tmp_path):
         HeadConfig(margin=float("nan")).check()
     with pytest.raises(ValueError, match="warmup_epochs must be"):
         HeadConfig(warmup_epochs=-1).check()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_head_learns_on_cuda_and_is_used_on_cpu(tmp_path):
+    x, labels = clustered()
+    config = HeadConfig(dims=(8,), epochs=30, batch_size=40, lr=1e-2, val_fraction=0.2,
+                        device="cuda")
+    result = train_head(x, labels, config, tmp_path, method="toy", show_progress=False)
+    head = load_reducer(result["head"])  # read on the CPU
+    held = _split(labels, 0.2, 0)
+    raw = nearest_accuracy(x[held], labels[held])
+    learned = nearest_accuracy(head.transform(x)[held], labels[held])
+    assert learned > raw + 0.3, (raw, learned)

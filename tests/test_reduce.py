@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from scipy.linalg import subspace_angles
 from sklearn.decomposition import PCA
 from sklearn.random_projection import GaussianRandomProjection
@@ -265,3 +266,19 @@ def test_more_fitting_checks():
     q = with_quantizer(ae, data(), "uint8")
     np.testing.assert_array_equal(q.reduce(data()), ae.reduce(data()))
     assert q.name == "ae:3+uint8" and ae.quantizer is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_linear_autoencoder_trains_on_cuda_and_is_used_on_cpu(tmp_path):
+    """The GPU path of fit_reducer: the same subspace as PCA, a file that loads and runs on
+    a CPU machine."""
+    x = data(n=600, dim=10, seed=1)
+    ae = fit_reducer(x, "ae:3", epochs=150, batch_size=100, lr=1e-2, device="cuda",
+                     progress=False)
+    assert ae.info["losses"][-1] < 0.5 * ae.info["losses"][0]
+    weight = ae.network().weight.detach().cpu().numpy()
+    angles = np.degrees(subspace_angles(weight.T, PCA(3).fit(x).components_.T))
+    assert angles.max() < 5, angles
+    again = load_reducer(ae.save(tmp_path / "ae.pt"))
+    assert next(again.network().parameters()).device.type == "cpu"
+    np.testing.assert_allclose(again.transform(x), ae.transform(x), rtol=1e-5, atol=1e-5)
