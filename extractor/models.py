@@ -96,9 +96,9 @@ class TorchFeatureModel(FeatureModel):
         Autocast to float16 on CUDA (features are returned as float32).
     channels_last : bool
         On CPU, run the network on channels-last (NHWC) tensors: oneDNN's convolutions are
-        faster on them (EfficientNet-Lite0 36.6 against 44.5 ms per image, ResNet-50 259
-        against 356 ms on two cores; features equal to float32 rounding). For convolutional
-        networks; a module that reshapes with ``view`` may refuse such tensors.
+        faster on them (EfficientNet-Lite0 1.40x on two cores, measured by
+        ``scripts/benchmark_extraction.py``; features equal to float32 rounding). For
+        convolutional networks; a module that reshapes with ``view`` may refuse such tensors.
     """
 
     def __init__(self, module: nn.Module, transform: Callable, dim: int, name: str,
