@@ -10,11 +10,13 @@ exactly; each one loads back with ``extractor.get_model(name, weights=checkpoint
 
 `train_head(features, labels, HeadConfig(...), output)` trains a projection head on frozen
 features for pair verification (triplet or contrastive loss with mined hard negatives,
-pytorch-metric-learning's), with the same optimisers, schedule, log and atomic, resumable
-checkpoints; the head is saved as a reducer (`extractor.reduce`) that composes with the model.
+pytorch-metric-learning's), through the same loop (`run_loop`: optimisers, schedule, log,
+atomic, resumable checkpoints); the head is saved as a reducer (`extractor.reduce`) that
+composes with the model.
 """
 
 from finetuning.heads import HeadConfig, train_head
+from finetuning.loop import LoopResult, TrainingLog, latest_checkpoint, run_loop
 from finetuning.losses import LOSSES, gather, koleo_entropy, make_loss, nt_xent, sscd_loss
 from finetuning.model import (
     Encoder,
@@ -31,7 +33,7 @@ from finetuning.optim import (
     parameter_groups,
     warmup_cosine,
 )
-from finetuning.train import FinetuneConfig, latest_checkpoint, split_train_val, train
+from finetuning.train import FinetuneConfig, split_train_val, train
 from finetuning.views import (
     VIEW_KINDS,
     EpochSampler,
@@ -51,7 +53,9 @@ __all__ = [
     "FinetuneConfig",
     "HeadConfig",
     "InputSpec",
+    "LoopResult",
     "Trainable",
+    "TrainingLog",
     "TwoViews",
     "ViewMaker",
     "build_optimizer",
@@ -66,6 +70,7 @@ __all__ = [
     "make_loss",
     "nt_xent",
     "parameter_groups",
+    "run_loop",
     "save_checkpoint",
     "simclr_augmentation",
     "split_train_val",

@@ -6,9 +6,10 @@ carry their source image (an original and its attacked copies share a label) wit
 loss (margin alpha) or the contrastive pair loss, mining hard negatives in each batch; losses
 and miners are pytorch-metric-learning's. Batches hold ``per_source`` rows of each of
 ``batch_size / per_source`` source images, drawn with the seed of the epoch, so a resumed run
-repeats the batches it would have seen. The optimisers, the warm-up and cosine schedule and the
-``log.csv`` are the fine-tuning package's; a checkpoint is written atomically every epoch and
-``resume`` continues from the newest (bit for bit on CPU).
+repeats the batches it would have seen. The head is trained by the fine-tuning package's loop
+(`finetuning.loop.run_loop`, as encoders are): its optimisers, warm-up and cosine schedule,
+``log.csv``, progress bar, non-finite checks, atomic checkpoints every epoch, and ``resume``
+from the newest (bit for bit on CPU).
 
 The trained head is saved in the reducer file format (``head.pt``, kind ``head``): it plugs
 into the registry like any reducer, ``get_algorithm("sscd_distilled", reduce="head.pt")``.
@@ -20,7 +21,6 @@ reported: the result's ``collapsed`` says why.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,15 +30,16 @@ import torch
 
 from extractor.reduce import Reducer, ReducerSpec
 from extractor.reducer_nets import ReducerNet, network_state
+from finetuning.loop import TrainingLog, latest_checkpoint, run_loop
 from finetuning.optim import OPTIMIZERS, build_optimizer, warmup_cosine
-from helpers import atomic_path, get_logger, progress
+from helpers import atomic_path, get_logger
 from helpers.seeding import derive_seed
 
 logger = get_logger(__name__)
 
 LOSSES = ("triplet", "contrastive")
 MINERS = ("semihard", "hard", "all", "batch_hard", "none")
-HEAD_LOG_COLUMNS = ("split", "epoch", "step", "loss", "lr", "mined", "seconds")
+HEAD_LOG_COLUMNS = ("split", "epoch", "step", "loss", "lr", "mined", "rows_per_s", "seconds")
 
 
 @dataclass
@@ -195,13 +196,7 @@ def _checkpoint(path: Path, net: ReducerNet, optimizer, scheduler, epoch: int, s
     with atomic_path(path) as tmp:
         torch.save({"format": "image-similarity-lab/head-checkpoint-1", "net": net.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "epoch": epoch, "step": step, "config": asdict(config),
-                    "torch_rng": torch.get_rng_state()}, tmp)
-
-
-def _latest(folder: Path) -> Path | None:
-    found = sorted(folder.glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-    return found[-1] if found else None
+                    "epoch": epoch, "step": step, "config": asdict(config)}, tmp)
 
 
 def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
@@ -235,7 +230,6 @@ def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
     ValueError
         A bad config, too few sources for one batch, non-finite features.
     """
-    from finetuning.train import _Log
     from helpers import resolve_device
 
     config.check()
@@ -274,8 +268,8 @@ def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
     loss_fn, miner = make_loss_and_miner(config)
     folder = output / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    start_epoch, step = 0, 0
-    latest = _latest(folder) if resume else None
+    step = 0
+    latest = latest_checkpoint(output) if resume else None
     if latest is not None:
         state = torch.load(latest, map_location="cpu", weights_only=True)
         saved = {k: v for k, v in state["config"].items() if k != "device"}
@@ -289,57 +283,53 @@ def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        logger.info("resuming the head from %s (epoch %d)", latest.name, start_epoch)
-    log = _Log(output, step if latest is not None else None, True, HEAD_LOG_COLUMNS)
+        step = int(state["step"])
+        logger.info("resuming the head from %s (epoch %d)", latest.name, int(state["epoch"]))
+    start_epoch = step // steps_per_epoch
+    log = TrainingLog(output, step if latest is not None else None, True, HEAD_LOG_COLUMNS)
     losses, val_losses = _history(output / "log.csv", start_epoch)
     if latest is not None and start_epoch >= config.epochs:
         logger.info("%s had finished (%d epochs): nothing to train", output, start_epoch)
     xt = x.to(device)
-    started = time.perf_counter()
-    bar = progress(total=total, desc="training head", unit="step",
-                   disable=None if show_progress is None else not show_progress)
-    bar.update(step)
-    last = float("nan")
-    for epoch in range(start_epoch, config.epochs):
-        net.train()
-        total_loss, mined_total, count = 0.0, 0, 0
-        for batch in source_batches(codes[train_rows], config.batch_size, config.per_source,
-                                    config.seed, epoch):
-            rows = train_rows[batch]
-            target = torch.from_numpy(codes[rows]).to(device)
-            z = net.encode(xt[torch.from_numpy(rows).to(device)])
-            mined = miner(z, target) if miner is not None else None
-            loss = loss_fn(z, target, mined)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            step += 1
-            last = loss.item()
-            n_mined = int(len(mined[0])) if mined is not None else -1
-            total_loss += last
-            mined_total += max(n_mined, 0)
-            count += 1
-            log.row(split="train", epoch=epoch + 1, step=step, loss=last, lr=lr, mined=n_mined,
-                    seconds=time.perf_counter() - started)
-            bar.update(1)
-            bar.set_postfix(loss=f"{last:.4f}")
-        if not math.isfinite(last):
-            raise FloatingPointError(f"the head's loss became {last} at step {step}: lower the "
-                                     "learning rate")
-        losses.append(total_loss / max(count, 1))
-        if len(val_rows) and _validation_batch_size(codes, val_rows, config):
-            val_losses.append(_validation_loss(net, xt, codes, val_rows, config, loss_fn,
-                                               miner, epoch, device))
-            log.row(split="val", epoch=epoch + 1, step=step, loss=val_losses[-1], lr="",
-                    mined="", seconds=time.perf_counter() - started)
-        _checkpoint(folder / f"epoch_{epoch + 1}.pt", net, optimizer, scheduler, epoch + 1,
-                    step, config)
-    bar.close()
-    log.close()
+    train_codes = codes[train_rows]
+
+    def batches_of(epoch: int, skip: int) -> list[np.ndarray]:
+        return source_batches(train_codes, config.batch_size, config.per_source, config.seed,
+                              epoch)[skip:]
+
+    def loss_of(module: torch.nn.Module, batch: np.ndarray, autocast) -> tuple[torch.Tensor,
+                                                                             dict]:
+        rows = train_rows[batch]
+        target = torch.from_numpy(codes[rows]).to(device)
+        with autocast:
+            z = module.encode(xt[torch.from_numpy(rows).to(device)])
+        mined = miner(z, target) if miner is not None else None
+        return loss_fn(z, target, mined), {"mined": int(len(mined[0])) if mined is not None
+                                           else -1}
+
+    def validate(epoch: int) -> float | None:
+        if not (len(val_rows) and _validation_batch_size(codes, val_rows, config)):
+            return None
+        return _validation_loss(net, xt, codes, val_rows, config, loss_fn, miner, epoch,
+                                device)
+
+    def save(path: Path, epoch: int, at_step: int) -> Path:
+        _checkpoint(path, net, optimizer, scheduler, epoch, at_step, config)
+        return path
+
+    try:
+        done = run_loop(
+            model=net, net=net, optimizer=optimizer, scheduler=scheduler,
+            batches_of=batches_of, loss_of=loss_of, save=save, output=output, log=log,
+            steps_per_epoch=steps_per_epoch, total_steps=total, epochs=config.epochs,
+            start_step=step, seed=config.seed, validate=validate,
+            items_per_batch=config.batch_size, rate_name="rows_per_s",
+            description="training head", show_progress=show_progress)
+    finally:
+        log.close()
+    step = done.step
+    losses += [done.epoch_losses[e] for e in sorted(done.epoch_losses)]
+    val_losses += [done.val_losses[e] for e in sorted(done.val_losses)]
     net.eval().cpu()
     with torch.no_grad():
         embeddings = net.encode(x[val_rows if len(val_rows) else train_rows])
@@ -357,7 +347,7 @@ def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
             "train_losses": losses, "val_losses": val_losses, "collapsed": collapsed,
             "rows": int(len(x)), "sources": int(codes.max() + 1),
             "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
-            "seconds": time.perf_counter() - started}
+            "seconds": done.seconds}
 
 
 def _history(path: Path, epochs: int) -> tuple[list[float], list[float]]:

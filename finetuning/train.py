@@ -10,19 +10,17 @@ a run resumed from a checkpoint continues exactly as if it had not stopped (bit 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from finetuning.loop import TrainingLog, latest_checkpoint, mean_over_processes, run_loop
 from finetuning.losses import SSCD_ENTROPY_WEIGHT, make_loss
 from finetuning.model import (
     Encoder,
@@ -42,7 +40,7 @@ from finetuning.views import (
     input_spec,
     simclr_augmentation,
 )
-from helpers import get_logger, progress
+from helpers import get_logger
 from helpers.distributed import Distributed, distributed
 from helpers.seeding import derive_seed
 
@@ -180,85 +178,9 @@ def make_views(config: FinetuneConfig, encoder: Encoder) -> ViewMaker:
     return ViewMaker(spec, augmentation, attacks, prob, encoder.transform)
 
 
-class _Log:
-    """``log.csv`` rows (appended, flushed) and TensorBoard scalars when it is installed."""
-
-    def __init__(self, folder: Path, resume_step: int | None, enabled: bool,
-                 columns: tuple[str, ...] = LOG_COLUMNS):
-        self.enabled = enabled
-        self.columns = columns
-        self.path = folder / "log.csv"
-        self.writer = None
-        if not enabled:
-            return
-        rows: list[dict] = []
-        if resume_step is not None and self.path.is_file():
-            with open(self.path, newline="") as handle:
-                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= resume_step]
-        with open(self.path, "w", newline="") as handle:  # drops rows past the checkpoint
-            out = csv.DictWriter(handle, columns)
-            out.writeheader()
-            out.writerows(rows)
-        self.handle = open(self.path, "a", newline="")  # noqa: SIM115 (open for the run)
-        self.csv = csv.DictWriter(self.handle, columns)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            logger.info("TensorBoard is not installed: logging to %s only", self.path)
-        else:
-            # events after the checkpoint's step are dropped, as the CSV rows are
-            self.writer = SummaryWriter(str(folder / "tensorboard"),
-                                        purge_step=None if resume_step is None
-                                        else resume_step + 1)
-
-    def row(self, **values: Any) -> None:
-        if not self.enabled:
-            return
-        self.csv.writerow(values)
-        self.handle.flush()
-        if self.writer is not None:
-            split, step = values["split"], values["step"]
-            self.writer.add_scalar(f"loss/{split}", values["loss"], step)
-            if split == "train":
-                self.writer.add_scalar("lr", values["lr"], step)
-                if "images_per_s" in values:
-                    self.writer.add_scalar("images_per_s", values["images_per_s"], step)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.handle.close()
-            if self.writer is not None:
-                self.writer.close()
-
-
-def _mean_over_processes(value: torch.Tensor, world: int) -> float:
-    value = value.detach().float().clone()
-    if world > 1:
-        dist.all_reduce(value)
-        value /= world
-    return float(value)
-
-
 def _loader(dataset: TwoViews, sampler: EpochSampler, workers: int, pin: bool) -> DataLoader:
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin,
                       persistent_workers=False)
-
-
-def latest_checkpoint(output: str | Path) -> Path | None:
-    """The checkpoint of a run with the most optimiser steps (an epoch's before a mid-epoch
-    one of the same step), or None. Read from the files themselves: a run killed between
-    writing a checkpoint and anything else still resumes from it."""
-    best, best_key = None, None
-    for path in (Path(output) / "checkpoints").glob("*.pt"):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            key = (int(state["step"]), path.name.startswith("epoch_"))
-        except Exception as exc:  # a file that is not a whole checkpoint is not resumed from
-            logger.warning("ignoring %s: not a readable checkpoint (%s)", path, exc)
-            continue
-        if best_key is None or key > best_key:
-            best, best_key = path, key
-    return best
 
 
 def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
@@ -361,104 +283,54 @@ def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
         logger.info("resuming from %s (epoch %s, step %d)", start.name, state["epoch"], step)
     if process.is_main:
         (output / "checkpoints").mkdir(parents=True, exist_ok=True)
-    log = _Log(output, step if start is not None else None, process.is_main)
+    log = TrainingLog(output, step if start is not None else None, process.is_main,
+                      LOG_COLUMNS)
 
-    def checkpoint(name: str, epoch: int) -> None:
-        broken = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-        if broken:
-            raise FloatingPointError(f"parameter {broken[0]} (and {len(broken) - 1} more) "
-                                     f"holds NaN or infinite values at step {step}: not "
-                                     "saved; lower the learning rate or check --momentum")
-        if process.is_main:
-            path = save_checkpoint(
-                output / "checkpoints" / name, encoder, model, epoch=epoch, step=step,
-                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict(), config=config.record(), init=config.init,
-                start_weights=config.weights)
-            for older in path.parent.glob("step_*.pt"):
-                if older != path:
-                    older.unlink()  # only the newest mid-epoch checkpoint is kept
-            checkpoints.append(str(path))
-        if process.barrier is not None:
-            process.barrier()
-
-    images_per_batch = config.batch_size * world
-    bar = progress(total=total_steps, desc=f"fine-tuning {encoder.name}", unit="step",
-                   disable=(not process.is_main) or
-                   (None if show_progress is None else not show_progress))
-    bar.update(step)
-    last_loss = last_val = float("nan")
-    rate = float("nan")
-    started = time.perf_counter()
-    trained_images = 0
-    first_epoch = step // steps_per_epoch
-    for epoch in range(first_epoch, config.epochs):
-        if step >= total_steps:
-            break
-        done_in_epoch = step - epoch * steps_per_epoch
+    def batches_of(epoch: int, skip: int):
         sampler = EpochSampler(len(dataset), config.batch_size, world, rank, config.seed, epoch,
-                               skip=done_in_epoch * config.accumulate,
-                               limit=steps_per_epoch * config.accumulate)
+                               skip=skip, limit=steps_per_epoch * config.accumulate)
         dataset.set_epoch(epoch)
-        net.train()
-        micro, tick = 0, time.perf_counter()
-        for view_a, view_b, notes in _loader(dataset, sampler, config.workers, cuda):
-            for note in filter(None, "\n".join(notes).split("\n")):
-                dataset.note(*note.split("\t", 1))
-            # dropout and drop-connect draw from here: the same at a step whatever came before
-            torch.manual_seed(derive_seed(config.seed, rank, "step", step, micro) % 2**63)
-            x = torch.cat([view_a, view_b]).to(device, non_blocking=True)
-            last_micro = micro == config.accumulate - 1
-            sync = net.no_sync() if (world > 1 and not last_micro) else contextlib.nullcontext()
-            with sync:
-                with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                    z = net(x)
-                za, zb = z.float().chunk(2)
-                loss = loss_fn(za, zb)
-                scaler.scale(loss / config.accumulate).backward()
-            micro += 1
-            if not last_micro:
-                continue
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            current_lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            step += 1
-            micro = 0
-            now = time.perf_counter()
-            rate = images_per_batch * config.accumulate / max(now - tick, 1e-9)
-            tick = now
-            trained_images += images_per_batch * config.accumulate
-            last_loss = _mean_over_processes(loss, world)
-            if not math.isfinite(last_loss):
-                raise FloatingPointError(f"the loss became {last_loss} at step {step}: lower "
-                                         "the learning rate")
-            log.row(split="train", epoch=epoch + 1, step=step, loss=last_loss, lr=current_lr,
-                    images_per_s=rate, seconds=now - started)
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.1f}")
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and \
-                    step % steps_per_epoch:
-                checkpoint(f"step_{step}.pt", epoch)
-            if step >= total_steps:
-                break
-        epoch_done = step % steps_per_epoch == 0
-        if val_set is not None and epoch_done:
-            last_val = validation_loss(net, val_set, loss_fn, config, process)
-            if math.isfinite(last_val):
-                log.row(split="val", epoch=epoch + 1, step=step, loss=last_val, lr="",
-                        images_per_s="", seconds=time.perf_counter() - started)
-        checkpoint(f"epoch_{epoch + 1}.pt" if epoch_done else f"step_{step}.pt",
-                   epoch + 1 if epoch_done else epoch)
-    bar.close()
-    log.close()
+        return _loader(dataset, sampler, config.workers, cuda)
+
+    def loss_of(net: torch.nn.Module, batch, autocast) -> tuple[torch.Tensor, dict]:
+        view_a, view_b, notes = batch
+        for note in filter(None, "\n".join(notes).split("\n")):
+            dataset.note(*note.split("\t", 1))
+        x = torch.cat([view_a, view_b]).to(device, non_blocking=True)
+        with autocast:
+            z = net(x)
+        za, zb = z.float().chunk(2)
+        return loss_fn(za, zb), {}
+
+    def save(path: Path, epoch: int, at_step: int) -> Path:
+        return save_checkpoint(
+            path, encoder, model, epoch=epoch, step=at_step,
+            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict(), config=config.record(), init=config.init,
+            start_weights=config.weights)
+
+    try:
+        done = run_loop(
+            model=model, net=net, optimizer=optimizer, scheduler=scheduler,
+            batches_of=batches_of, loss_of=loss_of, save=save, output=output, log=log,
+            steps_per_epoch=steps_per_epoch, total_steps=total_steps, epochs=config.epochs,
+            start_step=step, seed=config.seed, accumulate=config.accumulate,
+            checkpoint_every=config.checkpoint_every,
+            validate=None if val_set is None else
+            lambda epoch: validation_loss(net, val_set, loss_fn, config, process),
+            scaler=scaler, use_amp=use_amp, rank=rank, world=world, is_main=process.is_main,
+            barrier=process.barrier, items_per_batch=config.batch_size * world,
+            description=f"fine-tuning {encoder.name}", show_progress=show_progress)
+    finally:
+        log.close()
+    step, checkpoints, trained_images = done.step, done.checkpoints, done.trained_items
+    last_loss, last_val = done.last_loss, done.last_val
     if start is not None and not trained_images:  # resumed a finished run: report it
         last_loss, last_val = _last_losses(output / "log.csv")
         logger.info("%s had finished (%d steps): nothing to do", output, step)
     checkpoints = checkpoints or sorted(str(p) for p in
                                         (output / "checkpoints").glob("epoch_*.pt"))
-    elapsed = time.perf_counter() - started
+    elapsed = done.seconds
     return {"steps": step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
             "global_batch": global_batch, "lr": lr, "warmup_steps": warmup,
             "train_loss": _finite(last_loss), "val_loss": _finite(last_val),
@@ -500,4 +372,4 @@ def validation_loss(net: torch.nn.Module, val_set: TwoViews, loss_fn, config: Fi
         total += loss_fn(*z.float().chunk(2)).cpu()
         count += 1
     module.train()
-    return _mean_over_processes(total / count, world)
+    return mean_over_processes(total / count, world)
