@@ -246,7 +246,9 @@ def run_benchmark(
         wall_seconds=time.perf_counter() - started,
         descriptors={label: (db_desc[label], concat_descriptors(kept[label]))
                      for label in labels} if keep_descriptors else None,
-        metrics={label: str(metrics.get(label) or db_desc[label].metric) for label in labels},
+        # the descriptors' own metric where they have one (it is what their distances used)
+        metrics={label: str(getattr(db_desc[label], "metric", None) or metrics.get(label))
+                 for label in labels},
     )
 
 

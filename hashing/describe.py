@@ -183,6 +183,8 @@ def describe_all(
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(methods, str):
+        raise TypeError(f"methods is a list of methods; for one, describe(items, {methods!r})")
     algorithms = [parse_algorithm(m) for m in methods]
     labels = [a.label for a in algorithms]
     if not labels:

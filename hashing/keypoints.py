@@ -204,28 +204,32 @@ def local_distances(queries: LocalDescriptors, database: LocalDescriptors,
 
 
 _CACHE_LOCK = threading.Lock()
-_CACHED: list = []  # [(weak reference to a database, device, budget, its _Matcher)]
+#: Matchers kept (one per database; a benchmark of several keypoint methods has one each).
+CACHED_MATCHERS = 8
+_CACHED: list = []  # [(weak reference to a database, device, budget, its _Matcher)], newest last
 
 
 def _matcher(database: LocalDescriptors, device: str, budget: int) -> _Matcher:
     """The matcher of ``database``, kept while that object lives: a benchmark matches batch
-    after batch of queries against one database, whose layout (padding, the kernel's word
-    blocks, the torch tensors) is made once."""
+    after batch of queries against one database per method, whose layout (padding, the
+    kernel's word blocks, the torch tensors: a copy of the database) is made once. The
+    database's arrays must not be changed in place while it is in use."""
     with _CACHE_LOCK:
-        if _CACHED:
-            ref, cached_device, cached_budget, matcher = _CACHED[0]
+        for entry in list(_CACHED):  # a copy: _forget may run in another thread
+            ref, cached_device, cached_budget, matcher = entry
             if ref() is database and (cached_device, cached_budget) == (device, budget) \
                     and matcher.kernel_wanted == _kernel_wanted(matcher.norm, device,
                                                                database.values.shape[2]):
                 return matcher
         matcher = _Matcher(database, device, budget)
-        _CACHED[:] = [(weakref.ref(database, _forget), device, budget, matcher)]
+        _CACHED.append((weakref.ref(database, _forget), device, budget, matcher))
+        del _CACHED[:-CACHED_MATCHERS]
         return matcher
 
 
 def _forget(ref: weakref.ref) -> None:
-    """Drop the cached matcher of a database that no longer exists (its memory with it)."""
-    _CACHED[:] = [entry for entry in _CACHED if entry[0] is not ref]
+    """Drop the cached matchers of a database that no longer exists (their memory with it)."""
+    _CACHED[:] = [entry for entry in list(_CACHED) if entry[0] is not ref]
 
 
 def _kernel_wanted(norm: str, device: str, length: int) -> tuple[bool, str, str]:

@@ -40,8 +40,9 @@ class ImageLoadError(Exception):
 def _wide_to_8bit(image: Image.Image) -> Image.Image:
     """Rescale a 16/32-bit or float gray image to 8 bits, keeping the relative levels."""
     array = np.asarray(image, dtype=np.float64)
-    if image.mode == "F":
-        peak = 1.0 if array.max(initial=0.0) <= 1.0 else 65535.0
+    if image.mode == "F":  # a [0, 1] image, an 8-bit one in floats, or a 16-bit one
+        top = array.max(initial=0.0)
+        peak = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
     else:
         peak = 65535.0 if array.max(initial=0) > 255 or image.mode.startswith("I;16") else 255.0
     array = np.clip(np.rint(array * (255.0 / peak)), 0, 255).astype(np.uint8)

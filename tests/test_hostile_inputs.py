@@ -552,8 +552,9 @@ def test_sixteen_bit_and_float_images_in_memory_describe_like_their_files(tmp_pa
     eight = Image.fromarray(gray).convert("RGB")
     wide = Image.fromarray(gray.astype(np.uint16) * 257)
     floats = Image.fromarray(gray.astype(np.float32) / 255)
-    assert (wide.mode, floats.mode) == ("I;16", "F")
+    floats_255 = Image.fromarray(gray.astype(np.float32))  # Image.fromarray(float array)
+    assert (wide.mode, floats.mode, floats_255.mode) == ("I;16", "F", "F")
     wide.save(tmp_path / "wide.png")
     for method in ("phash", "orb"):
-        found = describe([eight, wide, floats, tmp_path / "wide.png"], method)
-        assert np.array_equal(pairwise(found[:1], found), np.zeros((1, 4))), method
+        found = describe([eight, wide, floats, floats_255, tmp_path / "wide.png"], method)
+        assert np.array_equal(pairwise(found[:1], found), np.zeros((1, 5))), method

@@ -363,13 +363,20 @@ def test_matcher_is_made_once_per_database_and_not_kept_after_it(images):
     from hashing import keypoints
 
     found = get_algorithm("orb").describe(images)
-    database = found[:5]
+    latch = get_algorithm("latch").describe(images)
+    database, other = found[:5], latch[:5]
     first = pairwise(found[5:], database, device="cpu")
-    matcher = keypoints._CACHED[0][3]
+    matcher = keypoints._CACHED[-1][3]
+    # another method's database in between (a benchmark of several methods) evicts nothing
+    pairwise(latch[5:], other, device="cpu")
     second = pairwise(found[:3], database, device="cpu")
-    assert keypoints._CACHED[0][3] is matcher
+    mine = [entry for entry in keypoints._CACHED if entry[0]() is database]
+    assert len(mine) == 1 and mine[0][3] is matcher
     assert np.array_equal(second, pairwise(found[:3], found[:5], device="cpu"))
     assert np.array_equal(first, pairwise(found[5:], found[:5], device="cpu"))
-    del database
     gc.collect()
-    assert keypoints._CACHED == []  # every database used above is gone
+    assert any(entry[0]() is database for entry in keypoints._CACHED)
+    del database, mine
+    gc.collect()
+    assert all(entry[0]() is other for entry in keypoints._CACHED)
+    assert len(keypoints._CACHED) == 1
