@@ -192,11 +192,12 @@ def collapse_check(embeddings: torch.Tensor, last_loss: float, config: HeadConfi
 
 
 def _checkpoint(path: Path, net: ReducerNet, optimizer, scheduler, epoch: int, step: int,
-                config: HeadConfig) -> None:
+                config: HeadConfig) -> Path:
     with atomic_path(path) as tmp:
         torch.save({"format": "image-similarity-lab/head-checkpoint-1", "net": net.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "epoch": epoch, "step": step, "config": asdict(config)}, tmp)
+    return path
 
 
 def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
@@ -313,14 +314,12 @@ def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
         return _validation_loss(net, xt, codes, val_rows, config, loss_fn, miner, epoch,
                                 device)
 
-    def save(path: Path, epoch: int, at_step: int) -> Path:
-        _checkpoint(path, net, optimizer, scheduler, epoch, at_step, config)
-        return path
-
     try:
         done = run_loop(
             model=net, net=net, optimizer=optimizer, scheduler=scheduler,
-            batches_of=batches_of, loss_of=loss_of, save=save, output=output, log=log,
+            batches_of=batches_of, loss_of=loss_of, output=output, log=log,
+            save=lambda path, epoch, at_step: _checkpoint(path, net, optimizer, scheduler,
+                                                          epoch, at_step, config),
             steps_per_epoch=steps_per_epoch, total_steps=total, epochs=config.epochs,
             start_step=step, seed=config.seed, validate=validate,
             items_per_batch=config.batch_size, rate_name="rows_per_s",

@@ -266,7 +266,7 @@ def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = make_loss(config.loss, config.temperature, config.entropy_weight)
 
-    step, checkpoints = 0, []
+    step = 0
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     start = latest_checkpoint(output) if (resume or restarted) else None
     if (resume or restarted) and start is None:
@@ -323,18 +323,17 @@ def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
             description=f"fine-tuning {encoder.name}", show_progress=show_progress)
     finally:
         log.close()
-    step, checkpoints, trained_images = done.step, done.checkpoints, done.trained_items
+    step, trained_images = done.step, done.trained_items
     last_loss, last_val = done.last_loss, done.last_val
     if start is not None and not trained_images:  # resumed a finished run: report it
         last_loss, last_val = _last_losses(output / "log.csv")
         logger.info("%s had finished (%d steps): nothing to do", output, step)
-    checkpoints = checkpoints or sorted(str(p) for p in
-                                        (output / "checkpoints").glob("epoch_*.pt"))
-    elapsed = done.seconds
+    checkpoints = done.checkpoints or sorted(str(p) for p in
+                                             (output / "checkpoints").glob("epoch_*.pt"))
     return {"steps": step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
             "global_batch": global_batch, "lr": lr, "warmup_steps": warmup,
             "train_loss": _finite(last_loss), "val_loss": _finite(last_val),
-            "images_per_s": trained_images / elapsed if trained_images else None,
+            "images_per_s": trained_images / done.seconds if trained_images else None,
             "checkpoints": checkpoints, "train_images": len(dataset),
             "val_images": 0 if val_set is None else len(val_set),
             "unreadable": dict(dataset.bad), "model": encoder.name,

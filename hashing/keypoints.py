@@ -26,7 +26,6 @@ image against itself is then at a distance of about 1e-8 instead of 0).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -232,12 +231,13 @@ def _forget(ref: weakref.ref) -> None:
     _CACHED[:] = [entry for entry in list(_CACHED) if entry[0] is not ref]
 
 
-def _kernel_wanted(norm: str, device: str, length: int) -> tuple[bool, str, str]:
+def _kernel_wanted(norm: str, device: str, length: int) -> tuple[bool, bool, bool]:
     """What decides a matcher's path: the kernel applies, and the switches that turn it or
     its AVX-512 form off (tests flip them between calls)."""
+    from hashing import native
+
     return (norm == "hamming" and device == "cpu" and length <= 32,
-            os.environ.get("IMAGE_SIMILARITY_LAB_NO_NATIVE", ""),
-            os.environ.get("IMAGE_SIMILARITY_LAB_NO_SIMD", ""))
+            native.switched_off(native.NO_NATIVE), native.switched_off(native.NO_SIMD))
 
 
 class _Matcher:

@@ -124,15 +124,15 @@ def neighbours(queries: Any, database: Any, k: int = 5, device: str = "auto") ->
     d_ids = np.asarray(database.ids if database.ids is not None
                        else [str(i) for i in range(len(database))], dtype=object)
     n_query, kk = index.shape
-    finite = np.isfinite(dist).ravel()
-    alone = q_ids[~np.isfinite(dist).any(axis=1)]
+    finite = np.isfinite(dist)
+    alone = q_ids[~finite.any(axis=1)]
     if len(alone):
         logger.warning("%d of %d queries have no neighbour at a finite distance (no keypoint, "
                        "or fewer than the cutoff): %s", len(alone), n_query,
                        ", ".join(map(str, alone[:5])) + (" ..." if len(alone) > 5 else ""))
     return pd.DataFrame({
-        "query_id": np.repeat(q_ids, kk)[finite],
-        "rank": np.tile(np.arange(1, kk + 1), n_query)[finite],
-        "neighbour_id": d_ids[index.ravel()][finite],
-        "distance": dist.ravel()[finite],
+        "query_id": np.repeat(q_ids, kk)[finite.ravel()],
+        "rank": np.tile(np.arange(1, kk + 1), n_query)[finite.ravel()],
+        "neighbour_id": d_ids[index[finite]],
+        "distance": dist[finite],
     }).reset_index(drop=True)

@@ -34,9 +34,17 @@ logger = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("jensenshannon.c")
 _KEYPOINTS = Path(__file__).with_name("keypoints.c")
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared"]
+#: Environment switches: set (to anything but 0) to use the NumPy/torch paths only, or the
+#: keypoint kernel's portable loop rather than its AVX-512 form.
+NO_NATIVE, NO_SIMD = "IMAGE_SIMILARITY_LAB_NO_NATIVE", "IMAGE_SIMILARITY_LAB_NO_SIMD"
 _LOCK = threading.Lock()
 _LOADED: dict[str, ctypes.CDLL | None] = {}
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
+
+
+def switched_off(name: str) -> bool:
+    """Whether the environment switch ``name`` (`NO_NATIVE`, `NO_SIMD`) is set."""
+    return os.environ.get(name, "") not in ("", "0")
 
 
 def cache_dir() -> Path:
@@ -101,7 +109,7 @@ def _kernel(source: Path, setup, what: str) -> ctypes.CDLL | None:
         if name in _LOADED:
             return _LOADED[name]
         lib = None
-        if os.environ.get("IMAGE_SIMILARITY_LAB_NO_NATIVE", "") in ("", "0"):
+        if not switched_off(NO_NATIVE):
             try:
                 lib = ctypes.CDLL(str(_build(source)))
                 setup(lib)
@@ -170,7 +178,7 @@ def keypoint_simd(lib: ctypes.CDLL) -> bool:
     """Whether the keypoint kernel ``lib`` has its AVX-512 VPOPCNTDQ form
     (`local_hamming_min_t`) and may use it: compiled for such a CPU, and
     ``IMAGE_SIMILARITY_LAB_NO_SIMD`` unset (tests set it to exercise the portable loop)."""
-    if os.environ.get("IMAGE_SIMILARITY_LAB_NO_SIMD", "") not in ("", "0"):
+    if switched_off(NO_SIMD):
         return False
     return bool(lib.local_hamming_simd())
 

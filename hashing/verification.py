@@ -308,22 +308,23 @@ def pair_distances_many(pairs: PairSet, methods: Sequence[Any], device: str = "a
         sides.append(np.array(index, int))
     described = describe_all(items, methods, batch_size=batch_size, on_error="skip",
                              show_progress=show_progress)
+    # every item is named by its position ("#k"): the rows that came back (the same for every
+    # method: one decode) say which were read
+    first = next(iter(described.values()))
+    where = np.full(len(items), -1)
+    where[[int(i[1:]) for i in first.ids]] = np.arange(len(first))
+    a, b = where[sides[0]], where[sides[1]]
+    ok = (a >= 0) & (b >= 0)
+    if not ok.all():
+        log.warning("%d of %d pairs have an image that could not be read (%s): their distance "
+                    "is NaN", int((~ok).sum()), len(pairs),
+                    "; ".join(f"{p}: {r}" for _, p, r in first.bad[:3]))
     out = {}
     for label, found in described.items():
-        # every item is named by its position ("#k"): the rows that came back say which
-        # were read
-        where = np.full(len(items), -1)
-        where[[int(i[1:]) for i in found.ids]] = np.arange(len(found))
-        a, b = where[sides[0]], where[sides[1]]
-        ok = (a >= 0) & (b >= 0)
         distances = np.full(len(pairs), np.nan, np.float32)
         if ok.any():
             distances[ok] = pair_distances(found[a[ok]], found[b[ok]], device)
         out[label] = distances
-    if not ok.all():
-        log.warning("%d of %d pairs have an image that could not be read (%s): their distance "
-                    "is NaN", int((~ok).sum()), len(pairs),
-                    "; ".join(f"{p}: {r}" for _, p, r in found.bad[:3]))
     return out
 
 

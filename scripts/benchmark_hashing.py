@@ -95,21 +95,21 @@ def bench_js(n_query: int, n_db: int, dim: int) -> dict:
     out = {"shape": [n_query, n_db, dim], "scipy_seconds": base}
     compiled = native.js_kernel() is not None  # compiles once, outside the timing
     paths = {"compiled_kernel": compiled, "torch": True}
-    saved = os.environ.get("IMAGE_SIMILARITY_LAB_NO_NATIVE")
+    saved = os.environ.get(native.NO_NATIVE)
     for path, available in paths.items():
         if not available:
             out[path] = None
             continue
-        os.environ["IMAGE_SIMILARITY_LAB_NO_NATIVE"] = "0" if path == "compiled_kernel" else "1"
+        os.environ[native.NO_NATIVE] = "0" if path == "compiled_kernel" else "1"
         native.reset()
         pairwise(q[:2], d[:2], "jensenshannon", "cpu")  # warm-up
         seconds, ours = timed(lambda: pairwise(q, d, "jensenshannon", "cpu"), repeat=5)
         out[path] = {"seconds": seconds, "speedup": base / seconds,
                      "max_abs_difference": float(np.abs(ours - ref).max())}
     if saved is None:
-        os.environ.pop("IMAGE_SIMILARITY_LAB_NO_NATIVE")
+        os.environ.pop(native.NO_NATIVE)
     else:
-        os.environ["IMAGE_SIMILARITY_LAB_NO_NATIVE"] = saved
+        os.environ[native.NO_NATIVE] = saved
     native.reset()
     best = out["compiled_kernel"] or out["torch"]
     out.update({"ours_seconds": best["seconds"], "speedup": best["speedup"],
@@ -192,22 +192,22 @@ def bench_keypoints(images, n_query: int, n_db: int, n_features: int,
                                np.allclose(reference, ours, rtol=1e-6, atol=1e-7)),
     }
     if simd:  # the kernel's portable loop, as on a CPU without AVX-512 VPOPCNTDQ
-        os.environ["IMAGE_SIMILARITY_LAB_NO_SIMD"] = "1"
+        os.environ[native.NO_SIMD] = "1"
         try:
             portable = time_repeated(lambda: pairwise(queries, database, device="cpu"),
                                      repeats=repeats, warmup=1)
         finally:
-            del os.environ["IMAGE_SIMILARITY_LAB_NO_SIMD"]
+            del os.environ[native.NO_SIMD]
         out["portable_kernel_seconds"] = portable.as_dict()
         out["portable_kernel_same"] = bool(np.array_equal(portable.result, ours))
     if compiled and database.norm == "hamming":  # the torch path, as without a compiler
-        os.environ["IMAGE_SIMILARITY_LAB_NO_NATIVE"] = "1"
+        os.environ[native.NO_NATIVE] = "1"
         native.reset()
         try:
             torch_path = time_repeated(lambda: pairwise(queries, database, device="cpu"),
                                        repeats=repeats, warmup=1)
         finally:
-            del os.environ["IMAGE_SIMILARITY_LAB_NO_NATIVE"]
+            del os.environ[native.NO_NATIVE]
             native.reset()
         out["torch_path_seconds"] = torch_path.as_dict()
         out["torch_path_same"] = bool(np.allclose(torch_path.result, ours, rtol=0, atol=0))
