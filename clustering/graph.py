@@ -10,6 +10,7 @@ Distances of 0 between distinct rows (exact duplicates) are stored as explicit z
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,8 +38,9 @@ def _flat_index(points: Points, device: str):
     return index
 
 
-#: Edges whose distances are recomputed per NumPy call.
+#: Edges whose distances are recomputed per NumPy call, or per call of the compiled kernel.
 _EDGE_BLOCK = 16384
+_KERNEL_BLOCK = 1 << 17
 #: Metrics whose distances never exceed 1 (a larger radius takes everything).
 _BOUNDED = ("hamming", "cosine", "jensenshannon")
 
@@ -51,9 +53,42 @@ def exact_edge_distances(points: Points, rows: np.ndarray, cols: np.ndarray,
     gives an exact duplicate a distance of about 1e-7 (cosine) or more (l2 of long vectors):
     threshold 0 would not join duplicates, nor would DBSCAN with a tiny eps. Pairwise
     recomputation gives them 0, as a dense matrix does. Hamming and Jensen-Shannon distances
-    from Faiss are already exact."""
+    from Faiss are already exact.
+
+    The compiled kernel (``hashing/pairs.c``, in threads over blocks of edges) does it in one
+    pass over each edge's two rows; without a C compiler, NumPy does it in blocks (30x
+    slower at 512 dimensions: ``scripts/benchmark_clustering.py --parts edges``)."""
     if points.binary or points.metric == "jensenshannon" or not len(rows):
         return dist
+    from hashing import native
+
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    cols = np.ascontiguousarray(cols, dtype=np.int64)
+    lib = native.pair_kernel()
+    if lib is None:
+        return _edge_distances_numpy(points, rows, cols)
+    x = np.ascontiguousarray(points.values, dtype=np.float32)
+    scale = points.inverse_norms() if points.metric == "cosine" else None
+    out = np.empty(len(rows), np.float32)
+
+    def block(start: int) -> None:
+        stop = start + _KERNEL_BLOCK
+        native.pair_distances(lib, x, rows[start:stop], cols[start:stop], points.metric,
+                              scale, out[start:stop])
+
+    starts = range(0, len(rows), _KERNEL_BLOCK)
+    if len(starts) == 1:
+        block(0)
+    else:  # ctypes releases the GIL: the blocks run on all cores
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(len(starts), os.cpu_count() or 1)) as pool:
+            list(pool.map(block, starts))
+    return out
+
+
+def _edge_distances_numpy(points: Points, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """`exact_edge_distances` without the compiled kernel."""
     out = np.empty(len(rows), np.float32)
     x = points.values
     for start in range(0, len(rows), _EDGE_BLOCK):

@@ -66,6 +66,17 @@ class Points:
         return Points(np.ascontiguousarray(self.values[index]), self.metric, self.n_bits,
                       [self.ids[i] for i in index], records, self.method)
 
+    def inverse_norms(self) -> np.ndarray:
+        """(N,) float64 ``1 / |row|`` of float features, computed once and kept."""
+        cached = self.__dict__.get("_inverse_norms")
+        if cached is None or len(cached) != len(self.values):
+            norms = np.sqrt(np.einsum("ij,ij->i", self.values, self.values,
+                                      dtype=np.float64))
+            with np.errstate(divide="ignore"):
+                cached = 1.0 / norms
+            self.__dict__["_inverse_norms"] = cached
+        return cached
+
     def bits(self) -> np.ndarray:
         """Codes unpacked to (N, n_bits) uint8 zeros and ones (only the true bits)."""
         if not self.binary:

@@ -5,7 +5,9 @@ a chain of torch element-wise operations is bound by memory traffic and by its
 general-purpose ``log``. A small fused C loop (``hashing/jensenshannon.c``) that the compiler
 vectorises is an order of magnitude faster on CPU (``scripts/benchmark_hashing.py``). The
 keypoint matcher (``hashing/keypoints.c``) fuses xor, popcount and the minimum over each
-database image's descriptors, so no (descriptors x descriptors) matrix is ever written.
+database image's descriptors, so no (descriptors x descriptors) matrix is ever written. The
+pair kernel (``hashing/pairs.c``) recomputes the distances of a neighbour graph's edges from
+their two rows in one pass each (``clustering.graph``).
 
 The shared library is compiled once per machine and source version into a cache folder
 (``$IMAGE_SIMILARITY_LAB_CACHE`` or ``~/.cache/image_similarity_lab``) and loaded with
@@ -33,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("jensenshannon.c")
 _KEYPOINTS = Path(__file__).with_name("keypoints.c")
+_PAIRS = Path(__file__).with_name("pairs.c")
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared"]
 #: Environment switches: set (to anything but 0) to use the NumPy/torch paths only, or the
 #: keypoint kernel's portable loop rather than its AVX-512 form.
@@ -208,6 +211,44 @@ def local_hamming_min_t(lib: ctypes.CDLL, q: np.ndarray, qskip: np.ndarray, grou
     lib.local_hamming_min_t(q.ctypes.data, qskip.ctypes.data, q.shape[0], group,
                             dt.ctypes.data, counts.ctypes.data, dt.shape[0], dt.shape[1],
                             out.ctypes.data, out.strides[0] // 4)
+
+
+def _setup_pairs(lib: ctypes.CDLL) -> None:
+    pointer, long = ctypes.c_void_p, ctypes.c_long
+    lib.pair_distances.argtypes = [pointer, long, pointer, pointer, long, ctypes.c_int,
+                                   pointer, pointer]
+    lib.pair_distances.restype = None
+
+
+def pair_kernel() -> ctypes.CDLL | None:
+    """The compiled kernel that recomputes the distances of listed row pairs
+    (``hashing/pairs.c``), or ``None`` when it cannot be built."""
+    return _kernel(_PAIRS, _setup_pairs, "pair distance")
+
+
+#: Metric codes of `pair_distances`.
+PAIR_METRICS = {"l2": 0, "l1": 1, "cosine": 2}
+
+
+def pair_distances(lib: ctypes.CDLL, x: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                   metric: str, scale: np.ndarray | None, out: np.ndarray) -> None:
+    """Fill ``out`` (m,) float32 with the float64 distances between rows ``rows[e]`` and
+    ``cols[e]`` (int64) of ``x`` (N, dim) float32 in ``metric`` (`PAIR_METRICS`); cosine
+    needs ``scale`` (N,) float64, the rows' inverse norms. See ``hashing/pairs.c``."""
+    for array in (x, rows, cols, out):
+        assert array.flags.c_contiguous
+    assert x.dtype == np.float32 and x.ndim == 2 and out.dtype == np.float32
+    assert rows.dtype == cols.dtype == np.int64 and len(rows) == len(cols) == len(out)
+    if len(rows) and not (min(rows.min(), cols.min()) >= 0
+                          and max(rows.max(), cols.max()) < len(x)):
+        raise IndexError(f"pair rows outside the {len(x)} rows")  # the kernel would crash
+    code = PAIR_METRICS[metric]
+    if code == 2:
+        assert scale is not None and scale.dtype == np.float64 and scale.shape == (len(x),)
+        assert scale.flags.c_contiguous
+    lib.pair_distances(x.ctypes.data, x.shape[1], rows.ctypes.data, cols.ctypes.data,
+                       len(rows), code, None if scale is None else scale.ctypes.data,
+                       out.ctypes.data)
 
 
 def reset() -> None:

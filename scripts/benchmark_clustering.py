@@ -10,6 +10,10 @@ Parts (--parts, all by default):
               labelled synthetic blobs): each method in a fresh process, its time and peak RSS
               (target: <= 4 GB for every method but the dense-matrix linkages); a method still
               running after --scale-timeout seconds is reported as such.
+  edges       the exact distances of --edge-count neighbour-graph edges (random pairs of the
+              scale part's rows, sorted by first row as a graph's are) recomputed by the
+              compiled kernel (hashing/pairs.c) against the NumPy path, cosine and l2: the
+              step that decides every graph method's edges at their thresholds.
   imagededup  --dedup-originals originals and their attacked copies written as files: our
               find_duplicates grouping (dhash, sscd_distilled) against imagededup's
               find_duplicates (PHash, DHash, WHash; its CNN where its weights load), each at its
@@ -22,6 +26,7 @@ Examples
 python scripts/benchmark_clustering.py --parts quality --features bsds500_copies/dhash \\
     bsds500_copies/sscd_distilled
 python scripts/benchmark_clustering.py --parts scale --scale-rows 50000
+python scripts/benchmark_clustering.py --parts edges --edge-count 2000000
 """
 
 from __future__ import annotations
@@ -67,8 +72,9 @@ SCALE_METHODS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", default=["quality", "scale", "imagededup"],
-                        choices=["quality", "scale", "imagededup"])
+    parser.add_argument("--parts", nargs="+",
+                        default=["quality", "scale", "edges", "imagededup"],
+                        choices=["quality", "scale", "edges", "imagededup"])
     parser.add_argument("--features", nargs="*", default=[], metavar="STORE",
                         help="ground-truth stores of the quality part")
     parser.add_argument("--features-dir", default=None)
@@ -85,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scale-methods", nargs="+", default=list(SCALE_METHODS),
                         choices=list(SCALE_METHODS))
     parser.add_argument("--scale-timeout", type=float, default=1800)
+    parser.add_argument("--edge-count", type=int, default=2_000_000,
+                        help="edges of the edges part")
     parser.add_argument("--dedup-originals", type=int, default=100,
                         help="BSDS500 originals of the imagededup part (x 58 copies)")
     parser.add_argument("--dedup-dataset", default="bsds500")
@@ -239,6 +247,43 @@ def scale(args) -> dict[str, Any]:
     return out
 
 
+# --- edges -------------------------------------------------------------------------------
+
+def edges(args) -> dict[str, Any]:
+    """Time the edge-distance kernel against the NumPy path on the same edges."""
+    from clustering.graph import _edge_distances_numpy, exact_edge_distances
+    from clustering.points import Points
+    from hashing import native
+
+    points = _scale_points(args)
+    rng = np.random.default_rng(args.seed)
+    rows = np.sort(rng.integers(0, len(points), args.edge_count))
+    cols = rng.integers(0, len(points), args.edge_count)
+    out: dict[str, Any] = {"rows": len(points), "dim": points.values.shape[1],
+                           "edges": args.edge_count, "data": args.scale_store or "synthetic",
+                           "threads": available_cpus(),
+                           "kernel": native.pair_kernel() is not None, "runs": []}
+    if not out["kernel"]:
+        out["skipped"] = "no compiled kernel (no C compiler, or IMAGE_SIMILARITY_LAB_NO_NATIVE)"
+        return out
+    for metric in ("cosine", "l2"):
+        p = Points(points.values, metric, None, points.ids)
+        faiss_d = np.zeros(len(rows), np.float32)  # what the recomputation replaces
+        exact_edge_distances(p, rows[:10], cols[:10], faiss_d[:10])  # compile, norms
+        start = time.perf_counter()
+        ours = exact_edge_distances(p, rows, cols, faiss_d)
+        kernel_s = time.perf_counter() - start
+        start = time.perf_counter()
+        baseline = _edge_distances_numpy(p, rows, cols)
+        numpy_s = time.perf_counter() - start
+        run = {"metric": metric, "kernel_s": kernel_s, "numpy_s": numpy_s,
+               "speedup": numpy_s / kernel_s,
+               "max_abs_difference": float(np.abs(ours - baseline).max())}
+        print(f"  {json.dumps(run)}", flush=True)
+        out["runs"].append(run)
+    return out
+
+
 # --- imagededup --------------------------------------------------------------------------
 
 def _write_copies(args, folder: Path) -> list:
@@ -368,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                                                            script="benchmark_clustering")}
     for part in args.parts:
         print(f"{part}...", flush=True)
-        out[part] = {"quality": quality, "scale": scale, "imagededup": dedup}[part](args)
+        out[part] = {"quality": quality, "scale": scale, "edges": edges,
+                     "imagededup": dedup}[part](args)
         write_json(args.output, out)  # each finished part is kept
     print(f"wrote {args.output}")
     return 0

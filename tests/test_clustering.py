@@ -463,6 +463,63 @@ def test_review_cases_exact_duplicates_padding_and_radius():
                       min_samples=2).n_clusters() == [1]
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def edge_path(request, monkeypatch):
+    """Run a test once with the compiled pair kernel (hashing/pairs.c), once with NumPy."""
+    from hashing import native
+
+    monkeypatch.setenv("IMAGE_SIMILARITY_LAB_NO_NATIVE", "0" if request.param == "compiled"
+                       else "1")
+    native.reset()
+    if request.param == "compiled" and native.pair_kernel() is None:
+        pytest.skip("no C compiler here: the compiled pair kernel cannot be built")
+    yield request.param
+    native.reset()
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "l1"])
+def test_edge_distances_equal_scipy_pair_by_pair(edge_path, metric, monkeypatch):
+    from clustering import graph
+
+    monkeypatch.setattr(graph, "_KERNEL_BLOCK", 64)  # several blocks, run in threads
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(60, 37)) * 50).astype(np.float32)
+    x[7] = x[3]  # an exact duplicate
+    x[8] = x[3] * 4  # the same direction: cosine 0, l2 and l1 not
+    rows = np.sort(rng.integers(0, 60, 500))
+    cols = rng.integers(0, 60, 500)
+    rows[:3], cols[:3] = [3, 7, 3], [7, 3, 8]
+    points = cl.as_points(x, metric)
+    got = graph.exact_edge_distances(points, rows, cols, np.zeros(500, np.float32))
+    scipy_name = {"cosine": "cosine", "l2": "euclidean", "l1": "cityblock"}[metric]
+    x64 = x.astype(np.float64)
+    expected = np.array([cdist(x64[[r]], x64[[c]], scipy_name)[0, 0]
+                         for r, c in zip(rows, cols, strict=True)])
+    if metric == "cosine":
+        expected /= 2  # hashing.distances' scale: (1 - cos) / 2
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12)
+    assert got[0] == got[1] == 0  # exactly, not Faiss's rounding
+    assert (got[2] == 0) == (metric == "cosine")
+    if edge_path == "compiled":
+        with pytest.raises(IndexError, match="outside the 60 rows"):
+            graph.exact_edge_distances(points, np.array([0]), np.array([60]),
+                                       np.zeros(1, np.float32))
+
+
+def test_benchmark_clustering_edges_part(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(REPO / "scripts" / "benchmark_clustering.py"), "--parts",
+               "edges", "--scale-rows", "300", "--scale-dim", "16", "--edge-count", "5000",
+               "--output", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())["edges"]
+    if not data["kernel"]:
+        pytest.skip("no C compiler here: the compiled pair kernel cannot be built")
+    assert [r["metric"] for r in data["runs"]] == ["cosine", "l2"]
+    assert all(r["max_abs_difference"] < 1e-5 and r["kernel_s"] > 0 for r in data["runs"])
+
+
 @pytest.mark.parametrize("metric", ["cosine", "hamming"])
 def test_connectivity_heights_are_in_our_metric(metric):
     """On a complete connectivity graph, connectivity-constrained single linkage is plain
