@@ -67,14 +67,15 @@ class Points:
                       [self.ids[i] for i in index], records, self.method)
 
     def inverse_norms(self) -> np.ndarray:
-        """(N,) float64 ``1 / |row|`` of float features, computed once and kept."""
-        cached = self.__dict__.get("_inverse_norms")
-        if cached is None or len(cached) != len(self.values):
+        """(N,) float64 ``1 / |row|`` of float features, computed once for these values and
+        kept."""
+        key, cached = self.__dict__.get("_inverse_norms", (None, None))
+        if key is not self.values:
             norms = np.sqrt(np.einsum("ij,ij->i", self.values, self.values,
                                       dtype=np.float64))
             with np.errstate(divide="ignore"):
                 cached = 1.0 / norms
-            self.__dict__["_inverse_norms"] = cached
+            self.__dict__["_inverse_norms"] = (self.values, cached)
         return cached
 
     def bits(self) -> np.ndarray:
