@@ -482,7 +482,8 @@ def _pca(points: Points, components: int, notes: list[str]) -> Points:
     metric = points.metric if points.metric != "jensenshannon" else "l2"
     if metric != points.metric:
         notes.append("Jensen-Shannon does not apply to projections: l2 used after PCA")
-    return Points(values, metric, None, points.ids, points.records, points.method)
+    return Points(values, metric, None, points.ids, points.records, points.method,
+                  points.made)
 
 
 # --- k-means and duplicates --------------------------------------------------------------

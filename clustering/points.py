@@ -36,6 +36,9 @@ class Points:
     records : tuple of ImageRecord, or None
     method : str or None
         The method that made the rows.
+    made : dict or None
+        How the store's attacked images were made on the fly (``seed``, ``options``: font,
+        background), from its metadata: galleries make them again from their sources.
     """
 
     values: np.ndarray
@@ -44,6 +47,7 @@ class Points:
     ids: list[str]
     records: tuple | None = None
     method: str | None = None
+    made: dict | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -64,7 +68,7 @@ class Points:
         records = (tuple(self.records[i] for i in index) if self.records is not None
                    else None)
         return Points(np.ascontiguousarray(self.values[index]), self.metric, self.n_bits,
-                      [self.ids[i] for i in index], records, self.method)
+                      [self.ids[i] for i in index], records, self.method, self.made)
 
     def inverse_norms(self) -> np.ndarray:
         """(N,) float64 ``1 / |row|`` of float features, computed once for these values and
@@ -113,12 +117,14 @@ def as_points(features: Any, metric: str | None = None,
         raise TypeError(f"{features.method or 'these descriptors'}: several descriptors per "
                         "image (crop_resistant, keypoint methods) have no single row to "
                         "cluster; use a method with one descriptor per image")
+    made = None
     if isinstance(features, np.ndarray):
         features = _from_array(features, metric, n_bits)
     elif not isinstance(features, BinaryCodes | FloatFeatures):
-        from fast_search import open_descriptors
+        from fast_search import open_described
 
-        features = open_descriptors(features, root, "features")
+        features, meta = open_described(features, root, "features")
+        made = made_from(meta)
     if isinstance(features, BinaryCodes):
         if metric not in (None, "hamming"):
             raise ValueError(f"binary codes ({features.method or 'codes'}) are compared with "
@@ -160,7 +166,17 @@ def as_points(features: Any, metric: str | None = None,
         seen: set[str] = set()
         repeated = next(i for i in ids if i in seen or seen.add(i))
         raise ValueError(f"image id {repeated!r} appears twice; ids must be unique")
-    return Points(np.asarray(values), use, bits, ids, features.records, features.method)
+    return Points(np.asarray(values), use, bits, ids, features.records, features.method, made)
+
+
+def made_from(meta: dict) -> dict | None:
+    """The seed and attack options of a store's images made on the fly (``search_stores.py``
+    writes them under ``copies`` or ``protocol``), or ``None``."""
+    for key in ("copies", "protocol"):
+        entry = meta.get(key)
+        if isinstance(entry, dict) and "seed" in entry:
+            return {"seed": int(entry["seed"]), "options": dict(entry.get("options") or {})}
+    return None
 
 
 def _from_array(array: np.ndarray, metric: str | None, n_bits: int | None
@@ -204,5 +220,6 @@ def concat_points(parts: list[Points]) -> Points:
         raise ValueError(f"image id {repeated!r} is in two of the inputs")
     records = (tuple(r for p in parts for r in p.records)
                if all(p.records is not None for p in parts) else None)
+    made = {repr(p.made): p.made for p in parts if p.made is not None}
     return Points(np.concatenate([p.values for p in parts]), first.metric, first.n_bits, ids,
-                  records, first.method)
+                  records, first.method, next(iter(made.values())) if len(made) == 1 else None)

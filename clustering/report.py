@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -227,18 +228,42 @@ def _plot_sizes(names: list[str], sizes: list[np.ndarray], folder: Path) -> list
     return save_figure(fig, folder, "cluster_sizes")
 
 
-def _load(record: Any):
-    from helpers import load_image
+def image_loader(records: Sequence[Any] | None, made: dict | None):
+    """A function giving a record's image for a gallery (a thumbnail), or ``None``.
 
-    path = getattr(record, "path", None)
-    if path is None or not Path(path).is_file():
-        return None
-    try:
-        image = load_image(path)
-    except (OSError, ValueError):
-        return None
-    image.thumbnail((192, 192))
-    return image
+    An image on disk is read. An attacked copy made on the fly and never written (a store of
+    ``search_stores.py``: no path, an ``attack_id`` and a ``source_id``) is made again: its
+    attack, parsed from the id with the store's options, applied to its source's file with the
+    store's seed, which gives the same pixels as when its features were extracted (randomness
+    comes from the seed, the source and the attack). The source must be among ``records`` (a
+    copies store holds its originals)."""
+    from generator import apply_attack, parse_attack_id
+    from helpers import ImageLoadError, load_image
+
+    sources = {r.image_id: r for r in records or () if r.path is not None and r.attack_id is None}
+
+    def load(record: Any):
+        path = getattr(record, "path", None)
+        try:
+            if path is not None:
+                if not Path(path).is_file():
+                    return None
+                image = load_image(path)
+            else:
+                source = sources.get(getattr(record, "source_id", None))
+                if made is None or source is None or not getattr(record, "attack_id", None) \
+                        or not Path(source.path).is_file():
+                    return None
+                attack = parse_attack_id(record.attack_id, **made.get("options", {}))
+                image = apply_attack(attack, load_image(source.path), made["seed"],
+                                     source.image_id)
+        except (OSError, ValueError, ImageLoadError) as error:
+            logger.warning("gallery: %s not shown (%s)", record.image_id, error)
+            return None
+        image.thumbnail((192, 192))
+        return image
+
+    return load
 
 
 def plot_galleries(result: Clustering, entry: dict[str, Any], folder: str | Path,
@@ -257,6 +282,7 @@ def plot_galleries(result: Clustering, entry: dict[str, Any], folder: str | Path
         table = table[table["size"] > 1]
     table = table.sort_values("size", ascending=False, kind="stable").head(count)
     index = {image_id: i for i, image_id in enumerate(result.ids)}
+    load = image_loader(result.records, points.made if points is not None else None)
     rng = np.random.default_rng(seed)
     written: list[Path] = []
     for _, row in table.iterrows():
@@ -284,7 +310,7 @@ def plot_galleries(result: Clustering, entry: dict[str, Any], folder: str | Path
                 ax = axes[r, c]
                 ax.axis("off")
                 if c < len(chosen):
-                    image = _load(result.records[int(chosen[c])])
+                    image = load(result.records[int(chosen[c])])
                     if image is not None:
                         ax.imshow(np.asarray(image))
                     else:

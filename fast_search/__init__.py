@@ -8,7 +8,14 @@ with exact search, micro-AP, range precision / recall, time, memory and the Pare
 `write_search` writes ``search.json``, ``search.csv`` and the figures.
 """
 
-from fast_search.data import Part, SearchSet, load_search_set, open_descriptors, synthetic_part
+from fast_search.data import (
+    Part,
+    SearchSet,
+    load_search_set,
+    open_described,
+    open_descriptors,
+    synthetic_part,
+)
 from fast_search.evaluate import (
     knn_intersection,
     micro_ap,
@@ -51,6 +58,7 @@ __all__ = [
     "knn_intersection",
     "load_index",
     "load_search_set",
+    "open_described",
     "open_descriptors",
     "micro_ap",
     "prepare_index",

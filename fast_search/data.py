@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,7 @@ class SearchSet:
 class _Loaded:
     name: str
     descriptors: Any  # BinaryCodes or FloatFeatures
+    meta: dict = field(default_factory=dict)  # the store's metadata, if a store
 
 
 def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
@@ -235,7 +236,7 @@ def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
                         "per image (crop_resistant, keypoint methods), which a Faiss index "
                         "cannot hold; use hashing.nearest or hashing.neighbours")
     if hasattr(source, "features") and hasattr(source, "meta"):  # an extractor FeatureStore
-        return _Loaded(str(source.meta.get("model")), _from_store(source))
+        return _Loaded(str(source.meta.get("model")), _from_store(source), dict(source.meta))
     if not isinstance(source, str | os.PathLike):
         raise TypeError(f"{role}: expected a store ('dataset/method'), a .npy path or "
                         f"descriptors, got a {type(source).__name__}")
@@ -260,7 +261,8 @@ def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
     except FileNotFoundError:
         load_descriptors(dataset, method, store_root)  # raises, listing the stores there
         raise
-    return _Loaded(str(store_paths(dataset, method, store_root)[0]), _from_store(store, method))
+    return _Loaded(str(store_paths(dataset, method, store_root)[0]), _from_store(store, method),
+                   dict(store.meta))
 
 
 def open_descriptors(source: Any, root: str | os.PathLike | None = None,
@@ -275,6 +277,15 @@ def open_descriptors(source: Any, root: str | os.PathLike | None = None,
         Naming ``role`` and what was given (multi-codes have no single row per image).
     """
     return _open(source, root, role).descriptors
+
+
+def open_described(source: Any, root: str | os.PathLike | None = None,
+                   role: str = "features") -> tuple[BinaryCodes | FloatFeatures, dict]:
+    """`open_descriptors` and the store's metadata (``{}`` for a descriptor object): how its
+    rows were made, e.g. ``copies`` / ``protocol`` (the seed and options of the attacked
+    images made on the fly, which lets a gallery make them again)."""
+    loaded = _open(source, root, role)
+    return loaded.descriptors, loaded.meta
 
 
 def _from_store(store: Any, method: str | None = None) -> BinaryCodes | FloatFeatures:

@@ -72,14 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(args.features_dir)
         prefix = args.prefix or args.dataset.split(":")[-1].strip("/").replace("/", "_")
         check_name(f"{prefix}_queries", "--prefix")
-        attacks, seed, _ = attacks_from_args(args)
+        attacks, seed, options = attacks_from_args(args)
         dataset = load_dataset(args.dataset, args.data_root)
         command = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
         if args.copies:
             copies = attacked_images(dataset.records, attacks, seed)
             stores = [(f"{prefix}_copies", list(dataset.records) + list(copies))]
             meta = {"copies": {"dataset": args.dataset, "originals": len(dataset.records),
-                               "seed": seed, "attacks": [a.id for a in attacks]},
+                               "seed": seed, "options": options,
+                               "attacks": [a.id for a in attacks]},
                     "command": command}
         else:
             protocol = study_protocol(dataset.records, attacks, args.n_experimental,
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "n_experimental": args.n_experimental,
                                  "n_control": args.n_control, "n_attacked": args.n_attacked,
                                  "split_seed": args.split_seed, "seed": seed,
-                                 "attacks": [a.id for a in attacks]},
+                                 "options": options, "attacks": [a.id for a in attacks]},
                     "command": command}
         root = Path(args.features_dir)
         name, _, text = args.method.partition(":")

@@ -364,6 +364,40 @@ def test_cluster_script_writes_results(tmp_path, monkeypatch):
     assert l1.returncode != 0 and "--eps is required" in l1.stderr
 
 
+def test_galleries_make_on_the_fly_copies_again(tmp_path):
+    """A copies store of search_stores.py holds no file of its attacked images: galleries make
+    each one again from its source with the store's seed, the pixels its features came from."""
+    from clustering.report import image_loader
+    from generator import AttackedImage, parse_attack_id
+
+    root = tmp_path / "features"
+    command = [sys.executable, str(REPO / "scripts" / "search_stores.py"), "--dataset",
+               "sample", "--method", "dhash", "--copies", "--attacks", "gaussian_noise_0.05",
+               "rotation_10_and_rescaling", "--seed", "7", "--features-dir", str(root),
+               "--log-level", "WARNING"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    points = cl.as_points("sample_copies/dhash", root=root)
+    assert points.made == {"seed": 7, "options": {}}
+    assert points.take([0, 1]).made == points.made
+    sources = {r.image_id: r for r in points.records if r.attack_id is None}
+    copies = [r for r in points.records if r.attack_id is not None][:4]
+    assert copies and all(r.path is None for r in copies)
+    load = image_loader(points.records, points.made)
+    wrong_seed = image_loader(points.records, {"seed": 8, "options": {}})
+    for record in copies:
+        expected = AttackedImage(record, sources[record.source_id],
+                                 parse_attack_id(record.attack_id), 7).load()
+        expected.thumbnail((192, 192))
+        np.testing.assert_array_equal(np.asarray(load(record)), np.asarray(expected))
+        if record.attack_id.startswith("gaussian_noise"):  # random: the seed matters
+            assert not np.array_equal(np.asarray(wrong_seed(record)), np.asarray(expected))
+    # without the store's seed, or without the source among the records: nothing to show
+    assert image_loader(points.records, None)(copies[0]) is None
+    assert image_loader([copies[0]], points.made)(copies[0]) is None
+    assert load(sources[copies[0].source_id]) is not None  # an original: its file
+
+
 def test_threshold_from_a_digest_is_its_operating_point(tmp_path):
     import pandas as pd
 
