@@ -10,13 +10,12 @@ Distances of 0 between distinct rows (exact duplicates) are stored as explicit z
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 import scipy.sparse as sp
 
 from clustering.points import Points
-from helpers import progress
+from helpers import available_cpus, progress
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ def exact_edge_distances(points: Points, rows: np.ndarray, cols: np.ndarray,
     from Faiss are already exact.
 
     The compiled kernel (``hashing/pairs.c``, in threads over blocks of edges) does it in one
-    pass over each edge's two rows; without a C compiler, NumPy does it in blocks (30x
+    pass over each edge's two rows; without a C compiler, NumPy does it in blocks (11-14x
     slower at 512 dimensions: ``scripts/benchmark_clustering.py --parts edges``)."""
     if points.binary or points.metric == "jensenshannon" or not len(rows):
         return dist
@@ -82,7 +81,7 @@ def exact_edge_distances(points: Points, rows: np.ndarray, cols: np.ndarray,
     else:  # ctypes releases the GIL: the blocks run on all cores
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(min(len(starts), os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(min(len(starts), available_cpus())) as pool:
             list(pool.map(block, starts))
     return out
 

@@ -616,8 +616,8 @@ def cluster(features: Any, method: str, metric: str | None = None, *,
     points = features if isinstance(features, Points) else as_points(features, metric, root)
     if isinstance(features, Points) and metric not in (None, points.metric):
         points = as_points(points.descriptors(), metric)
-        points.ids, points.records, points.method = (features.ids, features.records,
-                                                     features.method)
+        points.ids, points.records, points.method, points.made = (
+            features.ids, features.records, features.method, features.made)
     notes: list[str] = []
     start = time.perf_counter()
     settings, labels, tree = _METHODS[method](points, **params, device=device,

@@ -37,8 +37,10 @@ class Points:
     method : str or None
         The method that made the rows.
     made : dict or None
-        How the store's attacked images were made on the fly (``seed``, ``options``: font,
-        background), from its metadata: galleries make them again from their sources.
+        How the store's attacked images were made on the fly, from its metadata: ``seed``,
+        ``options`` (font, background; ``None`` when the store did not record them) and
+        ``sources_are_originals`` (``None`` when unknown). Galleries make them again from
+        their sources.
     """
 
     values: np.ndarray
@@ -170,12 +172,17 @@ def as_points(features: Any, metric: str | None = None,
 
 
 def made_from(meta: dict) -> dict | None:
-    """The seed and attack options of a store's images made on the fly (``search_stores.py``
-    writes them under ``copies`` or ``protocol``), or ``None``."""
+    """How a store's images were made on the fly (``search_stores.py`` writes it under
+    ``copies`` or ``protocol``), or ``None``: the seed, the attack options (``None`` when not
+    recorded: stores written before they were, whose options are unknown) and whether every
+    source was an original (``None`` when not recorded)."""
     for key in ("copies", "protocol"):
         entry = meta.get(key)
         if isinstance(entry, dict) and "seed" in entry:
-            return {"seed": int(entry["seed"]), "options": dict(entry.get("options") or {})}
+            options = entry.get("options")
+            return {"seed": int(entry["seed"]),
+                    "options": dict(options) if isinstance(options, dict) else None,
+                    "sources_are_originals": entry.get("sources_are_originals")}
     return None
 
 

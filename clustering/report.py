@@ -236,31 +236,50 @@ def image_loader(records: Sequence[Any] | None, made: dict | None):
     attack, parsed from the id with the store's options, applied to its source's file with the
     store's seed, which gives the same pixels as when its features were extracted (randomness
     comes from the seed, the source and the attack). The source must be among ``records`` (a
-    copies store holds its originals)."""
+    copies store holds its originals; a ``_queries`` store alone does not). Not made again,
+    shown as missing: an id ``a+b`` unless the store says every source was an original (it
+    could be ``b`` made on a written copy ``a``), and a text or overlay attack when the store
+    did not record its font or background."""
+    import functools
+
     from generator import apply_attack, parse_attack_id
     from helpers import ImageLoadError, load_image
 
     sources = {r.image_id: r for r in records or () if r.path is not None and r.attack_id is None}
+    source_image = functools.lru_cache(maxsize=4)(load_image)  # copies of one source in a row
+    reported: set[str] = set()
+
+    def remade(record: Any):
+        source = sources.get(getattr(record, "source_id", None))
+        attack_id = getattr(record, "attack_id", None)
+        if made is None or source is None or not attack_id:
+            return None
+        if "+" in attack_id and made.get("sources_are_originals") is not True:
+            return None
+        options = made.get("options")
+        attack = parse_attack_id(attack_id, **(options or {}))
+        if options is None and any(s.family in ("text", "overlay") for s in attack.steps):
+            return None  # its font or background is unknown
+        image = source_image(str(source.path))
+        out = apply_attack(attack, image, made["seed"], source.image_id)
+        return out.copy() if out is image else out  # thumbnail() must not shrink the cache
 
     def load(record: Any):
         path = getattr(record, "path", None)
         try:
-            if path is not None:
-                if not Path(path).is_file():
-                    return None
+            if path is None:
+                image = remade(record)
+            elif Path(path).is_file():
                 image = load_image(path)
             else:
-                source = sources.get(getattr(record, "source_id", None))
-                if made is None or source is None or not getattr(record, "attack_id", None) \
-                        or not Path(source.path).is_file():
-                    return None
-                attack = parse_attack_id(record.attack_id, **made.get("options", {}))
-                image = apply_attack(attack, load_image(source.path), made["seed"],
-                                     source.image_id)
+                image = None
         except (OSError, ValueError, ImageLoadError) as error:
-            logger.warning("gallery: %s not shown (%s)", record.image_id, error)
+            if str(error) not in reported:
+                reported.add(str(error))
+                logger.warning("gallery: %s not shown (%s)", record.image_id, error)
             return None
-        image.thumbnail((192, 192))
+        if image is not None:
+            image.thumbnail((192, 192))
         return image
 
     return load

@@ -63,6 +63,22 @@ def attacks_from_args(args: argparse.Namespace) -> tuple[list[AnyAttack], int, d
     return attacks, seed, options
 
 
+def resolved_options(attacks: list[AnyAttack], options: dict[str, Any]) -> dict[str, str]:
+    """The options the chosen attacks run with, defaults resolved: what a store records so
+    that its images made on the fly can be made again elsewhere (the default font depends on
+    the machine: Impact where installed, else DejaVu Sans Bold)."""
+    from generator.attacks import default_background
+    from generator.text import default_font_path
+
+    used = {step.family for attack in attacks for step in attack.steps}
+    out = {key: str(value) for key, value in options.items()}
+    if "text" in used:
+        out.setdefault("font", default_font_path())
+    if "overlay" in used:
+        out.setdefault("background", default_background())
+    return out
+
+
 def check_attack_options(attacks: list[AnyAttack], options: dict[str, Any]) -> None:
     """The font and background files the chosen attacks will use open now, not on the first
     image of a long run.

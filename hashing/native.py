@@ -235,17 +235,20 @@ def pair_distances(lib: ctypes.CDLL, x: np.ndarray, rows: np.ndarray, cols: np.n
     """Fill ``out`` (m,) float32 with the float64 distances between rows ``rows[e]`` and
     ``cols[e]`` (int64) of ``x`` (N, dim) float32 in ``metric`` (`PAIR_METRICS`); cosine
     needs ``scale`` (N,) float64, the rows' inverse norms. See ``hashing/pairs.c``."""
-    for array in (x, rows, cols, out):
-        assert array.flags.c_contiguous
-    assert x.dtype == np.float32 and x.ndim == 2 and out.dtype == np.float32
-    assert rows.dtype == cols.dtype == np.int64 and len(rows) == len(cols) == len(out)
+    # checked with raise, not assert: the kernel reads raw memory
+    if not all(a.flags.c_contiguous for a in (x, rows, cols, out)) or x.ndim != 2 \
+            or x.dtype != np.float32 or out.dtype != np.float32 \
+            or rows.dtype != np.int64 or cols.dtype != np.int64 \
+            or not len(rows) == len(cols) == len(out):
+        raise TypeError("pair_distances takes C-contiguous float32 rows and out, int64 row "
+                        "and column arrays of out's length")
     if len(rows) and not (min(rows.min(), cols.min()) >= 0
                           and max(rows.max(), cols.max()) < len(x)):
         raise IndexError(f"pair rows outside the {len(x)} rows")  # the kernel would crash
     code = PAIR_METRICS[metric]
-    if code == 2:
-        assert scale is not None and scale.dtype == np.float64 and scale.shape == (len(x),)
-        assert scale.flags.c_contiguous
+    if code == 2 and (scale is None or scale.dtype != np.float64 or scale.shape != (len(x),)
+                      or not scale.flags.c_contiguous):
+        raise TypeError("cosine pair distances need the rows' inverse norms (N,) float64")
     lib.pair_distances(x.ctypes.data, x.shape[1], rows.ctypes.data, cols.ctypes.data,
                        len(rows), code, None if scale is None else scale.ctypes.data,
                        out.ctypes.data)

@@ -30,7 +30,7 @@ from data_retrieval import load_dataset
 from data_retrieval.cli import add_data_root_argument
 from extractor.store import default_features_dir
 from generator import attacked_images
-from generator.cli import add_attack_arguments, attacks_from_args
+from generator.cli import add_attack_arguments, attacks_from_args, resolved_options
 from hashing.benchmark import study_protocol
 from helpers import available_cpus, check_name, get_logger, parse_key_values, setup_logging
 from helpers.cli import fail, run_script
@@ -74,13 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         check_name(f"{prefix}_queries", "--prefix")
         attacks, seed, options = attacks_from_args(args)
         dataset = load_dataset(args.dataset, args.data_root)
+        # what a gallery needs to make the images again: the options with their defaults
+        # resolved, and whether every source is an original (then an id a+b is one composed
+        # attack, not b made on a copy a)
+        made = {"seed": seed, "options": resolved_options(attacks, options),
+                "sources_are_originals": all(r.attack_id is None for r in dataset.records)}
         command = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
         if args.copies:
             copies = attacked_images(dataset.records, attacks, seed)
             stores = [(f"{prefix}_copies", list(dataset.records) + list(copies))]
             meta = {"copies": {"dataset": args.dataset, "originals": len(dataset.records),
-                               "seed": seed, "options": options,
-                               "attacks": [a.id for a in attacks]},
+                               **made, "attacks": [a.id for a in attacks]},
                     "command": command}
         else:
             protocol = study_protocol(dataset.records, attacks, args.n_experimental,
@@ -90,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             meta = {"protocol": {"dataset": args.dataset,
                                  "n_experimental": args.n_experimental,
                                  "n_control": args.n_control, "n_attacked": args.n_attacked,
-                                 "split_seed": args.split_seed, "seed": seed,
-                                 "options": options, "attacks": [a.id for a in attacks]},
+                                 "split_seed": args.split_seed, **made,
+                                 "attacks": [a.id for a in attacks]},
                     "command": command}
         root = Path(args.features_dir)
         name, _, text = args.method.partition(":")

@@ -367,24 +367,30 @@ def test_cluster_script_writes_results(tmp_path, monkeypatch):
 def test_galleries_make_on_the_fly_copies_again(tmp_path):
     """A copies store of search_stores.py holds no file of its attacked images: galleries make
     each one again from its source with the store's seed, the pixels its features came from."""
+    from clustering.points import made_from
     from clustering.report import image_loader
     from generator import AttackedImage, parse_attack_id
+    from generator.text import default_font_path
 
     root = tmp_path / "features"
     command = [sys.executable, str(REPO / "scripts" / "search_stores.py"), "--dataset",
                "sample", "--method", "dhash", "--copies", "--attacks", "gaussian_noise_0.05",
-               "rotation_10_and_rescaling", "--seed", "7", "--features-dir", str(root),
+               "rotation_10_and_rescaling", "text_length_10", "--seed", "7", "--features-dir", str(root),
                "--log-level", "WARNING"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     points = cl.as_points("sample_copies/dhash", root=root)
-    assert points.made == {"seed": 7, "options": {}}
+    # the default font recorded as resolved here (it depends on the machine)
+    assert points.made == {"seed": 7, "options": {"font": default_font_path()},
+                           "sources_are_originals": True}
     assert points.take([0, 1]).made == points.made
     sources = {r.image_id: r for r in points.records if r.attack_id is None}
-    copies = [r for r in points.records if r.attack_id is not None][:4]
+    copies = list({r.attack_id: r for r in reversed(points.records)
+                   if r.attack_id is not None}.values())  # one of each attack
+    assert len(copies) == 3
     assert copies and all(r.path is None for r in copies)
     load = image_loader(points.records, points.made)
-    wrong_seed = image_loader(points.records, {"seed": 8, "options": {}})
+    wrong_seed = image_loader(points.records, {**points.made, "seed": 8})
     for record in copies:
         expected = AttackedImage(record, sources[record.source_id],
                                  parse_attack_id(record.attack_id), 7).load()
@@ -396,6 +402,28 @@ def test_galleries_make_on_the_fly_copies_again(tmp_path):
     assert image_loader(points.records, None)(copies[0]) is None
     assert image_loader([copies[0]], points.made)(copies[0]) is None
     assert load(sources[copies[0].source_id]) is not None  # an original: its file
+
+    # an id a+b is one composed attack only when every source was an original (else it can
+    # be b made on a written copy a); text needs the recorded font
+    from data_retrieval import ImageRecord
+    from generator import compose
+
+    source = sources[copies[0].source_id]
+    composed = compose(parse_attack_id("gaussian_noise_0.05"), parse_attack_id("text_length_10"))
+    record = ImageRecord(f"{source.image_id}_{composed.id}", None, source_id=source.image_id,
+                         attack_id=composed.id)
+    assert "+" in record.attack_id
+    expected = AttackedImage(record, source, composed, 7).load()
+    expected.thumbnail((192, 192))
+    recorded = {"seed": 7, "options": {"font": default_font_path()},
+                "sources_are_originals": True}
+    np.testing.assert_array_equal(np.asarray(image_loader(points.records, recorded)(record)),
+                                  np.asarray(expected))
+    for unknown in ({**recorded, "sources_are_originals": None},  # a chain, perhaps
+                    {**recorded, "options": None}):  # which font?
+        assert image_loader(points.records, unknown)(record) is None
+    assert made_from({"copies": {"seed": 3}}) == {  # a store from before options were kept
+        "seed": 3, "options": None, "sources_are_originals": None}
 
 
 def test_threshold_from_a_digest_is_its_operating_point(tmp_path):
