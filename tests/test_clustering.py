@@ -4,6 +4,7 @@ HDBSCAN, k-means and measures on dense matrices, NumPy brute force, hand-made ex
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -105,9 +106,14 @@ def test_hierarchical_refusals_and_memory_budget():
     with pytest.raises(ValueError, match="needs n_clusters or distance_threshold"):
         cl.cluster(x, "hierarchical", "l2", linkage="single")
     need = cl.condensed_bytes(100)
-    with pytest.raises(MemoryError, match="at most 70 rows fit") as info:
+    assert need == 8 * 4950  # 100 x 99 / 2 float64 distances
+    # the matrix and one block of distances in the making (all 100 x 100 here, 32 bytes each)
+    assert cl.linkage_bytes(100) == need + 32 * 100 * 100
+    with pytest.raises(MemoryError, match=r"at most (\d+) rows fit") as info:
         cl.cluster(x, "hierarchical", "l2", linkage="average", n_clusters=[3],
                    max_memory=need / 2)
+    fit = int(re.search(r"at most (\d+) rows fit", str(info.value)).group(1))
+    assert cl.linkage_bytes(fit) <= need / 2 < cl.linkage_bytes(fit + 1)
     assert "connectivity" in str(info.value)
     with pytest.raises(MemoryError, match="distance lookup takes about"):
         cl.cluster(x, "hierarchical", "l2", linkage="average", n_clusters=[3],
@@ -375,8 +381,8 @@ def test_galleries_make_on_the_fly_copies_again(tmp_path):
     root = tmp_path / "features"
     command = [sys.executable, str(REPO / "scripts" / "search_stores.py"), "--dataset",
                "sample", "--method", "dhash", "--copies", "--attacks", "gaussian_noise_0.05",
-               "rotation_10_and_rescaling", "text_length_10", "--seed", "7", "--features-dir", str(root),
-               "--log-level", "WARNING"]
+               "rotation_10_and_rescaling", "text_length_10", "--seed", "7", "--features-dir",
+               str(root), "--log-level", "WARNING"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     points = cl.as_points("sample_copies/dhash", root=root)
