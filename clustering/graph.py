@@ -55,7 +55,7 @@ def exact_edge_distances(points: Points, rows: np.ndarray, cols: np.ndarray,
     from Faiss are already exact.
 
     The compiled kernel (``hashing/pairs.c``, in threads over blocks of edges) does it in one
-    pass over each edge's two rows; without a C compiler, NumPy does it in blocks (11-14x
+    pass over each edge's two rows; without a C compiler, NumPy does it in blocks (21-28x
     slower at 512 dimensions: ``scripts/benchmark_clustering.py --parts edges``)."""
     if points.binary or points.metric == "jensenshannon" or not len(rows):
         return dist

@@ -3,7 +3,7 @@
 Nothing here knows about attacks, hashes or models.
 """
 
-from helpers.device import available_cpus, resolve_device
+from helpers.device import available_cpus, available_memory, resolve_device
 from helpers.distributed import Distributed, distributed
 from helpers.download import DownloadError, download_file
 from helpers.experiment import (
@@ -58,6 +58,7 @@ __all__ = [
     "time_repeated",
     "atomic_path",
     "available_cpus",
+    "available_memory",
     "atomic_write",
     "derive_seed",
     "download_file",

@@ -1,4 +1,4 @@
-"""Device choice for torch code."""
+"""Device choice for torch code, and what the machine offers (cores, memory)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,22 @@ def available_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can take now without swapping (Linux's MemAvailable,
+    else the free physical pages), or ``None`` where the OS does not say."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def resolve_device(device: str = "auto") -> str:

@@ -41,6 +41,7 @@ from clustering.points import FLOAT_METRICS, Points, concat_points
 from clustering.report import evaluate, write_clustering
 from extractor.store import default_features_dir
 from helpers import (
+    available_memory,
     check_name,
     get_logger,
     now_iso,
@@ -110,7 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run = parser.add_argument_group("run")
     run.add_argument("--max-memory", default=None, metavar="SIZE",
                      help="refuse, before starting, a method whose distance matrix or graph "
-                          "would exceed SIZE (500MB, 4GB)")
+                          "would exceed SIZE (500MB, 4GB; default: 80%% of the memory "
+                          "available when the run starts)")
     run.add_argument("--device", default="auto",
                      help="auto (GPU where faiss-gpu sees one), cpu or cuda")
     run.add_argument("--no-attributes", action="store_true",
@@ -199,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         try:
             max_memory = parse_size(args.max_memory)
+            if max_memory is None and (free := available_memory()) is not None:
+                max_memory = 0.8 * free  # refused now rather than killed by the OS later
+                logger.info("--max-memory: %.1f GB (80%% of the memory available)",
+                            max_memory / 1e9)
             root = Path(args.features_dir) if args.features_dir else default_features_dir()
             points = concat_points([load_points(f, root, args.metric)
                                     for f in args.features])

@@ -432,6 +432,26 @@ def test_galleries_make_on_the_fly_copies_again(tmp_path):
         "seed": 3, "options": None, "sources_are_originals": None}
 
 
+def test_cluster_script_budget_defaults_to_the_memory_available(tmp_path, monkeypatch,
+                                                                  capsys):
+    from tests.conftest import load_script
+
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "Results"))
+    root = tmp_path / "features"
+    _copies_store(root)
+    script = load_script("cluster")
+    # 12 rows: the condensed matrix and its block take 8 x 66 + 32 x 144 = 5,136 bytes
+    monkeypatch.setattr(script, "available_memory", lambda: 5000)  # 80%: 4,000 bytes
+    argv = ["--features", "copies/m", "--features-dir", str(root), "--method",
+            "hierarchical", "--linkage", "average", "--n-clusters", "3", "--no-figures"]
+    assert script.main([*argv, "--name", "a"]) != 0
+    assert "over the budget of 0.00 GB; at most" in capsys.readouterr().err
+    monkeypatch.setattr(script, "available_memory", lambda: 10_000)  # 8,000 bytes: fits
+    assert script.main([*argv, "--name", "b"]) == 0
+    monkeypatch.setattr(script, "available_memory", lambda: 5000)
+    assert script.main([*argv, "--name", "c", "--max-memory", "1MB"]) == 0  # given: used
+
+
 def test_threshold_from_a_digest_is_its_operating_point(tmp_path):
     import pandas as pd
 
