@@ -240,13 +240,10 @@ def image_loader(records: Sequence[Any] | None, made: dict | None):
     shown as missing: an id ``a+b`` unless the store says every source was an original (it
     could be ``b`` made on a written copy ``a``), and a text or overlay attack when the store
     did not record its font or background."""
-    import functools
-
-    from generator import apply_attack, parse_attack_id
+    from generator import AttackedImage, parse_attack_id
     from helpers import ImageLoadError, load_image
 
     sources = {r.image_id: r for r in records or () if r.path is not None and r.attack_id is None}
-    source_image = functools.lru_cache(maxsize=4)(load_image)  # copies of one source in a row
     reported: set[str] = set()
 
     def remade(record: Any):
@@ -260,9 +257,9 @@ def image_loader(records: Sequence[Any] | None, made: dict | None):
         attack = parse_attack_id(attack_id, **(options or {}))
         if options is None and any(s.family in ("text", "overlay") for s in attack.steps):
             return None  # its font or background is unknown
-        image = source_image(str(source.path))
-        out = apply_attack(attack, image, made["seed"], source.image_id)
-        return out.copy() if out is image else out  # thumbnail() must not shrink the cache
+        # as extraction made it (the source decoded once for its copies in a row); a copy,
+        # as thumbnail() works in place and an attack may hand back the cached source
+        return AttackedImage(record, source, attack, made["seed"]).load().copy()
 
     def load(record: Any):
         path = getattr(record, "path", None)

@@ -97,6 +97,21 @@ def http_server(tmp_path):
         server.server_close()
 
 
+def compiled_or_fallback(request, monkeypatch, kernel, what: str):
+    """The body of a fixture with params ``["compiled", <fallback>]``: a test runs once with a
+    kernel of `hashing.native` (skipped without a C compiler) and once with the NumPy/torch
+    path a machine without a compiler takes. ``yield from`` it."""
+    from hashing import native
+
+    compiled = request.param == "compiled"
+    monkeypatch.setenv(native.NO_NATIVE, "0" if compiled else "1")
+    native.reset()
+    if compiled and kernel() is None:
+        pytest.skip(f"no C compiler here: the compiled {what} kernel cannot be built")
+    yield request.param
+    native.reset()
+
+
 @functools.cache
 def load_script(name: str):
     """A script under scripts/ imported as a module, so its ``main(argv)`` runs in-process."""

@@ -21,6 +21,7 @@ from sklearn.metrics import adjusted_rand_score
 import clustering as cl
 from data_retrieval import ImageRecord
 from hashing import BinaryCodes, FloatFeatures
+from tests.conftest import compiled_or_fallback
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -556,13 +557,7 @@ def edge_path(request, monkeypatch):
     """Run a test once with the compiled pair kernel (hashing/pairs.c), once with NumPy."""
     from hashing import native
 
-    monkeypatch.setenv("IMAGE_SIMILARITY_LAB_NO_NATIVE", "0" if request.param == "compiled"
-                       else "1")
-    native.reset()
-    if request.param == "compiled" and native.pair_kernel() is None:
-        pytest.skip("no C compiler here: the compiled pair kernel cannot be built")
-    yield request.param
-    native.reset()
+    yield from compiled_or_fallback(request, monkeypatch, native.pair_kernel, "pair")
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2", "l1"])

@@ -10,6 +10,7 @@ from scipy.spatial.distance import cdist, jensenshannon
 from hashing import native
 from hashing.distances import nearest, pairwise
 from helpers.descriptors import BinaryCodes, FloatFeatures
+from tests.conftest import compiled_or_fallback
 
 RNG = np.random.default_rng(0)
 
@@ -121,13 +122,7 @@ def test_hamming_nearest_on_long_codes_matches_scipy(n_bytes):
 @pytest.fixture(params=["compiled", "torch"])
 def js_path(request, monkeypatch):
     """Run a test once with the compiled kernel (hashing.native) and once with torch."""
-    monkeypatch.setenv("IMAGE_SIMILARITY_LAB_NO_NATIVE", "0" if request.param == "compiled"
-                       else "1")
-    native.reset()
-    if request.param == "compiled" and native.js_kernel() is None:
-        pytest.skip("no C compiler here: the compiled Jensen-Shannon kernel cannot be built")
-    yield request.param
-    native.reset()
+    yield from compiled_or_fallback(request, monkeypatch, native.js_kernel, "Jensen-Shannon")
 
 
 def hard_js_cases() -> tuple[np.ndarray, np.ndarray]:
