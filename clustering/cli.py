@@ -7,6 +7,7 @@ import argparse
 import logging
 
 from clustering.methods import threshold_from_digest
+from helpers.cli import real
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ def add_digest_threshold_arguments(parser: argparse.ArgumentParser | argparse._A
                         help="take the duplicates threshold from a benchmark digest folder")
     parser.add_argument("--threshold-algorithm", default=None,
                         help="the digest's algorithm label (when it holds several)")
-    parser.add_argument("--threshold-fpr", type=float, default=0.005,
+    parser.add_argument("--threshold-fpr", type=real(0, 1), default=0.005,
                         help="false positive rate of the digest's operating point (0.005)")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from data_retrieval.datasets import DATA_ROOT_ENV, Dataset, list_datasets, load_images
+from helpers.cli import MAX_COUNT, integer
 
 
 def add_data_root_argument(parser) -> None:
@@ -21,7 +22,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--data-root``, ``--limit`` and ``--group`` to a parser."""
     group = parser.add_argument_group("images")
     add_data_root_argument(group)
-    group.add_argument("--limit", type=int, default=None,
+    group.add_argument("--limit", type=integer(1, MAX_COUNT), default=None,
                        help="use only the first N images of the input (default: all)")
     group.add_argument("--group", choices=("experimental", "control"), default=None,
                        help="with a manifest as input, keep only this group (default: all)")

@@ -7,6 +7,7 @@ from typing import Any
 
 from generator.config import load_attack_config, parse_attack_specs
 from generator.registry import AnyAttack, families
+from helpers.cli import MAX_SEED, integer
 
 
 def add_attack_arguments(parser: argparse.ArgumentParser, title: str = "attacks") -> None:
@@ -26,7 +27,7 @@ def add_attack_arguments(parser: argparse.ArgumentParser, title: str = "attacks"
     group.add_argument("--attack-config", default=None, metavar="FILE",
                        help="TOML or YAML file with 'attacks' (and optionally 'seed', "
                             "'options'); --attacks adds to it")
-    group.add_argument("--seed", type=int, default=None,
+    group.add_argument("--seed", type=integer(0, MAX_SEED), default=None,
                        help="global seed of the random attacks (default: the config's, else 0)")
     group.add_argument("--font", default=None,
                        help="font file for the text attacks (default: Impact if installed, "

@@ -44,10 +44,26 @@ from helpers.params import (
 from helpers.paths import printable, project_root, results_root
 from helpers.plotting import figure_style, new_figure, save_figure
 from helpers.progress import progress
+from helpers.runs import (
+    ResultFile,
+    Run,
+    add_output_arguments,
+    add_output_file_arguments,
+    experiment_run,
+    path_inputs,
+    result_file,
+)
 from helpers.seeding import derive_seed, rng_for, seed_everything
 from helpers.timing import Timer, Timing, time_repeated
 
 __all__ = [
+    "Run",
+    "ResultFile",
+    "add_output_arguments",
+    "add_output_file_arguments",
+    "experiment_run",
+    "path_inputs",
+    "result_file",
     "Distributed",
     "distributed",
     "DEFAULT_MAX_PIXELS",

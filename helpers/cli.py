@@ -1,8 +1,12 @@
-"""What every script's entry point shares: one-line errors, a clean exit on Ctrl-C, and printing
-that never fails on a file name that is not valid UTF-8."""
+"""What every script's entry point shares: one-line errors, a clean exit on Ctrl-C, printing
+that never fails on a file name that is not valid UTF-8, and flag types that declare the values
+they accept."""
 
 from __future__ import annotations
 
+import errno
+import functools
+import logging
 import sys
 from collections.abc import Callable
 
@@ -19,6 +23,63 @@ def fail(message: object, code: int = EXIT_ERROR) -> int:
         text = text[:2000] + f"... ({len(text):,} characters)"
     print(f"error: {text}", file=sys.stderr)
     return code
+
+
+#: Errors of the machine, not of the code: one line, no traceback.
+_SYSTEM_ERRNOS = {errno.ENOSPC: "no space left on the device",
+                  errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "the file system is read-only",
+                  errno.EACCES: "permission denied",
+                  errno.EPERM: "operation not permitted",
+                  errno.ENAMETOOLONG: "file name too long",
+                  errno.EFBIG: "file too large",
+                  errno.ENOTDIR: "not a folder",
+                  errno.EISDIR: "is a folder",
+                  errno.ENOENT: "no such file or folder",
+                  errno.EEXIST: "already exists"}
+
+
+def error_message(exc: BaseException) -> str | None:
+    """The one line a script prints for ``exc``, or None when it is a defect (a traceback
+    then helps more than a line).
+
+    User errors are `ValueError` (which `helpers.OutputError` is), a missing or refused file,
+    the machine's limits (a full disk, a read-only folder, no memory)."""
+    if isinstance(exc, OSError) and exc.errno in _SYSTEM_ERRNOS:
+        where = exc.filename if exc.filename is not None else ""
+        what = exc.strerror or _SYSTEM_ERRNOS[exc.errno]
+        hint = ("; free some space and run again (finished files are kept)"
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+        text = str(exc) if not exc.filename and not exc.strerror else (
+            f"{what}: {where}" if where else what)
+        return text + hint
+    if isinstance(exc, MemoryError):
+        return (f"out of memory{': ' + str(exc) if str(exc) else ''}; use a smaller batch or "
+                "subset, or a machine with more memory")
+    if isinstance(exc, ValueError | OSError):
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def script_main(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorate a script's ``main(argv)``: a user error (see `error_message`) anywhere in the
+    run returns `EXIT_ERROR` after one ``error: ...`` line instead of a traceback; other
+    exceptions (defects) propagate. ``--log-level DEBUG`` logs the traceback of user errors
+    too."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except (ValueError, OSError, MemoryError) as exc:
+            message = error_message(exc)
+            if message is None:
+                raise
+            logging.getLogger("scripts").debug("error", exc_info=True)
+            return fail(message)
+
+    wrapper.__script_main__ = True
+    return wrapper
 
 
 def run_script(main: Callable[[], int], resume_hint: str | None = None) -> None:
@@ -46,3 +107,76 @@ def run_script(main: Callable[[], int], resume_hint: str | None = None) -> None:
         print(f"interrupted: finished files are kept{hint}", file=sys.stderr)
         code = EXIT_INTERRUPTED
     sys.exit(code)
+
+
+# --- argument types that say what they accept ---------------------------------------------------
+
+
+class Number:
+    """An argparse ``type``: an int or a float within a declared range, never NaN or infinite.
+
+    The range is part of the flag, where the enumerating tests (``tests/test_every_script.py``)
+    read it: every numeric flag of every script declares one, so ``-1``, ``0``, ``nan`` or
+    ``1e30`` is refused with one line naming the flag before any work starts.
+
+    Parameters
+    ----------
+    kind : type
+        ``int`` or ``float``.
+    low, high : number, optional
+        Inclusive bounds (``None``: unbounded on that side; a finite ``high`` is expected for
+        sizes, so a huge value is refused rather than tried).
+    low_open : bool
+        ``low`` itself is refused (a positive rate: ``real(0, 1, low_open=True)``).
+    """
+
+    def __init__(self, kind: type, low: float | None = None, high: float | None = None,
+                 low_open: bool = False):
+        self.kind, self.low, self.high, self.low_open = kind, low, high, low_open
+        self.__name__ = kind.__name__  # argparse names the type in its messages
+
+    def describe(self) -> str:
+        """The accepted values in words: ``an integer in [1, 65536]``."""
+        what = "an integer" if self.kind is int else "a number"
+        if self.low is None and self.high is None:
+            return what
+        if self.high is None:
+            return f"{what} {'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{what} <= {self.high:g}"
+        return f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+
+    def __call__(self, text: str) -> int | float:
+        import argparse
+        import math
+
+        try:
+            value = self.kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {self.describe()}") from None
+        if self.kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {self.describe()}")
+        below = self.low is not None and (value < self.low or (self.low_open
+                                                               and value == self.low))
+        if below or (self.high is not None and value > self.high):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {self.describe()}")
+        return value
+
+    def __repr__(self) -> str:
+        return f"Number({self.describe()})"
+
+
+def integer(low: int | None = None, high: int | None = None) -> Number:
+    """An integer flag's type: ``type=integer(1, 4096)``."""
+    return Number(int, low, high)
+
+
+def real(low: float | None = None, high: float | None = None, low_open: bool = False) -> Number:
+    """A float flag's type: ``type=real(0, 1)``, finite, ``low`` excluded with ``low_open``."""
+    return Number(float, low, high, low_open)
+
+
+#: Counts of images, rows or steps: up to a billion (a larger number is a typo, not a plan).
+MAX_COUNT = 10**9
+#: Seeds: what NumPy's generators take.
+MAX_SEED = 2**63 - 1

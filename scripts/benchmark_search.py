@@ -38,20 +38,21 @@ from typing import Any
 import numpy as np
 
 from data_retrieval import ImageRecord
+from extractor.store import default_features_dir
 from fast_search import load_search_set, prepare_index, run_search, synthetic_part
 from fast_search.experiment import parse_search_params
 from helpers import (
+    add_output_file_arguments,
     available_cpus,
-    experiment_record,
-    results_root,
+    result_file,
     setup_logging,
     time_repeated,
-    write_json,
 )
-from helpers.cli import run_script
+from helpers.cli import MAX_COUNT, MAX_SEED, integer, run_script, script_main
 from helpers.descriptors import FloatFeatures
 
 REPO = Path(__file__).resolve().parents[1]
+SCRIPT = "benchmark_search"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,17 +60,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", default=["overhead", "memory", "scale", "quality"],
                         choices=["overhead", "memory", "scale", "quality"])
-    parser.add_argument("--overhead-rows", type=int, default=200000)
-    parser.add_argument("--overhead-dim", type=int, default=512)
-    parser.add_argument("--queries", type=int, default=1000, dest="n_queries",
+    parser.add_argument("--overhead-rows", type=integer(1, MAX_COUNT), default=200000)
+    parser.add_argument("--overhead-dim", type=integer(1, 65_536), default=512)
+    parser.add_argument("--queries", type=integer(1, MAX_COUNT), default=1000, dest="n_queries",
                         help="queries of the overhead and scale parts (default: 1000)")
-    parser.add_argument("--memory-rows", type=int, default=500000)
-    parser.add_argument("--memory-dim", type=int, default=1280)
-    parser.add_argument("--scale-rows", type=int, default=1000000)
-    parser.add_argument("--scale-dim", type=int, default=512)
+    parser.add_argument("--memory-rows", type=integer(1, MAX_COUNT), default=500000)
+    parser.add_argument("--memory-dim", type=integer(1, 65_536), default=1280)
+    parser.add_argument("--scale-rows", type=integer(1, MAX_COUNT), default=1000000)
+    parser.add_argument("--scale-dim", type=integer(1, 65_536), default=512)
     parser.add_argument("--scale-indexes", nargs="+", default=["Flat", "IVF1024,Flat",
                                                                  "HNSW32"])
-    parser.add_argument("--scale-train-size", type=int, default=65536,
+    parser.add_argument("--scale-train-size", type=integer(1, MAX_COUNT), default=65536,
                         help="training points of the scale part's IVF (k-means on 2 cores "
                              "is the slow step; default: 65536)")
     parser.add_argument("--database", nargs="+", default=None, metavar="STORE")
@@ -81,19 +82,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         default=["Flat", "IVF1024,Flat", "HNSW32", "IVF1024,PQ64x4fs,RFlat"],
                         help="the last default is an IVF whose lists hold 4-bit fast-scan PQ "
                              "codes, re-ranked with exact distances (k_factor_rf)")
-    parser.add_argument("--quality-repeats", type=int, default=1,
+    parser.add_argument("--quality-repeats", type=integer(1, 1000), default=1,
                         help="timed searches per setting of the quality part (1: an exact "
                              "search of 11,600 queries in 100k rows takes minutes)")
     parser.add_argument("--quality-params", nargs="+",
                         default=["nprobe=1,2,4,8,16,32,64,96,128", "efSearch=16,32,64,128,256",
                                  "k_factor_rf=8"])
-    parser.add_argument("--quality-threads", type=int, default=1,
+    parser.add_argument("--quality-threads", type=integer(1, 4096), default=1,
                         help="Faiss threads of the quality part (default: 1, the speed of "
                              "one core, as the README's real run)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=str(results_root() / "benchmarks" / "search.json"))
-    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--repeats", type=integer(1, 1000), default=5)
+    parser.add_argument("--seed", type=integer(0, MAX_SEED), default=0)
+    add_output_file_arguments(parser, "benchmarks/search.json", log_level="WARNING")
     return parser.parse_args(argv)
 
 
@@ -274,20 +274,21 @@ def quality(args) -> dict[str, Any]:
             "front": [result.runs[i] for i in result.pareto], "runs": result.runs}
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    out: dict[str, Any] = {"machine": _machine(),
-                           "experiment": experiment_record(vars(args),
-                                                           script="benchmark_search")}
-    for part in args.parts:
-        print(f"{part}...", flush=True)
-        out[part] = {"overhead": overhead, "memory": memory, "scale": scale,
-                     "quality": quality}[part](args)
-        print(json.dumps({k: v for k, v in out[part].items() if k not in ("runs", "front")},
-                         default=str)[:1500], flush=True)
-    write_json(args.output, out)
-    print(f"wrote {args.output}")
+    root = args.features_dir or default_features_dir()
+    with result_file(args, SCRIPT, "benchmarks/search.json", roots=[root]) as output:
+        out: dict[str, Any] = {"machine": _machine()}
+        for part in args.parts:
+            print(f"{part}...", flush=True)
+            out[part] = {"overhead": overhead, "memory": memory, "scale": scale,
+                         "quality": quality}[part](args)
+            print(json.dumps({k: v for k, v in out[part].items() if k not in ("runs", "front")},
+                             default=str)[:1500], flush=True)
+            output.write(out)  # each finished part is kept
+    print(f"wrote {output.path}")
     return 0
 
 

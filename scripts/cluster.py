@@ -31,7 +31,6 @@ python scripts/cluster.py --features bsds500_copies/dhash --method duplicates \\
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +40,13 @@ from clustering.points import FLOAT_METRICS, Points, concat_points
 from clustering.report import evaluate, write_clustering
 from extractor.store import default_features_dir
 from helpers import (
+    add_output_arguments,
     available_memory,
-    check_name,
+    experiment_run,
     get_logger,
-    now_iso,
-    results_root,
     setup_logging,
-    write_experiment_json,
 )
-from helpers.cli import fail, run_script
-from helpers.outputs import output_dir
+from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
 from helpers.params import parse_size
 
 SCRIPT = "cluster"
@@ -83,31 +79,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="hierarchical (default: ward, the study's, for l2 distances; "
                           "average for other metrics: ward, centroid and median take "
                           "Euclidean distances only)")
-    how.add_argument("--n-clusters", type=int, nargs="+", default=None,
+    how.add_argument("--n-clusters", type=integer(1, MAX_COUNT), nargs="+", default=None,
                      help="hierarchical cuts / k-means sizes (default for both: 400 350 ... "
                           "100, the study's)")
-    how.add_argument("--distance-threshold", type=float, nargs="+", default=None,
+    how.add_argument("--distance-threshold", type=real(0, 1e9), nargs="+", default=None,
                      help="hierarchical cuts by merge distance")
-    how.add_argument("--connectivity", type=int, default=None, metavar="K",
+    how.add_argument("--connectivity", type=integer(1, 10_000), default=None, metavar="K",
                      help="hierarchical on a K-NN connectivity graph (memory O(N K); "
                           "scikit-learn)")
-    how.add_argument("--eps", type=float, nargs="+", default=None,
+    how.add_argument("--eps", type=real(0, 1e9, low_open=True), nargs="+", default=None,
                      help="DBSCAN radii (default per metric: cosine 0.02..0.2, hamming "
                           "0.05..0.25, jensenshannon 0.1..0.4; required for l1 / l2)")
-    how.add_argument("--min-samples", type=int, default=None,
+    how.add_argument("--min-samples", type=integer(1, 100_000), default=None,
                      help="DBSCAN (default 5) and HDBSCAN (default: min_cluster_size)")
-    how.add_argument("--min-cluster-size", type=int, nargs="+", default=[5],
+    how.add_argument("--min-cluster-size", type=integer(2, MAX_COUNT), nargs="+", default=[5],
                      help="HDBSCAN (default: 5)")
-    how.add_argument("--k", type=int, default=None,
+    how.add_argument("--k", type=integer(1, 100_000), default=None,
                      help="HDBSCAN's k-NN graph (default: twice the largest of min_samples "
                           "and min_cluster_size)")
-    how.add_argument("--pca", type=int, default=None, metavar="N",
+    how.add_argument("--pca", type=integer(1, 65_536), default=None, metavar="N",
                      help="HDBSCAN: project float features to N dimensions first")
-    how.add_argument("--threshold", type=float, nargs="+", default=None,
+    how.add_argument("--threshold", type=real(0, 1e9), nargs="+", default=None,
                      help="duplicates: group images within this distance")
     add_digest_threshold_arguments(how)
-    how.add_argument("--niter", type=int, default=25, help="k-means iterations (25)")
-    how.add_argument("--seed", type=int, default=0, help="k-means seed, gallery draws")
+    how.add_argument("--niter", type=integer(1, 100_000), default=25,
+                     help="k-means iterations (25)")
+    how.add_argument("--seed", type=integer(0, 2**32 - 1), default=0,
+                     help="k-means seed, gallery draws")
     run = parser.add_argument_group("run")
     run.add_argument("--max-memory", default=None, metavar="SIZE",
                      help="refuse, before starting, a method whose distance matrix or graph "
@@ -118,13 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--no-attributes", action="store_true",
                      help="skip diameter / dispersion / separation per cluster")
     run.add_argument("--no-figures", action="store_true")
-    run.add_argument("--galleries", type=int, default=12,
+    run.add_argument("--galleries", type=integer(0, 1000), default=12,
                      help="clusters shown as image grids (the largest of the best setting)")
-    run.add_argument("--name", default=None, help="Results/<name> (default: from the "
-                                                  "features and method)")
-    run.add_argument("--output", default=None, help="output folder instead of Results/<name>")
-    run.add_argument("--overwrite", action="store_true")
-    run.add_argument("--log-level", default="INFO")
+    add_output_arguments(parser, "Results/<name> (default: from the features and method)")
     return parser.parse_args(argv)
 
 
@@ -194,60 +188,42 @@ def _keep(points: Points, partition: str) -> Points:
     return points.take(rows)
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    started = now_iso()
-    with contextlib.ExitStack() as stack:
-        try:
-            max_memory = parse_size(args.max_memory)
-            if max_memory is None and (free := available_memory()) is not None:
-                max_memory = 0.8 * free  # refused now rather than killed by the OS later
-                logger.info("--max-memory: %.1f GB (80%% of the memory available)",
-                            max_memory / 1e9)
-            root = Path(args.features_dir) if args.features_dir else default_features_dir()
-            points = concat_points([load_points(f, root, args.metric)
-                                    for f in args.features])
-            if args.partition:
-                points = _keep(points, args.partition)
-            params = method_params(args, points)
-            name = args.name or check_name("_".join(
-                ["cluster", *[_short(f) for f in args.features], args.method]), "--name")
-            target = Path(args.output) if args.output else results_root() / name
-            output = stack.enter_context(output_dir(
-                target, SCRIPT, overwrite=args.overwrite, inputs=[root],
-                flags=("--overwrite",)))
-        except (ValueError, FileNotFoundError, TypeError, MemoryError, OSError) as exc:
-            return fail(exc)
-        config = {**vars(args), "params": params, "images": len(points),
-                  "features_method": points.method, "metric_used": points.metric}
-        write_experiment_json(output, config, started_at=started, script=SCRIPT)
-        try:
-            result = cluster(points, args.method, device=args.device, max_memory=max_memory,
-                             **params)
-        except (ValueError, MemoryError) as exc:
-            write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
-                                  script=SCRIPT, extra={"error": str(exc)})
-            return fail(exc)
+    max_memory = parse_size(args.max_memory)
+    if max_memory is None and (free := available_memory()) is not None:
+        max_memory = 0.8 * free  # refused now rather than killed by the OS later
+        logger.info("--max-memory: %.1f GB (80%% of the memory available)", max_memory / 1e9)
+    root = Path(args.features_dir) if args.features_dir else default_features_dir()
+    points = concat_points([load_points(f, root, args.metric) for f in args.features])
+    if args.partition:
+        points = _keep(points, args.partition)
+    params = method_params(args, points)
+    name = "_".join(["cluster", *[_short(f) for f in args.features], args.method])
+    with experiment_run(args, SCRIPT, name=name, roots=[root]) as run:
+        run.record({**vars(args), "params": params, "images": len(points),
+                    "features_method": points.method, "metric_used": points.metric})
+        result = cluster(points, args.method, device=args.device, max_memory=max_memory,
+                         **params)
         evaluation = evaluate(result, points, attributes=not args.no_attributes,
                               device=args.device)
-        write_clustering(result, output, evaluation, points=points,
+        write_clustering(result, run.folder, evaluation, points=points,
                          figures=not args.no_figures, galleries=args.galleries,
                          extra={"features_spec": args.features, "partition": args.partition})
-        write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
-                              script=SCRIPT, extra={"seconds": result.seconds,
-                                                    "notes": result.notes})
-        for note in result.notes:
-            print(f"note: {note}")
-        for entry in evaluation:
-            m = entry.get("measures")
-            scores = (f"V {m['v_measure']:.4f}  ARI {m['ari']:.4f}  pair F1 "
-                      f"{m['pair_f1']:.4f}  IoU {m['mean_iou']:.4f}") if m else ""
-            print(f"{entry['name']:<32} {entry['n_clusters']:>7} clusters "
-                  f"{entry['n_noise']:>6} noise  {scores}")
-        print(f"{args.method} of {len(points)} images ({points.method}, {points.metric}) in "
-              f"{result.seconds:.1f} s -> {output}")
-        return 0
+        run.finish(seconds=result.seconds, notes=result.notes)
+    for note in result.notes:
+        print(f"note: {note}")
+    for entry in evaluation:
+        m = entry.get("measures")
+        scores = (f"V {m['v_measure']:.4f}  ARI {m['ari']:.4f}  pair F1 "
+                  f"{m['pair_f1']:.4f}  IoU {m['mean_iou']:.4f}") if m else ""
+        print(f"{entry['name']:<32} {entry['n_clusters']:>7} clusters "
+              f"{entry['n_noise']:>6} noise  {scores}")
+    print(f"{args.method} of {len(points)} images ({points.method}, {points.metric}) in "
+          f"{result.seconds:.1f} s -> {run.folder}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -308,3 +308,140 @@ def test_overwrite_never_removes_the_targets_of_linked_inputs(tmp_path, photos, 
          "--overwrite"])
     assert code == 2 and "input" in capsys.readouterr().err
     assert tree(out) == before
+
+
+# --- the one output mechanism (helpers.runs) ----------------------------------------------------
+
+
+def _namespace(**values):
+    import argparse
+
+    base = {"name": None, "output": None, "overwrite": False}
+    return argparse.Namespace(**{**base, **values})
+
+
+def test_path_inputs_finds_paths_specs_and_stores_in_any_flag(tmp_path):
+    from helpers import path_inputs
+
+    store = tmp_path / "features" / "bsds500" / "dhash.npy"
+    store.parent.mkdir(parents=True)
+    store.write_bytes(b"x")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    args = _namespace(features=["bsds500/dhash", "sample:dhash"], data=f"folder:{photos}",
+                      features_dir=str(tmp_path / "features"), missing=str(tmp_path / "none"),
+                      output=str(tmp_path / "out"), number=3)
+    found = path_inputs(args)
+    assert store in found and photos in found and tmp_path / "features" in found
+    assert tmp_path / "none" not in found and tmp_path / "out" not in found
+    assert path_inputs(_namespace(features=["bsds500/dhash"]), roots=[tmp_path / "features"]) \
+        == [store]
+
+
+def test_experiment_run_never_empties_a_folder_holding_an_input_any_flag_names(tmp_path):
+    """The issue's repro, at the mechanism: a store, a folder: spec and a features root that
+    lie inside the output are inputs, whichever flag names them."""
+    from helpers import experiment_run
+
+    out = tmp_path / "R"
+    with experiment_run(_namespace(output=str(out)), "cluster") as run:
+        run.finish()
+    (out / "mystore").mkdir()
+    (out / "mystore" / "dhash.npy").write_bytes(b"precious")
+    (out / "photos").mkdir()
+    before = tree(out)
+    for flags in ({"features": [str(out / "mystore" / "dhash.npy")]},
+                  {"dataset": f"folder:{out / 'photos'}"},
+                  {"store": "mystore/dhash", "features_dir": str(out)}):
+        with pytest.raises(OutputError, match="refusing to overwrite.*input"), \
+                experiment_run(_namespace(output=str(out), overwrite=True, **flags),
+                               "cluster"):
+            pass
+        assert tree(out) == before
+
+
+def test_experiment_run_records_the_error_of_a_failed_run(tmp_path):
+    from helpers import experiment_run
+
+    out = tmp_path / "R"
+    with pytest.raises(ValueError, match="boom"), \
+            experiment_run(_namespace(output=str(out)), "bench") as run:
+        run.record()
+        raise ValueError("boom")
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["script"] == "bench" and "boom" in record["error"] and record["ended_at"]
+    assert not (out / ".lock").exists()
+
+
+def test_result_file_replaces_only_its_own_file_and_never_an_input(tmp_path):
+    from helpers import result_file
+
+    own = tmp_path / "search.json"
+    with result_file(_namespace(output=str(own)), "benchmark_search") as out:
+        out.write({"qps": 1})
+    assert json.loads(own.read_text())["experiment"]["script"] == "benchmark_search"
+    with pytest.raises(OutputError, match="--overwrite"), \
+            result_file(_namespace(output=str(own)), "benchmark_search"):
+        pass
+    with result_file(_namespace(output=str(own), overwrite=True), "benchmark_search") as out:
+        out.write({"qps": 2})
+    assert json.loads(own.read_text())["qps"] == 2
+    other = tmp_path / "other.json"
+    other.write_text('{"a": 1}')
+    readme = tmp_path / "README.md"
+    readme.write_text("mine")
+    for path, match in ((other, "not a result of benchmark_search"),
+                        (readme, "must be a .json file")):
+        with pytest.raises(OutputError, match=match), result_file(
+                _namespace(output=str(path), overwrite=True), "benchmark_search"):
+            pass
+    assert other.read_text() == '{"a": 1}' and readme.read_text() == "mine"
+    with pytest.raises(OutputError, match="input"), result_file(
+            _namespace(output=str(own), overwrite=True, features=[str(own)]),
+            "benchmark_search"):
+        pass
+
+
+def test_script_main_turns_machine_errors_into_one_line(capsys):
+    import errno
+
+    from helpers.cli import script_main
+
+    @script_main
+    def full_disk(argv=None) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out/x.npy")
+
+    @script_main
+    def defect(argv=None) -> int:
+        raise TypeError("a bug")
+
+    assert full_disk() == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "No space left on device: /data/out/x.npy" in err
+    assert "free some space" in err
+    with pytest.raises(TypeError):
+        defect()
+
+
+def test_cluster_overwrite_keeps_a_store_inside_the_output(tmp_path, capsys):
+    """Issue 25's repro: a store copied into the result folder, then clustered from there
+    with --overwrite: refused, the store kept."""
+    import shutil
+
+    from hashing import describe
+    from hashing.store import save_descriptors
+
+    features = tmp_path / "features"
+    save_descriptors(describe("sample", "dhash"), "sample", root=features)
+    out = tmp_path / "R"
+    cluster = load_script("cluster")
+    base = ["--method", "duplicates", "--threshold", "0.1", "--no-figures", "--galleries", "0",
+            "--output", str(out)]
+    assert cluster.main(["--features", "sample/dhash", "--features-dir", str(features),
+                         *base]) == 0
+    shutil.copytree(features / "sample", out / "mystore")
+    before = tree(out)
+    code = cluster.main(["--features", str(out / "mystore" / "dhash.npy"), *base,
+                         "--overwrite"])
+    assert code == 2 and "input" in capsys.readouterr().err
+    assert tree(out) == before
