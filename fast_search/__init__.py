@@ -38,6 +38,7 @@ from fast_search.index import (
     SearchIndex,
     build_index,
     default_nlist,
+    describe_index,
     load_index,
     resolve_factory,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "exact_neighbours",
     "index_matcher",
     "knn_intersection",
+    "describe_index",
     "load_index",
     "load_search_set",
     "open_described",

@@ -29,6 +29,7 @@ from fast_search.index import (
     MAX_POINTS_PER_CENTROID,
     SearchIndex,
     build_index,
+    describe_index,
     load_index,
     min_training_points,
     nlist_of,
@@ -192,17 +193,51 @@ def _cache_name(key: dict[str, Any]) -> str:
 
 
 def _cached(path: Path, key: dict[str, Any], index: SearchIndex) -> SearchIndex | None:
-    meta = path.with_suffix(".json")
-    if not (path.exists() and meta.exists()) or read_json(meta).get("key") != key:
+    """The cached index of ``key``, or None (to build it again) when there is none or the file
+    is not what was saved: its SHA-256, type, rows and lists are checked, since a replaced
+    ``.faiss`` of the same dimension would otherwise be searched silently."""
+    meta_file = path.with_suffix(".json")
+    if not (path.exists() and meta_file.exists()):
+        return None
+    try:
+        meta = read_json(meta_file)
+    except ValueError:
+        meta = {}
+    if meta.get("key") != key:
+        return None
+    why = None
+    if "sha256" not in meta or "index" not in meta:
+        why = "it was saved without a description (an older cache)"
+    elif _file_digest(path) != meta["sha256"]:
+        why = "the file changed since it was saved"
+    else:
+        try:
+            found = load_index(path, index.factory, index.metric, index.dim, index.n_bits,
+                               index.device, expect=meta["index"])
+        except ValueError as exc:
+            why = str(exc)
+    if why:
+        logger.warning("not reusing the cached index %s: %s; building it again", path, why)
         return None
     logger.info("reusing the trained index %s (%s)", path, key["factory"])
-    return load_index(path, index.factory, index.metric, index.dim, index.n_bits, index.device)
+    return found
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _save_cache(path: Path, key: dict[str, Any], index: SearchIndex) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     index.save(path)
-    write_json(path.with_suffix(".json"), {"key": key})  # written last: marks it finished
+    write_json(path.with_suffix(".json"), {  # written last: marks it finished
+        "key": key, "index": describe_index(index.cpu_index()), "sha256": _file_digest(path)})
 
 
 def _check_metric_fits(search_set: SearchSet, metric: str) -> None:

@@ -91,13 +91,33 @@ def _with_l2norm(factory: str) -> str:
     return ",".join(parts[: last + 1] + ["L2norm"] + parts[last + 1:])
 
 
+#: Largest number a factory string may hold (lists, dimensions, links): larger ones are typos
+#: that Faiss would try to allocate.
+MAX_FACTORY_NUMBER = 1 << 24
+
+
 def _check_sizes(factory: str) -> None:
-    """Sizes Faiss would assert on (and abort the process for): lists, graph links."""
-    for name, value in re.findall(r"(IVF|HNSW|PQ|NSG)(\d+)", factory):
-        least = 2 if name == "HNSW" else 1
-        if int(value) < least:
-            raise ValueError(f"index {factory!r}: {name}{value} is not a valid size "
-                             f"({name} needs at least {least})")
+    """Refuse what Faiss would assert on, divide by zero with, or allocate without bound
+    (aborting the process: ``RR0``, ``PCAR0``, ``PQ2x0``, ``HNSW1``), or silently run wrong
+    (``PCA0``): every number in the string is a size >= 1 (``HNSW`` links >= 2, ``PQ`` bits
+    1..16) and at most `MAX_FACTORY_NUMBER`. ``IDMap`` is refused: rows are numbered by
+    their position here."""
+    if "IDMap" in factory:
+        raise ValueError(f"index {factory!r}: IDMap is not needed (fast_search numbers the rows "
+                         "by position); use the string without it")
+    for match in re.finditer(r"[A-Za-z]*(\d+)", factory):
+        if not 1 <= int(match.group(1)) <= MAX_FACTORY_NUMBER:
+            raise ValueError(f"index {factory!r}: {match.group(0)} is not a valid size (every "
+                             "number in an index string is between 1 and "
+                             f"{MAX_FACTORY_NUMBER:,})")
+    for value in re.findall(r"HNSW(\d+)", factory):
+        if int(value) < 2:
+            raise ValueError(f"index {factory!r}: HNSW{value} is not a valid size (HNSW needs "
+                             "at least 2 links per node)")
+    for value in re.findall(r"PQ\d+x(\d+)", factory):
+        if not 1 <= int(value) <= 16:
+            raise ValueError(f"index {factory!r}: PQ codes of {value} bits are not supported "
+                             "(1 to 16 bits; 8 is usual, 4 with fs)")
 
 
 def min_training_points(factory: str) -> int:
@@ -496,9 +516,50 @@ def faiss_device(device: str) -> str:
     raise ValueError(f"device must be cpu, cuda or auto, got {device!r}")
 
 
+def describe_index(index: Any) -> dict[str, Any]:
+    """What a Faiss index is, as far as reuse is concerned: its class (outer and inner),
+    dimension, metric, rows, trained or not, inverted lists."""
+    faiss = _faiss()
+    parts, current = [], index
+    for _ in range(4):  # the wrappers: pre-transform, refine, then the index inside
+        current = faiss.downcast_index(current) if not isinstance(
+            current, faiss.IndexBinary) else faiss.downcast_IndexBinary(current)
+        parts.append(type(current).__name__)
+        inner = getattr(current, "index", None) or getattr(current, "base_index", None)
+        if inner is None:
+            break
+        current = inner
+    return {"classes": parts, "d": int(index.d), "ntotal": int(index.ntotal),
+            "is_trained": bool(index.is_trained),
+            "metric_type": int(getattr(index, "metric_type", -1)),
+            "nlist": int(getattr(faiss.extract_index_ivf(index), "nlist", 0))
+            if _has_ivf(index) else 0}
+
+
+def _has_ivf(index: Any) -> bool:
+    try:
+        _faiss().extract_index_ivf(index)
+    except (RuntimeError, AttributeError, TypeError):
+        return False
+    return True
+
+
 def load_index(path: str | Path, factory: str, metric: str, dim: int,
-               n_bits: int | None = None, device: str = "cpu") -> SearchIndex:
-    """An index written by `SearchIndex.save` (``factory`` and ``metric`` as it was built)."""
+               n_bits: int | None = None, device: str = "cpu",
+               expect: dict[str, Any] | None = None) -> SearchIndex:
+    """An index written by `SearchIndex.save` (``factory`` and ``metric`` as it was built).
+
+    Parameters
+    ----------
+    expect : dict, optional
+        `describe_index` of the index as it was saved: a file replaced since (another type,
+        other rows, an empty index) is refused instead of searched.
+
+    Raises
+    ------
+    ValueError
+        Not a Faiss index, another dimension, or not the index ``expect`` describes.
+    """
     faiss = _faiss()
     _check_metric(metric)
     path = Path(path)
@@ -511,6 +572,13 @@ def load_index(path: str | Path, factory: str, metric: str, dim: int,
     expected = 8 * dim if metric == "hamming" else dim
     if index.d != expected:
         raise ValueError(f"{path} holds an index of dimension {index.d}, expected {expected}")
+    if expect is not None:
+        found = describe_index(index)
+        differ = sorted(k for k in expect if found.get(k) != expect[k])
+        if differ:
+            raise ValueError(f"{path} is not the index it was saved as ({', '.join(differ)} "
+                             f"differ: {[found.get(k) for k in differ]} instead of "
+                             f"{[expect[k] for k in differ]})")
     out = SearchIndex(index, factory, metric, dim,
                       n_bits or (8 * dim if metric == "hamming" else None), "cpu")
     if metric != "hamming" and faiss_device(device).startswith("cuda"):

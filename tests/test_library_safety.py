@@ -1,0 +1,89 @@
+"""Issue 25's library-level defects: what a script passes on must not crash the process,
+search a stale index, or lose a finished store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fast_search as fs
+from helpers.descriptors import FloatFeatures
+from tests.conftest import REPO
+
+
+def _features(n: int, dim: int = 16, seed: int = 0, prefix: str = "i") -> FloatFeatures:
+    rng = np.random.default_rng(seed)
+    return FloatFeatures(rng.standard_normal((n, dim)).astype(np.float32), "l2",
+                         ids=[f"{prefix}{k}" for k in range(n)], method="m")
+
+
+@pytest.mark.parametrize("factory", ["RR0,Flat", "PCAR0,Flat", "PQ2x0", "PCA0,Flat", "HNSW1",
+                                     "HNSW0", "IVF16_HNSW1,Flat", "OPQ4_0,Flat", "RQ1x0",
+                                     "PQ4x17", "RR99999999,Flat", "IDMap,Flat", "SQ0"])
+def test_factory_strings_that_crash_or_mislead_faiss_are_refused(factory):
+    """Each of these aborted the process (SIGSEGV, SIGFPE, a Faiss assertion), allocated
+    without bound, or ran silently wrong (PCA0: every query found row 0)."""
+    with pytest.raises(ValueError, match="index"):
+        fs.build_index(factory, "l2", 16)
+
+
+def test_refused_strings_never_reach_faiss_in_a_fresh_process():
+    """The same through a subprocess: a native crash would show as a negative return code."""
+    code = ("import fast_search as fs\n"
+            "for s in ['RR0,Flat', 'PCAR0,Flat', 'PQ2x0', 'HNSW1']:\n"
+            "    try:\n        fs.build_index(s, 'l2', 16)\n"
+            "    except ValueError:\n        pass\nprint('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-500:]
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW32", "PCA8,Flat",
+                                     "IVF4,PQ4x4fs,RFlat", "OPQ4_8,IVF4,PQ4"])
+def test_valid_strings_still_build(factory):
+    assert fs.build_index(factory, "l2", 16).factory
+
+
+def test_a_replaced_cached_index_is_not_searched(tmp_path, caplog):
+    """A cached .faiss replaced by another index of the same dimension (other rows, an empty
+    one, another type) is built again, with a warning, instead of answering searches."""
+    import faiss
+
+    database, queries = _features(400), _features(20, seed=1, prefix="q")
+    search_set = fs.load_search_set(database, queries)
+    cache = tmp_path / "cache"
+    index, info = fs.prepare_index(search_set, "IVF8,Flat", cache_dir=cache)
+    assert not info["cached"]
+    reference = index.search(queries.values, 3)[1]  # the same build again gives these
+    saved = next(cache.glob("*.faiss"))
+    assert fs.prepare_index(search_set, "IVF8,Flat", cache_dir=cache)[1]["cached"]
+
+    empty = faiss.index_factory(16, "IVF8,Flat")
+    empty.train(database.values)
+    other = faiss.index_factory(16, "HNSW32")
+    other.add(database.values)
+    shuffled = faiss.index_factory(16, "IVF8,Flat")
+    shuffled.train(database.values)
+    shuffled.add(database.values[::-1].copy())
+    for replacement in (empty, other, shuffled):
+        faiss.write_index(replacement, str(saved))
+        caplog.clear()
+        again, info = fs.prepare_index(search_set, "IVF8,Flat", cache_dir=cache)
+        assert not info["cached"] and "not reusing" in caplog.text
+        assert again.ntotal == 400
+        assert np.array_equal(again.search(queries.values, 3)[1], reference)
+    assert fs.prepare_index(search_set, "IVF8,Flat", cache_dir=cache)[1]["cached"]
+
+
+def test_describe_index_tells_the_kinds_apart():
+    import faiss
+
+    flat = faiss.index_factory(16, "Flat")
+    ivf = faiss.index_factory(16, "IVF4,Flat")
+    pre = faiss.index_factory(16, "PCA8,IVF4,Flat")
+    described = [fs.describe_index(i) for i in (flat, ivf, pre)]
+    assert described[0]["classes"] != described[1]["classes"] != described[2]["classes"]
+    assert described[1]["nlist"] == 4 and described[0]["nlist"] == 0
