@@ -21,6 +21,7 @@ import json
 import shutil
 import zipfile
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,11 @@ from data_retrieval import ImageRecord, read_manifest, write_manifest
 from data_retrieval.items import as_record
 from helpers import (
     FolderLock,
+    atomic_path,
     atomic_write,
     check_name,
     get_logger,
+    load_npy,
     now_iso,
     package_versions,
     read_json,
@@ -40,6 +43,7 @@ from helpers import (
     save_npy,
     write_json,
 )
+from helpers.outputs import TMP_PATTERN
 
 if TYPE_CHECKING:  # reading a store needs no torch; extracting imports it
     from extractor.models import FeatureModel
@@ -108,11 +112,11 @@ def load_store(dataset: str, model: str, root: str | Path | None = None,
         hint = (f" ({partial} holds an unfinished extraction: rerun it to resume)"
                 if partial.exists() or npy.exists() else "")
         raise FileNotFoundError(f"no finished feature store {npy}{hint}")
-    meta = read_json(sidecar)
+    meta = _check_sidecar(read_json(sidecar), sidecar)
     if not npy.exists():
         raise FileNotFoundError(f"feature store {npy} is missing; its sidecar {sidecar} is "
                                 "there: extract it again with overwrite")
-    features = np.load(npy, mmap_mode="r" if mmap else None)
+    features = load_npy(npy, mmap)
     if features.shape != (meta["count"], meta["dim"]):
         raise ValueError(f"{npy} has shape {features.shape}, its sidecar says "
                          f"({meta['count']}, {meta['dim']})")
@@ -125,6 +129,20 @@ def load_store(dataset: str, model: str, root: str | Path | None = None,
     else:  # a store from before records were kept
         records = [ImageRecord(i, None) for i in ids]
     return FeatureStore(features, ids, meta, records)
+
+
+def _check_sidecar(meta: Any, sidecar: Path) -> dict[str, Any]:
+    """The sidecar's facts a store is read by, present and of their types."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"{sidecar} is not a feature store sidecar (not a JSON object)")
+    wrong = [key for key, kind in (("count", int), ("dim", int), ("ids", list))
+             if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)]
+    if wrong:
+        raise ValueError(f"{sidecar} is not a complete feature store sidecar: "
+                         f"{', '.join(wrong)} missing or of the wrong type")
+    if len(meta["ids"]) != meta["count"]:
+        raise ValueError(f"{sidecar} lists {len(meta['ids'])} ids for count {meta['count']}")
+    return meta
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -218,8 +236,7 @@ def extract_to_store(
         if rank == 0:
             npy.parent.mkdir(parents=True, exist_ok=True)
             stack.enter_context(FolderLock(npy.parent, f".{model.name}.lock"))
-            if sidecar.exists():  # overwrite: the store is unfinished from here on
-                sidecar.unlink()
+            # overwrite: the old store stays readable until the new one replaces it (_write)
         return _extract_chunks(model, images, records, npy, sidecar, dataset, batch_size,
                                workers, chunk_size, rank, world_size, overwrite, barrier,
                                extra_meta)
@@ -307,14 +324,29 @@ def _merge(model: FeatureModel, chunks, partial: Path, npy: Path, sidecar: Path,
 
 def _write(npy: Path, array: np.ndarray, records: list[ImageRecord],
            meta: dict[str, Any]) -> None:
-    """The store's three files: rows, their records, then the sidecar that finishes it."""
-    save_npy(npy, array)
-    write_manifest(records, records_path(npy))
-    write_json(npy.with_suffix(".json"), {
-        "version": SIDE_CAR_VERSION, "dim": int(array.shape[1]), "dtype": str(array.dtype),
-        "count": len(records), "ids": [r.image_id for r in records],
-        "records": records_path(npy).name, "created": now_iso(),
-        "versions": package_versions(), **meta})
+    """The store's three files: rows, their records, then the sidecar that finishes it.
+
+    All three are written aside first (temporary names in the same folder) and renamed into
+    place together at the end, the sidecar last: a store being replaced stays readable, old,
+    until the new one is complete; a kill or a full disk while writing leaves the old store
+    (and the temporary files, removed by the next write). `load_store` checks that the rows,
+    records and sidecar agree, should a process die between the renames."""
+    sidecar, records_file = npy.with_suffix(".json"), records_path(npy)
+    for path in (npy, records_file, sidecar):  # what a killed write of this store left
+        for tmp in npy.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+            if TMP_PATTERN.match(tmp.name):
+                tmp.unlink(missing_ok=True)
+    # atomic_path renames when its block ends: the innermost (rows) first, the sidecar last
+    with atomic_path(sidecar) as meta_tmp, atomic_path(records_file) as records_tmp, \
+            atomic_path(npy) as rows_tmp:
+        save_npy(rows_tmp, array)
+        write_manifest(records, records_tmp)
+        write_json(meta_tmp, {
+            "version": SIDE_CAR_VERSION, "dim": int(array.shape[1]), "dtype": str(array.dtype),
+            "count": len(records), "ids": [r.image_id for r in records],
+            "records": records_file.name, "created": now_iso(),
+            "versions": package_versions(), **meta})
+
 
 
 def save_store(array: np.ndarray, records: list[ImageRecord], dataset: str, name: str,
@@ -352,7 +384,6 @@ def save_store(array: np.ndarray, records: list[ImageRecord], dataset: str, name
         raise FileExistsError(f"feature store {npy} exists; pass overwrite=True to replace it")
     npy.parent.mkdir(parents=True, exist_ok=True)
     with FolderLock(npy.parent, f".{name}.lock"):
-        sidecar.unlink(missing_ok=True)
         _write(npy, array, list(records), {"dataset": dataset, "model": name,
                                            **(meta or {})})
     return npy

@@ -16,7 +16,9 @@ from helpers.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, to_rg
 from helpers.io import (
     atomic_path,
     atomic_write,
+    check_regular_file,
     encode_png,
+    load_npy,
     read_json,
     save_image,
     save_npy,
@@ -101,6 +103,8 @@ __all__ = [
     "results_root",
     "rng_for",
     "encode_png",
+    "check_regular_file",
+    "load_npy",
     "figure_style",
     "new_figure",
     "save_figure",

@@ -138,9 +138,52 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int = 2,
     return Path(path)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file, naming the file in the error when it is not valid JSON."""
+def check_regular_file(path: str | os.PathLike) -> Path:
+    """``path``, when it is a regular file (or a link to one): a FIFO would block a reader
+    forever, a device or a folder is no data file.
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing there.
+    ValueError
+        Something other than a regular file there.
+    """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a folder, FIFO or device)")
+    return path
+
+
+def load_npy(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
+    """An ``.npy`` array (memory-mapped by default; never unpickled), with errors that name
+    the file: truncated, not an ``.npy``, a FIFO.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+    """
+    path = check_regular_file(path)
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{path} cannot be read as an .npy array ({exc}); it is truncated "
+                         "or not an array file: write it again") from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, naming the file in the error when it is not valid JSON.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Missing, not a regular file (a FIFO would block), or not valid JSON.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a folder, FIFO or device)")
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)

@@ -87,3 +87,98 @@ def test_describe_index_tells_the_kinds_apart():
     described = [fs.describe_index(i) for i in (flat, ivf, pre)]
     assert described[0]["classes"] != described[1]["classes"] != described[2]["classes"]
     assert described[1]["nlist"] == 4 and described[0]["nlist"] == 0
+
+
+# --- feature stores: replaced only when the new one is complete ---------------------------------
+
+
+def _store(tmp_path, values, name="m"):
+    from data_retrieval import ImageRecord
+    from extractor.store import save_store
+
+    records = [ImageRecord(f"i{k}", None) for k in range(len(values))]
+    return save_store(np.asarray(values, np.float32), records, "d", name, root=tmp_path,
+                      overwrite=True)
+
+
+def test_a_store_being_replaced_stays_readable_until_the_new_one_is_complete(tmp_path,
+                                                                            monkeypatch):
+    """Issue 25: --overwrite deleted the old sidecar first; a full disk or a kill then left
+    no readable store."""
+    import errno
+
+    import extractor.store as store_module
+    from extractor.store import load_store
+
+    old = np.arange(12, dtype=np.float32).reshape(4, 3)
+    _store(tmp_path, old)
+
+    def full_disk(records, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store_module, "write_manifest", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        _store(tmp_path, old[:2] + 100)
+    kept = load_store("d", "m", tmp_path)
+    assert np.array_equal(kept.features, old) and kept.ids == ["i0", "i1", "i2", "i3"]
+    assert not [p for p in (tmp_path / "d").iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    _store(tmp_path, old[:2] + 100)
+    assert np.array_equal(load_store("d", "m", tmp_path).features, old[:2] + 100)
+
+
+def test_an_extraction_with_overwrite_keeps_the_old_store_until_it_finishes(tmp_path,
+                                                                           monkeypatch,
+                                                                           small_photos):
+    """Killed mid-extraction (KeyboardInterrupt on the first batch): the old store loads."""
+    import extractor.extraction
+    from extractor import extract_to_store, get_model
+    from extractor.store import load_store
+
+    old = np.ones((2, 1280), np.float32)
+    _store(tmp_path, old, name="efficientnet_lite0")
+    model = get_model("efficientnet_lite0")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extractor.extraction, "extract", killed)
+    with pytest.raises(KeyboardInterrupt):
+        extract_to_store(model, sorted(small_photos.glob("*.png")), "d", root=tmp_path,
+                         overwrite=True)
+    assert np.array_equal(load_store("d", "efficientnet_lite0", tmp_path).features, old)
+
+
+def test_broken_stores_fail_with_the_file_named(tmp_path):
+    import json
+    import os
+    import threading
+
+    from extractor.store import load_store
+
+    npy = _store(tmp_path, np.zeros((3, 2)))
+    sidecar = npy.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({k: v for k, v in meta.items() if k != "count"}))
+    with pytest.raises(ValueError, match=rf"{sidecar.name}.*count"):
+        load_store("d", "m", tmp_path)
+    sidecar.write_text(json.dumps(meta))
+    npy.write_bytes(npy.read_bytes()[:-8])  # truncated
+    with pytest.raises(ValueError, match=rf"{npy.name} cannot be read"):
+        load_store("d", "m", tmp_path)
+    npy.unlink()
+    os.mkfifo(npy)  # would block a reader forever
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(_raises(load_store, tmp_path)),
+                              daemon=True)
+    reader.start()
+    reader.join(10)
+    assert outcome and "not a regular file" in outcome[0]
+
+
+def _raises(load_store, root) -> str:
+    try:
+        load_store("d", "m", root)
+    except ValueError as exc:
+        return str(exc)
+    return "no error"
