@@ -57,14 +57,27 @@ def knn_intersection(indices: np.ndarray, reference: np.ndarray, k: int) -> floa
 
 def micro_ap(distances: np.ndarray, indices: np.ndarray, truth: np.ndarray
              ) -> dict[str, float]:
-    """Copy-detection micro-average precision over all queries, controls included, from each
-    query's nearest neighbour and its distance (the DISC21 measure, as the hashing benchmark
-    reports it), and the recall at 90% precision."""
+    """Copy-detection micro-average precision over all queries, controls included, as DISC21
+    computes it (`hashing.metrics.micro_average_precision`): every returned neighbour of
+    every query is a prediction scored by its distance (``k`` columns: ``k`` candidates per
+    query; one column: the nearest alone, as the hashing benchmark reports it); and the recall
+    at 90% precision. Missing neighbours (index -1, infinite distance) are no predictions.
+
+    Raises
+    ------
+    ValueError
+        A query lists one database row twice.
+    """
     indices, truth = _check(indices, truth)
-    d = np.asarray(distances)[:, 0]
-    correct = (indices[:, 0] == truth) & (truth >= 0)
-    found = np.isfinite(d)
-    ap, r90 = micro_average_precision(d[found], correct[found], int((truth >= 0).sum()))
+    d = np.asarray(distances, dtype=np.float64)
+    if d.shape != indices.shape:
+        raise ValueError(f"distances {d.shape} and indices {indices.shape} do not match")
+    found = (indices >= 0) & np.isfinite(d)
+    correct = (indices == truth[:, None]) & (truth[:, None] >= 0)
+    queries = np.broadcast_to(np.arange(len(indices))[:, None], indices.shape)
+    ap, r90 = micro_average_precision(
+        d[found], correct[found], int((truth >= 0).sum()),
+        pairs=np.stack([queries[found], indices[found]], axis=1))
     return {"micro_ap": ap, "recall_at_p90": r90}
 
 

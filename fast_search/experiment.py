@@ -363,6 +363,7 @@ def run_search(
                 "intersection": {k: knn_intersection(indices, reference, k) for k in ks},
                 "mean_source_rank": _mean_rank(indices, search_set.truth),
                 **micro_ap(distances, indices, search_set.truth),
+                "micro_ap_candidates": int(indices.shape[1]),
                 "synthetic_distractors": search_set.synthetic_rows,
             }
             if thresholds:

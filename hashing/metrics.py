@@ -116,37 +116,71 @@ def threshold_at_fpr(curve: dict, max_fpr: float) -> float:
 
 
 def micro_average_precision(
-    distances: np.ndarray, correct: np.ndarray, n_ground_truth: int
+    distances: np.ndarray, correct: np.ndarray, n_ground_truth: int,
+    pairs: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """DISC21 micro-average precision and recall at 90% precision.
+    """DISC21 micro-average precision and recall at 90% precision, as the reference
+    evaluation computes them (facebookresearch/isc2021, ``isc/metrics.py``).
 
-    Each query contributes one prediction (its nearest database image, scored by distance);
-    predictions are ranked over all queries together, precision and recall are computed at
-    every distinct distance, and AP is the sum of precision times the recall increase.
+    Every prediction is a (query, database image, distance); a query may make any number of
+    them (its k nearest, or one). Predictions of all queries are ranked together by distance
+    and, within a tie, the wrong ones first (DISC21's "worst possible AP": equal scores can
+    never raise it). Precision and recall are taken after every prediction, and AP is the sum
+    of precision times the recall increase. Predictions at an infinite distance (nothing
+    found: a query without keypoints, a missing neighbour) are no predictions.
 
     Parameters
     ----------
-    distances : numpy.ndarray, shape (Q,)
-    correct : numpy.ndarray of bool, shape (Q,)
-        The prediction is the query's true source.
+    distances : numpy.ndarray, shape (P,)
+        One per prediction (smaller is more similar).
+    correct : numpy.ndarray of bool, shape (P,)
+        The prediction's database image is the query's true source.
     n_ground_truth : int
-        Number of queries that have a source in the database (the recall denominator).
+        Number of (query, source) pairs in the ground truth: the queries with a source in the
+        database (the recall denominator).
+    pairs : numpy.ndarray, shape (P, 2), optional
+        (query, database image) of each prediction: a pair predicted twice is refused, as
+        DISC21 refuses it (it would count one source twice).
 
     Returns
     -------
     micro_ap, recall_at_p90 : float
+        ``recall_at_p90`` is the largest recall at a precision >= 0.9; where no prediction
+        reaches that precision it is 0.0 (DISC21 reports NaN there; 0.0 is what such a
+        method recalls at 90% precision, and keeps tables and plots numeric). Both are NaN
+        without ground truth.
+
+    Raises
+    ------
+    ValueError
+        Lengths differ, NaN distances, or a repeated (query, database image) pair.
     """
+    d = np.asarray(distances, dtype=np.float64).ravel()
+    hits = np.asarray(correct, dtype=bool).ravel()
+    if len(d) != len(hits):
+        raise ValueError(f"{len(d)} distances for {len(hits)} correctness flags")
+    if np.isnan(d).any():
+        raise ValueError("micro-AP: a prediction has a NaN distance")
+    if pairs is not None:
+        pairs = np.asarray(pairs).reshape(-1, 2)
+        if len(pairs) != len(d):
+            raise ValueError(f"{len(pairs)} (query, database) pairs for {len(d)} predictions")
+        keep = np.isfinite(d)
+        unique, counts = np.unique(pairs[keep], axis=0, return_counts=True)
+        if (counts > 1).any():
+            q, db = unique[np.argmax(counts > 1)]
+            raise ValueError(f"micro-AP: query {q} predicts database image {db} more than once "
+                             "(DISC21 refuses duplicate predictions)")
     if n_ground_truth <= 0:
         return float("nan"), float("nan")
-    order = np.argsort(np.asarray(distances, dtype=np.float64), kind="stable")
-    d = np.asarray(distances, dtype=np.float64)[order]
-    hits = np.asarray(correct, dtype=bool)[order]
+    keep = np.isfinite(d)
+    d, hits = d[keep], hits[keep]
     if len(d) == 0:
         return 0.0, 0.0
-    # d[1:] != d[:-1], not diff: infinite distances (no keypoint) are one tie
-    last = np.r_[np.nonzero(d[1:] != d[:-1])[0], len(d) - 1]
-    tp = np.cumsum(hits)[last]
-    precision = tp / (last + 1)
+    order = np.lexsort((hits, d))  # by distance; within a tie False (wrong) before True
+    hits = hits[order]
+    tp = np.cumsum(hits)
+    precision = tp / np.arange(1, len(hits) + 1)
     recall = tp / n_ground_truth
     ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
     ok = precision >= 0.9
