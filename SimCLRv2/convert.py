@@ -7,10 +7,11 @@ The release's variables are named by layer type and creation order: ``base_model
 encoder are matched in creation order, which `SimCLRv2.resnet` keeps (module order = call order
 = TensorFlow's creation order). Kernels are transposed from HWIO to OIHW (dense: IO to OI).
 
-Every variable of the chosen kind (raw weights, or their ``/ExponentialMovingAverage`` shadows
-with ``ema=True``) must be used and every PyTorch tensor filled, with matching shapes; optimizer
-slots (``Momentum``, LARS) and ``global_step`` are the only variables left out. Anything else is an
-error that names the variables.
+Every variable of the chosen kind (raw weights, or with ``ema=True`` their averaged copies, kept
+either as ``<variable>/ExponentialMovingAverage`` shadows or under an ``ema_model/`` prefix, as
+`ema_layout` finds; a checkpoint with both layouts is refused) must be used and every PyTorch
+tensor filled, with matching shapes; optimizer slots (``Momentum``, LARS) and ``global_step`` are
+the only variables left out. Anything else is an error that names the variables.
 
 Reading a checkpoint file needs TensorFlow (`read_tf_checkpoint`), an optional dependency; the
 conversion itself works on a ``{name: numpy array}`` dictionary.
@@ -26,9 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers import get_logger
 from SimCLRv2.resnet import ContrastiveHead, ResNet, get_resnet
 
+logger = get_logger(__name__)
+
 EMA_SUFFIX = "/ExponentialMovingAverage"
+EMA_PREFIX = "ema_model/"
 _SKIPPED = re.compile(r"(^global_step$|/Momentum$|/LARS|/Adam|/momentum$|^beta\d_power)")
 _BN_FIELDS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
               "moving_variance": "running_var"}
@@ -65,14 +70,52 @@ def _modules(model: nn.Module, kind: type) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, kind)]
 
 
+def ema_layout(variables: Mapping[str, np.ndarray]) -> str | None:
+    """How a checkpoint keeps its averaged (EMA) weights: ``"suffix"``
+    (``<variable>/ExponentialMovingAverage``, TensorFlow's `ExponentialMovingAverage` saved
+    with the model), ``"prefix"`` (``ema_model/<variable>``, the layout public converters of
+    the released v2 checkpoints read), or None.
+
+    Raises
+    ------
+    ConversionError
+        Both layouts at once: which weights are the averaged ones is ambiguous.
+    """
+    names = [n for n in variables if not _SKIPPED.search(_plain_name(n))]
+    suffix = [n for n in names if n.endswith(EMA_SUFFIX)]
+    prefix = [n for n in names if n.startswith(EMA_PREFIX)]
+    if suffix and prefix:
+        raise ConversionError(f"the checkpoint holds EMA weights in two layouts ({len(prefix)} "
+                              f"'{EMA_PREFIX}...' and {len(suffix)} '...{EMA_SUFFIX}' "
+                              f"variables, e.g. {prefix[0]} and {suffix[0]}); refusing to "
+                              "guess which are the averaged weights")
+    return "suffix" if suffix else "prefix" if prefix else None
+
+
+def _plain_name(name: str) -> str:
+    return name.removeprefix(EMA_PREFIX).removesuffix(EMA_SUFFIX)
+
+
 def _select(variables: Mapping[str, np.ndarray], ema: bool) -> dict[str, np.ndarray]:
-    """Model variables of the chosen kind, names without the EMA suffix."""
+    """Model variables of the chosen kind (raw, or averaged in either EMA layout), named as
+    the raw variables are."""
+    layout = ema_layout(variables)
+    if ema and layout is None:
+        raise ConversionError("no EMA weights in the checkpoint (neither "
+                              f"'{EMA_PREFIX}<variable>' nor '<variable>{EMA_SUFFIX}'): "
+                              "convert the raw weights (without --ema)")
+    if ema:
+        logger.info("EMA weights found as %s", f"'{EMA_PREFIX}<variable>'" if layout ==
+                    "prefix" else f"'<variable>{EMA_SUFFIX}'")
     out = {}
     for name, value in variables.items():
-        if _SKIPPED.search(name.removesuffix(EMA_SUFFIX)):
+        if _SKIPPED.search(_plain_name(name)):
             continue
-        if name.endswith(EMA_SUFFIX) == ema:
-            out[name.removesuffix(EMA_SUFFIX)] = np.asarray(value)
+        averaged = name.endswith(EMA_SUFFIX) or name.startswith(EMA_PREFIX)
+        if averaged == ema:
+            out[_plain_name(name)] = np.asarray(value)
+    if not ema and not out and layout is not None:
+        raise ConversionError("the checkpoint holds only EMA weights: convert them with --ema")
     return out
 
 

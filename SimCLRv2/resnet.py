@@ -9,7 +9,9 @@ in creation order.
   stem); then a 3x3 stride-2 max pool with TensorFlow's SAME padding.
 - Bottleneck: 1x1, 3x3 (a selective-kernel convolution when ``sk_ratio > 0``), 1x1 (x4);
   projection shortcuts are a strided 1x1 convolution, or with selective kernels a 2x2 average
-  pool then a 1x1 convolution (ResNet-D).
+  pool then a 1x1 convolution (ResNet-D) at every stride: at stride 2 over TensorFlow's fixed
+  zero padding (zeros counted), at stride 1 with SAME padding (padding not counted), as
+  google-research/simclr's ``resnet.py`` does.
 - Selective kernel: one 3x3 convolution to 2 x filters channels split into two streams, mixed
   by softmax weights from a squeeze-and-excitation branch of width max(filters x sk_ratio, 32).
 """
@@ -89,9 +91,15 @@ class Projection(nn.Module):
         self.bn = _bn(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.resnet_d and self.stride > 1:
-            # TensorFlow: fixed padding of 1 at the end, then a VALID 2x2 average pool.
-            x = F.avg_pool2d(F.pad(x, (0, 1, 0, 1)), 2, self.stride)
+        if self.resnet_d:  # ResNet-D: a 2x2 average pool before the 1x1 convolution, always
+            if self.stride > 1:
+                # TensorFlow: fixed zero padding of 1 at the end, then a VALID 2x2 pool
+                # (the zeros count in the average).
+                x = F.avg_pool2d(F.pad(x, (0, 1, 0, 1)), 2, self.stride)
+            else:
+                # TensorFlow: a SAME 2x2 pool at stride 1, padding after the last row and
+                # column, not counted. Repeating the edge there gives exactly that average.
+                x = F.avg_pool2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), 2, 1)
         return self.bn(self.conv(x))
 
 
