@@ -11,6 +11,7 @@ import threading
 
 import cv2
 import numpy as np
+import pywt
 import scipy.fftpack
 from PIL import Image, ImageFilter
 from scipy import ndimage
@@ -73,44 +74,68 @@ def phash(batch: GrayBatch, hash_size: int = 8, highfreq_factor: int = 4) -> Bin
 
 
 @register_algorithm("whash")
-def whash(batch: GrayBatch, hash_size: int = 8) -> BinaryCodes:
-    """Wavelet hash (Haar), as imagehash computes it: the image resized to the largest power of
-    two that fits its short side, its lowest Haar LL band removed, then the LL band at
-    hash_size x hash_size above its median.
+def whash(batch: GrayBatch, hash_size: int = 8, image_scale: int | None = None,
+          mode: str = "haar", remove_max_haar_ll: bool = True) -> BinaryCodes:
+    """Wavelet hash, as imagehash computes it: the image resized to ``image_scale`` square
+    (default: the largest power of two that fits its short side, at least ``hash_size``), its
+    lowest Haar LL band removed (``remove_max_haar_ll``), then the LL band of the ``mode``
+    wavelet (``haar`` or Daubechies ``db4``) at the level that leaves ``hash_size`` x
+    ``hash_size`` for Haar, above its median.
 
-    The Haar transforms run on stacks of 8 images with the same floating-point operations as
-    PyWavelets (tested equal): 0.17 s instead of 0.75 s for 200 images at 256 px here.
+    Haar runs on stacks of 8 images with the same floating-point operations as PyWavelets
+    (tested equal): 0.17 s instead of 0.75 s for 200 images at 256 px here. ``db4`` goes
+    through PyWavelets image by image; its LL band is larger than ``hash_size`` squared
+    (imagehash keeps all of it: 14 x 14 bits for ``hash_size`` 8 at 256 px) and depends on
+    the scale, so ``db4`` needs a fixed ``image_scale`` (codes of one method have one length).
     """
     _check_size(hash_size)
     if hash_size & (hash_size - 1):
         raise ValueError(f"whash: hash_size must be a power of 2, got {hash_size}")
+    if mode not in ("haar", "db4"):
+        raise ValueError(f"whash: mode must be 'haar' or 'db4', got {mode!r}")
+    if image_scale is not None and not isinstance(image_scale, int):
+        raise ValueError(f"whash: image_scale must be an integer, got {image_scale!r}")
+    if image_scale is not None and (image_scale & (image_scale - 1) or
+                                    not hash_size <= image_scale <= MAX_WORK_SIDE):
+        raise ValueError(f"whash: image_scale must be a power of 2 in [hash_size, "
+                         f"{MAX_WORK_SIDE}], got {image_scale}")
+    if mode == "db4" and image_scale is None:
+        raise ValueError("whash: mode='db4' needs image_scale (its code length depends on the "
+                         "scale, so images of other sizes would get codes of other lengths)")
     level = int(np.log2(hash_size))
-    scales = [max(2 ** int(np.log2(min(g.size))), hash_size) for g in batch.gray]
-    bits = np.empty((len(batch), hash_size, hash_size), dtype=bool)
+    scales = [image_scale or max(2 ** int(np.log2(min(g.size))), hash_size)
+              for g in batch.gray]
+    codes: list[np.ndarray] = [np.empty(0)] * len(batch)
     for scale in sorted(set(scales)):
         index = [i for i, s in enumerate(scales) if s == scale]
         stack = batch.resized(scale, scale, index)
-        low = np.concatenate([_haar_low_band(stack[k:k + _HAAR_CHUNK] / 255.0, level)
-                              for k in range(0, len(stack), _HAAR_CHUNK)])
+        low = np.concatenate([
+            _wavelet_low_band(stack[k:k + _HAAR_CHUNK] / 255.0, level, mode, remove_max_haar_ll)
+            for k in range(0, len(stack), _HAAR_CHUNK)])
         median = np.median(low.reshape(len(low), -1), axis=1)
-        bits[index] = low > median[:, None, None]
-    return BinaryCodes.from_bits(bits)
+        for row, i in enumerate(index):
+            codes[i] = low[row] > median[row]
+    return BinaryCodes.from_bits(np.stack(codes))
 
 
 # Images per Haar call: small stacks stay in cache (4x faster than 200 at once).
 _HAAR_CHUNK = 8
 
 
-def _haar_low_band(pixels: np.ndarray, level: int) -> np.ndarray:
-    """imagehash's whash steps: remove the top LL band, then the LL band at ``level``."""
+def _wavelet_low_band(pixels: np.ndarray, level: int, mode: str, remove: bool) -> np.ndarray:
+    """imagehash's whash steps: remove the top Haar LL band (``remove``), then the LL band
+    of ``mode`` ``log2(side) - level`` levels down."""
     top = int(np.log2(pixels.shape[-1]))
-    details = []
-    for _ in range(top):
-        pixels, detail = haar_dec2(pixels)
-        details.append(detail)
-    pixels = pixels * 0
-    for detail in reversed(details):
-        pixels = haar_rec2(pixels, detail)
+    if remove:
+        details = []
+        for _ in range(top):
+            pixels, detail = haar_dec2(pixels)
+            details.append(detail)
+        pixels = pixels * 0
+        for detail in reversed(details):
+            pixels = haar_rec2(pixels, detail)
+    if mode == "db4":
+        return np.stack([pywt.wavedec2(p, "db4", level=top - level)[0] for p in pixels])
     for _ in range(top - level):
         pixels = haar_dec2(pixels, details=False)[0]
     return pixels
@@ -225,6 +250,10 @@ def hist_hash(batch: GrayBatch, bins: int = 12, sigma: float = 3.0,
     return BinaryCodes.from_bits(bits)
 
 
+#: Hashes a crop-resistant hash can compute on each segment (imagehash's ``hash_func``).
+SEGMENT_HASHES = ("dhash", "ahash", "phash", "whash", "colorhash")
+
+
 @register_algorithm("crop_resistant")
 def crop_resistant(
     batch: GrayBatch,
@@ -234,20 +263,26 @@ def crop_resistant(
     segmentation_image_size: int = 300,
     limit_segments: int | None = None,
     cutoff: int = 1,
+    hash_func: str = "dhash",
 ) -> MultiCodes:
     """Crop-resistant hash (Jain, Deane and Prasad, "Efficient cropping-resistant robust image
     hashing", ARES 2014), as imagehash computes it: the gray image at
     ``segmentation_image_size`` square, blurred, split into bright and dark 4-connected
-    segments; one dHash of the bounding box of every segment larger than
-    ``min_segment_size`` pixels.
+    segments; one ``hash_func`` hash (dHash by default; ahash, phash, whash or colorhash,
+    with ``hash_size`` where it has one) of the bounding box of every segment larger than
+    ``min_segment_size`` pixels, cut from the original image.
 
     Segments come from ``scipy.ndimage.label`` instead of imagehash's pixel-by-pixel flood
     fill, with imagehash's order and its stopping rule, so the segment hashes are the same.
-    ``cutoff`` is the matching rule of the distance (see `MultiCodes`).
+    ``cutoff`` is the matching rule of the distance (see `MultiCodes`: a query with fewer
+    segments than ``cutoff`` matches nothing, as in imagehash).
     """
     _check_size(hash_size)
     if cutoff < 1:
         raise ValueError(f"crop_resistant: cutoff must be >= 1, got {cutoff}")
+    if hash_func not in SEGMENT_HASHES:
+        raise ValueError(f"crop_resistant: hash_func must be one of {', '.join(SEGMENT_HASHES)}, "
+                         f"got {hash_func!r}")
     size = segmentation_image_size
     _check_side("crop_resistant: segmentation_image_size", size, size)
     small = batch.resized(size, size)
@@ -258,15 +293,27 @@ def crop_resistant(
         pixels = cv2.medianBlur(np.asarray(blurred), 3)
         boxes = _segment_boxes(pixels > segment_threshold, min_segment_size, limit_segments)
         width, height = gray.size
-        crops = []
-        for top, left, bottom, right in boxes:
-            box = (left * (width / size), top * (height / size),
-                   right * (width / size), bottom * (height / size))
-            crop = gray.crop(box).resize((hash_size + 1, hash_size), _LANCZOS)
-            px = np.asarray(crop)
-            crops.append((px[:, 1:] > px[:, :-1]).ravel())
-        codes.append(np.stack(crops))
+        boxes = [(left * (width / size), top * (height / size),
+                  right * (width / size), bottom * (height / size))
+                 for top, left, bottom, right in boxes]
+        codes.append(_segment_codes(batch.images[i], gray, boxes, hash_func, hash_size))
     return MultiCodes.from_bits(codes, cutoff=cutoff)
+
+
+def _segment_codes(image: Image.Image, gray: Image.Image, boxes: list, hash_func: str,
+                   hash_size: int) -> np.ndarray:
+    """Boolean (segments, bits): ``hash_func`` of each box of the image."""
+    if hash_func == "dhash":  # the default, straight from the gray image
+        crops = []
+        for box in boxes:
+            px = np.asarray(gray.crop(box).resize((hash_size + 1, hash_size), _LANCZOS))
+            crops.append((px[:, 1:] > px[:, :-1]).ravel())
+        return np.stack(crops)
+    function = _SEGMENT_FUNCTIONS[hash_func]
+    params = {} if hash_func == "colorhash" else {"hash_size": hash_size}
+    segments = GrayBatch([image.crop(box) for box in boxes])
+    found = function(segments, **params)
+    return np.unpackbits(found.packed, axis=1, count=found.n_bits).astype(bool)
 
 
 _FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
@@ -298,3 +345,6 @@ def _segment_boxes(bright: np.ndarray, min_size: int,
     if limit:
         regions = sorted(regions, key=lambda r: r[0], reverse=True)[:limit]
     return [(s[0].start, s[1].start, s[0].stop, s[1].stop) for _, s in regions]
+
+
+_SEGMENT_FUNCTIONS = {"ahash": ahash, "phash": phash, "whash": whash, "colorhash": colorhash}

@@ -53,8 +53,10 @@ def descriptor_distances(
 def multi_distances(queries: MultiCodes, database: MultiCodes, device: str = "auto",
                     max_block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> np.ndarray:
     """Multi-code distances (Q, N): for each query image, the ``cutoff``-th smallest over its
-    segments of the segment's lowest bit error rate against the database image's segments
-    (the largest when it has fewer segments).
+    segments of the segment's lowest bit error rate against the database image's segments;
+    infinite for a query with fewer segments than ``cutoff``. So ``distance <= t`` is exactly
+    imagehash's ``matches(other, region_cutoff=cutoff, bit_error_rate=t)``, which needs
+    ``cutoff`` matching segments (as keypoint methods treat too few keypoints).
 
     Every segment of a block of queries is compared with every database segment in one
     matrix product; minima per database image and per query image are segment reductions.
@@ -87,8 +89,9 @@ def multi_distances(queries: MultiCodes, database: MultiCodes, device: str = "au
         else:
             ends = q_off[first + 1:last + 1] - q_off[first]
             for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
-                k = min(queries.cutoff, b - a) - 1
-                out[first + i] = np.partition(per_db[a:b], k, axis=0)[k]
+                k = queries.cutoff - 1
+                out[first + i] = (np.partition(per_db[a:b], k, axis=0)[k] if b - a > k
+                                  else np.inf)
         first = last
     return out
 

@@ -279,6 +279,26 @@ class MultiCodes(_Identity):
         flat = BinaryCodes(self.packed, self.n_bits).to_hex()
         return [flat[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True)]
 
+    @classmethod
+    def from_hex(cls, texts, n_bits: int, cutoff: int = 1) -> MultiCodes:
+        """Codes from hex text, per image either a list of segment hex strings (`to_hex`) or
+        one string of comma-separated segment codes (imagehash's ``str(ImageMultiHash)``, what
+        its ``hex_to_multihash`` reads); a single string is one image.
+
+        Raises
+        ------
+        ValueError
+            An image without segments, or a segment that is not a hex code of ``n_bits`` bits.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        images = [t.split(",") if isinstance(t, str) else list(t) for t in texts]
+        if any(not segments or "" in segments for segments in images):
+            raise ValueError("every image needs at least one segment hex code")
+        flat = BinaryCodes.from_hex([h for segments in images for h in segments], n_bits)
+        offsets = np.concatenate([[0], np.cumsum([len(s) for s in images])]).astype(np.int64)
+        return cls(flat.packed, offsets, n_bits, cutoff)
+
     def to_bits(self) -> list[np.ndarray]:
         """Per image, a boolean (segments, n_bits) array."""
         flat = np.unpackbits(self.packed, axis=1, count=self.n_bits).astype(bool)
