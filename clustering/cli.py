@@ -40,3 +40,49 @@ def digest_threshold(args: argparse.Namespace) -> float | None:
     logger.info("threshold %.4g from %s at FPR %g", threshold, args.threshold_from,
                 args.threshold_fpr)
     return threshold
+
+
+def descriptor_kind(method: str) -> str:
+    """What ``method`` (a hash spec or a model) makes per image, known before describing any
+    image: ``"float"`` (a model, float hashes), ``"binary"`` (one code), ``"multi"`` (several
+    codes: crop_resistant) or ``"local"`` (keypoint descriptors: orb, sift...).
+
+    A hash describes one small gray image to find out (milliseconds); a model is not loaded.
+
+    Raises
+    ------
+    ValueError
+        An unknown method or parameter.
+    """
+    from PIL import Image
+
+    from extractor import list_models
+    from hashing.registry import parse_algorithm
+    from helpers.descriptors import BinaryCodes, LocalDescriptors, MultiCodes
+
+    algorithm = parse_algorithm(method)
+    if algorithm.name in list_models():
+        return "float"
+    sample = algorithm.describe([Image.new("RGB", (64, 48), "gray")])
+    if isinstance(sample, MultiCodes):
+        return "multi"
+    if isinstance(sample, LocalDescriptors):
+        return "local"
+    return "binary" if isinstance(sample, BinaryCodes) else "float"
+
+
+def check_one_row_method(method: str, flag: str = "--method") -> str:
+    """Refuse, before any work, a method that makes several descriptors per image (they have no
+    single row to cluster or store); returns its `descriptor_kind`.
+
+    Raises
+    ------
+    ValueError
+    """
+    kind = descriptor_kind(method)
+    if kind in ("multi", "local"):
+        what = "several codes" if kind == "multi" else "keypoint descriptors"
+        raise ValueError(f"{flag} {method}: it makes {what} per image, which have no single "
+                         "row to group; use a hash with one code per image (dhash, phash...) "
+                         "or a model (sscd_distilled...)")
+    return kind

@@ -31,7 +31,7 @@ from clustering.measures import (
 )
 from clustering.methods import Clustering
 from clustering.points import Points
-from helpers import atomic_write, write_json
+from helpers import atomic_write, printable, write_json
 from helpers.plotting import new_figure, save_figure
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,10 @@ def write_clustering(result: Clustering, folder: str | Path,
         frame["true_group"] = truth_labels(result.records)
     for name, labels in zip(result.names(), result.labels, strict=True):
         frame[name] = labels
-    with atomic_write(folder / "assignments.csv", "w", newline="") as handle:
+    # surrogateescape: an id from a file name that is not UTF-8 is written as its own bytes,
+    # as manifests write such names
+    with atomic_write(folder / "assignments.csv", "w", newline="",
+                      errors="surrogateescape") as handle:
         frame.to_csv(handle, index=False)
     payload: dict[str, Any] = {
         "method": result.method, "metric": result.metric, "features": result.features,
@@ -331,7 +334,7 @@ def plot_galleries(result: Clustering, entry: dict[str, Any], folder: str | Path
                         ax.imshow(np.asarray(image))
                     else:
                         ax.text(0.5, 0.5, "not on disk", ha="center", va="center", fontsize=6)
-                    ax.set_title(result.ids[int(chosen[c])][:22], fontsize=5)
+                    ax.set_title(printable(result.ids[int(chosen[c])])[:22], fontsize=5)
             axes[r, 0].text(-0.1, 0.5, title, transform=axes[r, 0].transAxes, rotation=90,
                             ha="right", va="center", fontsize=6)
         fig.suptitle(f"cluster {row['cluster']}: {row['size']} images, diameter "

@@ -233,9 +233,20 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def default_index_cache() -> Path:
+    """``Results/indexes``: where scripts keep trained indexes by default."""
+    from helpers.paths import results_root
+
+    return results_root() / "indexes"
+
+
 def _save_cache(path: Path, key: dict[str, Any], index: SearchIndex) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    index.save(path)
+    try:
+        index.save(path)
+    except RuntimeError as exc:  # Faiss's own write error (a full disk): an OSError to callers
+        raise OSError(f"cannot write the index cache {path}: "
+                      f"{str(exc).strip().splitlines()[-1][:200]}") from exc
     write_json(path.with_suffix(".json"), {  # written last: marks it finished
         "key": key, "index": describe_index(index.cpu_index()), "sha256": _file_digest(path)})
 

@@ -43,16 +43,18 @@ from typing import Any
 
 import numpy as np
 
+from extractor.store import default_features_dir
 from helpers import (
+    add_output_file_arguments,
     available_cpus,
-    experiment_record,
-    results_root,
+    available_memory,
+    result_file,
     setup_logging,
-    write_json,
 )
-from helpers.cli import run_script
+from helpers.cli import MAX_COUNT, MAX_SEED, integer, real, run_script, script_main
 
 REPO = Path(__file__).resolve().parents[1]
+SCRIPT = "benchmark_clustering"
 #: Threshold / eps grids of the quality part (our scales: cosine (1 - cos) / 2, Hamming BER).
 GRIDS = {"cosine": [0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.225],
          "hamming": [0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2],
@@ -84,23 +86,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="quality part (hierarchical_<linkage>; ward runs on l2)")
     parser.add_argument("--max-memory", default="8GB",
                         help="budget of the dense-matrix linkages of the quality part")
-    parser.add_argument("--scale-rows", type=int, default=50000)
-    parser.add_argument("--scale-dim", type=int, default=512)
+    parser.add_argument("--scale-rows", type=integer(2, MAX_COUNT), default=50000,
+                        help="rows of the scale and edges parts (default: 50000)")
+    parser.add_argument("--scale-dim", type=integer(1, 65_536), default=512,
+                        help="dimension of the synthetic rows (default: 512)")
     parser.add_argument("--scale-store", default=None,
                         help="take the scale part's rows from this store (default: blobs)")
     parser.add_argument("--scale-methods", nargs="+", default=list(SCALE_METHODS),
                         choices=list(SCALE_METHODS))
-    parser.add_argument("--scale-timeout", type=float, default=1800)
-    parser.add_argument("--edge-count", type=int, default=2_000_000,
+    parser.add_argument("--scale-timeout", type=real(0, 7 * 86400, low_open=True),
+                        default=1800, help="seconds a scale method may run (default: 1800)")
+    parser.add_argument("--edge-count", type=integer(1, MAX_COUNT), default=2_000_000,
                         help="edges of the edges part")
-    parser.add_argument("--dedup-originals", type=int, default=100,
+    parser.add_argument("--dedup-originals", type=integer(1, MAX_COUNT), default=100,
                         help="BSDS500 originals of the imagededup part (x 58 copies)")
     parser.add_argument("--dedup-dataset", default="bsds500")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=str(results_root() / "benchmarks" /
-                                                "clustering.json"))
-    parser.add_argument("--log-level", default="WARNING")
-    parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=integer(0, MAX_SEED), default=0)
+    add_output_file_arguments(parser, "benchmarks/clustering.json", log_level="WARNING")
+    parser.add_argument("--run-one", default=None, choices=list(SCALE_METHODS),
+                        help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -188,13 +192,24 @@ def _scale_points(args):
             raise ValueError(f"{args.scale_store} has {len(points)} rows, fewer than "
                              f"--scale-rows {args.scale_rows}")
         return points.take(slice(args.scale_rows))
+    # the rows, the float64 noise added to them and their float32 copy, at once
+    _check_memory(args.scale_rows * args.scale_dim * 16, f"--scale-rows {args.scale_rows} x "
+                  f"--scale-dim {args.scale_dim} synthetic rows")
     rng = np.random.default_rng(args.seed)
-    groups = args.scale_rows // 50
+    groups = max(1, args.scale_rows // 50)
     centres = rng.normal(size=(groups, args.scale_dim)).astype(np.float32)
     values = centres[rng.integers(0, groups, args.scale_rows)]
     values += 0.3 * rng.normal(size=values.shape).astype(np.float32)
     return Points(values, "cosine", None, [str(i) for i in range(args.scale_rows)], None,
                   "synthetic blobs")
+
+
+def _check_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, what would not fit in the memory available now."""
+    free = available_memory()
+    if free is not None and nbytes > 0.8 * free:
+        raise ValueError(f"{what} need about {nbytes / 1e9:.1f} GB, more than the "
+                         f"{free / 1e9:.1f} GB of memory available: choose fewer")
 
 
 def run_one(args) -> int:
@@ -255,6 +270,8 @@ def edges(args) -> dict[str, Any]:
     from clustering.points import Points
     from hashing import native
 
+    # rows and columns (int64), the distances of both paths and their temporaries
+    _check_memory(args.edge_count * 48, f"--edge-count {args.edge_count} edges")
     points = _scale_points(args)
     rng = np.random.default_rng(args.seed)
     rows = np.sort(rng.integers(0, len(points), args.edge_count))
@@ -403,20 +420,21 @@ def names_from(described) -> list[str]:
     return [Path(r.path).name for r in described.records]
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     if args.run_one:
         return run_one(args)
-    out: dict[str, Any] = {"machine": _machine(),
-                           "experiment": experiment_record(vars(args),
-                                                           script="benchmark_clustering")}
-    for part in args.parts:
-        print(f"{part}...", flush=True)
-        out[part] = {"quality": quality, "scale": scale, "edges": edges,
-                     "imagededup": dedup}[part](args)
-        write_json(args.output, out)  # each finished part is kept
-    print(f"wrote {args.output}")
+    root = args.features_dir or default_features_dir()
+    with result_file(args, SCRIPT, "benchmarks/clustering.json", roots=[root]) as output:
+        out: dict[str, Any] = {"machine": _machine()}
+        for part in args.parts:
+            print(f"{part}...", flush=True)
+            out[part] = {"quality": quality, "scale": scale, "edges": edges,
+                         "imagededup": dedup}[part](args)
+            output.write(out)  # each finished part is kept
+    print(f"wrote {output.path}")
     return 0
 
 

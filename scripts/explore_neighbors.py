@@ -18,7 +18,6 @@ python scripts/explore_neighbors.py --database db/dhash --queries q/dhash \\
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +29,22 @@ from data_retrieval.cli import add_data_root_argument
 from extractor.store import default_features_dir
 from fast_search import load_search_set, prepare_index, source_ranks
 from helpers import (
-    check_name,
+    add_output_arguments,
+    experiment_run,
     figure_style,
     get_logger,
     load_image,
     new_figure,
-    now_iso,
     read_json,
-    results_root,
     save_figure,
     setup_logging,
-    write_experiment_json,
 )
-from helpers.cli import fail, run_script
-from helpers.outputs import output_dir
+from helpers.cli import integer, run_script, script_main
 
 SCRIPT = "explore_neighbors"
 logger = get_logger(SCRIPT)
+#: Columns and rows of the grid: a larger figure is unreadable (and slow to draw).
+MAX_K, MAX_QUERIES = 100, 200
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,19 +60,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_data_root_argument(parser)
     parser.add_argument("--index", default="Flat", help="Faiss factory string (Flat)")
     parser.add_argument("--param", default=None, help="search parameters, e.g. nprobe=8")
-    parser.add_argument("--k", type=int, default=5, help="neighbours shown (5)")
+    parser.add_argument("--k", type=integer(1, MAX_K), default=5,
+                        help="neighbours shown (5; at most the database's rows)")
     parser.add_argument("--query-id", nargs="*", default=[], help="queries to show")
-    parser.add_argument("--worst", type=int, default=8,
+    parser.add_argument("--worst", type=integer(1, MAX_QUERIES), default=8,
                         help="without --query-id: the N positive queries whose source ranks "
                              "lowest (8)")
-    parser.add_argument("--name", default=SCRIPT)
-    parser.add_argument("--output", default=None)
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    if args.k < 1 or args.worst < 1:
-        parser.error("--k and --worst must be >= 1")
-    return args
+    add_output_arguments(parser, f"Results/<name> (default: {SCRIPT})", default_name=SCRIPT)
+    return parser.parse_args(argv)
 
 
 class Images:
@@ -82,8 +75,11 @@ class Images:
 
     def __init__(self, args: argparse.Namespace, search_set):
         self.by_id: dict[str, ImageRecord] = {}
+        self.root: Path | None = None  # the folder of --images (an input of the run)
         if args.images:
-            for record in load_dataset(args.images, args.data_root).records:
+            dataset = load_dataset(args.images, args.data_root)
+            self.root = dataset.root
+            for record in dataset.records:
                 self.by_id.setdefault(record.image_id, record)
         self.query_meta = _sidecar(search_set.query_store)
         self.views: dict[str, Any] = {}
@@ -146,41 +142,41 @@ def _tile(ax, image: Image.Image | None, title: str, colour: str | None) -> None
             spine.set_linewidth(3)
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    started = now_iso()
-    with contextlib.ExitStack() as stack:
-        try:
-            if args.output is None:
-                check_name(args.name, "--name")
-            root = Path(args.features_dir) if args.features_dir else default_features_dir()
-            search_set = load_search_set(args.database, args.queries, args.distractors, root)
-            index, _ = prepare_index(search_set, args.index, show_progress=False)
-            index.set_params(args.param)
-            distances, rows = index.search(search_set.queries, args.k)
-            ranks = source_ranks(rows, search_set.truth)
-            if args.query_id:
-                missing = [q for q in args.query_id if q not in search_set.query_ids]
-                if missing:
-                    raise ValueError(f"no query {missing[0]!r} in {args.queries}")
-                chosen = [search_set.query_ids.index(q) for q in args.query_id]
-            else:
-                positive = np.flatnonzero(search_set.truth >= 0)
-                order = sorted(positive, key=lambda q: (ranks[q] == 1, -ranks[q] if ranks[q]
-                                                        else -10**9, distances[q, 0]))
-                chosen = order[: args.worst]
-                if not chosen:
-                    raise ValueError(f"no query of {args.queries} has its source in the "
-                                     "database: give --query-id to look at controls")
-            images = Images(args, search_set)
-            target = Path(args.output) if args.output else results_root() / args.name
-            output = stack.enter_context(output_dir(target, SCRIPT, overwrite=args.overwrite,
-                                                    inputs=[root]))
-        except (ValueError, FileNotFoundError, TypeError) as exc:
-            return fail(exc)
-        write_experiment_json(output, vars(args), started_at=started, script=SCRIPT)
-        cols = args.k + 2
+    root = Path(args.features_dir) if args.features_dir else default_features_dir()
+    search_set = load_search_set(args.database, args.queries, args.distractors, root)
+    k = min(args.k, search_set.n_database)
+    if k < args.k:
+        print(f"note: --k {args.k} is more than the {search_set.n_database} database rows: "
+              f"showing {k} neighbours")
+    index, _ = prepare_index(search_set, args.index, show_progress=False)
+    index.set_params(args.param)
+    distances, rows = index.search(search_set.queries, k)
+    ranks = source_ranks(rows, search_set.truth)
+    if args.query_id:
+        missing = [q for q in args.query_id if q not in search_set.query_ids]
+        if missing:
+            raise ValueError(f"no query {missing[0]!r} in {args.queries}")
+        if len(args.query_id) > MAX_QUERIES:
+            raise ValueError(f"--query-id names {len(args.query_id)} queries: at most "
+                             f"{MAX_QUERIES} fit in one figure")
+        chosen = [search_set.query_ids.index(q) for q in args.query_id]
+    else:
+        positive = np.flatnonzero(search_set.truth >= 0)
+        order = sorted(positive, key=lambda q: (ranks[q] == 1, -ranks[q] if ranks[q]
+                                                else -10**9, distances[q, 0]))
+        chosen = order[: args.worst]
+        if not chosen:
+            raise ValueError(f"no query of {args.queries} has its source in the "
+                             "database: give --query-id to look at controls")
+    images = Images(args, search_set)
+    with experiment_run(args, SCRIPT, inputs=[images.root], roots=[root]) as run:
+        output = run.folder
+        run.record({**vars(args), "k_shown": k})
+        cols = k + 2
         with figure_style():
             fig, axes = new_figure(len(chosen), cols, figsize=(1.8 * cols, 1.9 * len(chosen)),
                                    squeeze=False)
@@ -190,10 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                 truth = int(search_set.truth[q])
                 if truth >= 0:
                     _tile(axes[row, 1], images.load(search_set.database_record(truth)),
-                          f"source (rank {ranks[q] or '>' + str(args.k)})", "tab:blue")
+                          f"source (rank {ranks[q] or '>' + str(k)})", "tab:blue")
                 else:
                     _tile(axes[row, 1], None, "control: no source", None)
-                for j in range(args.k):
+                for j in range(k):
                     r = int(rows[q, j])
                     if r < 0:
                         _tile(axes[row, j + 2], None, "none", None)
@@ -203,11 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"{j + 1}: {search_set.database_ids[r]}"[:28]
                           + f"\nd={distances[q, j]:.4f}", "tab:green" if good else "tab:red")
             written = save_figure(fig, output, "neighbours")
-        write_experiment_json(output, vars(args), started_at=started, ended_at=now_iso(),
-                              script=SCRIPT, extra={"queries": [search_set.query_ids[q]
-                                                                for q in chosen]})
-        print(f"wrote {written[0]} ({len(chosen)} queries)")
-        return 0
+        run.finish(queries=[search_set.query_ids[q] for q in chosen])
+    print(f"wrote {written[0]} ({len(chosen)} queries)")
+    return 0
 
 
 def _sidecar(store: str) -> dict[str, Any]:

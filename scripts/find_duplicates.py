@@ -27,26 +27,26 @@ python scripts/find_duplicates.py photos/ --method phash \\
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from clustering import as_points, cluster
-from clustering.cli import add_digest_threshold_arguments, digest_threshold
+from clustering.cli import (
+    add_digest_threshold_arguments,
+    check_one_row_method,
+    digest_threshold,
+)
 from clustering.report import evaluate, write_clustering
 from helpers import (
+    add_output_arguments,
     atomic_write,
-    check_name,
+    experiment_run,
     get_logger,
-    now_iso,
-    results_root,
     setup_logging,
-    write_experiment_json,
 )
-from helpers.cli import fail, run_script
-from helpers.outputs import output_dir
+from helpers.cli import integer, real, run_script, script_main
 
 SCRIPT = "find_duplicates"
 logger = get_logger(SCRIPT)
@@ -62,21 +62,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="folder of images (searched recursively)")
     parser.add_argument("--method", default="sscd_distilled",
-                        help="any hash or model of the registry (default: sscd_distilled)")
-    parser.add_argument("--threshold", type=float, default=None,
+                        help="any hash or model of the registry with one descriptor per image "
+                             "(default: sscd_distilled; not crop_resistant nor keypoint "
+                             "methods)")
+    parser.add_argument("--threshold", type=real(0, 1e9), default=None,
                         help="distance under which two images are duplicates (default: the "
                              f"method's, {DEFAULT_THRESHOLDS})")
     add_digest_threshold_arguments(parser)
     parser.add_argument("--device", default="auto",
                         help="Faiss's device for grouping: auto, cpu or cuda (a model runs on "
                              "CUDA when present; 'sscd_distilled:device=cpu' chooses)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--galleries", type=int, default=24,
+    parser.add_argument("--batch-size", type=integer(1, 65_536), default=64)
+    parser.add_argument("--galleries", type=integer(0, 1000), default=24,
                         help="groups shown as image grids in index.html")
-    parser.add_argument("--name", default=None)
-    parser.add_argument("--output", default=None, help="output folder instead of Results/<name>")
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--log-level", default="INFO")
+    add_output_arguments(parser, "Results/<name> (default: duplicates_<folder>_<method>)")
     return parser.parse_args(argv)
 
 
@@ -85,8 +84,6 @@ def _threshold(args: argparse.Namespace, label: str) -> float:
     if from_digest is not None:
         return from_digest
     if args.threshold is not None:
-        if not np.isfinite(args.threshold) or args.threshold < 0:
-            raise ValueError(f"--threshold must be a distance >= 0, got {args.threshold}")
         return args.threshold
     if label in DEFAULT_THRESHOLDS:
         return DEFAULT_THRESHOLDS[label]
@@ -112,62 +109,48 @@ def duplicates_table(result, points, labels: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "image", "image_id", "distance"])
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    started = now_iso()
-    with contextlib.ExitStack() as stack:
-        try:
-            from data_retrieval import list_images
-            from hashing import describe
-            from hashing.registry import parse_algorithm
+    from data_retrieval import list_images
+    from hashing import describe
+    from hashing.registry import parse_algorithm
 
-            folder = Path(args.folder)
-            if not folder.is_dir():
-                raise FileNotFoundError(f"{folder} is not a folder")
-            label = parse_algorithm(args.method).label
-            threshold = _threshold(args, label)
-            records, unreadable = list_images(folder)  # bad files are logged as found
-            if len(records) < 2:
-                raise ValueError(f"{folder} holds {len(records)} readable images "
-                                 f"({len(unreadable)} skipped); duplicates need at least 2")
-            name = args.name or check_name(f"duplicates_{folder.resolve().name}_{label}")
-            target = Path(args.output) if args.output else results_root() / name
-            output = stack.enter_context(output_dir(
-                target, SCRIPT, overwrite=args.overwrite, inputs=[folder],
-                flags=("--overwrite",)))
-        except (ValueError, FileNotFoundError, TypeError, OSError) as exc:
-            return fail(exc)
-        config = {**vars(args), "threshold_used": threshold, "method_label": label}
-        write_experiment_json(output, config, started_at=started, script=SCRIPT)
-        try:
-            described = describe(records, args.method, batch_size=args.batch_size)
-            points = as_points(described)
-        except (ValueError, OSError) as exc:
-            write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
-                                  script=SCRIPT, extra={"error": str(exc)})
-            return fail(f"{folder}: {exc}")
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    label = parse_algorithm(args.method).label
+    check_one_row_method(args.method)  # before describing any image
+    threshold = _threshold(args, label)
+    records, unreadable = list_images(folder)  # bad files are logged as found
+    if len(records) < 2:
+        raise ValueError(f"{folder} holds {len(records)} readable images "
+                         f"({len(unreadable)} skipped); duplicates need at least 2")
+    name = f"duplicates_{folder.resolve().name}_{label}"
+    with experiment_run(args, SCRIPT, name=name, inputs=[folder]) as run:
+        output = run.folder
+        run.record({**vars(args), "threshold_used": threshold, "method_label": label})
+        described = describe(records, args.method, batch_size=args.batch_size)
+        points = as_points(described)
         skipped = [(b.path.stem if b.path else "", str(b.path), b.reason) for b in unreadable]
         skipped += [tuple(b) for b in described.bad]
-        try:
-            result = cluster(points, "duplicates", threshold=[threshold], device=args.device)
-        except ValueError as exc:
-            return fail(exc)
+        result = cluster(points, "duplicates", threshold=[threshold], device=args.device)
         table = duplicates_table(result, points, result.labels[0])
-        with atomic_write(output / "duplicates.csv", "w", newline="") as handle:
+        # surrogateescape: a file name that is not UTF-8 is written as its own bytes (as in
+        # every manifest), so the path in the table opens the file
+        with atomic_write(output / "duplicates.csv", "w", newline="",
+                          errors="surrogateescape") as handle:
             table.to_csv(handle, index=False)
         evaluation = evaluate(result, points, device=args.device)
         write_clustering(result, output, evaluation, points=points, galleries=args.galleries,
                          extra={"folder": str(folder), "skipped": [list(b) for b in skipped]})
         groups = table["group"].nunique() if len(table) else 0
-        write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
-                              script=SCRIPT, extra={"groups": int(groups),
-                                                    "images_in_groups": len(table),
-                                                    "skipped": len(skipped)})
-        print(f"{len(points)} images ({len(skipped)} skipped), {label}, threshold "
-              f"{threshold:g}: {groups} groups of near-duplicates holding {len(table)} images "
-              f"-> {output / 'duplicates.csv'}")
-        return 0
+        run.finish(groups=int(groups), images_in_groups=len(table), skipped=len(skipped))
+    print(f"{len(points)} images ({len(skipped)} skipped), {label}, threshold "
+          f"{threshold:g}: {groups} groups of near-duplicates holding {len(table)} images "
+          f"-> {output / 'duplicates.csv'}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ python scripts/make_distractors.py --photos folder:/data/photos --count 10000 --
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -32,17 +33,31 @@ from extractor.store import default_features_dir, store_paths
 from fast_search.distractors import DEFAULT_RECIPE, distractor_views
 from helpers import (
     FolderLock,
+    OutputError,
     atomic_write,
     check_name,
     get_logger,
     parse_key_values,
+    printable,
     progress,
+    read_json,
     setup_logging,
 )
-from helpers.cli import fail, run_script
+from helpers.cli import MAX_SEED, fail, integer, run_script, script_main
 from helpers.outputs import check_output_dir
+from helpers.runs import folder_type
 
 logger = get_logger("make_distractors")
+#: Views of one run: each is held in memory as a small object (about 1 kB) before described.
+MAX_VIEWS = 10_000_000
+
+
+def store_name_type(text: str) -> str:
+    """``--store-name``: one plain name (an empty one is refused, not taken for the default)."""
+    try:
+        return check_name(text, "--store-name")
+    except OutputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,8 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="dataset name, folder:<path>, a folder or a manifest .csv of the "
                              "real photos the views are made from")
     add_data_root_argument(parser)
-    parser.add_argument("--count", type=int, required=True, help="number of views")
-    parser.add_argument("--seed", type=int, default=0, help="views seed (default: 0)")
+    parser.add_argument("--count", type=integer(1, MAX_VIEWS), required=True,
+                        help=f"number of views (at most {MAX_VIEWS:,})")
+    parser.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
+                        help="views seed (default: 0)")
     parser.add_argument("--view", action="append", default=[], metavar="K=V",
                         help="view recipe option, repeatable; defaults: " + ", ".join(
                             f"{k}={v}" for k, v in DEFAULT_RECIPE.items()))
@@ -61,23 +78,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a model (efficientnet_lite0, sscd_distilled...) or a hash "
                              "spec (dhash, phash:hash_size=16)")
     parser.add_argument("--weights", default=None, help="model weights file")
-    parser.add_argument("--store-name", default=None,
+    parser.add_argument("--store-name", type=store_name_type, default=None,
                         help="store folder (default: views<count>_<photos>)")
-    parser.add_argument("--features-dir", default=str(default_features_dir()),
-                        help="feature store root (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="default: 32")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--features-dir", type=folder_type, default=str(default_features_dir()),
+                        help="feature store root the store is written into (default: "
+                             "%(default)s)")
+    parser.add_argument("--batch-size", type=integer(1, 65_536), default=32, help="default: 32")
+    parser.add_argument("--workers", type=integer(0, 1024), default=None,
                         help="DataLoader workers for models (default: usable cores - 1)")
-    parser.add_argument("--chunk-size", type=int, default=4096,
+    parser.add_argument("--chunk-size", type=integer(1, 1_000_000), default=4096,
                         help="views per resumable chunk (default: 4096)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished store")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    for flag in ("count", "batch_size", "chunk_size"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    return args
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
 
 
 def _is_model(method: str) -> bool:
@@ -102,7 +117,7 @@ def describe_hash_chunks(views, method, store: str, root: Path, chunk_size: int,
         raise FileExistsError(f"feature store {npy} exists; pass --overwrite to replace it")
     partial = npy.with_suffix(".partial")
     check_plan(partial, meta["distractor_views"], overwrite)
-    parts = []
+    parts, skipped = [], []
     with FolderLock(partial):
         bar = progress(total=len(views), desc=f"{algorithm.label} views", unit="view")
         for start in range(0, len(views), chunk_size):
@@ -110,12 +125,15 @@ def describe_hash_chunks(views, method, store: str, root: Path, chunk_size: int,
             path = partial / f"chunk_{start:09d}_{start + len(chunk):09d}.npz"
             if not path.exists():
                 codes = describe(chunk, algorithm, batch_size=batch_size, show_progress=False)
+                bad = np.array([json.dumps(list(b)) for b in codes.bad or ()], dtype=str)
                 with atomic_write(path, "wb") as handle:
                     np.savez(handle, packed=codes.packed, ids=np.array(codes.ids, dtype=str),
-                             n_bits=codes.n_bits)
+                             n_bits=codes.n_bits, bad=bad)
             with np.load(path) as data:
                 parts.append(BinaryCodes(data["packed"], int(data["n_bits"]),
                                          ids=tuple(data["ids"].tolist())))
+                if "bad" in data.files:  # chunks of an older run kept no skipped views
+                    skipped += [json.loads(b) for b in data["bad"].tolist()]
             bar.update(len(chunk))
         bar.close()
     codes = BinaryCodes.concat(parts)
@@ -123,7 +141,8 @@ def describe_hash_chunks(views, method, store: str, root: Path, chunk_size: int,
     codes = codes.with_identity(records=tuple(by_id[i] for i in codes.ids),
                                 method=algorithm.label)
     out = save_descriptors(codes, store, root=root, overwrite=overwrite)
-    _add_meta(sidecar, meta)
+    _add_meta(sidecar, {**meta, "bad": [{"id": b[0], "path": b[1], "reason": b[2]}
+                                        for b in skipped]})
     shutil.rmtree(partial, ignore_errors=True)
     return out
 
@@ -151,46 +170,64 @@ def _add_meta(sidecar: Path, meta: dict) -> None:
     write_json(sidecar, {**read_json(sidecar), **meta})
 
 
+def stored_views(path: Path, count: int, photos: int) -> str:
+    """What the finished store holds, in words, read from the store itself: the views stored
+    and those skipped (made from a photo that cannot be read)."""
+    stored = len(np.load(path, mmap_mode="r"))
+    if stored == count:
+        return f"{stored} views of {photos} photos"
+    try:
+        bad = read_json(path.with_suffix(".json")).get("bad", [])
+    except (OSError, ValueError):
+        bad = []
+    unreadable = sorted({printable(str(b.get("path") or "")) for b in bad
+                         if isinstance(b, dict)} - {""})
+    which = (f", made from {len(unreadable)} photo(s) that cannot be read: "
+             f"{', '.join(unreadable[:3])}{' ...' if len(unreadable) > 3 else ''}"
+             if unreadable else "")
+    return (f"{stored} of the {count} views of {photos} photos stored, {count - stored} "
+            f"skipped{which}")
+
+
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    try:
-        recipe = parse_key_values(args.view, "--view")
-        check_output_dir(args.features_dir)
-        photos = load_images(args.photos, args.data_root)
-        if not photos.records:
-            raise ValueError(f"{args.photos} has no readable photo")
-        views = distractor_views(photos.records, args.count, args.seed, **recipe)
-        name = "".join(c if c.isalnum() or c in "_.-" else "_"
-                       for c in Path(args.photos.split(":")[-1]).name) or "photos"
-        store = args.store_name or f"views{args.count}_{name}"
-        check_name(store, "store name")
-        meta = {"distractor_views": {
-            "photos": args.photos, "photo_count": len(photos.records), "count": args.count,
-            "seed": args.seed, "recipe": {**DEFAULT_RECIPE, **recipe}},
-            "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}
-        root = Path(args.features_dir)
-        if _is_model(args.method):
-            from extractor import extract_to_store, get_model
-            from helpers import available_cpus
+    recipe = parse_key_values(args.view, "--view")
+    check_output_dir(args.features_dir)
+    photos = load_images(args.photos, args.data_root)
+    if not photos.records:
+        raise ValueError(f"{args.photos} has no readable photo")
+    views = distractor_views(photos.records, args.count, args.seed, **recipe)
+    name = "".join(c if c.isalnum() or c in "_.-" else "_"
+                   for c in Path(args.photos.split(":")[-1]).name) or "photos"
+    store = args.store_name or check_name(f"views{args.count}_{name}", "store name")
+    meta = {"distractor_views": {
+        "photos": args.photos, "photo_count": len(photos.records), "count": args.count,
+        "seed": args.seed, "recipe": {**DEFAULT_RECIPE, **recipe}},
+        "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}
+    root = Path(args.features_dir)
+    if _is_model(args.method):
+        from extractor import extract_to_store, get_model
+        from helpers import available_cpus
 
-            model_name, _, text = args.method.partition(":")
-            params = parse_key_values(text.split(",") if text else [], "--method")
+        model_name, _, text = args.method.partition(":")
+        params = parse_key_values(text.split(",") if text else [], "--method")
+        try:
             model = get_model(model_name, weights=args.weights, device=args.device, **params)
-            npy, sidecar = store_paths(store, model.name, root)
-            if not (sidecar.exists() and not args.overwrite):  # extract_to_store refuses it
-                check_plan(npy.with_suffix(".partial"), meta["distractor_views"],
-                           args.overwrite)
-            workers = args.workers if args.workers is not None else max(0, available_cpus() - 1)
-            path = extract_to_store(model, views, store, root=root, batch_size=args.batch_size,
-                                    workers=workers, chunk_size=args.chunk_size,
-                                    overwrite=args.overwrite, extra_meta=meta)
-        else:
-            path = describe_hash_chunks(views, args.method, store, root, args.chunk_size,
-                                        args.batch_size, args.overwrite, meta)
-    except (ValueError, FileExistsError, FileNotFoundError, ImportError, OSError) as exc:
-        return fail(exc)
-    print(f"wrote {path} ({args.count} views of {len(photos.records)} photos)")
+        except ImportError as exc:  # a model's optional package
+            return fail(f"--method {args.method}: {exc}")
+        npy, sidecar = store_paths(store, model.name, root)
+        if not (sidecar.exists() and not args.overwrite):  # extract_to_store refuses it
+            check_plan(npy.with_suffix(".partial"), meta["distractor_views"], args.overwrite)
+        workers = args.workers if args.workers is not None else max(0, available_cpus() - 1)
+        path = extract_to_store(model, views, store, root=root, batch_size=args.batch_size,
+                                workers=workers, chunk_size=args.chunk_size,
+                                overwrite=args.overwrite, extra_meta=meta)
+    else:
+        path = describe_hash_chunks(views, args.method, store, root, args.chunk_size,
+                                    args.batch_size, args.overwrite, meta)
+    print(f"wrote {path} ({stored_views(Path(path), args.count, len(photos.records))})")
     return 0
 
 

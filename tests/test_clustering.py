@@ -634,3 +634,93 @@ def test_reports_of_all_noise_and_of_singletons(tmp_path):
                                points=points)
     assert (tmp_path / "r" / "clusters.json").is_file() and written
     assert cl.external_measures(np.array(["a", "a", "b"]), [0, 0, 1])["v_measure"] == 1.0
+
+
+# --- the scripts through the output mechanism (issue 25): defects each with its test -----------
+
+
+def test_benchmark_clustering_never_writes_over_a_file_it_did_not_make(tmp_path):
+    """--output once replaced any file (README.md, a store's .npy): a file of another kind or
+    made by another script is refused in one line and left as it was; its own result file is
+    replaced with --overwrite only."""
+    (tmp_path / "README.md").write_text("mine")
+    np.save(tmp_path / "store.npy", np.zeros(3))
+    (tmp_path / "other.json").write_text('{"mine": 1}')
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    command = [sys.executable, str(REPO / "scripts" / "benchmark_clustering.py"), "--parts",
+               "edges", "--scale-rows", "50", "--scale-dim", "4", "--edge-count", "100"]
+    for target in ("README.md", "store.npy", "other.json"):
+        done = subprocess.run([*command, "--output", str(tmp_path / target), "--overwrite"],
+                              capture_output=True, text=True, cwd=tmp_path)
+        errors = [line for line in done.stderr.splitlines() if "error:" in line]
+        assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr
+        assert target in errors[0]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    out = tmp_path / "bench.json"
+    done = subprocess.run([*command, "--output", str(out)], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
+    assert data["experiment"]["script"] == "benchmark_clustering" and "edges" in data
+    again = subprocess.run([*command, "--output", str(out)], capture_output=True, text=True,
+                           cwd=tmp_path)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    again = subprocess.run([*command, "--output", str(out), "--overwrite"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+def test_find_duplicates_keeps_a_file_name_that_is_not_utf8(small_photos, tmp_path,
+                                                            monkeypatch):
+    """A file whose name holds the byte 0xff broke the CSV (UnicodeEncodeError) and left an
+    experiment.json blocking the rerun: the table keeps the name's own bytes (as manifests
+    do), so the path read back opens the file."""
+    import os
+
+    import pandas as pd
+    from PIL import Image
+
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "Results"))
+    odd = os.fsencode(small_photos) + b"/copy\xff.png"
+    with Image.open(small_photos / "chelsea.png") as image:
+        image.resize((320, 240)).save(odd)
+    command = [sys.executable, str(REPO / "scripts" / "find_duplicates.py"), str(small_photos),
+               "--method", "dhash", "--name", "odd", "--log-level", "WARNING"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "Results" / "odd"
+    table = pd.read_csv(out / "duplicates.csv", encoding_errors="surrogateescape")
+    assert os.fsdecode(odd) in set(table["image"]) and "chelsea" in set(table["image_id"])
+    assert all(Path(p).is_file() for p in table["image"])
+    assignments = pd.read_csv(out / "assignments.csv", encoding_errors="surrogateescape")
+    assert "copy\udcff" in set(assignments["image_id"])
+    assert (out / "index.html").is_file()
+    assert "ended_at" in json.loads((out / "experiment.json").read_text())
+
+
+@pytest.mark.parametrize("method", ["orb", "crop_resistant"])
+def test_find_duplicates_refuses_several_descriptors_per_image_first(small_photos, tmp_path,
+                                                                     monkeypatch, method):
+    """orb / crop_resistant failed with a TypeError after describing every image: refused
+    before any work, in one line naming the method, with no result folder."""
+    from tests.conftest import load_script
+
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "Results"))
+    import hashing
+
+    def never(*args, **kwargs):
+        raise AssertionError("an image was described")
+
+    monkeypatch.setattr(hashing, "describe", never)
+    script = load_script("find_duplicates")
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "find_duplicates.py"),
+                           str(small_photos), "--method", method, "--threshold", "0.1",
+                           "--name", "x"], capture_output=True, text=True, cwd=tmp_path)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr
+    assert f"--method {method}" in errors[0] and "per image" in errors[0]
+    assert not (tmp_path / "Results").exists()
+    # in the same process: refused before hashing.describe is ever called
+    assert script.main([str(small_photos), "--method", method, "--threshold", "0.1",
+                        "--name", "y"]) == 2
+    assert not (tmp_path / "Results").exists()

@@ -655,3 +655,166 @@ def test_gpu_index_equals_the_cpu_one(factory):
     d2, i2 = gpu.search(search_set.queries, 10)
     assert fs.knn_intersection(i2, i1, 10) > 0.999
     np.testing.assert_allclose(d1, d2, atol=1e-4)
+
+
+# --- the scripts through the output mechanism (issue 25): defects each with its test -----------
+
+
+def _one_error_line(capsys, *words):
+    """The run's stderr holds one ``error:`` line naming ``words``, and no traceback."""
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert all(w in errors[0] for w in words), errors[0]
+    return errors[0]
+
+
+def test_search_experiment_read_only_index_cache_is_one_error_line(tmp_path, monkeypatch,
+                                                                   capsys):
+    """A cache folder this run cannot write is refused before any index is trained; a write
+    that fails later (refused by the file system, or Faiss's own write error) is one line
+    too, and the result's experiment.json keeps it."""
+    import errno
+    import os
+    from pathlib import Path
+
+    from tests.conftest import load_script
+
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "Results"))
+    database, queries, _ = _set("cosine", n=200)
+    root = tmp_path / "features"
+    save_descriptors(database, "db", root=root)
+    save_descriptors(queries, "queries", root=root)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    script = load_script("search_experiment")
+    common = ["--features-dir", str(root), "--database", "db/m", "--queries", "queries/m",
+              "--index", "IVF4,Flat", "--k", "1", "--repeats", "1", "--no-figures",
+              "--index-cache", str(cache)]
+    if os.access(cache, os.W_OK):  # root writes anywhere: the check is what is tested
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == cache
+                            else real_access(p, mode, **kw))
+    assert script.main(common + ["--name", "a"]) == 2
+    _one_error_line(capsys, "--index-cache", str(cache), "not writable")
+    assert not (tmp_path / "Results" / "a").exists() and not list(cache.iterdir())
+    monkeypatch.undo()
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "Results"))
+    cache.chmod(0o755)
+
+    # the write itself refused (what os.open raises in a read-only folder), or Faiss's error
+    from fast_search.index import SearchIndex
+
+    for name, error in (("b", PermissionError(errno.EACCES, "Permission denied",
+                                              str(cache / "x.faiss"))),
+                        ("c", RuntimeError("Error: 'f' failed: could not open x for writing"))):
+        def refused(self, path, error=error):
+            raise error
+
+        monkeypatch.setattr(SearchIndex, "save", refused)
+        assert script.main(common + ["--name", name]) == 2
+        line = _one_error_line(capsys)
+        assert ("permission denied" in line.lower()) if name == "b" else (
+            "cannot write the index cache" in line)
+        record = json.loads((tmp_path / "Results" / name / "experiment.json").read_text())
+        assert "error" in record and "ended_at" in record
+    assert not list(cache.iterdir())
+
+
+def test_search_stores_refuses_negative_counts_and_an_empty_prefix(tmp_path, capsys):
+    """``--n-attacked -1`` once sliced [:-1] (all but one); ``--prefix ''`` meant the default.
+    Both are refused when parsed, before any store is written."""
+    from tests.conftest import load_script
+
+    script = load_script("search_stores")
+    features = tmp_path / "features"
+    common = ["--dataset", "sample", "--method", "dhash", "--attacks", "horizontal_flip",
+              "--features-dir", str(features)]
+    for flag, value in (("--n-attacked", "-1"), ("--n-attacked", "0"),
+                        ("--n-experimental", "-1"), ("--n-control", "-1"),
+                        ("--prefix", ""), ("--prefix", "a/b")):
+        with pytest.raises(SystemExit) as exit_:
+            script.main([*common, flag, value])
+        assert exit_.value.code == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert flag in last, last
+    # more than a group holds: one line, nothing written
+    assert script.main([*common, "--n-experimental", "3", "--n-control", "3",
+                        "--n-attacked", "4"]) == 2
+    _one_error_line(capsys, "--n-attacked 4")
+    # a method whose codes cannot be stored is refused before any image is made
+    assert script.main(["--dataset", "sample", "--method", "crop_resistant", "--attacks",
+                        "horizontal_flip", "--features-dir", str(features)]) == 2
+    _one_error_line(capsys, "crop_resistant")
+    assert not features.exists() or not any(features.rglob("*.npy"))
+
+
+def test_make_distractors_says_what_it_stored_and_refuses_an_empty_store_name(
+        tmp_path, sample_paths, capsys):
+    """Views of a photo that cannot be read are skipped: the message gives the views stored
+    and skipped (the store's own count), not the count asked for."""
+    from PIL import Image
+
+    from tests.conftest import load_script
+
+    script = load_script("make_distractors")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea", "coffee"):
+        with Image.open(sample_paths[name]) as image:
+            image.convert("RGB").resize((160, 120)).save(folder / f"{name}.png")
+    with Image.open(sample_paths["rocket"]) as image:
+        image.convert("RGB").resize((160, 120)).save(tmp_path / "rocket.png")
+    # a PNG whose header reads but whose pixels are cut: listed, then unreadable
+    whole = (tmp_path / "rocket.png").read_bytes()
+    (folder / "cut.png").write_bytes(whole[: len(whole) // 2])
+    features = tmp_path / "features"
+    args = ["--photos", f"folder:{folder}", "--count", "12", "--method", "dhash",
+            "--features-dir", str(features), "--log-level", "ERROR"]
+    assert script.main([*args, "--store-name", "v"]) == 0
+    out = capsys.readouterr().out
+    stored = len(np.load(features / "v" / "dhash.npy"))
+    assert 0 < stored < 12
+    assert f"{stored} of the 12 views" in out and f"{12 - stored} skipped" in out
+    assert "cut.png" in out and "(12 views" not in out
+    sidecar = json.loads((features / "v" / "dhash.json").read_text())
+    assert len(sidecar["bad"]) == 12 - stored
+    # an empty --store-name is refused (it once meant the default), as is a path
+    for bad in ("", "../x", "a/b"):
+        with pytest.raises(SystemExit) as exit_:
+            script.main([*args, "--store-name", bad])
+        assert exit_.value.code == 2
+        assert "--store-name" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert sorted(p.name for p in features.iterdir()) == ["v"]
+    # --features-dir that is a file: refused when parsed, the file untouched
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        script.main([*args[:-4], "--features-dir", str(tmp_path / "notes.txt"),
+                     "--store-name", "w"])
+    assert "--features-dir" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_explore_neighbors_clamps_k_to_the_rows(tmp_path, monkeypatch, capsys):
+    """``--k`` more than the database's rows drew empty panels (for minutes at 1000): it is
+    clamped to the rows with a note, and a k past what one figure can show is refused."""
+    from tests.conftest import load_script
+
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "Results"))
+    database, queries, _ = _set("cosine", n=10, n_queries=4, n_controls=1)
+    root = tmp_path / "features"
+    save_descriptors(database, "db", root=root)
+    save_descriptors(queries, "queries", root=root)
+    script = load_script("explore_neighbors")
+    common = ["--features-dir", str(root), "--database", "db/m", "--queries", "queries/m",
+              "--worst", "2"]
+    with pytest.raises(SystemExit) as exit_:
+        script.main([*common, "--k", "1000", "--name", "big"])
+    assert exit_.value.code == 2 and "--k" in capsys.readouterr().err.splitlines()[-1]
+    assert script.main([*common, "--k", "50", "--name", "g"]) == 0
+    out = capsys.readouterr().out
+    assert "--k 50 is more than the 10 database rows: showing 10" in out
+    record = json.loads((tmp_path / "Results" / "g" / "experiment.json").read_text())
+    assert record["config"]["k_shown"] == 10 and "ended_at" in record
+    assert (tmp_path / "Results" / "g" / "neighbours.png").stat().st_size > 0
