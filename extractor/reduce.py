@@ -56,6 +56,10 @@ ACTIVATIONS = ("linear", "sigmoid", "relu")
 QUANTIZERS = ("uint8", "sq8")
 #: Rows per block when fitting or applying (bounded memory on any store size).
 BLOCK_ROWS = 1 << 15
+#: A principal component whose variance is at most this share of the first one's has
+#: (near-)zero variance: rank-deficient data (fewer distinct rows than dimensions, dependent
+#: features); whitening divides it by about zero and turns rounding noise into huge values.
+NEAR_ZERO_VARIANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -407,20 +411,32 @@ def _fit_pca(x: np.ndarray, dim: int, whiten: bool) -> tuple[dict[str, np.ndarra
     signs = np.sign(components[np.arange(dim), np.abs(components).argmax(1)])
     components = components * np.where(signs == 0, 1, signs)[:, None]
     state = {"mean": mean.astype(np.float32), "components": components.astype(np.float32)}
-    if whiten:
-        state["scale"] = np.sqrt(np.maximum(values[:dim], 1e-12)).astype(np.float32)
     total = values.sum()
     ratio = values / total if total > 0 else np.zeros_like(values)
     info = {"explained_variance": values[:dim].tolist(),
             "explained_variance_ratio": ratio[:dim].tolist(),
             "cumulative_explained_variance": float(ratio[:dim].sum()),
             "spectrum_ratio": ratio.tolist()}
+    if whiten:
+        state["scale"] = np.sqrt(np.maximum(values[:dim], 1e-12)).astype(np.float32)
+        flat = int(np.sum(values[:dim] <= values[0] * NEAR_ZERO_VARIANCE))
+        info["near_zero_variance_components"] = flat
+        if flat:
+            rank = dim - flat
+            log.warning("pcaw:%d: %d of the %d components have (near-)zero variance (at most "
+                        "%g of the first's: the fitting data are rank-deficient); whitening "
+                        "divides them by about zero, so their outputs are magnified noise. "
+                        "Use %s, or pca:%d, or fit on more varied rows", dim, flat, dim,
+                        NEAR_ZERO_VARIANCE, f"pcaw:{rank}" if rank else "pca", dim)
     return state, info
 
 
 def _fit_rp(dim: int, input_dim: int, seed: int) -> tuple[dict[str, np.ndarray], dict]:
     from sklearn.random_projection import GaussianRandomProjection
 
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"rp:{dim}: the seed must be in [0, 2**32) (scikit-learn's random "
+                         f"projection), got {seed}")
     rp = GaussianRandomProjection(n_components=dim, random_state=seed)
     rp.fit(np.zeros((1, input_dim), np.float32))
     return {"components": np.asarray(rp.components_, np.float32)}, {"seed": seed}

@@ -87,6 +87,42 @@ def build_network(spec: ReducerSpec, input_dim: int, state: dict[str, np.ndarray
     return net.eval()
 
 
+def network_weights(spec: ReducerSpec, input_dim: int) -> int:
+    """How many weights `ReducerNet` ``(spec, input_dim)`` holds (counted, not allocated)."""
+    if spec.kind == "ae" and len(spec.dims) == 1:
+        return spec.dims[0] * input_dim + spec.dims[0] + input_dim
+    widths = [input_dim, *spec.dims]
+    count = sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
+    if spec.kind == "ae":
+        count += sum((b + 1) * a for a, b in zip(widths, widths[1:], strict=False))
+    return count
+
+
+def check_network_fits(spec: ReducerSpec, input_dim: int, device: str,
+                       flag: str = "the widths") -> None:
+    """Refuse, before allocating anything, a network whose training would not fit the memory
+    of ``device``: its weights, their gradients and the optimiser's two moments (float32).
+
+    Raises
+    ------
+    ValueError
+        Naming the size and ``flag`` (what to lower).
+    """
+    from helpers import available_memory
+
+    weights = network_weights(spec, input_dim)
+    need = 4 * 4 * weights
+    if str(device).startswith("cuda"):
+        free = torch.cuda.mem_get_info(torch.device(device))[0]
+    else:
+        free = available_memory()
+    if free is not None and need > free:
+        raise ValueError(f"{spec.name} on {input_dim}-d features has {weights:,} weights: "
+                         f"training needs about {need / 1e9:,.1f} GB (weights, gradients, "
+                         f"optimiser state), {free / 1e9:,.1f} GB are free on {device}; "
+                         f"lower {flag}")
+
+
 def network_state(net: ReducerNet) -> dict[str, np.ndarray]:
     """A network's weights as NumPy arrays (what a reducer file keeps)."""
     return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
@@ -110,6 +146,7 @@ def train_autoencoder(values: np.ndarray, spec: ReducerSpec, *, seed: int = 0,
         raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {epochs}, "
                          f"{batch_size}, {lr}")
     device = resolve_device(device)
+    check_network_fits(spec, values.shape[1], device, "the reducer's widths")
     data = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
     if not torch.isfinite(data).all():
         row = int((~torch.isfinite(data).all(1)).nonzero()[0])

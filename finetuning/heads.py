@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from extractor.reduce import Reducer, ReducerSpec
-from extractor.reducer_nets import ReducerNet, network_state
+from extractor.reducer_nets import ReducerNet, check_network_fits, network_state
 from finetuning.loop import TrainingLog, latest_checkpoint, run_loop
 from finetuning.optim import OPTIMIZERS, build_optimizer, warmup_cosine
 from helpers import atomic_path, get_logger
@@ -235,7 +235,9 @@ def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
 
     config.check()
     output = Path(output)
-    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    rows = np.ascontiguousarray(features, dtype=np.float32)
+    # a store's memory-mapped rows are read-only: torch wants its own writable copy
+    x = torch.from_numpy(rows if rows.flags.writeable else rows.copy())
     if x.ndim != 2 or len(x) != len(labels):
         raise ValueError(f"features {tuple(x.shape)} and {len(labels)} labels do not match")
     if not torch.isfinite(x).all():
@@ -258,6 +260,7 @@ def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
         logger.warning("the %d held-out rows hold fewer than two source images with two rows: "
                        "no validation loss (raise --val-fraction)", len(val_rows))
     device = resolve_device(config.device)
+    check_network_fits(config.spec, x.shape[1], device, "the head's widths (--dims)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, "head-init") % 2**63)
         net = ReducerNet(config.spec, x.shape[1])

@@ -8,7 +8,8 @@ the same shape, nothing else. Both are timed per optimiser step after a warm-up;
 images (pairs of views) per second are compared. The issue's target: ours >= 85% of the bare
 loop's.
 
-Writes Results/benchmarks/finetuning.json (--output).
+Writes Results/benchmarks/finetuning.json (--output; a result of this script is replaced with
+--overwrite, never another file).
 
 Examples
 --------
@@ -33,33 +34,35 @@ import torch
 from finetuning import FinetuneConfig, input_spec, load_encoder, make_head, make_loss, train
 from finetuning.model import Trainable
 from finetuning.optim import build_optimizer
-from helpers import experiment_record, results_root, setup_logging, write_json
-from helpers.cli import fail, run_script
+from helpers import add_output_file_arguments, result_file, setup_logging
+from helpers.cli import integer, run_script, script_main
 
 TARGET = 0.85
+SCRIPT = "benchmark_finetuning"
+OUTPUT = "benchmarks/finetuning.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--image-size", type=int, default=None,
+    parser.add_argument("--image-size", type=integer(32, 4096), default=None,
                         help="the model's image_size parameter (default: the model's own)")
     parser.add_argument("--data", default="bsds500")
     parser.add_argument("--subset", default="train", help="dataset subset ('none': the whole)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--views", default="simclr", choices=["simclr", "attacks", "mixed"])
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=8, help="timed optimiser steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2],
+    parser.add_argument("--batch-size", type=integer(2, 65_536), default=32,
+                        help="a contrastive batch needs 2 images or more (default: 32)")
+    parser.add_argument("--steps", type=integer(1, 100_000), default=8,
+                        help="timed optimiser steps")
+    parser.add_argument("--warmup", type=integer(0, 100_000), default=2, help="untimed steps first")
+    parser.add_argument("--workers", type=integer(0, 1024), nargs="+", default=[0, 2],
                         help="DataLoader worker counts to time our loop with (default: 0 2; "
                              "on a 2-core CPU, workers compete with the model for the cores)")
     parser.add_argument("--optimizer", default="lars")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--output", default=str(results_root() / "benchmarks" /
-                                                "finetuning.json"))
-    parser.add_argument("--log-level", default="WARNING")
+    add_output_file_arguments(parser, OUTPUT, log_level="WARNING")
     return parser.parse_args(argv)
 
 
@@ -110,34 +113,31 @@ def our_loop(args: argparse.Namespace, workers: int) -> dict[str, Any]:
             "views": result["views"]["attack_prob"]}
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    if args.steps < 1 or args.warmup < 0 or args.batch_size < 2:
-        return fail("--steps must be >= 1, --warmup >= 0 and --batch-size >= 2")
     torch.manual_seed(0)
-    try:
+    with result_file(args, SCRIPT, OUTPUT) as output:
         # the bare loop before and after ours: its steps pooled, so that a slower stretch of
         # the machine does not favour either side
         first = bare_loop(args)
         ours = {str(w): our_loop(args, w) for w in args.workers}
         second = bare_loop(args)
-    except (ValueError, FileNotFoundError) as exc:
-        return fail(exc)
-    steps = first["seconds_per_step"] + second["seconds_per_step"]
-    bare = {**first, "seconds_per_step": steps,
-            "images_per_s": args.batch_size / statistics.median(steps)}
-    ratios = {w: run["images_per_s"] / bare["images_per_s"] for w, run in ours.items()}
-    out = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                       "torch_threads": torch.get_num_threads(), "device": args.device},
-           "experiment": experiment_record(vars(args), script="benchmark_finetuning"),
-           "ours": ours, "bare": bare, "ratio": ratios, "target": TARGET,
-           "target_met": {w: r >= TARGET for w, r in ratios.items()}}
-    write_json(args.output, out)
+        steps = first["seconds_per_step"] + second["seconds_per_step"]
+        bare = {**first, "seconds_per_step": steps,
+                "images_per_s": args.batch_size / statistics.median(steps)}
+        ratios = {w: run["images_per_s"] / bare["images_per_s"] for w, run in ours.items()}
+        output.write({"machine": {"platform": platform.platform(),
+                                  "processor": platform.processor(),
+                                  "torch_threads": torch.get_num_threads(),
+                                  "device": args.device},
+                      "ours": ours, "bare": bare, "ratio": ratios, "target": TARGET,
+                      "target_met": {w: r >= TARGET for w, r in ratios.items()}})
     for w, run in ours.items():
         print(f"ours ({w} workers) {run['images_per_s']:.2f} images/s, bare loop "
               f"{bare['images_per_s']:.2f} images/s: {ratios[w]:.1%} (target {TARGET:.0%})")
-    print(f"-> {args.output}")
+    print(f"-> {output.path}")
     return 0
 
 

@@ -17,15 +17,16 @@ python scripts/download_simclr.py --version v1 --model 4x --category pretrain --
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from helpers import DownloadError, setup_logging
+from helpers import DownloadError, FolderLock, setup_logging
+from helpers.cli import run_script, script_main
+from helpers.runs import folder_type
 from SimCLRv2.checkpoints import find_checkpoint, list_checkpoints
-from SimCLRv2.convert import ConversionError
 from SimCLRv2.download import converted_path, default_dir, download_and_convert
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,12 +41,13 @@ def main(argv: list[str] | None = None) -> int:
                              "finetune_100pct, finetune_10pct")
     parser.add_argument("--ema", action="store_true",
                         help="convert the exponential-moving-average weights")
-    parser.add_argument("--output-dir", default=str(default_dir()),
+    parser.add_argument("--output-dir", type=folder_type, default=str(default_dir()),
                         help="where the .pth goes (default: %(default)s)")
-    parser.add_argument("--tf-dir", default=None,
+    parser.add_argument("--tf-dir", type=folder_type, default=None,
                         help="where the TensorFlow files go (default: <output-dir>/tf/...)")
     parser.add_argument("--base-url", default=None, help="a mirror of the checkpoint folder")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     if args.list:
@@ -53,19 +55,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{c.version}  {c.model:12s} {c.category:17s} {c.url}")
         return 0
     category = args.category or ("pretrained" if args.version == "v2" else "pretrain")
-    try:
-        checkpoint = find_checkpoint(args.version, args.model, category)
-        output = converted_path(checkpoint, args.ema, Path(args.output_dir))
-        tf_dir = Path(args.tf_dir) if args.tf_dir else (
-            Path(args.output_dir) / "tf" / checkpoint.version / checkpoint.category /
-            checkpoint.model)
-        path = download_and_convert(checkpoint, args.ema, output, args.base_url, tf_dir)
-    except (ValueError, ConversionError, DownloadError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    checkpoint = find_checkpoint(args.version, args.model, category)
+    output = converted_path(checkpoint, args.ema, Path(args.output_dir))
+    tf_dir = Path(args.tf_dir) if args.tf_dir else (
+        Path(args.output_dir) / "tf" / checkpoint.version / checkpoint.category /
+        checkpoint.model)
+    tf_dir.mkdir(parents=True, exist_ok=True)
+    # one run downloads into a folder at a time (two would append to the same partial files)
+    with FolderLock(tf_dir, ".download.lock"):
+        try:
+            path = download_and_convert(checkpoint, args.ema, output, args.base_url, tf_dir)
+        except (DownloadError, ImportError) as exc:  # the network, or TensorFlow not installed
+            raise ValueError(str(exc)) from exc
     print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

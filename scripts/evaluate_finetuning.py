@@ -25,23 +25,14 @@ python scripts/evaluate_finetuning.py --run Results/ft_lite0 --checkpoints 1 10 
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 
 from finetuning.evaluate import evaluate_checkpoints, plot_evaluation, run_checkpoints
 from generator.cli import add_attack_arguments, attacks_from_args
 from hashing import study_protocol
-from helpers import (
-    check_name,
-    now_iso,
-    resolve_device,
-    results_root,
-    setup_logging,
-    write_experiment_json,
-)
-from helpers.cli import fail, run_script
+from helpers import add_output_arguments, experiment_run, resolve_device, setup_logging
+from helpers.cli import MAX_COUNT, MAX_SEED, integer, run_script, script_main
 from helpers.io import atomic_path
-from helpers.outputs import output_dir
 
 SCRIPT = "evaluate_finetuning"
 
@@ -61,63 +52,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--dataset", default="bsds500", help="dataset name or folder:<path>")
     data.add_argument("--subset", default=None, help="e.g. test (bsds500)")
     data.add_argument("--data-root", default=None)
-    data.add_argument("--n-experimental", type=int, default=250)
-    data.add_argument("--n-control", type=int, default=250)
-    data.add_argument("--n-attacked", type=int, default=100)
-    data.add_argument("--split-seed", type=int, default=0)
+    data.add_argument("--n-experimental", type=integer(1, MAX_COUNT), default=250,
+                      help="originals in the database (default: 250)")
+    data.add_argument("--n-control", type=integer(0, MAX_COUNT), default=250,
+                      help="originals kept out of the database (default: 250)")
+    data.add_argument("--n-attacked", type=integer(0, MAX_COUNT), default=100,
+                      help="images of each group that are attacked (default: 100; at most "
+                           "what a group holds)")
+    data.add_argument("--split-seed", type=integer(0, MAX_SEED), default=0)
     data.add_argument("--queries", default=None, metavar="MANIFEST",
                       help="read the queries from this manifest instead of making them")
     add_attack_arguments(parser)
-    out = parser.add_argument_group("output")
-    out.add_argument("--batch-size", type=int, default=64)
-    out.add_argument("--device", default="auto")
-    out.add_argument("--workers", type=int, default=None)
-    out.add_argument("--name", default=None,
-                     help="Results/<name> (default: <run folder name>_evaluation)")
-    out.add_argument("--output", default=None)
-    out.add_argument("--overwrite", action="store_true")
-    out.add_argument("--log-level", default="INFO")
+    work = parser.add_argument_group("work")
+    work.add_argument("--batch-size", type=integer(1, 65_536), default=64)
+    work.add_argument("--device", default="auto")
+    work.add_argument("--workers", type=integer(1, 1024), default=None,
+                      help="processes making the attacked copies and threads describing them "
+                           "(default: the usable cores)")
+    add_output_arguments(parser, "Results/<name> (default: <run folder name>_evaluation)")
     return parser.parse_args(argv)
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    started = now_iso()
-    with contextlib.ExitStack() as stack:
-        try:
-            from data_retrieval import load_dataset, read_manifest
+    from data_retrieval import load_dataset, read_manifest
 
-            device = resolve_device(args.device)
-            if args.batch_size < 1:
-                raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-            checkpoints = run_checkpoints(args.run, args.checkpoints, args.distance,
-                                          baseline=not args.no_baseline)
-            attacks, seed, _ = attacks_from_args(args)
-            dataset = load_dataset(args.dataset, args.data_root, subset=args.subset)
-            protocol = study_protocol(
-                dataset.records, attacks, args.n_experimental, args.n_control,
-                args.n_attacked, args.split_seed, seed,
-                read_manifest(args.queries) if args.queries else None, args.workers)
-            name = args.name or check_name(f"{Path(args.run).resolve().name}_evaluation",
-                                           "--name")
-            target = Path(args.output) if args.output else results_root() / name
-            output = stack.enter_context(output_dir(
-                target, SCRIPT, overwrite=args.overwrite,
-                inputs=[dataset.root, args.run, args.queries], flags=("--overwrite",)))
-        except (ValueError, FileNotFoundError) as exc:
-            return fail(exc)
-        config = {**{k: v for k, v in vars(args).items() if k != "attacks"},
-                  "attacks": [a.id for a in attacks], "seed": seed,
-                  "checkpoints_evaluated": [vars(c) for c in checkpoints]}
-        write_experiment_json(output, config, started_at=started, script=SCRIPT)
-        try:
-            evaluation = evaluate_checkpoints(checkpoints, protocol, args.batch_size, device,
-                                              args.workers)
-        except (ValueError, FileNotFoundError) as exc:
-            write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
-                                  script=SCRIPT, extra={"error": str(exc)})
-            return fail(exc)
+    device = resolve_device(args.device)
+    checkpoints = run_checkpoints(args.run, args.checkpoints, args.distance,
+                                  baseline=not args.no_baseline)
+    attacks, seed, _ = attacks_from_args(args)
+    dataset = load_dataset(args.dataset, args.data_root, subset=args.subset)
+    protocol = study_protocol(
+        dataset.records, attacks, args.n_experimental, args.n_control,
+        args.n_attacked, args.split_seed, seed,
+        read_manifest(args.queries) if args.queries else None, args.workers)
+    name = f"{Path(args.run).resolve().name}_evaluation"
+    with experiment_run(args, SCRIPT, name=name, inputs=[dataset.root]) as run:
+        output = run.folder
+        run.record({**{k: v for k, v in vars(args).items() if k != "attacks"},
+                    "attacks": [a.id for a in attacks], "seed": seed,
+                    "checkpoints_evaluated": [vars(c) for c in checkpoints]})
+        evaluation = evaluate_checkpoints(checkpoints, protocol, args.batch_size, device,
+                                          args.workers)
         bad = protocol.finish()
         for frame, file in ((evaluation.table, "evaluation.csv"),
                             (evaluation.groups, "groups.csv"),
@@ -125,18 +103,16 @@ def main(argv: list[str] | None = None) -> int:
             with atomic_path(output / file) as tmp:
                 frame.to_csv(tmp, index=False)
         plot_evaluation(evaluation, output / "figures")
-        write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
-                              script=SCRIPT, extra={
-                                  "evaluation": evaluation.table.to_dict("records"),
-                                  "bad_inputs": [{"path": p, "reason": r} for p, r in bad],
-                                  "wall_seconds": evaluation.benchmark.wall_seconds})
-        columns = [c for c in ("label", "epoch", "auc", "micro_ap", "hard_auc", "hard_micro_ap",
-                               "diameter_median", "separation_median",
-                               "separation_ratio_median") if c in evaluation.table]
-        print(evaluation.table[columns].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-        print(f"{len(checkpoints)} models, {evaluation.benchmark.matches['query_id'].nunique()} "
-              f"queries -> {output}")
-        return 0
+        run.finish(evaluation=evaluation.table.to_dict("records"),
+                   bad_inputs=[{"path": p, "reason": r} for p, r in bad],
+                   wall_seconds=evaluation.benchmark.wall_seconds)
+    columns = [c for c in ("label", "epoch", "auc", "micro_ap", "hard_auc", "hard_micro_ap",
+                           "diameter_median", "separation_median",
+                           "separation_ratio_median") if c in evaluation.table]
+    print(evaluation.table[columns].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"{len(checkpoints)} models, {evaluation.benchmark.matches['query_id'].nunique()} "
+          f"queries -> {output}")
+    return 0
 
 
 if __name__ == "__main__":

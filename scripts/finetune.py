@@ -27,21 +27,28 @@ import contextlib
 import os
 from pathlib import Path
 
+from data_retrieval.roots import data_root
 from finetuning import OPTIMIZERS, VIEW_KINDS, FinetuneConfig, train
 from finetuning.losses import LOSSES, SSCD_ENTROPY_WEIGHT
 from finetuning.model import INITS
 from helpers import (
-    check_name,
-    now_iso,
+    add_output_arguments,
+    experiment_run,
     read_json,
     resolve_device,
-    results_root,
     setup_logging,
-    write_experiment_json,
 )
-from helpers.cli import fail, run_script
+from helpers.cli import (
+    MAX_COUNT,
+    MAX_SEED,
+    error_message,
+    fail,
+    integer,
+    real,
+    run_script,
+    script_main,
+)
 from helpers.distributed import distributed
-from helpers.outputs import output_dir
 from helpers.params import parse_key_values
 
 SCRIPT = "finetune"
@@ -61,10 +68,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="random: an untrained SimCLR ResNet (default: pretrained)")
     model.add_argument("--model-param", action="append", default=[], metavar="K=V",
                        help="registry parameter, e.g. image_size=160 (repeatable)")
-    model.add_argument("--head-layers", type=int, default=3,
+    model.add_argument("--head-layers", type=integer(0, 16), default=3,
                        help="projection head layers when the model has none (SimCLR v2: 3; 0 "
                             "trains the features directly)")
-    model.add_argument("--head-dim", type=int, default=128, help="head output (default: 128)")
+    model.add_argument("--head-dim", type=integer(1, 65_536), default=128,
+                       help="head output (default: 128)")
     model.add_argument("--new-head", action="store_true",
                        help="a new head even when the checkpoint has one (SimCLR)")
     data = parser.add_argument_group("data")
@@ -76,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--val-data", default=None,
                       help="validation images (default: --val-fraction of --data)")
     data.add_argument("--val-subset", default=None, help="subset of --val-data, e.g. val")
-    data.add_argument("--val-fraction", type=float, default=0.1,
+    data.add_argument("--val-fraction", type=real(0, 1), default=0.1,
                       help="originals held out for the validation loss (default: 0.1)")
     views = parser.add_argument_group("views")
     views.add_argument("--views", default="simclr", choices=VIEW_KINDS,
@@ -84,49 +92,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             "edits then the model's transform; mixed: half of each")
     views.add_argument("--attacks", nargs="+", default=None, metavar="ATTACK_ID",
                        help="attack ids for attack views (default: the study's 58)")
-    views.add_argument("--attack-prob", type=float, default=None,
+    views.add_argument("--attack-prob", type=real(0, 1), default=None,
                        help="probability a view is an attack (overrides --views' 0, 1, 0.5)")
-    views.add_argument("--color-strength", type=float, default=1.0,
+    views.add_argument("--color-strength", type=real(0, 10), default=1.0,
                        help="SimCLR colour jitter strength (default: 1.0)")
-    views.add_argument("--min-scale", type=float, default=0.08,
+    views.add_argument("--min-scale", type=real(0, 1, low_open=True), default=0.08,
                        help="smallest crop area of the random resized crop (default: 0.08)")
     views.add_argument("--no-blur", action="store_true", help="no Gaussian blur")
     objective = parser.add_argument_group("objective and optimiser")
     objective.add_argument("--loss", default="nt_xent", choices=list(LOSSES),
                            help="nt_xent (SimCLR) or sscd (InfoNCE + entropy)")
-    objective.add_argument("--temperature", type=float, default=None,
+    objective.add_argument("--temperature", type=real(0, 100, low_open=True), default=None,
                            help="default: 0.1 for nt_xent, 0.05 for sscd")
-    objective.add_argument("--entropy-weight", type=float, default=SSCD_ENTROPY_WEIGHT,
+    objective.add_argument("--entropy-weight", type=real(0, 1e6), default=SSCD_ENTROPY_WEIGHT,
                            help="sscd's entropy weight (default: 10)")
     objective.add_argument("--optimizer", default="lars", choices=OPTIMIZERS)
-    objective.add_argument("--lr", type=float, default=None,
+    objective.add_argument("--lr", type=real(0, 10, low_open=True), default=None,
                            help="peak learning rate (default: --lr-base x sqrt(global batch))")
-    objective.add_argument("--lr-base", type=float, default=0.005,
+    objective.add_argument("--lr-base", type=real(0, 10, low_open=True), default=0.005,
                            help="of the square-root rule (default: 0.005)")
-    objective.add_argument("--weight-decay", type=float, default=1e-6)
-    objective.add_argument("--momentum", type=float, default=0.9, help="LARS and SGD")
-    objective.add_argument("--trust-coefficient", type=float, default=0.001, help="LARS")
+    objective.add_argument("--weight-decay", type=real(0, 1), default=1e-6)
+    objective.add_argument("--momentum", type=real(0, 1), default=0.9, help="LARS and SGD")
+    objective.add_argument("--trust-coefficient", type=real(0, 1, low_open=True), default=0.001,
+                           help="LARS")
     run = parser.add_argument_group("run")
-    run.add_argument("--epochs", type=int, default=10)
-    run.add_argument("--warmup-epochs", type=float, default=1.0)
-    run.add_argument("--batch-size", type=int, default=64, help="per process (default: 64)")
-    run.add_argument("--accumulate", type=int, default=1,
+    run.add_argument("--epochs", type=integer(1, 100_000), default=10)
+    run.add_argument("--warmup-epochs", type=real(0, 100_000), default=1.0)
+    run.add_argument("--batch-size", type=integer(2, 65_536), default=64,
+                     help="per process (default: 64)")
+    run.add_argument("--accumulate", type=integer(1, 65_536), default=1,
                      help="micro-batches per optimiser step (negatives stay within one)")
-    run.add_argument("--max-steps", type=int, default=None,
+    run.add_argument("--max-steps", type=integer(1, MAX_COUNT), default=None,
                      help="stop the schedule after this many optimiser steps")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=integer(0, MAX_SEED), default=0)
     run.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    run.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+    run.add_argument("--workers", type=integer(0, 1024), default=2,
+                     help="DataLoader workers per process")
     run.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    run.add_argument("--checkpoint-every", type=int, default=0,
+    run.add_argument("--checkpoint-every", type=integer(0, MAX_COUNT), default=0,
                      help="also checkpoint every N optimiser steps (the newest kept)")
-    out = parser.add_argument_group("output")
-    out.add_argument("--name", default=None, help="Results/<name> (default: ft_<model>)")
-    out.add_argument("--output", default=None, help="result folder (overrides --name)")
-    out.add_argument("--resume", action="store_true",
-                     help="continue the run in the folder from its newest checkpoint")
-    out.add_argument("--overwrite", action="store_true", help="replace an earlier run")
-    out.add_argument("--log-level", default="INFO")
+    add_output_arguments(parser, "Results/<name> (default: ft_<model>)", resume=True,
+                         resume_help="continue the run in the folder from its newest "
+                                     "checkpoint")
     return parser.parse_args(argv)
 
 
@@ -165,53 +172,45 @@ def _same_run(output: Path, config: FinetuneConfig) -> None:
                          ": resume with the first run's flags, or choose another --name")
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    started = now_iso()
-    try:
-        config = config_from(args)
-        config.check()
-        resolve_device(config.device)  # an unknown device, or CUDA without a GPU, fails here
-        name = args.name or check_name(f"ft_{args.model}", "--name")
-        target = Path(args.output) if args.output else results_root() / name
-    except ValueError as exc:
-        return fail(exc)
+    config = config_from(args)
+    config.check()
+    resolve_device(config.device)  # an unknown device, or CUDA without a GPU, fails here
     # torchrun's elastic restart: every worker continues from the newest checkpoint
-    resume = args.resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    args.resume = args.resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     with distributed(config.device) as process, contextlib.ExitStack() as stack:
-        # the main process claims the folder; every process learns whether it could
-        refused = None
+        # the main process claims the folder; every process learns whether it could, and where
+        refused, folder, run = None, None, None
         if process.is_main:
-            try:
-                output = stack.enter_context(output_dir(
-                    target, SCRIPT, overwrite=args.overwrite, resume=resume,
-                    flags=("--resume", "--overwrite")))
-                if resume:
-                    _same_run(output, config)
-                write_experiment_json(output, {"finetune": config.record(),
-                                               "world_size": process.world_size},
-                                      started_at=started, script=SCRIPT)
+            try:  # not left to script_main: the other processes must hear of a refusal
+                run = stack.enter_context(experiment_run(
+                    args, SCRIPT, name=f"ft_{args.model}",
+                    inputs=[] if args.data.startswith("folder:") else [
+                        data_root(args.data_root)]))
+                if args.resume:
+                    _same_run(run.folder, config)
+                run.record({"finetune": config.record(), "world_size": process.world_size})
+                folder = str(run.folder)
             except (ValueError, OSError) as exc:
-                refused = str(exc)
+                refused = error_message(exc)
         if process.world_size > 1:
             import torch.distributed as dist
 
-            box = [refused]
+            box = [refused, folder]
             dist.broadcast_object_list(box, src=0)
-            refused = box[0]
+            refused, folder = box
         if refused is not None:
             return fail(refused)
+        output = Path(folder)
         try:
-            output = target.resolve()
-            summary = train(config, output, resume=resume, process=process)
-        except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as exc:
-            return fail(exc)
-        if process.is_main:
-            write_experiment_json(output, {"finetune": config.record(),
-                                           "world_size": process.world_size},
-                                  started_at=started, ended_at=now_iso(), script=SCRIPT,
-                                  extra={"result": summary})
+            summary = train(config, output, resume=args.resume, process=process)
+        except (ImportError, FloatingPointError) as exc:  # a missing extra, a diverged loss
+            raise ValueError(str(exc)) from exc
+        if run is not None:
+            run.finish(result=summary)
             rate = summary["images_per_s"]
 
             def loss(value: float | None) -> str:

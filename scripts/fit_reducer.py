@@ -21,12 +21,15 @@ python scripts/fit_reducer.py --store bsds500/sscd_distilled --reducer pca:256 -
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
 
-from helpers import setup_logging
-from helpers.cli import fail, run_script
+from helpers import FolderLock, path_inputs, setup_logging
+from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
+from helpers.outputs import check_output_dir
+from helpers.runs import folder_type
 
 SCRIPT = "fit_reducer"
 
@@ -35,76 +38,95 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", required=True, metavar="DATASET/METHOD",
-                        help="the feature store to fit on")
+                        help="the feature store to fit on (float features)")
     parser.add_argument("--features-dir", default=None,
                         help="root of the feature stores (default: Results/features)")
     parser.add_argument("--reducer", nargs="+", required=True, metavar="SPEC",
                         help="pca:D, pcaw:D (whitened), rp:D (random projection), "
                              "ae:D[:linear|sigmoid|relu] (tied autoencoder), ae:W1-...-D "
                              "(deeper autoencoder)")
-    parser.add_argument("--sample", type=int, default=0,
+    parser.add_argument("--sample", type=integer(0, MAX_COUNT), default=0,
                         help="fit on a seeded sample of this many rows (default 0: all)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=integer(0, 2**32 - 1), default=0,
                         help="sample, random projection, autoencoder initialisation and order")
     parser.add_argument("--quantize", choices=["uint8", "sq8"], default=None,
                         help="fit a byte quantiser on the reduced rows too")
     ae = parser.add_argument_group("autoencoder training (Adam, MSE)")
-    ae.add_argument("--epochs", type=int, default=30)
-    ae.add_argument("--lr", type=float, default=1e-3)
-    ae.add_argument("--batch-size", type=int, default=256)
-    ae.add_argument("--weight-decay", type=float, default=0.0)
+    ae.add_argument("--epochs", type=integer(1, 100_000), default=30)
+    ae.add_argument("--lr", type=real(0, 10, low_open=True), default=1e-3)
+    ae.add_argument("--batch-size", type=integer(1, 65_536), default=256)
+    ae.add_argument("--weight-decay", type=real(0, 1), default=0.0)
     ae.add_argument("--device", default="auto")
     out = parser.add_argument_group("output")
-    out.add_argument("--output-dir", default=None,
-                     help="folder of the reducer files (default: Results/reducers/<method>)")
+    out.add_argument("--output-dir", type=folder_type, default=None,
+                     help="folder of the reducer files (default: Results/reducers/<method>); "
+                          "other reducers there are kept")
     out.add_argument("--overwrite", action="store_true",
-                     help="replace reducer files that exist")
-    out.add_argument("--log-level", default="INFO")
+                     help="replace reducer files of the same names that exist")
+    out.add_argument("--log-level", default="INFO",
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
     return parser.parse_args(argv)
 
 
+def _targets(folder: Path, specs, quantize: str | None, overwrite: bool,
+             inputs: list[Path]) -> list[Path]:
+    """The reducer files to write: new ones, or with ``--overwrite`` reducer files only, never
+    an input."""
+    from extractor.reduce import load_reducer
+
+    targets = [folder / s.file_name for s in specs]
+    if quantize:
+        targets = [t.with_name(f"{t.stem}_{quantize}.pt") for t in targets]
+    for target in targets:
+        for path in (target, target.with_suffix(".json")):
+            if Path(os.path.abspath(path)) in inputs:
+                raise ValueError(f"refusing to write {path}: it is an input of this run")
+    existing = [t for t in targets if t.exists() or t.is_symlink()]
+    if existing and not overwrite:
+        raise ValueError(f"{', '.join(map(str, existing))} exist: --overwrite replaces them")
+    for target in existing:
+        if target.is_symlink() or not target.is_file():
+            raise ValueError(f"refusing to overwrite {target}: not a plain file")
+        try:  # only a reducer file is replaced
+            load_reducer(target)
+        except ValueError as exc:
+            raise ValueError(f"refusing to overwrite {target}: {exc}") from None
+    return targets
+
+
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    try:
-        from extractor import load_store
-        from extractor.reduce import (
-            cumulative_variance_dims,
-            explained_variance,
-            fit_reducer,
-            parse_reducer,
-            reducers_dir,
-        )
-        from hashing.separation import plot_explained_variance
-        from helpers import check_name, write_json
+    from extractor import load_store
+    from extractor.reduce import (
+        cumulative_variance_dims,
+        explained_variance,
+        fit_reducer,
+        parse_reducer,
+        reducers_dir,
+    )
+    from hashing.separation import plot_explained_variance
+    from helpers import check_name, resolve_device, write_json
 
-        dataset, slash, method = args.store.partition("/")
-        if not slash:
-            raise ValueError(f"--store must be DATASET/METHOD, got {args.store!r}")
-        import math
-
-        from helpers import resolve_device
-
-        specs = [parse_reducer(r) for r in args.reducer]
-        if args.sample < 0:
-            raise ValueError(f"--sample must be >= 0, got {args.sample}")
-        if args.epochs < 1 or args.batch_size < 1:
-            raise ValueError(f"--epochs and --batch-size must be >= 1, got {args.epochs} and "
-                             f"{args.batch_size}")
-        if not (math.isfinite(args.lr) and args.lr > 0) or not (
-                math.isfinite(args.weight_decay) and args.weight_decay >= 0):
-            raise ValueError(f"--lr must be a finite number > 0 and --weight-decay >= 0, got "
-                             f"{args.lr} and {args.weight_decay}")
-        resolve_device(args.device)
-        store = load_store(dataset, method, args.features_dir)
-        folder = Path(args.output_dir) if args.output_dir else reducers_dir() / check_name(
-            method, "method")
-        targets = [folder / s.file_name for s in specs]
-        if args.quantize:
-            targets = [t.with_name(f"{t.stem}_{args.quantize}.pt") for t in targets]
-        existing = [str(t) for t in targets if t.exists()]
-        if existing and not args.overwrite:
-            raise ValueError(f"{', '.join(existing)} exist: --overwrite replaces them")
+    dataset, slash, method = args.store.partition("/")
+    if not slash:
+        raise ValueError(f"--store must be DATASET/METHOD, got {args.store!r}")
+    specs = [parse_reducer(r) for r in args.reducer]
+    resolve_device(args.device)
+    store = load_store(dataset, method, args.features_dir)
+    kind = store.meta.get("kind", "float")
+    if kind != "float":
+        raise ValueError(f"--store {args.store} holds {kind} descriptors, not float features: "
+                         "a reducer is fitted on a model's features")
+    folder = Path(args.output_dir) if args.output_dir else reducers_dir() / check_name(
+        method, "method")
+    folder = check_output_dir(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # one run writes the folder at a time (two runs of the same reducer would both write it)
+    with FolderLock(folder):
+        inputs = path_inputs(args, roots=[args.features_dir])
+        targets = _targets(folder, specs, args.quantize, args.overwrite, inputs)
         data = store
         if args.sample and args.sample < len(store.features):
             rows = np.sort(np.random.default_rng(args.seed).choice(
@@ -135,12 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                   + (f", explained variance {kept:.4f}" if kept is not None else "")
                   + (f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else "")
                   + f" -> {target}")
-        reach = cumulative_variance_dims(ratio)
-        print("components reaching " + ", ".join(f"{k} of the variance: {v}"
-                                                  for k, v in reach.items()))
-        return 0
-    except (ValueError, FileNotFoundError) as exc:
-        return fail(exc)
+    reach = cumulative_variance_dims(ratio)
+    print("components reaching " + ", ".join(f"{k} of the variance: {v}"
+                                              for k, v in reach.items()))
+    return 0
 
 
 if __name__ == "__main__":

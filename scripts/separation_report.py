@@ -30,9 +30,7 @@ python scripts/separation_report.py --dataset bsds500 --methods dhash phash effi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-from pathlib import Path
 
 import numpy as np
 
@@ -53,15 +51,8 @@ from hashing.separation import (
     separation_frame,
     share_pivot,
 )
-from helpers import (
-    check_name,
-    now_iso,
-    output_dir,
-    results_root,
-    setup_logging,
-    write_experiment_json,
-)
-from helpers.cli import fail, run_script
+from helpers import add_output_arguments, experiment_run, setup_logging
+from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
 from helpers.descriptors import FloatFeatures
 from helpers.io import atomic_path, write_json
 
@@ -79,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="the originals: dataset name or folder:<path> (default: bsds500)")
     data.add_argument("--subset", default=None, help="e.g. test (bsds500)")
     add_data_root_argument(data)
-    data.add_argument("--count", type=int, default=0,
+    data.add_argument("--count", type=integer(0, MAX_COUNT), default=0,
                       help="use a seeded sample of this many originals (default 0: all)")
     add_attack_arguments(parser)
     methods = parser.add_argument_group("methods")
@@ -94,25 +85,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                               "originals themselves, as the related work did)")
     methods.add_argument("--quantize", choices=["uint8", "sq8"], default=None,
                          help="also compare every reducer's output quantised to bytes")
-    methods.add_argument("--ae-epochs", type=int, default=30)
-    methods.add_argument("--ae-lr", type=float, default=1e-3)
-    methods.add_argument("--ae-batch-size", type=int, default=256)
+    methods.add_argument("--ae-epochs", type=integer(1, 100_000), default=30)
+    methods.add_argument("--ae-lr", type=real(0, 10, low_open=True), default=1e-3)
+    methods.add_argument("--ae-batch-size", type=integer(1, 65_536), default=256)
     analysis = parser.add_argument_group("analysis")
-    analysis.add_argument("--fprs", nargs="+", type=float, default=list(DEFAULT_FPRS),
+    analysis.add_argument("--fprs", nargs="+", type=real(0, 1, low_open=True),
+                          default=list(DEFAULT_FPRS),
                           help="target false positive rates (default: 1e-3 1e-4 1e-5)")
-    analysis.add_argument("--max-pairs", type=int, default=DEFAULT_MAX_PAIRS,
+    analysis.add_argument("--max-pairs", type=integer(1, 100_000_000),
+                          default=DEFAULT_MAX_PAIRS,
                           help="unrelated pairs: all pairs of originals up to this many, "
                                "else a seeded sample of this size (default: 2,000,000)")
-    out = parser.add_argument_group("output")
-    out.add_argument("--batch-size", type=int, default=64)
-    out.add_argument("--device", default="auto", help="where distances are computed")
-    out.add_argument("--workers", type=int, default=0,
-                     help="processes making the attacked copies (default 0: this one)")
-    out.add_argument("--name", default=None, help="Results/<name> (default: "
-                                                  "separation_<dataset>)")
-    out.add_argument("--output", default=None)
-    out.add_argument("--overwrite", action="store_true")
-    out.add_argument("--log-level", default="INFO")
+    work = parser.add_argument_group("work")
+    work.add_argument("--batch-size", type=integer(1, 65_536), default=64)
+    work.add_argument("--device", default="auto", help="where distances are computed")
+    work.add_argument("--workers", type=integer(0, 1024), default=0,
+                      help="processes making the attacked copies (default 0: this one)")
+    add_output_arguments(parser, "Results/<name> (default: separation_<dataset>)")
     return parser.parse_args(argv)
 
 
@@ -124,50 +113,39 @@ def _records(args: argparse.Namespace):
     return dataset, records
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    started = now_iso()
-    with contextlib.ExitStack() as stack:
-        try:
-            from extractor.reduce import (
-                explained_variance,
-                fit_reducer,
-                parse_reducer,
-                with_quantizer,
-            )
+    from extractor.reduce import (
+        explained_variance,
+        fit_reducer,
+        parse_reducer,
+        with_quantizer,
+    )
 
-            for name, value in (("--batch-size", args.batch_size),
-                                ("--ae-epochs", args.ae_epochs), ("--max-pairs", args.max_pairs)):
-                if value < 1:
-                    raise ValueError(f"{name} must be >= 1, got {value}")
-            for f in args.fprs:
-                if not 0 < f < 1:
-                    raise ValueError(f"--fprs must be in (0, 1), got {f}")
-            reducers = list(dict.fromkeys(parse_reducer(r) for r in args.reducers))
-            algorithms = list(dict.fromkeys(parse_algorithm(m) for m in args.methods))
-            if len(algorithms) < len(args.methods):
-                logger.warning("a method given twice is reported once")
-            attacks, seed, _ = attacks_from_args(args)
-            args.seed = seed
-            dataset, records = _records(args)
-            fit_records = (load_dataset(args.fit_dataset, args.data_root).records
-                           if args.fit_dataset else None)
-            name = args.name or check_name(f"separation_{args.dataset.replace(':', '_')}"
-                                           .replace("/", "_"), "--name")
-            target = Path(args.output) if args.output else results_root() / name
-            output = stack.enter_context(output_dir(target, SCRIPT, overwrite=args.overwrite,
-                                                    inputs=[dataset.root]))
-        except (ValueError, FileNotFoundError) as exc:
-            return fail(exc)
-        config = {**{k: v for k, v in vars(args).items() if k != "attacks"},
-                  "attacks": [a.id for a in attacks], "originals": len(records),
-                  "methods_resolved": [a.label for a in algorithms]}
-        write_experiment_json(output, config, started_at=started, script=SCRIPT)
+    for f in args.fprs:
+        if not 0 < f < 1:
+            raise ValueError(f"--fprs must be in (0, 1), got {f}")
+    reducers = list(dict.fromkeys(parse_reducer(r) for r in args.reducers))
+    algorithms = list(dict.fromkeys(parse_algorithm(m) for m in args.methods))
+    if len(algorithms) < len(args.methods):
+        logger.warning("a method given twice is reported once")
+    attacks, seed, _ = attacks_from_args(args)
+    args.seed = seed
+    dataset, records = _records(args)
+    fit_records = (load_dataset(args.fit_dataset, args.data_root).records
+                   if args.fit_dataset else None)
+    name = f"separation_{args.dataset.replace(':', '_')}".replace("/", "_")
+    with experiment_run(args, SCRIPT, name=name, inputs=[dataset.root]) as run:
+        output = run.folder
+        run.record({**{k: v for k, v in vars(args).items() if k != "attacks"},
+                    "attacks": [a.id for a in attacks], "originals": len(records),
+                    "methods_resolved": [a.label for a in algorithms]})
         originals, copies, bad = describe_originals_and_copies(
             records, attacks, algorithms, seed, args.batch_size, args.workers)
         if not copies:
-            return fail(ValueError("no copy could be made (see the skipped images above)"))
+            raise ValueError("no copy could be made (see the skipped images above)")
         fit_features = {}
         if fit_records is not None:
             from hashing import describe
@@ -253,12 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             with atomic_path(output / "explained_variance.csv") as tmp:
                 table.to_csv(tmp, index=False)
             plot_explained_variance(curves, output / "figures")
-        write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
-                              script=SCRIPT, extra={
-                                  "bad_inputs": [{"path": str(b.path), "reason": b.reason}
-                                                 for b in bad],
-                                  "copies": int(len(next(iter(copies.values())))),
-                                  "reducer_files": reducer_files})
+        run.finish(bad_inputs=[{"path": str(b.path), "reason": b.reason} for b in bad],
+                   copies=int(len(next(iter(copies.values())))), reducer_files=reducer_files)
         summary = frame[frame["attack"] == "all"][["method", "t1", "t2", "above_t1",
                                                    "above_t2"]]
         print(summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"))

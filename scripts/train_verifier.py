@@ -31,18 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from data_retrieval.cli import add_data_root_argument
+from data_retrieval.roots import data_root
 from finetuning.heads import LOSSES, MINERS, HeadConfig, train_head
 from finetuning.optim import OPTIMIZERS
 from generator.cli import add_attack_arguments, attacks_from_args
-from helpers import (
-    check_name,
-    now_iso,
-    output_dir,
-    results_root,
-    setup_logging,
-    write_experiment_json,
-)
-from helpers.cli import fail, run_script
+from helpers import add_output_arguments, experiment_run, setup_logging
+from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
 
 SCRIPT = "train_verifier"
 
@@ -58,42 +52,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="originals (default: imagenet_samples)")
     data.add_argument("--subset", default=None)
     add_data_root_argument(data)
-    data.add_argument("--count", type=int, default=0,
+    data.add_argument("--count", type=integer(0, MAX_COUNT), default=0,
                       help="a seeded sample of this many originals (default 0: all)")
-    data.add_argument("--copies", type=int, default=4,
+    data.add_argument("--copies", type=integer(1, 10_000), default=4,
                       help="attacked copies per original, attacks drawn from --attacks "
                            "(default 4)")
     data.add_argument("--store", default=None, metavar="DATASET/METHOD",
-                      help="train on this feature store instead (labels: source_id)")
-    data.add_argument("--features-dir", default=None)
+                      help="train on this feature store of float features instead (labels: "
+                           "source_id)")
+    data.add_argument("--features-dir", default=None,
+                      help="root of --store (default: Results/features)")
     add_attack_arguments(parser)
     head = parser.add_argument_group("head and training")
     defaults = HeadConfig()
-    head.add_argument("--dims", type=int, nargs="+", default=list(defaults.dims),
+    head.add_argument("--dims", type=integer(1, 65_536), nargs="+",
+                      default=list(defaults.dims),
                       help="widths after the input: 256 (linear), 512 256 (MLP) "
-                           "(default: 256)")
+                           "(default: 256; a head whose training would not fit the memory is "
+                           "refused)")
     head.add_argument("--loss", choices=LOSSES, default=defaults.loss)
-    head.add_argument("--margin", type=float, default=defaults.margin,
+    head.add_argument("--margin", type=real(0, 10), default=defaults.margin,
                       help="triplet margin alpha, in cosine similarity (default 0.2)")
-    head.add_argument("--pos-margin", type=float, default=defaults.pos_margin)
-    head.add_argument("--neg-margin", type=float, default=defaults.neg_margin)
+    head.add_argument("--pos-margin", type=real(0, 10), default=defaults.pos_margin)
+    head.add_argument("--neg-margin", type=real(0, 10), default=defaults.neg_margin)
     head.add_argument("--miner", choices=MINERS, default=defaults.miner)
-    head.add_argument("--epochs", type=int, default=defaults.epochs)
-    head.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    head.add_argument("--per-source", type=int, default=defaults.per_source,
+    head.add_argument("--epochs", type=integer(1, 100_000), default=defaults.epochs)
+    head.add_argument("--batch-size", type=integer(1, 65_536), default=defaults.batch_size)
+    head.add_argument("--per-source", type=integer(2, 65_536), default=defaults.per_source,
                       help="rows of each source image in a batch (default 4)")
     head.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
-    head.add_argument("--lr", type=float, default=defaults.lr)
-    head.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    head.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs)
-    head.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+    head.add_argument("--lr", type=real(0, 10, low_open=True), default=defaults.lr)
+    head.add_argument("--weight-decay", type=real(0, 1), default=defaults.weight_decay)
+    head.add_argument("--warmup-epochs", type=real(0, 100_000), default=defaults.warmup_epochs)
+    head.add_argument("--val-fraction", type=real(0, 1), default=defaults.val_fraction)
     head.add_argument("--device", default="auto")
-    out = parser.add_argument_group("output")
-    out.add_argument("--name", default=None, help="Results/<name> (default: verifier_<model>)")
-    out.add_argument("--output", default=None)
-    out.add_argument("--overwrite", action="store_true")
-    out.add_argument("--resume", action="store_true")
-    out.add_argument("--log-level", default="INFO")
+    add_output_arguments(parser, "Results/<name> (default: verifier_<model>, or "
+                                 "verifier_<dataset>_<method> with --store)", resume=True,
+                         resume_help="continue the run in the folder from its newest "
+                                     "checkpoint, on the features it kept")
     return parser.parse_args(argv)
 
 
@@ -102,28 +98,20 @@ def _rows(args, attacks, seed, output: Path):
     from data_retrieval import load_dataset, sample_records
     from extractor import load_store, save_store
     from hashing import parse_algorithm
-    from hashing.neural import algorithm_model_label
 
     own = output / "features"
     # the model's own name (not the algorithm's, which may hold distance=...): what the head
     # applies to, and what a PCA fitted on these rows records
-    label = (args.store.partition("/")[2] if args.store else
-             algorithm_model_label(parse_algorithm(args.model)))
-    if label is None:
-        raise ValueError(f"--model {args.model!r} is not a model: a head trains on a model's "
-                         "float features")
+    label = args.store.partition("/")[2] if args.store else _model_label(args.model)
     with contextlib.suppress(FileNotFoundError):
         if args.resume:
             store = load_store("training", label, own)
             return (np.asarray(store.features), [r.source_id or r.image_id
                                                  for r in store.records], label)
     if args.store:
-        dataset, slash, method = args.store.partition("/")
-        if not slash:
-            raise ValueError(f"--store must be DATASET/METHOD, got {args.store!r}")
-        store = load_store(dataset, method, args.features_dir)
+        store = _float_store(args)
         return (np.asarray(store.features), [r.source_id or r.image_id for r in store.records],
-                method)
+                args.store.partition("/")[2])
     from generator import AttackedImage
     from generator.pipeline import attacked_record
     from hashing import describe
@@ -143,8 +131,38 @@ def _rows(args, attacks, seed, output: Path):
         raise ValueError(f"{algorithm.label} gives {type(described).__name__}: a head trains "
                          "on float features (a model)")
     save_store(described.values, list(described.records), "training", label, root=own,
-               overwrite=True)
+               meta={"kind": "float", "metric": described.metric}, overwrite=True)
     return (described.values, [r.source_id or r.image_id for r in described.records], label)
+
+
+def _model_label(spec: str) -> str:
+    """The model's own name of ``--model`` (refused when it is no model)."""
+    from hashing import parse_algorithm
+    from hashing.neural import algorithm_model_label
+
+    label = algorithm_model_label(parse_algorithm(spec))
+    if label is None:
+        raise ValueError(f"--model {spec!r} is not a model: a head trains on a model's "
+                         "float features")
+    return label
+
+
+def _float_store(args: argparse.Namespace):
+    """The store of ``--store``, refused unless it holds float features (a head trains on a
+    model's features, not on packed binary codes or local descriptors)."""
+    from extractor import load_store
+
+    dataset, slash, method = args.store.partition("/")
+    if not slash:
+        raise ValueError(f"--store must be DATASET/METHOD, got {args.store!r}")
+    store = load_store(dataset, method, args.features_dir)
+    kind = store.meta.get("kind", "float")  # stores of extraction are float features
+    if kind != "float":
+        raise ValueError(f"--store {args.store} holds {kind} descriptors"
+                         + (" (packed binary codes)" if kind == "binary" else "")
+                         + ", not float features: a head trains on a model's features "
+                           "(a store of extract_features.py)")
+    return store
 
 
 #: The flags that choose the training rows: a resumed run must keep them.
@@ -183,56 +201,48 @@ def _plot(result: dict, folder: Path) -> None:
         save_figure(fig, folder, "loss")
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    started = now_iso()
-    with contextlib.ExitStack() as stack:
-        try:
-            config = HeadConfig(tuple(args.dims), args.loss, args.margin, args.pos_margin,
-                                args.neg_margin, args.miner, args.epochs, args.batch_size,
-                                args.per_source, args.optimizer, args.lr, args.weight_decay,
-                                args.warmup_epochs, args.val_fraction, 0, args.device)
-            attacks, seed, _ = attacks_from_args(args)
-            config.seed = seed
-            config.check()
-            if args.copies < 1 or args.count < 0:
-                raise ValueError("--copies must be >= 1 and --count >= 0")
-            base = (args.store.replace("/", "_") if args.store else
-                    args.model.split(":")[0])
-            name = args.name or check_name(f"verifier_{base}", "--name")
-            target = Path(args.output) if args.output else results_root() / name
-            output = stack.enter_context(output_dir(target, SCRIPT, overwrite=args.overwrite,
-                                                    resume=args.resume))
-            if args.resume:
-                _check_same_data(output, args, [a.id for a in attacks], seed)
-            features, labels, method = _rows(args, attacks, seed, output)
-        except (ValueError, FileNotFoundError) as exc:
-            return fail(exc)
+    config = HeadConfig(tuple(args.dims), args.loss, args.margin, args.pos_margin,
+                        args.neg_margin, args.miner, args.epochs, args.batch_size,
+                        args.per_source, args.optimizer, args.lr, args.weight_decay,
+                        args.warmup_epochs, args.val_fraction, 0, args.device)
+    attacks, seed, _ = attacks_from_args(args)
+    config.seed = seed
+    config.check()
+    if args.store:  # refused before the folder is taken
+        _float_store(args)
+    else:
+        _model_label(args.model)
+    base = args.store.replace("/", "_") if args.store else args.model.split(":")[0]
+    named = not args.store and not args.dataset.startswith("folder:")
+    with experiment_run(args, SCRIPT, name=f"verifier_{base}",
+                        inputs=[data_root(args.data_root)] if named else []) as run:
+        output = run.folder
+        if args.resume:
+            _check_same_data(output, args, [a.id for a in attacks], seed)
         record = {**{k: v for k, v in vars(args).items() if k != "attacks"},
-                  "attacks": [a.id for a in attacks], "seed": seed, "method": method}
-        write_experiment_json(output, record, started_at=started, script=SCRIPT)
-        try:
-            result = train_head(features, labels, config, output, method, args.resume)
-        except (ValueError, FloatingPointError) as exc:
-            write_experiment_json(output, record, started_at=started, ended_at=now_iso(),
-                                  script=SCRIPT, extra={"error": str(exc)})
-            return fail(exc)
+                  "attacks": [a.id for a in attacks], "seed": seed, "method": None}
+        run.record(record)
+        features, labels, method = _rows(args, attacks, seed, output)
+        run.record({**record, "method": method})
+        result = train_head(features, labels, config, output, method, args.resume)
         _plot(result, output / "figures")
-        write_experiment_json(output, record, started_at=started, ended_at=now_iso(),
-                              script=SCRIPT, extra=result)
-        val = result["val_losses"]
-        if not result["train_losses"]:
-            print(f"nothing trained; head -> {result['head']}")
-            return 0
-        print(f"{result['rows']} rows of {result['sources']} source images, {result['steps']} "
-              f"steps: train loss {result['train_losses'][0]:.4f} -> "
-              f"{result['train_losses'][-1]:.4f}"
-              + (f", validation {val[0]:.4f} -> {val[-1]:.4f}" if val else ""))
-        if result["collapsed"]:
-            print(f"COLLAPSED: {result['collapsed']}")
-        print(f"head -> {result['head']} (method {method})")
+        run.finish(**result)
+    val = result["val_losses"]
+    if not result["train_losses"]:
+        print(f"nothing trained; head -> {result['head']}")
         return 0
+    print(f"{result['rows']} rows of {result['sources']} source images, {result['steps']} "
+          f"steps: train loss {result['train_losses'][0]:.4f} -> "
+          f"{result['train_losses'][-1]:.4f}"
+          + (f", validation {val[0]:.4f} -> {val[-1]:.4f}" if val else ""))
+    if result["collapsed"]:
+        print(f"COLLAPSED: {result['collapsed']}")
+    print(f"head -> {result['head']} (method {method})")
+    return 0
 
 
 if __name__ == "__main__":

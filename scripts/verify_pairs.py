@@ -33,7 +33,6 @@ python scripts/verify_pairs.py --dataset sample --methods dhash efficientnet_lit
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 from pathlib import Path
 
@@ -56,15 +55,8 @@ from hashing.verification import (
     read_pairs,
     split_pairs,
 )
-from helpers import (
-    check_name,
-    now_iso,
-    output_dir,
-    results_root,
-    setup_logging,
-    write_experiment_json,
-)
-from helpers.cli import fail, run_script
+from helpers import add_output_arguments, experiment_run, setup_logging
+from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
 from helpers.io import atomic_path
 
 SCRIPT = "verify_pairs"
@@ -82,11 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="originals to make pairs from (default: bsds500)")
     data.add_argument("--subset", default=None, help="e.g. test (bsds500)")
     add_data_root_argument(data)
-    data.add_argument("--count", type=int, default=0,
+    data.add_argument("--count", type=integer(0, MAX_COUNT), default=0,
                       help="a seeded sample of this many originals (default 0: all)")
-    data.add_argument("--negatives", type=float, default=1.0,
+    data.add_argument("--negatives", type=real(0, 1000), default=1.0,
                       help="negatives per positive (default 1: balanced)")
-    data.add_argument("--hard", type=float, default=0.5,
+    data.add_argument("--hard", type=real(0, 1), default=0.5,
                       help="share of the negatives that are hard (default 0.5)")
     data.add_argument("--hard-method", default=None,
                       help="the method whose nearest non-copies are the hard negatives "
@@ -97,23 +89,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="algorithm specs, e.g. phash sscd_distilled "
                              "\"sscd_distilled:reduce='pca:128'\" (default: phash "
                              "sscd_distilled)")
-    method.add_argument("--threshold", type=float, default=None,
+    method.add_argument("--threshold", type=real(0, 1e9), default=None,
                         help="decide every pair with this threshold (no fitting)")
     method.add_argument("--rule", default="f1",
                         help="how the threshold is chosen on validation pairs: f1, "
                              "precision:P or fpr:F (default: f1)")
-    method.add_argument("--validation-fraction", type=float, default=0.5,
+    method.add_argument("--validation-fraction", type=real(0, 1, low_open=True), default=0.5,
                         help="share of the source images whose pairs choose the threshold "
                              "(default 0.5)")
-    method.add_argument("--folds", type=int, default=0,
+    method.add_argument("--folds", type=integer(0, 1000), default=0,
                         help="also k-fold cross-validation over all pairs (default 0: no)")
-    out = parser.add_argument_group("output")
-    out.add_argument("--batch-size", type=int, default=64)
-    out.add_argument("--device", default="auto", help="where distances are computed")
-    out.add_argument("--name", default=None, help="Results/<name> (default: verify_<dataset>)")
-    out.add_argument("--output", default=None)
-    out.add_argument("--overwrite", action="store_true")
-    out.add_argument("--log-level", default="INFO")
+    work = parser.add_argument_group("work")
+    work.add_argument("--batch-size", type=integer(1, 65_536), default=64)
+    work.add_argument("--device", default="auto", help="where distances are computed")
+    add_output_arguments(parser, "Results/<name> (default: verify_<dataset>, or "
+                                 "verify_<CSV name> with --pairs)")
     return parser.parse_args(argv)
 
 
@@ -128,55 +118,47 @@ def _pairs(args: argparse.Namespace, algorithms, attacks, seed):
     return pairs, dataset.root
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    started = now_iso()
-    with contextlib.ExitStack() as stack:
-        try:
-            rule, target = parse_rule(args.rule)
-            if not 0 < args.validation_fraction < 1:
-                raise ValueError(f"--validation-fraction must be in (0, 1), got "
-                                 f"{args.validation_fraction}")
-            if args.threshold is not None and not np.isfinite(args.threshold):
-                raise ValueError(f"--threshold must be a finite number, got {args.threshold}")
-            if args.folds == 1 or args.folds < 0:
-                raise ValueError(f"--folds must be 0 (none) or >= 2, got {args.folds}")
-            if not args.pairs and args.threshold is None and not args.negatives > 0:
-                raise ValueError("choosing a threshold needs negative pairs: --negatives > 0")
-            algorithms = [parse_algorithm(m) for m in args.methods]
-            labels = [a.label for a in algorithms]
-            if len(set(labels)) != len(labels):
-                raise ValueError(f"--methods repeat a method: {labels}")
-            attacks, seed, _ = attacks_from_args(args)
-            pairs, root = _pairs(args, algorithms, attacks, seed)
-            if not len(pairs):
-                raise ValueError("no pair to verify")
-            groups = len(set(pairs.group))
-            if args.folds > groups:
-                raise ValueError(f"--folds {args.folds}: the pairs have {groups} source images")
-            if args.threshold is None:
-                validation, test = split_pairs(pairs, (args.validation_fraction,
-                                                       1 - args.validation_fraction), seed)
-                for part, name_ in ((validation, "validation"), (test, "test")):
-                    if not part.same.any() or part.same.all():
-                        raise ValueError(
-                            f"the {name_} split has {int(part.same.sum())} positive and "
-                            f"{int((~part.same).sum())} negative pairs: it needs both (change "
-                            "--validation-fraction, or give more images)")
-            default = (Path(args.pairs).stem if args.pairs else args.dataset).replace(":", "_")
-            name = args.name or check_name(f"verify_{default}".replace("/", "_"), "--name")
-            target_dir = Path(args.output) if args.output else results_root() / name
-            output = stack.enter_context(output_dir(target_dir, SCRIPT,
-                                                    overwrite=args.overwrite, inputs=[root]))
-        except (ValueError, FileNotFoundError) as exc:
-            return fail(exc)
-        config = {**{k: v for k, v in vars(args).items() if k != "attacks"},
-                  "attacks": [a.id for a in attacks], "seed": seed,
-                  "methods_resolved": [a.label for a in algorithms],
-                  "pairs_made": {k: int(v) for k, v in
-                                 pd.Series(pairs.kind).value_counts().items()}}
-        write_experiment_json(output, config, started_at=started, script=SCRIPT)
+    rule, target = parse_rule(args.rule)
+    if not 0 < args.validation_fraction < 1:
+        raise ValueError(f"--validation-fraction must be in (0, 1), got "
+                         f"{args.validation_fraction}")
+    if args.folds == 1:
+        raise ValueError(f"--folds must be 0 (none) or >= 2, got {args.folds}")
+    if not args.pairs and args.threshold is None and not args.negatives > 0:
+        raise ValueError("choosing a threshold needs negative pairs: --negatives > 0")
+    algorithms = [parse_algorithm(m) for m in args.methods]
+    labels = [a.label for a in algorithms]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--methods repeat a method: {labels}")
+    attacks, seed, _ = attacks_from_args(args)
+    pairs, root = _pairs(args, algorithms, attacks, seed)
+    if not len(pairs):
+        raise ValueError("no pair to verify")
+    groups = len(set(pairs.group))
+    if args.folds > groups:
+        raise ValueError(f"--folds {args.folds}: the pairs have {groups} source images")
+    if args.threshold is None:
+        validation, test = split_pairs(pairs, (args.validation_fraction,
+                                               1 - args.validation_fraction), seed)
+        for part, name_ in ((validation, "validation"), (test, "test")):
+            if not part.same.any() or part.same.all():
+                raise ValueError(
+                    f"the {name_} split has {int(part.same.sum())} positive and "
+                    f"{int((~part.same).sum())} negative pairs: it needs both (change "
+                    "--validation-fraction, or give more images)")
+    default = (Path(args.pairs).stem if args.pairs else args.dataset).replace(":", "_")
+    name = f"verify_{default}".replace("/", "_")
+    with experiment_run(args, SCRIPT, name=name, inputs=[root]) as run:
+        output = run.folder
+        run.record({**{k: v for k, v in vars(args).items() if k != "attacks"},
+                    "attacks": [a.id for a in attacks], "seed": seed,
+                    "methods_resolved": [a.label for a in algorithms],
+                    "pairs_made": {k: int(v) for k, v in
+                                   pd.Series(pairs.kind).value_counts().items()}})
         frame = pairs.frame()
         if args.threshold is None:
             in_validation = set(validation.group)
@@ -185,38 +167,33 @@ def main(argv: list[str] | None = None) -> int:
         else:
             frame["split"] = "all"
         scores, folds, curves, chosen, skipped = [], [], {}, {}, {}
-        try:
-            # every image decoded once for all methods; one network for a model's variants
-            distances = pair_distances_many(pairs, algorithms, args.device, args.batch_size)
-            for algorithm in algorithms:
-                label = algorithm.label
-                d = distances[label]
-                unread = int(np.isnan(d).sum())
-                if unread:
-                    skipped[label] = unread
-                frame[f"distance:{label}"] = d
-                same = frame["same"].to_numpy()
-                if args.threshold is not None:
-                    threshold = args.threshold
-                    scores.append({"method": label, "split": "all",
-                                   **pair_scores(d, same, threshold)})
-                else:
-                    val = (frame["split"] == "validation").to_numpy()
-                    threshold = fit_threshold(d[val], same[val], rule, target)
-                    curves[label] = f1_curve(d[val], same[val])
-                    chosen[label] = threshold
-                    for split, rows in (("validation", val), ("test", ~val)):
-                        scores.append({"method": label, "split": split,
-                                       **pair_scores(d[rows], same[rows], threshold)})
-                frame[f"decision:{label}"] = d <= threshold
-                if args.folds:
-                    cv = cross_validate(d, same, pairs.group, args.folds, rule, target, seed)
-                    cv.insert(0, "method", label)
-                    folds.append(cv)
-        except (ValueError, FileNotFoundError) as exc:
-            write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
-                                  script=SCRIPT, extra={"error": str(exc)})
-            return fail(exc)
+        # every image decoded once for all methods; one network for a model's variants
+        distances = pair_distances_many(pairs, algorithms, args.device, args.batch_size)
+        for algorithm in algorithms:
+            label = algorithm.label
+            d = distances[label]
+            unread = int(np.isnan(d).sum())
+            if unread:
+                skipped[label] = unread
+            frame[f"distance:{label}"] = d
+            same = frame["same"].to_numpy()
+            if args.threshold is not None:
+                threshold = args.threshold
+                scores.append({"method": label, "split": "all",
+                               **pair_scores(d, same, threshold)})
+            else:
+                val = (frame["split"] == "validation").to_numpy()
+                threshold = fit_threshold(d[val], same[val], rule, target)
+                curves[label] = f1_curve(d[val], same[val])
+                chosen[label] = threshold
+                for split, rows in (("validation", val), ("test", ~val)):
+                    scores.append({"method": label, "split": split,
+                                   **pair_scores(d[rows], same[rows], threshold)})
+            frame[f"decision:{label}"] = d <= threshold
+            if args.folds:
+                cv = cross_validate(d, same, pairs.group, args.folds, rule, target, seed)
+                cv.insert(0, "method", label)
+                folds.append(cv)
         table = pd.DataFrame(scores)
         for data, file in ((frame, "pairs.csv"), (table, "scores.csv")):
             with atomic_path(output / file) as tmp:
@@ -231,18 +208,16 @@ def main(argv: list[str] | None = None) -> int:
                        for m, g in cv.groupby("method", sort=False)}
         if curves:
             plot_f1_curve(curves, chosen, output / "figures")
-        write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
-                              script=SCRIPT, extra={"scores": table.to_dict("records"),
-                                                    "cross_validation": summary,
-                                                    "pairs_not_read": skipped})
-        shown = table[table["split"] != "validation"][
-            ["method", "split", "threshold", "f1", "precision", "recall", "accuracy"]]
-        print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-        for method_name, values in summary.items():
-            print(f"{method_name}: {args.folds}-fold F1 {values['f1_mean']:.4f} +- "
-                  f"{values['f1_std']:.4f}")
-        print(f"{len(pairs)} pairs ({int(pairs.same.sum())} positive) -> {output}")
-        return 0
+        run.finish(scores=table.to_dict("records"), cross_validation=summary,
+                   pairs_not_read=skipped)
+    shown = table[table["split"] != "validation"][
+        ["method", "split", "threshold", "f1", "precision", "recall", "accuracy"]]
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    for method_name, values in summary.items():
+        print(f"{method_name}: {args.folds}-fold F1 {values['f1_mean']:.4f} +- "
+              f"{values['f1_std']:.4f}")
+    print(f"{len(pairs)} pairs ({int(pairs.same.sum())} positive) -> {output}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -566,3 +566,90 @@ def test_benchmark_finetuning_script(tmp_path):
     assert result["ratio"]["0"] == pytest.approx(ours["images_per_s"] / bare["images_per_s"])
     assert result["target_met"]["0"] == (result["ratio"]["0"] >= 0.85)
     assert result["experiment"]["script"] == "benchmark_finetuning"
+
+
+# --- the scripts' output and flags (helpers.runs) -----------------------------------------------
+
+
+def _refused_when_parsed(main, argv, flag, capsys) -> None:
+    """``argv`` is refused by the flags' types: exit status 2, one line naming ``flag``."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flag in last
+
+
+def _finetune_result(folder: Path) -> None:
+    """A folder that holds a previous result of finetune (what --overwrite may replace)."""
+    from helpers import write_experiment_json
+
+    folder.mkdir(parents=True)
+    write_experiment_json(folder, {}, script="finetune")
+
+
+def test_finetune_overwrite_keeps_photos_inside_the_output(tmp_path, small_photos, capsys):
+    """--data folder:<photos inside the output> with --overwrite: refused, the photos kept."""
+    import shutil
+
+    from tests.conftest import load_script, tree
+
+    out = tmp_path / "ft"
+    _finetune_result(out)
+    shutil.copytree(small_photos, out / "photos")
+    before = tree(out)
+    code = load_script("finetune").main(
+        ["--data", f"folder:{out / 'photos'}", "--device", "cpu", "--workers", "0",
+         "--output", str(out), "--overwrite"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "input" in err, err
+    assert tree(out) == before
+
+
+def test_finetune_refuses_bad_names_and_resumes_only_its_own_results(tmp_path, capsys):
+    from helpers import write_experiment_json
+    from tests.conftest import load_script
+
+    finetune = load_script("finetune")
+    for bad in ("../x", "a/b", ".hidden"):
+        _refused_when_parsed(finetune.main, ["--name", bad], "--name", capsys)
+    _refused_when_parsed(finetune.main, ["--batch-size", "1"], "--batch-size", capsys)
+    other = tmp_path / "other"
+    other.mkdir()
+    write_experiment_json(other, {}, script="cluster")
+    before = (other / "experiment.json").read_bytes()
+    code = finetune.main(["--device", "cpu", "--output", str(other), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "refusing to resume" in err and "cluster" in err
+    assert (other / "experiment.json").read_bytes() == before
+
+
+def test_benchmark_finetuning_never_writes_over_a_file_it_did_not_make(tmp_path, capsys):
+    from tests.conftest import load_script
+
+    benchmark = load_script("benchmark_finetuning")
+    other = tmp_path / "finetuning.json"
+    other.write_text('{"mine": 1}')
+    for extra in ([], ["--overwrite"]):
+        code = benchmark.main(["--data", "sample", "--steps", "1", "--warmup", "0",
+                               "--output", str(other), *extra])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.count("\n") == 0 and str(other) in err, err
+        assert other.read_text() == '{"mine": 1}'
+    readme = tmp_path / "README.md"
+    readme.write_text("notes")
+    _refused_when_parsed(benchmark.main, ["--output", str(readme)], "--output", capsys)
+    assert readme.read_text() == "notes"
+    _refused_when_parsed(benchmark.main, ["--batch-size", "1"], "--batch-size", capsys)
+
+
+def test_evaluate_finetuning_refuses_negative_counts_and_bad_names(tmp_path, capsys):
+    """--n-attacked -1 once sliced [:-1] (all but one attacked): refused when parsed now."""
+    from tests.conftest import load_script
+
+    evaluate = load_script("evaluate_finetuning")
+    run = ["--run", str(tmp_path / "run")]
+    for flag in ("--n-attacked", "--n-control", "--n-experimental", "--workers"):
+        _refused_when_parsed(evaluate.main, [*run, flag, "-1"], flag, capsys)
+    _refused_when_parsed(evaluate.main, [*run, "--name", "../up"], "--name", capsys)
+    assert not (tmp_path / "run").exists()

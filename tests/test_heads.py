@@ -202,3 +202,81 @@ def test_head_learns_on_cuda_and_is_used_on_cpu(tmp_path):
     raw = nearest_accuracy(x[held], labels[held])
     learned = nearest_accuracy(head.transform(x)[held], labels[held])
     assert learned > raw + 0.3, (raw, learned)
+
+
+# --- scripts/train_verifier.py: its output, inputs and flags ------------------------------------
+
+
+def _verifier_result(folder, store_rows=None):
+    """A folder holding a previous train_verifier result (and, optionally, its kept training
+    rows as the store training/feat under features/)."""
+    from data_retrieval import ImageRecord
+    from extractor import save_store
+    from helpers import write_experiment_json
+
+    folder.mkdir(parents=True)
+    write_experiment_json(folder, {}, script="train_verifier")
+    if store_rows is not None:
+        x, labels = store_rows
+        records = [ImageRecord(f"im{i}", None, source_id=f"s{label}")
+                   for i, label in enumerate(labels)]
+        save_store(x, records, "training", "feat", root=folder / "features",
+                   meta={"kind": "float", "metric": "cosine"})
+
+
+def test_train_verifier_overwrite_keeps_inputs_inside_the_output(tmp_path, small_photos,
+                                                                 capsys):
+    """--dataset folder:<inside> and the README's --store training/<method> --features-dir
+    <folder>/features, with --overwrite of that folder: refused, everything kept."""
+    import shutil
+
+    from tests.conftest import load_script, tree
+
+    out = tmp_path / "verifier"
+    _verifier_result(out, clustered(sources=10))
+    shutil.copytree(small_photos, out / "photos")
+    before = tree(out)
+    main = load_script("train_verifier").main
+    for flags in (["--model", "efficientnet_lite0", "--dataset", f"folder:{out / 'photos'}"],
+                  ["--store", "training/feat", "--features-dir", str(out / "features")]):
+        code = main([*flags, "--epochs", "1", "--output", str(out), "--overwrite"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.count("\n") == 0 and "input" in err, (flags, err)
+        assert tree(out) == before
+
+
+def test_train_verifier_refuses_binary_stores_and_huge_heads(tmp_path, capsys, monkeypatch):
+    from hashing import describe
+    from hashing.store import save_descriptors
+    from tests.conftest import load_script
+
+    main = load_script("train_verifier").main
+    features = tmp_path / "features"
+    save_descriptors(describe("sample", "dhash"), "sample", root=features)
+    code = main(["--store", "sample/dhash", "--features-dir", str(features), "--output",
+                 str(tmp_path / "never")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "binary" in err and "float" in err, err
+    assert not (tmp_path / "never").exists()
+    # a width is bounded when parsed; a head whose training would not fit is refused before
+    # anything is allocated
+    for argv, flag in ((["--dims", "100000000"], "--dims"), (["--name", "a/b"], "--name"),
+                       (["--lr", "nan"], "--lr"), (["--per-source", "1"], "--per-source")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2 and flag in capsys.readouterr().err.splitlines()[-1]
+    import helpers
+
+    monkeypatch.setattr(helpers, "available_memory", lambda: 10**6)
+    x, labels = clustered(sources=10)
+    with pytest.raises(ValueError, match=r"GB.*--dims"):
+        train_head(x, labels, HeadConfig(dims=(4096,), batch_size=8, per_source=2,
+                                         device="cpu"), tmp_path / "huge", show_progress=False)
+    assert not (tmp_path / "huge" / "head.pt").exists()
+    _verifier_result(tmp_path / "store_out", (x, labels))
+    code = main(["--store", "training/feat", "--features-dir",
+                 str(tmp_path / "store_out" / "features"), "--dims", "4096", "--batch-size",
+                 "8", "--per-source", "2", "--device", "cpu", "--output",
+                 str(tmp_path / "small")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--dims" in err and "GB" in err, err

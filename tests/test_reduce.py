@@ -282,3 +282,77 @@ def test_linear_autoencoder_trains_on_cuda_and_is_used_on_cpu(tmp_path):
     again = load_reducer(ae.save(tmp_path / "ae.pt"))
     assert next(again.network().parameters()).device.type == "cpu"
     np.testing.assert_allclose(again.transform(x), ae.transform(x), rtol=1e-5, atol=1e-5)
+
+
+# --- scripts/fit_reducer.py: one run per folder, and what it may replace ------------------------
+
+
+def _toy_store(tmp_path, x=None):
+    from data_retrieval import ImageRecord
+    from extractor import save_store
+
+    x = data(n=50, dim=16) if x is None else x
+    features = tmp_path / "features"
+    save_store(x, [ImageRecord(f"im{i}", None) for i in range(len(x))], "toy", "feat",
+               root=features, meta={"kind": "float", "metric": "cosine"})
+    return features
+
+
+def test_fit_reducer_takes_the_folder_lock_and_refuses_what_is_not_its_own(tmp_path, capsys):
+    from helpers import FolderLock
+    from tests.conftest import load_script, tree
+
+    main = load_script("fit_reducer").main
+    features = _toy_store(tmp_path)
+    out = tmp_path / "reducers"
+    out.mkdir()
+    base = ["--store", "toy/feat", "--features-dir", str(features), "--reducer", "pca:4",
+            "--output-dir", str(out)]
+    with FolderLock(out):  # another run writes the folder: this one waits its turn
+        assert main(base) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "in use" in err, err
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    assert main(base) == 0 and (out / "pca_4.pt").is_file()
+    assert not (out / ".lock").exists()
+    (out / "rp_4.pt").write_bytes(b"my own file")
+    before = tree(out)
+    assert main([*base[:-3], "rp:4", "--output-dir", str(out), "--overwrite"]) == 2
+    assert "not a reducer file" in capsys.readouterr().err and tree(out) == before
+    # the flag's type: a file is no folder
+    with pytest.raises(SystemExit) as exit_:
+        main([*base[:-1], str(out / "pca_4.pt")])
+    assert exit_.value.code == 2 and "--output-dir" in capsys.readouterr().err
+    assert tree(out) == before
+
+
+def test_fit_reducer_refuses_a_store_of_binary_codes(tmp_path, capsys):
+    from hashing import describe
+    from hashing.store import save_descriptors
+    from tests.conftest import load_script
+
+    features = tmp_path / "features"
+    save_descriptors(describe("sample", "dhash"), "sample", root=features)
+    code = load_script("fit_reducer").main(
+        ["--store", "sample/dhash", "--features-dir", str(features), "--reducer", "pca:4",
+         "--output-dir", str(tmp_path / "never")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "binary" in err and "float features" in err, err
+    assert not (tmp_path / "never").exists()
+
+
+def test_whitening_rank_deficient_data_warns_of_the_flat_components(caplog):
+    """pcaw on 3-rank data in 12 dimensions: the components past the third have zero variance,
+    and whitening divides them by ~0. The log names how many."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((60, 3)) @ rng.standard_normal((3, 12))).astype(np.float32)
+    with caplog.at_level("WARNING", logger="extractor.reduce"):
+        reducer = fit_reducer(x, "pcaw:6")
+    assert reducer.info["near_zero_variance_components"] == 3
+    assert "3 of the 6 components have (near-)zero variance" in caplog.text
+    assert "pcaw:3" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="extractor.reduce"):
+        fit_reducer(x, "pcaw:3")
+        fit_reducer(data(), "pcaw:6")
+    assert "zero variance" not in caplog.text

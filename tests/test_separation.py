@@ -189,3 +189,20 @@ def test_reducers_of_a_method_with_algorithm_parameters_load_back(tmp_path):
     algorithm = hashing.get_algorithm("efficientnet_lite0", reduce=reducer["file"])
     assert algorithm.label == reducer["identity"]
     assert hashing.describe("sample", algorithm).values.shape == (11, 4)
+
+
+@pytest.mark.parametrize("flag, value", [("--ae-lr", "nan"), ("--ae-batch-size", "0"),
+                                         ("--workers", "-1"), ("--ae-epochs", "0"),
+                                         ("--max-pairs", "1e30"), ("--fprs", "0"),
+                                         ("--name", "../x")])
+def test_separation_report_refuses_bad_flags_in_one_line(flag, value, tmp_path, capsys):
+    """Once tracebacks (NaN learning rate, empty batches, negative workers): refused when the
+    flags are parsed, before any image is described."""
+    from tests.conftest import load_script
+
+    with pytest.raises(SystemExit) as exit_:
+        load_script("separation_report").main(["--dataset", "sample", flag, value,
+                                               "--output", str(tmp_path / "never")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and flag in err[-1] and value in err[-1]
+    assert not (tmp_path / "never").exists()

@@ -250,3 +250,24 @@ def test_a_fine_tuned_encoder_loads_like_a_converted_release(tmp_path):
     assert model.name.startswith("simclr_v2_r50_1x_sk0_weights=tuned.pt-")
     features = model([Image.new("RGB", (64, 64), "red")])
     assert features.shape == (1, 2048) and np.isfinite(features).all()
+
+
+def test_download_script_refuses_a_file_as_its_folders(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import download_simclr
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for flag in ("--output-dir", "--tf-dir"):
+        with pytest.raises(SystemExit) as exit_:
+            download_simclr.main([flag, str(notes), "--base-url", "http://127.0.0.1:9/"])
+        assert exit_.value.code == 2 and flag in capsys.readouterr().err
+    assert notes.read_text() == "mine"
+    # an unknown checkpoint: one line, nothing written
+    assert download_simclr.main(["--model", "r9_1x_sk0", "--output-dir",
+                                 str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and err.count("\n") == 0
+    assert not (tmp_path / "w").exists()

@@ -236,7 +236,7 @@ def test_unreadable_images_are_reported_and_left_out(tmp_path, sample_paths, cap
 def test_bad_flags_fail_before_any_work(tmp_path):
     for flags, message in ((["--rule", "fpr:2"], "must be in [0, 1]"),
                            (["--folds", "1"], "--folds must be 0"),
-                           (["--threshold", "nan"], "finite"),
+                           (["--threshold", "nan"], "'nan' is not a number"),
                            (["--negatives", "0"], "needs negative pairs"),
                            (["--folds", "50"], "the pairs have 11 source images")):
         done = subprocess.run(
@@ -294,3 +294,16 @@ def test_several_methods_decode_each_image_once_and_share_the_network(sample_pat
     assert forwards == [4]
     with pytest.raises(ValueError, match="repeat"):
         pair_distances_many(pairs, ["dhash", "dhash"])
+
+
+def test_verify_pairs_flags_and_names_are_refused_when_parsed(tmp_path, capsys):
+    from tests.conftest import load_script
+
+    main = load_script("verify_pairs").main
+    for flag, value in (("--name", "../x"), ("--name", "a/b"), ("--count", "-1"),
+                        ("--hard", "1.5"), ("--batch-size", "0"), ("--folds", "-1"),
+                        ("--validation-fraction", "0")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--dataset", "sample", flag, value])
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exit_.value.code == 2 and flag in last, (flag, last)
