@@ -92,7 +92,8 @@ class Points:
 
 
 def as_points(features: Any, metric: str | None = None,
-              root: str | os.PathLike | None = None, n_bits: int | None = None) -> Points:
+              root: str | os.PathLike | None = None, n_bits: int | None = None,
+              min_rows: int = 2) -> Points:
     """Rows to cluster, read into memory.
 
     Parameters
@@ -108,6 +109,9 @@ def as_points(features: Any, metric: str | None = None,
         Feature store root for a store spec.
     n_bits : int, optional
         True code length of a packed array (default: 8 x its width).
+    min_rows : int
+        Fewest rows accepted (2 to cluster; 1 for one part of several, `concat_points`
+        checks the whole).
 
     Raises
     ------
@@ -160,8 +164,8 @@ def as_points(features: Any, metric: str | None = None,
                 raise ValueError(f"features of {name} are all zero: {use} distances to it are "
                                  f"undefined ({int(empty.sum())} such rows)")
     n = len(values)
-    if n < 2:
-        raise ValueError(f"clustering needs at least 2 rows, got {n}")
+    if n < min_rows:
+        raise ValueError(f"clustering needs at least {min_rows} rows, got {n}")
     ids = (list(features.ids) if features.ids is not None
            else [str(i) for i in range(n)])
     if len(set(ids)) != n:
@@ -211,8 +215,11 @@ def concat_points(parts: list[Points]) -> Points:
     ValueError
         Parts of different methods, metrics, widths or bit counts, or a repeated id.
     """
-    if len(parts) == 1:
+    if len(parts) == 1 and len(parts[0]) >= 2:
         return parts[0]
+    if sum(len(p) for p in parts) < 2:
+        raise ValueError(f"clustering needs at least 2 rows, the inputs hold "
+                         f"{sum(len(p) for p in parts)}")
     first = parts[0]
     for p in parts[1:]:
         if (p.method, p.metric, p.n_bits, p.values.shape[1]) != \

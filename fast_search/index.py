@@ -192,6 +192,11 @@ class SearchIndex:
         if not np.isfinite(x).all():
             raise ValueError("rows hold NaN or infinite values")
         if self.metric == "cosine":
+            zero = ~x.any(axis=1)
+            if zero.any():  # Faiss would normalise it to zeros: equally far from everything
+                raise ValueError(f"{int(zero.sum())} row(s) are all zero (the first is row "
+                                 f"{int(np.flatnonzero(zero)[0])} of {len(x)} given): cosine "
+                                 "distances to them are undefined")
             _faiss().normalize_L2(x)
         elif self.metric == "jensenshannon":
             if (x < 0).any():

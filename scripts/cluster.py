@@ -122,15 +122,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_points(spec: str, root: Path, metric: str | None) -> Points:
-    """A store, a store's .npy, or ``dataset:method`` described now."""
+def load_points(spec: str, root: Path, metric: str | None, min_rows: int = 2) -> Points:
+    """A store, a store's .npy, or ``dataset:method`` described now (``min_rows``: 1 for one
+    of several inputs, whose rows are counted together)."""
     if "/" not in spec and ":" in spec and not Path(spec).exists():
         from hashing import describe
 
         dataset, _, method = spec.partition(":")
         described = describe(dataset, method)
-        return as_points(described, metric)
-    return as_points(spec, metric, root)
+        return as_points(described, metric, min_rows=min_rows)
+    return as_points(spec, metric, root, min_rows=min_rows)
 
 
 def method_params(args: argparse.Namespace, points: Points) -> dict[str, Any]:
@@ -197,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         max_memory = 0.8 * free  # refused now rather than killed by the OS later
         logger.info("--max-memory: %.1f GB (80%% of the memory available)", max_memory / 1e9)
     root = Path(args.features_dir) if args.features_dir else default_features_dir()
-    points = concat_points([load_points(f, root, args.metric) for f in args.features])
+    several = 1 if len(args.features) > 1 else 2
+    points = concat_points([load_points(f, root, args.metric, several) for f in args.features])
     if args.partition:
         points = _keep(points, args.partition)
     params = method_params(args, points)

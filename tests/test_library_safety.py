@@ -182,3 +182,28 @@ def _raises(load_store, root) -> str:
     except ValueError as exc:
         return str(exc)
     return "no error"
+
+
+def test_an_all_zero_row_under_cosine_is_refused_by_search_as_by_clustering():
+    database = _features(50)
+    values = database.values.copy()
+    values[7] = 0
+    zero = FloatFeatures(values, "cosine", ids=database.ids, method="m")
+    queries = FloatFeatures(_features(5, seed=1, prefix="q").values, "cosine",
+                            ids=[f"q{k}" for k in range(5)], method="m")
+    with pytest.raises(ValueError, match="all zero.*row 7"):
+        fs.prepare_index(fs.load_search_set(zero, queries), "Flat")
+
+
+def test_clustering_counts_the_rows_of_every_input_together(tmp_path, capsys):
+    """A 1-row store beside a 30-row one is 31 rows, not 'got 1'."""
+    from clustering import as_points
+    from clustering.points import concat_points
+
+    one = as_points(_features(1), "l2", min_rows=1)
+    many = as_points(_features(30, seed=2, prefix="j"), "l2", min_rows=1)
+    assert len(concat_points([one, many])) == 31
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        concat_points([one])
+    with pytest.raises(ValueError, match="at least 2 rows, got 1"):
+        as_points(_features(1), "l2")
