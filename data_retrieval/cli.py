@@ -8,12 +8,16 @@ from data_retrieval.datasets import DATA_ROOT_ENV, Dataset, list_datasets, load_
 from helpers.cli import MAX_COUNT, integer
 
 
-def add_data_root_argument(parser) -> None:
+def add_data_root_argument(parser, writes: bool = False) -> None:
     """Add ``--data-root`` (where the named datasets live) to a parser or argument group: one
-    flag, one help text, in every script."""
+    flag, one help text, in every script. ``writes``: the script writes into it (a download),
+    so it is checked as an output folder (`helpers.runs.folder_type`) when parsed."""
+    from helpers.runs import folder_type
+
     parser.add_argument(
         "--data-root",
         default=None,
+        type=folder_type if writes else None,
         help=f"folder holding the named datasets (default: ${DATA_ROOT_ENV}, else Datasets/)",
     )
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 
 import torch
@@ -24,43 +23,53 @@ from data_retrieval import load_dataset
 from data_retrieval.cli import add_data_root_argument
 from extractor import extract, get_model
 from helpers import (
+    add_output_file_arguments,
     available_cpus,
-    check_output_file,
-    experiment_record,
     load_image,
     resolve_device,
-    results_root,
+    result_file,
+    setup_logging,
     time_repeated,
-    write_json,
 )
+from helpers.cli import fail, integer, run_script, script_main
+
+SCRIPT = "benchmark_extraction"
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--dataset", default="bsds500")
     add_data_root_argument(parser)
-    parser.add_argument("--n-images", type=int, default=320, help="default: 320")
-    parser.add_argument("--batch-size", type=int, default=32, help="default: 32")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="DataLoader workers (default: 1 on CPU, the cores on GPU)")
+    parser.add_argument("--n-images", type=integer(1, 10_000), default=320,
+                        help="images, decoded and transformed in memory (default: 320)")
+    parser.add_argument("--batch-size", type=integer(1, 65_536), default=32,
+                        help="default: 32")
+    parser.add_argument("--workers", type=integer(0, 1024), default=None,
+                        help="DataLoader workers (default: 1 on CPU, the cores on GPU; 0: "
+                             "none, in the main process)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs, best kept")
-    parser.add_argument("--output", default=None,
-                        help="JSON file (default: Results/benchmarks/extraction_<device>.json)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    parser.add_argument("--repeats", type=integer(1, 1000), default=3,
+                        help="timed runs, best kept")
+    add_output_file_arguments(parser, "benchmarks/extraction_<device>.json")
     args = parser.parse_args(argv)
-    try:
-        device = resolve_device(args.device)
-        output = check_output_file(args.output or results_root() / "benchmarks" /
-                                   f"extraction_{device.split(':')[0]}.json", ".json",
-                                   args.overwrite)
-        records = load_dataset(args.dataset, args.data_root, limit=args.n_images).records
-        model = get_model(args.model, device=device)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    setup_logging(args.log_level)
+    device = resolve_device(args.device)
+    records = load_dataset(args.dataset, args.data_root, limit=args.n_images).records
+    if not records:
+        raise ValueError(f"{args.dataset}: no image to extract")
+    default = f"benchmarks/extraction_{device.split(':')[0]}.json"
+    with result_file(args, SCRIPT, default) as output:  # checked before the model loads
+        try:
+            model = get_model(args.model, device=device)
+        except ImportError as exc:  # a model's optional package is not installed
+            return fail(exc)
+        return _run(args, device, records, model, output)
+
+
+def _run(args: argparse.Namespace, device: str, records, model, output) -> int:
     workers = args.workers if args.workers is not None else (
         1 if device == "cpu" else available_cpus())
     paths = [r.path for r in records]
@@ -124,9 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     if channels_last:
         result["model_only_nchw_images_per_s"] = n / best["model_only_nchw"]
         result["channels_last_speedup"] = best["model_only_nchw"] / best["model_only"]
-    result["experiment"] = experiment_record(vars(args), script="benchmark_extraction")
-    write_json(output, result)
-    print(f"wrote {output}")
+    output.write(result)
+    print(f"wrote {output.path}")
     print(f"{args.model} batch {args.batch_size} on {device}: model only "
           f"{result['model_only_images_per_s']:.1f} images/s, pipeline "
           f"{result['pipeline_images_per_s']:.1f} images/s "
@@ -139,4 +147,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

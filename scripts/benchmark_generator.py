@@ -15,7 +15,6 @@ import argparse
 import collections
 import os
 import platform
-import sys
 import tempfile
 
 import numpy as np
@@ -27,15 +26,17 @@ from generator import default_attacks, iter_attacks, write_attacks
 from generator.pipeline import apply_attack
 from helpers import (
     Timer,
+    add_output_file_arguments,
     available_cpus,
-    check_output_file,
-    experiment_record,
     load_image,
     now_iso,
     package_versions,
-    results_root,
-    write_json,
+    result_file,
+    setup_logging,
 )
+from helpers.cli import MAX_SEED, integer, run_script, script_main
+
+SCRIPT = "benchmark_generator"
 
 
 def study_baselines() -> dict[str, object]:
@@ -66,26 +67,30 @@ def study_baselines() -> dict[str, object]:
     }
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="bsds500", help="dataset to attack (default: bsds500)")
     add_data_root_argument(parser)
-    parser.add_argument("--n-images", type=int, default=100, help="images (default: 100)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes for the full runs (default: one per core)")
-    parser.add_argument("--seed", type=int, default=0, help="attack seed (default: 0)")
-    parser.add_argument("--output", default=str(results_root() / "benchmarks" / "generator.json"),
-                        help="JSON file to write (default: Results/benchmarks/generator.json)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    parser.add_argument("--n-images", type=integer(1, 10_000), default=100,
+                        help="images, all decoded in memory (default: 100)")
+    parser.add_argument("--workers", type=integer(0, 1024), default=None,
+                        help="worker processes for the full runs (default: one per core; "
+                             "0: none)")
+    parser.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
+                        help="attack seed (default: 0)")
+    add_output_file_arguments(parser, "benchmarks/generator.json")
     args = parser.parse_args(argv)
-    try:
-        output = check_output_file(args.output, ".json", args.overwrite)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
+    setup_logging(args.log_level)
     records = load_dataset(args.dataset, args.data_root, limit=args.n_images).records
+    if not records:
+        raise ValueError(f"{args.dataset}: no image to attack")
+    with result_file(args, SCRIPT, "benchmarks/generator.json") as output:
+        return _run(args, records, output)
+
+
+def _run(args: argparse.Namespace, records, output) -> int:
     attacks = default_attacks()
     workers = args.workers if args.workers is not None else available_cpus()
     images = [load_image(r.path) for r in records]
@@ -141,12 +146,11 @@ def main(argv: list[str] | None = None) -> int:
                         "target_seconds": 90},
         "per_family_one_process": families,
     }
-    result["experiment"] = experiment_record(vars(args), script="benchmark_generator")
-    write_json(output, result)
+    output.write(result)
     print(f"in memory: {count} images in {memory.elapsed:.1f} s; to disk: {report.written} "
-          f"PNG + manifest in {disk.elapsed:.1f} s ({workers} workers) -> {output}")
+          f"PNG + manifest in {disk.elapsed:.1f} s ({workers} workers) -> {output.path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

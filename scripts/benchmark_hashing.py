@@ -19,7 +19,6 @@ import argparse
 import math
 import os
 import platform
-import sys
 
 import imagehash
 import numpy as np
@@ -28,14 +27,17 @@ from data_retrieval import load_dataset
 from data_retrieval.cli import add_data_root_argument
 from hashing import describe_many, get_algorithm, nearest, pairwise
 from helpers import (
+    add_output_file_arguments,
     available_cpus,
-    check_output_file,
-    experiment_record,
+    available_memory,
     load_image,
-    results_root,
+    result_file,
+    setup_logging,
     time_repeated,
-    write_json,
 )
+from helpers.cli import integer, run_script, script_main
+
+SCRIPT = "benchmark_hashing"
 
 FIVE = ["ahash", "phash", "dhash", "whash", "colorhash"]
 REFERENCE = [imagehash.average_hash, imagehash.phash, imagehash.dhash, imagehash.whash,
@@ -226,67 +228,96 @@ def bench_keypoints(images, n_query: int, n_db: int, n_features: int,
 PARTS = ("five_hashes", "crop_resistant", "jensenshannon", "hamming_1nn", "keypoints")
 
 
+def check_sizes(args: argparse.Namespace) -> None:
+    """Sizes that cannot run: a code length Faiss cannot take, matrices larger than the memory
+    available (refused now, not killed by the OS after the other parts)."""
+    n_bits = args.hamming[2]
+    if "hamming_1nn" in args.parts and n_bits % 8:
+        raise ValueError(f"--hamming BITS must be a multiple of 8 (packed bytes), got {n_bits}")
+    needs = {}
+    if "jensenshannon" in args.parts:
+        q, n, d = args.js
+        # float32 and float64 copies of both sets, SciPy's and our distance matrices
+        needs["--js"] = 12 * (q + n) * d + 12 * q * n
+    if "hamming_1nn" in args.parts:
+        q, n, _ = args.hamming
+        needs["--hamming"] = 2 * (q + n) * n_bits // 8 + 16 * q
+    free = available_memory()
+    limit = 0.8 * free if free is not None else 16e9  # unknown: a desktop's share
+    for flag, bytes_ in needs.items():
+        if bytes_ > limit:
+            raise ValueError(f"{flag} {' '.join(map(str, getattr(args, flag[2:])))} needs about "
+                             f"{bytes_ / 1e9:.1f} GB; {limit / 1e9:.1f} GB of memory may be "
+                             "used")
+
+
+@script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="bsds500")
     add_data_root_argument(parser)
-    parser.add_argument("--n-images", type=int, default=200)
-    parser.add_argument("--n-crop-reference", type=int, default=20,
+    parser.add_argument("--n-images", type=integer(1, 10_000), default=200,
+                        help="photos hashed, all decoded in memory (200)")
+    parser.add_argument("--n-crop-reference", type=integer(1, 10_000), default=20,
                         help="images imagehash's slow crop-resistant hash is timed on (20)")
-    parser.add_argument("--js", type=int, nargs=3, default=[500, 250, 1280],
-                        metavar=("Q", "N", "D"))
-    parser.add_argument("--hamming", type=int, nargs=3, default=[10000, 100000, 64],
-                        metavar=("Q", "N", "BITS"))
-    parser.add_argument("--keypoints", type=int, nargs=3, default=[1000, 250, 20],
-                        metavar=("Q", "N", "FEATURES"),
-                        help="keypoint matching: queries, database images, ORB features per "
-                             "image (1000 250 20)")
+    # three numbers each; nargs="+" and a count check, so that a bad first value is named
+    # by argparse with its flag rather than hidden behind "expected 3 arguments"
+    parser.add_argument("--js", type=integer(1, 1_000_000), nargs="+", default=[500, 250, 1280],
+                        metavar=("Q", "N D"),
+                        help="Jensen-Shannon matrix: three numbers, queries, database rows, "
+                             "dimension (500 250 1280)")
+    parser.add_argument("--hamming", type=integer(1, 10_000_000), nargs="+",
+                        default=[10000, 100000, 64], metavar=("Q", "N BITS"),
+                        help="Hamming 1-NN: three numbers, queries, database codes, bits per "
+                             "code (a multiple of 8; 10000 100000 64)")
+    parser.add_argument("--keypoints", type=integer(1, 1_000_000), nargs="+",
+                        default=[1000, 250, 20], metavar=("Q", "N FEATURES"),
+                        help="keypoint matching: three numbers, queries, database images, ORB "
+                             "features per image (1000 250 20)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                         help="which measurements to run (all)")
-    parser.add_argument("--output", default=str(results_root() / "benchmarks" / "hashing.json"))
-    parser.add_argument("--overwrite", action="store_true")
+    add_output_file_arguments(parser, "benchmarks/hashing.json")
     args = parser.parse_args(argv)
-    try:
-        output = check_output_file(args.output, ".json", args.overwrite)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    for flag in ("js", "hamming", "keypoints"):
+        if len(getattr(args, flag)) != 3:
+            parser.error(f"argument --{flag}: expected 3 numbers, got "
+                         f"{len(getattr(args, flag))}")
+    setup_logging(args.log_level)
+    check_sizes(args)
     # the keypoint part's database needs that many photos, whatever --n-images says
     wanted = max(args.n_images, args.keypoints[1] if "keypoints" in args.parts else 0)
-    try:
-        records = load_dataset(args.dataset, args.data_root, limit=wanted).records
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    records = load_dataset(args.dataset, args.data_root, limit=wanted).records
+    if not records:
+        raise ValueError(f"{args.dataset}: no image to hash")
     if "keypoints" in args.parts and len(records) < args.keypoints[1]:
-        print(f"error: --keypoints asks for a database of {args.keypoints[1]} images; "
-              f"{args.dataset} has {len(records)}", file=sys.stderr)
-        return 2
-    images = [load_image(r.path) for r in records]
-    workers = sorted({1, available_cpus()})
-    all_images, images = images, images[:args.n_images]
-    runs = {
-        "five_hashes": lambda: bench_hashes(images, workers),
-        "crop_resistant": lambda: bench_crop_resistant(images, args.n_crop_reference, workers),
-        "jensenshannon": lambda: bench_js(*args.js),
-        "hamming_1nn": lambda: bench_hamming(*args.hamming),
-        "keypoints": lambda: bench_keypoints(all_images, *args.keypoints),
-    }
-    result = {
-        "machine": {"platform": platform.platform(), "cpus": available_cpus(),
-                    "processor": platform.processor()},
-        "dataset": args.dataset,
-    }
-    for part in args.parts:
-        result[part] = runs[part]()
-    result["experiment"] = experiment_record(vars(args), script="benchmark_hashing")
-    write_json(output, result)
-    print(f"wrote {output}")
+        raise ValueError(f"--keypoints asks for a database of {args.keypoints[1]} images; "
+                         f"{args.dataset} has {len(records)}")
+    with result_file(args, SCRIPT, "benchmarks/hashing.json") as output:
+        images = [load_image(r.path) for r in records]
+        workers = sorted({1, available_cpus()})
+        all_images, images = images, images[:args.n_images]
+        runs = {
+            "five_hashes": lambda: bench_hashes(images, workers),
+            "crop_resistant": lambda: bench_crop_resistant(images, args.n_crop_reference,
+                                                           workers),
+            "jensenshannon": lambda: bench_js(*args.js),
+            "hamming_1nn": lambda: bench_hamming(*args.hamming),
+            "keypoints": lambda: bench_keypoints(all_images, *args.keypoints),
+        }
+        result = {
+            "machine": {"platform": platform.platform(), "cpus": available_cpus(),
+                        "processor": platform.processor()},
+            "dataset": args.dataset,
+        }
+        for part in args.parts:
+            result[part] = runs[part]()
+            output.write(result)  # each finished part is kept
+    print(f"wrote {output.path}")
     for key in args.parts:
         print(key, result[key])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

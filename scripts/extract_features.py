@@ -40,7 +40,7 @@ import torch
 
 from data_retrieval import load_dataset, load_images
 from data_retrieval.cli import add_data_root_argument
-from extractor import WeightsNotFoundError, extract_to_store, get_model, list_models
+from extractor import extract_to_store, get_model, list_models
 from extractor.store import default_features_dir
 from generator import attacked_images
 from generator.cli import add_attack_arguments, attacks_from_args
@@ -53,8 +53,9 @@ from helpers import (
     parse_key_values,
     setup_logging,
 )
-from helpers.cli import fail, run_script
+from helpers.cli import MAX_COUNT, fail, integer, run_script, script_main
 from helpers.outputs import check_output_dir
+from helpers.runs import folder_type
 
 logger = get_logger("extract_features")
 
@@ -75,37 +76,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "source_id, attack_id and group go into the store's records)")
     add_data_root_argument(parser)
     parser.add_argument("--subset", default=None, help="dataset subset, e.g. train")
-    parser.add_argument("--limit", type=int, default=None, help="first N images only")
+    parser.add_argument("--limit", type=integer(1, MAX_COUNT), default=None,
+                        help="first N images only")
     parser.add_argument("--store-name", default=None,
-                        help="store folder name, one plain name (default: the dataset name)")
-    parser.add_argument("--features-dir", default=str(default_features_dir()),
+                        help="store folder name, one plain name (default: the dataset name; "
+                             "an empty name is refused, not taken for the default)")
+    parser.add_argument("--features-dir", type=folder_type, default=str(default_features_dir()),
                         help="feature store root (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="default: 32")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="DataLoader workers per process (default: usable cores - 1)")
-    parser.add_argument("--chunk-size", type=int, default=4096,
-                        help="images per resumable chunk (default: 4096)")
+    parser.add_argument("--batch-size", type=integer(1, 65_536), default=32, help="default: 32")
+    parser.add_argument("--workers", type=integer(0, 1024), default=None,
+                        help="DataLoader workers per process (default: usable cores - 1; 0: "
+                             "none, in the main process)")
+    parser.add_argument("--chunk-size", type=integer(1, 1_000_000), default=4096,
+                        help="images per resumable chunk, held in memory (default: 4096)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=integer(1, 4096), default=None,
                         help="torch CPU threads per process (default: usable cores / "
                              "processes). Features are bit-identical for the same threads "
                              "per process; other counts change float rounding (~1e-6)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished store")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     add_attack_arguments(parser, "attacked queries made on the fly, stored with their source "
                                  "(none by default: the images themselves)")
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be >= 1")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be >= 1")
-    if args.limit is not None and args.limit < 1:
-        parser.error("--limit must be >= 1")
-    if args.workers is not None and args.workers < 0:
-        parser.error(f"--workers must be >= 0, got {args.workers}")
-    if args.chunk_size < 1:
-        parser.error(f"--chunk-size must be >= 1, got {args.chunk_size}")
-    return args
+    return parser.parse_args(argv)
 
 
 def check_model(model) -> None:
@@ -145,46 +139,44 @@ def images_to_describe(args: argparse.Namespace) -> tuple[list, str, dict]:
     return attacked_images(dataset.records, attacks, seed), f"{name}_attacked-{tag}", meta
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    try:
-        with distributed(args.device) as dist:
-            return _main(args, dist)
-    except ValueError as exc:  # an unknown device, before any process group
-        return fail(exc)
+    # the store's name is checked before any work: '' is refused, never the default
+    if args.store_name is not None:
+        check_name(args.store_name, "--store-name")
+    with distributed(args.device) as dist:
+        return _main(args, dist)
 
 
 def _main(args: argparse.Namespace, dist: Distributed) -> int:
     if args.threads is not None or (dist.device == "cpu" and dist.world_size > 1):
         # share the cores between the processes
         torch.set_num_threads(args.threads or max(1, available_cpus() // dist.world_size))
+    check_output_dir(args.features_dir)
+    items, default_store, meta = images_to_describe(args)
+    store = default_store if args.store_name is None else args.store_name
+    check_name(store, "store name")
+    params = parse_key_values(args.model_param, "--model-param")
+    if dist.barrier is not None and args.download and not dist.is_main:
+        dist.barrier()  # the first process downloads, the others wait for the file
     try:
-        if args.store_name is not None:
-            check_name(args.store_name, "--store-name")
-        check_output_dir(args.features_dir)
-        items, default_store, meta = images_to_describe(args)
-        store = args.store_name or default_store
-        check_name(store, "store name")
-        params = parse_key_values(args.model_param, "--model-param")
-        if dist.barrier is not None and args.download and not dist.is_main:
-            dist.barrier()  # the first process downloads, the others wait for the file
         model = get_model(args.model, weights=args.weights,
                           download=args.download and dist.is_main, device=dist.device, **params)
-        if dist.barrier is not None and args.download and dist.is_main:
-            dist.barrier()
-        check_model(model)
-        workers = args.workers if args.workers is not None else max(
-            0, available_cpus() // dist.world_size - 1)
-        path = extract_to_store(
-            model, items, store, root=args.features_dir, batch_size=args.batch_size,
-            workers=workers, chunk_size=args.chunk_size, rank=dist.rank,
-            world_size=dist.world_size, overwrite=args.overwrite, barrier=dist.barrier,
-            extra_meta={"command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
-                        "processes": dist.world_size, "device": dist.device, **meta})
-    except (ValueError, FileExistsError, FileNotFoundError, WeightsNotFoundError,
-            ImportError, OSError) as exc:
+    except ImportError as exc:  # a model's optional package is not installed
         return fail(exc)
+    if dist.barrier is not None and args.download and dist.is_main:
+        dist.barrier()
+    check_model(model)
+    workers = args.workers if args.workers is not None else max(
+        0, available_cpus() // dist.world_size - 1)
+    path = extract_to_store(
+        model, items, store, root=args.features_dir, batch_size=args.batch_size,
+        workers=workers, chunk_size=args.chunk_size, rank=dist.rank,
+        world_size=dist.world_size, overwrite=args.overwrite, barrier=dist.barrier,
+        extra_meta={"command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+                    "processes": dist.world_size, "device": dist.device, **meta})
     if path is not None:
         print(f"wrote {path}, {path.with_suffix('.json').name} and "
               f"{path.stem}.records.csv ({model.name})")

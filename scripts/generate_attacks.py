@@ -12,20 +12,13 @@ python scripts/generate_attacks.py groups.csv out --group control --attack-confi
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 from data_retrieval.cli import add_data_arguments, images_from_args, input_help
 from generator.cli import add_attack_arguments, attacks_from_args
 from generator.pipeline import output_format, write_attacks
-from helpers import (
-    Timer,
-    now_iso,
-    output_dir,
-    read_json,
-    setup_logging,
-    write_experiment_json,
-)
-from helpers.cli import fail, run_script
+from helpers import Timer, experiment_run, read_json, setup_logging
+from helpers.cli import integer, run_script, script_main
+from helpers.runs import folder_type
 
 SCRIPT = "generate_attacks"
 
@@ -34,14 +27,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="images to attack: " + input_help())
-    parser.add_argument("output", help="folder for the attacked images, manifest.csv and "
-                                       "experiment.json")
+    parser.add_argument("output", type=folder_type,
+                        help="folder for the attacked images, manifest.csv and experiment.json")
     add_data_arguments(parser)
     add_attack_arguments(parser)
     out = parser.add_argument_group("output")
     out.add_argument("--format", default="png",
                      help="image format: png (lossless, default), jpg, webp, bmp, tiff")
-    out.add_argument("--workers", type=int, default=None,
+    out.add_argument("--workers", type=integer(0, 1024), default=None,
                      help="worker processes (default: one per core, at most 8; 0: none)")
     out.add_argument("--include-originals", action="store_true",
                      help="also list the unattacked images in the manifest")
@@ -49,80 +42,71 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--resume", action="store_true",
                       help="continue an existing OUTPUT made with the same settings")
     mode.add_argument("--overwrite", action="store_true",
-                      help="empty an existing OUTPUT of this script first")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+                      help="empty an existing OUTPUT of this script first (never anything "
+                           "else, nor an input)")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="logging level (default: INFO)")
     return parser.parse_args(argv)
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    started = now_iso()
-    with contextlib.ExitStack() as stack:
-        try:
-            if args.workers is not None and args.workers < 0:
-                raise ValueError(f"--workers must be >= 0, got {args.workers}")
-            output_format(args.format)
-            attacks, seed, options = attacks_from_args(args)
-            dataset = images_from_args(args.input, args)
-            if not dataset.records:
-                raise ValueError(f"{args.input}: no readable image to attack")
-            # the folders of the inputs, and where their symbolic links lead
-            inputs = [dataset.root, *{str(folder) for r in dataset.records if r.path
-                                      for folder in (r.path.parent, r.path.resolve().parent)}]
-            if args.input.endswith(".csv"):
-                inputs.append(args.input)
-            config = {
-                "input": args.input,
-                "data_root": args.data_root,
-                "limit": args.limit,
-                "group": args.group,
-                "attacks": [a.id for a in attacks],
-                "seed": seed,
-                "options": {k: str(v) for k, v in options.items()},
-                "format": args.format,
-                "include_originals": args.include_originals,
-            }
-            output = stack.enter_context(output_dir(
-                args.output, SCRIPT, overwrite=args.overwrite, resume=args.resume,
-                inputs=inputs, flags=("--resume", "--overwrite")))
-            previous = output / "experiment.json"
-            if args.resume and previous.exists():
-                old = read_json(previous).get("config", {})
-                changed = sorted(k for k in config if old.get(k) != config[k])
-                if changed:
-                    raise ValueError(f"{output} was made with other settings "
-                                     f"({', '.join(changed)}); use --overwrite or another "
-                                     "OUTPUT")
-        except (ValueError, FileNotFoundError) as exc:
-            return fail(exc)
-        write_experiment_json(output, config, started_at=started, script=SCRIPT)
+    output_format(args.format)
+    attacks, seed, options = attacks_from_args(args)
+    dataset = images_from_args(args.input, args)
+    if not dataset.records:
+        raise ValueError(f"{args.input}: no readable image to attack")
+    # the folders of the inputs, and where their symbolic links lead
+    inputs = [dataset.root, *{str(folder) for r in dataset.records if r.path
+                              for folder in (r.path.parent, r.path.resolve().parent)}]
+    config = {
+        "input": args.input,
+        "data_root": args.data_root,
+        "limit": args.limit,
+        "group": args.group,
+        "attacks": [a.id for a in attacks],
+        "seed": seed,
+        "options": {k: str(v) for k, v in options.items()},
+        "format": args.format,
+        "include_originals": args.include_originals,
+    }
+    # experiment_run also protects every path the flags name (a manifest given as INPUT)
+    with experiment_run(args, SCRIPT, inputs=inputs, config=config) as run:
+        output = run.folder
+        previous = output / "experiment.json"
+        if args.resume and previous.exists():
+            old = read_json(previous).get("config", {})
+            changed = sorted(k for k in config if old.get(k) != config[k])
+            if changed:
+                raise ValueError(f"{output} was made with other settings "
+                                 f"({', '.join(changed)}); use --overwrite or another OUTPUT")
+        run.record()
         with Timer() as timer:
             report = write_attacks(dataset.records, attacks, output, seed=seed,
                                    image_format=args.format, workers=args.workers,
                                    include_originals=args.include_originals,
                                    known_bad=dataset.bad)
         bad = report.bad
-        write_experiment_json(
-            output, config, started_at=started, ended_at=now_iso(), script=SCRIPT,
-            extra={"counts": {"inputs": len(dataset.records), "attacks": len(attacks),
-                              "written": report.written, "already_there": report.skipped,
-                              "bad_inputs": len(bad)},
-                   "bad_inputs": [{"path": str(b.path), "reason": b.reason} for b in bad],
-                   "seconds": round(timer.elapsed, 3)},
-        )
+        run.finish(counts={"inputs": len(dataset.records), "attacks": len(attacks),
+                           "written": report.written, "already_there": report.skipped,
+                           "bad_inputs": len(bad)},
+                   bad_inputs=[{"path": str(b.path), "reason": b.reason} for b in bad],
+                   seconds=round(timer.elapsed, 3))
         print(f"{len(dataset.records)} images x {len(attacks)} attacks from {args.input}: "
               f"wrote {report.written} images, kept {report.skipped} already there, "
               f"in {timer.elapsed:.1f} s")
         print(f"manifest: {report.manifest} ({len(report.records)} rows)")
-        print(f"settings: {output / 'experiment.json'}")
+        print(f"settings: {previous}")
         if bad:
             print(f"skipped {len(bad)} bad input(s), listed in {output / 'bad_images.csv'}:")
             for b in bad:
                 print(f"  {b.path}: {b.reason}")
-        if not report.records:
-            return fail("no image was attacked: every input was unreadable (see above)")
-        return 0
+        if not report.records:  # recorded as the run's error in experiment.json
+            raise ValueError("no image was attacked: every input was unreadable (see above)")
+    return 0
 
 
 if __name__ == "__main__":

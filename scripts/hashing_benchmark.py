@@ -17,10 +17,7 @@ python scripts/hashing_benchmark.py --algorithms phash phash:hash_size=16 crop_r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import math
-from pathlib import Path
 
 from PIL import Image
 
@@ -31,16 +28,8 @@ from hashing import list_algorithms, parse_algorithm
 from hashing.benchmark import run_benchmark, study_protocol
 from hashing.digest import REPORT_FPR, load_digest, write_digest
 from hashing.plots import plot_digest
-from helpers import (
-    check_name,
-    now_iso,
-    output_dir,
-    resolve_device,
-    results_root,
-    setup_logging,
-    write_experiment_json,
-)
-from helpers.cli import fail, run_script
+from helpers import add_output_arguments, experiment_run, resolve_device, setup_logging
+from helpers.cli import MAX_COUNT, MAX_SEED, fail, integer, real, run_script, script_main
 
 SCRIPT = "hashing_benchmark"
 DEFAULT_ALGORITHMS = ["ahash", "phash", "dhash", "whash", "crop_resistant"]
@@ -65,13 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--dataset", default="bsds500",
                       help="dataset name or folder:<path> (default: bsds500)")
     add_data_root_argument(data)
-    data.add_argument("--n-experimental", type=int, default=250,
+    data.add_argument("--n-experimental", type=integer(0, MAX_COUNT), default=250,
                       help="originals in the database (default: 250)")
-    data.add_argument("--n-control", type=int, default=250,
+    data.add_argument("--n-control", type=integer(0, MAX_COUNT), default=250,
                       help="originals kept out of the database (default: 250)")
-    data.add_argument("--n-attacked", type=int, default=100,
+    data.add_argument("--n-attacked", type=integer(0, MAX_COUNT), default=100,
                       help="images of each group that are attacked (default: 100)")
-    data.add_argument("--split-seed", type=int, default=0,
+    data.add_argument("--split-seed", type=integer(0, MAX_SEED), default=0,
                       help="seed of the group split and of the attacked subsets (default: 0)")
     data.add_argument("--queries", default=None, metavar="MANIFEST",
                       help="read the attacked queries from this manifest CSV instead of making "
@@ -82,10 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         metavar="NAME[:K=V,...]",
                         help="algorithms and parameters (default: %(default)s); known: "
                              + ", ".join(list_algorithms()))
-    method.add_argument("--thresholds", type=float, nargs="+", default=None,
+    method.add_argument("--thresholds", type=real(0, 1e9), nargs="+", default=None,
                         help="thresholds for every algorithm (default: an automatic grid of 51 "
                              "points over the observed distances)")
-    method.add_argument("--summary-threshold", type=float, default=0.2,
+    method.add_argument("--summary-threshold", type=real(0, 1e9), default=0.2,
                         help="fixed threshold whose detection and identification metrics "
                              "summary.csv adds, and of the galleries (default: 0.2), for "
                              "methods with distances on a common scale; L1/L2 methods (sift, "
@@ -101,39 +90,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="search parameter of --index by Faiss's name, e.g. nprobe=16 "
                              "(repeatable)")
     run = parser.add_argument_group("run")
-    run.add_argument("--batch-size", type=int, default=256, help="images per batch (256)")
+    run.add_argument("--batch-size", type=integer(1, 65_536), default=256,
+                     help="images per batch (256)")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    run.add_argument("--workers", type=int, default=None,
+    run.add_argument("--workers", type=integer(0, 1024), default=None,
                      help="threads that hash and processes that attack (default: the cores)")
-    run.add_argument("--name", default="hashing_benchmark",
-                     help="result folder under Results/ ($RESULTS_DIR when set): one plain "
-                          "name (default: hashing_benchmark)")
-    run.add_argument("--output", default=None, help="result folder (overrides --name)")
-    run.add_argument("--overwrite", action="store_true",
-                     help="replace an existing result folder of this script")
     run.add_argument("--no-figures", action="store_true", help="skip the figures")
-    run.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    for flag in ("n_experimental", "n_control", "n_attacked"):
-        if getattr(args, flag) < 0:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 0")
-    if args.batch_size < 1:
-        parser.error("--batch-size must be >= 1")
-    return args
+    add_output_arguments(parser, "result folder under Results/ ($RESULTS_DIR when set; "
+                                 "default: hashing_benchmark)", default_name=SCRIPT)
+    return parser.parse_args(argv)
 
 
 def check_values(args: argparse.Namespace) -> None:
     """Refuse bad values before any work or any folder is made (one-line errors)."""
-    if args.output is None:
-        check_name(args.name, "--name")
-    if args.workers is not None and args.workers < 0:
-        raise ValueError(f"--workers must be >= 0, got {args.workers}")
-    if not math.isfinite(args.summary_threshold) or args.summary_threshold < 0:
-        raise ValueError(f"--summary-threshold must be a finite number >= 0, "
-                         f"got {args.summary_threshold}")
-    for value in args.thresholds or ():
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"--thresholds must be finite numbers >= 0, got {value}")
     repeated = sorted({s for s in args.algorithms if args.algorithms.count(s) > 1})
     if repeated:
         raise ValueError(f"--algorithms names {', '.join(repeated)} more than once")
@@ -163,36 +132,31 @@ def check_index(args: argparse.Namespace, algorithms) -> None:
             raise ValueError(f"--index for {algorithm.label}: {exc}") from None
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    started = now_iso()
-    with contextlib.ExitStack() as stack:
-        try:
-            check_values(args)
-            algorithms = [checked_algorithm(spec) for spec in args.algorithms]
-            check_index(args, algorithms)
-            labels = [a.label for a in algorithms]
-            if len(set(labels)) != len(labels):
-                raise ValueError(f"--algorithms gives the same method twice: {labels}")
-            attacks, seed, options = attacks_from_args(args)
-            dataset = load_dataset(args.dataset, args.data_root)
-            protocol = study_protocol(
-                dataset.records, attacks, args.n_experimental, args.n_control,
-                args.n_attacked, args.split_seed, seed,
-                read_manifest(args.queries) if args.queries else None, args.workers)
-            target = Path(args.output) if args.output else results_root() / args.name
-            output = stack.enter_context(output_dir(
-                target, SCRIPT, overwrite=args.overwrite,
-                inputs=[dataset.root, args.queries], flags=("--overwrite",)))
-        except (ValueError, FileNotFoundError) as exc:
-            return fail(exc)
-        config = {**{k: v for k, v in vars(args).items() if k not in ("attacks",)},
-                  "algorithms": labels,
-                  "attacks": [a.id for a in attacks], "seed": seed,
-                  "options": {k: str(v) for k, v in options.items()},
-                  "database": [r.image_id for r in protocol.database]}
-        write_experiment_json(output, config, started_at=started, script=SCRIPT)
+    check_values(args)
+    algorithms = [checked_algorithm(spec) for spec in args.algorithms]
+    check_index(args, algorithms)
+    labels = [a.label for a in algorithms]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--algorithms gives the same method twice: {labels}")
+    attacks, seed, options = attacks_from_args(args)
+    dataset = load_dataset(args.dataset, args.data_root)
+    protocol = study_protocol(
+        dataset.records, attacks, args.n_experimental, args.n_control,
+        args.n_attacked, args.split_seed, seed,
+        read_manifest(args.queries) if args.queries else None, args.workers)
+    config = {**{k: v for k, v in vars(args).items() if k not in ("attacks",)},
+              "algorithms": labels,
+              "attacks": [a.id for a in attacks], "seed": seed,
+              "options": {k: str(v) for k, v in options.items()},
+              "database": [r.image_id for r in protocol.database]}
+    # --queries (a manifest) is found among the flags; the named dataset's folder is not
+    with experiment_run(args, SCRIPT, inputs=[dataset.root], config=config) as run:
+        output = run.folder
+        run.record()
         protocol.bad += [(str(b.path), b.reason) for b in dataset.bad]
         try:
             result = run_benchmark(algorithms, protocol.database_images(), protocol.queries(),
@@ -200,36 +164,33 @@ def main(argv: list[str] | None = None) -> int:
                                    workers=args.workers, total_queries=protocol.n_queries,
                                    matcher=_matcher(args))
         except ValueError as exc:  # nothing readable to match
-            write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
-                                  script=SCRIPT, extra={"error": str(exc),
-                                                        "bad_inputs": _bad_rows(protocol.bad)})
+            run.finish(error=str(exc), bad_inputs=_bad_rows(protocol.bad))
             return fail(f"{exc}; see {output / 'experiment.json'}")
         bad = result.bad = protocol.finish()
         n_matched = result.matches["query_id"].nunique()
         thresholds = {a.label: args.thresholds for a in algorithms} if args.thresholds else None
         digest = write_digest(result, output, thresholds, args.summary_threshold)
-        write_experiment_json(output, config, started_at=started, ended_at=now_iso(),
-                              script=SCRIPT, extra={
-            "counts": {"database": len(result.database), "queries_planned": protocol.n_queries,
-                       "queries": n_matched, "bad": len(bad)},
-            "bad_inputs": _bad_rows(bad),
-            "wall_seconds": round(result.wall_seconds, 3)})
+        run.finish(counts={"database": len(result.database),
+                           "queries_planned": protocol.n_queries,
+                           "queries": n_matched, "bad": len(bad)},
+                   bad_inputs=_bad_rows(bad),
+                   wall_seconds=round(result.wall_seconds, 3))
         if not args.no_figures:
             plot_digest(load_digest(output), output / "figures", args.summary_threshold)
-        # The study's operating point (FPR 0.005 on the control queries) means the same for
-        # every method, whatever the scale of its distances; a fixed threshold does not.
-        op = f"fpr_{REPORT_FPR}"
-        columns = {"algorithm": "algorithm", "auc": "auc", "micro_ap": "micro_ap",
-                   "recall_at_p90": "recall@p90", f"recall_at_{op}": f"recall@{op}",
-                   f"threshold_at_{op}": f"threshold@{op}", "db_seconds_per_image": "db_s/img",
-                   "match_seconds_per_image": "query_s/img"}
-        table = digest["summary"][list(columns)].rename(columns=columns)
-        print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-        print(f"{len(result.database)} database images, {n_matched} queries, "
-              f"{len(algorithms)} algorithms in {result.wall_seconds:.1f} s -> {output}")
-        if bad:
-            print(f"skipped {len(bad)} bad input(s), listed in {output / 'bad_images.csv'}")
-        return 0
+    # The study's operating point (FPR 0.005 on the control queries) means the same for
+    # every method, whatever the scale of its distances; a fixed threshold does not.
+    op = f"fpr_{REPORT_FPR}"
+    columns = {"algorithm": "algorithm", "auc": "auc", "micro_ap": "micro_ap",
+               "recall_at_p90": "recall@p90", f"recall_at_{op}": f"recall@{op}",
+               f"threshold_at_{op}": f"threshold@{op}", "db_seconds_per_image": "db_s/img",
+               "match_seconds_per_image": "query_s/img"}
+    table = digest["summary"][list(columns)].rename(columns=columns)
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"{len(result.database)} database images, {n_matched} queries, "
+          f"{len(algorithms)} algorithms in {result.wall_seconds:.1f} s -> {output}")
+    if bad:
+        print(f"skipped {len(bad)} bad input(s), listed in {output / 'bad_images.csv'}")
+    return 0
 
 
 def _matcher(args: argparse.Namespace):

@@ -10,63 +10,79 @@ python scripts/process_results.py Results/search_experiment     # a folder with 
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from hashing.digest import load_digest
 from hashing.plots import plot_digest
-from helpers import experiment_record, setup_logging, write_json
-from helpers.cli import fail, run_script
+from helpers import result_file, setup_logging
+from helpers.cli import real, run_script, script_main
 from helpers.outputs import check_output_dir
+from helpers.runs import folder_type
+
+SCRIPT = "process_results"
+#: What a run records beside the figures it drew (configuration, versions, the files).
+RECORD = "process_results.json"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", help="digest folder(s), merged; or one search "
                         "experiment folder (search.json)")
-    parser.add_argument("--output", default=None,
-                        help="figure folder (default: RESULTS/figures of the first digest)")
-    parser.add_argument("--threshold", type=float, default=0.2,
+    parser.add_argument("--threshold", type=real(0, 1e9), default=0.2,
                         help="threshold of the galleries (default: 0.2)")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", type=folder_type, default=None,
+                     help="figure folder (default: RESULTS/figures of the first digest)")
+    out.add_argument("--overwrite", action="store_true",
+                     help=f"redraw a figure folder this script drew before (its {RECORD}); "
+                          "never replaces another script's record")
+    out.add_argument("--log-level", default="INFO", type=str.upper,
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def _record_file(args: argparse.Namespace, figures: Path):
+    """The run's record, ``<figures>/process_results.json``, through `helpers.result_file`:
+    its lock, its inputs (the result folders) and --overwrite only over a record of this
+    script. The figures themselves have fixed names beside it."""
+    record_args = argparse.Namespace(**{**vars(args), "output": str(figures / RECORD)})
+    return result_file(record_args, SCRIPT, config=vars(args))
+
+
+@script_main
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     setup_logging(args.log_level)
     searches = [r for r in args.results if (Path(r) / "search.json").is_file()]
     if searches and len(args.results) > 1:
-        return fail(f"{searches[0]} is a search experiment: search results are redrawn one "
-                    "folder at a time (digests of the hashing benchmark can be merged)")
+        raise ValueError(f"{searches[0]} is a search experiment: search results are redrawn "
+                         "one folder at a time (digests of the hashing benchmark can be "
+                         "merged)")
+    figures = check_output_dir(args.output or Path(args.results[0]) / "figures")
     if searches:
-        return _search(args)
-    try:
-        if not math.isfinite(args.threshold) or args.threshold < 0:
-            raise ValueError(f"--threshold must be a finite number >= 0, got {args.threshold}")
-        digest = load_digest(args.results)
-        output = check_output_dir(args.output or Path(args.results[0]) / "figures")
-    except (ValueError, FileNotFoundError) as exc:
-        return fail(exc)
-    written = plot_digest(digest, output, args.threshold)
-    # its own name: --output may be a digest folder, whose experiment.json is the benchmark's
-    write_json(output / "process_results.experiment.json",
-               experiment_record(vars(args), script="process_results"))
-    print(f"wrote {len(written)} figure files to {output}")
+        return _search(args, figures)
+    digest = load_digest(args.results)
+    with _record_file(args, figures) as record:
+        written = plot_digest(digest, figures, args.threshold)
+        record.write({"figures": sorted(str(p) for p in written)})
+    print(f"wrote {len(written)} figure files to {figures}")
     print(digest.summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     return 0
 
 
-def _search(args: argparse.Namespace) -> int:
+def _search(args: argparse.Namespace, figures: Path) -> int:
     """The figures of a search experiment (scripts/search_experiment.py)."""
     from fast_search.report import load_search, plot_search
 
     try:
         result = load_search(args.results[0])
-        output = check_output_dir(args.output or Path(args.results[0]) / "figures")
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        return fail(exc)
-    written = plot_search(result, output)
-    write_json(output / "process_results.experiment.json",
-               experiment_record(vars(args), script="process_results"))
-    print(f"wrote {len(written)} figure files to {output}")
+    except KeyError as exc:  # a search.json without a field the figures need
+        raise ValueError(f"{args.results[0]}/search.json lacks {exc}") from None
+    with _record_file(args, figures) as record:
+        written = plot_search(result, figures)
+        record.write({"figures": sorted(str(p) for p in written)})
+    print(f"wrote {len(written)} figure files to {figures}")
     return 0
 
 

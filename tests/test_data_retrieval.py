@@ -247,3 +247,62 @@ def test_sample_records_is_seeded_and_keeps_order(caplog):
     assert sample_records(records, 50, what="toy") == records and "toy has 20" in caplog.text
     with pytest.raises(ValueError, match="--count must be >= 0"):
         sample_records(records, -1)
+
+
+# --- the scripts of this package, through the output mechanism (issue 25) ----------------------
+
+
+def _script_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+def test_download_script_errors_are_one_line_with_status_2(tmp_path, capsys, http_server):
+    from tests.conftest import load_script
+
+    script = load_script("download_datasets")
+    # a dataset without a public URL: an error line on stderr (was a plain line on stdout)
+    assert script.main(["kaggle_memes", "--data-root", str(tmp_path / "root")]) == 2
+    assert _script_error(capsys).startswith("error: kaggle_memes cannot be downloaded")
+    # a failed download: exit 2 and one line (was exit 1)
+    _, url = http_server
+    code = script.main(["bsds500", "--data-root", str(tmp_path / "root"), "--url",
+                        f"{url}/missing.tgz"])
+    assert code == 2 and _script_error(capsys).startswith("error:")
+    assert not (tmp_path / "root" / "BSDS500").exists()
+    # --data-root is a folder it writes into: a file is refused when parsed
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["bsds500", "--data-root", str(tmp_path / "file")])
+    assert exit_.value.code == 2 and "it is a file" in _script_error(capsys)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_split_kaggle_memes_script_refuses_bad_columns_and_outputs(tmp_path, capsys):
+    from tests.conftest import load_script
+
+    script = load_script("split_kaggle_memes")
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (10, 10), "red").save(images / "m1.png")
+    csv = tmp_path / "reddit_posts.csv"
+    csv.write_text("id,template\nm1,success_kid\n")
+    (tmp_path / "file").write_text("mine")
+    for extra, message in ((["--stem-column", "-1"], "'-1' is not an integer"),
+                           (["--template-column", "1e9"], "'1e9' is not an integer")):
+        with pytest.raises(SystemExit) as exit_:
+            script.main([str(csv), str(images), str(tmp_path / "out"), *extra])
+        assert exit_.value.code == 2 and message in _script_error(capsys)
+    with pytest.raises(SystemExit) as exit_:
+        script.main([str(csv), str(images), str(tmp_path / "file")])
+    assert exit_.value.code == 2 and "it is a file" in _script_error(capsys)
+    # the same column for the stem and the template: refused, not a split of nonsense
+    assert script.main([str(csv), str(images), str(tmp_path / "out"), "--stem-column", "1",
+                        "--template-column", "1"]) == 2
+    assert "--stem-column and --template-column" in _script_error(capsys)
+    assert script.main([str(csv), str(images), str(tmp_path / "memes_out"), "--stem-column",
+                        "0"]) == 0  # an ordinary run still works
+    assert script.main([str(tmp_path / "none.csv"), str(images), str(tmp_path / "o2")]) == 2
+    assert "not found" in _script_error(capsys)
+    assert not (tmp_path / "o2").exists() and (tmp_path / "file").read_text() == "mine"

@@ -86,22 +86,22 @@ BAD_VALUES = [
     (GEN, ["--attacks", "scaling:1e9"], "ratio' must be in (0, 10]"),
     (GEN, ["--attacks", "text:1000000000"], "length' must be in [1, 1000]"),
     (GEN, ["--attacks", "padding:fraction=0.1;color=../../x"], "one word"),
-    (GEN, ["--workers", "-1"], "--workers must be >= 0"),
+    (GEN, ["--workers", "-1"], "argument --workers: '-1' is not an integer in [0, 1024]"),
     (GEN, ["--format", "xyz"], "cannot write images as 'xyz'"),
-    (BENCH, ["--workers", "-1"], "--workers must be >= 0"),
+    (BENCH, ["--workers", "-1"], "argument --workers: '-1' is not an integer in [0, 1024]"),
     (BENCH, ["--device", "bogus"], "unknown device 'bogus'"),
     (BENCH, ["--algorithms", "phash", "phash"], "more than once"),
     (BENCH, ["--algorithms", "phash", "phash:hash_size=8"], "same method twice"),
     (BENCH, ["--algorithms", "phash:hash_size=100000"], "hash_size must be in [2, 64]"),
     (BENCH, ["--algorithms", "phash:hash_size=abc"], "must be an integer, got 'abc'"),
-    (BENCH, ["--thresholds", "nan"], "--thresholds must be finite"),
-    (BENCH, ["--summary-threshold", "-5"], "--summary-threshold must be"),
+    (BENCH, ["--thresholds", "nan"], "argument --thresholds: 'nan' is not a number"),
+    (BENCH, ["--summary-threshold", "-5"], "argument --summary-threshold: '-5' is not"),
     (BENCH, ["--attacks", "jpg_compression:1e9"], "quality"),
     (EXTRACT, ["--dataset", "no_such_dataset"], "unknown dataset 'no_such_dataset'"),
     (EXTRACT, ["--device", "bogus"], "unknown device 'bogus'"),
     (EXTRACT, ["--model-param", "image_size=-5"], "preprocessing fails"),
     (EXTRACT, ["--weights", "{notckpt}"], "could not be loaded"),
-    (EXTRACT, ["--workers", "-1"], "--workers must be >= 0"),
+    (EXTRACT, ["--workers", "-1"], "argument --workers: '-1' is not an integer in [0, 1024]"),
 ]
 
 
@@ -417,7 +417,7 @@ def test_property_hostile_values_work_or_fail_cleanly(which, value):
             script, argv = "extract_features", [
                 "--model", "efficientnet_lite0", "--dataset", f"folder:{photos}",
                 "--features-dir", str(results), "--store-name", value, "--workers", "0"]
-            allowed = results  # the features folder ("" means: named after the dataset)
+            allowed = results  # the features folder ("" is refused, not the default)
         elif which == "attack":
             script, argv = "generate_attacks", [
                 f"folder:{photos}", str(results / "a"), "--workers", "0",
@@ -530,8 +530,8 @@ def test_repeated_algorithm_parameters_are_refused():
 
 def test_create_groups_never_replaces_an_input_or_a_folder(tmp_path, photos):
     before = (photos / "p0.png").read_bytes()
-    for output, message in ((photos / "p0.png", "must be a .csv"),
-                            (tmp_path, "must be a .csv"),
+    for output, message in ((photos / "p0.png", "must end with .csv"),
+                            (tmp_path, "must end with .csv"),
                             (tmp_path / "file" / "g.csv", "which is a file")):
         if output.name == "g.csv":
             (tmp_path / "file").write_text("x")
@@ -558,3 +558,98 @@ def test_sixteen_bit_and_float_images_in_memory_describe_like_their_files(tmp_pa
     for method in ("phash", "orb"):
         found = describe([eight, wide, floats, floats_255, tmp_path / "wide.png"], method)
         assert np.array_equal(pairwise(found[:1], found), np.zeros((1, 5))), method
+
+
+# --- the one output mechanism (issue 25), per converted script ----------------------------------
+
+
+@pytest.mark.parametrize("name", ["..", "", "../x", "/tmp/isl_evil", ".", "a/b"])
+def test_benchmark_name_is_refused_when_parsed(tmp_path, photos, monkeypatch, name):
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "results"))
+    code, err = _call("hashing_benchmark", [
+        "--dataset", f"folder:{photos}", "--n-experimental", "2", "--n-control", "2",
+        "--n-attacked", "1", "--algorithms", "ahash", "--no-figures", "--name", name,
+        "--overwrite"])
+    line = _one_line_error(err)
+    assert code == 2 and "argument --name" in line and "plain name" in line
+    assert not (tmp_path / "results").exists() and not os.path.exists("/tmp/isl_evil")
+
+
+def test_generate_attacks_output_that_is_a_file_is_refused_when_parsed(tmp_path, photos):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    code, err = _call("generate_attacks", [f"folder:{photos}", str(target), "--attacks",
+                                           "grayscale", "--overwrite"])
+    assert code == 2 and "it is a file" in _one_line_error(err)
+    assert target.read_text() == "mine"
+
+
+def test_generate_attacks_records_a_run_that_attacked_nothing(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "b0.jpg").write_bytes(_truncated_jpeg())
+    out = tmp_path / "g"
+    code, err = _call("generate_attacks", [f"folder:{broken}", str(out), "--attacks",
+                                           "grayscale", "--workers", "0"])
+    assert code == 2 and "no image was attacked" in _one_line_error(err)
+    record = json.loads((out / "experiment.json").read_text())
+    assert "no image was attacked" in record["error"] and record["counts"]["written"] == 0
+    assert record["script"] == "generate_attacks"
+
+
+def test_create_groups_overwrites_only_its_own_manifest(tmp_path, photos):
+    other = tmp_path / "attacks.csv"  # another script's manifest: --overwrite used to replace it
+    other.write_text("image_id,path\nx,y.png\n")
+    code, err = _call("create_groups", [f"folder:{photos}", "--output", str(other),
+                                        "--overwrite"])
+    assert code == 2 and "not a result of create_groups" in _one_line_error(err)
+    assert other.read_text() == "image_id,path\nx,y.png\n"
+    mine = tmp_path / "groups.csv"
+    argv = [f"folder:{photos}", "--output", str(mine), "--n-experimental", "2"]
+    assert _call("create_groups", argv)[0] == 0
+    record = json.loads(mine.with_suffix(".experiment.json").read_text())
+    assert record["script"] == "create_groups"
+    code, err = _call("create_groups", argv)
+    assert code == 2 and "--overwrite" in _one_line_error(err)
+    assert _call("create_groups", argv + ["--overwrite"])[0] == 0
+    code, err = _call("create_groups", argv + ["--n-control", "-1"])
+    assert code == 2 and "argument --n-control" in _one_line_error(err)
+
+
+def test_process_results_records_its_run_and_replaces_only_its_own(tmp_path):
+    digest = tmp_path / "digest"
+    write_digest(_result([0.0, 0.3, 0.1, 0.5]), digest)
+    code, err = _call("process_results", [str(digest)])
+    assert code == 0, err
+    record = json.loads((digest / "figures" / "process_results.json").read_text())
+    assert record["experiment"]["script"] == "process_results" and record["figures"]
+    before = tree(digest)
+    code, err = _call("process_results", [str(digest)])  # a redraw is asked for
+    assert code == 2 and "--overwrite" in _one_line_error(err)
+    assert tree(digest) == before
+    assert _call("process_results", [str(digest), "--overwrite"])[0] == 0
+    other = tmp_path / "other"  # a process_results.json that another script made
+    other.mkdir()
+    (other / "process_results.json").write_text(json.dumps({"experiment": {"script": "x"}}))
+    code, err = _call("process_results", [str(digest), "--output", str(other), "--overwrite"])
+    assert code == 2 and "made by 'x'" in _one_line_error(err)
+    assert list(other.iterdir()) == [other / "process_results.json"]
+    (tmp_path / "notes.txt").write_text("mine")
+    for extra in (["--output", str(tmp_path / "notes.txt")], ["--threshold", "nan"]):
+        code, err = _call("process_results", [str(digest), *extra])
+        assert code == 2 and "argument" in _one_line_error(err)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_extract_features_refuses_an_empty_store_name_and_a_file_as_features_dir(tmp_path,
+                                                                                 photos):
+    features = tmp_path / "f"
+    base = ["--model", "efficientnet_lite0", "--dataset", f"folder:{photos}", "--workers", "0"]
+    code, err = _call("extract_features", base + ["--features-dir", str(features),
+                                                  "--store-name", ""])
+    assert code == 2 and "--store-name '' is not a plain name" in _one_line_error(err)
+    assert not features.exists()  # not the default store under another name
+    (tmp_path / "notes.txt").write_text("mine")
+    code, err = _call("extract_features", base + ["--features-dir", str(tmp_path / "notes.txt")])
+    assert code == 2 and "argument --features-dir" in _one_line_error(err)
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -159,3 +159,73 @@ def test_hashing_benchmark_reads_query_manifest(tmp_path):
     assert counts["queries"] == 11 and counts["queries_planned"] == 12  # what was matched
     assert "11 queries" in done.stdout
     assert list(pd.read_csv(out / "bad_images.csv")["path"]) == [str(broken)]
+
+
+# --- the one output mechanism (issue 25): benchmarks write one JSON each ------------------------
+
+
+def _in_process(script: str, argv: list[str]) -> tuple[int, str]:
+    """(exit status, last stderr line) of a script's main run here; argparse exits count."""
+    import contextlib
+    import io
+
+    from tests.conftest import load_script
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = load_script(script).main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    lines = err.getvalue().strip().splitlines()
+    assert "Traceback" not in err.getvalue(), err.getvalue()
+    return code, lines[-1] if lines else ""
+
+
+@pytest.mark.parametrize("script", ["benchmark_generator", "benchmark_hashing",
+                                    "benchmark_extraction"])
+def test_benchmarks_never_replace_a_file_they_did_not_make(tmp_path, script):
+    base = ["--dataset", "sample", "--n-images", "1"]
+    if script == "benchmark_hashing":
+        base += ["--parts", "hamming_1nn", "--hamming", "2", "3", "64"]
+    made = {"search.json": json.dumps({"experiment": {"script": "benchmark_search"}}),
+            "plain.json": "{}", "README.md": "# results\n", "store.npy": "not yours"}
+    for name, content in made.items():
+        (tmp_path / name).write_text(content)
+        code, line = _in_process(script, [*base, "--output", str(tmp_path / name),
+                                          "--overwrite"])
+        assert code == 2 and line.count("error") == 1, (name, line)
+        assert ("made by 'benchmark_search'" in line if name == "search.json" else
+                "not a result of" in line if name == "plain.json" else
+                "must end with .json" in line), (name, line)
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == made
+
+
+@pytest.mark.parametrize(("script", "extra", "message"), [
+    ("benchmark_generator", ["--n-images", "0"], "argument --n-images"),
+    ("benchmark_generator", ["--workers", "-1"], "argument --workers"),
+    ("benchmark_extraction", ["--batch-size", "0"], "argument --batch-size"),
+    ("benchmark_extraction", ["--repeats", "nan"], "argument --repeats"),
+    ("benchmark_hashing", ["--hamming", "2", "3", "12"], "multiple of 8"),
+    ("benchmark_hashing", ["--js", "2", "3"], "expected 3 numbers"),
+    ("benchmark_hashing", ["--js", "1000000", "1000000", "65536"], "GB of memory may be used"),
+    ("benchmark_hashing", ["--keypoints", "nan", "3", "20"], "argument --keypoints"),
+])
+def test_benchmark_values_are_refused_before_any_output(tmp_path, script, extra, message):
+    out = tmp_path / "b" / "bench.json"
+    code, line = _in_process(script, ["--dataset", "sample", *extra, "--output", str(out)])
+    assert code == 2 and message in line, line
+    assert not (tmp_path / "b").exists()
+
+
+def test_benchmark_hashing_replaces_its_own_result_with_overwrite(tmp_path):
+    out = tmp_path / "bench.json"
+    argv = ["--dataset", "sample", "--n-images", "1", "--parts", "hamming_1nn", "--hamming",
+            "4", "16", "64", "--output", str(out)]
+    assert _in_process("benchmark_hashing", argv)[0] == 0
+    first = json.loads(out.read_text())
+    assert first["experiment"]["script"] == "benchmark_hashing"
+    assert first["hamming_1nn"]["distances_equal"]
+    code, line = _in_process("benchmark_hashing", argv)
+    assert code == 2 and "--overwrite" in line
+    assert _in_process("benchmark_hashing", argv + ["--overwrite"])[0] == 0
