@@ -31,7 +31,7 @@ from clustering.measures import (
 )
 from clustering.methods import Clustering
 from clustering.points import Points
-from helpers import atomic_write, printable, write_json
+from helpers import atomic_write, printable, write_csv, write_json
 from helpers.plotting import new_figure, save_figure
 
 logger = logging.getLogger(__name__)
@@ -113,11 +113,9 @@ def write_clustering(result: Clustering, folder: str | Path,
         frame["true_group"] = truth_labels(result.records)
     for name, labels in zip(result.names(), result.labels, strict=True):
         frame[name] = labels
-    # surrogateescape: an id from a file name that is not UTF-8 is written as its own bytes,
-    # as manifests write such names
-    with atomic_write(folder / "assignments.csv", "w", newline="",
-                      errors="surrogateescape") as handle:
-        frame.to_csv(handle, index=False)
+    # an id from a file name that is not UTF-8 is written as its own bytes, as manifests
+    # write such names; formula-like ids are quoted (helpers.write_csv)
+    write_csv(frame, folder / "assignments.csv")
     payload: dict[str, Any] = {
         "method": result.method, "metric": result.metric, "features": result.features,
         "params": result.params, "images": len(result), "seconds": result.seconds,

@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import OutputError, atomic_write, check_relative_id
+from helpers import (
+    OutputError,
+    atomic_write,
+    check_relative_id,
+    spreadsheet_escape,
+    spreadsheet_unescape,
+)
 
 MANIFEST_COLUMNS = ("image_id", "path", "source_id", "attack_id", "group")
 
@@ -103,15 +109,10 @@ def write_manifest(records: Iterable[ImageRecord], path: str | os.PathLike) -> P
                     if resolved.is_relative_to(base)
                     else str(resolved)
                 )
-            writer.writerow(
-                [
-                    record.image_id,
-                    file,
-                    record.source_id,
-                    record.attack_id or "",
-                    record.group or "",
-                ]
-            )
+            # text a spreadsheet would run as a formula is quoted; read_manifest unquotes it
+            writer.writerow([spreadsheet_escape(value) for value in (
+                record.image_id, file, record.source_id, record.attack_id or "",
+                record.group or "")])
     return path
 
 
@@ -139,6 +140,7 @@ def read_manifest(path: str | os.PathLike) -> list[ImageRecord]:
                 f"expected {', '.join(MANIFEST_COLUMNS)}"
             )
         for line, row in enumerate(reader, start=2):
+            row = {key: spreadsheet_unescape(value) for key, value in row.items()}
             try:
                 check_relative_id(row["image_id"])
             except OutputError as exc:

@@ -10,12 +10,12 @@ from typing import Any
 
 from fast_search.experiment import SearchResult
 from helpers import (
-    atomic_write,
     figure_style,
     get_logger,
     new_figure,
     read_json,
     save_figure,
+    write_csv,
     write_json,
 )
 
@@ -34,8 +34,7 @@ def write_search(result: SearchResult, folder: str | Path, figures: bool = True)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     frame = result.frame()
-    with atomic_write(folder / "search.csv", "w", newline="") as handle:
-        frame.to_csv(handle, index=False)
+    write_csv(frame, folder / "search.csv")
     payload = {"search_set": result.search_set, "runs": result.runs, "pareto": result.pareto}
     if result.search_set.get("synthetic_distractors"):
         payload["warning"] = (

@@ -41,6 +41,7 @@ from helpers import (
     rng_for,
     safe_child,
     save_image,
+    spreadsheet_escape,
 )
 
 logger = get_logger(__name__)
@@ -527,7 +528,8 @@ def write_attacks(
         with atomic_write(bad_file, "w", newline="", errors="surrogateescape") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "reason"])
-            writer.writerows([str(b.path), b.reason] for b in bad)
+            writer.writerows([spreadsheet_escape(str(b.path)), spreadsheet_escape(b.reason)]
+                             for b in bad)
     elif bad_file.exists():
         bad_file.unlink()
     return WriteReport(output_dir, manifest, out_records, written, skipped, bad)

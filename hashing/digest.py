@@ -38,7 +38,7 @@ from hashing.metrics import (
     threshold_at_fpr,
     threshold_metrics,
 )
-from helpers import atomic_path, read_json, write_json
+from helpers import read_json, write_csv, write_json
 
 #: False-positive rate at which recall is reported (the study's operating point).
 REPORT_FPR = 0.005
@@ -230,9 +230,7 @@ def write_digest(result: BenchmarkResult, folder: str | os.PathLike,
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    # surrogateescape: a file name that is not UTF-8 is written as its own bytes
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, errors="surrogateescape")
+    write_csv(frame, path)  # non-UTF-8 names as their bytes, formula-like text quoted
 
 
 @dataclass

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from helpers import spreadsheet_unescape
+
 log = logging.getLogger(__name__)
 
 #: Threshold rules of `fit_threshold`.
@@ -116,6 +118,7 @@ def read_pairs(path: str | os.PathLike, a_column: str | None = None,
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise ValueError(f"pairs file {path} is empty") from None
+    frame = frame.map(spreadsheet_unescape)  # our own CSVs quote formula-like text
 
     def column(given: str | None, names: tuple[str, ...], what: str) -> str:
         if given is not None:

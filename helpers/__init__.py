@@ -22,6 +22,9 @@ from helpers.io import (
     read_json,
     save_image,
     save_npy,
+    spreadsheet_escape,
+    spreadsheet_unescape,
+    write_csv,
     write_json,
 )
 from helpers.logs import get_logger, setup_logging
@@ -119,4 +122,7 @@ __all__ = [
     "weights_tag",
     "write_experiment_json",
     "write_json",
+    "write_csv",
+    "spreadsheet_escape",
+    "spreadsheet_unescape",
 ]

@@ -138,6 +138,53 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int = 2,
     return Path(path)
 
 
+#: A text cell starting with one of these is a formula to a spreadsheet (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _formula_like(text: str) -> bool:
+    stripped = text.lstrip("'")
+    return stripped[:1] in FORMULA_STARTS and stripped != ""
+
+
+def spreadsheet_escape(value: Any) -> Any:
+    """A text cell as spreadsheet-safe text: one ``'`` before a value a spreadsheet would run
+    as a formula (``=HYPERLINK(...)``, ``+1``, ``-x``, ``@SUM``; or such a value already
+    led by quotes). Other values are returned as they are. `spreadsheet_unescape` undoes it
+    exactly, so ids and paths read back by this library are the ones written."""
+    if isinstance(value, str) and _formula_like(value):
+        return "'" + value
+    return value
+
+
+def spreadsheet_unescape(value: Any) -> Any:
+    """The value `spreadsheet_escape` was given."""
+    if isinstance(value, str) and value.startswith("'") and _formula_like(value[1:]):
+        return value[1:]
+    return value
+
+
+def write_csv(frame: Any, path: str | os.PathLike, index: bool = False) -> Path:
+    """Write a pandas DataFrame as CSV, atomically: text cells spreadsheet-safe
+    (`spreadsheet_escape`), file names that are not UTF-8 as their own bytes
+    (``surrogateescape``; read them with ``pandas.read_csv(...,
+    encoding_errors="surrogateescape")``)."""
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
+    def text(values: Any) -> bool:
+        return is_object_dtype(values.dtype) or is_string_dtype(values.dtype)
+
+    frame = frame.copy()
+    for column in frame.columns:
+        if text(frame[column]):
+            frame[column] = frame[column].map(spreadsheet_escape)
+    if index and text(frame.index):
+        frame.index = frame.index.map(spreadsheet_escape)
+    with atomic_write(path, "w", newline="", errors="surrogateescape") as handle:
+        frame.to_csv(handle, index=index)
+    return Path(path)
+
+
 def check_regular_file(path: str | os.PathLike) -> Path:
     """``path``, when it is a regular file (or a link to one): a FIFO would block a reader
     forever, a device or a folder is no data file.

@@ -32,7 +32,7 @@ from generator.cli import add_attack_arguments, attacks_from_args
 from hashing import study_protocol
 from helpers import add_output_arguments, experiment_run, resolve_device, setup_logging
 from helpers.cli import MAX_COUNT, MAX_SEED, integer, run_script, script_main
-from helpers.io import atomic_path
+from helpers.io import write_csv
 
 SCRIPT = "evaluate_finetuning"
 
@@ -100,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         for frame, file in ((evaluation.table, "evaluation.csv"),
                             (evaluation.groups, "groups.csv"),
                             (evaluation.benchmark.matches, "matches.csv")):
-            with atomic_path(output / file) as tmp:
-                frame.to_csv(tmp, index=False)
+            write_csv(frame, output / file)
         plot_evaluation(evaluation, output / "figures")
         run.finish(evaluation=evaluation.table.to_dict("records"),
                    bad_inputs=[{"path": p, "reason": r} for p, r in bad],

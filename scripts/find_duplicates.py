@@ -41,10 +41,10 @@ from clustering.cli import (
 from clustering.report import evaluate, write_clustering
 from helpers import (
     add_output_arguments,
-    atomic_write,
     experiment_run,
     get_logger,
     setup_logging,
+    write_csv,
 )
 from helpers.cli import integer, real, run_script, script_main
 
@@ -137,11 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         skipped += [tuple(b) for b in described.bad]
         result = cluster(points, "duplicates", threshold=[threshold], device=args.device)
         table = duplicates_table(result, points, result.labels[0])
-        # surrogateescape: a file name that is not UTF-8 is written as its own bytes (as in
-        # every manifest), so the path in the table opens the file
-        with atomic_write(output / "duplicates.csv", "w", newline="",
-                          errors="surrogateescape") as handle:
-            table.to_csv(handle, index=False)
+        # a file name that is not UTF-8 is written as its own bytes (as in every manifest),
+        # so the path in the table opens the file; formula-like names are quoted
+        write_csv(table, output / "duplicates.csv")
         evaluation = evaluate(result, points, device=args.device)
         write_clustering(result, output, evaluation, points=points, galleries=args.galleries,
                          extra={"folder": str(folder), "skipped": [list(b) for b in skipped]})

@@ -54,7 +54,7 @@ from hashing.separation import (
 from helpers import add_output_arguments, experiment_run, setup_logging
 from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
 from helpers.descriptors import FloatFeatures
-from helpers.io import atomic_path, write_json
+from helpers.io import write_csv, write_json
 
 SCRIPT = "separation_report"
 DEFAULT_METHODS = ["dhash", "phash", "efficientnet_lite0", "sscd_distilled"]
@@ -209,12 +209,10 @@ def main(argv: list[str] | None = None) -> int:
                             "T1 %.3f", variant, th.mu, th.sigma, th.t1, th.fpr_t1, th.t2,
                             float(result["table"].iloc[-1]["above_t1"]))
         frame = separation_frame(results)
-        with atomic_path(output / "separation.csv") as tmp:
-            frame.to_csv(tmp, index=False)
+        write_csv(frame, output / "separation.csv")
         for column in ("above_t1", "above_t2", f"above_fpr_{max(args.fprs):g}"):
             pivot = share_pivot(frame, column)
-            with atomic_path(output / f"shares_{column}.csv") as tmp:
-                pivot.to_csv(tmp)
+            write_csv(pivot, output / f"shares_{column}.csv", index=True)
             plot_shares(frame, output / "figures", column)
         write_json(output / "thresholds.json", {
             r["method"]: {**r["thresholds"].to_dict(), "copies": int(len(r["copies"])),
@@ -228,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 column = np.full(width, np.nan)
                 column[:len(ratio)] = np.cumsum(ratio)
                 table[label] = column
-            with atomic_path(output / "explained_variance.csv") as tmp:
-                table.to_csv(tmp, index=False)
+            write_csv(table, output / "explained_variance.csv")
             plot_explained_variance(curves, output / "figures")
         run.finish(bad_inputs=[{"path": str(b.path), "reason": b.reason} for b in bad],
                    copies=int(len(next(iter(copies.values())))), reducer_files=reducer_files)

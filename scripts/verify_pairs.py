@@ -57,7 +57,7 @@ from hashing.verification import (
 )
 from helpers import add_output_arguments, experiment_run, setup_logging
 from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
-from helpers.io import atomic_path
+from helpers.io import write_csv
 
 SCRIPT = "verify_pairs"
 DEFAULT_METHODS = ["phash", "sscd_distilled"]
@@ -196,13 +196,11 @@ def main(argv: list[str] | None = None) -> int:
                 folds.append(cv)
         table = pd.DataFrame(scores)
         for data, file in ((frame, "pairs.csv"), (table, "scores.csv")):
-            with atomic_path(output / file) as tmp:
-                data.to_csv(tmp, index=False)
+            write_csv(data, output / file)
         summary = {}
         if folds:
             cv = pd.concat(folds, ignore_index=True)
-            with atomic_path(output / "cross_validation.csv") as tmp:
-                cv.to_csv(tmp, index=False)
+            write_csv(cv, output / "cross_validation.csv")
             summary = {m: {"f1_mean": float(g["f1"].mean()), "f1_std": float(g["f1"].std()),
                            "accuracy_mean": float(g["accuracy"].mean())}
                        for m, g in cv.groupby("method", sort=False)}

@@ -207,3 +207,32 @@ def test_clustering_counts_the_rows_of_every_input_together(tmp_path, capsys):
         concat_points([one])
     with pytest.raises(ValueError, match="at least 2 rows, got 1"):
         as_points(_features(1), "l2")
+
+
+# --- CSV outputs: text a spreadsheet would run is quoted ----------------------------------------
+
+
+def test_formula_like_ids_and_paths_are_quoted_in_csv_and_read_back(tmp_path):
+    """Ids and paths such as ``=HYPERLINK(...)`` went into CSV outputs as they were: a
+    spreadsheet opening the file runs them. They are written with a leading ``'`` (what
+    spreadsheets show as text) and manifests read them back unchanged."""
+    import pandas as pd
+
+    from data_retrieval import ImageRecord, read_manifest, write_manifest
+    from helpers import write_csv
+
+    hostile = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "'=quoted", "plain",
+               "'kept"]
+    records = [ImageRecord(v.replace('"', "").replace("/", "_").replace(":", ""),
+                           tmp_path / f"{k}.png", source_id=v) for k, v in enumerate(hostile)]
+    manifest = write_manifest(records, tmp_path / "m.csv")
+    raw = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    assert raw["source_id"].tolist() == ["'" + v for v in hostile[:5]] + hostile[5:]
+    assert not any(cell[:1] and cell[:1] in "=+-@" for cell in raw.to_numpy().ravel())
+    back = read_manifest(manifest)
+    assert [r.source_id for r in back] == hostile
+    assert [r.image_id for r in back] == [r.image_id for r in records]
+    out = write_csv(pd.DataFrame({"image": hostile, "distance": [0.5] * len(hostile)}),
+                    tmp_path / "t.csv")
+    cells = pd.read_csv(out, dtype=str)["image"].tolist()
+    assert cells[0] == "'" + hostile[0] and cells[5] == "plain" and cells[6] == "'kept"
