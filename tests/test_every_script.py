@@ -179,3 +179,41 @@ def test_output_types_refuse_files_links_and_wrong_kinds(tmp_path):
             json_file(str(bad))
     assert json_file(str(tmp_path / "new.json")) == str(tmp_path / "new.json")
     assert folder_type(str(tmp_path / "new")) == str(tmp_path / "new")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_hostile_names_and_outputs_are_refused_through_main(name, monkeypatch, tmp_path,
+                                                             capsys):
+    """Through each script's own ``main``: ``--name ../x`` and an ``--output`` that is an
+    existing file of ours (a README, a store's rows) exit 2 with one line, touching nothing."""
+    parser = script_parser(name, monkeypatch)
+    flags = {f for a in _actions(parser) for f in a.option_strings}
+    readme, rows = tmp_path / "README.md", tmp_path / "store.npy"
+    readme.write_text("mine")
+    rows.write_bytes(b"rows")
+    attempts = []  # (argv, what the error line names)
+    if "--name" in flags:
+        attempts += [(["--name", v], "--name") for v in ("../escaped", str(tmp_path / "abs"),
+                                                         "a\nb")]
+    positionals = [a for a in parser._actions if not a.option_strings
+                   and not isinstance(a, argparse._SubParsersAction)]
+    for action in _actions(parser):  # every flag or positional naming a place written to
+        if not (action.type is folder_type or getattr(action.type, "suffix", None)):
+            continue
+        for value in (readme, rows, readme / "under"):
+            if action.option_strings:
+                attempts.append(([action.option_strings[0], str(value)],
+                                 action.option_strings[0]))
+            else:
+                argv = ["placeholder"] * positionals.index(action) + [str(value)]
+                attempts.append((argv, action.metavar or action.dest))
+    if not attempts:
+        pytest.skip(f"scripts/{name}.py names no output")
+    for argv, named in attempts:
+        with pytest.raises(SystemExit) as exit_:
+            load_script(name).main([*argv, "--overwrite"] if "--overwrite" in flags else argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and named in err[-1], (name, argv, err[-1:])
+    assert readme.read_text() == "mine" and rows.read_bytes() == b"rows"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "store.npy"]
+    assert not (REPO.parent / "escaped").exists()
