@@ -71,19 +71,21 @@ def _path_problem(text: str) -> str | None:
     return None
 
 
+def _under_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be created: the first existing parent is a file (else None)."""
+    parent = next(p for p in path.parents if p.exists() or p.is_symlink())
+    return None if parent.is_dir() else f"it lies under {parent}, which is a file"
+
+
 def folder_type(text: str) -> str:
     """``--output`` of a result folder (or a folder a script writes into, such as
     ``--features-dir``): not an existing file, not under a file. A symbolic link to a folder
     is accepted here; `helpers.output_dir` never empties one."""
     why = _path_problem(text)
-    path = Path(os.path.abspath(text)) if why is None else None
-    if path is not None:
-        if path.exists() and not path.is_dir():
-            why = "it is a file, not a folder"
-        else:
-            parent = next(p for p in path.parents if p.exists() or p.is_symlink())
-            if not parent.is_dir():
-                why = f"it lies under {parent}, which is a file"
+    if why is None:
+        path = Path(os.path.abspath(text))
+        why = "it is a file, not a folder" if path.exists() and not path.is_dir() else (
+            _under_a_file(path))
     if why:
         raise argparse.ArgumentTypeError(f"output folder {text!r} is refused: {why}")
     return text
@@ -99,12 +101,8 @@ def file_type(suffix: str):
             path = Path(os.path.abspath(text))
             if path.suffix.lower() != suffix:
                 why = f"a result file must end with {suffix}"
-            elif path.is_dir():
-                why = "it is a folder"
             else:
-                parent = next(p for p in path.parents if p.exists() or p.is_symlink())
-                if not parent.is_dir():
-                    why = f"it lies under {parent}, which is a file"
+                why = "it is a folder" if path.is_dir() else _under_a_file(path)
         if why:
             raise argparse.ArgumentTypeError(f"output file {text!r} is refused: {why}")
         return text

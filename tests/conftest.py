@@ -123,6 +123,21 @@ def load_script(name: str):
     return module
 
 
+def run_main(script: str, argv: list[str]) -> tuple[int, str]:
+    """A script's ``main(argv)`` run in this process: (exit status, stderr); argparse's exits
+    count as statuses too."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = load_script(script).main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return code, err.getvalue()
+
+
 @pytest.fixture
 def fake_repo(tmp_path, monkeypatch) -> Path:
     """A stand-in for the repository (pyproject.toml, .git, Results/ with another experiment's

@@ -3,7 +3,6 @@ at once. Every refusal is one line naming the value, before any output folder ex
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -27,7 +26,7 @@ from extractor import extract_to_store, get_model, load_store
 from hashing.benchmark import NEGATIVE, POSITIVE, BenchmarkResult
 from hashing.digest import compute_digest, threshold_grid, write_digest
 from helpers import FolderLock
-from tests.conftest import REPO, load_script, tree
+from tests.conftest import REPO, run_main, tree
 
 NON_UTF8 = os.fsdecode(b"caf\xe9")  # a file name that is not valid UTF-8
 
@@ -46,15 +45,7 @@ def photos(tmp_path) -> Path:
     return _photos(tmp_path / "photos")
 
 
-def _call(script: str, argv: list[str]) -> tuple[int, str]:
-    """Run a script's main in-process: (exit status, stderr); argparse exits count too."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = load_script(script).main(argv)
-        except SystemExit as exc:
-            code = exc.code
-    return code, err.getvalue()
+_call = run_main
 
 
 def _truncated_jpeg() -> bytes:

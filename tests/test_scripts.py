@@ -166,19 +166,11 @@ def test_hashing_benchmark_reads_query_manifest(tmp_path):
 
 def _in_process(script: str, argv: list[str]) -> tuple[int, str]:
     """(exit status, last stderr line) of a script's main run here; argparse exits count."""
-    import contextlib
-    import io
+    from tests.conftest import run_main
 
-    from tests.conftest import load_script
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = load_script(script).main(argv)
-        except SystemExit as exc:
-            code = exc.code
-    lines = err.getvalue().strip().splitlines()
-    assert "Traceback" not in err.getvalue(), err.getvalue()
+    code, err = run_main(script, argv)
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
     return code, lines[-1] if lines else ""
 
 
