@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import secrets
 import signal
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -157,7 +158,17 @@ def _pool(workers: int) -> multiprocessing.pool.Pool:
     # whatever state the parent left it and can deadlock on its first call. The cost is that
     # attack families must be importable (defined in a module, not in __main__ of a notebook)
     # to be used with workers.
-    return multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+    # SIGINT is ignored while the workers start: an ignored signal stays ignored across the
+    # spawn's exec, so a Ctrl-C that lands while a worker is still importing (before its
+    # initializer runs) cannot print that worker's traceback. The parent's handler returns.
+    context = multiprocessing.get_context("spawn")
+    if threading.current_thread() is not threading.main_thread():
+        return context.Pool(workers, initializer=_init_worker)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return context.Pool(workers, initializer=_init_worker)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _resolve_workers(workers: int | None) -> int:
