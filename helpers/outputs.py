@@ -6,9 +6,12 @@ anything else:
 
 - a name given on the command line (``--name``, ``--store-name``) is one plain path component;
 - an id that becomes part of a file name stays inside its output folder (:func:`safe_child`);
-- ``--overwrite`` removes a folder only when its ``experiment.json`` says the same script made
-  it, and never the repository, a parent of it or of the home folder, a symbolic link, or a
-  folder that is, holds or lies inside an input;
+- ``--overwrite`` replaces a folder only when its ``experiment.json`` says the same script made
+  it and it holds nothing but what that run made (``.outputs.json`` lists it: a photo or a
+  note added since is never deleted), and never the repository, a parent of it or of the home
+  folder, a symbolic link, or a folder that is, holds or lies inside an input; the earlier
+  result is set aside, not deleted, until the new run succeeds (a failed or killed run gives
+  it back);
 - one run at a time writes a folder: a lock file holds the owner's pid and host, and a lock
   whose process is gone on this host is taken over.
 """
@@ -32,6 +35,11 @@ logger = get_logger(__name__)
 
 #: Lock file inside a result folder while a run writes it.
 LOCK_NAME = ".lock"
+#: What a run made in its result folder (relative paths), written with its experiment.json:
+#: ``--overwrite`` replaces those files and nothing else.
+OUTPUTS_NAME = ".outputs.json"
+#: Where ``--overwrite`` keeps the earlier result until the new run succeeds.
+PREVIOUS_PREFIX = ".previous-"
 #: Temporary files of `helpers.io.atomic_path`: ``.<name>.<12 hex digits>.tmp``.
 TMP_PATTERN = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 #: Longest file name component most file systems take, in bytes.
@@ -385,14 +393,89 @@ def _nested_results(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def _clear(folder: Path, keep: str) -> None:
-    for child in folder.iterdir():
-        if child.name == keep:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
+def _own_entry(name: str) -> bool:
+    """The mechanism's own entries of a result folder (lock, list, kept earlier result)."""
+    return name in (LOCK_NAME, OUTPUTS_NAME) or name.startswith(PREVIOUS_PREFIX)
+
+
+def _files(folder: Path) -> list[str]:
+    """Every file under ``folder`` (relative, ``/``-separated) but the mechanism's own and
+    unfinished temporary files; symbolic links are listed, not followed."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        base = Path(root)
+        if base == folder:
+            dirs[:] = [d for d in dirs if not _own_entry(d)]
+            files = [f for f in files if not _own_entry(f)]
+        found += [(base / f).relative_to(folder).as_posix() for f in files
+                  if not TMP_PATTERN.match(f)]
+        found += [(base / d).relative_to(folder).as_posix() for d in dirs
+                  if (base / d).is_symlink()]
+    return sorted(found)
+
+
+def record_outputs(folder: str | os.PathLike) -> Path:
+    """Write ``<folder>/.outputs.json``: every file the run holding the folder has made there
+    so far (the folder is its own: new, emptied, or resumed from the same script). Called
+    with every write of ``experiment.json`` (`helpers.runs.Run`)."""
+    from helpers.io import write_json
+
+    folder = Path(folder)
+    return write_json(folder / OUTPUTS_NAME, {"files": _files(folder)})
+
+
+def _unmade(folder: Path) -> list[str] | None:
+    """Files in ``folder`` that its run did not make (added since), or None when the folder
+    has no list of what was made (a result from before lists were kept)."""
+    listing = folder / OUTPUTS_NAME
+    if not listing.is_file():
+        return None
+    try:
+        made = set(json.loads(listing.read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [f for f in _files(folder) if f not in made]
+
+
+def _set_aside(folder: Path) -> Path:
+    """Move the earlier result into ``<folder>/.previous-<hex>/`` (same file system: renames)."""
+    import secrets
+
+    aside = folder / f"{PREVIOUS_PREFIX}{secrets.token_hex(4)}"
+    aside.mkdir()
+    for child in list(folder.iterdir()):
+        if child.name not in (LOCK_NAME, aside.name) and not child.name.startswith(
+                PREVIOUS_PREFIX):
+            os.replace(child, aside / child.name)
+    return aside
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _restore(folder: Path, aside: Path) -> None:
+    """Put back the earlier result kept in ``aside``, removing what a failed or interrupted
+    run wrote in its place."""
+    for child in list(folder.iterdir()):
+        if child.name not in (LOCK_NAME, aside.name):
+            _remove(child)
+    for child in list(aside.iterdir()):
+        os.replace(child, folder / child.name)
+    aside.rmdir()
+
+
+def _restore_interrupted(folder: Path) -> None:
+    """An ``--overwrite`` killed before it finished left the earlier result aside: restore
+    it (the unfinished run's files go)."""
+    for aside in sorted(folder.glob(f"{PREVIOUS_PREFIX}*")):
+        if aside.is_dir() and not aside.is_symlink():
+            logger.warning("an interrupted --overwrite left the earlier result in %s; "
+                           "restoring it", aside)
+            _restore(folder, aside)
 
 
 @contextlib.contextmanager
@@ -439,7 +522,9 @@ def output_dir(
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output folder {path}: {exc.strerror or exc}") from exc
-    with FolderLock(path) as lock:
+    aside = None
+    with FolderLock(path):
+        _restore_interrupted(path)
         contents = [p for p in path.iterdir() if p.name != LOCK_NAME]
         if contents:
             why = _made_by(path, script)
@@ -455,8 +540,16 @@ def output_dir(
                             f"({', '.join(str(p) for p in nested[:3])}"
                             f"{' ...' if len(nested) > 3 else ''}); move them or choose "
                             "another output")
-                    logger.warning("overwriting the previous %s result in %s", script, path)
-                    _clear(path, keep=lock.path.name)
+                    unmade = _unmade(path)
+                    if unmade:
+                        raise OutputError(
+                            f"refusing to overwrite {path}: it holds {len(unmade)} file(s) "
+                            f"the earlier {script} run did not make ({', '.join(unmade[:3])}"
+                            f"{' ...' if len(unmade) > 3 else ''}); move them or choose "
+                            "another output")
+                    logger.warning("overwriting the previous %s result in %s (kept aside "
+                                   "until this run succeeds)", script, path)
+                    aside = _set_aside(path)
                 else:
                     remove_stale_tmp(path)
             else:
@@ -464,4 +557,11 @@ def output_dir(
                                     for f in flags)
                 raise OutputError(f"{path} already exists and is not empty; choose another "
                                   f"output{', or pass ' + hints if hints and not why else ''}")
-        yield path
+        try:
+            yield path
+        except BaseException:
+            if aside is not None:  # the run failed: the earlier result comes back
+                _restore(path, aside)
+            raise
+        if aside is not None:
+            _remove(aside)

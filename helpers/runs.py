@@ -43,6 +43,7 @@ from helpers.outputs import (
     check_output_dir,
     check_output_file,
     output_dir,
+    record_outputs,
 )
 from helpers.paths import results_root
 
@@ -73,7 +74,7 @@ def _path_problem(text: str) -> str | None:
 
 def _under_a_file(path: Path) -> str | None:
     """Why ``path`` cannot be created: the first existing parent is a file (else None)."""
-    parent = next(p for p in path.parents if p.exists() or p.is_symlink())
+    parent = next((p for p in path.parents if p.exists() or p.is_symlink()), path)
     return None if parent.is_dir() else f"it lies under {parent}, which is a file"
 
 
@@ -282,16 +283,20 @@ class Run:
             self.config = config
         self.extra.update(extra)
         self.recorded = True
-        return write_experiment_json(self.folder, self.config, started_at=self.started_at,
+        path = write_experiment_json(self.folder, self.config, started_at=self.started_at,
                                      extra=self.extra or None, script=self.script)
+        record_outputs(self.folder)
+        return path
 
     def finish(self, **extra: Any) -> Path:
         """Write ``experiment.json`` with the end time: the result is complete."""
         self.extra.update(extra)
         self.recorded = True
-        return write_experiment_json(self.folder, self.config, started_at=self.started_at,
+        path = write_experiment_json(self.folder, self.config, started_at=self.started_at,
                                      ended_at=now_iso(), extra=self.extra or None,
                                      script=self.script)
+        record_outputs(self.folder)
+        return path
 
 
 def _flags(args: argparse.Namespace) -> tuple[str, ...]:

@@ -101,8 +101,10 @@ def test_output_dir_refuses_a_used_folder_and_suggests_only_the_scripts_flags(tm
         pass
     assert (out / "summary.csv").exists()
     with output_dir(out, "bench", overwrite=True) as folder:
-        assert sorted(p.name for p in folder.iterdir()) == [".lock"]
-    assert not any(out.iterdir())  # the lock is gone with the block
+        # the earlier result waits aside until this run succeeds
+        assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(
+            ".previous-")) == [".lock"]
+    assert not any(out.iterdir())  # the lock and the earlier result are gone with the block
 
 
 def test_overwrite_only_removes_a_result_of_the_same_script(tmp_path):
@@ -446,3 +448,63 @@ def test_cluster_overwrite_keeps_a_store_inside_the_output(tmp_path, capsys):
                          "--overwrite"])
     assert code == 2 and "input" in capsys.readouterr().err
     assert tree(out) == before
+
+
+def test_overwrite_keeps_files_the_earlier_run_did_not_make(tmp_path, capsys):
+    """Photos or notes put into a result folder after its run (review of issue 25: photos a
+    store's records point to, copied into the output, were deleted by --overwrite)."""
+    from helpers import experiment_run
+
+    out = tmp_path / "R"
+    with experiment_run(_namespace(output=str(out)), "cluster") as run:
+        (run.folder / "clusters.json").write_text("{}")
+        run.finish()
+    (out / "photos").mkdir()
+    (out / "photos" / "a.jpg").write_bytes(b"photo")
+    (out / "notes.txt").write_text("mine")
+    before = tree(out)
+    with pytest.raises(OutputError, match=r"2 file\(s\) the earlier cluster run did not make "
+                                          r"\(notes.txt, photos/a.jpg\)"), \
+            experiment_run(_namespace(output=str(out), overwrite=True), "cluster"):
+        pass
+    assert tree(out) == before
+    (out / "notes.txt").unlink()
+    (out / "photos" / "a.jpg").unlink()
+    (out / "photos").rmdir()
+    with experiment_run(_namespace(output=str(out), overwrite=True), "cluster") as run:
+        run.finish()  # only its own files: replaced
+    assert not (out / "clusters.json").exists()
+
+
+def test_a_failed_or_killed_overwrite_gives_the_earlier_result_back(tmp_path):
+    """--overwrite with a bad argument used to empty the folder before the error (review of
+    issue 25: head.pt and checkpoints gone): the earlier result now waits aside."""
+    from helpers import experiment_run
+
+    out = tmp_path / "R"
+    with experiment_run(_namespace(output=str(out)), "train_verifier") as run:
+        (run.folder / "head.pt").write_bytes(b"weights")
+        run.finish()
+    before = tree(out)
+    with pytest.raises(ValueError, match="bad flag"), \
+            experiment_run(_namespace(output=str(out), overwrite=True), "train_verifier") as run:
+        (run.folder / "half.pt").write_bytes(b"half")
+        run.record()
+        raise ValueError("bad flag")
+    assert tree(out) == before
+    # killed mid-run: the earlier result aside, a half-written file in place
+    aside = out / ".previous-0badc0de"
+    aside.mkdir()
+    for name in ("head.pt", "experiment.json", ".outputs.json"):
+        (out / name).rename(aside / name)
+    (out / "half.pt").write_bytes(b"half")
+    with experiment_run(_namespace(output=str(out), resume=True), "train_verifier"):
+        pass
+    assert tree(out) == before
+
+
+def test_an_output_at_the_file_system_root_is_one_line(capsys):
+    code = load_script("cluster").main(["--features", "sample:dhash", "--method", "duplicates",
+                                        "--threshold", "0.1", "--output", "/"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error:") and "Traceback" not in "\n".join(err)
