@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import signal
 import sys
 from collections.abc import Callable
 
@@ -82,6 +83,10 @@ def script_main(main: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("terminated")
+
+
 def run_script(main: Callable[[], int], resume_hint: str | None = None) -> None:
     """Run a script's ``main`` and exit with its status.
 
@@ -100,6 +105,9 @@ def run_script(main: Callable[[], int], resume_hint: str | None = None) -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
+    # SIGTERM (a scheduler, kill, torchrun stopping its workers) unwinds like Ctrl-C, so that
+    # finally blocks run: locks released, what was written listed as the run's
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         code = main()
     except KeyboardInterrupt:

@@ -414,26 +414,53 @@ def _files(folder: Path) -> list[str]:
     return sorted(found)
 
 
-def record_outputs(folder: str | os.PathLike) -> Path:
-    """Write ``<folder>/.outputs.json``: every file the run holding the folder has made there
-    so far (the folder is its own: new, emptied, or resumed from the same script). Called
-    with every write of ``experiment.json`` (`helpers.runs.Run`)."""
+def record_outputs(folder: str | os.PathLike, since: float | None = None) -> Path:
+    """Write ``<folder>/.outputs.json``: what the runs of its script made there.
+
+    Parameters
+    ----------
+    folder : path
+        A result folder whose lock the caller holds.
+    since : float, optional
+        When the run holding it started, for a resumed folder: files listed before, plus files
+        written since then (a file put there by hand between runs stays unlisted). None for a
+        folder the run started empty (new, or the earlier result set aside): every file.
+    """
     from helpers.io import write_json
 
     folder = Path(folder)
-    return write_json(folder / OUTPUTS_NAME, {"files": _files(folder)})
+    files = _files(folder)
+    if since is not None:
+        listed = set(_listed(folder) or ())
+        files = [f for f in files if f in listed or _mtime(folder / f) >= since]
+    return write_json(folder / OUTPUTS_NAME, {"files": files})
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.lstat().st_mtime
+    except OSError:
+        return float("-inf")
+
+
+def _listed(folder: Path) -> list[str] | None:
+    listing = folder / OUTPUTS_NAME
+    if not listing.is_file():
+        return None
+    try:
+        files = json.loads(listing.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return files if isinstance(files, list) else None
 
 
 def _unmade(folder: Path) -> list[str] | None:
     """Files in ``folder`` that its run did not make (added since), or None when the folder
     has no list of what was made (a result from before lists were kept)."""
-    listing = folder / OUTPUTS_NAME
-    if not listing.is_file():
+    listed = _listed(folder)
+    if listed is None:
         return None
-    try:
-        made = set(json.loads(listing.read_text(encoding="utf-8"))["files"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    made = set(listed)
     return [f for f in _files(folder) if f not in made]
 
 
@@ -546,7 +573,8 @@ def output_dir(
                             f"refusing to overwrite {path}: it holds {len(unmade)} file(s) "
                             f"the earlier {script} run did not make ({', '.join(unmade[:3])}"
                             f"{' ...' if len(unmade) > 3 else ''}); move them or choose "
-                            "another output")
+                            "another output (files of a run killed with SIGKILL are not "
+                            "listed either: if they are its, delete the folder yourself)")
                     logger.warning("overwriting the previous %s result in %s (kept aside "
                                    "until this run succeeds)", script, path)
                     aside = _set_aside(path)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +267,7 @@ class Run:
     config: dict[str, Any]
     started_at: str
     inputs: list[Path] = field(default_factory=list)
+    since: float | None = None
     recorded: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -285,7 +287,7 @@ class Run:
         self.recorded = True
         path = write_experiment_json(self.folder, self.config, started_at=self.started_at,
                                      extra=self.extra or None, script=self.script)
-        record_outputs(self.folder)
+        record_outputs(self.folder, self.since)
         return path
 
     def finish(self, **extra: Any) -> Path:
@@ -295,7 +297,7 @@ class Run:
         path = write_experiment_json(self.folder, self.config, started_at=self.started_at,
                                      ended_at=now_iso(), extra=self.extra or None,
                                      script=self.script)
-        record_outputs(self.folder)
+        record_outputs(self.folder, self.since)
         return path
 
 
@@ -355,11 +357,14 @@ def experiment_run(
         target = Path(output)
     protected = [Path(os.path.abspath(p)) for p in inputs if p is not None]
     protected += path_inputs(args, roots)
+    resume = bool(getattr(args, "resume", False))
     with output_dir(target, script, overwrite=bool(getattr(args, "overwrite", False)),
-                    resume=bool(getattr(args, "resume", False)), inputs=protected,
-                    flags=_flags(args)) as folder:
+                    resume=resume, inputs=protected, flags=_flags(args)) as folder:
+        # a resumed folder holds earlier files: only those listed or written from now on are
+        # the script's; any other folder started empty
+        since = time.time() - 1 if resume else None
         run = Run(folder, script, config if config is not None else dict(vars(args)), started,
-                  protected)
+                  protected, since)
         try:
             yield run
         except BaseException as exc:
@@ -367,6 +372,9 @@ def experiment_run(
                 with contextlib.suppress(Exception):  # the first error is the one to show
                     run.finish(error=f"{type(exc).__name__}: {exc}")
             raise
+        finally:  # Ctrl-C, SIGTERM, an error: what was written is the script's, listed
+            with contextlib.suppress(OSError):
+                record_outputs(folder, since)
 
 
 # --- one result file ----------------------------------------------------------------------------

@@ -644,3 +644,32 @@ def test_extract_features_refuses_an_empty_store_name_and_a_file_as_features_dir
     code, err = _call("extract_features", base + ["--features-dir", str(tmp_path / "notes.txt")])
     assert code == 2 and "argument --features-dir" in _one_line_error(err)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_sigterm_unwinds_lists_what_was_written_and_overwrite_then_works(tmp_path):
+    """A scheduler's SIGTERM ends a run like Ctrl-C (finally blocks run): the images written
+    so far are listed as the run's own, so --overwrite may replace them afterwards, while a
+    file put there by hand still blocks it."""
+    photos = _photos(tmp_path / "big", n=24, size=(640, 480))
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "scripts" / "generate_attacks.py"), str(photos),
+               str(out), "--attacks", "default", "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 10:
+        time.sleep(0.1)
+    assert process.poll() is None, "the run ended before SIGTERM was sent"
+    os.killpg(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    listed = set(json.loads((out / ".outputs.json").read_text())["files"])
+    assert {p.name for p in out.glob("*.png")} <= listed and "experiment.json" in listed
+    (out / "mine.txt").write_text("kept")
+    small = [f"folder:{tmp_path / 'big'}", str(out), "--attacks", "grayscale", "--workers", "0",
+             "--overwrite"]
+    code, err = _call("generate_attacks", small)
+    assert code == 2 and "did not make (mine.txt)" in err and (out / "mine.txt").exists()
+    (out / "mine.txt").unlink()
+    assert _call("generate_attacks", small)[0] == 0
+    assert len(read_manifest(out / "manifest.csv")) == 24
