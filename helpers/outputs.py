@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -296,8 +297,14 @@ class FolderLock:
     """An exclusive lock on a result folder: ``<folder>/.lock`` with the owner's pid and host.
 
     A lock left by a process that no longer runs on this host is stale and taken over (with a
-    warning); a live one, or one from another host, makes :meth:`acquire` raise.
+    warning); a live one, or one from another host, makes :meth:`acquire` raise. The lock is
+    re-entrant within a process: a script that holds a store's lock while it prepares the
+    store may call a library function that takes the same lock.
     """
+
+    #: Locks this process holds: path -> how many times taken.
+    _held_here: dict[str, int] = {}
+    _held_guard = threading.Lock()
 
     def __init__(self, folder: str | os.PathLike, name: str = LOCK_NAME):
         self.path = Path(folder) / name
@@ -328,6 +335,12 @@ class FolderLock:
         return False
 
     def acquire(self) -> FolderLock:
+        key = os.path.abspath(self.path)
+        with self._held_guard:
+            if self._held_here.get(key):
+                self._held_here[key] += 1
+                self.held = True
+                return self
         record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
         for _ in range(2):
             try:
@@ -347,13 +360,23 @@ class FolderLock:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(record)
             self.held = True
+            with self._held_guard:
+                self._held_here[key] = 1
             return self
         raise OutputError(f"could not take the lock {self.path}")
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        if not self.held:
+            return
+        self.held = False
+        key = os.path.abspath(self.path)
+        with self._held_guard:
+            count = self._held_here.get(key, 1) - 1
+            if count > 0:
+                self._held_here[key] = count
+                return
+            self._held_here.pop(key, None)
+        self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

@@ -104,7 +104,7 @@ def _is_model(method: str) -> bool:
 def describe_hash_chunks(views, method, store: str, root: Path, chunk_size: int,
                          batch_size: int, overwrite: bool, meta: dict) -> Path:
     """Hash the views chunk by chunk into ``<method>.partial/`` (resumable), then store them."""
-    from hashing import describe, parse_algorithm, save_descriptors
+    from hashing import parse_algorithm
     from helpers.descriptors import BinaryCodes
 
     algorithm = parse_algorithm(method)
@@ -113,29 +113,39 @@ def describe_hash_chunks(views, method, store: str, root: Path, chunk_size: int,
         raise ValueError(f"{method} makes {type(sample).__name__}, which a store cannot hold; "
                          "give a model or a single-code hash")
     npy, sidecar = store_paths(store, algorithm.label, root)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    with FolderLock(npy.parent, f".{algorithm.label}.lock"):  # the store's lock, held to the end
+        return _hash_chunks(views, algorithm, store, root, chunk_size, batch_size, overwrite,
+                            meta, npy, sidecar)
+
+
+def _hash_chunks(views, algorithm, store: str, root: Path, chunk_size: int, batch_size: int,
+                 overwrite: bool, meta: dict, npy: Path, sidecar: Path) -> Path:
+    from hashing import describe, save_descriptors
+    from helpers.descriptors import BinaryCodes
+
     if sidecar.exists() and not overwrite:
         raise FileExistsError(f"feature store {npy} exists; pass --overwrite to replace it")
     partial = npy.with_suffix(".partial")
     check_plan(partial, meta["distractor_views"], overwrite)
     parts, skipped = [], []
-    with FolderLock(partial):
-        bar = progress(total=len(views), desc=f"{algorithm.label} views", unit="view")
-        for start in range(0, len(views), chunk_size):
-            chunk = views[start:start + chunk_size]
-            path = partial / f"chunk_{start:09d}_{start + len(chunk):09d}.npz"
-            if not path.exists():
-                codes = describe(chunk, algorithm, batch_size=batch_size, show_progress=False)
-                bad = np.array([json.dumps(list(b)) for b in codes.bad or ()], dtype=str)
-                with atomic_write(path, "wb") as handle:
-                    np.savez(handle, packed=codes.packed, ids=np.array(codes.ids, dtype=str),
-                             n_bits=codes.n_bits, bad=bad)
-            with np.load(path) as data:
-                parts.append(BinaryCodes(data["packed"], int(data["n_bits"]),
-                                         ids=tuple(data["ids"].tolist())))
-                if "bad" in data.files:  # chunks of an older run kept no skipped views
-                    skipped += [json.loads(b) for b in data["bad"].tolist()]
-            bar.update(len(chunk))
-        bar.close()
+    bar = progress(total=len(views), desc=f"{algorithm.label} views", unit="view")
+    for start in range(0, len(views), chunk_size):
+        chunk = views[start:start + chunk_size]
+        path = partial / f"chunk_{start:09d}_{start + len(chunk):09d}.npz"
+        if not path.exists():
+            codes = describe(chunk, algorithm, batch_size=batch_size, show_progress=False)
+            bad = np.array([json.dumps(list(b)) for b in codes.bad or ()], dtype=str)
+            with atomic_write(path, "wb") as handle:
+                np.savez(handle, packed=codes.packed, ids=np.array(codes.ids, dtype=str),
+                         n_bits=codes.n_bits, bad=bad)
+        with np.load(path) as data:
+            parts.append(BinaryCodes(data["packed"], int(data["n_bits"]),
+                                     ids=tuple(data["ids"].tolist())))
+            if "bad" in data.files:  # chunks of an older run kept no skipped views
+                skipped += [json.loads(b) for b in data["bad"].tolist()]
+        bar.update(len(chunk))
+    bar.close()
     codes = BinaryCodes.concat(parts)
     by_id = {v.record.image_id: v.record for v in views}
     codes = codes.with_identity(records=tuple(by_id[i] for i in codes.ids),
@@ -218,12 +228,19 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as exc:  # a model's optional package
             return fail(f"--method {args.method}: {exc}")
         npy, sidecar = store_paths(store, model.name, root)
-        if not (sidecar.exists() and not args.overwrite):  # extract_to_store refuses it
-            check_plan(npy.with_suffix(".partial"), meta["distractor_views"], args.overwrite)
-        workers = args.workers if args.workers is not None else max(0, available_cpus() - 1)
-        path = extract_to_store(model, views, store, root=root, batch_size=args.batch_size,
-                                workers=workers, chunk_size=args.chunk_size,
-                                overwrite=args.overwrite, extra_meta=meta)
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        # the store's lock (extract_to_store takes it again), held before the plan is checked:
+        # a second run must not replace the first one's unfinished views
+        with FolderLock(npy.parent, f".{model.name}.lock"):
+            if not (sidecar.exists() and not args.overwrite):  # extract_to_store refuses it
+                check_plan(npy.with_suffix(".partial"), meta["distractor_views"],
+                           args.overwrite)
+            workers = (args.workers if args.workers is not None
+                       else max(0, available_cpus() - 1))
+            path = extract_to_store(model, views, store, root=root,
+                                    batch_size=args.batch_size, workers=workers,
+                                    chunk_size=args.chunk_size, overwrite=args.overwrite,
+                                    extra_meta=meta)
     else:
         path = describe_hash_chunks(views, args.method, store, root, args.chunk_size,
                                     args.batch_size, args.overwrite, meta)

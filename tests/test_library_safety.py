@@ -236,3 +236,43 @@ def test_formula_like_ids_and_paths_are_quoted_in_csv_and_read_back(tmp_path):
                     tmp_path / "t.csv")
     cells = pd.read_csv(out, dtype=str)["image"].tolist()
     assert cells[0] == "'" + hostile[0] and cells[5] == "plain" and cells[6] == "'kept"
+
+
+def test_folder_lock_is_reentrant_in_one_process_and_exclusive_across(tmp_path):
+    from helpers import FolderLock
+
+    with FolderLock(tmp_path, ".s.lock"), FolderLock(tmp_path, ".s.lock"):
+        assert (tmp_path / ".s.lock").exists()
+    assert not (tmp_path / ".s.lock").exists()
+    code = ("import sys; from helpers import FolderLock\n"
+            "try:\n    FolderLock(sys.argv[1], '.s.lock').acquire()\n"
+            "except ValueError as exc:\n    print(exc)\n")
+    with FolderLock(tmp_path, ".s.lock"):
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                              text=True, cwd=REPO, timeout=60)
+    assert "in use by process" in done.stdout
+
+
+def test_a_second_make_distractors_cannot_replace_a_running_one(tmp_path, small_photos):
+    """Review of issue 25: a second run with --overwrite deleted the first run's lock, plan
+    and finished chunks, then the first silently replaced the second's store."""
+    import time
+
+    base = [sys.executable, str(REPO / "scripts" / "make_distractors.py"), "--photos",
+            f"folder:{small_photos}", "--method", "dhash", "--store-name", "m",
+            "--features-dir", str(tmp_path / "f")]
+    first = subprocess.Popen([*base, "--count", "200000", "--chunk-size", "500"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        partial = tmp_path / "f" / "m" / "dhash.partial"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(partial.glob("chunk_*")):
+            time.sleep(0.2)
+        assert list(partial.glob("chunk_*")), "the first run wrote no chunk"
+        second = subprocess.run([*base, "--count", "12", "--overwrite"], capture_output=True,
+                                text=True, timeout=120)
+        assert second.returncode == 2 and "in use by process" in second.stderr
+        assert (partial / "views.json").exists() and list(partial.glob("chunk_*"))
+    finally:
+        first.kill()
+        first.communicate()
