@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import get_logger
+from helpers import get_logger, save_torch
 from SimCLRv2.resnet import ContrastiveHead, ResNet, get_resnet
 
 logger = get_logger(__name__)
@@ -259,13 +259,9 @@ def save_checkpoint(path: str | Path, model: str, encoder: ResNet,
     **extra
         More entries (e.g. ``epoch``, ``optimizer``, ``checkpoint``).
     """
-    from helpers import atomic_write
-
     state = {"model": model, "encoder": encoder.state_dict(),
              "head": None if head is None else head.state_dict(), **extra}
-    with atomic_write(path, "wb") as handle:
-        torch.save(state, handle)
-    return Path(path)
+    return save_torch(state, path)
 
 
 def load_converted(path: str | Path) -> tuple[ResNet, ContrastiveHead | None, dict]:

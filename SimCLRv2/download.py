@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from helpers import DownloadError, atomic_write, download_file, get_logger
+from helpers import DownloadError, download_file, get_logger, save_torch
 from SimCLRv2.checkpoints import Checkpoint
 
 logger = get_logger(__name__)
@@ -97,7 +97,6 @@ def download_and_convert(checkpoint: Checkpoint, ema: bool = False,
                                       checkpoint.version, ema)
     state["checkpoint"] = {"name": checkpoint.name, "url": base_url or checkpoint.url,
                            "file": prefix.name}
-    with atomic_write(output, "wb") as handle:  # the format of convert.save_checkpoint
-        torch.save(state, handle)
+    save_torch(state, output)  # the format of convert.save_checkpoint
     logger.info("converted %s to %s", checkpoint.name, output)
     return output

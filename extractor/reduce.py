@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from helpers import atomic_path, results_root
+from helpers import results_root, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -250,9 +250,7 @@ class Reducer:
                 k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray)
                     else v) for k, v in self.quantizer.items()},
         }
-        with atomic_path(path) as tmp:
-            torch.save(content, tmp)
-        return path
+        return save_torch(content, path)
 
 
 def _plain(value: Any) -> Any:

@@ -235,7 +235,7 @@ def extract_to_store(
     with contextlib.ExitStack() as stack:
         if rank == 0:
             npy.parent.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(FolderLock(npy.parent, f".{model.name}.lock"))
+            stack.enter_context(FolderLock(npy.parent, f".{model.name}.lock", reenter=True))
             # overwrite: the old store stays readable until the new one replaces it (_write)
         return _extract_chunks(model, images, records, npy, sidecar, dataset, batch_size,
                                workers, chunk_size, rank, world_size, overwrite, barrier,
@@ -383,7 +383,7 @@ def save_store(array: np.ndarray, records: list[ImageRecord], dataset: str, name
     if sidecar.exists() and not overwrite:
         raise FileExistsError(f"feature store {npy} exists; pass overwrite=True to replace it")
     npy.parent.mkdir(parents=True, exist_ok=True)
-    with FolderLock(npy.parent, f".{name}.lock"):
+    with FolderLock(npy.parent, f".{name}.lock", reenter=True):
         _write(npy, array, list(records), {"dataset": dataset, "model": name,
                                            **(meta or {})})
     return npy

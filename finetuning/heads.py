@@ -32,7 +32,7 @@ from extractor.reduce import Reducer, ReducerSpec
 from extractor.reducer_nets import ReducerNet, check_network_fits, network_state
 from finetuning.loop import TrainingLog, latest_checkpoint, run_loop
 from finetuning.optim import OPTIMIZERS, build_optimizer, warmup_cosine
-from helpers import atomic_path, get_logger
+from helpers import get_logger, save_torch
 from helpers.seeding import derive_seed
 
 logger = get_logger(__name__)
@@ -193,11 +193,10 @@ def collapse_check(embeddings: torch.Tensor, last_loss: float, config: HeadConfi
 
 def _checkpoint(path: Path, net: ReducerNet, optimizer, scheduler, epoch: int, step: int,
                 config: HeadConfig) -> Path:
-    with atomic_path(path) as tmp:
-        torch.save({"format": "image-similarity-lab/head-checkpoint-1", "net": net.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "epoch": epoch, "step": step, "config": asdict(config)}, tmp)
-    return path
+    return save_torch({"format": "image-similarity-lab/head-checkpoint-1",
+                       "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step,
+                       "config": asdict(config)}, path)
 
 
 def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from extractor.models import FINETUNE_FORMAT, FeatureModel, TorchFeatureModel
-from helpers import atomic_write, get_logger
+from helpers import get_logger, save_torch
 
 logger = get_logger(__name__)
 
@@ -212,9 +212,7 @@ def save_checkpoint(path: str | Path, encoder: Encoder, model: Trainable, **trai
         # a converted SimCLR file too; its "head" only when it is the architecture's own
         state["model"] = encoder.simclr_model
         state["head"] = model.head.state_dict() if model.head is encoder.head else None
-    with atomic_write(path, "wb") as handle:
-        torch.save(state, handle)
-    return Path(path)
+    return save_torch(state, path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -238,6 +238,25 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
 
 
+def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path``, atomically. A full disk or a read-only folder raises the
+    `OSError` behind it (torch reports it as ``RuntimeError: [enforce fail at
+    inline_container.cc] unexpected pos``), so scripts print one line naming the file."""
+    import torch  # only the callers that save tensors pay for it
+
+    try:
+        with atomic_write(path, "wb") as handle:  # a Python file: its OSError surfaces
+            torch.save(obj, handle)
+    except (RuntimeError, OSError) as exc:
+        cause = exc
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from exc
+    return Path(path)
+
+
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Save an array as ``.npy`` atomically (memory-mappable: ``np.load(mmap_mode='r')``)."""
     with atomic_write(path, "wb") as handle:

@@ -297,17 +297,20 @@ class FolderLock:
     """An exclusive lock on a result folder: ``<folder>/.lock`` with the owner's pid and host.
 
     A lock left by a process that no longer runs on this host is stale and taken over (with a
-    warning); a live one, or one from another host, makes :meth:`acquire` raise. The lock is
-    re-entrant within a process: a script that holds a store's lock while it prepares the
-    store may call a library function that takes the same lock.
+    warning); a live one, or one from another host, makes :meth:`acquire` raise. With
+    ``reenter=True`` a lock that this thread already holds is taken again (and released with
+    the outer one): a library function that locks a store can run inside a script that holds
+    the store's lock while it prepares it; otherwise the same process is refused like any.
     """
 
-    #: Locks this process holds: path -> how many times taken.
-    _held_here: dict[str, int] = {}
+    #: Locks this process holds: (path, thread) -> how many times taken.
+    _held_here: dict[tuple[str, int], int] = {}
     _held_guard = threading.Lock()
 
-    def __init__(self, folder: str | os.PathLike, name: str = LOCK_NAME):
+    def __init__(self, folder: str | os.PathLike, name: str = LOCK_NAME,
+                 reenter: bool = False):
         self.path = Path(folder) / name
+        self.reenter = reenter
         self.held = False
 
     def _owner(self) -> dict | None:
@@ -335,9 +338,9 @@ class FolderLock:
         return False
 
     def acquire(self) -> FolderLock:
-        key = os.path.abspath(self.path)
+        key = (os.path.abspath(self.path), threading.get_ident())
         with self._held_guard:
-            if self._held_here.get(key):
+            if self.reenter and self._held_here.get(key):
                 self._held_here[key] += 1
                 self.held = True
                 return self
@@ -369,7 +372,7 @@ class FolderLock:
         if not self.held:
             return
         self.held = False
-        key = os.path.abspath(self.path)
+        key = (os.path.abspath(self.path), threading.get_ident())
         with self._held_guard:
             count = self._held_here.get(key, 1) - 1
             if count > 0:

@@ -238,12 +238,14 @@ def test_formula_like_ids_and_paths_are_quoted_in_csv_and_read_back(tmp_path):
     assert cells[0] == "'" + hostile[0] and cells[5] == "plain" and cells[6] == "'kept"
 
 
-def test_folder_lock_is_reentrant_in_one_process_and_exclusive_across(tmp_path):
+def test_folder_lock_is_reentrant_when_asked_and_exclusive_across(tmp_path):
     from helpers import FolderLock
 
-    with FolderLock(tmp_path, ".s.lock"), FolderLock(tmp_path, ".s.lock"):
+    with FolderLock(tmp_path, ".s.lock"), FolderLock(tmp_path, ".s.lock", reenter=True):
         assert (tmp_path / ".s.lock").exists()
     assert not (tmp_path / ".s.lock").exists()
+    with FolderLock(tmp_path, ".s.lock"), pytest.raises(ValueError, match="in use"):
+        FolderLock(tmp_path, ".s.lock").acquire()  # not re-entered unless asked
     code = ("import sys; from helpers import FolderLock\n"
             "try:\n    FolderLock(sys.argv[1], '.s.lock').acquire()\n"
             "except ValueError as exc:\n    print(exc)\n")
@@ -276,3 +278,29 @@ def test_a_second_make_distractors_cannot_replace_a_running_one(tmp_path, small_
     finally:
         first.kill()
         first.communicate()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_an_oserror_naming_the_file(tmp_path,
+                                                                             monkeypatch):
+    """torch.save on a full disk raised RuntimeError ('[enforce fail at inline_container.cc]
+    unexpected pos'), a traceback in finetune.py and train_verifier.py; /dev/full stands in
+    for the full disk."""
+    import contextlib
+    import errno
+
+    import torch
+
+    import helpers.io
+    from helpers.cli import error_message
+
+    @contextlib.contextmanager
+    def full(path, mode="w", **kwargs):
+        with open("/dev/full", mode) as handle:
+            yield handle
+
+    monkeypatch.setattr(helpers.io, "atomic_write", full)
+    target = tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(OSError) as info:
+        helpers.io.save_torch({"w": torch.zeros(100_000)}, target)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert error_message(info.value).startswith(f"No space left on device: {target}")
