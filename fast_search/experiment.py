@@ -199,6 +199,10 @@ def _cached(path: Path, key: dict[str, Any], index: SearchIndex) -> SearchIndex 
     meta_file = path.with_suffix(".json")
     if not (path.exists() and meta_file.exists()):
         return None
+    if not (path.is_file() and meta_file.is_file()):  # a FIFO would block the reader
+        logger.warning("not reusing the cached index %s: not a regular file; building it "
+                       "again", path)
+        return None
     try:
         meta = read_json(meta_file)
     except ValueError:

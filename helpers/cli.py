@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -62,6 +63,27 @@ def error_message(exc: BaseException) -> str | None:
     return None
 
 
+def _special_files(argv: list[str]) -> tuple[str, str] | None:
+    """The first command-line value (as it is, after ``prefix:`` or ``key=``) that names an
+    existing FIFO, socket or device, with what it is; None when there is none."""
+    import stat
+
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    for token in argv:
+        if not isinstance(token, str) or "\x00" in token:
+            continue
+        for text in {token, token.partition(":")[2], token.partition("=")[2]} - {""}:
+            try:
+                mode = os.stat(text).st_mode
+            except (OSError, ValueError):
+                continue
+            for test, what in kinds:
+                if test(mode):
+                    return text, what
+    return None
+
+
 def script_main(main: Callable[..., int]) -> Callable[..., int]:
     """Decorate a script's ``main(argv)``: a user error (see `error_message`) anywhere in the
     run returns `EXIT_ERROR` after one ``error: ...`` line instead of a traceback; other
@@ -70,6 +92,11 @@ def script_main(main: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
+        argv = args[0] if args else kwargs.get("argv")
+        special = _special_files(sys.argv[1:] if argv is None else argv)
+        if special:
+            return fail(f"{special[0]} is {special[1]}, not a regular file or folder: refusing "
+                        "to read it (a FIFO would wait forever)")
         try:
             return main(*args, **kwargs)
         except (ValueError, OSError, MemoryError) as exc:

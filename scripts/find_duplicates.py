@@ -43,6 +43,7 @@ from helpers import (
     add_output_arguments,
     experiment_run,
     get_logger,
+    is_within,
     setup_logging,
     write_csv,
 )
@@ -120,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(args.folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
+    if args.output and is_within(args.output, folder):
+        raise ValueError(f"--output {args.output} lies inside {folder}, which is searched "
+                         "recursively: the next run would take the result's figures for "
+                         "photos; choose a folder outside it")
     label = parse_algorithm(args.method).label
     check_one_row_method(args.method)  # before describing any image
     threshold = _threshold(args, label)

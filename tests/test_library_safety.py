@@ -304,3 +304,28 @@ def test_a_full_disk_while_saving_a_checkpoint_is_an_oserror_naming_the_file(tmp
         helpers.io.save_torch({"w": torch.zeros(100_000)}, target)
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
     assert error_message(info.value).startswith(f"No space left on device: {target}")
+
+
+def test_a_fifo_given_or_cached_never_blocks_a_script(tmp_path, capsys):
+    """Review of issue 25: a FIFO as --partition hung cluster.py (and left its lock); a FIFO
+    in place of a cached .faiss hung the search. Every script refuses a FIFO, socket or device
+    named on its command line before any work; the index cache rebuilds past one."""
+    import os
+
+    from tests.conftest import load_script
+
+    fifo = tmp_path / "part.txt"
+    os.mkfifo(fifo)
+    code = load_script("cluster").main(["--features", "sample:dhash", "--method", "duplicates",
+                                        "--threshold", "0.1", "--partition", str(fifo),
+                                        "--output", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "is a FIFO" in err[-1] and not (tmp_path / "c").exists()
+    search_set = fs.load_search_set(_features(300), _features(5, seed=1, prefix="q"))
+    cache = tmp_path / "cache"
+    fs.prepare_index(search_set, "IVF4,Flat", cache_dir=cache)
+    saved = next(cache.glob("*.faiss"))
+    saved.unlink()
+    os.mkfifo(saved)
+    index, info = fs.prepare_index(search_set, "IVF4,Flat", cache_dir=cache)
+    assert not info["cached"] and index.ntotal == 300
