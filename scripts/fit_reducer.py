@@ -109,23 +109,34 @@ def main(argv: list[str] | None = None) -> int:
     from hashing.separation import plot_explained_variance
     from helpers import check_name, resolve_device, write_json
 
-    dataset, slash, method = args.store.partition("/")
-    if not slash:
-        raise ValueError(f"--store must be DATASET/METHOD, got {args.store!r}")
+    features_dir = args.features_dir
+    if args.store.endswith(".npy"):  # a store's rows named by their file
+        rows = Path(args.store)
+        dataset, slash, method = rows.parent.name, "/", rows.stem
+        features_dir = rows.parent.parent
+    else:
+        dataset, slash, method = args.store.partition("/")
+    if not slash or not dataset or not method:
+        raise ValueError(f"--store must be DATASET/METHOD or a store's .npy, got "
+                         f"{args.store!r}")
     specs = [parse_reducer(r) for r in args.reducer]
     resolve_device(args.device)
-    store = load_store(dataset, method, args.features_dir)
+    store = load_store(dataset, method, features_dir)
     kind = store.meta.get("kind", "float")
     if kind != "float":
         raise ValueError(f"--store {args.store} holds {kind} descriptors, not float features: "
                          "a reducer is fitted on a model's features")
+    too_wide = [s.name for s in specs if s.dim > store.features.shape[1]]
+    if too_wide:  # refused before any reducer is fitted or written
+        raise ValueError(f"--reducer {', '.join(too_wide)}: more outputs than the "
+                         f"{store.features.shape[1]}-d features of {args.store}")
     folder = Path(args.output_dir) if args.output_dir else reducers_dir() / check_name(
         method, "method")
     folder = check_output_dir(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # one run writes the folder at a time (two runs of the same reducer would both write it)
     with FolderLock(folder):
-        inputs = path_inputs(args, roots=[args.features_dir])
+        inputs = path_inputs(args, roots=[features_dir])
         targets = _targets(folder, specs, args.quantize, args.overwrite, inputs)
         data = store
         if args.sample and args.sample < len(store.features):

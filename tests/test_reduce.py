@@ -356,3 +356,20 @@ def test_whitening_rank_deficient_data_warns_of_the_flat_components(caplog):
         fit_reducer(x, "pcaw:3")
         fit_reducer(data(), "pcaw:6")
     assert "zero variance" not in caplog.text
+
+
+def test_fit_reducer_checks_every_reducer_before_writing_and_takes_a_npy(tmp_path, capsys):
+    """Review of issue 25: `--reducer pca:2 pcaw:40` wrote pca_2 before refusing pcaw:40;
+    `--store <path>.npy` said "store name '' is not a plain name"."""
+    from tests.conftest import load_script
+
+    main = load_script("fit_reducer").main
+    features = _toy_store(tmp_path)
+    out = tmp_path / "reducers"
+    code = main(["--store", "toy/feat", "--features-dir", str(features), "--reducer", "pca:2",
+                 "pcaw:400", "--output-dir", str(out)])
+    assert code == 2 and "pcaw:400: more outputs than" in capsys.readouterr().err
+    assert not list(out.glob("*.pt")) if out.exists() else True
+    npy = next(features.rglob("feat.npy"))
+    assert main(["--store", str(npy), "--reducer", "pca:2", "--output-dir", str(out)]) == 0
+    assert (out / "pca_2.pt").is_file()
