@@ -108,8 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _pairs(args: argparse.Namespace, algorithms, attacks, seed):
-    if args.pairs:
-        return read_pairs(args.pairs), Path(args.pairs).resolve().parent
+    if args.pairs:  # the CSV is an input by its flag; images inside the output are never the
+        return read_pairs(args.pairs), None  # earlier run's, so --overwrite refuses them
     dataset = load_dataset(args.dataset, args.data_root, subset=args.subset)
     records = sample_records(dataset.records, args.count, seed, args.dataset)
     hard_method = parse_algorithm(args.hard_method) if args.hard_method else algorithms[0]
