@@ -19,6 +19,7 @@ anything else:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -312,12 +313,14 @@ class FolderLock:
         self.path = Path(folder) / name
         self.reenter = reenter
         self.held = False
+        self._fd: int | None = None
 
     def _owner(self) -> dict | None:
         try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
+            owner = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        return owner if isinstance(owner, dict) else None
 
     def _stale(self, owner: dict | None) -> bool:
         if owner is None:
@@ -327,8 +330,8 @@ class FolderLock:
         pid = owner.get("pid")
         if not isinstance(pid, int) or pid <= 0:
             return True
-        if pid == os.getpid():
-            return False
+        if pid == os.getpid():  # asked only once the kernel lock is ours: a leftover of ours
+            return True
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -344,29 +347,43 @@ class FolderLock:
                 self._held_here[key] += 1
                 self.held = True
                 return self
-        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
-        for _ in range(2):
+        for _ in range(20):  # retried only when the file was replaced while we opened it
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            except FileExistsError:
-                owner = self._owner()
-                if self._stale(owner):
-                    logger.warning("removing stale lock %s (process %s is gone)", self.path,
-                                   owner.get("pid") if owner else "?")
-                    self.path.unlink(missing_ok=True)
-                    continue
-                who = (f"process {owner.get('pid')} on {owner.get('host')}" if owner
-                       else "another run")
-                raise OutputError(f"{self.path.parent} is in use by {who} (lock file "
-                                  f"{self.path}); wait for it to finish, or delete the lock "
-                                  "file if no run is active") from None
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(record)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a live process holds it: the kernel says so
+                os.close(fd)
+                self._refuse(self._owner())
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # its holder released (and removed) it meanwhile: take the new one
+                os.close(fd)
+                continue
+            owner = self._owner()
+            if owner is not None and not self._stale(owner):
+                os.close(fd)  # a lock of another host, or of a live process without flock
+                self._refuse(owner)
+            if owner is not None:
+                logger.warning("taking over the stale lock %s (process %s is gone)",
+                               self.path, owner.get("pid"))
+            record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record.encode(), 0)
+            self._fd = fd
             self.held = True
             with self._held_guard:
                 self._held_here[key] = 1
             return self
         raise OutputError(f"could not take the lock {self.path}")
+
+    def _refuse(self, owner: dict | None) -> None:
+        who = (f"process {owner.get('pid')} on {owner.get('host')}" if owner
+               else "another run")
+        raise OutputError(f"{self.path.parent} is in use by {who} (lock file {self.path}); "
+                          "wait for it to finish, or delete the lock file if no run is "
+                          "active")
 
     def release(self) -> None:
         if not self.held:
@@ -379,7 +396,10 @@ class FolderLock:
                 self._held_here[key] = count
                 return
             self._held_here.pop(key, None)
-        self.path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)  # while still held: nobody takes a removed file
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

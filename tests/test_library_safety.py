@@ -329,3 +329,44 @@ def test_a_fifo_given_or_cached_never_blocks_a_script(tmp_path, capsys):
     os.mkfifo(saved)
     index, info = fs.prepare_index(search_set, "IVF4,Flat", cache_dir=cache)
     assert not info["cached"] and index.ntotal == 300
+
+
+def _take_lock(folder, start, results):
+    from helpers import FolderLock, OutputError
+
+    start.wait()
+    try:
+        lock = FolderLock(folder).acquire()
+    except OutputError:
+        results.put("refused")
+        return
+    results.put("won")
+    import time
+
+    time.sleep(0.3)
+    lock.release()
+
+
+def test_two_processes_never_both_take_over_a_stale_lock(tmp_path):
+    """Review of issue 25: with a dead process's lock in place, two runs started together
+    both acquired it in a third of the trials (check, then delete, then create). The kernel's
+    flock now decides."""
+    import json
+    import multiprocessing
+    import socket
+
+    context = multiprocessing.get_context("fork")
+    for trial in range(8):
+        folder = tmp_path / f"t{trial}"
+        folder.mkdir()
+        (folder / ".lock").write_text(json.dumps({"pid": 999_999_999,
+                                                   "host": socket.gethostname()}))
+        start, results = context.Event(), context.Queue()
+        workers = [context.Process(target=_take_lock, args=(folder, start, results))
+                   for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        start.set()
+        for worker in workers:
+            worker.join(30)
+        assert sorted(results.get(timeout=5) for _ in workers) == ["refused", "won"]
