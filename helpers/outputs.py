@@ -439,9 +439,20 @@ def _nested_results(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+#: The set-aside folder's name (`_set_aside`) and the marker inside that proves it ours.
+_ASIDE = re.compile(rf"^{re.escape(PREVIOUS_PREFIX)}[0-9a-f]{{8}}$")
+_ASIDE_MARK = ".set-aside.json"
+
+
+def _is_aside(path: Path) -> bool:
+    """A folder `_set_aside` made (by its name and marker), not a user's ``.previous-x``."""
+    return (bool(_ASIDE.match(path.name)) and path.is_dir() and not path.is_symlink()
+            and (path / _ASIDE_MARK).is_file())
+
+
 def _own_entry(name: str) -> bool:
     """The mechanism's own entries of a result folder (lock, list, kept earlier result)."""
-    return name in (LOCK_NAME, OUTPUTS_NAME) or name.startswith(PREVIOUS_PREFIX)
+    return name in (LOCK_NAME, OUTPUTS_NAME) or bool(_ASIDE.match(name))
 
 
 def _files(folder: Path) -> list[str]:
@@ -500,25 +511,31 @@ def _listed(folder: Path) -> list[str] | None:
     return files if isinstance(files, list) else None
 
 
-def _unmade(folder: Path) -> list[str] | None:
-    """Files in ``folder`` that its run did not make (added since), or None when the folder
-    has no list of what was made (a result from before lists were kept)."""
+def _unmade(folder: Path) -> list[str]:
+    """Files in ``folder`` that its runs did not make (added since). A result from before
+    lists were kept has none: there, files written after its ``experiment.json`` (the last
+    file a run writes) count as added."""
     listed = _listed(folder)
-    if listed is None:
-        return None
-    made = set(listed)
-    return [f for f in _files(folder) if f not in made]
+    if listed is not None:
+        made = set(listed)
+        return [f for f in _files(folder) if f not in made]
+    record = folder / "experiment.json"
+    finished = _mtime(record) + 1.0
+    return [f for f in _files(folder) if f != "experiment.json"
+            and _mtime(folder / f) > finished]
 
 
 def _set_aside(folder: Path) -> Path:
     """Move the earlier result into ``<folder>/.previous-<hex>/`` (same file system: renames)."""
     import secrets
 
+    from helpers.io import write_json
+
     aside = folder / f"{PREVIOUS_PREFIX}{secrets.token_hex(4)}"
     aside.mkdir()
+    write_json(aside / _ASIDE_MARK, {"pid": os.getpid(), "folder": str(folder)})
     for child in list(folder.iterdir()):
-        if child.name not in (LOCK_NAME, aside.name) and not child.name.startswith(
-                PREVIOUS_PREFIX):
+        if child.name != LOCK_NAME and not _ASIDE.match(child.name):
             os.replace(child, aside / child.name)
     return aside
 
@@ -531,13 +548,34 @@ def _remove(path: Path) -> None:
 
 
 def _restore(folder: Path, aside: Path) -> None:
-    """Put back the earlier result kept in ``aside``, removing what a failed or interrupted
-    run wrote in its place."""
-    for child in list(folder.iterdir()):
-        if child.name not in (LOCK_NAME, aside.name):
-            _remove(child)
+    """Put back the earlier result kept in ``aside``. Only what the failed or interrupted run
+    listed as its own is removed first; anything else there (a file put in by hand meanwhile,
+    or one the run wrote after its last listing before a SIGKILL) is kept, and so it stands
+    in the way of the next ``--overwrite``, which names it. Where such a file has the name of
+    one of the earlier result's, the earlier one stays aside (logged)."""
+    for name in _listed(folder) or ():
+        target = folder / name
+        if (target.is_file() or target.is_symlink()) and is_within(target.parent, folder):
+            target.unlink()
+    (folder / OUTPUTS_NAME).unlink(missing_ok=True)
+    for root, dirs, _files_here in os.walk(folder, topdown=False):  # folders left empty
+        for d in dirs:
+            path = Path(root) / d
+            if not path.is_symlink() and not _own_entry(path.name) and not any(path.iterdir()):
+                path.rmdir()
+    kept_aside = []
     for child in list(aside.iterdir()):
-        os.replace(child, folder / child.name)
+        if child.name == _ASIDE_MARK:
+            continue
+        if (folder / child.name).exists() or (folder / child.name).is_symlink():
+            kept_aside.append(child.name)
+        else:
+            os.replace(child, folder / child.name)
+    if kept_aside:
+        logger.warning("%s: %s of the earlier result stayed in %s (files of the same name "
+                       "were put there meanwhile)", folder, ", ".join(kept_aside[:3]), aside)
+        return
+    (aside / _ASIDE_MARK).unlink(missing_ok=True)
     aside.rmdir()
 
 
@@ -545,7 +583,7 @@ def _restore_interrupted(folder: Path) -> None:
     """An ``--overwrite`` killed before it finished left the earlier result aside: restore
     it (the unfinished run's files go)."""
     for aside in sorted(folder.glob(f"{PREVIOUS_PREFIX}*")):
-        if aside.is_dir() and not aside.is_symlink():
+        if _is_aside(aside):
             logger.warning("an interrupted --overwrite left the earlier result in %s; "
                            "restoring it", aside)
             _restore(folder, aside)

@@ -362,7 +362,7 @@ def experiment_run(
                     resume=resume, inputs=protected, flags=_flags(args)) as folder:
         # a resumed folder holds earlier files: only those listed or written from now on are
         # the script's; any other folder started empty
-        since = time.time() - 1 if resume else None
+        since = time.time() if resume else None
         run = Run(folder, script, config if config is not None else dict(vars(args)), started,
                   protected, since)
         try:

@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         points = _keep(points, args.partition)
     params = method_params(args, points)
     name = "_".join(["cluster", *[_short(f) for f in args.features], args.method])
-    with experiment_run(args, SCRIPT, name=name, roots=[root]) as run:
+    # the image files the galleries draw (records may point anywhere, this folder included)
+    drawn = [r.path for r in points.records or () if getattr(r, "path", None)]
+    with experiment_run(args, SCRIPT, name=name, inputs=drawn, roots=[root]) as run:
         run.record({**vars(args), "params": params, "images": len(points),
                     "features_method": points.method, "metric_used": points.metric})
         result = cluster(points, args.method, device=args.device, max_memory=max_memory,

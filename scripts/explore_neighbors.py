@@ -173,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"no query of {args.queries} has its source in the "
                              "database: give --query-id to look at controls")
     images = Images(args, search_set)
-    with experiment_run(args, SCRIPT, inputs=[images.root], roots=[root]) as run:
+    # the image files drawn (records may point anywhere, the result folder included)
+    drawn = [search_set.query_records[q].path for q in chosen]
+    drawn += [search_set.database_record(int(r)).path for q in chosen for r in rows[q]
+              if r >= 0]
+    with experiment_run(args, SCRIPT, inputs=[images.root, *drawn], roots=[root]) as run:
         output = run.folder
         run.record({**vars(args), "k_shown": k})
         cols = k + 2

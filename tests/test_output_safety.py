@@ -492,15 +492,25 @@ def test_a_failed_or_killed_overwrite_gives_the_earlier_result_back(tmp_path):
         run.record()
         raise ValueError("bad flag")
     assert tree(out) == before
-    # killed mid-run: the earlier result aside, a half-written file in place
+    # killed mid-run (SIGKILL): the earlier result aside (with its marker), the run's listed
+    # file and one it wrote after its last listing in place; then a note put in by hand
     aside = out / ".previous-0badc0de"
     aside.mkdir()
+    (aside / ".set-aside.json").write_text("{}")
     for name in ("head.pt", "experiment.json", ".outputs.json"):
         (out / name).rename(aside / name)
     (out / "half.pt").write_bytes(b"half")
+    (out / ".outputs.json").write_text('{"files": ["half.pt"]}')
+    (out / "unlisted.pt").write_bytes(b"late")
+    (out / "NOTES.txt").write_text("mine")
     with experiment_run(_namespace(output=str(out), resume=True), "train_verifier"):
         pass
-    assert tree(out) == before
+    after = tree(out)
+    assert after.pop("NOTES.txt") == b"mine" and after.pop("unlisted.pt") == b"late"
+    assert after == before  # the earlier result is back; nothing unlisted was deleted
+    with pytest.raises(OutputError, match="did not make"), \
+            experiment_run(_namespace(output=str(out), overwrite=True), "train_verifier"):
+        pass
 
 
 def test_an_output_at_the_file_system_root_is_one_line(capsys):
@@ -508,3 +518,56 @@ def test_an_output_at_the_file_system_root_is_one_line(capsys):
                                         "--threshold", "0.1", "--output", "/"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error:") and "Traceback" not in "\n".join(err)
+
+
+def test_a_users_previous_folder_and_old_results_are_never_taken_for_ours(tmp_path):
+    """Review of issue 25: a user's folder named .previous-mine was 'restored' over a result;
+    a result from before file lists were kept lost a photo added later to --overwrite."""
+    import os
+    import time
+
+    from helpers import experiment_run
+
+    out = tmp_path / "c"
+    with experiment_run(_namespace(output=str(out)), "cluster") as run:
+        (run.folder / "clusters.json").write_text("{}")
+        run.finish()
+    (out / ".previous-mine").mkdir()
+    (out / ".previous-mine" / "notes.txt").write_text("mine")
+    before = tree(out)
+    with pytest.raises(OutputError, match="already exists"), \
+            experiment_run(_namespace(output=str(out)), "cluster"):
+        pass
+    assert tree(out) == before
+    legacy = tmp_path / "legacy"  # made before .outputs.json existed
+    legacy.mkdir()
+    write_experiment_json(legacy, {}, script="cluster")
+    (legacy / "clusters.json").write_text("{}")
+    old = time.time() - 3600
+    for name in ("experiment.json", "clusters.json"):
+        os.utime(legacy / name, (old, old))
+    (legacy / "photo.jpg").write_bytes(b"added later")
+    with pytest.raises(OutputError, match=r"did not make \(photo.jpg\)"), \
+            experiment_run(_namespace(output=str(legacy), overwrite=True), "cluster"):
+        pass
+    assert (legacy / "photo.jpg").read_bytes() == b"added later"
+
+
+def test_cluster_overwrite_keeps_the_images_its_store_points_to(tmp_path, capsys):
+    """Review of issue 25: a store described from the gallery images of a cluster.py result,
+    clustered into that same result with --overwrite, replaced the images it points to."""
+    from hashing import describe, save_descriptors
+
+    out = tmp_path / "cg"
+    cluster = load_script("cluster")
+    assert cluster.main(["--features", "sample:dhash", "--method", "duplicates", "--threshold",
+                         "0.3", "--galleries", "2", "--output", str(out)]) == 0
+    figures = out / "figures"
+    assert list(figures.glob("*.png"))
+    save_descriptors(describe(f"folder:{figures}", "dhash"), "g", root=tmp_path / "f")
+    before = tree(out)
+    code = cluster.main(["--features", "g/dhash", "--features-dir", str(tmp_path / "f"),
+                         "--method", "duplicates", "--threshold", "0.3", "--galleries", "2",
+                         "--output", str(out), "--overwrite"])
+    assert code == 2 and "input" in capsys.readouterr().err
+    assert tree(out) == before
