@@ -262,9 +262,9 @@ def test_a_second_run_on_the_same_output_refuses(tmp_path, photos):
     assert len(list(out.glob("*.png"))) == 4
 
 
-def test_sigint_ends_with_one_line_and_resume_finishes(tmp_path):
-    # 24 photos: a run of about 15 s here, so that a slow poll below cannot let it finish
-    # before it is interrupted (once, in a full suite, it had finished: exit 0)
+def _attacks_running(tmp_path, images: int):
+    """(command, process, output) of generate_attacks on 24 large photos (about 15 s here, so
+    that a slow poll cannot let it finish first), once it has written ``images`` images."""
     photos = _photos(tmp_path / "big", n=24, size=(640, 480))
     out = tmp_path / "out"
     command = [sys.executable, str(REPO / "scripts" / "generate_attacks.py"), str(photos),
@@ -272,10 +272,15 @@ def test_sigint_ends_with_one_line_and_resume_finishes(tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 20:
+    while time.monotonic() < deadline and len(list(out.glob("*.png"))) < images:
         time.sleep(0.1)
     written = len(list(out.glob("*.png")))
-    assert process.poll() is None, f"the run ended ({written} images) before Ctrl-C was sent"
+    assert process.poll() is None, f"the run ended ({written} images) before the signal"
+    return command, process, out
+
+
+def test_sigint_ends_with_one_line_and_resume_finishes(tmp_path):
+    command, process, out = _attacks_running(tmp_path, 20)
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C: the whole process group
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
@@ -650,16 +655,7 @@ def test_sigterm_unwinds_lists_what_was_written_and_overwrite_then_works(tmp_pat
     """A scheduler's SIGTERM ends a run like Ctrl-C (finally blocks run): the images written
     so far are listed as the run's own, so --overwrite may replace them afterwards, while a
     file put there by hand still blocks it."""
-    photos = _photos(tmp_path / "big", n=24, size=(640, 480))
-    out = tmp_path / "out"
-    command = [sys.executable, str(REPO / "scripts" / "generate_attacks.py"), str(photos),
-               str(out), "--attacks", "default", "--workers", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 10:
-        time.sleep(0.1)
-    assert process.poll() is None, "the run ended before SIGTERM was sent"
+    _, process, out = _attacks_running(tmp_path, 10)
     os.killpg(process.pid, signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in err, err
