@@ -534,19 +534,13 @@ def describe_index(index: Any) -> dict[str, Any]:
         if inner is None:
             break
         current = inner
+    try:
+        nlist = int(faiss.extract_index_ivf(index).nlist)
+    except (RuntimeError, AttributeError, TypeError):  # not an inverted file
+        nlist = 0
     return {"classes": parts, "d": int(index.d), "ntotal": int(index.ntotal),
             "is_trained": bool(index.is_trained),
-            "metric_type": int(getattr(index, "metric_type", -1)),
-            "nlist": int(getattr(faiss.extract_index_ivf(index), "nlist", 0))
-            if _has_ivf(index) else 0}
-
-
-def _has_ivf(index: Any) -> bool:
-    try:
-        _faiss().extract_index_ivf(index)
-    except (RuntimeError, AttributeError, TypeError):
-        return False
-    return True
+            "metric_type": int(getattr(index, "metric_type", -1)), "nlist": nlist}
 
 
 def load_index(path: str | Path, factory: str, metric: str, dim: int,

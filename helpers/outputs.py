@@ -29,6 +29,7 @@ import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from helpers.logs import get_logger
 from helpers.paths import project_root
@@ -199,9 +200,21 @@ def _input_overlap(real: Path, inputs: Iterable[str | os.PathLike | None]) -> st
     return None
 
 
-def _first_existing(path: Path) -> Path:
+def first_existing(path: Path) -> Path:
     """The deepest of ``path`` and its parents that exists (``path`` is absolute)."""
     return next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+
+
+def made_by(record: Any) -> str | None:
+    """The script an experiment record names (``experiment.json``, or the ``"experiment"``
+    entry of a result file); None when it names none."""
+    if isinstance(record, dict) and isinstance(record.get("experiment"), dict):
+        record = record["experiment"]
+    if not isinstance(record, dict):
+        return None
+    if record.get("script") is None and record.get("command"):
+        return Path(str(record["command"][0])).stem  # records from before "script"
+    return record.get("script")
 
 
 def _made_by(folder: Path, script: str) -> str | None:
@@ -213,11 +226,9 @@ def _made_by(folder: Path, script: str) -> str | None:
         record = json.loads(record_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return f"its experiment.json cannot be read ({exc})"
-    made_by = record.get("script") if isinstance(record, dict) else None
-    if made_by is None and isinstance(record, dict) and record.get("command"):
-        made_by = Path(str(record["command"][0])).stem  # records from before "script"
-    if made_by != script:
-        return f"its experiment.json says it was made by {made_by!r}, not {script!r}"
+    if made_by(record) != script:
+        return (f"its experiment.json says it was made by {made_by(record)!r}, not "
+                f"{script!r}")
     return None
 
 
@@ -235,7 +246,7 @@ def check_output_dir(
         protected (repository, home, working directory, a symbolic link, an input).
     """
     path = Path(os.path.abspath(os.fspath(path)))
-    existing = _first_existing(path)
+    existing = first_existing(path)
     if existing != path and not existing.is_dir():
         raise OutputError(f"output {path} lies under {existing}, which is a file, not a folder")
     if path.exists() and not path.is_dir():
@@ -279,7 +290,7 @@ def check_output_file(
     path = Path(os.path.abspath(os.fspath(path)))
     if path.suffix.lower() != suffix:
         raise OutputError(f"output {path} must be a {suffix} file")
-    existing = _first_existing(path.parent)
+    existing = first_existing(path.parent)
     if not existing.is_dir():
         raise OutputError(f"output {path} lies under {existing}, which is a file, not a folder")
     if path.is_dir():

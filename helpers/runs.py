@@ -7,12 +7,13 @@ A script declares its output flags with :func:`add_output_arguments` (a result f
 every script alike:
 
 - names and paths checked when the flags are parsed (one plain ``--name``; an ``--output`` that
-  is not a file, a link or under a file; a result file of the right kind);
+  is not a file nor under one; a result file of the right kind);
 - the run's inputs found in its own flags (:func:`path_inputs`: paths, ``folder:<path>``,
   ``prefix:path`` and store specs under the given roots), so that ``--overwrite`` never
   deletes an input, whatever flag named it;
-- nothing replaced but a result the same script made (its ``experiment.json``, or the
-  ``"experiment"`` record inside a result file);
+- nothing replaced but what the same script made (its ``experiment.json`` and the files its
+  run listed, or the ``"experiment"`` record inside a result file), and an earlier result
+  kept aside until the new run succeeds;
 - the lock (one run writes a folder or a file at a time);
 - ``experiment.json`` (configuration, versions, commit, host, times, an error when the run
   failed);
@@ -43,6 +44,8 @@ from helpers.outputs import (
     check_name,
     check_output_dir,
     check_output_file,
+    first_existing,
+    made_by,
     output_dir,
     record_outputs,
 )
@@ -75,7 +78,7 @@ def _path_problem(text: str) -> str | None:
 
 def _under_a_file(path: Path) -> str | None:
     """Why ``path`` cannot be created: the first existing parent is a file (else None)."""
-    parent = next((p for p in path.parents if p.exists() or p.is_symlink()), path)
+    parent = first_existing(path.parent)
     return None if parent.is_dir() else f"it lies under {parent}, which is a file"
 
 
@@ -226,7 +229,7 @@ def path_inputs(args: argparse.Namespace | dict[str, Any],
             if not text or "\x00" in text:
                 continue
             candidates = [text]
-            head, colon, tail = text.partition(":")
+            _, colon, tail = text.partition(":")
             if colon and tail:
                 candidates.append(tail)
             for candidate in list(candidates):
@@ -258,15 +261,14 @@ class Run:
     config : dict
         The resolved configuration written into ``experiment.json``.
     started_at : str
-    inputs : list of Path
-        What the run reads (protected from ``--overwrite``).
+    since : float, optional
+        When a resumed run started (what `helpers.outputs.record_outputs` lists as its own).
     """
 
     folder: Path
     script: str
     config: dict[str, Any]
     started_at: str
-    inputs: list[Path] = field(default_factory=list)
     since: float | None = None
     recorded: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -283,19 +285,17 @@ class Run:
         """
         if config is not None:
             self.config = config
-        self.extra.update(extra)
-        self.recorded = True
-        path = write_experiment_json(self.folder, self.config, started_at=self.started_at,
-                                     extra=self.extra or None, script=self.script)
-        record_outputs(self.folder, self.since)
-        return path
+        return self._write(None, extra)
 
     def finish(self, **extra: Any) -> Path:
         """Write ``experiment.json`` with the end time: the result is complete."""
+        return self._write(now_iso(), extra)
+
+    def _write(self, ended_at: str | None, extra: dict[str, Any]) -> Path:
         self.extra.update(extra)
         self.recorded = True
         path = write_experiment_json(self.folder, self.config, started_at=self.started_at,
-                                     ended_at=now_iso(), extra=self.extra or None,
+                                     ended_at=ended_at, extra=self.extra or None,
                                      script=self.script)
         record_outputs(self.folder, self.since)
         return path
@@ -317,9 +317,10 @@ def experiment_run(
     """The result folder of a script's run, checked, locked and recorded.
 
     The folder is ``--output``, else ``Results/<--name>``, else ``Results/<name>``. It is
-    created, or reused with ``--resume``, or emptied with ``--overwrite`` only when it holds a
-    previous result of ``script`` and neither is, holds nor lies inside an input. When the
-    block raises after `Run.record`, ``experiment.json`` keeps the error.
+    created, or reused with ``--resume``, or replaced with ``--overwrite`` only when it holds
+    nothing but a previous result of ``script`` and neither is, holds nor lies inside an input
+    (`helpers.output_dir`: the earlier result waits aside until the block ends without an
+    error). When the block raises after `Run.record`, ``experiment.json`` keeps the error.
 
     Parameters
     ----------
@@ -364,7 +365,7 @@ def experiment_run(
         # the script's; any other folder started empty
         since = time.time() if resume else None
         run = Run(folder, script, config if config is not None else dict(vars(args)), started,
-                  protected, since)
+                  since)
         try:
             yield run
         except BaseException as exc:
@@ -385,14 +386,11 @@ def _file_made_by(path: Path, script: str) -> str | None:
     record_file = path if path.suffix.lower() == ".json" else path.with_suffix(
         ".experiment.json")
     try:
-        record = read_json(record_file)
+        maker = made_by(read_json(record_file))
     except (OSError, ValueError) as exc:
         return f"it is not a result of {script} ({record_file} cannot be read: {exc})"
-    if isinstance(record, dict) and record_file == path:
-        record = record.get("experiment", record)
-    made_by = record.get("script") if isinstance(record, dict) else None
-    if made_by != script:
-        return f"it was made by {made_by!r}, not by {script}" if made_by else (
+    if maker != script:
+        return f"it was made by {maker!r}, not by {script}" if maker else (
             f"it is not a result of {script}")
     return None
 
