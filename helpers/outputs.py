@@ -620,7 +620,8 @@ def output_dir(
         :func:`helpers.write_experiment_json`); only that script's results are overwritten
         or resumed.
     overwrite : bool
-        Empty an existing result of ``script`` first.
+        Replace an existing result of ``script`` (set aside until the block ends without an
+        error, then deleted; refused when it holds files its runs did not list).
     resume : bool
         Keep an existing result of ``script`` (the caller continues it); unfinished temporary
         files are removed.

@@ -85,7 +85,7 @@ def _under_a_file(path: Path) -> str | None:
 def folder_type(text: str) -> str:
     """``--output`` of a result folder (or a folder a script writes into, such as
     ``--features-dir``): not an existing file, not under a file. A symbolic link to a folder
-    is accepted here; `helpers.output_dir` never empties one."""
+    is accepted here; `helpers.output_dir` never replaces one."""
     why = _path_problem(text)
     if why is None:
         path = Path(os.path.abspath(text))
