@@ -51,6 +51,7 @@ from helpers.params import (
 from helpers.paths import printable, project_root, results_root
 from helpers.plotting import figure_style, new_figure, save_figure
 from helpers.progress import progress
+from helpers.registry import Registry
 from helpers.runs import (
     ResultFile,
     Run,
@@ -121,6 +122,7 @@ __all__ = [
     "setup_logging",
     "to_rgb",
     "unknown_name",
+    "Registry",
     "method_label",
     "check_param_type",
     "weights_tag",
