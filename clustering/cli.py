@@ -57,7 +57,7 @@ def descriptor_kind(method: str) -> str:
     from PIL import Image
 
     from extractor import list_models
-    from hashing.registry import parse_algorithm
+    from hashing.methods.describe import parse_algorithm
     from helpers.descriptors import BinaryCodes, LocalDescriptors, MultiCodes
 
     algorithm = parse_algorithm(method)

@@ -59,7 +59,7 @@ def exact_edge_distances(points: Points, rows: np.ndarray, cols: np.ndarray,
     slower at 512 dimensions: ``scripts/benchmark_clustering.py --parts edges``)."""
     if points.binary or points.metric == "jensenshannon" or not len(rows):
         return dist
-    from hashing import native
+    from hashing.distances import native
 
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     cols = np.ascontiguousarray(cols, dtype=np.int64)

@@ -690,7 +690,7 @@ def threshold_from_digest(digest: str, algorithm: str | None = None, fpr: float 
         Unknown or ambiguous algorithm (listing those there), or no threshold meets ``fpr``.
     """
     from hashing import load_digest
-    from hashing.metrics import threshold_at_fpr
+    from hashing.evaluation.metrics import threshold_at_fpr
 
     roc = load_digest(digest).roc
     names = sorted(roc["algorithm"].unique())

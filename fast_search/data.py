@@ -253,7 +253,7 @@ def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
     from extractor.store import load_store, store_paths
 
     if ":" in method:  # a spec, as describe takes it: its identity names the store
-        from hashing.registry import parse_algorithm
+        from hashing.methods.describe import parse_algorithm
 
         method = parse_algorithm(method).label
     try:

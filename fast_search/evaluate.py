@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from hashing.metrics import micro_average_precision
+from hashing.evaluation.metrics import micro_average_precision
 
 
 def _check(indices: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +58,7 @@ def knn_intersection(indices: np.ndarray, reference: np.ndarray, k: int) -> floa
 def micro_ap(distances: np.ndarray, indices: np.ndarray, truth: np.ndarray
              ) -> dict[str, float]:
     """Copy-detection micro-average precision over all queries, controls included, as DISC21
-    computes it (`hashing.metrics.micro_average_precision`): every returned neighbour of
+    computes it (`hashing.evaluation.metrics.micro_average_precision`): every returned neighbour of
     every query is a prediction scored by its distance (``k`` columns: ``k`` candidates per
     query; one column: the nearest alone, as the hashing benchmark reports it); and the recall
     at 90% precision. Missing neighbours (index -1, infinite distance) are no predictions.

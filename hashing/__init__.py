@@ -1,52 +1,71 @@
-"""Descriptors, distances and the benchmark engine.
+"""Descriptors, distances and the benchmark engine, in three sub-packages by role.
 
-Classical perceptual hashes on batches (ahash, phash, dhash, whash and colorhash bit-identical
-to ``imagehash``; crop_resistant with imagehash's segment hashes; hist_hash; block_mean), the
-keypoint methods (orb, sift, daisy, latch: OpenCV's descriptors matched in batches), the
-algorithm registry, batched CPU/GPU distances, and the copy-detection benchmark with its JSON
-digest (`run_benchmark`, `write_digest`, `load_digest`) and figures (`hashing.plots`), the
-separation analysis (`hashing.separation`: copies' distances against unrelated pairs' ones,
-thresholds T1/T2 and at target false positive rates) and pair verification
-(`hashing.verification`: `verify`, pair sets, thresholds chosen on validation pairs).
+- `hashing.methods`: the classical perceptual hashes on batches (ahash, phash, dhash, whash and
+  colorhash bit-identical to ``imagehash``; crop_resistant with imagehash's segment hashes;
+  hist_hash; block_mean), the keypoint methods (orb, sift, daisy, latch), the neural methods
+  (every `extractor` model), the algorithm registry and `describe` / `describe_all`;
+- `hashing.distances`: batched CPU/GPU distances (`pairwise`, `nearest`, `neighbours`), each
+  kind of descriptor by its matching rule, with the compiled kernels beside their Python;
+- `hashing.evaluation`: the copy-detection benchmark and its JSON digest (`run_benchmark`,
+  `write_digest`, `load_digest`), operating points, figures (`hashing.evaluation.plots`), the
+  separation analysis and pair verification (`verify`, pair sets, fitted thresholds).
+
+`clear_caches()` frees the networks and matchers kept between calls.
 """
 
-from hashing import classical as _classical  # noqa: F401  (registers the hashes)
-from hashing import keypoints as _keypoints  # noqa: F401  (registers orb, sift, daisy, latch)
-from hashing.benchmark import BenchmarkResult, Protocol, load_records, run_benchmark, study_protocol
-from hashing.describe import describe, describe_all
-from hashing.digest import Digest, compute_digest, load_digest, score_matches, write_digest
-from hashing.distances import METRICS, nearest, pairwise
-from hashing.gray import GrayBatch
-from hashing.keypoints import local_distances
-from hashing.matching import descriptor_distances, multi_distances, neighbours
-from hashing.neural import FEATURE_DISTANCES, simhash
-from hashing.registry import (
-    Algorithm,
-    concat_descriptors,
-    describe_many,
-    get_algorithm,
-    list_algorithms,
-    parse_algorithm,
-    register_algorithm,
-    register_provider,
+from hashing.caches import clear_caches
+from hashing.distances import (
+    METRICS,
+    descriptor_distances,
+    local_distances,
+    multi_distances,
+    nearest,
+    neighbours,
+    pairwise,
 )
-from hashing.separation import separation, separation_thresholds
-from hashing.store import load_descriptors, save_descriptors
-from hashing.verification import (
+from hashing.evaluation import (
+    BenchmarkResult,
+    Digest,
     PairSet,
+    Protocol,
+    compute_digest,
     cross_validate,
     fit_threshold,
+    load_digest,
+    load_records,
     make_pairs,
     pair_distances_many,
     pair_distances_of,
     pair_scores,
     read_pairs,
+    run_benchmark,
+    score_matches,
+    separation,
+    separation_thresholds,
+    study_protocol,
     verify,
     verify_pairs,
+    write_digest,
 )
+from hashing.methods import (
+    FEATURE_DISTANCES,
+    Algorithm,
+    GrayBatch,
+    concat_descriptors,
+    describe,
+    describe_all,
+    get_algorithm,
+    list_algorithms,
+    parse_algorithm,
+    register_algorithm,
+    register_provider,
+    simhash,
+)
+from hashing.store import load_descriptors, save_descriptors
 from helpers.descriptors import BinaryCodes, FloatFeatures, LocalDescriptors, MultiCodes
 
 __all__ = [
+    "clear_caches",
     "METRICS",
     "Algorithm",
     "BenchmarkResult",
@@ -62,7 +81,6 @@ __all__ = [
     "concat_descriptors",
     "describe",
     "describe_all",
-    "describe_many",
     "descriptor_distances",
     "get_algorithm",
     "list_algorithms",

@@ -98,7 +98,7 @@ def load_descriptors(dataset: str, method: str, root: str | Path | None = None,
         ``metric`` differs from the one the store records.
     """
     from extractor.store import load_store, store_paths
-    from hashing.registry import parse_algorithm
+    from hashing.methods.describe import parse_algorithm
 
     if ":" in method:  # a spec, as describe takes it: its identity names the store
         method = parse_algorithm(method).label

@@ -268,7 +268,7 @@ def edges(args) -> dict[str, Any]:
     """Time the edge-distance kernel against the NumPy path on the same edges."""
     from clustering.graph import _edge_distances_numpy, exact_edge_distances
     from clustering.points import Points
-    from hashing import native
+    from hashing.distances import native
 
     # rows and columns (int64), the distances of both paths and their temporaries
     _check_memory(args.edge_count * 48, f"--edge-count {args.edge_count} edges")

@@ -25,7 +25,7 @@ import numpy as np
 
 from data_retrieval import load_dataset
 from data_retrieval.cli import add_data_root_argument
-from hashing import describe_many, get_algorithm, nearest, pairwise
+from hashing import describe_all, get_algorithm, nearest, pairwise
 from helpers import (
     add_output_file_arguments,
     available_cpus,
@@ -52,11 +52,13 @@ def timed(func, repeat: int = 1) -> tuple[float, object]:
 
 def bench_hashes(images, workers: list[int]) -> dict:
     algorithms = [get_algorithm(n) for n in FIVE]
-    describe_many(algorithms, images[:2], workers=1)  # one-time colour table, outside timing
+    # one-time colour table, outside timing
+    describe_all(images[:2], algorithms, workers=1, show_progress=False)
     base, ref = timed(lambda: [[f(im).hash.flatten() for im in images] for f in REFERENCE])
     out = {"images": len(images), "imagehash_seconds": base, "ours": {}}
     for w in workers:
-        t, codes = timed(lambda w=w: describe_many(algorithms, images, workers=w), repeat=2)
+        t, codes = timed(lambda w=w: describe_all(images, algorithms, workers=w,
+                                                       show_progress=False), repeat=2)
         same = all(np.array_equal(codes[a.label].to_bits(), np.stack(r))
                    for a, r in zip(algorithms, ref, strict=True))
         out["ours"][f"workers_{w}"] = {"seconds": t, "speedup": base / t, "bits_equal": same}
@@ -70,8 +72,9 @@ def bench_crop_resistant(images, n_reference: int, workers: list[int]) -> dict:
     out = {"images": len(images), "imagehash_images": len(sub),
            "imagehash_seconds_per_image": base / len(sub), "ours": {}}
     for w in workers:
-        t, codes = timed(lambda w=w: describe_many([algorithm], images, workers=w)[
-            algorithm.label], repeat=2)
+        t, codes = timed(lambda w=w: describe_all(images, [algorithm], workers=w,
+                                                  show_progress=False)[algorithm.label],
+                         repeat=2)
         ours = codes.to_bits()[:len(sub)]
         same = all(sorted(x.tobytes() for x in a) == sorted(h.hash.flatten().tobytes()
                                                             for h in r.segment_hashes)
@@ -86,7 +89,7 @@ def bench_crop_resistant(images, n_reference: int, workers: list[int]) -> dict:
 def bench_js(n_query: int, n_db: int, dim: int) -> dict:
     from scipy.spatial.distance import cdist
 
-    from hashing import native
+    from hashing.distances import native
 
     rng = np.random.default_rng(0)
     q = rng.random((n_query, dim)).astype(np.float32)
@@ -155,7 +158,7 @@ def bench_keypoints(images, n_query: int, n_db: int, n_features: int,
     """Batched keypoint matching vs the study's per-pair BFMatcher loop."""
     import cv2
 
-    from hashing import native
+    from hashing.distances import native
 
     algorithm = get_algorithm(method, n_features=n_features)
     database = algorithm.describe(images[:n_db])

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     from data_retrieval import list_images
     from hashing import describe
-    from hashing.registry import parse_algorithm
+    from hashing.methods.describe import parse_algorithm
 
     folder = Path(args.folder)
     if not folder.is_dir():

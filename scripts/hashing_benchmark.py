@@ -25,9 +25,9 @@ from data_retrieval import load_dataset, read_manifest
 from data_retrieval.cli import add_data_root_argument
 from generator.cli import add_attack_arguments, attacks_from_args
 from hashing import list_algorithms, parse_algorithm
-from hashing.benchmark import run_benchmark, study_protocol
-from hashing.digest import REPORT_FPR, load_digest, write_digest
-from hashing.plots import plot_digest
+from hashing.evaluation.benchmark import run_benchmark, study_protocol
+from hashing.evaluation.digest import REPORT_FPR, load_digest, write_digest
+from hashing.evaluation.plots import plot_digest
 from helpers import add_output_arguments, experiment_run, resolve_device, setup_logging
 from helpers.cli import MAX_COUNT, MAX_SEED, fail, integer, real, run_script, script_main
 

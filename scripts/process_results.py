@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hashing.digest import load_digest
-from hashing.plots import plot_digest
+from hashing.evaluation.digest import load_digest
+from hashing.evaluation.plots import plot_digest
 from helpers import result_file, setup_logging
 from helpers.cli import real, run_script, script_main
 from helpers.outputs import check_output_dir

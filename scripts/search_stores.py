@@ -32,7 +32,7 @@ from data_retrieval.cli import add_data_root_argument
 from extractor.store import default_features_dir
 from generator import attacked_images
 from generator.cli import add_attack_arguments, attacks_from_args, resolved_options
-from hashing.benchmark import study_protocol
+from hashing.evaluation.benchmark import study_protocol
 from helpers import (
     OutputError,
     available_cpus,

@@ -38,8 +38,7 @@ from data_retrieval import load_dataset, sample_records
 from data_retrieval.cli import add_data_root_argument
 from generator.cli import add_attack_arguments, attacks_from_args
 from hashing import get_algorithm, parse_algorithm
-from hashing.neural import algorithm_model_label
-from hashing.separation import (
+from hashing.evaluation.separation import (
     DEFAULT_FPRS,
     DEFAULT_MAX_PAIRS,
     describe_originals_and_copies,
@@ -51,6 +50,7 @@ from hashing.separation import (
     separation_frame,
     share_pivot,
 )
+from hashing.methods.neural import algorithm_model_label
 from helpers import add_output_arguments, experiment_run, setup_logging
 from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
 from helpers.descriptors import FloatFeatures

@@ -138,7 +138,7 @@ def _rows(args, attacks, seed, output: Path):
 def _model_label(spec: str) -> str:
     """The model's own name of ``--model`` (refused when it is no model)."""
     from hashing import parse_algorithm
-    from hashing.neural import algorithm_model_label
+    from hashing.methods.neural import algorithm_model_label
 
     label = algorithm_model_label(parse_algorithm(spec))
     if label is None:

@@ -43,7 +43,7 @@ from data_retrieval import load_dataset, sample_records
 from data_retrieval.cli import add_data_root_argument
 from generator.cli import add_attack_arguments, attacks_from_args
 from hashing import parse_algorithm
-from hashing.verification import (
+from hashing.evaluation.verification import (
     cross_validate,
     f1_curve,
     fit_threshold,

@@ -99,9 +99,9 @@ def http_server(tmp_path):
 
 def compiled_or_fallback(request, monkeypatch, kernel, what: str):
     """The body of a fixture with params ``["compiled", <fallback>]``: a test runs once with a
-    kernel of `hashing.native` (skipped without a C compiler) and once with the NumPy/torch
-    path a machine without a compiler takes. ``yield from`` it."""
-    from hashing import native
+    kernel of `hashing.distances.native` (skipped without a C compiler) and once with the
+    NumPy/torch path a machine without a compiler takes. ``yield from`` it."""
+    from hashing.distances import native
 
     compiled = request.param == "compiled"
     monkeypatch.setenv(native.NO_NATIVE, "0" if compiled else "1")

@@ -11,10 +11,10 @@ from data_retrieval import ImageRecord, load_dataset
 from generator import get_attack
 from generator.pipeline import iter_attacks
 from hashing import MultiCodes, get_algorithm
-from hashing.benchmark import load_records, run_benchmark
-from hashing.digest import load_digest, write_digest
-from hashing.matching import multi_distances
-from hashing.metrics import micro_average_precision, roc, threshold_metrics
+from hashing.distances import multi_distances
+from hashing.evaluation.benchmark import load_records, run_benchmark
+from hashing.evaluation.digest import load_digest, write_digest
+from hashing.evaluation.metrics import micro_average_precision, roc, threshold_metrics
 
 
 def test_threshold_metrics_hand_example():
@@ -166,7 +166,7 @@ def test_default_protocol_on_bsds_subset(bsds_root, tmp_path):
 def test_threshold_at_fpr_is_the_operating_point_of_recall_at_fpr():
     """Hand-computed: negatives at 0.1, 0.3, 0.5, 0.7 (FPR 0.25 each), positives at 0.2, 0.4;
     at FPR <= 0.25 the largest threshold is 0.2 (0.1 and 0.2 in), recall 1/2."""
-    from hashing.metrics import recall_at_fpr, roc, threshold_at_fpr
+    from hashing.evaluation.metrics import recall_at_fpr, roc, threshold_at_fpr
 
     curve = roc(np.array([0.1, 0.3, 0.5, 0.7, 0.2, 0.4]),
                 np.array([False] * 4 + [True] * 2))

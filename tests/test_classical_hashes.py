@@ -98,7 +98,7 @@ def test_crop_resistant_on_bsds_photos(bsds_root):
 
 
 def test_exact_resize_equals_pillow():
-    from hashing.resize import resize_stack
+    from hashing.methods.resize import resize_stack
 
     rng = np.random.default_rng(3)
     for shape in [(321, 481), (481, 321), (17, 300), (5, 7), (64, 64)]:
@@ -113,7 +113,7 @@ def test_exact_resize_equals_pillow():
 def test_haar_equals_pywavelets():
     import pywt
 
-    from hashing.haar import haar_dec2, haar_rec2
+    from hashing.methods.haar import haar_dec2, haar_rec2
 
     x = np.random.default_rng(0).random((2, 16, 16))
     low, details = haar_dec2(x)
@@ -142,12 +142,12 @@ def test_hist_hash_bits_and_robustness(images):
                                   codes.to_bits())
 
 
-def test_describe_many_threads_give_the_same_codes(images):
-    from hashing import describe_many
+def test_describe_all_threads_give_the_same_codes(images):
+    from hashing import describe_all
 
     algorithms = [get_algorithm(n) for n in ("ahash", "whash", "colorhash", "crop_resistant")]
-    one = describe_many(algorithms, images, workers=1)
-    two = describe_many(algorithms, images, workers=3)
+    one = describe_all(images, algorithms, workers=1)
+    two = describe_all(images, algorithms, workers=3)
     for a in algorithms:
         a_bits, b_bits = one[a.label].to_bits(), two[a.label].to_bits()
         assert len(a_bits) == len(b_bits) == len(images)

@@ -456,8 +456,8 @@ def test_cluster_script_budget_defaults_to_the_memory_available(tmp_path, monkey
 def test_threshold_from_a_digest_is_its_operating_point(tmp_path):
     import pandas as pd
 
-    from hashing.benchmark import NEGATIVE, POSITIVE, BenchmarkResult
-    from hashing.digest import write_digest
+    from hashing.evaluation.benchmark import NEGATIVE, POSITIVE, BenchmarkResult
+    from hashing.evaluation.digest import write_digest
 
     positives = [0.05, 0.1, 0.15, 0.25]
     negatives = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75]
@@ -555,7 +555,7 @@ def test_review_cases_exact_duplicates_padding_and_radius():
 @pytest.fixture(params=["compiled", "numpy"])
 def edge_path(request, monkeypatch):
     """Run a test once with the compiled pair kernel (hashing/pairs.c), once with NumPy."""
-    from hashing import native
+    from hashing.distances import native
 
     yield from compiled_or_fallback(request, monkeypatch, native.pair_kernel, "pair")
 

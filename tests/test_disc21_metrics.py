@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fast_search as fs
-from hashing.metrics import micro_average_precision
+from hashing.evaluation.metrics import micro_average_precision
 
 
 def reference(distances, correct, n_ground_truth):

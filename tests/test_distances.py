@@ -7,8 +7,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist, jensenshannon
 
-from hashing import native
-from hashing.distances import nearest, pairwise
+from hashing.distances import native, nearest, pairwise
 from helpers.descriptors import BinaryCodes, FloatFeatures
 from tests.conftest import compiled_or_fallback
 
@@ -121,7 +120,7 @@ def test_hamming_nearest_on_long_codes_matches_scipy(n_bytes):
 
 @pytest.fixture(params=["compiled", "torch"])
 def js_path(request, monkeypatch):
-    """Run a test once with the compiled kernel (hashing.native) and once with torch."""
+    """Run a test once with the compiled kernel (hashing.distances.native) and once with torch."""
     yield from compiled_or_fallback(request, monkeypatch, native.js_kernel, "Jensen-Shannon")
 
 
@@ -184,7 +183,7 @@ def test_without_a_compiler_the_torch_path_answers(monkeypatch, tmp_path, caplog
     monkeypatch.setattr(native, "_compiler", lambda: None)
     native.reset()
     try:
-        with caplog.at_level("WARNING", logger="hashing.native"):
+        with caplog.at_level("WARNING", logger="hashing.distances.native"):
             assert native.js_kernel() is None
         assert "no C compiler found" in caplog.text
         q, d = data("jensenshannon")

@@ -23,8 +23,8 @@ from PIL import Image
 
 from data_retrieval import list_images, read_manifest
 from extractor import extract_to_store, get_model, load_store
-from hashing.benchmark import NEGATIVE, POSITIVE, BenchmarkResult
-from hashing.digest import compute_digest, threshold_grid, write_digest
+from hashing.evaluation.benchmark import NEGATIVE, POSITIVE, BenchmarkResult
+from hashing.evaluation.digest import compute_digest, threshold_grid, write_digest
 from helpers import FolderLock
 from tests.conftest import REPO, run_main, tree
 
@@ -217,12 +217,12 @@ def test_digest_survives_thresholds_numpy_takes_for_one(tmp_path):
 
 
 def test_matches_are_on_disk_before_the_digest_is_computed(tmp_path, monkeypatch):
-    import hashing.digest
+    import hashing.evaluation.digest
 
     def boom(*args, **kwargs):
         raise RuntimeError("a bug in the metrics")
 
-    monkeypatch.setattr(hashing.digest, "compute_digest", boom)
+    monkeypatch.setattr(hashing.evaluation.digest, "compute_digest", boom)
     with pytest.raises(RuntimeError):
         write_digest(_result([0.0, 0.3]), tmp_path)
     assert len(pd.read_csv(tmp_path / "matches.csv")) == 2

@@ -23,13 +23,13 @@ from hashing import (
     describe,
     get_algorithm,
     load_descriptors,
-    native,
     nearest,
     neighbours,
     pairwise,
     run_benchmark,
     save_descriptors,
 )
+from hashing.distances import native
 from helpers import load_image
 
 NORMS = {"hamming": cv2.NORM_HAMMING, "l2": cv2.NORM_L2, "l1": cv2.NORM_L1}
@@ -174,7 +174,7 @@ def test_benchmark_scores_keypoint_methods(images):
         assert math.isinf(flat["distance"]) and not flat["correct"]
         assert flat["nearest_index"] == -1 and flat["nearest_id"] == ""
         assert rows[rows["query_id"].str.startswith("q")]["correct"].all(), label
-    from hashing.metrics import roc
+    from hashing.evaluation.metrics import roc
 
     rows = result.matches[result.matches["algorithm"] == "orb"]
     positive = (rows["kind"] == "positive").to_numpy()
@@ -183,7 +183,7 @@ def test_benchmark_scores_keypoint_methods(images):
         roc_auc_score(positive, scores))
     # the summary of SIFT's L2 distances (tens to hundreds) is taken at its own operating
     # point, ORB's bit error rates at the fixed threshold; detection counted by hand
-    from hashing.digest import compute_digest
+    from hashing.evaluation.digest import compute_digest
 
     summary = compute_digest(result, summary_threshold=0.2)["summary"].set_index("algorithm")
     assert result.metrics == {"orb": "local_hamming", "sift": "local_l2"}
@@ -219,7 +219,7 @@ def test_store_nearest_and_neighbours(images, tmp_path, caplog):
     assert table["neighbour_id"].tolist()[::2] == ["im0", "im1"]
     # the flat image (im6, no keypoint) is nobody's neighbour and has none: no rows at an
     # infinite distance, which would name arbitrary images
-    with caplog.at_level(logging.WARNING, logger="hashing.matching"):
+    with caplog.at_level(logging.WARNING, logger="hashing.distances.compare"):
         table = neighbours(back, found, k=len(found))
     assert np.isfinite(table["distance"]).all()
     assert "im6" not in set(table["query_id"]) | set(table["neighbour_id"])
@@ -360,7 +360,7 @@ def test_matcher_is_made_once_per_database_and_not_kept_after_it(images):
     and forgotten (with its memory) when the database goes."""
     import gc
 
-    from hashing import keypoints
+    from hashing.distances import local as keypoints
 
     found = get_algorithm("orb").describe(images)
     latch = get_algorithm("latch").describe(images)

@@ -18,12 +18,12 @@ from extractor import load_store
 from hashing import (
     BinaryCodes,
     FloatFeatures,
-    describe_many,
+    describe_all,
     descriptor_distances,
     get_algorithm,
     run_benchmark,
 )
-from hashing.neural import loaded_model, simhash_planes
+from hashing.methods.neural import loaded_model, simhash_planes
 from helpers import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def test_one_network_call_serves_several_algorithms(monkeypatch):
                         lambda self, images: (calls.append(len(images)), real(self, images))[1])
     algorithms = [get_algorithm("efficientnet_lite0", distance="cosine"),
                   get_algorithm("efficientnet_lite0", bits=128), get_algorithm("phash")]
-    out = describe_many(algorithms, photos()[:6], workers=2)
+    out = describe_all(photos()[:6], algorithms, workers=2)
     assert calls == [6]  # one batch, one forward, shared by the two neural algorithms
     assert set(out) == {a.label for a in algorithms} and len(out["phash"]) == 6
 
@@ -205,7 +205,7 @@ def test_import_hashing_is_light_and_leaves_matplotlib_alone():
         "import sys, matplotlib\n"
         "matplotlib.use('pdf')\n"
         "matplotlib.rcParams['font.size'] = 17\n"
-        "import hashing, hashing.plots\n"
+        "import hashing, hashing.evaluation.plots\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
         "assert 'extractor' not in sys.modules, 'model zoo built'\n"
         "assert matplotlib.get_backend() == 'pdf', matplotlib.get_backend()\n"

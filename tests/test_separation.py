@@ -14,7 +14,7 @@ from scipy.spatial.distance import cdist, pdist
 
 from data_retrieval import ImageRecord
 from hashing import BinaryCodes, FloatFeatures
-from hashing.separation import (
+from hashing.evaluation.separation import (
     copy_distances,
     pair_distances,
     separation,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from hashing.verification import (
+from hashing.evaluation.verification import (
     PairSet,
     cross_validate,
     f1_curve,
@@ -206,7 +206,7 @@ def test_verify_pairs_script(tmp_path, sample_paths):
 
 
 def test_unreadable_images_are_reported_and_left_out(tmp_path, sample_paths, caplog):
-    from hashing.verification import pair_distances_of
+    from hashing.evaluation.verification import pair_distances_of
 
     a, b = str(sample_paths["chelsea"]), str(sample_paths["coffee"])
     broken = tmp_path / "broken.jpg"
@@ -279,7 +279,7 @@ def test_several_methods_decode_each_image_once_and_share_the_network(sample_pat
                "efficientnet_lite0:distance='l2'"]
     alone = {m: pair_distances_of(pairs, m) for m in methods}
     loads, forwards = [], []
-    module = importlib.import_module("hashing.describe")  # hashing.describe is the function
+    module = importlib.import_module("hashing.methods.describe")  # not hashing.describe: a function
     load_item, forward = module.load_item, TorchFeatureModel.forward
     monkeypatch.setattr(module, "load_item",
                         lambda source: loads.append(source) or load_item(source))

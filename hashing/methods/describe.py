@@ -1,4 +1,6 @@
-"""`describe`: the one way to turn images into descriptors.
+"""`describe` and `describe_all`: the one way to turn images into descriptors, and the
+`Algorithm` they describe with (`get_algorithm`, `parse_algorithm`: a registered name and its
+checked parameters).
 
 Every method (a perceptual hash, a neural model with its distance or SimHash bits) is called the
 same way, and every result is a descriptor object that knows its rows (``ids``, and
@@ -11,22 +13,190 @@ same way, and every result is a descriptor object that knows its rows (``ids``, 
 
 from __future__ import annotations
 
+import inspect
 import os
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from threadpoolctl import threadpool_limits
 
 from data_retrieval import BadImage, Dataset, ImageRecord, load_images, read_manifest
 from data_retrieval.items import as_record, load_item, loadable
 from data_retrieval.listing import make_image_ids
-from hashing.registry import Algorithm, concat_descriptors, describe_many, parse_algorithm
-from helpers import ImageLoadError, available_cpus, get_logger, progress
+from hashing.methods.gray import GrayBatch
+from hashing.methods.registry import ALGORITHMS
+from helpers import (
+    ImageLoadError,
+    available_cpus,
+    check_param_type,
+    get_logger,
+    method_label,
+    parse_key_values,
+    progress,
+)
 
 logger = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A named algorithm with its parameters; ``describe(images)`` gives descriptors."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The name with its non-default parameters, e.g. ``phash`` or ``phash_hash_size=16``:
+        how results name this algorithm."""
+        return method_label(self.name, dict(self.params))
+
+    @property
+    def whole_batch(self) -> bool:
+        """Runs on whole batches of PIL images (neural), not on per-thread `GrayBatch` slices."""
+        return ALGORITHMS.get(self.name).whole_batch
+
+    def describe(self, images: Sequence[Image.Image] | Any) -> Any:
+        """Descriptors of a list of PIL images (or of a prepared ``GrayBatch``): the building
+        block, no ids attached. Anything else `hashing.describe` takes (paths, records, a
+        dataset, a manifest...) goes through `hashing.describe` and gets its ids."""
+        if not isinstance(images, GrayBatch) and not (
+                isinstance(images, list | tuple)
+                and all(isinstance(im, Image.Image) for im in images)):
+            return describe(images, self)
+        if self.whole_batch:
+            batch = images.images if isinstance(images, GrayBatch) else list(images)
+        else:
+            batch = images if isinstance(images, GrayBatch) else GrayBatch(images)
+        out = ALGORITHMS.get(self.name).function(batch, **dict(self.params))
+        return out.with_identity(method=self.label) if hasattr(out, "with_identity") else out
+
+
+def get_algorithm(name: str, **params: Any) -> Algorithm:
+    """An algorithm by name, its parameters checked against the function's signature.
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists the known ones) or parameter.
+    """
+    entry = ALGORITHMS.get(name)
+    accepted = list(inspect.signature(entry.function).parameters)[1:]
+    unknown = set(params) - set(accepted)
+    if unknown:
+        raise ValueError(f"algorithm {name!r} has no parameter(s) {sorted(unknown)}; "
+                         f"parameters: {', '.join(accepted)}")
+    signature = inspect.signature(entry.function).parameters
+    for key, value in params.items():
+        check_param_type(f"algorithm {name!r}", key, value, signature[key].default)
+    if entry.normalise is not None:
+        params = entry.normalise(dict(params))
+    explicit = {k: v for k, v in params.items() if signature[k].default != v}
+    return Algorithm(name, tuple(sorted(explicit.items())))
+
+
+def parse_algorithm(spec: str | Algorithm) -> Algorithm:
+    """An algorithm from a spec string: ``name`` or ``name:key=value,key=value`` (values as
+    Python literals: ``phash:hash_size=16``, ``efficientnet_lite0:distance='l2'``), as scripts,
+    config files and notebooks write it. An `Algorithm` is returned as it is.
+
+    Raises
+    ------
+    ValueError
+        Unknown name or parameter, a value of the wrong type, or an item without ``=``.
+    """
+    if isinstance(spec, Algorithm):
+        return spec
+    name, _, rest = str(spec).partition(":")
+    params = parse_key_values(filter(None, rest.split(",")), f"algorithm parameter in {spec!r}:")
+    return get_algorithm(name.strip(), **params)
+
+
+def concat_descriptors(parts: Sequence[Any]) -> Any:
+    """Descriptors of consecutive batches joined in order (codes, multi-codes or arrays)."""
+    if not len(parts):
+        raise ValueError("no descriptors to join (an empty list of batches)")
+    first = parts[0]
+    if hasattr(first, "concat"):
+        return type(first).concat(list(parts))
+    return np.concatenate(parts)
+
+
+def _describe_images(
+    algorithms: Sequence[Algorithm],
+    images: Sequence[Image.Image],
+    workers: int | None = None,
+    seconds: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Descriptors of every algorithm for the same images, sharing decode and resizes.
+
+    Parameters
+    ----------
+    algorithms : sequence of Algorithm
+    images : sequence of PIL.Image.Image
+    workers : int, optional
+        Threads, each on a contiguous slice of the images (Pillow, NumPy and OpenCV release
+        the GIL in their loops). Default: the usable cores.
+    seconds : dict, optional
+        Adds each algorithm's time to ``seconds[label]``, summed over threads. The gray
+        conversion is shared out evenly; a shared resize is charged to the first algorithm
+        that needs it.
+
+    Returns
+    -------
+    dict
+        ``{algorithm label: descriptors}`` (see `Algorithm.label`), in image order.
+    """
+    images = list(images)
+    whole = [a for a in algorithms if a.whole_batch]
+    sliced = [a for a in algorithms if not a.whole_batch]
+    result: dict[str, Any] = {}
+    for a in whole:  # neural networks: one call on the whole batch (they use every core)
+        tic = time.perf_counter()
+        result[a.label] = a.describe(images)
+        if seconds is not None:
+            seconds[a.label] = seconds.get(a.label, 0.0) + time.perf_counter() - tic
+    if not sliced:
+        return result
+    workers = max(1, min(workers or available_cpus(), len(images) or 1))
+    bounds = [len(images) * k // workers for k in range(workers + 1)]
+
+    def run(k: int) -> tuple[dict[str, Any], dict[str, float]]:
+        out, spent = {}, {}
+        tic = time.perf_counter()
+        batch = GrayBatch(images[bounds[k]:bounds[k + 1]])
+        shared = time.perf_counter() - tic
+        for a in sliced:
+            tic = time.perf_counter()
+            out[a.label] = a.describe(batch)
+            spent[a.label] = time.perf_counter() - tic + shared / len(sliced)
+        return out, spent
+
+    if workers == 1:
+        parts = [run(0)]
+    else:
+        # Each thread's small matrix products get one BLAS thread: nested BLAS threads would
+        # oversubscribe the cores (the exact resizes slowed down with 2 workers without this).
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(run, range(workers)))
+    if seconds is not None:
+        for _, spent in parts:
+            for label, value in spent.items():
+                seconds[label] = seconds.get(label, 0.0) + value
+    outputs = [out for out, _ in parts]
+    if len(outputs) == 1:
+        result.update(outputs[0])
+    else:
+        result.update({a.label: concat_descriptors([o[a.label] for o in outputs])
+                       for a in sliced})
+    return {a.label: result[a.label] for a in algorithms}
 
 
 def _has_record(item: Any) -> bool:
@@ -155,6 +325,7 @@ def describe_all(
     workers: int | None = None,
     on_error: str = "skip",
     show_progress: bool | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Descriptors of images by several methods, each image decoded once for all of them
     (and a network shared by several methods, e.g. a model with and without a reducer, run
@@ -166,6 +337,9 @@ def describe_all(
         As in `describe`.
     methods : sequence of str or Algorithm
         Names, specs or algorithms, of distinct labels.
+    seconds : dict, optional
+        Adds each method's time to ``seconds[label]`` (decoding excluded; summed over
+        threads; a shared gray conversion or resize is charged as `GrayBatch` shares it).
 
     Returns
     -------
@@ -217,7 +391,7 @@ def describe_all(
                 images.append(image)
                 kept.append(record)
             if images:
-                for label, found in describe_many(algorithms, images, workers).items():
+                for label, found in _describe_images(algorithms, images, workers, seconds).items():
                     parts[label].append(found)
             bar.update(len(batch))
     finally:

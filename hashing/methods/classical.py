@@ -16,9 +16,9 @@ import scipy.fftpack
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
-from hashing.gray import _LANCZOS, GrayBatch
-from hashing.haar import haar_dec2, haar_rec2
-from hashing.registry import register_algorithm
+from hashing.methods.gray import _LANCZOS, GrayBatch
+from hashing.methods.haar import haar_dec2, haar_rec2
+from hashing.methods.registry import register_algorithm
 from helpers.descriptors import BinaryCodes, MultiCodes
 
 #: Largest ``hash_size`` accepted (64 x 64 = 4096 bits); bigger ones only cost memory.

@@ -2,7 +2,7 @@
 
 For every query and algorithm the benchmark keeps the nearest database image, its distance, and
 (for positives) the distance to the true source. All threshold metrics are computed later from
-these arrays (`hashing.metrics`), never by matching again.
+these arrays (`hashing.evaluation.metrics`), never by matching again.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pandas as pd
 from PIL import Image
 
 from data_retrieval.records import ImageRecord, source_rows
-from hashing.matching import descriptor_distances
-from hashing.registry import Algorithm, concat_descriptors, describe_many
+from hashing.distances import descriptor_distances
+from hashing.methods.describe import Algorithm, concat_descriptors, describe_all
 from helpers import ImageLoadError, load_image, progress
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def run_benchmark(
     db_records: list[ImageRecord] = []
     parts: dict[str, list] = {label: [] for label in labels}
     for batch in _batches(database, batch_size):
-        described = describe_many(algorithms, [im for _, im in batch], workers, db_seconds)
+        described = _describe_batch(batch, algorithms, workers, db_seconds)
         db_records += [r for r, _ in batch]
         for label in labels:
             parts[label].append(described[label])
@@ -178,7 +178,7 @@ def run_benchmark(
     meta: list[tuple[str, str, str | None, bool, int]] = []
     bar = progress(total=total_queries, desc="matching", unit="img")
     for batch in _batches(queries, batch_size):
-        described = describe_many(algorithms, [im for _, im in batch], workers, query_seconds)
+        described = _describe_batch(batch, algorithms, workers, query_seconds)
         src = source_rows([r for r, _ in batch], db_records)
         for (record, _), index in zip(batch, src, strict=True):
             meta.append((record.image_id, record.source_id, record.attack_id, index >= 0,
@@ -355,3 +355,11 @@ def study_protocol(
     if protocol.n_queries == 0:
         raise ValueError("no query: choose --n-attacked > 0 and at least one attack")
     return protocol
+
+
+def _describe_batch(batch: list, algorithms: Sequence[Algorithm], workers: int | None,
+                    seconds: dict[str, float]) -> dict[str, Any]:
+    """One batch of decoded (record, image) pairs described by every algorithm (`describe_all`,
+    quietly: the benchmark's own bar counts queries)."""
+    return describe_all(batch, algorithms, batch_size=max(1, len(batch)), workers=workers,
+                        on_error="raise", show_progress=False, seconds=seconds)

@@ -210,8 +210,8 @@ def make_pairs(records: Sequence[Any], attacks: Sequence[Any], method: Any = Non
     n_neg = int(round(negatives * n))
     n_hard = int(round(hard * n_neg))
     if n_hard:
-        from hashing.describe import describe
         from hashing.distances import nearest
+        from hashing.methods.describe import describe
 
         originals = describe(records, method, batch_size=batch_size, on_error="raise")
         described = describe(copies, method, batch_size=batch_size, on_error="raise")
@@ -273,7 +273,7 @@ def pair_distances_of(pairs: PairSet, method: Any, device: str = "auto", batch_s
 
     Pairs with an image that could not be read are logged and get NaN.
     """
-    from hashing.registry import parse_algorithm
+    from hashing.methods.describe import parse_algorithm
 
     algorithm = parse_algorithm(method)
     return pair_distances_many(pairs, [algorithm], device, batch_size,
@@ -293,8 +293,8 @@ def pair_distances_many(pairs: PairSet, methods: Sequence[Any], device: str = "a
         ``{label: (len(pairs),) float32}``; NaN for a pair with an image that could not be
         read (logged, naming the image).
     """
-    from hashing.describe import describe_all
-    from hashing.separation import pair_distances
+    from hashing.evaluation.separation import pair_distances
+    from hashing.methods.describe import describe_all
 
     items, rows = [], {}
     sides = []

@@ -12,42 +12,88 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from hashing.registry import register_algorithm, register_normaliser, register_provider
+from hashing.methods.registry import register_algorithm, register_normaliser, register_provider
+from helpers import resolve_device
 from helpers.descriptors import BinaryCodes, FloatFeatures
 
 FEATURE_DISTANCES = ("cosine", "jensenshannon", "l1", "l2")
 #: Most SimHash bits (the hyperplanes are a dim x bits float32 matrix).
 MAX_SIMHASH_BITS = 8192
 
-_MODELS: dict[tuple[str, str | None, str], Any] = {}
+#: Networks kept built (per model, weights, device and parameters), least recently used
+#: dropped first; `clear_model_caches` frees them all (GPU memory in a notebook).
+CACHED_MODELS = 4
+#: Reducers kept read (per file version).
+CACHED_REDUCERS = 8
+
+
+class _LRU:
+    """A dict bounded to ``size`` entries, the least recently used dropped first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict = OrderedDict()
+
+    def get(self, key: Any) -> Any:
+        value = self.entries.get(key)
+        if value is not None:
+            self.entries.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any) -> Any:
+        self.entries[key] = value
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+_MODELS = _LRU(CACHED_MODELS)
 _LOCK = threading.Lock()
 # The last features of each model, so that several algorithms on one model (raw features with
 # two distances, SimHash bits) run the network once per batch.
 # The images are held, not their ids: a freed image's id could be reused by the next batch.
-_LAST: dict[tuple, tuple[list, np.ndarray]] = {}
+_LAST = _LRU(CACHED_MODELS)
+_REDUCERS = _LRU(CACHED_REDUCERS)
+
+
+def clear_model_caches() -> None:
+    """Forget the networks, reducers and last features kept by the neural methods (and free
+    CUDA's cached memory when torch is loaded): the next batch builds what it needs again."""
+    with _LOCK:
+        _MODELS.clear()
+        _LAST.clear()
+        _REDUCERS.clear()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def loaded_model(name: str, weights: str | None = None, device: str = "auto",
                  **params: Any):
-    """The extractor model ``name`` with ``params``, built on first use and kept for the
-    process."""
-    from extractor import get_model
-    from helpers import resolve_device
+    """The extractor model ``name`` with ``params``, built on first use and kept (the
+    `CACHED_MODELS` most recently used; `clear_model_caches` frees them)."""
+    from extractor import get_model  # imports torch: only when a network is wanted
 
     key = (name, weights, resolve_device(device), tuple(sorted(params.items())))
     with _LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = get_model(name, weights=weights, device=key[2], **params)
-        return _MODELS[key]
+        model = _MODELS.get(key)
+        if model is None:
+            model = _MODELS.put(key, get_model(name, weights=weights, device=key[2], **params))
+        return model
 
 
-_REDUCERS: dict[tuple[str, str], Any] = {}
 JS_REDUCE_ERROR = ("reduced features can be negative, and Jensen-Shannon compares "
                    "distributions: compare them with distance 'cosine', 'l2' or 'l1'")
 
@@ -55,15 +101,15 @@ JS_REDUCE_ERROR = ("reduced features can be negative, and Jensen-Shannon compare
 def loaded_reducer(reduce: str, method: str):
     """The reducer ``reduce`` (a file, or a name resolved under ``Results/reducers/<method>/``)
     for features of ``method``, read once per file version and checked against the method."""
-    from extractor.reduce import load_reducer, resolve_reducer
+    from extractor.reduce import load_reducer, resolve_reducer  # torch: only when wanted
 
     path = resolve_reducer(reduce, method)
     stat = path.stat()
     key = (str(path.resolve()), f"{stat.st_size}-{stat.st_mtime_ns}")
     with _LOCK:
-        if key not in _REDUCERS:
-            _REDUCERS[key] = load_reducer(path)
-        reducer = _REDUCERS[key]
+        reducer = _REDUCERS.get(key)
+        if reducer is None:
+            reducer = _REDUCERS.put(key, load_reducer(path))
     if reducer.method is not None and reducer.method != method:
         raise ValueError(f"reducer {path} was fitted on {reducer.method} features, not "
                          f"{method}")
@@ -159,7 +205,7 @@ def _describer(model_name: str, model_params: dict[str, Any]):
         else:
             parts = [model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
             feats = np.concatenate(parts) if parts else np.empty((0, model.dim), np.float32)
-            _LAST[key] = (list(images), feats)
+            _LAST.put(key, (list(images), feats))
         if reduce is not None:
             feats = loaded_reducer(reduce, model.name).transform(feats, method=model.name)
         if bits:
@@ -180,14 +226,14 @@ def _describer(model_name: str, model_params: dict[str, Any]):
 
 
 def _model_names() -> list[str]:
-    from extractor import list_models
+    from extractor import list_models  # the model zoo: only when a name is asked for
 
     return list_models()
 
 
 def _find_model(name: str) -> bool:
     """Register the extractor model ``name`` as an algorithm, if there is one."""
-    from extractor import model_spec
+    from extractor import model_spec  # the model zoo: only when a name is asked for
 
     if name not in _model_names():
         return False

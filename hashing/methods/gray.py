@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from hashing.resize import MATRIX_MAX_SIDE, resize_stack
+from hashing.methods.resize import MATRIX_MAX_SIDE, resize_stack
 
 # imagehash resizes with Pillow's LANCZOS filter (its "ANTIALIAS").
 _LANCZOS = Image.Resampling.LANCZOS
@@ -19,7 +19,7 @@ class GrayBatch:
 
     One decode and one gray conversion serve every algorithm; each resized size is computed
     once. Small sizes (hash sizes) are computed for all same-shape images at once by exact
-    matrix products (`hashing.resize`), larger ones by Pillow.
+    matrix products (`hashing.methods.resize`), larger ones by Pillow.
     """
 
     def __init__(self, images: Sequence[Image.Image]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hashing.digest import Digest
+from hashing.evaluation.digest import Digest
 from helpers import figure_style, printable
 from helpers.plotting import new_figure, save_figure
 

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hashing.benchmark import POSITIVE, BenchmarkResult
-from hashing.metrics import (
+from hashing.evaluation.benchmark import POSITIVE, BenchmarkResult
+from hashing.evaluation.metrics import (
     micro_average_precision,
     per_image_counts,
     recall_at_fpr,

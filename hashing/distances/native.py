@@ -4,7 +4,7 @@ Some distances are transcendental functions of every (query, database, dimension
 a chain of torch element-wise operations is bound by memory traffic and by its
 general-purpose ``log``. A small fused C loop (``hashing/jensenshannon.c``) that the compiler
 vectorises is an order of magnitude faster on CPU (``scripts/benchmark_hashing.py``). The
-keypoint matcher (``hashing/keypoints.c``) fuses xor, popcount and the minimum over each
+keypoint matcher (``hashing/distances/keypoints.c``) fuses xor, popcount and the minimum over each
 database image's descriptors, so no (descriptors x descriptors) matrix is ever written. The
 pair kernel (``hashing/pairs.c``) recomputes the distances of a neighbour graph's edges from
 their two rows in one pass each (``clustering.graph``).
@@ -151,7 +151,7 @@ def _setup_keypoints(lib: ctypes.CDLL) -> None:
 
 def keypoint_kernel() -> ctypes.CDLL | None:
     """The compiled kernel that matches binary keypoint descriptors
-    (``hashing/keypoints.c``), or ``None`` when it cannot be built."""
+    (``hashing/distances/keypoints.c``), or ``None`` when it cannot be built."""
     return _kernel(_KEYPOINTS, _setup_keypoints, "keypoint matching")
 
 
@@ -164,7 +164,7 @@ def local_hamming_min(lib: ctypes.CDLL, q: np.ndarray, qskip: np.ndarray, group:
     """Min-reduce into ``out`` (rows // group, N) int32 the fewest differing bits between
     each query row of ``q`` ((rows, 4) uint64; rows with ``qskip`` set are skipped) and each
     database image's descriptors (``d`` (N, K, 4) uint64 words, ``counts`` (N,) int64); see
-    ``hashing/keypoints.c``. ``out`` must start at `KEYPOINT_NONE`."""
+    ``hashing/distances/keypoints.c``. ``out`` must start at `KEYPOINT_NONE`."""
     for array in (q, qskip, d, counts):
         assert array.flags.c_contiguous
     assert q.dtype == d.dtype == np.uint64 and counts.dtype == np.int64

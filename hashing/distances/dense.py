@@ -13,13 +13,14 @@ Every metric is a distance in the usual sense (0 for identical inputs):
 Work is split into blocks of queries (and of the database for :func:`nearest`) so that no
 intermediate array exceeds ``max_block_elements`` values, whatever the sizes.
 
-Both functions take raw arrays (with ``metric``) or the descriptor objects of
+Both functions take raw arrays (with ``metric``) or the dense descriptor objects of
 `helpers.descriptors` as they are: `BinaryCodes` bring their bit count, `FloatFeatures` their
-metric, `MultiCodes` go to the crop-resistant matching rule and `LocalDescriptors` to the
-keypoint matching rule (`hashing.keypoints`).
+metric. The kinds made of sets of codes (`MultiCodes`, `LocalDescriptors`) have their own
+matching rules (`hashing.distances.multi`, `hashing.distances.local`), which use these
+functions; `hashing.distances.compare` gives every kind to its rule.
 
-On CPU, ``jensenshannon`` uses a compiled kernel (:mod:`hashing.native`) when a C compiler is
-available, and torch otherwise; both agree with SciPy to 1e-6.
+On CPU, ``jensenshannon`` uses a compiled kernel (:mod:`hashing.distances.native`) when a C
+compiler is available, and torch otherwise; both agree with SciPy to 1e-6.
 """
 
 from __future__ import annotations
@@ -32,13 +33,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.special import xlogy
 
-from hashing import native
+from hashing.distances import native
 from helpers import available_cpus, resolve_device
 from helpers.descriptors import (
     BinaryCodes,
     FloatFeatures,
-    LocalDescriptors,
-    MultiCodes,
     check_same_method,
 )
 
@@ -347,10 +346,9 @@ def pairwise(
 
     Parameters
     ----------
-    queries : array-like (Q, D), BinaryCodes, FloatFeatures, MultiCodes or LocalDescriptors
+    queries : array-like (Q, D), BinaryCodes or FloatFeatures
         Float vectors, or packed ``uint8`` codes for ``hamming``; descriptor objects bring
-        their own metric and bit count (multi-codes and local descriptors their matching
-        rule).
+        their own metric and bit count.
     database : same kind as ``queries``, N items; or an iterable of such blocks
         Read block by block: a memory-mapped store is never copied whole.
     metric : {"hamming", "cosine", "jensenshannon", "l1", "l2"}, optional
@@ -374,14 +372,6 @@ def pairwise(
     """
     import torch
 
-    if isinstance(queries, MultiCodes) or isinstance(database, MultiCodes):
-        from hashing.matching import multi_distances
-
-        return multi_distances(queries, database, device, max_block_elements)
-    if isinstance(queries, LocalDescriptors) or isinstance(database, LocalDescriptors):
-        from hashing.keypoints import local_distances
-
-        return local_distances(queries, database, device, max_block_elements)
     chunks = _query_chunks(queries, database, metric, max_block_elements)
     if chunks is not None:  # many queries: a block of them at a time, never all converted
         return np.concatenate([pairwise(part, database, metric, device, max_block_elements,
@@ -432,8 +422,7 @@ def nearest(
     Parameters
     ----------
     queries, database, metric, device, max_block_elements, n_bits
-        As in :func:`pairwise`. Multi-codes and local descriptors (sets of codes per image)
-        are matched by their rule, a block of queries at a time.
+        As in :func:`pairwise`.
     k : int
         Neighbours per query (at most the database size).
 
@@ -448,9 +437,6 @@ def nearest(
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    if isinstance(queries, MultiCodes | LocalDescriptors) or isinstance(
-            database, MultiCodes | LocalDescriptors):
-        return _nearest_by_matrix(queries, database, k, device, max_block_elements)
     chunks = _query_chunks(queries, database, metric, max_block_elements)
     if chunks is not None:  # many queries (a k-NN graph of a whole store): a block at a time
         parts = [nearest(part, database, metric, k, device, max_block_elements, n_bits)
@@ -475,27 +461,6 @@ def nearest(
             best_d, best_i = _merge_topk(best_d, best_i, vals, idx + offset, k)
     if total < k:
         raise ValueError(f"k must be in [1, {total}] (the database size), got {k}")
-    return best_d, best_i
-
-
-def _nearest_by_matrix(queries, database, k: int, device: str, budget: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """k-NN of descriptors matched by a rule over sets (multi-codes, local descriptors):
-    their distance rows, a block of queries at a time; ties go to the lowest row."""
-    if type(queries) is not type(database):
-        raise TypeError(f"cannot compare {type(queries).__name__} with "
-                        f"{type(database).__name__}")
-    if k > len(database):
-        raise ValueError(f"k must be in [1, {len(database)}] (the database size), got {k}")
-    rows = max(1, budget // max(1, len(database)))
-    best_d = np.empty((len(queries), k), dtype=np.float32)
-    best_i = np.empty((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), rows):
-        span = slice(start, min(start + rows, len(queries)))
-        matrix = pairwise(queries[span], database, device=device, max_block_elements=budget)
-        index = np.argsort(matrix, axis=1, kind="stable")[:, :k]
-        best_i[span] = index
-        best_d[span] = np.take_along_axis(matrix, index, axis=1)
     return best_d, best_i
 
 

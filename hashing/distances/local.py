@@ -1,10 +1,4 @@
-"""Keypoint methods: ORB, SIFT, FAST + DAISY and FAST + LATCH, matched in batches.
-
-The original study's four local-feature methods as algorithms of the registry
-(``get_algorithm("orb", n_features=20)``), so the benchmark, digests, figures and
-`hashing.neighbours` take them like any hash. OpenCV (its contrib build, for DAISY and LATCH)
-detects and describes; each image gives up to about ``n_features`` descriptors, kept as one
-padded array plus a count per image (`LocalDescriptors`).
+"""The keypoint methods' matching rule, for whole batches of images.
 
 The distance from a query image to a database image is the study's rule: every query
 descriptor is matched to its nearest descriptor of the database image (OpenCV's
@@ -16,144 +10,25 @@ OpenCV's ``NORM_L2`` and ``NORM_L1``.
 `local_distances` computes that for all query and database images at once: every
 descriptor pair in blocks, the minimum over each database image's descriptors, then the
 ``cutoff``-th smallest per pair of images. Binary descriptors on CPU go through a compiled
-kernel (`hashing.native`, ``hashing/keypoints.c``) that fuses xor, popcount and the minima;
-float descriptors and CUDA (and CPUs without a C compiler) through torch: in float32 for
-integer-valued descriptors (SIFT's, whose sums are then exact: OpenCV's distances bit for bit),
-in float64 otherwise (DAISY's: OpenCV's to its float32 rounding, which sums in float32; an
-image against itself is then at a distance of about 1e-8 instead of 0).
+kernel (`hashing.distances.native`, ``keypoints.c`` beside it) that fuses xor, popcount and the
+minima; float descriptors and CUDA (and CPUs without a C compiler) through torch: in float32
+for integer-valued descriptors (SIFT's, whose sums are then exact: OpenCV's distances bit for
+bit), in float64 otherwise (DAISY's: OpenCV's to its float32 rounding, which sums in float32;
+an image against itself is then at a distance of about 1e-8 instead of 0).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import weakref
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from hashing.distances import DEFAULT_BLOCK_ELEMENTS
-from hashing.gray import GrayBatch
-from hashing.registry import register_algorithm
+from hashing.distances import native
+from hashing.distances.dense import DEFAULT_BLOCK_ELEMENTS
 from helpers import available_cpus, resolve_device
 from helpers.descriptors import LocalDescriptors, check_same_method
-
-logger = logging.getLogger(__name__)
-
-#: Descriptor length of each method: bytes of a binary descriptor, floats of a float one.
-DESCRIPTOR_SIZE = {"orb": 32, "latch": 32, "sift": 128, "daisy": 200}
-#: The study's matcher norm of each method.
-DEFAULT_NORM = {"orb": "hamming", "latch": "hamming", "sift": "l2", "daisy": "l2"}
-
-
-def _check(name: str, n_features: int, cutoff: int, norm: str) -> None:
-    if n_features < 1:
-        raise ValueError(f"{name}: n_features must be >= 1, got {n_features}")
-    if cutoff < 1:
-        raise ValueError(f"{name}: cutoff must be >= 1, got {cutoff}")
-    if cutoff > n_features:
-        logger.warning("%s: cutoff %d > n_features %d: a query with fewer descriptors than "
-                       "the cutoff is infinitely far from every image", name, cutoff,
-                       n_features)
-    binary = DEFAULT_NORM[name] == "hamming"
-    allowed = ("hamming",) if binary else ("l2", "l1")
-    if norm not in allowed:
-        kind = "binary (compared with hamming only)" if binary else "float vectors (l2 or l1)"
-        raise ValueError(f"{name} descriptors are {kind}: norm {norm!r} does not apply")
-
-
-def _describe(batch: GrayBatch, name: str, compute: Callable[[np.ndarray], np.ndarray | None],
-              norm: str, cutoff: int) -> LocalDescriptors:
-    """Descriptors of every gray image of the batch (full resolution, Pillow's ``L``
-    conversion, as the study read them)."""
-    found = [_safely(compute, name, np.ascontiguousarray(array)) for array in batch.arrays]
-    return LocalDescriptors.from_list(found, norm, cutoff, DESCRIPTOR_SIZE[name])
-
-
-def _safely(compute: Callable[[np.ndarray], np.ndarray | None], name: str,
-            array: np.ndarray) -> np.ndarray | None:
-    """Descriptors of one image; ``None`` (no keypoint) where OpenCV cannot look at it at all
-    (ORB's pyramid fails on an image one pixel wide or high), logged with its size."""
-    import cv2
-
-    try:
-        return compute(array)
-    except cv2.error as exc:
-        logger.warning("%s: no keypoint in a %dx%d image (OpenCV: %s)", name, array.shape[1],
-                       array.shape[0], str(exc).strip().splitlines()[-1])
-        return None
-
-
-def _own_keypoints(name: str, batch: GrayBatch, n_features: int, cutoff: int, norm: str,
-                   make_detector: Callable[..., object]) -> LocalDescriptors:
-    """Keypoints and descriptors from one OpenCV feature (``detectAndCompute``)."""
-    _check(name, n_features, cutoff, norm)
-    detector = make_detector(nfeatures=n_features)
-    return _describe(batch, name, lambda a: detector.detectAndCompute(a, None)[1], norm,
-                     cutoff)
-
-
-def _fast_then(name: str, batch: GrayBatch, n_features: int, cutoff: int, norm: str,
-               make_extractor: Callable[[], object]) -> LocalDescriptors:
-    """FAST keypoints as ORB's detector ranks them, described by another extractor."""
-    import cv2
-
-    _check(name, n_features, cutoff, norm)
-    detector, extractor = cv2.ORB_create(nfeatures=n_features), make_extractor()
-
-    def compute(array: np.ndarray) -> np.ndarray | None:
-        keypoints = detector.detect(array, None)
-        if not keypoints:
-            return None
-        return extractor.compute(array, keypoints)[1]
-
-    return _describe(batch, name, compute, norm, cutoff)
-
-
-@register_algorithm("orb")
-def orb(batch: GrayBatch, n_features: int = 20, cutoff: int = 1,
-        norm: str = "hamming") -> LocalDescriptors:
-    """ORB (oriented FAST and rotated BRIEF): up to ``n_features`` 256-bit descriptors per
-    image (OpenCV's ``ORB_create(nfeatures=n_features).detectAndCompute``).
-
-    ``cutoff`` is the matching rule (see `LocalDescriptors`); ``norm`` is ``hamming``."""
-    import cv2
-
-    return _own_keypoints("orb", batch, n_features, cutoff, norm, cv2.ORB_create)
-
-
-@register_algorithm("sift")
-def sift(batch: GrayBatch, n_features: int = 20, cutoff: int = 1,
-         norm: str = "l2") -> LocalDescriptors:
-    """SIFT: up to ``n_features`` keypoints (a keypoint with several orientations gives
-    several descriptors), 128-d descriptors (OpenCV's ``SIFT_create``); ``norm`` ``l2``
-    (the study's) or ``l1``."""
-    import cv2
-
-    return _own_keypoints("sift", batch, n_features, cutoff, norm, cv2.SIFT_create)
-
-
-@register_algorithm("daisy")
-def daisy(batch: GrayBatch, n_features: int = 20, cutoff: int = 1,
-          norm: str = "l2") -> LocalDescriptors:
-    """FAST + DAISY: ORB's FAST keypoints (up to ``n_features``), 200-d DAISY descriptors
-    (OpenCV contrib's ``xfeatures2d.DAISY_create``); ``norm`` ``l2`` (the study's) or
-    ``l1``."""
-    import cv2
-
-    return _fast_then("daisy", batch, n_features, cutoff, norm, cv2.xfeatures2d.DAISY_create)
-
-
-@register_algorithm("latch")
-def latch(batch: GrayBatch, n_features: int = 20, cutoff: int = 1,
-          norm: str = "hamming") -> LocalDescriptors:
-    """FAST + LATCH: ORB's FAST keypoints (up to ``n_features``; LATCH drops those too close
-    to the border), 256-bit LATCH descriptors (OpenCV contrib's ``xfeatures2d.LATCH_create``);
-    ``norm`` is ``hamming``."""
-    import cv2
-
-    return _fast_then("latch", batch, n_features, cutoff, norm, cv2.xfeatures2d.LATCH_create)
 
 
 def local_distances(queries: LocalDescriptors, database: LocalDescriptors,
@@ -226,6 +101,12 @@ def _matcher(database: LocalDescriptors, device: str, budget: int) -> _Matcher:
         return matcher
 
 
+def clear_matchers() -> None:
+    """Forget every cached matcher (their copies of databases: GPU memory on CUDA)."""
+    with _CACHE_LOCK:
+        _CACHED.clear()
+
+
 def _forget(ref: weakref.ref) -> None:
     """Drop the cached matchers of a database that no longer exists (their memory with it)."""
     _CACHED[:] = [entry for entry in list(_CACHED) if entry[0] is not ref]
@@ -234,8 +115,6 @@ def _forget(ref: weakref.ref) -> None:
 def _kernel_wanted(norm: str, device: str, length: int) -> tuple[bool, bool, bool]:
     """What decides a matcher's path: the kernel applies, and the switches that turn it or
     its AVX-512 form off (tests flip them between calls)."""
-    from hashing import native
-
     return (norm == "hamming" and device == "cpu" and length <= 32,
             native.switched_off(native.NO_NATIVE), native.switched_off(native.NO_SIMD))
 
@@ -252,8 +131,6 @@ class _Matcher:
         self.kernel = None
         self.kernel_wanted = _kernel_wanted(self.norm, device, length)
         if self.kernel_wanted[0]:
-            from hashing import native
-
             self.kernel = native.keypoint_kernel()
         if self.kernel is not None:
             self._layout_for_kernel(database)
@@ -279,8 +156,6 @@ class _Matcher:
     def _layout_for_kernel(self, database: LocalDescriptors) -> None:
         """The database as the kernel reads it: descriptors zero-padded to 256 bits (xor of
         zeros adds nothing) as four 64-bit words."""
-        from hashing import native
-
         values = database.values
         self.words = _words(np.pad(values, ((0, 0), (0, 0), (0, 32 - values.shape[2]))))
         self.counts = np.ascontiguousarray(database.counts, dtype=np.int64)
@@ -300,8 +175,6 @@ class _Matcher:
         return _cutoff_th(per_desc, block.cutoff)
 
     def _kernel_distances(self, block: LocalDescriptors) -> np.ndarray:
-        from hashing import native
-
         n_img, width, length = block.values.shape
         q = _words(np.pad(block.values, ((0, 0), (0, 0), (0, 32 - length))))
         q = np.ascontiguousarray(q.reshape(n_img * width, 4))

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from hashing.distances import pairwise
+from hashing.methods.describe import concat_descriptors, describe_all
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,6 @@ def describe_originals_and_copies(records: Sequence[Any], attacks: Sequence[Any]
         Inputs skipped (`generator.BadImage`).
     """
     from generator import iter_attacks
-    from hashing.registry import concat_descriptors, describe_many
 
     stream = iter_attacks(list(records), list(attacks), seed=seed, workers=workers,
                           include_originals=True, show_progress=show_progress)
@@ -305,7 +305,8 @@ def describe_originals_and_copies(records: Sequence[Any], attacks: Sequence[Any]
             chosen = [(r, im) for r, im in batch if (r.attack_id is None) == is_original]
             if not chosen:
                 continue
-            described = describe_many(algorithms, [im for _, im in chosen], workers=None)
+            described = describe_all(chosen, algorithms, batch_size=len(chosen), on_error="raise",
+                                     show_progress=False)
             for label, desc in described.items():
                 parts.setdefault((is_original, label), []).append(desc)
             kept[is_original].extend(r for r, _ in chosen)
