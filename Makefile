@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml | $(VPY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VPY) scripts/hashing_benchmark.py --dataset sample --n-experimental 6 --n-control 5 \
+	$(VPY) scripts/evaluate_copy_detection.py --dataset sample --n-experimental 6 --n-control 5 \
 	  --n-attacked 5 --algorithms ahash phash dhash whash colorhash crop_resistant hist_hash \
 	  block_mean efficientnet_lite0:distance=jensenshannon sscd_distilled --name demo --overwrite
 

@@ -205,16 +205,22 @@ def first_existing(path: Path) -> Path:
     return next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
 
 
+#: Scripts renamed, by their former name: a result made under the old name is the new
+#: script's (``--overwrite`` replaces it).
+RENAMED_SCRIPTS = {"hashing_benchmark": "evaluate_copy_detection"}
+
+
 def made_by(record: Any) -> str | None:
     """The script an experiment record names (``experiment.json``, or the ``"experiment"``
-    entry of a result file); None when it names none."""
+    entry of a result file), by its current name; None when it names none."""
     if isinstance(record, dict) and isinstance(record.get("experiment"), dict):
         record = record["experiment"]
     if not isinstance(record, dict):
         return None
-    if record.get("script") is None and record.get("command"):
-        return Path(str(record["command"][0])).stem  # records from before "script"
-    return record.get("script")
+    script = record.get("script")
+    if script is None and record.get("command"):
+        script = Path(str(record["command"][0])).stem  # records from before "script"
+    return RENAMED_SCRIPTS.get(script, script)
 
 
 def _made_by(folder: Path, script: str) -> str | None:

@@ -2,7 +2,7 @@
 """Regenerate every figure of one or more benchmark digests, or of a search experiment, from
 the result files alone.
 
-python scripts/process_results.py Results/hashing_benchmark
+python scripts/process_results.py Results/evaluate_copy_detection
 python scripts/process_results.py Results/run_a Results/run_b --output Results/merged_figures
 python scripts/process_results.py Results/search_experiment     # a folder with search.json
 """

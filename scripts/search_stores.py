@@ -2,7 +2,7 @@
 """Write the feature stores of the study's search protocol for one method: the database (the
 experimental originals of a seeded split) and the queries (the first --n-attacked images of the
 experimental and control groups under every attack, made on the fly, never written), each query
-stored with its source. The same split and seeds as scripts/hashing_benchmark.py, so both
+stored with its source. The same split and seeds as scripts/evaluate_copy_detection.py, so both
 experiments see the same queries. Models extract resumably; hashes are fast.
 
 Then: scripts/search_experiment.py --database <prefix>_database/<method>

@@ -458,7 +458,7 @@ def test_hashing_benchmark_through_an_index_equals_exact(tmp_path, monkeypatch):
     from tests.conftest import load_script
 
     monkeypatch.setenv("RESULTS_DIR", str(tmp_path))
-    bench = load_script("hashing_benchmark")
+    bench = load_script("evaluate_copy_detection")
     common = ["--dataset", "sample", "--n-experimental", "6", "--n-control", "4",
               "--n-attacked", "3", "--attacks", "jpg_compression:50", "rotation:10",
               "--algorithms", "dhash", "phash", "--no-figures", "--log-level", "WARNING"]

@@ -66,7 +66,7 @@ def _one_line_error(stderr: str) -> str:
 # --- bad values: one line, nothing written ------------------------------------------------------
 
 GEN = ["generate_attacks", "{photos}", "{out}", "--workers", "0"]
-BENCH = ["hashing_benchmark", "--dataset", "folder:{photos}", "--n-experimental", "2",
+BENCH = ["evaluate_copy_detection", "--dataset", "folder:{photos}", "--n-experimental", "2",
          "--n-control", "2", "--n-attacked", "1", "--no-figures", "--output", "{out}"]
 EXTRACT = ["extract_features", "--model", "efficientnet_lite0", "--dataset", "folder:{photos}",
            "--features-dir", "{out}"]
@@ -142,7 +142,7 @@ def test_nothing_processed_is_an_error(tmp_path):
                                            str(tmp_path / "f"), "--workers", "0"])
     assert code == 2 and "no image could be processed (2 failed" in _one_line_error(err)
     assert not list((tmp_path / "f").rglob("*.npy"))
-    code, err = _call("hashing_benchmark", [
+    code, err = _call("evaluate_copy_detection", [
         "--dataset", f"folder:{broken}", "--n-experimental", "1", "--n-control", "1",
         "--n-attacked", "1", "--attacks", "grayscale", "--algorithms", "ahash",
         "--no-figures", "--output", str(tmp_path / "b")])
@@ -170,7 +170,7 @@ def test_non_utf8_names_work_through_attacks_benchmark_and_extraction(tmp_path,
     assert all(r.path.is_file() for r in records)
     frame = pd.read_csv(out / "manifest.csv", encoding_errors="surrogateescape")
     assert len(frame) == 3
-    code, err = _call("hashing_benchmark", [
+    code, err = _call("evaluate_copy_detection", [
         "--dataset", f"folder:{non_utf8_photos}", "--n-experimental", "2", "--n-control", "1",
         "--n-attacked", "1", "--attacks", "jpg_compression_50", "--algorithms", "dhash",
         "--output", str(tmp_path / "bench")])
@@ -398,13 +398,13 @@ def test_property_hostile_values_work_or_fail_cleanly(which, value):
         os.environ["RESULTS_DIR"] = str(results)
         allowed: Path | None = None
         if which == "name":
-            script, argv = "hashing_benchmark", [
+            script, argv = "evaluate_copy_detection", [
                 "--dataset", f"folder:{photos}", "--n-experimental", "1", "--n-control", "1",
                 "--n-attacked", "1", "--attacks", "grayscale", "--algorithms", "ahash",
                 "--no-figures", "--name", value, "--overwrite"]
             allowed = results / value if value else None
         elif which == "threshold":
-            script, argv = "hashing_benchmark", [
+            script, argv = "evaluate_copy_detection", [
                 "--dataset", f"folder:{photos}", "--n-experimental", "1", "--n-control", "1",
                 "--n-attacked", "1", "--attacks", "grayscale", "--algorithms", "ahash",
                 "--no-figures", "--name", "t", "--summary-threshold", value]
@@ -562,7 +562,7 @@ def test_sixteen_bit_and_float_images_in_memory_describe_like_their_files(tmp_pa
 @pytest.mark.parametrize("name", ["..", "", "../x", "/tmp/isl_evil", ".", "a/b"])
 def test_benchmark_name_is_refused_when_parsed(tmp_path, photos, monkeypatch, name):
     monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "results"))
-    code, err = _call("hashing_benchmark", [
+    code, err = _call("evaluate_copy_detection", [
         "--dataset", f"folder:{photos}", "--n-experimental", "2", "--n-control", "2",
         "--n-attacked", "1", "--algorithms", "ahash", "--no-figures", "--name", name,
         "--overwrite"])

@@ -315,7 +315,7 @@ def test_benchmark_script_and_study_protocol_take_keypoints(tmp_path):
                               "--output", str(tmp_path / "b2.json")], cwd=REPO,
                              capture_output=True, text=True)
     assert refused.returncode == 2 and "sample has 11" in refused.stderr
-    done = subprocess.run([sys.executable, "scripts/hashing_benchmark.py", "--dataset",
+    done = subprocess.run([sys.executable, "scripts/evaluate_copy_detection.py", "--dataset",
                            "sample", "--n-experimental", "4", "--n-control", "3",
                            "--n-attacked", "3", "--attacks", "jpg_compression_50",
                            "rotation_20_and_rescaling", "--algorithms", "orb",

@@ -115,10 +115,10 @@ def test_overwrite_only_removes_a_result_of_the_same_script(tmp_path):
     for folder, why in ((theirs, "made by 'generate_attacks'"), (plain, "no experiment.json")):
         before = tree(folder)
         for flag in ("overwrite", "resume"):
-            _refused(folder, why, "hashing_benchmark", **{flag: True})
+            _refused(folder, why, "evaluate_copy_detection", **{flag: True})
         assert tree(folder) == before
-    _result_of(mine, "hashing_benchmark")
-    with output_dir(mine, "hashing_benchmark", overwrite=True):
+    _result_of(mine, "evaluate_copy_detection")
+    with output_dir(mine, "evaluate_copy_detection", overwrite=True):
         pass
     assert not (mine / "summary.csv").exists()
 
@@ -217,7 +217,7 @@ def _bench_args(photos, *extra):
 def test_benchmark_name_is_one_plain_component(fake_repo, photos, capsys, name):
     before = tree(fake_repo.parent)
     with pytest.raises(SystemExit) as exit_:  # refused when the flags are parsed
-        load_script("hashing_benchmark").main(_bench_args(photos, "--name", name,
+        load_script("evaluate_copy_detection").main(_bench_args(photos, "--name", name,
                                                          "--overwrite"))
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and "argument --name" in err[-1] and "plain name" in err[-1]
@@ -226,10 +226,10 @@ def test_benchmark_name_is_one_plain_component(fake_repo, photos, capsys, name):
 
 
 def test_benchmark_overwrites_its_own_result_only(fake_repo, photos, capsys):
-    bench = load_script("hashing_benchmark")
+    bench = load_script("evaluate_copy_detection")
     assert bench.main(_bench_args(photos, "--name", "run")) == 0
     out = fake_repo / "Results" / "run"
-    assert json.loads((out / "experiment.json").read_text())["script"] == "hashing_benchmark"
+    assert json.loads((out / "experiment.json").read_text())["script"] == "evaluate_copy_detection"
     assert bench.main(_bench_args(photos, "--name", "run")) == 2
     err = capsys.readouterr().err
     assert "--overwrite" in err and "--resume" not in err  # only the flags it has
@@ -275,10 +275,10 @@ def test_overwrite_never_deletes_a_result_nested_inside(tmp_path):
     """`generate_attacks.py sample Results/demo/attacks`, then the demo with --overwrite:
     the attacks are another run's finished work."""
     demo = tmp_path / "demo"
-    _result_of(demo, "hashing_benchmark")
+    _result_of(demo, "evaluate_copy_detection")
     _result_of(demo / "attacks", "generate_attacks")
     before = tree(demo)
-    assert "holds other results" in _refused(demo, "attacks", "hashing_benchmark",
+    assert "holds other results" in _refused(demo, "attacks", "evaluate_copy_detection",
                                              overwrite=True)
     assert tree(demo) == before
 

@@ -73,7 +73,7 @@ def test_create_groups_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("script", ["generate_attacks.py", "create_groups.py",
                                     "split_kaggle_memes.py", "download_datasets.py",
-                                    "benchmark_generator.py", "hashing_benchmark.py",
+                                    "benchmark_generator.py", "evaluate_copy_detection.py",
                                     "process_results.py", "benchmark_hashing.py"])
 def test_help(script):
     done = run(f"scripts/{script}", "--help")
@@ -95,7 +95,7 @@ def test_benchmark_generator_writes_json(tmp_path):
 
 def test_hashing_benchmark_and_process_results_end_to_end(tmp_path):
     out = tmp_path / "bench"
-    args = ["scripts/hashing_benchmark.py", "--dataset", "sample", "--n-experimental", "4",
+    args = ["scripts/evaluate_copy_detection.py", "--dataset", "sample", "--n-experimental", "4",
             "--n-control", "3", "--n-attacked", "3", "--attacks", "jpg_compression_50",
             "rotation_20_and_rescaling", "--algorithms", "phash", "crop_resistant:cutoff=2",
             "--output", str(out)]
@@ -131,7 +131,7 @@ def test_hashing_benchmark_and_process_results_end_to_end(tmp_path):
 ])
 def test_hashing_benchmark_clear_errors(tmp_path, bad, message):
     out = tmp_path / "bench"
-    done = run("scripts/hashing_benchmark.py", "--dataset", "sample", "--n-experimental", "4",
+    done = run("scripts/evaluate_copy_detection.py", "--dataset", "sample", "--n-experimental", "4",
                "--n-control", "3", "--n-attacked", "2", "--output", str(out), *bad)
     assert done.returncode == 2
     assert message in done.stderr
@@ -149,7 +149,7 @@ def test_hashing_benchmark_reads_query_manifest(tmp_path):
                                    "jpg_compression_50", None]
     manifest.to_csv(attacked / "manifest.csv", index=False)
     out = tmp_path / "bench"
-    done = run("scripts/hashing_benchmark.py", "--dataset", "sample", "--n-experimental", "5",
+    done = run("scripts/evaluate_copy_detection.py", "--dataset", "sample", "--n-experimental", "5",
                "--n-control", "6", "--queries", str(attacked / "manifest.csv"),
                "--algorithms", "dhash", "--no-figures", "--output", str(out))
     assert done.returncode == 0, done.stderr
@@ -221,3 +221,24 @@ def test_benchmark_hashing_replaces_its_own_result_with_overwrite(tmp_path):
     code, line = _in_process("benchmark_hashing", argv)
     assert code == 2 and "--overwrite" in line
     assert _in_process("benchmark_hashing", argv + ["--overwrite"])[0] == 0
+
+
+def test_the_former_name_of_the_study_script_still_runs_and_says_so(tmp_path):
+    """hashing_benchmark.py (renamed evaluate_copy_detection.py, so that the study cannot be
+    confused with benchmark_hashing.py, the speed benchmark) works for one release with a
+    deprecation message, and a result made under the old name is the new script's: its
+    --overwrite replaces it."""
+    args = ["--dataset", "sample", "--n-experimental", "3", "--n-control", "2",
+            "--n-attacked", "2", "--attacks", "jpg_compression_50", "--algorithms", "dhash",
+            "--output", str(tmp_path / "run")]
+    old = run("scripts/hashing_benchmark.py", *args)
+    assert old.returncode == 0, old.stderr
+    assert "DeprecationWarning: scripts/hashing_benchmark.py is now " \
+           "scripts/evaluate_copy_detection.py" in old.stderr
+    record = json.loads((tmp_path / "run" / "experiment.json").read_text())
+    assert record["script"] == "evaluate_copy_detection"
+    record["script"] = "hashing_benchmark"  # as a result from before the rename says
+    (tmp_path / "run" / "experiment.json").write_text(json.dumps(record))
+    new = run("scripts/evaluate_copy_detection.py", *args, "--overwrite")
+    assert new.returncode == 0, new.stderr
+    assert "DeprecationWarning" not in new.stderr
