@@ -32,20 +32,20 @@ Y = np.array([True, True, False, True, False, False])
 
 
 def test_f1_optimal_threshold_by_hand():
-    # accepting the k smallest: F1 = 0.5, 0.8, 0.667, 0.857, 0.75, 0.667 -> k = 4, midway
-    # between 0.4 and 0.5
-    assert fit_threshold(D, Y) == pytest.approx(0.45)
+    # accepting the k smallest: F1 = 0.5, 0.8, 0.667, 0.857, 0.75, 0.667 -> k = 4: the
+    # threshold is the largest distance accepted, 0.4 (operating_points' one convention)
+    assert fit_threshold(D, Y) == pytest.approx(0.4)
     curve = f1_curve(D, Y)
     np.testing.assert_allclose(curve["f1"], [0, 0.5, 0.8, 4 / 6, 6 / 7, 0.75, 6 / 9])
-    np.testing.assert_allclose(curve["threshold"][1:], [0.15, 0.25, 0.35, 0.45, 0.55, 0.6])
+    np.testing.assert_allclose(curve["threshold"][1:], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     assert curve["threshold"][0] < 0.1
 
 
 def test_precision_and_fpr_rules_by_hand():
-    assert fit_threshold(D, Y, "precision", 1.0) == pytest.approx(0.25)
-    assert fit_threshold(D, Y, "precision", 0.75) == pytest.approx(0.45)  # 3 of 4
-    assert fit_threshold(D, Y, "fpr", 1 / 3) == pytest.approx(0.45)
-    assert fit_threshold(D, Y, "fpr", 0.0) == pytest.approx(0.25)
+    assert fit_threshold(D, Y, "precision", 1.0) == pytest.approx(0.2)
+    assert fit_threshold(D, Y, "precision", 0.75) == pytest.approx(0.4)  # 3 of 4
+    assert fit_threshold(D, Y, "fpr", 1 / 3) == pytest.approx(0.4)
+    assert fit_threshold(D, Y, "fpr", 0.0) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="needs a target"):
         fit_threshold(D, Y, "fpr")
     with pytest.raises(ValueError, match="positive and negative"):
@@ -64,7 +64,7 @@ def test_f1_threshold_is_the_best_of_every_cut_by_scikit_learn():
     cuts = np.r_[values[0] - 1, (values[1:] + values[:-1]) / 2, values[-1]]
     best = max(f1_score(y, d <= c) for c in cuts)
     assert f1_score(y, d <= t) == pytest.approx(best)
-    assert t in cuts or np.isclose(cuts, t).any()  # a midpoint between neighbouring values
+    assert t in values  # the largest distance accepted, not a midpoint
     s = pair_scores(d, y, t)
     assert s["precision"] == pytest.approx(precision_score(y, d <= t))
     assert s["recall"] == pytest.approx(recall_score(y, d <= t))

@@ -33,10 +33,13 @@ from hashing.evaluation.benchmark import POSITIVE, BenchmarkResult
 from hashing.evaluation.metrics import (
     micro_average_precision,
     per_image_counts,
-    recall_at_fpr,
-    roc,
-    threshold_at_fpr,
     threshold_metrics,
+)
+from hashing.evaluation.operating_points import (
+    Sweep,
+    recall_at_fpr,
+    sweep,
+    threshold_at_fpr,
 )
 from helpers import read_json, write_csv, write_json
 
@@ -103,18 +106,85 @@ def score_matches(matches: pd.DataFrame) -> dict[str, Any]:
     return _scores(matches, np.array([0.0]))[1]
 
 
-def _scores(group: pd.DataFrame, thresholds: np.ndarray) -> tuple[pd.DataFrame, dict, dict]:
+def _scores(group: pd.DataFrame, thresholds: np.ndarray, points: Sweep | None = None
+            ) -> tuple[pd.DataFrame, dict, dict]:
+    """Metrics at ``thresholds``, the summary scores and the ROC of some rows of one
+    algorithm (``points``: their sweep, when the caller has it)."""
     positive = (group["kind"] == POSITIVE).to_numpy()
     dist = group["distance"].to_numpy()
     correct = group["correct"].to_numpy(bool)
     table = threshold_metrics(dist, correct, positive, thresholds)
-    curve = roc(dist, positive)
+    curve = (points if points is not None else sweep(dist, positive)).roc()
     ap, r90 = micro_average_precision(dist, correct, int(positive.sum()))
     summary = {"auc": curve["auc"], "micro_ap": ap, "recall_at_p90": r90,
                f"recall_at_fpr_{REPORT_FPR}": recall_at_fpr(curve, REPORT_FPR),
                f"threshold_at_fpr_{REPORT_FPR}": threshold_at_fpr(curve, REPORT_FPR),
                "positives": int(positive.sum()), "negatives": int((~positive).sum())}
     return table, summary, curve
+
+
+def _summary_threshold(points: Sweep, metric: str | None, fixed: float) -> tuple[float, str]:
+    """The summary's threshold of one algorithm and its rule: ``fixed``, or for a metric in
+    `UNSCALED_METRICS` its threshold at `REPORT_FPR` (when that accepts anything)."""
+    if metric in UNSCALED_METRICS:
+        own = threshold_at_fpr(points.roc(), REPORT_FPR)
+        if np.isfinite(own):
+            return float(own), f"fpr_{REPORT_FPR}"
+    return fixed, "fixed"
+
+
+def _attack_tables(label: str, group: pd.DataFrame, grid: np.ndarray
+                   ) -> tuple[list[pd.DataFrame], dict[str, Any]]:
+    """Per attack of one algorithm: its metrics and summary rows, and its ROC curves. An
+    attack without negatives of its own is scored with all of the algorithm's negatives."""
+    tables, curves = [], {}
+    negatives = group[group["kind"] != POSITIVE]
+    for attack, sub in group.groupby("attack_id", sort=False):
+        if (sub["kind"] == POSITIVE).all():  # no negative made with this attack
+            sub = pd.concat([sub, negatives])
+        a_table, a_summary, a_curve = _scores(sub, grid)
+        tables.append(a_table.assign(algorithm=label, attack=attack))
+        tables.append(pd.DataFrame([{"task": "summary", "algorithm": label,
+                                     "attack": attack, **a_summary}]))
+        curves[str(attack)] = _curve(a_curve)
+    return tables, curves
+
+
+def _image_tables(label: str, group: pd.DataFrame, db: pd.DataFrame, grid: np.ndarray
+                  ) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """Per threshold and database image of one algorithm: copies detected and identified
+    (``images_pos``), negatives matched to it (``images_neg``)."""
+    copies, detected, identified, false = per_image_counts(
+        group["distance"].to_numpy(), group["correct"].to_numpy(bool),
+        (group["kind"] == POSITIVE).to_numpy(), group["source_index"].to_numpy(),
+        group["nearest_index"].to_numpy(), len(db), grid)
+    pos_rows, neg_rows = [], []
+    for k, t in enumerate(grid):
+        pos_rows.append(pd.DataFrame({
+            "algorithm": label, "threshold": t, "image_id": db["image_id"],
+            "path": db["path"], "copies": copies, "detected": detected[k],
+            "identified": identified[k]}))
+        neg_rows.append(pd.DataFrame({
+            "algorithm": label, "threshold": t, "image_id": db["image_id"],
+            "path": db["path"], "false_matches": false[k]}))
+    return pos_rows, neg_rows
+
+
+def _summary_frame(rows: list[dict[str, Any]], general: pd.DataFrame,
+                   at_threshold: dict[str, float], result: BenchmarkResult) -> pd.DataFrame:
+    """The one-row-per-algorithm summary: its scores, detection and identification at its
+    summary threshold, and the seconds per image."""
+    at = general[general["threshold"] == general["algorithm"].map(at_threshold)]
+    summary = pd.DataFrame(rows)
+    for task in ("detection", "identification"):
+        part = at[at["task"] == task].set_index("algorithm")
+        for col in ("recall", "fpr", "precision", "accuracy"):
+            summary[f"{task}_{col}"] = summary["algorithm"].map(part[col])
+    summary["db_seconds_per_image"] = summary["algorithm"].map(
+        result.db_time.set_index("algorithm")["seconds_per_image"])
+    summary["match_seconds_per_image"] = summary["algorithm"].map(
+        result.match_time.set_index("algorithm")["seconds_per_image"])
+    return summary
 
 
 def compute_digest(
@@ -135,61 +205,33 @@ def compute_digest(
         on a common scale (bit error rates, cosine and Jensen-Shannon distances). Those in
         `UNSCALED_METRICS` (``result.metrics``) are summarised at their threshold at
         `REPORT_FPR` instead; the summary's ``threshold`` and ``threshold_rule`` columns say
-        which.
+        which. Thresholds and rates at a false positive rate follow
+        `hashing.evaluation.operating_points` (``threshold_at_fpr_*`` is the largest distance
+        accepted, ``-inf`` when nothing can be).
     """
     thresholds = thresholds or {}
     general, attacks, pos_rows, neg_rows, summary_rows = [], [], [], [], []
     curves: dict[str, Any] = {}
     attack_curves: dict[str, Any] = {}
-    db = result.database
     at_threshold: dict[str, float] = {}
     for label, group in result.matches.groupby("algorithm", sort=False):
-        at_threshold[label], rule = summary_threshold, "fixed"
-        if result.metrics.get(label) in UNSCALED_METRICS:
-            own = threshold_at_fpr(roc(group["distance"].to_numpy(),
-                                       (group["kind"] == POSITIVE).to_numpy()), REPORT_FPR)
-            if np.isfinite(own):
-                at_threshold[label], rule = float(own), f"fpr_{REPORT_FPR}"
+        points = sweep(group["distance"].to_numpy(), (group["kind"] == POSITIVE).to_numpy())
+        at_threshold[label], rule = _summary_threshold(points, result.metrics.get(label),
+                                                       summary_threshold)
         grid = threshold_grid(thresholds.get(label, auto_thresholds(group["distance"])),
                               at_threshold[label])
-        table, summary, curve = _scores(group, grid)
+        table, summary, curve = _scores(group, grid, points)
         general.append(table.assign(algorithm=label))
         curves[label] = _curve(curve)
         summary_rows.append({"algorithm": label, **summary, "threshold": at_threshold[label],
                              "threshold_rule": rule})
-        attack_curves[label] = {}
-        negatives = group[group["kind"] != POSITIVE]
-        for attack, sub in group.groupby("attack_id", sort=False):
-            if (sub["kind"] == POSITIVE).all():  # no negative made with this attack
-                sub = pd.concat([sub, negatives])
-            a_table, a_summary, a_curve = _scores(sub, grid)
-            attacks.append(a_table.assign(algorithm=label, attack=attack))
-            attacks.append(pd.DataFrame([{"task": "summary", "algorithm": label,
-                                          "attack": attack, **a_summary}]))
-            attack_curves[label][str(attack)] = _curve(a_curve)
-        copies, detected, identified, false = per_image_counts(
-            group["distance"].to_numpy(), group["correct"].to_numpy(bool),
-            (group["kind"] == POSITIVE).to_numpy(), group["source_index"].to_numpy(),
-            group["nearest_index"].to_numpy(), len(db), grid)
-        for k, t in enumerate(grid):
-            pos_rows.append(pd.DataFrame({
-                "algorithm": label, "threshold": t, "image_id": db["image_id"],
-                "path": db["path"], "copies": copies, "detected": detected[k],
-                "identified": identified[k]}))
-            neg_rows.append(pd.DataFrame({
-                "algorithm": label, "threshold": t, "image_id": db["image_id"],
-                "path": db["path"], "false_matches": false[k]}))
+        tables, attack_curves[label] = _attack_tables(label, group, grid)
+        attacks.extend(tables)
+        pos, neg = _image_tables(label, group, result.database, grid)
+        pos_rows.extend(pos)
+        neg_rows.extend(neg)
     general_df = pd.concat(general, ignore_index=True)
-    at = general_df[general_df["threshold"] == general_df["algorithm"].map(at_threshold)]
-    summary = pd.DataFrame(summary_rows)
-    for task in ("detection", "identification"):
-        part = at[at["task"] == task].set_index("algorithm")
-        for col in ("recall", "fpr", "precision", "accuracy"):
-            summary[f"{task}_{col}"] = summary["algorithm"].map(part[col])
-    summary["db_seconds_per_image"] = summary["algorithm"].map(
-        result.db_time.set_index("algorithm")["seconds_per_image"])
-    summary["match_seconds_per_image"] = summary["algorithm"].map(
-        result.match_time.set_index("algorithm")["seconds_per_image"])
+    summary = _summary_frame(summary_rows, general_df, at_threshold, result)
     attacks_df = pd.concat(attacks, ignore_index=True)
     return {
         "general": {"metrics": _table(general_df), "summary": _table(summary),

@@ -9,13 +9,20 @@ that image is its true source. With ``d`` those distances and ``t`` a threshold:
   image is its source (a tie with the source counts as found); flagged negatives and flagged
   positives matched to another image are false positives.
 
-Precision is 1 where nothing is flagged (the usual convention at recall 0).
+Precision is 1 where nothing is flagged (the usual convention at recall 0). The ROC and the
+operating point at a false positive rate (`roc`, `recall_at_fpr`, `threshold_at_fpr`) are those
+of `hashing.evaluation.operating_points`, whose convention every threshold here follows.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from hashing.evaluation.operating_points import recall_at_fpr, roc, threshold_at_fpr
+
+__all__ = ["METRIC_COLUMNS", "micro_average_precision", "per_image_counts", "recall_at_fpr",
+           "roc", "threshold_at_fpr", "threshold_metrics"]
 
 METRIC_COLUMNS = ["tp", "fp", "tn", "fn", "accuracy", "precision", "recall", "fpr"]
 
@@ -68,51 +75,6 @@ def threshold_metrics(
                 "fpr": flagged_neg / n_neg if n_neg else np.nan,
             }))
     return pd.concat(frames, ignore_index=True)
-
-
-def roc(distances: np.ndarray, positive: np.ndarray) -> dict[str, np.ndarray | float]:
-    """Exact ROC of detection by nearest distance (smaller means more likely a copy).
-
-    Returns
-    -------
-    dict
-        ``fpr``, ``tpr`` and ``thresholds`` (one point per distinct distance, starting at
-        (0, 0)), and ``auc`` by the trapezoidal rule (ties count one half, as in
-        ``sklearn.metrics.roc_auc_score``); NaN when one class is missing.
-    """
-    distances = np.asarray(distances, dtype=np.float64)
-    positive = np.asarray(positive, dtype=bool)
-    order = np.argsort(distances, kind="stable")
-    d, labels = distances[order], positive[order]
-    n_pos, n_neg = int(labels.sum()), int(len(labels) - labels.sum())
-    if len(d) == 0:
-        return {"fpr": np.zeros(1), "tpr": np.zeros(1), "thresholds": np.full(1, -np.inf),
-                "auc": float("nan")}
-    # d[1:] != d[:-1], not diff: infinite distances (no keypoint) are one tie
-    last = np.r_[np.nonzero(d[1:] != d[:-1])[0], len(d) - 1]
-    tps = np.cumsum(labels)[last]
-    fps = last + 1 - tps
-    tpr = np.r_[0.0, tps / n_pos] if n_pos else np.full(len(last) + 1, np.nan)
-    fpr = np.r_[0.0, fps / n_neg] if n_neg else np.full(len(last) + 1, np.nan)
-    auc = float(np.trapezoid(tpr, fpr)) if n_pos and n_neg else float("nan")
-    return {"fpr": fpr, "tpr": tpr, "thresholds": np.r_[-np.inf, d[last]], "auc": auc}
-
-
-def recall_at_fpr(curve: dict, max_fpr: float) -> float:
-    """Largest true positive rate of a ROC curve with false positive rate <= ``max_fpr``."""
-    ok = curve["fpr"] <= max_fpr
-    return float(curve["tpr"][ok].max()) if ok.any() else 0.0
-
-
-def threshold_at_fpr(curve: dict, max_fpr: float) -> float:
-    """The largest distance threshold (a query is a copy when its distance is <= it) whose
-    false positive rate is at most ``max_fpr``: the operating point of `recall_at_fpr`.
-    ``-inf`` when even the smallest distance is over the rate, NaN without negatives."""
-    fpr = np.asarray(curve["fpr"], dtype=np.float64)
-    if np.isnan(fpr).all():
-        return float("nan")
-    ok = np.flatnonzero(fpr <= max_fpr)
-    return float(curve["thresholds"][ok[-1]])
 
 
 def micro_average_precision(

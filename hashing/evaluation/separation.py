@@ -7,9 +7,11 @@ T2 = mu - sigma: a copy is missed at a threshold when its distance to its origin
 so the share of copies above T1 (and above T2) measures a method, closer to 0 being better.
 mu - 2 sigma still accepts about 2% of unrelated pairs when the distances are normal (thousands
 of false matches per query against 500k distractors), so thresholds at target false positive
-rates (1e-3, 1e-4, 1e-5) are also taken from the empirical quantiles of the unrelated
-distances, each marked reliable only when at least ``min_tail`` unrelated pairs lie at or below
-it (fewer pairs than ``min_tail / fpr`` cannot estimate it).
+rates (1e-3, 1e-4, 1e-5) are also taken from the unrelated distances (the largest distance
+whose share at or below it is within the rate, as `hashing.evaluation.operating_points` chooses
+every threshold; ``-inf`` when not even one unrelated pair may be accepted), each marked
+reliable only when at least ``min_tail`` unrelated pairs lie at or below it (fewer pairs than
+``min_tail / fpr`` cannot estimate it).
 
 Everything here takes descriptor objects (`hashing.describe`'s output) and works for any method:
 hashes, features, reduced features, keypoints.
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from hashing.distances import pairwise
+from hashing.evaluation.operating_points import sweep
 from hashing.methods.describe import concat_descriptors, describe_all
 
 log = logging.getLogger(__name__)
@@ -115,21 +118,18 @@ def unrelated_distances(originals: Any, max_pairs: int = DEFAULT_MAX_PAIRS, seed
 
 
 def threshold_at_fpr(unrelated: np.ndarray, fpr: float) -> float:
-    """The largest threshold t with share(unrelated <= t) <= ``fpr``: a pair is called a copy
-    when its distance is <= t. Below every unrelated distance when even one pair is too many
-    (then t is the float just below the smallest one)."""
-    u = np.sort(np.asarray(unrelated, np.float64))
-    allowed = int(np.floor(fpr * len(u) + 1e-9))
-    if allowed <= 0:
-        return float(np.nextafter(u[0], -np.inf))
-    # Ties: the threshold may not accept more pairs than allowed.
-    candidate = u[allowed - 1]
-    while np.searchsorted(u, candidate, side="right") > allowed:
-        below = u[u < candidate]
-        if not len(below):
-            return float(np.nextafter(u[0], -np.inf))
-        candidate = below[-1]
-    return float(candidate)
+    """The threshold at false positive rate ``fpr`` of unrelated distances (every pair a
+    negative): the largest unrelated distance t with share(unrelated <= t) <= ``fpr``, a tie
+    never split (`hashing.evaluation.operating_points.Sweep.at_fpr`). ``-inf`` when even one
+    pair is too many (nothing may be accepted).
+
+    Raises
+    ------
+    ValueError
+        No unrelated distance, or a NaN one.
+    """
+    u = np.asarray(unrelated, np.float64).ravel()
+    return sweep(u, np.zeros(len(u), bool)).at_fpr(fpr).threshold
 
 
 @dataclass
@@ -145,7 +145,7 @@ class Thresholds:
     fpr_t1, fpr_t2 : float
         Share of unrelated pairs at or below T1 and T2 (what they let through).
     at_fpr : dict
-        ``{fpr: threshold}`` from the empirical quantiles.
+        ``{fpr: threshold}`` (`threshold_at_fpr`; ``-inf`` where no pair may be accepted).
     reliable : dict
         ``{fpr: bool}``: at least `MIN_TAIL` unrelated pairs at or below the threshold's
         target count (``fpr x pairs >= MIN_TAIL``).
@@ -386,7 +386,7 @@ def plot_separation(result: dict[str, Any], folder: Any, bins: int = 60,
             for value, style, text in ((th.t1, "--", "T1"), (th.t2, ":", "T2")):
                 ax.axvline(value, color="C3", linestyle=style, linewidth=1, label=text)
             first = max(th.at_fpr) if th.at_fpr else None
-            if first is not None:
+            if first is not None and np.isfinite(th.at_fpr[first]):  # -inf: accepts none
                 ax.axvline(th.at_fpr[first], color="C2", linewidth=1,
                            label=f"FPR {first:g}")
             ax.set_title(f"{name}\n{np.mean(d > th.t1):.1%} of copies > T1", fontsize=7)

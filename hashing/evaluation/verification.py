@@ -18,6 +18,7 @@ validation data.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -27,8 +28,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from helpers import spreadsheet_unescape
+from data_retrieval import ImageRecord
+from data_retrieval.items import as_record
+from hashing.distances import nearest
+from hashing.evaluation.operating_points import sweep
+from hashing.evaluation.separation import pair_distances
+from hashing.methods.describe import describe, describe_all, parse_algorithm
+from helpers import (
+    ImageLoadError,
+    figure_style,
+    new_figure,
+    save_figure,
+    spreadsheet_unescape,
+    unknown_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +100,6 @@ class PairSet:
 
     def frame(self) -> pd.DataFrame:
         """One row per pair: ``a``, ``b`` (ids), ``same``, ``kind``, ``group``, ``attack``."""
-        from data_retrieval.items import as_record
-
         return pd.DataFrame({"a": [as_record(x, i).image_id for i, x in enumerate(self.a)],
                              "b": [as_record(x, i).image_id for i, x in enumerate(self.b)],
                              "same": self.same, "kind": self.kind, "group": self.group,
@@ -185,61 +198,102 @@ def make_pairs(records: Sequence[Any], attacks: Sequence[Any], method: Any = Non
     ValueError
         Fewer than 2 originals, no attack, a ratio out of range, hard negatives without a method.
     """
+    # reason: the attack generator loads only when pairs are made, not with `import hashing`
     from generator import AttackedImage
+    from generator.pipeline import attacked_record
 
     records = list(records)
-    if len(records) < 2:
-        raise ValueError(f"pairs need at least 2 originals, got {len(records)}")
+    _check_pair_settings(len(records), attacks, method, negatives, hard)
+    rng = np.random.default_rng(seed)  # the attacks, then the hard, then the random negatives
+    n = len(records)
+    chosen = rng.integers(0, len(attacks), size=n)
+    copies = [AttackedImage(attacked_record(r, attacks[k]), r, attacks[k], seed)
+              for r, k in zip(records, chosen, strict=True)]
+    rows = _Rows()
+    for r, c in zip(records, copies, strict=True):
+        rows.add(r, c, True, "positive", r.image_id)
+    n_neg = int(round(negatives * n))
+    n_hard = int(round(hard * n_neg))
+    if n_hard:
+        _hard_negatives(rows, records, copies, method, n_hard, rng, batch_size)
+    _random_negatives(rows, records, copies, n_neg - n_hard, rng)
+    return PairSet(rows.a, rows.b, np.array(rows.same), rows.kind, rows.group, rows.attack)
+
+
+def _check_pair_settings(n: int, attacks: Sequence[Any], method: Any, negatives: float,
+                         hard: float) -> None:
+    if n < 2:
+        raise ValueError(f"pairs need at least 2 originals, got {n}")
     if not attacks:
         raise ValueError("pairs need at least one attack")
     if negatives < 0 or not 0 <= hard <= 1:
         raise ValueError(f"negatives must be >= 0 and hard in [0, 1], got {negatives}, {hard}")
     if hard > 0 and negatives > 0 and method is None:
         raise ValueError("hard negatives are the nearest non-copies by a method: give method")
-    from generator.pipeline import attacked_record
 
-    rng = np.random.default_rng(seed)
+
+@dataclass
+class _Rows:
+    """The columns of a pair set as it is made."""
+
+    a: list = field(default_factory=list)
+    b: list = field(default_factory=list)
+    same: list = field(default_factory=list)
+    kind: list = field(default_factory=list)
+    group: list = field(default_factory=list)
+    attack: list = field(default_factory=list)
+
+    def add(self, original: Any, copy: Any, same: bool, kind: str, group: str) -> None:
+        self.a.append(original)
+        self.b.append(copy)
+        self.same.append(same)
+        self.kind.append(kind)
+        self.group.append(group)
+        self.attack.append(copy.record.attack_id or "")
+
+
+def _hard_negatives(rows: _Rows, records: list, copies: list, method: Any, count: int,
+                    rng: np.random.Generator, batch_size: int) -> None:
+    """``count`` hard negatives: each copy (in a seeded order) with the nearest original that
+    is not its source by ``method``; past one round, the next nearest."""
     n = len(records)
-    chosen = rng.integers(0, len(attacks), size=n)
-    copies = [AttackedImage(attacked_record(r, attacks[k]), r, attacks[k], seed)
-              for r, k in zip(records, chosen, strict=True)]
-    a, b, same, kind, group, attack = [], [], [], [], [], []
-    for r, c in zip(records, copies, strict=True):
-        a.append(r), b.append(c), same.append(True), kind.append("positive")
-        group.append(r.image_id), attack.append(c.record.attack_id or "")
-    n_neg = int(round(negatives * n))
-    n_hard = int(round(hard * n_neg))
-    if n_hard:
-        from hashing.distances import nearest
-        from hashing.methods.describe import describe
+    originals = describe(records, method, batch_size=batch_size, on_error="raise")
+    described = describe(copies, method, batch_size=batch_size, on_error="raise")
+    rounds = -(-count // n)  # more hard negatives than copies: the next nearest
+    _, index = nearest(described, originals, k=min(n, rounds + 1))
+    order = rng.permutation(n)
+    for position, q in enumerate(np.resize(order, count)):
+        others = [int(i) for i in index[q] if int(i) != q]
+        row = others[min(position // n, len(others) - 1)]
+        rows.add(records[row], copies[q], False, "hard", records[q].image_id)
 
-        originals = describe(records, method, batch_size=batch_size, on_error="raise")
-        described = describe(copies, method, batch_size=batch_size, on_error="raise")
-        rounds = -(-n_hard // n)  # more hard negatives than copies: the next nearest
-        _, index = nearest(described, originals, k=min(n, rounds + 1))
-        order = rng.permutation(n)
-        for position, q in enumerate(np.resize(order, n_hard)):
-            others = [int(i) for i in index[q] if int(i) != q]
-            row = others[min(position // n, len(others) - 1)]
-            a.append(records[row]), b.append(copies[q]), same.append(False), kind.append("hard")
-            group.append(records[q].image_id), attack.append(copies[q].record.attack_id or "")
-    taken = {(id(x), id(y)) for x, y, s in zip(a, b, same, strict=True) if not s}
+
+def _random_negatives(rows: _Rows, records: list, copies: list, count: int,
+                      rng: np.random.Generator) -> None:
+    """``count`` random negatives, each (original, copy of another) pair made once (never
+    again as a random negative of a hard one).
+
+    Raises
+    ------
+    ValueError
+        Fewer distinct pairs than asked.
+    """
+    n = len(records)
+    taken = {(id(x), id(y)) for x, y, s in zip(rows.a, rows.b, rows.same, strict=True)
+             if not s}
     possible = n * (n - 1) - len(taken)
-    if n_neg - n_hard > possible:
-        raise ValueError(f"{n_neg - n_hard} random negatives asked, {n} originals give "
+    if count > possible:
+        raise ValueError(f"{count} random negatives asked, {n} originals give "
                          f"{possible} distinct ones beside the hard negatives")
-    for _ in range(n_neg - n_hard):
-        while True:  # a pair is made once (not again as a random negative of a hard one)
+    for _ in range(count):
+        while True:
             q = int(rng.integers(n))
             other = int(rng.integers(n - 1))
             other += other >= q
             if (id(records[other]), id(copies[q])) not in taken:
                 break
         taken.add((id(records[other]), id(copies[q])))
-        a.append(records[other]), b.append(copies[q]), same.append(False)
-        kind.append("negative"), group.append(records[q].image_id)
-        attack.append(copies[q].record.attack_id or "")
-    return PairSet(a, b, np.array(same), kind, group, attack)
+        rows.add(records[other], copies[q], False, "negative", records[q].image_id)
 
 
 def split_pairs(pairs: PairSet, fractions: Sequence[float] = (0.5, 0.5), seed: int = 0
@@ -273,8 +327,6 @@ def pair_distances_of(pairs: PairSet, method: Any, device: str = "auto", batch_s
 
     Pairs with an image that could not be read are logged and get NaN.
     """
-    from hashing.methods.describe import parse_algorithm
-
     algorithm = parse_algorithm(method)
     return pair_distances_many(pairs, [algorithm], device, batch_size,
                                show_progress)[algorithm.label]
@@ -293,9 +345,6 @@ def pair_distances_many(pairs: PairSet, methods: Sequence[Any], device: str = "a
         ``{label: (len(pairs),) float32}``; NaN for a pair with an image that could not be
         read (logged, naming the image).
     """
-    from hashing.evaluation.separation import pair_distances
-    from hashing.methods.describe import describe_all
-
     items, rows = [], {}
     sides = []
     for side in (pairs.a, pairs.b):
@@ -332,8 +381,6 @@ def pair_distances_many(pairs: PairSet, methods: Sequence[Any], device: str = "a
 
 
 def _item_key(item: Any) -> tuple:
-    from data_retrieval import ImageRecord
-
     if isinstance(item, str | os.PathLike):
         return ("file", str(Path(item)))
     if isinstance(item, ImageRecord) and item.path is not None:
@@ -343,9 +390,7 @@ def _item_key(item: Any) -> tuple:
 
 def _numbered(item: Any, k: int) -> Any:
     """``item`` named ``#k`` for `hashing.describe` (ids must tell the rows apart)."""
-    import dataclasses
-
-    from data_retrieval import ImageRecord
+    # reason: the attack generator loads only when pairs are verified, not with `import hashing`
     from generator import AttackedImage
 
     name = f"#{k}"
@@ -356,8 +401,6 @@ def _numbered(item: Any, k: int) -> Any:
     if isinstance(item, AttackedImage):
         return dataclasses.replace(item, record=dataclasses.replace(item.record,
                                                                     image_id=name))
-    from PIL import Image
-
     if isinstance(item, Image.Image):
         return (name, item)
     if isinstance(item, tuple) and len(item) == 2:
@@ -379,9 +422,6 @@ def verify(image_a: Any, image_b: Any, method: Any, threshold: float,
     pairs = PairSet([image_a], [image_b], np.array([False]), ["?"], ["?"])
     d = float(pair_distances_of(pairs, method, device, show_progress=False)[0])
     if np.isnan(d):
-        from data_retrieval.items import as_record
-        from helpers import ImageLoadError
-
         for index, item in enumerate((image_a, image_b)):
             path = as_record(item, index).path
             if path is not None and not Path(path).is_file():
@@ -422,50 +462,30 @@ def pair_scores(distances: np.ndarray, same: np.ndarray, threshold: float) -> di
             "tp": tp, "fp": fp, "fn": fn, "tn": tn, "pairs": len(d)}
 
 
-def _cuts(distances: np.ndarray, same: np.ndarray):
-    """Sorted distances and, for every cut between distinct values (accepting the first k),
-    the threshold (midpoint) and the counts: one sort and one sweep."""
-    order = np.argsort(distances, kind="stable")
-    d = np.asarray(distances, float)[order]
-    y = np.asarray(same, bool)[order]
-    finite = np.isfinite(d)
-    ends = np.flatnonzero(np.r_[d[1:] != d[:-1], True] & finite)  # last index of each value
-    k = ends + 1
-    tp = np.cumsum(y)[ends]
-    fp = k - tp
-    nxt = np.r_[d[ends[:-1] + 1], np.inf] if len(ends) else np.array([])
-    thresholds = np.where(np.isfinite(nxt), (d[ends] + nxt) / 2, d[ends])
-    # accept nothing: just below the smallest distance
-    if len(d):
-        below = np.nextafter(d[0], -np.inf)
-        thresholds = np.r_[below, thresholds]
-        tp, fp = np.r_[0, tp], np.r_[0, fp]
-    return thresholds, tp, fp, int(y.sum()), int((~y).sum())
-
-
 def f1_curve(distances: np.ndarray, same: np.ndarray) -> pd.DataFrame:
-    """F1, precision, recall and FPR at every distinct threshold (midpoints between
-    neighbouring distances)."""
-    thresholds, tp, fp, pos, neg = _cuts(distances, same)
-    fn = pos - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
-        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
-    return pd.DataFrame({"threshold": thresholds, "f1": f1, "precision": precision,
-                         "recall": tp / max(pos, 1), "fpr": fp / max(neg, 1)})
+    """F1, precision, recall and FPR at every cut of the sorted distances (`Sweep.frame`):
+    thresholds ``-inf`` (accept nothing), then every distinct distance."""
+    d = np.asarray(distances, float)
+    keep = ~np.isnan(d)  # pairs whose images could not be read
+    return sweep(d[keep], np.asarray(same, bool)[keep]).frame()[
+        ["threshold", "f1", "precision", "recall", "fpr"]]
 
 
 def fit_threshold(distances: np.ndarray, same: np.ndarray, rule: str = "f1",
                   target: float | None = None) -> float:
-    """A threshold chosen on labelled distances (validation data, never test data).
+    """A threshold chosen on labelled distances (validation data, never test data), by the
+    convention of `hashing.evaluation.operating_points`: the largest distance the operating
+    point accepts (a tie is never split; ``-inf`` when nothing may be accepted). Thresholds
+    were midpoints between neighbouring distances before: the pairs accepted are the same, the
+    number is now a distance that was seen.
 
     Parameters
     ----------
     distances, same : arrays
     rule : {"f1", "precision", "fpr"}
-        ``f1``: the F1-optimal threshold (the largest among ties), midway between neighbouring
-        distances; ``precision``: the largest threshold whose precision is >= ``target``;
-        ``fpr``: the largest threshold whose false positive rate is <= ``target``.
+        ``f1``: the F1-optimal threshold (the largest among ties); ``precision``: the largest
+        threshold whose precision is >= ``target`` (accepting at least one positive); ``fpr``:
+        the largest threshold whose false positive rate is <= ``target``.
     target : float
         For ``precision`` and ``fpr``.
 
@@ -475,8 +495,6 @@ def fit_threshold(distances: np.ndarray, same: np.ndarray, rule: str = "f1",
         Unknown rule, a missing target, no positive or no negative pair, or no threshold reaching
         the target.
     """
-    from helpers import unknown_name
-
     if rule not in RULES:
         raise ValueError(unknown_name("threshold rule", rule, RULES))
     same = np.asarray(same, bool)
@@ -486,28 +504,20 @@ def fit_threshold(distances: np.ndarray, same: np.ndarray, rule: str = "f1",
     if not same.any() or same.all():
         raise ValueError(f"choosing a threshold needs positive and negative pairs, got "
                          f"{int(same.sum())} positive and {int((~same).sum())} negative")
-    curve = f1_curve(distances, same)
+    points = sweep(distances, same)
     if rule == "f1":
-        values = curve["f1"].to_numpy()
-        best = np.flatnonzero(values == values.max())[-1]
-        return float(curve["threshold"].iloc[best])
+        return points.best_f1().threshold
     if target is None or not 0 <= target <= 1:
         raise ValueError(f"rule {rule!r} needs a target in [0, 1], got {target}")
     if rule == "precision":
-        ok = np.flatnonzero((curve["precision"] >= target).to_numpy() & (curve["recall"] > 0))
-        if not len(ok):
-            raise ValueError(f"no threshold reaches precision {target}")
-    else:
-        ok = np.flatnonzero((curve["fpr"] <= target).to_numpy())
-    return float(curve["threshold"].iloc[ok[-1]])
+        return points.at_precision(target).threshold
+    return points.at_fpr(target).threshold
 
 
 def parse_rule(text: str) -> tuple[str, float | None]:
     """``"f1"``, ``"precision:0.99"``, ``"fpr:0.01"`` -> ``(rule, target)``."""
     rule, _, value = text.partition(":")
     if rule not in RULES:
-        from helpers import unknown_name
-
         raise ValueError(unknown_name("threshold rule", rule, RULES))
     if rule == "f1":
         if value:
@@ -554,8 +564,6 @@ def cross_validate(distances: np.ndarray, same: np.ndarray, groups: Sequence[str
 def plot_f1_curve(curves: dict[str, pd.DataFrame], thresholds: dict[str, float], folder: Any,
                   name: str = "f1_curve") -> list:
     """F1 against threshold for each method, its chosen threshold marked."""
-    from helpers import figure_style, new_figure, save_figure
-
     with figure_style():
         fig, ax = new_figure(figsize=(5.5, 3.6))
         for k, (label, curve) in enumerate(curves.items()):
