@@ -6,9 +6,11 @@ neighbour graphs, Faiss k-means, and near-duplicate groups (connected components
 threshold, which `threshold_from_digest` can take from a benchmark digest). `external_measures`
 scores labels against the records' ``source_id``; `cluster_attributes` measures each cluster
 in the metric that was clustered with; `write_clustering` writes ``assignments.csv``,
-``clusters.json``, the figures, galleries and an HTML page.
+``clusters.json``, the figures, galleries and an HTML page; `find_duplicates` is the
+duplicate-finding protocol in one call (a folder or descriptors in, `Duplicates` out).
 """
 
+from clustering.duplicates import Duplicates, find_duplicates
 from clustering.graph import knn, knn_graph, radius_graph
 from clustering.measures import (
     cluster_attributes,
@@ -37,6 +39,7 @@ __all__ = [
     "LINKAGES",
     "METHODS",
     "Clustering",
+    "Duplicates",
     "Points",
     "as_points",
     "concat_points",
@@ -48,6 +51,7 @@ __all__ = [
     "cut_counts",
     "cut_distances",
     "external_measures",
+    "find_duplicates",
     "knn",
     "knn_graph",
     "method_params",

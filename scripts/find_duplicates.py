@@ -29,42 +29,38 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from clustering import as_points, cluster
 from clustering.cli import (
     add_digest_threshold_arguments,
     check_one_row_method,
     digest_threshold,
 )
-from clustering.report import evaluate, write_clustering
+from clustering.duplicates import (
+    DEFAULT_METHOD,
+    DEFAULT_THRESHOLDS,
+    find_duplicates,
+    list_folder,
+)
+from hashing import parse_algorithm
 from helpers import (
     add_output_arguments,
     experiment_run,
     get_logger,
     is_within,
     setup_logging,
-    write_csv,
 )
 from helpers.cli import integer, real, run_script, script_main
 
 SCRIPT = "find_duplicates"
 logger = get_logger(SCRIPT)
 
-#: Thresholds with the best pairwise F1 on the 500 BSDS500 originals and their 58 attacked
-#: copies each (scripts/benchmark_clustering.py; README, Performance); other methods need
-#: --threshold or --threshold-from.
-DEFAULT_THRESHOLDS = {"sscd_distilled": 0.15, "dhash": 0.075}
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="folder of images (searched recursively)")
-    parser.add_argument("--method", default="sscd_distilled",
+    parser.add_argument("--method", default=DEFAULT_METHOD,
                         help="any hash or model of the registry with one descriptor per image "
-                             "(default: sscd_distilled; not crop_resistant nor keypoint "
+                             f"(default: {DEFAULT_METHOD}; not crop_resistant nor keypoint "
                              "methods)")
     parser.add_argument("--threshold", type=real(0, 1e9), default=None,
                         help="distance under which two images are duplicates (default: the "
@@ -92,32 +88,10 @@ def _threshold(args: argparse.Namespace, label: str) -> float:
                      "or --threshold-from a benchmark digest of it")
 
 
-def duplicates_table(result, points, labels: np.ndarray) -> pd.DataFrame:
-    """Groups of two or more images: group, image path, image id, distance to the group's
-    first image (in the method's metric)."""
-    from hashing.distances import pairwise
-
-    rows = []
-    sizes = np.bincount(labels)
-    groups = [g for g in np.argsort(-sizes, kind="stable") if sizes[g] > 1]
-    for number, g in enumerate(groups):
-        members = np.flatnonzero(labels == g)
-        d = pairwise(points.descriptors(members), points.descriptors(members[:1]))[:, 0]
-        for m, dist in zip(members, d, strict=True):
-            record = result.records[m] if result.records is not None else None
-            rows.append({"group": number, "image": str(getattr(record, "path", "") or ""),
-                         "image_id": result.ids[m], "distance": float(dist)})
-    return pd.DataFrame(rows, columns=["group", "image", "image_id", "distance"])
-
-
 @script_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    from data_retrieval import list_images
-    from hashing import describe
-    from hashing.methods.describe import parse_algorithm
-
     folder = Path(args.folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
@@ -128,31 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     label = parse_algorithm(args.method).label
     check_one_row_method(args.method)  # before describing any image
     threshold = _threshold(args, label)
-    records, unreadable = list_images(folder)  # bad files are logged as found
-    if len(records) < 2:
-        raise ValueError(f"{folder} holds {len(records)} readable images "
-                         f"({len(unreadable)} skipped); duplicates need at least 2")
+    records, unreadable = list_folder(folder)  # bad files are logged as found
     name = f"duplicates_{folder.resolve().name}_{label}"
     with experiment_run(args, SCRIPT, name=name, inputs=[folder]) as run:
         output = run.folder
         run.record({**vars(args), "threshold_used": threshold, "method_label": label})
-        described = describe(records, args.method, batch_size=args.batch_size)
-        points = as_points(described)
-        skipped = [(b.path.stem if b.path else "", str(b.path), b.reason) for b in unreadable]
-        skipped += [tuple(b) for b in described.bad]
-        result = cluster(points, "duplicates", threshold=[threshold], device=args.device)
-        table = duplicates_table(result, points, result.labels[0])
-        # a file name that is not UTF-8 is written as its own bytes (as in every manifest),
-        # so the path in the table opens the file; formula-like names are quoted
-        write_csv(table, output / "duplicates.csv")
-        evaluation = evaluate(result, points, device=args.device)
-        write_clustering(result, output, evaluation, points=points, galleries=args.galleries,
-                         extra={"folder": str(folder), "skipped": [list(b) for b in skipped]})
-        groups = table["group"].nunique() if len(table) else 0
-        run.finish(groups=int(groups), images_in_groups=len(table), skipped=len(skipped))
-    print(f"{len(points)} images ({len(skipped)} skipped), {label}, threshold "
-          f"{threshold:g}: {groups} groups of near-duplicates holding {len(table)} images "
-          f"-> {output / 'duplicates.csv'}")
+        found = find_duplicates(records, args.method, threshold, unreadable=unreadable,
+                                root=folder, batch_size=args.batch_size, device=args.device)
+        found.write(output, galleries=args.galleries, device=args.device)
+        run.finish(groups=found.n_groups, images_in_groups=len(found.groups),
+                   skipped=len(found.skipped))
+    print(f"{len(found)} images ({len(found.skipped)} skipped), {label}, threshold "
+          f"{threshold:g}: {found.n_groups} groups of near-duplicates holding "
+          f"{len(found.groups)} images -> {output / 'duplicates.csv'}")
     return 0
 
 
