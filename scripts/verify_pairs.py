@@ -13,10 +13,11 @@ first method). Copies are made in memory, never written.
 Every method of --methods gives each pair a distance. With --threshold the decision is
 distance <= threshold on every pair. Otherwise the pairs are split into validation and test
 by the source of the copy (--validation-fraction; no original's copies on both sides), the
-threshold is chosen on the validation pairs by --rule (f1: the F1-optimal midpoint;
-precision:P; fpr:F), and F1, precision, recall and accuracy are measured on the test pairs;
---folds K adds k-fold cross-validation over all pairs (choose on k-1 folds, score the held-out
-one).
+threshold is chosen on the validation pairs by --rule (f1: the F1-optimal threshold;
+precision:P; fpr:F; a threshold is the largest validation distance it accepts), and F1,
+precision, recall and accuracy are measured on the test pairs; --folds K adds k-fold
+cross-validation over all pairs (choose on k-1 folds, score the held-out one). The protocol
+is the library's (`hashing.evaluation.verification.run_verification`).
 
 Writes Results/<name>/: pairs.csv (pair, label, kind, split, distance and decision per method),
 scores.csv (method x split), cross_validation.csv, figures/f1_curve (validation F1 against
@@ -36,7 +37,6 @@ import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from data_retrieval import load_dataset, sample_records
@@ -44,20 +44,15 @@ from data_retrieval.cli import add_data_root_argument
 from generator.cli import add_attack_arguments, attacks_from_args
 from hashing import parse_algorithm
 from hashing.evaluation.verification import (
-    cross_validate,
-    f1_curve,
-    fit_threshold,
+    VerificationProtocol,
     make_pairs,
-    pair_distances_many,
-    pair_scores,
     parse_rule,
-    plot_f1_curve,
     read_pairs,
-    split_pairs,
+    run_verification,
+    write_verification,
 )
 from helpers import add_output_arguments, experiment_run, setup_logging
 from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
-from helpers.io import write_csv
 
 SCRIPT = "verify_pairs"
 DEFAULT_METHODS = ["phash", "sscd_distilled"]
@@ -118,10 +113,8 @@ def _pairs(args: argparse.Namespace, algorithms, attacks, seed):
     return pairs, dataset.root
 
 
-@script_main
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    setup_logging(args.log_level)
+def _protocol(args: argparse.Namespace, seed: int) -> VerificationProtocol:
+    """The verification protocol of the flags (refused in their names)."""
     rule, target = parse_rule(args.rule)
     if not 0 < args.validation_fraction < 1:
         raise ValueError(f"--validation-fraction must be in (0, 1), got "
@@ -130,91 +123,43 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--folds must be 0 (none) or >= 2, got {args.folds}")
     if not args.pairs and args.threshold is None and not args.negatives > 0:
         raise ValueError("choosing a threshold needs negative pairs: --negatives > 0")
+    return VerificationProtocol(args.threshold, rule, target, args.validation_fraction,
+                                args.folds, seed)
+
+
+@script_main
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    attacks, seed, _ = attacks_from_args(args)
+    protocol = _protocol(args, seed)
     algorithms = [parse_algorithm(m) for m in args.methods]
     labels = [a.label for a in algorithms]
     if len(set(labels)) != len(labels):
         raise ValueError(f"--methods repeat a method: {labels}")
-    attacks, seed, _ = attacks_from_args(args)
     pairs, root = _pairs(args, algorithms, attacks, seed)
-    if not len(pairs):
-        raise ValueError("no pair to verify")
-    groups = len(set(pairs.group))
-    if args.folds > groups:
-        raise ValueError(f"--folds {args.folds}: the pairs have {groups} source images")
-    if args.threshold is None:
-        validation, test = split_pairs(pairs, (args.validation_fraction,
-                                               1 - args.validation_fraction), seed)
-        for part, name_ in ((validation, "validation"), (test, "test")):
-            if not part.same.any() or part.same.all():
-                raise ValueError(
-                    f"the {name_} split has {int(part.same.sum())} positive and "
-                    f"{int((~part.same).sum())} negative pairs: it needs both (change "
-                    "--validation-fraction, or give more images)")
+    protocol.splits(pairs)  # a pair set the protocol refuses is refused before the folder
     default = (Path(args.pairs).stem if args.pairs else args.dataset).replace(":", "_")
-    name = f"verify_{default}".replace("/", "_")
-    with experiment_run(args, SCRIPT, name=name, inputs=[root]) as run:
-        output = run.folder
+    with experiment_run(args, SCRIPT, name=f"verify_{default}".replace("/", "_"),
+                        inputs=[root]) as run:
         run.record({**{k: v for k, v in vars(args).items() if k != "attacks"},
                     "attacks": [a.id for a in attacks], "seed": seed,
-                    "methods_resolved": [a.label for a in algorithms],
+                    "methods_resolved": labels,
                     "pairs_made": {k: int(v) for k, v in
                                    pd.Series(pairs.kind).value_counts().items()}})
-        frame = pairs.frame()
-        if args.threshold is None:
-            in_validation = set(validation.group)
-            frame["split"] = ["validation" if g in in_validation else "test"
-                              for g in pairs.group]
-        else:
-            frame["split"] = "all"
-        scores, folds, curves, chosen, skipped = [], [], {}, {}, {}
-        # every image decoded once for all methods; one network for a model's variants
-        distances = pair_distances_many(pairs, algorithms, args.device, args.batch_size)
-        for algorithm in algorithms:
-            label = algorithm.label
-            d = distances[label]
-            unread = int(np.isnan(d).sum())
-            if unread:
-                skipped[label] = unread
-            frame[f"distance:{label}"] = d
-            same = frame["same"].to_numpy()
-            if args.threshold is not None:
-                threshold = args.threshold
-                scores.append({"method": label, "split": "all",
-                               **pair_scores(d, same, threshold)})
-            else:
-                val = (frame["split"] == "validation").to_numpy()
-                threshold = fit_threshold(d[val], same[val], rule, target)
-                curves[label] = f1_curve(d[val], same[val])
-                chosen[label] = threshold
-                for split, rows in (("validation", val), ("test", ~val)):
-                    scores.append({"method": label, "split": split,
-                                   **pair_scores(d[rows], same[rows], threshold)})
-            frame[f"decision:{label}"] = d <= threshold
-            if args.folds:
-                cv = cross_validate(d, same, pairs.group, args.folds, rule, target, seed)
-                cv.insert(0, "method", label)
-                folds.append(cv)
-        table = pd.DataFrame(scores)
-        for data, file in ((frame, "pairs.csv"), (table, "scores.csv")):
-            write_csv(data, output / file)
-        summary = {}
-        if folds:
-            cv = pd.concat(folds, ignore_index=True)
-            write_csv(cv, output / "cross_validation.csv")
-            summary = {m: {"f1_mean": float(g["f1"].mean()), "f1_std": float(g["f1"].std()),
-                           "accuracy_mean": float(g["accuracy"].mean())}
-                       for m, g in cv.groupby("method", sort=False)}
-        if curves:
-            plot_f1_curve(curves, chosen, output / "figures")
-        run.finish(scores=table.to_dict("records"), cross_validation=summary,
-                   pairs_not_read=skipped)
+        result = run_verification(pairs, algorithms, protocol, args.device, args.batch_size)
+        write_verification(result, run.folder)
+        summary = result.cross_validation_summary()
+        run.finish(scores=result.scores.to_dict("records"), cross_validation=summary,
+                   pairs_not_read=result.unread)
+    table = result.scores
     shown = table[table["split"] != "validation"][
         ["method", "split", "threshold", "f1", "precision", "recall", "accuracy"]]
     print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     for method_name, values in summary.items():
         print(f"{method_name}: {args.folds}-fold F1 {values['f1_mean']:.4f} +- "
               f"{values['f1_std']:.4f}")
-    print(f"{len(pairs)} pairs ({int(pairs.same.sum())} positive) -> {output}")
+    print(f"{len(pairs)} pairs ({int(pairs.same.sum())} positive) -> {run.folder}")
     return 0
 
 

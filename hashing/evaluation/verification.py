@@ -8,12 +8,16 @@ validation data.
   image, random or hard: the nearest non-copy by the method's own distance), or read from a CSV of
   path pairs with labels (`read_pairs`, the usual form of competition data).
 - Threshold choice that never looks at test pairs: `fit_threshold` on validation distances (the
-  F1-optimal threshold from one sort and one sweep, placed midway between neighbouring distances;
-  or the threshold reaching a target precision or false positive rate), `split_pairs` by the
-  copy's source image (no original's copies on both sides; a negative's other original may be on
-  either), and `cross_validate` (choose on k-1 folds, score on the held-out
-  one, as face verification reports it); `pair_scores` gives F1, precision, recall and accuracy,
-  `f1_curve` the curve of F1 against threshold.
+  F1-optimal threshold, or the one reaching a target precision or false positive rate, from the
+  one sweep of `hashing.evaluation.operating_points`: a threshold is the largest distance it
+  accepts, no longer a midpoint between neighbouring distances), `split_pairs` by the copy's
+  source image (no original's copies on both sides; a negative's other original may be on
+  either), and `cross_validate` (choose on k-1 folds, score on the held-out one, as face
+  verification reports it); `pair_scores` gives F1, precision, recall and accuracy, `f1_curve`
+  the curve of F1 against threshold.
+- The protocol of ``scripts/verify_pairs.py``: `run_verification` (distances of every method,
+  split, fit, score, cross-validate, as a `VerificationProtocol` says) returns a
+  `VerificationResult`; `write_verification` writes its files.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from helpers import (
     save_figure,
     spreadsheet_unescape,
     unknown_name,
+    write_csv,
 )
 
 log = logging.getLogger(__name__)
@@ -559,6 +564,195 @@ def cross_validate(distances: np.ndarray, same: np.ndarray, groups: Sequence[str
         threshold = fit_threshold(d[~held], y[~held], rule, target)
         rows.append({"fold": k, **pair_scores(d[held], y[held], threshold)})
     return pd.DataFrame(rows)
+
+
+# --- the protocol ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VerificationProtocol:
+    """How a pair set is verified.
+
+    Attributes
+    ----------
+    threshold : float, optional
+        Decide every pair with this threshold (nothing is fitted; one split, ``all``).
+    rule, target : str, float
+        Otherwise the threshold is chosen by `fit_threshold` (``rule``, ``target``) on the
+        validation pairs and scored on them and on the test pairs.
+    validation_fraction : float
+        Share of the source images whose pairs choose the threshold (`split_pairs`).
+    folds : int
+        Also k-fold cross-validation over all pairs (`cross_validate`) when >= 2; 0: none.
+    seed : int
+        Of the split and of the folds.
+
+    Raises
+    ------
+    ValueError
+        An unknown rule, a rule without its target, a fraction outside (0, 1), or 1 fold.
+    """
+
+    threshold: float | None = None
+    rule: str = "f1"
+    target: float | None = None
+    validation_fraction: float = 0.5
+    folds: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(unknown_name("threshold rule", self.rule, RULES))
+        if self.rule != "f1" and (self.target is None or not 0 <= self.target <= 1):
+            raise ValueError(f"rule {self.rule!r} needs a target in [0, 1], got {self.target}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"the validation fraction must be in (0, 1), got "
+                             f"{self.validation_fraction}")
+        if self.folds == 1 or self.folds < 0:
+            raise ValueError(f"folds must be 0 (none) or >= 2, got {self.folds}")
+
+    def splits(self, pairs: PairSet) -> np.ndarray:
+        """The split of every pair: ``validation`` or ``test`` (by source image, seeded), or
+        ``all`` with a fixed threshold. Cheap: call it to refuse a pair set before any work.
+
+        Raises
+        ------
+        ValueError
+            No pair, more folds than source images, or a split without positive or negative
+            pairs.
+        """
+        if not len(pairs):
+            raise ValueError("no pair to verify")
+        groups = len(set(pairs.group))
+        if self.folds > groups:
+            raise ValueError(f"{self.folds} folds: the pairs have {groups} source images")
+        if self.threshold is not None:
+            return np.full(len(pairs), "all", dtype=object)
+        validation, test = split_pairs(pairs, (self.validation_fraction,
+                                               1 - self.validation_fraction), self.seed)
+        for part, name in ((validation, "validation"), (test, "test")):
+            if not part.same.any() or part.same.all():
+                raise ValueError(
+                    f"the {name} split has {int(part.same.sum())} positive and "
+                    f"{int((~part.same).sum())} negative pairs: it needs both (change the "
+                    "validation fraction, or give more images)")
+        in_validation = set(validation.group)
+        return np.array(["validation" if g in in_validation else "test" for g in pairs.group],
+                        dtype=object)
+
+
+@dataclass
+class VerificationResult:
+    """What `run_verification` found.
+
+    Attributes
+    ----------
+    pairs : PairSet
+    frame : pandas.DataFrame
+        One row per pair: `PairSet.frame`, ``split``, and per method ``distance:<label>``
+        (NaN: an image could not be read) and ``decision:<label>``.
+    scores : pandas.DataFrame
+        One row per method and split: ``method``, ``split`` and `pair_scores`.
+    thresholds : dict
+        ``{label: threshold}`` (chosen on the validation pairs, or the fixed one).
+    curves : dict
+        ``{label: f1_curve of the validation pairs}`` (empty with a fixed threshold).
+    cross_validation : pandas.DataFrame, optional
+        `cross_validate`'s rows of every method (column ``method`` first); None without folds.
+    unread : dict
+        ``{label: pairs without a distance}``, for the methods that have any.
+    """
+
+    pairs: PairSet
+    frame: pd.DataFrame
+    scores: pd.DataFrame
+    thresholds: dict[str, float]
+    curves: dict[str, pd.DataFrame]
+    cross_validation: pd.DataFrame | None
+    unread: dict[str, int]
+
+    def cross_validation_summary(self) -> dict[str, dict[str, float]]:
+        """``{label: {f1_mean, f1_std, accuracy_mean}}`` over the folds (empty without)."""
+        if self.cross_validation is None:
+            return {}
+        return {m: {"f1_mean": float(g["f1"].mean()), "f1_std": float(g["f1"].std()),
+                    "accuracy_mean": float(g["accuracy"].mean())}
+                for m, g in self.cross_validation.groupby("method", sort=False)}
+
+
+def run_verification(pairs: PairSet, methods: Sequence[Any],
+                     protocol: VerificationProtocol | None = None, device: str = "auto",
+                     batch_size: int = 64, show_progress: bool | None = None
+                     ) -> VerificationResult:
+    """Verify a pair set with every method: distances (each image decoded once for all
+    methods, `pair_distances_many`), the split, the threshold fitted on the validation pairs
+    (or fixed), the scores of each split and the cross-validation of ``protocol``.
+
+    Parameters
+    ----------
+    pairs : PairSet
+    methods : sequence of str or Algorithm
+    protocol : VerificationProtocol, optional
+        Default: the F1-optimal threshold chosen on half of the source images.
+    device, batch_size, show_progress
+        As `pair_distances_many`.
+
+    Raises
+    ------
+    ValueError
+        A method given twice, or what `VerificationProtocol.splits` refuses.
+    """
+    protocol = protocol or VerificationProtocol()
+    algorithms = [parse_algorithm(m) for m in methods]
+    labels = [a.label for a in algorithms]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"the methods repeat a method: {labels}")
+    frame = pairs.frame()
+    frame["split"] = protocol.splits(pairs)
+    distances = pair_distances_many(pairs, algorithms, device, batch_size, show_progress)
+    scores, folds, curves, thresholds, unread = [], [], {}, {}, {}
+    for label in labels:
+        d = distances[label]
+        if np.isnan(d).any():
+            unread[label] = int(np.isnan(d).sum())
+        frame[f"distance:{label}"] = d
+        thresholds[label], rows = _fit_and_score(d, pairs.same, frame["split"].to_numpy(),
+                                                 protocol, curves, label)
+        scores.extend({"method": label, **row} for row in rows)
+        frame[f"decision:{label}"] = d <= thresholds[label]
+        if protocol.folds:
+            cv = cross_validate(d, pairs.same, pairs.group, protocol.folds, protocol.rule,
+                                protocol.target, protocol.seed)
+            cv.insert(0, "method", label)
+            folds.append(cv)
+    return VerificationResult(pairs, frame, pd.DataFrame(scores), thresholds, curves,
+                              pd.concat(folds, ignore_index=True) if folds else None, unread)
+
+
+def _fit_and_score(d: np.ndarray, same: np.ndarray, split: np.ndarray,
+                   protocol: VerificationProtocol, curves: dict[str, pd.DataFrame],
+                   label: str) -> tuple[float, list[dict[str, Any]]]:
+    """One method's threshold (fixed, or fitted on the validation pairs: its F1 curve goes
+    into ``curves``) and the `pair_scores` of each split."""
+    if protocol.threshold is not None:
+        return protocol.threshold, [{"split": "all",
+                                     **pair_scores(d, same, protocol.threshold)}]
+    val = split == "validation"
+    threshold = fit_threshold(d[val], same[val], protocol.rule, protocol.target)
+    curves[label] = f1_curve(d[val], same[val])
+    return threshold, [{"split": name, **pair_scores(d[rows], same[rows], threshold)}
+                       for name, rows in (("validation", val), ("test", ~val))]
+
+
+def write_verification(result: VerificationResult, folder: str | os.PathLike) -> None:
+    """``pairs.csv`` (`VerificationResult.frame`), ``scores.csv``, ``cross_validation.csv``
+    (with folds) and ``figures/f1_curve`` (with fitted thresholds) into ``folder``."""
+    folder = Path(folder)
+    write_csv(result.frame, folder / "pairs.csv")
+    write_csv(result.scores, folder / "scores.csv")
+    if result.cross_validation is not None:
+        write_csv(result.cross_validation, folder / "cross_validation.csv")
+    if result.curves:
+        plot_f1_curve(result.curves, result.thresholds, folder / "figures")
 
 
 def plot_f1_curve(curves: dict[str, pd.DataFrame], thresholds: dict[str, float], folder: Any,
