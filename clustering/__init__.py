@@ -12,12 +12,6 @@ duplicate-finding protocol in one call (a folder or descriptors in, `Duplicates`
 
 from clustering.duplicates import Duplicates, find_duplicates
 from clustering.graph import knn, knn_graph, radius_graph
-from clustering.measures import (
-    cluster_attributes,
-    external_measures,
-    summarize_attributes,
-    truth_labels,
-)
 from clustering.methods import (
     LINKAGES,
     METHODS,
@@ -31,6 +25,12 @@ from clustering.methods import (
     method_params,
     relabel,
     threshold_from_digest,
+)
+from clustering.metrics import (
+    cluster_attributes,
+    external_measures,
+    summarize_attributes,
+    truth_labels,
 )
 from clustering.points import FLOAT_METRICS, Points, as_points, concat_points
 

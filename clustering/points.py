@@ -14,10 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from helpers.descriptors import BinaryCodes, FloatFeatures, LocalDescriptors, MultiCodes
+from helpers.descriptors import (
+    FLOAT_METRICS,
+    BinaryCodes,
+    FloatFeatures,
+    LocalDescriptors,
+    MultiCodes,
+)
 
 #: Metrics float features can be clustered with (those of `hashing.distances`).
-FLOAT_METRICS = ("cosine", "l2", "l1", "jensenshannon")
 
 
 @dataclass

@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clustering.measures import (
+from clustering.methods import Clustering
+from clustering.metrics import (
     cluster_attributes,
     external_measures,
     summarize_attributes,
     truth_labels,
 )
-from clustering.methods import Clustering
 from clustering.points import Points
 from helpers import atomic_write, printable, write_csv, write_json
 from helpers.plotting import new_figure, save_figure
@@ -54,7 +54,7 @@ def evaluate(result: Clustering, points: Points | None = None,
         ``attributes`` (summary) and ``clusters`` (a DataFrame).
     """
     from clustering.graph import knn
-    from clustering.measures import NEIGHBOURS
+    from clustering.metrics import NEIGHBOURS
 
     if truth is None and result.records is not None:
         truth = truth_labels(result.records)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_STORE = ("FeatureStore", "extract_to_store", "load_store", "save_store", "store_paths")
+_STORE = ("FeatureStore", "extract_to_store", "load_descriptors", "load_store", "save_descriptors",
+          "save_store", "store_paths")
 _EXTRACT = ("FEATURE_METRICS", "extract")
 _MODELS = ("FINETUNE_FORMAT", "FeatureModel", "ModelSpec", "OnnxFeatureModel",
            "TorchFeatureModel", "WeightsNotFoundError", "custom_model", "get_model",

@@ -15,12 +15,12 @@ from data_retrieval import ImageRecord
 from data_retrieval.items import load_item, loadable
 from extractor.models import FeatureModel
 from helpers import ImageLoadError, get_logger, progress
-from helpers.descriptors import FloatFeatures
+from helpers.descriptors import FLOAT_METRICS, FloatFeatures
 
 logger = get_logger(__name__)
 
 #: Distances raw features can be compared with (`hashing.distances`).
-FEATURE_METRICS = ("cosine", "jensenshannon", "l1", "l2")
+FEATURE_METRICS = FLOAT_METRICS  # the one list: helpers.descriptors
 
 
 class _ImageDataset(Dataset):

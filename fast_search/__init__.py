@@ -16,13 +16,6 @@ from fast_search.data import (
     open_descriptors,
     synthetic_part,
 )
-from fast_search.evaluate import (
-    knn_intersection,
-    micro_ap,
-    range_pr,
-    recall_at_k,
-    source_ranks,
-)
 from fast_search.experiment import (
     DEFAULT_INDEXES,
     DEFAULT_KS,
@@ -34,7 +27,7 @@ from fast_search.experiment import (
     run_search,
 )
 from fast_search.index import (
-    METRICS,
+    SEARCH_METRICS,
     SearchIndex,
     build_index,
     default_nlist,
@@ -42,12 +35,19 @@ from fast_search.index import (
     load_index,
     resolve_factory,
 )
+from fast_search.metrics import (
+    knn_intersection,
+    knn_micro_ap,
+    range_pr,
+    recall_at_k,
+    source_ranks,
+)
 
 __all__ = [
     "DEFAULT_INDEXES",
     "DEFAULT_KS",
     "DEFAULT_PARAMS",
-    "METRICS",
+    "SEARCH_METRICS",
     "Part",
     "SearchIndex",
     "SearchResult",
@@ -62,7 +62,7 @@ __all__ = [
     "load_search_set",
     "open_described",
     "open_descriptors",
-    "micro_ap",
+    "knn_micro_ap",
     "prepare_index",
     "range_pr",
     "recall_at_k",

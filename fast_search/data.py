@@ -227,7 +227,7 @@ class _Loaded:
 def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
     """A descriptor object from a store spec (``dataset/method``), a ``.npy`` path, or an
     object as it is."""
-    from hashing.store import load_descriptors
+    from hashing import load_descriptors
 
     if isinstance(source, BinaryCodes | FloatFeatures):
         return _Loaded(source.method or "array", source)

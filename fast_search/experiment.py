@@ -17,14 +17,6 @@ from typing import Any
 import numpy as np
 
 from fast_search.data import SearchSet
-from fast_search.evaluate import (
-    knn_as_range,
-    knn_intersection,
-    micro_ap,
-    range_pr,
-    recall_at_k,
-    source_ranks,
-)
 from fast_search.index import (
     MAX_POINTS_PER_CENTROID,
     SearchIndex,
@@ -34,6 +26,14 @@ from fast_search.index import (
     min_training_points,
     nlist_of,
     resolve_factory,
+)
+from fast_search.metrics import (
+    knn_as_range,
+    knn_intersection,
+    knn_micro_ap,
+    range_pr,
+    recall_at_k,
+    source_ranks,
 )
 from helpers import Timer, get_logger, read_json, time_repeated, write_json
 
@@ -377,11 +377,11 @@ def run_search(
                 "recall": recall_at_k(indices, search_set.truth, ks),
                 "intersection": {k: knn_intersection(indices, reference, k) for k in ks},
                 "mean_source_rank": _mean_rank(indices, search_set.truth),
-                **micro_ap(distances, indices, search_set.truth),
+                **knn_micro_ap(distances, indices, search_set.truth),
                 "micro_ap_candidates": int(indices.shape[1]),
                 # the nearest alone: what the hashing benchmark's digests score
-                "micro_ap_nearest": micro_ap(distances[:, :1], indices[:, :1],
-                                             search_set.truth)["micro_ap"],
+                "micro_ap_nearest": knn_micro_ap(distances[:, :1], indices[:, :1],
+                                                 search_set.truth)["micro_ap"],
                 "synthetic_distractors": search_set.synthetic_rows,
             }
             if thresholds:

@@ -31,11 +31,13 @@ from typing import Any
 import numpy as np
 
 from helpers import get_logger, progress
+from helpers.descriptors import METRICS
 
 logger = get_logger(__name__)
 
-FLOAT_METRICS = ("l2", "cosine", "inner_product", "l1", "jensenshannon")
-METRICS = (*FLOAT_METRICS, "hamming")
+#: What an index answers in: the library's distances (`helpers.descriptors.METRICS`) and
+#: Faiss's raw inner product of float vectors.
+SEARCH_METRICS = (*METRICS, "inner_product")
 #: Fewer training points per centroid than this and Faiss warns (k-means is unreliable).
 MIN_POINTS_PER_CENTROID = 39
 #: Faiss subsamples k-means training sets above this many points per centroid.
@@ -58,8 +60,8 @@ def _faiss():
 
 
 def _check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; metrics: {', '.join(METRICS)}")
+    if metric not in SEARCH_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; metrics: {', '.join(SEARCH_METRICS)}")
     return metric
 
 

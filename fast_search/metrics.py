@@ -55,8 +55,8 @@ def knn_intersection(indices: np.ndarray, reference: np.ndarray, k: int) -> floa
                                           np.asarray(reference)[:, :k]))
 
 
-def micro_ap(distances: np.ndarray, indices: np.ndarray, truth: np.ndarray
-             ) -> dict[str, float]:
+def knn_micro_ap(distances: np.ndarray, indices: np.ndarray, truth: np.ndarray
+                 ) -> dict[str, float]:
     """Copy-detection micro-average precision over all queries, controls included, as DISC21
     computes it (`hashing.evaluation.metrics.micro_average_precision`): every returned neighbour of
     every query is a prediction scored by its distance (``k`` columns: ``k`` candidates per

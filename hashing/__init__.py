@@ -56,12 +56,13 @@ from hashing.methods import (
     describe_all,
     get_algorithm,
     list_algorithms,
+    load_descriptors,
     parse_algorithm,
     register_algorithm,
     register_provider,
+    save_descriptors,
     simhash,
 )
-from hashing.store import load_descriptors, save_descriptors
 from helpers.descriptors import BinaryCodes, FloatFeatures, LocalDescriptors, MultiCodes
 
 __all__ = [

@@ -17,6 +17,11 @@ from typing import Any
 
 import numpy as np
 
+#: The distances of float features (`FloatFeatures.metric`): every package takes these names.
+FLOAT_METRICS = ("cosine", "jensenshannon", "l1", "l2")
+#: Every distance of the library: the float ones and ``hamming`` (bit error rate) of codes.
+METRICS = ("hamming", *FLOAT_METRICS)
+
 
 def _check_parts(parts: Sequence[Any], cls: type) -> None:
     """``concat`` needs one part at least (its length, metric...) and parts of its kind."""

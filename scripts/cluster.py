@@ -36,7 +36,7 @@ from typing import Any
 
 from clustering import LINKAGES, METHODS, as_points, cluster
 from clustering.cli import add_digest_threshold_arguments, digest_threshold
-from clustering.points import FLOAT_METRICS, Points, concat_points
+from clustering.points import Points, concat_points
 from clustering.report import evaluate, write_clustering
 from extractor.store import default_features_dir
 from helpers import (
@@ -47,6 +47,7 @@ from helpers import (
     setup_logging,
 )
 from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
+from helpers.descriptors import METRICS
 from helpers.params import parse_size
 
 SCRIPT = "cluster"
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     how = parser.add_argument_group("method")
     how.add_argument("--method", default="hierarchical", choices=METHODS)
     how.add_argument("--metric", default=None,
-                     choices=[*FLOAT_METRICS, "hamming"],
+                     choices=METRICS,
                      help="default: the features' own (hamming for codes)")
     how.add_argument("--linkage", default=None, choices=LINKAGES,
                      help="hierarchical (default: ward, the study's, for l2 distances; "

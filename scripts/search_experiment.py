@@ -40,7 +40,7 @@ from extractor.store import default_features_dir
 from fast_search import (
     DEFAULT_INDEXES,
     DEFAULT_KS,
-    METRICS,
+    SEARCH_METRICS,
     load_search_set,
     run_search,
     synthetic_part,
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Faiss factory strings; binary codes take BFlat, BIVF<n>, "
                              "BHNSW<M> ({nlist} = 10 sqrt(N); default: "
                              f"{' '.join(DEFAULT_INDEXES)}, or BFlat BIVF{{nlist}} for codes)")
-    search.add_argument("--metric", nargs="+", default=None, choices=METRICS,
+    search.add_argument("--metric", nargs="+", default=None, choices=SEARCH_METRICS,
                         help="one or more (the study compared l2 and cosine); default: the "
                              "stores' metric")
     search.add_argument("--k", nargs="+", type=integer(1, 100_000), default=list(DEFAULT_KS),

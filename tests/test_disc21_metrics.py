@@ -78,7 +78,7 @@ def test_duplicate_predictions_are_refused():
     with pytest.raises(ValueError, match="more than once"):
         micro_average_precision([0.1, 0.2], [True, True], 1, pairs=[[0, 7], [0, 7]])
     with pytest.raises(ValueError, match="more than once"):
-        fs.micro_ap(np.array([[0.1, 0.2]]), np.array([[7, 7]]), np.array([7]))
+        fs.knn_micro_ap(np.array([[0.1, 0.2]]), np.array([[7, 7]]), np.array([7]))
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -97,7 +97,7 @@ def test_k_candidates_per_query_are_all_predictions(seed):
     correct = (indices == truth[:, None]) & (truth[:, None] >= 0)
     n_gt = int((truth >= 0).sum())
     for columns in (k, 1):
-        got = fs.micro_ap(distances[:, :columns], indices[:, :columns], truth)
+        got = fs.knn_micro_ap(distances[:, :columns], indices[:, :columns], truth)
         want = reference(distances[:, :columns].ravel(), correct[:, :columns].ravel(), n_gt)
         assert got["micro_ap"] == pytest.approx(want[0], abs=1e-12)
         assert got["recall_at_p90"] == pytest.approx(want[1], abs=1e-12)
@@ -133,6 +133,6 @@ def test_run_search_reports_k_candidates_and_the_nearest_alone():
     exact.add([base])
     d, i = exact.search(noisy, 5)
     assert run["micro_ap_candidates"] == 5
-    assert run["micro_ap"] == pytest.approx(fs.micro_ap(d, i, search_set.truth)["micro_ap"])
+    assert run["micro_ap"] == pytest.approx(fs.knn_micro_ap(d, i, search_set.truth)["micro_ap"])
     assert run["micro_ap_nearest"] == pytest.approx(
-        fs.micro_ap(d[:, :1], i[:, :1], search_set.truth)["micro_ap"])
+        fs.knn_micro_ap(d[:, :1], i[:, :1], search_set.truth)["micro_ap"])

@@ -142,7 +142,7 @@ def test_measures_on_hand_made_examples():
     # micro-AP: predictions sorted by distance: q0 correct (0.1), control wrong (0.2),
     # q1 wrong (0.3), q2 wrong (0.4); 3 queries with a source -> AP = 1 * 1/3
     distances = np.array([[0.1], [0.3], [0.4], [0.2]])
-    ap = fs.micro_ap(distances, indices[:, :1], truth)
+    ap = fs.knn_micro_ap(distances, indices[:, :1], truth)
     assert ap["micro_ap"] == pytest.approx(1 / 3)
     # knn intersection: half the neighbours shared
     assert fs.knn_intersection(np.array([[1, 2], [3, 4]]), np.array([[2, 9], [4, 3]]), 2) == 0.75
@@ -157,7 +157,7 @@ def test_measures_on_hand_made_examples():
     # an index without range search: its k-NN results in the same layout (misses dropped)
     knn_d = np.array([[0.1, 0.4], [0.7, np.inf]], np.float32)
     knn_i = np.array([[0, 5], [1, -1]])
-    lims, dist, ids = fs.evaluate.knn_as_range(knn_d, knn_i)
+    lims, dist, ids = fs.metrics.knn_as_range(knn_d, knn_i)
     assert lims.tolist() == [0, 2, 3] and ids.tolist() == [0, 5, 1]
 
 

@@ -246,8 +246,8 @@ def test_train_verifier_overwrite_keeps_inputs_inside_the_output(tmp_path, small
 
 
 def test_train_verifier_refuses_binary_stores_and_huge_heads(tmp_path, capsys, monkeypatch):
+    from extractor.store import save_descriptors
     from hashing import describe
-    from hashing.store import save_descriptors
     from tests.conftest import load_script
 
     main = load_script("train_verifier").main

@@ -431,8 +431,8 @@ def test_cluster_overwrite_keeps_a_store_inside_the_output(tmp_path, capsys):
     with --overwrite: refused, the store kept."""
     import shutil
 
+    from extractor.store import save_descriptors
     from hashing import describe
-    from hashing.store import save_descriptors
 
     features = tmp_path / "features"
     save_descriptors(describe("sample", "dhash"), "sample", root=features)

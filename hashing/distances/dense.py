@@ -36,6 +36,7 @@ from scipy.special import xlogy
 from hashing.distances import native
 from helpers import available_cpus, resolve_device
 from helpers.descriptors import (
+    METRICS,
     BinaryCodes,
     FloatFeatures,
     check_same_method,
@@ -44,7 +45,6 @@ from helpers.descriptors import (
 if TYPE_CHECKING:  # torch is imported by the functions that compute, not by `import hashing`
     import torch
 
-METRICS = ("hamming", "cosine", "jensenshannon", "l1", "l2")
 
 #: Largest intermediate array, in values (2**25 float32 = 128 MiB).
 DEFAULT_BLOCK_ELEMENTS = 1 << 25

@@ -14,7 +14,9 @@ from hashing.methods.describe import (
     describe,
     describe_all,
     get_algorithm,
+    load_descriptors,
     parse_algorithm,
+    save_descriptors,
 )
 from hashing.methods.gray import GrayBatch
 from hashing.methods.neural import FEATURE_DISTANCES, clear_model_caches, simhash
@@ -30,8 +32,10 @@ __all__ = [
     "describe_all",
     "get_algorithm",
     "list_algorithms",
+    "load_descriptors",
     "parse_algorithm",
     "register_algorithm",
     "register_provider",
+    "save_descriptors",
     "simhash",
 ]

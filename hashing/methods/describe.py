@@ -420,3 +420,34 @@ def _report_empty(descriptors: Any) -> None:
     logger.warning("%s found no keypoint in %d of %d images (infinite distance to every "
                    "image): %s%s", descriptors.method, len(empty), len(counts),
                    ", ".join(empty[:5]), ", ..." if len(empty) > 5 else "")
+
+
+def load_descriptors(dataset: str, method: str | Algorithm, root: str | Path | None = None,
+                     mmap: bool = True, metric: str | None = None) -> Any:
+    """A stored method's rows as the descriptor object `describe` made (ids, records, method):
+    `extractor.store.load_descriptors`, the method given as `describe` takes it.
+
+    Parameters
+    ----------
+    dataset : str
+        The store folder.
+    method : str or Algorithm
+        The method's identity (``efficientnet_lite0``, ``phash_hash_size=16``), or a spec or
+        algorithm as `describe` takes it (``phash:hash_size=16``).
+    root, mmap, metric
+        As in `extractor.store.load_descriptors`.
+    """
+    from extractor import store  # on use: `import hashing` imports nothing of extractor
+
+    if isinstance(method, Algorithm) or ":" in method:
+        method = parse_algorithm(method).label
+    return store.load_descriptors(dataset, method, root, mmap=mmap, metric=metric)
+
+
+def save_descriptors(descriptors: Any, dataset: str, root: str | Path | None = None,
+                     overwrite: bool = False, meta: dict[str, Any] | None = None) -> Path:
+    """Store what `describe` made as ``<root>/<dataset>/<method>.npy``, in the feature store's
+    layout: `extractor.store.save_descriptors` (see there)."""
+    from extractor import store  # on use: `import hashing` imports nothing of extractor
+
+    return store.save_descriptors(descriptors, dataset, root, overwrite=overwrite, meta=meta)

@@ -22,9 +22,9 @@ from PIL import Image
 
 from hashing.methods.registry import register_algorithm, register_normaliser, register_provider
 from helpers import resolve_device
-from helpers.descriptors import BinaryCodes, FloatFeatures
+from helpers.descriptors import FLOAT_METRICS, BinaryCodes, FloatFeatures
 
-FEATURE_DISTANCES = ("cosine", "jensenshannon", "l1", "l2")
+FEATURE_DISTANCES = FLOAT_METRICS  # the distances raw features are compared with
 #: Most SimHash bits (the hyperplanes are a dim x bits float32 matrix).
 MAX_SIMHASH_BITS = 8192
 
