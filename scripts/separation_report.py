@@ -7,17 +7,18 @@ The originals of --dataset and their attacked copies (made on the fly with --att
 projection, autoencoders; see extractor.reduce), fitted on the originals' features or on
 --fit-dataset, and optionally quantised to bytes (--quantize). For each method: the distances
 of pairs of distinct originals give mu and sigma, the thresholds T1 = mu - 2 sigma and
-T2 = mu - sigma, and thresholds at the target false positive rates --fprs (from the empirical
-quantiles; marked unreliable when fewer than 10 unrelated pairs fall below them); then, per
-attack, the share of copies whose distance to their original is above each threshold (0 is
-best).
+T2 = mu - sigma, and thresholds at the target false positive rates --fprs (the largest
+unrelated distance within the rate, -inf when not one pair may be accepted; marked unreliable
+when fewer than 10 unrelated pairs fall below them); then, per attack, the share of copies
+whose distance to their original is above each threshold (0 is best).
 
 Writes Results/<name>/: separation.csv (method x attack: copies, mean and median distance,
 above_t1, above_t2, above_fpr_*), shares_above_t1.csv, shares_above_t2.csv and
 shares_above_fpr_<largest --fprs>.csv (attacks x methods), thresholds.json,
 explained_variance.csv, figures/ (the histograms of every method, the share heat maps, the
 cumulative explained variance), reducers/<method>/*.pt (reusable: get_algorithm(method,
-reduce=<file>)), experiment.json.
+reduce=<file>)), experiment.json. The protocol is the library's
+(`hashing.evaluation.separation_report.run_separation_report`).
 
 Examples
 --------
@@ -32,29 +33,15 @@ from __future__ import annotations
 import argparse
 import logging
 
-import numpy as np
-
 from data_retrieval import load_dataset, sample_records
 from data_retrieval.cli import add_data_root_argument
+from extractor.reduce import parse_reducer
 from generator.cli import add_attack_arguments, attacks_from_args
-from hashing import get_algorithm, parse_algorithm
-from hashing.evaluation.separation import (
-    DEFAULT_FPRS,
-    DEFAULT_MAX_PAIRS,
-    describe_originals_and_copies,
-    plot_explained_variance,
-    plot_separation,
-    plot_shares,
-    reduce_descriptors,
-    separation,
-    separation_frame,
-    share_pivot,
-)
-from hashing.methods.neural import algorithm_model_label
+from hashing import parse_algorithm
+from hashing.evaluation.separation import DEFAULT_FPRS, DEFAULT_MAX_PAIRS
+from hashing.evaluation.separation_report import run_separation_report, write_separation_report
 from helpers import add_output_arguments, experiment_run, setup_logging
 from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
-from helpers.descriptors import FloatFeatures
-from helpers.io import write_csv, write_json
 
 SCRIPT = "separation_report"
 DEFAULT_METHODS = ["dhash", "phash", "efficientnet_lite0", "sscd_distilled"]
@@ -117,13 +104,6 @@ def _records(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    from extractor.reduce import (
-        explained_variance,
-        fit_reducer,
-        parse_reducer,
-        with_quantizer,
-    )
-
     for f in args.fprs:
         if not 0 < f < 1:
             raise ValueError(f"--fprs must be in (0, 1), got {f}")
@@ -138,104 +118,23 @@ def main(argv: list[str] | None = None) -> int:
                    if args.fit_dataset else None)
     name = f"separation_{args.dataset.replace(':', '_')}".replace("/", "_")
     with experiment_run(args, SCRIPT, name=name, inputs=[dataset.root]) as run:
-        output = run.folder
         run.record({**{k: v for k, v in vars(args).items() if k != "attacks"},
                     "attacks": [a.id for a in attacks], "originals": len(records),
                     "methods_resolved": [a.label for a in algorithms]})
-        originals, copies, bad = describe_originals_and_copies(
-            records, attacks, algorithms, seed, args.batch_size, args.workers)
-        if not copies:
-            raise ValueError("no copy could be made (see the skipped images above)")
-        fit_features = {}
-        if fit_records is not None:
-            from hashing import describe
-
-            for algorithm in algorithms:
-                if isinstance(originals.get(algorithm.label), FloatFeatures):
-                    fit_features[algorithm.label] = describe(fit_records, algorithm)
-        results, curves, reducer_files = [], {}, {}
-        for algorithm in algorithms:
-            label = algorithm.label
-            if label not in originals:
-                continue
-            variants = [(label, originals[label], copies[label])]
-            if reducers and not isinstance(originals[label], FloatFeatures):
-                logger.warning("%s does not give float features: no reducer applies to it",
-                               label)
-            if reducers and isinstance(originals[label], FloatFeatures):
-                model = algorithm_model_label(algorithm)  # what the reducers are fitted on
-                params = dict(algorithm.params)
-                if params.get("distance") == "jensenshannon":
-                    logger.warning("%s: reduced features are compared with cosine "
-                                   "(Jensen-Shannon needs non-negative vectors)", label)
-                    params["distance"] = "cosine"
-                fit_on = fit_features.get(label, originals[label])
-                ratio = explained_variance(fit_on.values)
-                curves[label] = ratio / ratio.sum() if ratio.sum() > 0 else ratio
-                for spec in reducers:
-                    if spec.dim > fit_on.values.shape[1] or (
-                            spec.kind.startswith("pca") and spec.dim >= len(fit_on)):
-                        logger.warning("skipping %s for %s: %d rows of %d-d features cannot "
-                                       "give %d outputs", spec.name, label, len(fit_on),
-                                       fit_on.values.shape[1], spec.dim)
-                        continue
-                    fitted = fit_reducer(fit_on, spec, method=model, seed=seed,
-                                         epochs=args.ae_epochs, lr=args.ae_lr,
-                                         batch_size=args.ae_batch_size)
-                    kinds = [fitted] + ([with_quantizer(fitted, fit_on, args.quantize)]
-                                        if args.quantize else [])
-                    for reducer in kinds:
-                        file = output / "reducers" / model / (
-                            reducer.name.replace(":", "_").replace("+", "_") + ".pt")
-                        reducer.save(file)
-                        # The table names it short; the descriptors carry the identity
-                        # get_algorithm(name, ..., reduce=file) gives.
-                        shown = f"{label}+{reducer.name}"
-                        identity = get_algorithm(algorithm.name,
-                                                 **{**params, "reduce": str(file)}).label
-                        reducer_files[shown] = {"file": str(file), "identity": identity}
-                        metric = params.get("distance", "cosine")
-                        variants.append((shown, reduce_descriptors(originals[label], reducer,
-                                                                   identity, metric),
-                                         reduce_descriptors(copies[label], reducer, identity,
-                                                            metric)))
-            for variant, orig, cop in variants:
-                result = separation(orig, cop, args.fprs, args.max_pairs, seed, args.device)
-                result["method"] = variant
-                results.append(result)
-                plot_separation(result, output / "figures")
-                th = result["thresholds"]
-                logger.info("%s: mu %.4f sigma %.4f T1 %.4f (FPR %.4f) T2 %.4f; copies above "
-                            "T1 %.3f", variant, th.mu, th.sigma, th.t1, th.fpr_t1, th.t2,
-                            float(result["table"].iloc[-1]["above_t1"]))
-        frame = separation_frame(results)
-        write_csv(frame, output / "separation.csv")
-        for column in ("above_t1", "above_t2", f"above_fpr_{max(args.fprs):g}"):
-            pivot = share_pivot(frame, column)
-            write_csv(pivot, output / f"shares_{column}.csv", index=True)
-            plot_shares(frame, output / "figures", column)
-        write_json(output / "thresholds.json", {
-            r["method"]: {**r["thresholds"].to_dict(), "copies": int(len(r["copies"])),
-                          "reducer": reducer_files.get(r["method"])} for r in results})
-        if curves:
-            import pandas as pd
-
-            width = max(len(c) for c in curves.values())
-            table = pd.DataFrame({"component": np.arange(1, width + 1)})
-            for label, ratio in curves.items():
-                column = np.full(width, np.nan)
-                column[:len(ratio)] = np.cumsum(ratio)
-                table[label] = column
-            write_csv(table, output / "explained_variance.csv")
-            plot_explained_variance(curves, output / "figures")
-        run.finish(bad_inputs=[{"path": str(b.path), "reason": b.reason} for b in bad],
-                   copies=int(len(next(iter(copies.values())))), reducer_files=reducer_files)
-        summary = frame[frame["attack"] == "all"][["method", "t1", "t2", "above_t1",
-                                                   "above_t2"]]
-        print(summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-        print(f"{len(records)} originals, {len(next(iter(copies.values())))} copies, "
-              f"{len(results)} methods -> {output}")
-        return 0
+        report = run_separation_report(
+            records, attacks, algorithms, run.folder, reducers=reducers,
+            fit_records=fit_records, quantize=args.quantize,
+            reducer_options={"epochs": args.ae_epochs, "lr": args.ae_lr,
+                             "batch_size": args.ae_batch_size},
+            fprs=args.fprs, max_pairs=args.max_pairs, seed=seed, device=args.device,
+            batch_size=args.batch_size, workers=args.workers)
+        write_separation_report(report, run.folder)
+        run.finish(bad_inputs=[{"path": str(b.path), "reason": b.reason} for b in report.bad],
+                   copies=report.copies, reducer_files=report.reducer_files)
+    print(report.summary().to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"{len(records)} originals, {report.copies} copies, {len(report.results)} methods "
+          f"-> {run.folder}")
+    return 0
 
 
 if __name__ == "__main__":
