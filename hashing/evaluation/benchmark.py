@@ -150,74 +150,127 @@ def run_benchmark(
         raise ValueError(f"algorithms repeat: {labels}")
     metrics = metrics or {}
     started = time.perf_counter()
-    db_seconds = dict.fromkeys(labels, 0.0)
-    db_records: list[ImageRecord] = []
+    db = _describe_database(algorithms, database, batch_size, workers)
+    searchers = {label: matcher(label, db.descriptors[label]) if matcher else None
+                 for label in labels}
+    matched = _match_queries(algorithms, queries, db, searchers, metrics, batch_size, device,
+                             workers, total_queries, keep_descriptors)
+    return _result(labels, db, matched, metrics, time.perf_counter() - started,
+                   keep_descriptors)
+
+
+@dataclass
+class _Database:
+    """The described database: its records, each algorithm's descriptors and time."""
+
+    records: list[ImageRecord]
+    descriptors: dict[str, Any]
+    seconds: dict[str, float]
+
+    @property
+    def ids(self) -> np.ndarray:
+        return np.array([r.image_id for r in self.records], dtype=object)
+
+
+@dataclass
+class _Matched:
+    """Per algorithm, each query batch's (nearest row, its distance, the source's distance);
+    per query, (id, source id, attack id, is positive, source row); times; kept descriptors."""
+
+    rows: dict[str, list]
+    meta: list[tuple[str, str, str | None, bool, int]]
+    describe_seconds: dict[str, float]
+    match_seconds: dict[str, float]
+    kept: dict[str, list]
+
+
+def _describe_database(algorithms: Sequence[Algorithm], database: Iterable[Query],
+                       batch_size: int, workers: int | None) -> _Database:
+    """Every algorithm's descriptors of the database, batch by batch; repeated ids refused."""
+    labels = [a.label for a in algorithms]
+    seconds = dict.fromkeys(labels, 0.0)
+    records: list[ImageRecord] = []
     parts: dict[str, list] = {label: [] for label in labels}
     for batch in _batches(database, batch_size):
-        described = _describe_batch(batch, algorithms, workers, db_seconds)
-        db_records += [r for r, _ in batch]
+        described = _describe_batch(batch, algorithms, workers, seconds)
+        records += [r for r, _ in batch]
         for label in labels:
             parts[label].append(described[label])
-    if not db_records:
+    if not records:
         raise ValueError("the database is empty (no readable image)")
-    db_desc = {label: concat_descriptors(parts[label]) for label in labels}
-    for label, desc in db_desc.items():
+    descriptors = {label: concat_descriptors(parts[label]) for label in labels}
+    for label, desc in descriptors.items():
         if getattr(desc, "counts", None) is not None and not desc.counts.all():
-            empty = [db_records[i].image_id for i in np.flatnonzero(desc.counts == 0)]
+            empty = [records[i].image_id for i in np.flatnonzero(desc.counts == 0)]
             logger.warning("%s: %d database images without keypoints (never matched): %s",
                            label, len(empty), ", ".join(empty[:5]))
-    db_ids = np.array([r.image_id for r in db_records], dtype=object)
-    source_rows([], db_records)  # repeated database ids fail now, before any query
-    searchers = {label: matcher(label, db_desc[label]) if matcher else None
-                 for label in labels}
+    source_rows([], records)  # repeated database ids fail now, before any query
+    return _Database(records, descriptors, seconds)
 
-    query_seconds = dict.fromkeys(labels, 0.0)
-    match_seconds = dict.fromkeys(labels, 0.0)
-    rows: dict[str, list] = {label: [] for label in labels}
-    kept: dict[str, list] = {label: [] for label in labels}
-    meta: list[tuple[str, str, str | None, bool, int]] = []
+
+def _match_queries(algorithms: Sequence[Algorithm], queries: Iterable[Query], db: _Database,
+                   searchers: dict[str, Any], metrics: dict[str, str], batch_size: int,
+                   device: str, workers: int | None, total_queries: int | None,
+                   keep_descriptors: bool) -> _Matched:
+    """Each batch of queries described by every algorithm and matched against the database:
+    exactly, or through the algorithm's searcher (the source's distance is always exact)."""
+    labels = [a.label for a in algorithms]
+    done = _Matched({label: [] for label in labels}, [], dict.fromkeys(labels, 0.0),
+                    dict.fromkeys(labels, 0.0), {label: [] for label in labels})
     bar = progress(total=total_queries, desc="matching", unit="img")
     for batch in _batches(queries, batch_size):
-        described = _describe_batch(batch, algorithms, workers, query_seconds)
-        src = source_rows([r for r, _ in batch], db_records)
+        described = _describe_batch(batch, algorithms, workers, done.describe_seconds)
+        src = source_rows([r for r, _ in batch], db.records)
         for (record, _), index in zip(batch, src, strict=True):
-            meta.append((record.image_id, record.source_id, record.attack_id, index >= 0,
-                         int(index)))
+            done.meta.append((record.image_id, record.source_id, record.attack_id, index >= 0,
+                              int(index)))
         for label in labels:
             if keep_descriptors:
-                kept[label].append(described[label])
+                done.kept[label].append(described[label])
             tic = time.perf_counter()
-            if searchers[label] is None:
-                dist = descriptor_distances(described[label], db_desc[label],
-                                            metrics.get(label), device)
-                nearest = dist.argmin(axis=1)
-                best = dist[np.arange(len(dist)), nearest]
-                # nothing within any distance (an image without keypoints): no nearest image
-                nearest = np.where(np.isfinite(best), nearest, -1)
-                own = np.where(src >= 0, dist[np.arange(len(dist)), np.maximum(src, 0)],
-                               np.nan)
-            else:
-                nearest, best = searchers[label](described[label])
-                own = _source_distances(described[label], db_desc[label], src,
-                                        metrics.get(label), device)
-            match_seconds[label] += time.perf_counter() - tic
-            rows[label].append((nearest, best, own))
+            done.rows[label].append(_match_batch(described[label], db.descriptors[label],
+                                                 src, searchers[label], metrics.get(label),
+                                                 device))
+            done.match_seconds[label] += time.perf_counter() - tic
         bar.update(len(batch))
     bar.close()
-    if not meta:
+    if not done.meta:
         raise ValueError("no query image to match (all inputs missing or unreadable)")
     for label in labels:
-        empty = sum(int(np.isinf(best).sum()) for _, best, _ in rows[label])
-        if empty and getattr(db_desc[label], "counts", None) is not None:
+        empty = sum(int(np.isinf(best).sum()) for _, best, _ in done.rows[label])
+        if empty and getattr(db.descriptors[label], "counts", None) is not None:
             logger.warning("%s: %d of %d queries are infinitely far from every database image "
                            "(no keypoint, or fewer than the cutoff): never matched", label,
-                           empty, len(meta))
+                           empty, len(done.meta))
+    return done
 
-    query_ids, source_ids, attack_ids, positive, src_index = map(np.array, zip(*meta,
-                                                                              strict=True))
+
+def _match_batch(queries: Any, database: Any, src: np.ndarray, searcher: Any,
+                 metric: str | None, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(nearest database row or -1, its distance, the distance to the true source or NaN) of
+    each query of a batch."""
+    if searcher is not None:
+        nearest, best = searcher(queries)
+        return nearest, best, _source_distances(queries, database, src, metric, device)
+    dist = descriptor_distances(queries, database, metric, device)
+    nearest = dist.argmin(axis=1)
+    best = dist[np.arange(len(dist)), nearest]
+    # nothing within any distance (an image without keypoints): no nearest image
+    nearest = np.where(np.isfinite(best), nearest, -1)
+    own = np.where(src >= 0, dist[np.arange(len(dist)), np.maximum(src, 0)], np.nan)
+    return nearest, best, own
+
+
+def _result(labels: list[str], db: _Database, matched: _Matched, metrics: dict[str, str],
+            wall_seconds: float, keep_descriptors: bool) -> BenchmarkResult:
+    """The matches table (one row per algorithm and query), times and descriptors."""
+    db_ids = db.ids
+    query_ids, source_ids, attack_ids, positive, src_index = map(
+        np.array, zip(*matched.meta, strict=True))
     frames = []
     for label in labels:
-        nearest, best, own = (np.concatenate(x) for x in zip(*rows[label], strict=True))
+        nearest, best, own = (np.concatenate(x) for x in zip(*matched.rows[label],
+                                                             strict=True))
         frames.append(pd.DataFrame({
             "algorithm": label, "query_id": query_ids, "source_id": source_ids,
             "attack_id": attack_ids, "kind": np.where(positive, POSITIVE, NEGATIVE),
@@ -232,22 +285,23 @@ def run_benchmark(
             "correct": positive & (nearest >= 0) & np.isfinite(best) & (
                 (nearest == src_index) | np.isclose(own, best, rtol=1e-5, atol=1e-6)),
         }))
-    n_queries = len(meta)
-    match_time = _timing_frame({k: query_seconds[k] + match_seconds[k] for k in labels},
+    n_queries = len(matched.meta)
+    seconds = matched.describe_seconds
+    match_time = _timing_frame({k: seconds[k] + matched.match_seconds[k] for k in labels},
                                n_queries)
-    match_time["describe_seconds"] = [query_seconds[k] for k in labels]
-    match_time["distance_seconds"] = [match_seconds[k] for k in labels]
+    match_time["describe_seconds"] = [seconds[k] for k in labels]
+    match_time["distance_seconds"] = [matched.match_seconds[k] for k in labels]
     return BenchmarkResult(
         database=pd.DataFrame({"image_id": db_ids,
-                               "path": [str(r.path) if r.path else "" for r in db_records]}),
+                               "path": [str(r.path) if r.path else "" for r in db.records]}),
         matches=pd.concat(frames, ignore_index=True),
-        db_time=_timing_frame(db_seconds, len(db_records)),
+        db_time=_timing_frame(db.seconds, len(db.records)),
         match_time=match_time,
-        wall_seconds=time.perf_counter() - started,
-        descriptors={label: (db_desc[label], concat_descriptors(kept[label]))
+        wall_seconds=wall_seconds,
+        descriptors={label: (db.descriptors[label], concat_descriptors(matched.kept[label]))
                      for label in labels} if keep_descriptors else None,
         # the descriptors' own metric where they have one (it is what their distances used)
-        metrics={label: str(getattr(db_desc[label], "metric", None) or metrics.get(label))
+        metrics={label: str(getattr(db.descriptors[label], "metric", None) or metrics.get(label))
                  for label in labels},
     )
 

@@ -357,6 +357,32 @@ def describe_all(
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    algorithms = _distinct_algorithms(methods)
+    labels = [a.label for a in algorithms]
+    entries, records_given, bad = _entries(items)
+    skipped = [("", os.fspath(b.path), b.reason) for b in bad]  # no id was given to them
+    title = labels[0] if len(labels) == 1 else f"{labels[0]} +{len(labels) - 1}"
+    bar = progress(total=len(entries), desc=title, unit="img",
+                   disable=None if show_progress is None else not show_progress)
+    try:
+        parts, kept = _describe_entries(entries, algorithms, batch_size, workers, on_error,
+                                        skipped, seconds, bar)
+    finally:
+        bar.close()
+    if not kept:
+        raise ValueError(f"no readable image to describe ({len(skipped)} skipped)")
+    out = {}
+    for label in labels:
+        out[label] = concat_descriptors(parts[label]).with_identity(
+            ids=tuple(r.image_id for r in kept),
+            records=tuple(kept) if records_given else None, method=label,
+            bad=tuple(skipped))
+        _report_empty(out[label])
+    return out
+
+
+def _distinct_algorithms(methods: Sequence[str | Algorithm]) -> list[Algorithm]:
+    """The algorithms of ``methods``: at least one, of distinct labels."""
     if isinstance(methods, str):
         raise TypeError(f"methods is a list of methods; for one, describe(items, {methods!r})")
     algorithms = [parse_algorithm(m) for m in methods]
@@ -365,13 +391,18 @@ def describe_all(
         raise ValueError("no method to describe with")
     if len(set(labels)) != len(labels):
         raise ValueError(f"methods repeat: {labels}")
-    entries, records_given, bad = _entries(items)
-    skipped = [("", os.fspath(b.path), b.reason) for b in bad]  # no id was given to them
-    parts: dict[str, list] = {label: [] for label in labels}
+    return algorithms
+
+
+def _describe_entries(entries: list, algorithms: list[Algorithm], batch_size: int,
+                      workers: int | None, on_error: str, skipped: list,
+                      seconds: dict[str, float] | None, bar: Any
+                      ) -> tuple[dict[str, list], list]:
+    """Each batch of (record, source) entries loaded (in threads, in order) and described by
+    every algorithm: the descriptors of each batch by label, and the records kept. Unreadable
+    images are appended to ``skipped`` (or raised with ``on_error="raise"``)."""
+    parts: dict[str, list] = {a.label: [] for a in algorithms}
     kept = []
-    title = labels[0] if len(labels) == 1 else f"{labels[0]} +{len(labels) - 1}"
-    bar = progress(total=len(entries), desc=title, unit="img",
-                   disable=None if show_progress is None else not show_progress)
     threads = workers if workers is not None else available_cpus()
     # decoding (and attacking) images releases the GIL for most of its time: a batch loads in
     # threads, in order
@@ -391,23 +422,14 @@ def describe_all(
                 images.append(image)
                 kept.append(record)
             if images:
-                for label, found in _describe_images(algorithms, images, workers, seconds).items():
+                for label, found in _describe_images(algorithms, images, workers,
+                                                     seconds).items():
                     parts[label].append(found)
             bar.update(len(batch))
     finally:
-        bar.close()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
-    if not kept:
-        raise ValueError(f"no readable image to describe ({len(skipped)} skipped)")
-    out = {}
-    for label in labels:
-        out[label] = concat_descriptors(parts[label]).with_identity(
-            ids=tuple(r.image_id for r in kept),
-            records=tuple(kept) if records_given else None, method=label,
-            bad=tuple(skipped))
-        _report_empty(out[label])
-    return out
+    return parts, kept
 
 
 def _report_empty(descriptors: Any) -> None:
