@@ -1,6 +1,14 @@
-"""Plumbing used by every package: files, images, experiments, devices, seeds, timing, logs.
+"""The bottom layer every package stands on: plumbing, plus the few shared types.
 
-Nothing here knows about attacks, hashes or models.
+Plumbing: atomic files and JSON/NumPy/CSV I/O, robust image loading, experiment records and
+result folders (`experiment_run`, `result_file`, the script front `helpers.cli`), devices,
+seeds, timing, logging, progress bars, downloads, the matplotlib style.
+
+Shared types, here because every layer passes them: the descriptor containers
+(`helpers.descriptors`: `BinaryCodes`, `FloatFeatures`, `MultiCodes`, `LocalDescriptors`, and
+the metric names `METRICS`), a method's identity (`method_label`, `weights_tag`), and the one
+registry pattern (`Registry`). They are data and rules, not methods: nothing here computes a
+hash, runs a model or makes an attack.
 """
 
 from helpers.device import available_cpus, available_memory, resolve_device
@@ -16,8 +24,6 @@ from helpers.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, to_rg
 from helpers.io import (
     atomic_path,
     atomic_write,
-    check_regular_file,
-    encode_png,
     load_npy,
     read_json,
     save_image,
@@ -46,7 +52,6 @@ from helpers.params import (
     method_label,
     parse_key_values,
     unknown_name,
-    weights_tag,
 )
 from helpers.paths import printable, project_root, results_root
 from helpers.plotting import figure_style, new_figure, save_figure
@@ -61,7 +66,7 @@ from helpers.runs import (
     path_inputs,
     result_file,
 )
-from helpers.seeding import derive_seed, rng_for, seed_everything
+from helpers.seeding import derive_seed, rng_for
 from helpers.timing import Timer, Timing, time_repeated
 
 __all__ = [
@@ -109,8 +114,6 @@ __all__ = [
     "resolve_device",
     "results_root",
     "rng_for",
-    "encode_png",
-    "check_regular_file",
     "load_npy",
     "figure_style",
     "new_figure",
@@ -118,14 +121,12 @@ __all__ = [
     "save_image",
     "save_npy",
     "save_torch",
-    "seed_everything",
     "setup_logging",
     "to_rgb",
     "unknown_name",
     "Registry",
     "method_label",
     "check_param_type",
-    "weights_tag",
     "write_experiment_json",
     "write_json",
     "write_csv",
