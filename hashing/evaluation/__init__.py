@@ -1,5 +1,7 @@
-"""The evaluation protocols: the copy-detection benchmark and its digest, the metrics and
-operating points, the separation analysis and pair verification. Figures are in
+"""The evaluation protocols: the copy-detection benchmark and its digest, the metrics, the
+separation analysis and its report, and pair verification. Every threshold and ROC comes from
+the one sweep of `hashing.evaluation.operating_points` (a pair matches when distance <=
+threshold; a threshold is the largest distance it accepts). Figures are in
 `hashing.evaluation.plots` (imported on demand: matplotlib)."""
 
 from hashing.evaluation.benchmark import (
@@ -16,9 +18,13 @@ from hashing.evaluation.digest import (
     score_matches,
     write_digest,
 )
+from hashing.evaluation.operating_points import OperatingPoint, Sweep, sweep
 from hashing.evaluation.separation import separation, separation_thresholds
+from hashing.evaluation.separation_report import SeparationReport, run_separation_report
 from hashing.evaluation.verification import (
     PairSet,
+    VerificationProtocol,
+    VerificationResult,
     cross_validate,
     fit_threshold,
     make_pairs,
@@ -26,6 +32,7 @@ from hashing.evaluation.verification import (
     pair_distances_of,
     pair_scores,
     read_pairs,
+    run_verification,
     verify,
     verify_pairs,
 )
@@ -33,8 +40,13 @@ from hashing.evaluation.verification import (
 __all__ = [
     "BenchmarkResult",
     "Digest",
+    "OperatingPoint",
     "PairSet",
     "Protocol",
+    "SeparationReport",
+    "Sweep",
+    "VerificationProtocol",
+    "VerificationResult",
     "compute_digest",
     "cross_validate",
     "fit_threshold",
@@ -46,10 +58,13 @@ __all__ = [
     "pair_scores",
     "read_pairs",
     "run_benchmark",
+    "run_separation_report",
+    "run_verification",
     "score_matches",
     "separation",
     "separation_thresholds",
     "study_protocol",
+    "sweep",
     "verify",
     "verify_pairs",
     "write_digest",

@@ -27,9 +27,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data_retrieval import source_rows
 from hashing.distances import pairwise
 from hashing.evaluation.operating_points import sweep
 from hashing.methods.describe import concat_descriptors, describe_all
+from helpers import figure_style, new_figure, save_figure
+from helpers.descriptors import FloatFeatures
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +220,6 @@ def copy_distances(originals: Any, copies: Any, device: str = "auto"
     ValueError
         Descriptors without records, or no copy of any original.
     """
-    from data_retrieval import source_rows
-
     if copies.records is None or originals.ids is None:
         raise ValueError("copies need records (source_id) and originals ids: describe records "
                          "or attacked images, not bare PIL images")
@@ -293,6 +294,7 @@ def describe_originals_and_copies(records: Sequence[Any], attacks: Sequence[Any]
     bad : list
         Inputs skipped (`generator.BadImage`).
     """
+    # reason: the attack generator loads only when copies are made, not with `import hashing`
     from generator import iter_attacks
 
     stream = iter_attacks(list(records), list(attacks), seed=seed, workers=workers,
@@ -339,8 +341,6 @@ def reduce_descriptors(features: Any, reducer: Any, label: str, metric: str | No
                        ) -> Any:
     """`FloatFeatures` passed through a fitted reducer, named ``label``, compared with
     ``metric`` (default: the features' own)."""
-    from helpers.descriptors import FloatFeatures
-
     return FloatFeatures(reducer.transform(features.values), metric or features.metric,
                          ids=features.ids, records=features.records, method=label,
                          bad=features.bad)
@@ -362,8 +362,6 @@ def plot_separation(result: dict[str, Any], folder: Any, bins: int = 60,
                     max_panels: int = 30) -> list:
     """One figure per method: the copies' distance histogram of each attack (and of all of
     them) drawn over the unrelated pairs' one, with T1, T2 and the FPR 1e-3 threshold."""
-    from helpers import figure_style, new_figure, save_figure
-
     th = result["thresholds"]
     attack = result["attack"]
     names = ["all", *sorted(set(attack.tolist()))][:max_panels]
@@ -410,8 +408,6 @@ def share_pivot(frame: pd.DataFrame, column: str = "above_t1") -> pd.DataFrame:
 
 def plot_shares(frame: pd.DataFrame, folder: Any, column: str = "above_t1") -> list:
     """Heat map of attacks x methods: the share of copies above a threshold."""
-    from helpers import figure_style, new_figure, save_figure
-
     table = share_pivot(frame, column)
     with figure_style():
         fig, ax = new_figure(figsize=(1.0 + 0.9 * table.shape[1], 1.0 + 0.28 * table.shape[0]))
@@ -430,8 +426,6 @@ def plot_shares(frame: pd.DataFrame, folder: Any, column: str = "above_t1") -> l
 def plot_explained_variance(curves: dict[str, np.ndarray], folder: Any,
                             name: str = "explained_variance") -> list:
     """Cumulative explained variance of each method's principal components."""
-    from helpers import figure_style, new_figure, save_figure
-
     with figure_style():
         fig, ax = new_figure(figsize=(5, 3.5))
         for label, ratio in curves.items():
