@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from helpers import get_logger
+from clustering import as_points, cluster_attributes, concat_points
+from extractor import model_spec
+from finetuning.model import load_checkpoint
+from hashing import parse_algorithm, run_benchmark, score_matches
+from helpers import get_logger, resolve_device
+from helpers.plotting import figure_style, new_figure, save_figure
 
 logger = get_logger(__name__)
 
@@ -66,8 +71,6 @@ def run_checkpoints(run: str | Path, select: str | Sequence[str] = "all",
     ValueError
         No checkpoint, a named one missing, a run of a custom model (not in the registry).
     """
-    from finetuning.model import load_checkpoint
-
     if not isinstance(select, str) and len(select) == 1:
         select = select[0]
     folder = Path(run) / "checkpoints"
@@ -125,8 +128,6 @@ def run_checkpoints(run: str | Path, select: str | Sequence[str] = "all",
 
 
 def _registry_params(name: str) -> dict[str, Any]:
-    from extractor import model_spec
-
     return dict(model_spec(name).params)
 
 
@@ -165,11 +166,6 @@ def group_measures(database: Any, queries: Any, matches: pd.DataFrame, db_ids: S
                    device: str = "cpu") -> pd.DataFrame:
     """Each database original with its attacked copies as one cluster, measured by
     `clustering.cluster_attributes` in the descriptors' metric."""
-    from dataclasses import replace
-
-    from clustering import cluster_attributes
-    from clustering.points import as_points, concat_points
-
     positive = np.flatnonzero((matches["kind"] == "positive").to_numpy())
     copies = replace(queries[positive],
                      ids=tuple(matches["query_id"].to_numpy()[positive].astype(str)))
@@ -197,9 +193,6 @@ def evaluate_checkpoints(checkpoints: Sequence[Checkpoint], protocol: Any,
     batch_size, device, workers
         As `hashing.run_benchmark` takes them.
     """
-    from hashing import parse_algorithm, run_benchmark, score_matches
-    from helpers import resolve_device
-
     algorithms = [parse_algorithm(c.algorithm) for c in checkpoints]
     label_of = {a.label: c for a, c in zip(algorithms, checkpoints, strict=True)}
     result = run_benchmark(algorithms, protocol.database_images(), protocol.queries(),
@@ -241,8 +234,6 @@ def evaluate_checkpoints(checkpoints: Sequence[Checkpoint], protocol: Any,
 def plot_evaluation(evaluation: Evaluation, folder: str | Path) -> list[Path]:
     """Each measure against epoch, and violins of the group measures per checkpoint (as the
     study drew them): ``measures_by_epoch`` and ``group_violins`` (PDF and PNG) in ``folder``."""
-    from helpers.plotting import figure_style, new_figure, save_figure
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table, groups = evaluation.table, evaluation.groups

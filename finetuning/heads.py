@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from extractor.reduce import Reducer, ReducerSpec
 from extractor.reducer_nets import ReducerNet, check_network_fits, network_state
-from finetuning.loop import TrainingLog, latest_checkpoint, run_loop
+from finetuning.loop import LoopResult, TrainingLog, latest_checkpoint, run_loop
 from finetuning.optim import OPTIMIZERS, build_optimizer, warmup_cosine
-from helpers import get_logger, save_torch
+from helpers import get_logger, resolve_device, save_torch, unknown_name
 from helpers.seeding import derive_seed
 
 logger = get_logger(__name__)
@@ -87,8 +88,6 @@ class HeadConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the first bad field."""
-        from helpers import unknown_name
-
         if self.loss not in LOSSES:
             raise ValueError(unknown_name("head loss", self.loss, LOSSES))
         if self.miner not in MINERS:
@@ -121,8 +120,8 @@ class HeadConfig:
 
 def make_loss_and_miner(config: HeadConfig):
     """pytorch-metric-learning's loss and miner for ``config``, in cosine similarity."""
-    from pytorch_metric_learning import losses, miners
-    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning import losses, miners  # lazy: 0.5 s to import, heads only
+    from pytorch_metric_learning.distances import CosineSimilarity  # lazy: 0.5 s, heads only
 
     distance = CosineSimilarity()
     if config.loss == "triplet":
@@ -230,10 +229,49 @@ def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
     ValueError
         A bad config, too few sources for one batch, non-finite features.
     """
-    from helpers import resolve_device
-
     config.check()
     output = Path(output)
+    x = _feature_rows(features, labels)
+    rows = _HeadRows.split(labels, config)
+    device = resolve_device(config.device)
+    check_network_fits(config.spec, x.shape[1], device, "the head's widths (--dims)")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.seed, "head-init") % 2**63)
+        net = ReducerNet(config.spec, x.shape[1])
+    net.to(device)
+    optimizer = build_optimizer([net], config.optimizer, config.lr, config.weight_decay)
+    total = rows.steps_per_epoch * config.epochs
+    scheduler = warmup_cosine(optimizer, total, min(total, round(config.warmup_epochs
+                                                                 * rows.steps_per_epoch)))
+    loss_fn, miner = make_loss_and_miner(config)
+    (output / "checkpoints").mkdir(parents=True, exist_ok=True)
+    latest, step = _resume_head(output, resume, config, net, optimizer, scheduler)
+    start_epoch = step // rows.steps_per_epoch
+    log = TrainingLog(output, step if latest is not None else None, True, HEAD_LOG_COLUMNS)
+    losses, val_losses = _history(output / "log.csv", start_epoch)
+    if latest is not None and start_epoch >= config.epochs:
+        logger.info("%s had finished (%d epochs): nothing to train", output, start_epoch)
+    task = _HeadTask(config, rows, x.to(device), net, loss_fn, miner, device)
+    try:
+        done = run_loop(
+            model=net, net=net, optimizer=optimizer, scheduler=scheduler,
+            batches_of=task.batches_of, loss_of=task.loss_of, output=output, log=log,
+            save=lambda path, epoch, at_step: _checkpoint(path, net, optimizer, scheduler,
+                                                          epoch, at_step, config),
+            steps_per_epoch=rows.steps_per_epoch, total_steps=total, epochs=config.epochs,
+            start_step=step, seed=config.seed, validate=task.validate,
+            items_per_batch=config.batch_size, rate_name="rows_per_s",
+            description="training head", show_progress=show_progress)
+    finally:
+        log.close()
+    losses += [done.epoch_losses[e] for e in sorted(done.epoch_losses)]
+    val_losses += [done.val_losses[e] for e in sorted(done.val_losses)]
+    return _save_head(net, x, rows, config, method, losses, val_losses, output, done)
+
+
+def _feature_rows(features: np.ndarray, labels: np.ndarray) -> torch.Tensor:
+    """The features as a float32 tensor of its own, refused when they are not one finite row
+    per label."""
     rows = np.ascontiguousarray(features, dtype=np.float32)
     # a store's memory-mapped rows are read-only: torch wants its own writable copy
     x = torch.from_numpy(rows if rows.flags.writeable else rows.copy())
@@ -243,111 +281,130 @@ def train_head(features: np.ndarray, labels: np.ndarray, config: HeadConfig,
         bad = (~torch.isfinite(x).all(1)).nonzero()[:, 0].tolist()
         raise ValueError(f"{len(bad)} feature rows are not finite, the first row {bad[0]} "
                          f"(source image {labels[bad[0]]!r}); describe those images again")
-    _, codes = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)
-    held = _split(codes, config.val_fraction, config.seed) if config.val_fraction else \
-        np.zeros(len(codes), bool)
-    train_rows, val_rows = np.flatnonzero(~held), np.flatnonzero(held)
-    steps_per_epoch = len(source_batches(codes[train_rows], config.batch_size,
-                                         config.per_source, config.seed, 0))
-    if steps_per_epoch == 0:
-        _, counts = np.unique(codes[train_rows], return_counts=True)
-        raise ValueError(f"{int(np.sum(counts > 1))} training source images with 2+ rows (an "
-                         "original and a copy) do not fill one batch of "
-                         f"{config.batch_size // config.per_source} sources: lower --batch-size "
-                         "or give more images and copies")
-    if len(val_rows) and not _validation_batch_size(codes, val_rows, config):
-        logger.warning("the %d held-out rows hold fewer than two source images with two rows: "
-                       "no validation loss (raise --val-fraction)", len(val_rows))
-    device = resolve_device(config.device)
-    check_network_fits(config.spec, x.shape[1], device, "the head's widths (--dims)")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(config.seed, "head-init") % 2**63)
-        net = ReducerNet(config.spec, x.shape[1])
-    net.to(device)
-    optimizer = build_optimizer([net], config.optimizer, config.lr, config.weight_decay)
-    total = steps_per_epoch * config.epochs
-    scheduler = warmup_cosine(optimizer, total, min(total, round(config.warmup_epochs
-                                                                 * steps_per_epoch)))
-    loss_fn, miner = make_loss_and_miner(config)
-    folder = output / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    step = 0
+    return x
+
+
+@dataclass
+class _HeadRows:
+    """The rows' source images as integer codes, split into training and held-out rows by
+    source image, and the optimiser steps an epoch of training batches makes."""
+
+    codes: np.ndarray
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    steps_per_epoch: int
+
+    @classmethod
+    def split(cls, labels: np.ndarray, config: HeadConfig) -> _HeadRows:
+        """Raises ValueError when the training sources do not fill one batch; warns when the
+        held-out ones give no validation loss."""
+        _, codes = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)
+        held = _split(codes, config.val_fraction, config.seed) if config.val_fraction else \
+            np.zeros(len(codes), bool)
+        train_rows, val_rows = np.flatnonzero(~held), np.flatnonzero(held)
+        steps_per_epoch = len(source_batches(codes[train_rows], config.batch_size,
+                                             config.per_source, config.seed, 0))
+        if steps_per_epoch == 0:
+            _, counts = np.unique(codes[train_rows], return_counts=True)
+            raise ValueError(f"{int(np.sum(counts > 1))} training source images with 2+ rows "
+                             "(an original and a copy) do not fill one batch of "
+                             f"{config.batch_size // config.per_source} sources: lower "
+                             "--batch-size or give more images and copies")
+        if len(val_rows) and not _validation_batch_size(codes, val_rows, config):
+            logger.warning("the %d held-out rows hold fewer than two source images with two "
+                           "rows: no validation loss (raise --val-fraction)", len(val_rows))
+        return cls(codes, train_rows, val_rows, steps_per_epoch)
+
+
+def _resume_head(output: Path, resume: bool, config: HeadConfig, net: ReducerNet, optimizer,
+                 scheduler) -> tuple[Path | None, int]:
+    """Load the newest checkpoint of ``output`` into the head, optimiser and schedule when
+    asked to resume; the checkpoint (None: starting afresh) and its step.
+
+    Raises
+    ------
+    ValueError
+        The checkpoint was trained with other settings (the device aside).
+    """
     latest = latest_checkpoint(output) if resume else None
-    if latest is not None:
-        state = torch.load(latest, map_location="cpu", weights_only=True)
-        saved = {k: v for k, v in state["config"].items() if k != "device"}
-        wanted = {k: v for k, v in asdict(config).items() if k != "device"}
-        saved["dims"] = tuple(saved["dims"])
-        wanted["dims"] = tuple(wanted["dims"])
-        if saved != wanted:
-            changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
-            raise ValueError(f"{latest} was trained with other settings ({', '.join(changed)}):"
-                             " resume with the same ones, or start a new run")
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = int(state["step"])
-        logger.info("resuming the head from %s (epoch %d)", latest.name, int(state["epoch"]))
-    start_epoch = step // steps_per_epoch
-    log = TrainingLog(output, step if latest is not None else None, True, HEAD_LOG_COLUMNS)
-    losses, val_losses = _history(output / "log.csv", start_epoch)
-    if latest is not None and start_epoch >= config.epochs:
-        logger.info("%s had finished (%d epochs): nothing to train", output, start_epoch)
-    xt = x.to(device)
-    train_codes = codes[train_rows]
+    if latest is None:
+        return None, 0
+    state = torch.load(latest, map_location="cpu", weights_only=True)
+    saved = {k: v for k, v in state["config"].items() if k != "device"}
+    wanted = {k: v for k, v in asdict(config).items() if k != "device"}
+    saved["dims"] = tuple(saved["dims"])
+    wanted["dims"] = tuple(wanted["dims"])
+    if saved != wanted:
+        changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+        raise ValueError(f"{latest} was trained with other settings ({', '.join(changed)}):"
+                         " resume with the same ones, or start a new run")
+    net.load_state_dict(state["net"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    step = int(state["step"])
+    logger.info("resuming the head from %s (epoch %d)", latest.name, int(state["epoch"]))
+    return latest, step
 
-    def batches_of(epoch: int, skip: int) -> list[np.ndarray]:
-        return source_batches(train_codes, config.batch_size, config.per_source, config.seed,
-                              epoch)[skip:]
 
-    def loss_of(module: torch.nn.Module, batch: np.ndarray, autocast) -> tuple[torch.Tensor,
-                                                                             dict]:
-        rows = train_rows[batch]
-        target = torch.from_numpy(codes[rows]).to(device)
+@dataclass
+class _HeadTask:
+    """What `run_loop` calls back for a head: an epoch's source batches, a batch's mined
+    loss, the validation loss."""
+
+    config: HeadConfig
+    rows: _HeadRows
+    xt: torch.Tensor  # every row's features, on the device
+    net: ReducerNet
+    loss_fn: Any
+    miner: Any
+    device: str
+
+    def batches_of(self, epoch: int, skip: int) -> list[np.ndarray]:
+        config = self.config
+        return source_batches(self.rows.codes[self.rows.train_rows], config.batch_size,
+                              config.per_source, config.seed, epoch)[skip:]
+
+    def loss_of(self, module: torch.nn.Module, batch: np.ndarray, autocast
+                ) -> tuple[torch.Tensor, dict]:
+        rows = self.rows.train_rows[batch]
+        target = torch.from_numpy(self.rows.codes[rows]).to(self.device)
         with autocast:
-            z = module.encode(xt[torch.from_numpy(rows).to(device)])
-        mined = miner(z, target) if miner is not None else None
-        return loss_fn(z, target, mined), {"mined": int(len(mined[0])) if mined is not None
-                                           else -1}
+            z = module.encode(self.xt[torch.from_numpy(rows).to(self.device)])
+        mined = self.miner(z, target) if self.miner is not None else None
+        return self.loss_fn(z, target, mined), {"mined": int(len(mined[0]))
+                                                if mined is not None else -1}
 
-    def validate(epoch: int) -> float | None:
-        if not (len(val_rows) and _validation_batch_size(codes, val_rows, config)):
+    def validate(self, epoch: int) -> float | None:
+        codes, val_rows = self.rows.codes, self.rows.val_rows
+        if not (len(val_rows) and _validation_batch_size(codes, val_rows, self.config)):
             return None
-        return _validation_loss(net, xt, codes, val_rows, config, loss_fn, miner, epoch,
-                                device)
+        return _validation_loss(self.net, self.xt, codes, val_rows, self.config, self.loss_fn,
+                                self.miner, epoch, self.device)
 
-    try:
-        done = run_loop(
-            model=net, net=net, optimizer=optimizer, scheduler=scheduler,
-            batches_of=batches_of, loss_of=loss_of, output=output, log=log,
-            save=lambda path, epoch, at_step: _checkpoint(path, net, optimizer, scheduler,
-                                                          epoch, at_step, config),
-            steps_per_epoch=steps_per_epoch, total_steps=total, epochs=config.epochs,
-            start_step=step, seed=config.seed, validate=validate,
-            items_per_batch=config.batch_size, rate_name="rows_per_s",
-            description="training head", show_progress=show_progress)
-    finally:
-        log.close()
-    step = done.step
-    losses += [done.epoch_losses[e] for e in sorted(done.epoch_losses)]
-    val_losses += [done.val_losses[e] for e in sorted(done.val_losses)]
+
+def _save_head(net: ReducerNet, x: torch.Tensor, rows: _HeadRows, config: HeadConfig,
+               method: str | None, losses: list[float], val_losses: list[float],
+               output: Path, done: LoopResult) -> dict[str, Any]:
+    """Check the trained head for collapse (on the held-out rows, or the training rows when
+    none are), save it as ``head.pt`` (a reducer) and say what was done (`train_head`)."""
     net.eval().cpu()
     with torch.no_grad():
-        embeddings = net.encode(x[val_rows if len(val_rows) else train_rows])
+        embeddings = net.encode(x[rows.val_rows if len(rows.val_rows) else rows.train_rows])
     last_epoch_loss = losses[-1] if losses else float("nan")
     collapsed = collapse_check(embeddings, last_epoch_loss, config)
     if collapsed:
         logger.warning("the head collapsed: %s. Lower the learning rate, use a smaller margin "
                        "or another miner.", collapsed)
+    sources = int(rows.codes.max() + 1)
     reducer = Reducer(config.spec, int(x.shape[1]), int(config.dims[-1]), network_state(net),
                       method, {"config": asdict(config), "train_losses": losses,
                                "val_losses": val_losses, "collapsed": collapsed,
-                               "rows": int(len(x)), "sources": int(codes.max() + 1)})
+                               "rows": int(len(x)), "sources": sources})
     head = reducer.save(output / "head.pt")
-    return {"head": str(head), "steps": step, "steps_per_epoch": steps_per_epoch,
+    return {"head": str(head), "steps": done.step, "steps_per_epoch": rows.steps_per_epoch,
             "train_losses": losses, "val_losses": val_losses, "collapsed": collapsed,
-            "rows": int(len(x)), "sources": int(codes.max() + 1),
-            "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
+            "rows": int(len(x)), "sources": sources,
+            "train_rows": int(len(rows.train_rows)), "val_rows": int(len(rows.val_rows)),
             "seconds": done.seconds}
 
 
@@ -356,8 +413,6 @@ def _history(path: Path, epochs: int) -> tuple[list[float], list[float]]:
     back from ``log.csv`` (a resumed run reports its whole history)."""
     if not epochs or not path.is_file():
         return [], []
-    import pandas as pd
-
     rows = pd.read_csv(path)
     rows = rows[rows["epoch"] <= epochs]
     train = rows[rows["split"] == "train"].groupby("epoch")["loss"]

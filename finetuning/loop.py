@@ -66,7 +66,7 @@ class TrainingLog:
         self.handle = open(self.path, "a", newline="")  # noqa: SIM115 (open for the run)
         self.csv = csv.DictWriter(self.handle, columns, extrasaction="ignore")
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # optional: may be absent
         except ImportError:
             logger.info("TensorBoard is not installed: logging to %s only", self.path)
         else:
@@ -157,33 +157,17 @@ class LoopResult:
 
 
 def run_loop(
-    *,
-    model: torch.nn.Module,
-    net: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    batches_of: Callable[[int, int], Iterable[Any]],
+    *, model: torch.nn.Module, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    scheduler: Any, batches_of: Callable[[int, int], Iterable[Any]],
     loss_of: Callable[[torch.nn.Module, Any, Any], tuple[torch.Tensor, dict[str, Any]]],
-    save: Callable[[Path, int, int], Path],
-    output: Path,
-    log: TrainingLog,
-    steps_per_epoch: int,
-    total_steps: int,
-    epochs: int,
-    start_step: int = 0,
-    seed: int = 0,
-    accumulate: int = 1,
-    checkpoint_every: int = 0,
+    save: Callable[[Path, int, int], Path], output: Path, log: TrainingLog,
+    steps_per_epoch: int, total_steps: int, epochs: int, start_step: int = 0, seed: int = 0,
+    accumulate: int = 1, checkpoint_every: int = 0,
     validate: Callable[[int], float | None] | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    use_amp: bool = False,
-    rank: int = 0,
-    world: int = 1,
-    is_main: bool = True,
-    barrier: Callable[[], None] | None = None,
-    items_per_batch: int = 1,
-    rate_name: str = "images_per_s",
-    description: str = "training",
+    scaler: torch.amp.GradScaler | None = None, use_amp: bool = False,
+    rank: int = 0, world: int = 1, is_main: bool = True,
+    barrier: Callable[[], None] | None = None, items_per_batch: int = 1,
+    rate_name: str = "images_per_s", description: str = "training",
     show_progress: bool | None = None,
 ) -> LoopResult:
     """Train from ``start_step`` to ``total_steps`` (see the module docstring).
@@ -219,17 +203,14 @@ def run_loop(
     validate : callable, optional
         ``validate(epoch)``: the validation loss after a finished epoch, or None.
     scaler : torch.amp.GradScaler, optional
-        Loss scaling (enabled with ``use_amp``).
+        Loss scaling (enabled with ``use_amp``: float16 autocast on CUDA).
     use_amp : bool
-        float16 autocast on CUDA.
     rank, world, is_main, barrier
         This process's place in the group (one process by default).
     items_per_batch : int
-        Items a micro-batch holds over all processes (for the rate).
-    rate_name : str
-        Log column of the rate (items per second).
-    description : str
-        The progress bar's title.
+        Items a micro-batch holds over all processes, for the rate (log column ``rate_name``).
+    rate_name, description : str
+        The rate's log column (items per second) and the progress bar's title.
     show_progress : bool, optional
 
     Returns
@@ -241,88 +222,170 @@ def run_loop(
     FloatingPointError
         The loss, or a parameter about to be saved, is NaN or infinite.
     """
-    scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)
-    result = LoopResult(step=start_step)
-    folder = output / "checkpoints"
+    loop = _Loop(
+        model=model, net=net, optimizer=optimizer, scheduler=scheduler, batches_of=batches_of,
+        loss_of=loss_of, save=save, folder=output / "checkpoints", log=log,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps, seed=seed,
+        accumulate=accumulate, checkpoint_every=checkpoint_every, validate=validate,
+        scaler=scaler or torch.amp.GradScaler("cuda", enabled=False),
+        autocast=torch.autocast("cuda", dtype=torch.float16, enabled=use_amp), rank=rank,
+        world=world, is_main=is_main, barrier=barrier, items_per_batch=items_per_batch,
+        rate_name=rate_name, result=LoopResult(step=start_step))
+    return loop.run(epochs, description, show_progress)
 
-    def checkpoint(name: str, epoch: int) -> None:
-        broken = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-        if broken:
-            raise FloatingPointError(f"parameter {broken[0]} (and {len(broken) - 1} more) "
-                                     f"holds NaN or infinite values at step {result.step}: "
-                                     "not saved; lower the learning rate or check --momentum")
-        if is_main:
-            path = save(folder / name, epoch, result.step)
-            for older in folder.glob("step_*.pt"):
-                if older != path:
-                    older.unlink()  # only the newest mid-epoch checkpoint is kept
-            result.checkpoints.append(str(path))
-        if barrier is not None:
-            barrier()
 
-    bar = progress(total=total_steps, desc=description, unit="step",
-                   disable=(not is_main) or (None if show_progress is None
-                                             else not show_progress))
-    bar.update(result.step)
-    started = time.perf_counter()
-    autocast = torch.autocast("cuda", dtype=torch.float16, enabled=use_amp)
-    for epoch in range(result.step // steps_per_epoch, epochs):
-        if result.step >= total_steps:
-            break
-        done_in_epoch = result.step - epoch * steps_per_epoch
-        net.train()
+@dataclass
+class _Loop:
+    """One call of `run_loop`: its settings (the arguments of the same names), what it has
+    done so far (``result``), and the steps it is made of."""
+
+    model: torch.nn.Module
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    batches_of: Callable[[int, int], Iterable[Any]]
+    loss_of: Callable[[torch.nn.Module, Any, Any], tuple[torch.Tensor, dict[str, Any]]]
+    save: Callable[[Path, int, int], Path]
+    folder: Path
+    log: TrainingLog
+    steps_per_epoch: int
+    total_steps: int
+    seed: int
+    accumulate: int
+    checkpoint_every: int
+    validate: Callable[[int], float | None] | None
+    scaler: torch.amp.GradScaler
+    autocast: Any
+    rank: int
+    world: int
+    is_main: bool
+    barrier: Callable[[], None] | None
+    items_per_batch: int
+    rate_name: str
+    result: LoopResult
+    bar: Any = None
+    started: float = 0.0
+
+    def run(self, epochs: int, description: str, show_progress: bool | None) -> LoopResult:
+        """Every epoch from the one ``result.step`` lies in, up to ``total_steps``, under a
+        progress bar; the result, timed."""
+        self.bar = progress(total=self.total_steps, desc=description, unit="step",
+                            disable=(not self.is_main) or (None if show_progress is None
+                                                           else not show_progress))
+        self.bar.update(self.result.step)
+        self.started = time.perf_counter()
+        for epoch in range(self.result.step // self.steps_per_epoch, epochs):
+            if self.result.step >= self.total_steps:
+                break
+            self.run_epoch(epoch)
+        self.bar.close()
+        self.result.seconds = time.perf_counter() - self.started
+        return self.result
+
+    def run_epoch(self, epoch: int) -> None:
+        """Train what is left of ``epoch``; when it is finished, record its mean loss (an
+        epoch trained whole by this call) and validate; then checkpoint where it stopped."""
+        done_in_epoch = self.result.step - epoch * self.steps_per_epoch
+        loss_sum, loss_count = self.train_epoch(epoch, done_in_epoch)
+        epoch_done = self.result.step % self.steps_per_epoch == 0
+        if epoch_done and loss_count and done_in_epoch == 0:
+            self.result.epoch_losses[epoch + 1] = loss_sum / loss_count
+        if self.validate is not None and epoch_done:
+            self.validation(epoch)
+        if epoch_done:
+            self.checkpoint(f"epoch_{epoch + 1}.pt", epoch + 1)
+        else:
+            self.checkpoint(f"step_{self.result.step}.pt", epoch)
+
+    def train_epoch(self, epoch: int, done_in_epoch: int) -> tuple[float, int]:
+        """The optimiser steps of ``epoch`` after the first ``done_in_epoch``, up to
+        ``total_steps``; the sum of their losses (in step order) and their count."""
+        self.net.train()
         micro, tick = 0, time.perf_counter()
         loss_sum, loss_count = 0.0, 0
-        for batch in batches_of(epoch, done_in_epoch * accumulate):
-            # dropout and drop-connect draw from here: the same at a step whatever came before
-            torch.manual_seed(derive_seed(seed, rank, "step", result.step, micro) % 2**63)
-            last_micro = micro == accumulate - 1
-            sync = net.no_sync() if (world > 1 and not last_micro) else contextlib.nullcontext()
-            with sync:
-                loss, extras = loss_of(net, batch, autocast)
-                scaler.scale(loss / accumulate).backward()
+        for batch in self.batches_of(epoch, done_in_epoch * self.accumulate):
+            loss, extras = self.micro_batch(batch, micro)
             micro += 1
-            if not last_micro:
+            if micro < self.accumulate:
                 continue
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            current_lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            result.step += 1
             micro = 0
-            now = time.perf_counter()
-            rate = items_per_batch * accumulate / max(now - tick, 1e-9)
-            tick = now
-            result.trained_items += items_per_batch * accumulate
-            result.last_loss = mean_over_processes(loss, world)
-            if not math.isfinite(result.last_loss):
-                raise FloatingPointError(f"the loss became {result.last_loss} at step "
-                                         f"{result.step}: lower the learning rate")
-            loss_sum += result.last_loss
+            lr = self.optimiser_step()
+            tick = self.record_step(epoch, loss, extras, lr, tick)
+            loss_sum += self.result.last_loss
             loss_count += 1
-            log.row(split="train", epoch=epoch + 1, step=result.step, loss=result.last_loss,
-                    lr=current_lr, **{rate_name: rate}, **extras, seconds=now - started)
-            bar.update(1)
-            bar.set_postfix(loss=f"{result.last_loss:.4f}", rate=f"{rate:.1f}")
-            if checkpoint_every and result.step % checkpoint_every == 0 and \
-                    result.step % steps_per_epoch:
-                checkpoint(f"step_{result.step}.pt", epoch)
-            if result.step >= total_steps:
+            if self.checkpoint_every and self.result.step % self.checkpoint_every == 0 and \
+                    self.result.step % self.steps_per_epoch:
+                self.checkpoint(f"step_{self.result.step}.pt", epoch)
+            if self.result.step >= self.total_steps:
                 break
-        epoch_done = result.step % steps_per_epoch == 0
-        if epoch_done and loss_count and done_in_epoch == 0:
-            result.epoch_losses[epoch + 1] = loss_sum / loss_count
-        if validate is not None and epoch_done:
-            value = validate(epoch)
-            if value is not None:
-                result.last_val = value
-            if value is not None and math.isfinite(value):
-                result.val_losses[epoch + 1] = value
-                log.row(split="val", epoch=epoch + 1, step=result.step, loss=value, lr="",
-                        seconds=time.perf_counter() - started)
-        checkpoint(f"epoch_{epoch + 1}.pt" if epoch_done else f"step_{result.step}.pt",
-                   epoch + 1 if epoch_done else epoch)
-    bar.close()
-    result.seconds = time.perf_counter() - started
-    return result
+        return loss_sum, loss_count
+
+    def micro_batch(self, batch: Any, micro: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Forward and backward one micro-batch, reseeded from ``(seed, rank, step, micro)``;
+        DDP exchanges gradients on the step's last micro-batch only."""
+        # dropout and drop-connect draw from here: the same at a step whatever came before
+        torch.manual_seed(derive_seed(self.seed, self.rank, "step", self.result.step, micro)
+                          % 2**63)
+        last_micro = micro == self.accumulate - 1
+        sync = (self.net.no_sync() if (self.world > 1 and not last_micro)
+                else contextlib.nullcontext())
+        with sync:
+            loss, extras = self.loss_of(self.net, batch, self.autocast)
+            self.scaler.scale(loss / self.accumulate).backward()
+        return loss, extras
+
+    def optimiser_step(self) -> float:
+        """Step the optimiser (through the scaler) and the schedule; the learning rate the step
+        used."""
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        current_lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        self.result.step += 1
+        return current_lr
+
+    def record_step(self, epoch: int, loss: torch.Tensor, extras: dict[str, Any], lr: float,
+                    tick: float) -> float:
+        """Log the step that just ended (its loss averaged over the processes, refused when
+        not finite; its rate since ``tick``) and show it; the time it ended."""
+        now = time.perf_counter()
+        rate = self.items_per_batch * self.accumulate / max(now - tick, 1e-9)
+        result = self.result
+        result.trained_items += self.items_per_batch * self.accumulate
+        result.last_loss = mean_over_processes(loss, self.world)
+        if not math.isfinite(result.last_loss):
+            raise FloatingPointError(f"the loss became {result.last_loss} at step "
+                                     f"{result.step}: lower the learning rate")
+        self.log.row(split="train", epoch=epoch + 1, step=result.step, loss=result.last_loss,
+                     lr=lr, **{self.rate_name: rate}, **extras, seconds=now - self.started)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{result.last_loss:.4f}", rate=f"{rate:.1f}")
+        return now
+
+    def validation(self, epoch: int) -> None:
+        """The validation loss after ``epoch``: kept as the last one, and logged when finite."""
+        value = self.validate(epoch)
+        if value is not None:
+            self.result.last_val = value
+        if value is not None and math.isfinite(value):
+            self.result.val_losses[epoch + 1] = value
+            self.log.row(split="val", epoch=epoch + 1, step=self.result.step, loss=value, lr="",
+                         seconds=time.perf_counter() - self.started)
+
+    def checkpoint(self, name: str, epoch: int) -> None:
+        """``checkpoints/<name>`` written by the main process (only the newest mid-epoch one
+        kept), after every process has checked its parameters are finite."""
+        broken = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if broken:
+            raise FloatingPointError(f"parameter {broken[0]} (and {len(broken) - 1} more) "
+                                     f"holds NaN or infinite values at step {self.result.step}: "
+                                     "not saved; lower the learning rate or check --momentum")
+        if self.is_main:
+            path = self.save(self.folder / name, epoch, self.result.step)
+            for older in self.folder.glob("step_*.pt"):
+                if older != path:
+                    older.unlink()  # only the newest mid-epoch checkpoint is kept
+            self.result.checkpoints.append(str(path))
+        if self.barrier is not None:
+            self.barrier()

@@ -20,8 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from extractor.models import FINETUNE_FORMAT, FeatureModel, TorchFeatureModel
+from extractor import get_model
+from extractor.models import FINETUNE_FORMAT, FeatureModel, TorchFeatureModel, imagenet_transform
 from helpers import get_logger, save_torch
+from SimCLRv2 import ContrastiveHead, get_resnet, load_converted
 
 logger = get_logger(__name__)
 
@@ -104,23 +106,16 @@ def load_encoder(model: str | FeatureModel, weights: str | None = None,
     if init == "random":
         if simclr is None:
             raise ValueError(f"init='random' builds SimCLR ResNets only, not {model!r}")
-        from extractor.models import imagenet_transform
-        from SimCLRv2 import get_resnet
-
         module, head = get_resnet(simclr)
         transform = imagenet_transform(256, 224, mean=(0.0,) * 3, std=(1.0,) * 3)
         return Encoder(module, module.out_dim, transform, f"{model}_random", model, params,
                        None, simclr, head)
-    from extractor import get_model
-
     built = get_model(model, weights=weights, device="cpu", **params)
     if not isinstance(built, TorchFeatureModel):
         raise ValueError(f"model {model!r} runs on {built.info.get('backend', 'another engine')}"
                          " and cannot be trained: choose a torch model (extractor.list_models)")
     head = None
     if simclr is not None:
-        from SimCLRv2 import load_converted
-
         source = weights or built.info.get("weights")
         _, head, _ = load_converted(source)
     base = built.info.get("finetuned_from", {}).get("base_weights") or \
@@ -155,8 +150,6 @@ def make_head(encoder: Encoder, layers: int = 3, out_dim: int = 128,
         raise ValueError(f"head layers must be >= 0 and out_dim >= 1, got {layers}, {out_dim}")
     if layers == 0:
         return nn.Identity()
-    from SimCLRv2 import ContrastiveHead
-
     return ContrastiveHead(encoder.dim, layers=layers, out_dim=out_dim)
 
 

@@ -20,7 +20,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from finetuning.loop import TrainingLog, latest_checkpoint, mean_over_processes, run_loop
+from data_retrieval import load_dataset, load_images
+from finetuning.loop import (
+    LoopResult,
+    TrainingLog,
+    latest_checkpoint,
+    mean_over_processes,
+    run_loop,
+)
 from finetuning.losses import SSCD_ENTROPY_WEIGHT, make_loss
 from finetuning.model import (
     Encoder,
@@ -31,7 +38,12 @@ from finetuning.model import (
     save_checkpoint,
     set_rng_state,
 )
-from finetuning.optim import SQRT_LR_BASE, build_optimizer, warmup_cosine
+from finetuning.optim import (
+    SQRT_LR_BASE,
+    build_optimizer,
+    default_learning_rate,
+    warmup_cosine,
+)
 from finetuning.views import (
     VIEW_KINDS,
     EpochSampler,
@@ -42,7 +54,7 @@ from finetuning.views import (
 )
 from helpers import get_logger
 from helpers.distributed import Distributed, distributed
-from helpers.seeding import derive_seed
+from helpers.seeding import derive_seed, rng_for
 
 logger = get_logger(__name__)
 
@@ -137,8 +149,6 @@ class FinetuneConfig:
 
 
 def _records(spec: str, subset: str | None, data_root: str | None) -> list:
-    from data_retrieval import load_dataset, load_images
-
     if subset is not None:
         dataset = load_dataset(spec, data_root, subset=subset)
     else:
@@ -151,8 +161,6 @@ def split_train_val(records: list, fraction: float, seed: int) -> tuple[list, li
     their source, so no image is in both through an edited twin)."""
     if fraction == 0:
         return records, []
-    from helpers.seeding import rng_for
-
     def source(record) -> str:
         return getattr(record, "source_id", None) or getattr(record, "image_id", str(record))
 
@@ -169,7 +177,7 @@ def make_views(config: FinetuneConfig, encoder: Encoder) -> ViewMaker:
     prob = ATTACK_PROB[config.views] if config.attack_prob is None else config.attack_prob
     attacks: list = []
     if prob > 0:
-        from generator import default_attacks, parse_attack_id
+        from generator import default_attacks, parse_attack_id  # lazy: loads cv2, matplotlib
 
         attacks = ([parse_attack_id(a) for a in config.attacks] if config.attacks
                    else default_attacks())
@@ -210,14 +218,59 @@ def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
         with distributed(config.device) as process:
             return train(config, output, resume, show_progress, process)
     output = Path(output)
-    rank, world, device = process.rank, process.world_size, process.device
-    cuda = device.startswith("cuda")
+    world, cuda = process.world_size, process.device.startswith("cuda")
+    encoder, model = _build_model(config, process.device)
+    views = make_views(config, encoder)
+    dataset, val_set = _view_sets(config, views, world)
+    schedule = _schedule(config, len(dataset), world)
+    net = _parallel(model, process)
+    optimizer = build_optimizer([model], config.optimizer, schedule.lr, config.weight_decay,
+                                config.momentum, config.trust_coefficient)
+    scheduler = warmup_cosine(optimizer, schedule.total_steps, schedule.warmup_steps)
+    use_amp = config.amp and cuda
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_fn = make_loss(config.loss, config.temperature, config.entropy_weight)
+    start, step = _resume(output, resume, model, optimizer, scheduler, scaler)
+    if process.is_main:
+        (output / "checkpoints").mkdir(parents=True, exist_ok=True)
+    log = TrainingLog(output, step if start is not None else None, process.is_main,
+                      LOG_COLUMNS)
+    task = _EncoderTask(config, process, dataset, encoder, model, optimizer, scheduler, scaler,
+                        loss_fn, schedule.steps_per_epoch)
+    try:
+        done = run_loop(
+            model=model, net=net, optimizer=optimizer, scheduler=scheduler,
+            batches_of=task.batches_of, loss_of=task.loss_of, save=task.save, output=output,
+            log=log, steps_per_epoch=schedule.steps_per_epoch,
+            total_steps=schedule.total_steps, epochs=config.epochs, start_step=step,
+            seed=config.seed, accumulate=config.accumulate,
+            checkpoint_every=config.checkpoint_every,
+            validate=None if val_set is None else
+            lambda epoch: validation_loss(net, val_set, loss_fn, config, process),
+            scaler=scaler, use_amp=use_amp, rank=process.rank, world=world,
+            is_main=process.is_main, barrier=process.barrier,
+            items_per_batch=config.batch_size * world,
+            description=f"fine-tuning {encoder.name}", show_progress=show_progress)
+    finally:
+        log.close()
+    return {**_outcome(done, start is not None, output, schedule),
+            "train_images": len(dataset), "val_images": 0 if val_set is None else len(val_set),
+            "unreadable": dict(dataset.bad), "model": encoder.name, "views": views.describe()}
+
+
+def _build_model(config: FinetuneConfig, device: str) -> tuple[Encoder, Trainable]:
+    """The encoder to fine-tune and, on ``device``, the encoder with its projection head."""
     # a new head (and a randomly initialised encoder) draws from the seed: runs repeat
     torch.manual_seed(derive_seed(config.seed, "init") % 2**63)
     encoder = load_encoder(config.model, config.weights, config.init, **config.model_params)
     head = make_head(encoder, config.head_layers, config.head_dim, config.reuse_head)
-    model = Trainable(encoder.module, head).to(device)
-    views = make_views(config, encoder)
+    return encoder, Trainable(encoder.module, head).to(device)
+
+
+def _view_sets(config: FinetuneConfig, views: ViewMaker, world: int
+               ) -> tuple[TwoViews, TwoViews | None]:
+    """The training images and the validation images (None when they do not fill one batch
+    of ``batch_size`` per process), as pairs of views."""
     records = _records(config.data, config.subset, config.data_root)
     if config.val_data:
         train_records = records
@@ -232,12 +285,35 @@ def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
         logger.warning("the %d validation images do not fill one batch of %d x %d: no "
                        "validation loss (raise --val-fraction or give --val-data)",
                        len(val_records), config.batch_size, world)
-    batches = EpochSampler.batches_per_epoch(len(dataset), config.batch_size, world)
+    return dataset, val_set
+
+
+@dataclass
+class _Schedule:
+    """How long a run is and how fast it learns (reported in this order by `train`)."""
+
+    total_steps: int
+    steps_per_epoch: int
+    global_batch: int
+    lr: float
+    warmup_steps: int
+
+
+def _schedule(config: FinetuneConfig, images: int, world: int) -> _Schedule:
+    """Optimiser steps per epoch and in all, the global batch, the learning rate (``lr``, or
+    `default_learning_rate` of the global batch) and the warm-up steps.
+
+    Raises
+    ------
+    ValueError
+        ``images`` do not fill one batch per process, or fewer batches than ``accumulate``.
+    """
+    batches = EpochSampler.batches_per_epoch(images, config.batch_size, world)
     if batches == 0:
-        raise ValueError(f"{len(dataset)} training images do not fill one batch of "
+        raise ValueError(f"{images} training images do not fill one batch of "
                          f"{config.batch_size} x {world} process(es): lower --batch-size")
     if batches < config.accumulate:
-        raise ValueError(f"{len(dataset)} training images give {batches} batch(es) of "
+        raise ValueError(f"{images} training images give {batches} batch(es) of "
                          f"{config.batch_size} x {world} per epoch, fewer than --accumulate "
                          f"{config.accumulate}")
     steps_per_epoch = batches // config.accumulate
@@ -245,99 +321,112 @@ def train(config: FinetuneConfig, output: str | Path, resume: bool = False,
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     global_batch = config.batch_size * world * config.accumulate
-    lr = config.lr if config.lr is not None else config.lr_base * math.sqrt(global_batch)
+    lr = (config.lr if config.lr is not None
+          else default_learning_rate(global_batch, config.lr_base))
     warmup = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
-    net = model
-    if world > 1:
-        if cuda:
-            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        else:
-            logger.info("batch norm statistics stay per process on CPU (SyncBatchNorm needs "
-                        "CUDA)")
-        # registry modules may hold parameters the features never use (efficientnet's
-        # classifier): DDP must not wait for their gradients
-        net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[process.local_rank] if cuda else None,
-            find_unused_parameters=True)
-    optimizer = build_optimizer([model], config.optimizer, lr, config.weight_decay,
-                                config.momentum, config.trust_coefficient)
-    scheduler = warmup_cosine(optimizer, total_steps, warmup)
-    use_amp = config.amp and cuda
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_fn = make_loss(config.loss, config.temperature, config.entropy_weight)
+    return _Schedule(total_steps, steps_per_epoch, global_batch, lr, warmup)
 
-    step = 0
+
+def _parallel(model: Trainable, process: Distributed) -> torch.nn.Module:
+    """What the loop calls: ``model`` itself, or under several processes its DDP wrapper
+    (with synchronised batch norm on CUDA)."""
+    if process.world_size == 1:
+        return model
+    cuda = process.device.startswith("cuda")
+    net: torch.nn.Module = model
+    if cuda:
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    else:
+        logger.info("batch norm statistics stay per process on CPU (SyncBatchNorm needs "
+                    "CUDA)")
+    # registry modules may hold parameters the features never use (efficientnet's
+    # classifier): DDP must not wait for their gradients
+    return torch.nn.parallel.DistributedDataParallel(
+        net, device_ids=[process.local_rank] if cuda else None, find_unused_parameters=True)
+
+
+def _resume(output: Path, resume: bool, model: Trainable, optimizer: torch.optim.Optimizer,
+            scheduler: Any, scaler: torch.amp.GradScaler) -> tuple[Path | None, int]:
+    """Load the newest checkpoint of ``output`` into the model, optimiser, schedule, scaler
+    and random generators when asked to resume (or restarted by torchrun); the checkpoint
+    (None: starting afresh) and its step."""
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     start = latest_checkpoint(output) if (resume or restarted) else None
     if (resume or restarted) and start is None:
         logger.info("nothing to resume in %s: starting from the beginning", output)
-    if start is not None:
-        state = load_checkpoint(start)
-        model.encoder.load_state_dict(state["encoder"])
-        model.head.load_state_dict(state["projection_head"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        step = int(state["step"])
-        logger.info("resuming from %s (epoch %s, step %d)", start.name, state["epoch"], step)
-    if process.is_main:
-        (output / "checkpoints").mkdir(parents=True, exist_ok=True)
-    log = TrainingLog(output, step if start is not None else None, process.is_main,
-                      LOG_COLUMNS)
+    if start is None:
+        return None, 0
+    state = load_checkpoint(start)
+    model.encoder.load_state_dict(state["encoder"])
+    model.head.load_state_dict(state["projection_head"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    step = int(state["step"])
+    logger.info("resuming from %s (epoch %s, step %d)", start.name, state["epoch"], step)
+    return start, step
 
-    def batches_of(epoch: int, skip: int):
-        sampler = EpochSampler(len(dataset), config.batch_size, world, rank, config.seed, epoch,
-                               skip=skip, limit=steps_per_epoch * config.accumulate)
-        dataset.set_epoch(epoch)
-        return _loader(dataset, sampler, config.workers, cuda)
 
-    def loss_of(net: torch.nn.Module, batch, autocast) -> tuple[torch.Tensor, dict]:
+@dataclass
+class _EncoderTask:
+    """What `run_loop` calls back for encoder fine-tuning: an epoch's batches of view pairs,
+    a batch's loss, a checkpoint."""
+
+    config: FinetuneConfig
+    process: Distributed
+    dataset: TwoViews
+    encoder: Encoder
+    model: Trainable
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    loss_fn: Any
+    steps_per_epoch: int
+
+    def batches_of(self, epoch: int, skip: int) -> DataLoader:
+        config, process = self.config, self.process
+        sampler = EpochSampler(len(self.dataset), config.batch_size, process.world_size,
+                               process.rank, config.seed, epoch, skip=skip,
+                               limit=self.steps_per_epoch * config.accumulate)
+        self.dataset.set_epoch(epoch)
+        return _loader(self.dataset, sampler, config.workers,
+                       process.device.startswith("cuda"))
+
+    def loss_of(self, net: torch.nn.Module, batch, autocast) -> tuple[torch.Tensor, dict]:
         view_a, view_b, notes = batch
         for note in filter(None, "\n".join(notes).split("\n")):
-            dataset.note(*note.split("\t", 1))
-        x = torch.cat([view_a, view_b]).to(device, non_blocking=True)
+            self.dataset.note(*note.split("\t", 1))
+        x = torch.cat([view_a, view_b]).to(self.process.device, non_blocking=True)
         with autocast:
             z = net(x)
         za, zb = z.float().chunk(2)
-        return loss_fn(za, zb), {}
+        return self.loss_fn(za, zb), {}
 
-    def save(path: Path, epoch: int, at_step: int) -> Path:
+    def save(self, path: Path, epoch: int, at_step: int) -> Path:
+        config = self.config
         return save_checkpoint(
-            path, encoder, model, epoch=epoch, step=at_step,
-            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-            scaler=scaler.state_dict(), config=config.record(), init=config.init,
+            path, self.encoder, self.model, epoch=epoch, step=at_step,
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(), config=config.record(), init=config.init,
             start_weights=config.weights)
 
-    try:
-        done = run_loop(
-            model=model, net=net, optimizer=optimizer, scheduler=scheduler,
-            batches_of=batches_of, loss_of=loss_of, save=save, output=output, log=log,
-            steps_per_epoch=steps_per_epoch, total_steps=total_steps, epochs=config.epochs,
-            start_step=step, seed=config.seed, accumulate=config.accumulate,
-            checkpoint_every=config.checkpoint_every,
-            validate=None if val_set is None else
-            lambda epoch: validation_loss(net, val_set, loss_fn, config, process),
-            scaler=scaler, use_amp=use_amp, rank=rank, world=world, is_main=process.is_main,
-            barrier=process.barrier, items_per_batch=config.batch_size * world,
-            description=f"fine-tuning {encoder.name}", show_progress=show_progress)
-    finally:
-        log.close()
+
+def _outcome(done: LoopResult, resumed: bool, output: Path, schedule: _Schedule
+             ) -> dict[str, Any]:
+    """The first entries of `train`'s result: steps, schedule, last losses, rate and
+    checkpoints (a resumed run that had finished reports its log's last losses)."""
     step, trained_images = done.step, done.trained_items
     last_loss, last_val = done.last_loss, done.last_val
-    if start is not None and not trained_images:  # resumed a finished run: report it
+    if resumed and not trained_images:  # resumed a finished run: report it
         last_loss, last_val = _last_losses(output / "log.csv")
         logger.info("%s had finished (%d steps): nothing to do", output, step)
     checkpoints = done.checkpoints or sorted(str(p) for p in
                                              (output / "checkpoints").glob("epoch_*.pt"))
-    return {"steps": step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
-            "global_batch": global_batch, "lr": lr, "warmup_steps": warmup,
+    return {"steps": step, **asdict(schedule),
             "train_loss": _finite(last_loss), "val_loss": _finite(last_val),
             "images_per_s": trained_images / done.seconds if trained_images else None,
-            "checkpoints": checkpoints, "train_images": len(dataset),
-            "val_images": 0 if val_set is None else len(val_set),
-            "unreadable": dict(dataset.bad), "model": encoder.name,
-            "views": views.describe()}
+            "checkpoints": checkpoints}
 
 
 def _finite(value: float) -> float | None:
