@@ -10,6 +10,7 @@ holds. A 500k x 1280 float32 database needs its own size in RAM plus one block.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from data_retrieval import ImageRecord, source_rows
+from extractor.store import load_store, store_paths
+from hashing import load_descriptors, parse_algorithm
 from helpers import get_logger
 from helpers.descriptors import BinaryCodes, FloatFeatures, LocalDescriptors, MultiCodes
 
@@ -191,8 +194,6 @@ class SearchSet:
         """A digest of the database: its parts (files by size and time, arrays by value,
         synthetic rows by how they are made), ids, metric and dimension. A saved index is
         reused only for the same database."""
-        import hashlib
-
         digest = hashlib.sha256()
         for part in self.parts:
             digest.update(f"{part.name}|{part.rows}|{part.synthetic}|{part.key}\n".encode())
@@ -227,8 +228,6 @@ class _Loaded:
 def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
     """A descriptor object from a store spec (``dataset/method``), a ``.npy`` path, or an
     object as it is."""
-    from hashing import load_descriptors
-
     if isinstance(source, BinaryCodes | FloatFeatures):
         return _Loaded(source.method or "array", source)
     if isinstance(source, MultiCodes | LocalDescriptors):
@@ -250,11 +249,7 @@ def _open(source: Any, root: str | os.PathLike | None, role: str) -> _Loaded:
             raise ValueError(f"{role}: {text!r} is neither a store 'dataset/method' nor an "
                              "existing .npy file")
         store_root = root
-    from extractor.store import load_store, store_paths
-
     if ":" in method:  # a spec, as describe takes it: its identity names the store
-        from hashing.methods.describe import parse_algorithm
-
         method = parse_algorithm(method).label
     try:
         store = load_store(dataset, method, store_root)
@@ -353,25 +348,57 @@ def load_search_set(
         Stores of different methods, metrics, bit counts or dimensions; an empty store;
         database ids that repeat; queries without records.
     """
-    def listed(value: Any) -> list[Any]:
-        if isinstance(value, str | os.PathLike | BinaryCodes | FloatFeatures | MultiCodes
-                      | LocalDescriptors):
-            return [value]
-        if hasattr(value, "features") and hasattr(value, "meta"):
-            return [value]
-        if not isinstance(value, Sequence | set | tuple):
-            raise TypeError(f"expected a store ('dataset/method'), a .npy path, descriptors "
-                            f"or a list of them, got a {type(value).__name__}")
-        return list(value)
-
-    originals = [_open(s, root, "database") for s in listed(database)]
-    distractors = [distractors] if isinstance(distractors, Part) else listed(distractors)
+    originals = [_open(s, root, "database") for s in _listed(database)]
+    distractors = [distractors] if isinstance(distractors, Part) else _listed(distractors)
     generated = [s for s in distractors if isinstance(s, Part)]
     extra = [_open(s, root, "distractors") for s in distractors if not isinstance(s, Part)]
     query = _open(queries, root, "queries")
     if not originals:
         raise ValueError("the database needs at least one store")
-    everything = originals + extra + [query]
+    metric, n_bits, dim = _one_method(originals + extra + [query], query)
+    for part in generated:
+        width = part.read(0, 1).shape[1] if part.rows else dim
+        if width != dim:
+            raise ValueError(f"{part.name} rows have {width} values, the queries {dim}")
+    database_ids = [i for item in originals + extra for i in item.descriptors.ids]
+    database_ids += [f"{part.name}#{r}" for part in generated for r in range(part.rows)]
+    query_values = _query_rows(query, _unique_ids(originals + extra))
+    q = query.descriptors
+    records = list(q.records) if q.records is not None else [ImageRecord(i, None) for i in q.ids]
+    n_originals = sum(len(item.descriptors) for item in originals)
+    truth = _truth(records, database_ids, n_originals)
+    if q.records is None or not (truth >= 0).any():
+        logger.warning("no query has its source in the database (%d queries): recall is "
+                       "undefined; are these the attacked copies of these originals?", len(truth))
+    return SearchSet(
+        parts=[_part(item) for item in originals + extra] + generated,
+        queries=np.ascontiguousarray(query_values),
+        truth=truth, database_ids=database_ids, query_ids=list(q.ids), query_records=records,
+        metric=metric, n_bits=n_bits, method=q.method, dim=dim, originals=n_originals,
+        query_store=query.name)
+
+
+def _listed(value: Any) -> list[Any]:
+    """One store (spec, path, descriptors, FeatureStore) or a sequence of them, as a list."""
+    if isinstance(value, str | os.PathLike | BinaryCodes | FloatFeatures | MultiCodes
+                  | LocalDescriptors):
+        return [value]
+    if hasattr(value, "features") and hasattr(value, "meta"):
+        return [value]
+    if not isinstance(value, Sequence | set | tuple):
+        raise TypeError(f"expected a store ('dataset/method'), a .npy path, descriptors "
+                        f"or a list of them, got a {type(value).__name__}")
+    return list(value)
+
+
+def _one_method(everything: list[_Loaded], query: _Loaded) -> tuple[str, int | None, int]:
+    """The metric, bit count and width that every store shares with the queries.
+
+    Raises
+    ------
+    ValueError
+        An empty store, descriptors without ids, stores of another kind or method.
+    """
     for item in everything:
         if len(item.descriptors) == 0:
             raise ValueError(f"store {item.name} is empty")
@@ -390,15 +417,13 @@ def load_search_set(
         if method and query.descriptors.method and method != query.descriptors.method:
             raise ValueError(f"{item.name} was made by {method!r}, the queries by "
                              f"{query.descriptors.method!r}: compare one method's descriptors")
-    metric, n_bits, dim = reference
-    for part in generated:
-        width = part.read(0, 1).shape[1] if part.rows else dim
-        if width != dim:
-            raise ValueError(f"{part.name} rows have {width} values, the queries {dim}")
-    database_ids = [i for item in originals + extra for i in item.descriptors.ids]
-    database_ids += [f"{part.name}#{r}" for part in generated for r in range(part.rows)]
+    return reference
+
+
+def _unique_ids(sources: list[_Loaded]) -> dict[str, int]:
+    """``{database id: position of its store}``, refusing an id that repeats (within a store
+    or in two of them)."""
     seen: dict[str, int] = {}
-    sources = originals + extra
     for position, item in enumerate(sources):
         for image_id in item.descriptors.ids:
             if image_id in seen:
@@ -408,35 +433,37 @@ def load_search_set(
                          f"{item.name} (store {position + 1})")
                 raise ValueError(f"database id {image_id!r} {where}")
             seen[image_id] = position
+    return seen
+
+
+def _query_rows(query: _Loaded, database_ids: dict[str, int]) -> np.ndarray:
+    """The queries' rows, refused when an id repeats, is a database row, or holds NaN or
+    infinite values."""
     q = query.descriptors
     if len(set(q.ids)) != len(q.ids):
         repeated = next(i for i in q.ids if q.ids.count(i) > 1)
         raise ValueError(f"query id {repeated!r} repeats in {query.name}")
-    both = set(q.ids) & seen.keys()
+    both = set(q.ids) & database_ids.keys()
     if both:
         raise ValueError(f"{len(both)} queries of {query.name} are database rows (e.g. "
                          f"{sorted(both)[0]!r}): each would find itself; the queries are the "
                          "attacked copies (extract_features.py --attacks, search_stores.py)")
-    query_values = q.packed if isinstance(q, BinaryCodes) else q.values
-    if query_values.dtype.kind == "f" and not np.isfinite(query_values).all():
-        bad = int(np.flatnonzero(~np.isfinite(query_values).all(axis=1))[0])
+    values = q.packed if isinstance(q, BinaryCodes) else q.values
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        bad = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
         raise ValueError(f"{query.name}: query {q.ids[bad]!r} holds NaN or infinite values")
-    records = list(q.records) if q.records is not None else [ImageRecord(i, None) for i in q.ids]
+    return values
+
+
+def _truth(records: list[ImageRecord], database_ids: list[str], n_originals: int
+           ) -> np.ndarray:
+    """Each query's source row (`source_rows`), refused when it is a distractor."""
     truth = source_rows(records, database_ids)
-    n_originals = sum(len(item.descriptors) for item in originals)
     if (truth >= n_originals).any():
         bad = records[int(np.flatnonzero(truth >= n_originals)[0])]
         raise ValueError(f"query {bad.image_id!r} has its source {bad.source_id!r} among the "
                          "distractors: distractors must be no query's source")
-    if q.records is None or not (truth >= 0).any():
-        logger.warning("no query has its source in the database (%d queries): recall is "
-                       "undefined; are these the attacked copies of these originals?", len(truth))
-    return SearchSet(
-        parts=[_part(item) for item in originals + extra] + generated,
-        queries=np.ascontiguousarray(query_values),
-        truth=truth, database_ids=database_ids, query_ids=list(q.ids), query_records=records,
-        metric=metric, n_bits=n_bits, method=q.method, dim=dim, originals=n_originals,
-        query_store=query.name)
+    return truth
 
 
 def _explain(kind: tuple[str, int | None, int]) -> str:

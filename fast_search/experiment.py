@@ -5,7 +5,9 @@ time per query (Faiss's ``OperatingPoints``)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import resource
 import sys
@@ -15,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from fast_search.data import SearchSet
 from fast_search.index import (
+    _COUNT_PARAMS,
     MAX_POINTS_PER_CENTROID,
     SearchIndex,
+    _faiss,
     build_index,
     describe_index,
     load_index,
@@ -35,7 +40,16 @@ from fast_search.metrics import (
     recall_at_k,
     source_ranks,
 )
-from helpers import Timer, get_logger, read_json, time_repeated, write_json
+from helpers import (
+    Timer,
+    Timing,
+    get_logger,
+    read_json,
+    results_root,
+    time_repeated,
+    write_json,
+)
+from helpers.descriptors import BinaryCodes, FloatFeatures
 
 logger = get_logger(__name__)
 
@@ -92,8 +106,6 @@ class SearchResult:
 
     def frame(self):
         """The runs as a pandas DataFrame (one row per run, lists flattened)."""
-        import pandas as pd
-
         rows = []
         for position, run in enumerate(self.runs):
             row = {k: v for k, v in run.items() if not isinstance(v, dict | list)}
@@ -186,9 +198,6 @@ def prepare_index(search_set: SearchSet, factory: str, metric: str | None = None
 
 
 def _cache_name(key: dict[str, Any]) -> str:
-    import hashlib
-    import json
-
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -228,8 +237,6 @@ def _cached(path: Path, key: dict[str, Any], index: SearchIndex) -> SearchIndex 
 
 
 def _file_digest(path: Path) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
@@ -239,8 +246,6 @@ def _file_digest(path: Path) -> str:
 
 def default_index_cache() -> Path:
     """``Results/indexes``: where scripts keep trained indexes by default."""
-    from helpers.paths import results_root
-
     return results_root() / "indexes"
 
 
@@ -270,20 +275,11 @@ def exact_neighbours(search_set: SearchSet, k: int, metric: str | None = None,
 
 
 def run_search(
-    search_set: SearchSet,
-    indexes: Sequence[str] = DEFAULT_INDEXES,
-    metric: str | None = None,
-    ks: Sequence[int] = DEFAULT_KS,
-    params: dict[str, Sequence[Any]] | None = None,
-    device: str = "cpu",
-    batch_size: int | None = None,
-    repeats: int = 3,
-    train_size: int | None = None,
-    seed: int = 0,
-    thresholds: Sequence[float] | None = None,
-    cache_dir: str | Path | None = None,
-    show_progress: bool | None = None,
-    warmup: int = 1,
+    search_set: SearchSet, indexes: Sequence[str] = DEFAULT_INDEXES, metric: str | None = None,
+    ks: Sequence[int] = DEFAULT_KS, params: dict[str, Sequence[Any]] | None = None,
+    device: str = "cpu", batch_size: int | None = None, repeats: int = 3,
+    train_size: int | None = None, seed: int = 0, thresholds: Sequence[float] | None = None,
+    cache_dir: str | Path | None = None, show_progress: bool | None = None, warmup: int = 1,
 ) -> SearchResult:
     """Search the queries of a search set with every index and search setting.
 
@@ -321,10 +317,38 @@ def run_search(
     -------
     SearchResult
     """
-    import faiss
-    from faiss.contrib.evaluation import OperatingPoints
-
     metric = metric or search_set.metric
+    ks, kmax = _check_search(search_set, ks, repeats, warmup)
+    params = DEFAULT_PARAMS if params is None else params
+    reference: np.ndarray | None = None
+    runs: list[dict[str, Any]] = []
+    # exact strings first: their neighbours are the reference of the approximate ones
+    for factory in sorted(indexes, key=lambda f: f not in ("Flat", "BFlat")):
+        index, info = prepare_index(search_set, factory, metric, device, train_size, seed,
+                                    cache_dir, show_progress)
+        for setting in _grid(index, params):
+            index.set_params(setting)
+            timing = time_repeated(lambda i=index: i.search(search_set.queries, kmax,
+                                                            batch_size),
+                                   repeats=repeats, warmup=warmup)
+            if reference is None:  # this exact index's neighbours, or a Flat index's
+                reference = (timing.result[1] if info["factory"] in ("Flat", "BFlat")
+                             else exact_neighbours(search_set, kmax, metric, batch_size)[1])
+            runs.append(_search_run(index, info, setting, search_set, metric, ks, kmax,
+                                    timing, batch_size, reference, thresholds))
+        del index
+    return SearchResult(runs, search_set.describe(), _pareto(runs))
+
+
+def _check_search(search_set: SearchSet, ks: Sequence[int], repeats: int, warmup: int
+                  ) -> tuple[list[int], int]:
+    """The recall@k cut-offs (sorted, none above the database) and the neighbours to ask for.
+
+    Raises
+    ------
+    ValueError
+        A k below 1, repeats below 1 or warmup below 0, no queries.
+    """
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise ValueError(f"k must be >= 1, got {ks}")
@@ -336,62 +360,59 @@ def run_search(
         ks = sorted(set(ks))
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
-    params = DEFAULT_PARAMS if params is None else params
-    nq = len(search_set.queries)
-    if nq == 0:
+    if len(search_set.queries) == 0:
         raise ValueError("no queries")
-    reference: np.ndarray | None = None
-    runs: list[dict[str, Any]] = []
+    return ks, kmax
+
+
+def _search_run(index: SearchIndex, info: dict[str, Any], setting: dict[str, Any],
+                search_set: SearchSet, metric: str, ks: list[int], kmax: int,
+                timing: Timing, batch_size: int | None, reference: np.ndarray,
+                thresholds: Sequence[float] | None) -> dict[str, Any]:
+    """One run of `SearchResult.runs`: an index at one setting, its timed search of ``kmax``
+    neighbours (``timing.result``) and what it found, measured."""
+    distances, indices = timing.result
+    nq = len(search_set.queries)
+    run = {
+        "index": info["factory"], "metric": metric, "params": dict(setting),
+        "device": index.device, "threads": _faiss().omp_get_max_threads(),
+        "batch_size": batch_size or nq,
+        "mode": "one query at a time" if batch_size == 1 else "batch",
+        "queries": nq, "k": kmax,
+        "search_s": timing.median, "search_runs": timing.runs,
+        "queries_per_s": nq / timing.median if timing.median > 0 else math.inf,
+        "ms_per_query": 1000 * timing.median / nq,
+        "train_s": info["train_s"], "add_s": info["add_s"],
+        "train_points": info["train_points"], "index_bytes": info["index_bytes"],
+        "cached_index": info["cached"],
+        # the process's peak so far (it only grows: earlier, larger indexes count) and
+        # its memory now, with this index built
+        "peak_rss_bytes": peak_rss_bytes(), "rss_bytes": rss_bytes(),
+        "recall": recall_at_k(indices, search_set.truth, ks),
+        "intersection": {k: knn_intersection(indices, reference, k) for k in ks},
+        "mean_source_rank": _mean_rank(indices, search_set.truth),
+        **knn_micro_ap(distances, indices, search_set.truth),
+        "micro_ap_candidates": int(indices.shape[1]),
+        # the nearest alone: what the hashing benchmark's digests score
+        "micro_ap_nearest": knn_micro_ap(distances[:, :1], indices[:, :1],
+                                         search_set.truth)["micro_ap"],
+        "synthetic_distractors": search_set.synthetic_rows,
+    }
+    if thresholds:
+        run["range"] = _range(index, search_set, distances, indices, thresholds)
+    return run
+
+
+def _pareto(runs: Sequence[dict[str, Any]]) -> list[int]:
+    """Positions of the runs on the front of recall (at the smallest k measured) against
+    milliseconds per query (Faiss's ``OperatingPoints``)."""
+    from faiss.contrib.evaluation import OperatingPoints  # lazy: no Faiss on `import fast_search`
+
     points = OperatingPoints()
-    # exact strings first: their neighbours are the reference of the approximate ones
-    order = sorted(indexes, key=lambda f: f not in ("Flat", "BFlat"))
-    for factory in order:
-        index, info = prepare_index(search_set, factory, metric, device, train_size, seed,
-                                    cache_dir, show_progress)
-        exact = info["factory"] in ("Flat", "BFlat")
-        for setting in _grid(index, params):
-            index.set_params(setting)
-            timing = time_repeated(lambda i=index: i.search(search_set.queries, kmax,
-                                                            batch_size),
-                                   repeats=repeats, warmup=warmup)
-            distances, indices = timing.result
-            if exact and reference is None:
-                reference = indices
-            elif reference is None:
-                reference = exact_neighbours(search_set, kmax, metric, batch_size)[1]
-            run = {
-                "index": info["factory"], "metric": metric, "params": dict(setting),
-                "device": index.device, "threads": faiss.omp_get_max_threads(),
-                "batch_size": batch_size or nq,
-                "mode": "one query at a time" if batch_size == 1 else "batch",
-                "queries": nq, "k": kmax,
-                "search_s": timing.median, "search_runs": timing.runs,
-                "queries_per_s": nq / timing.median if timing.median > 0 else math.inf,
-                "ms_per_query": 1000 * timing.median / nq,
-                "train_s": info["train_s"], "add_s": info["add_s"],
-                "train_points": info["train_points"], "index_bytes": info["index_bytes"],
-                "cached_index": info["cached"],
-                # the process's peak so far (it only grows: earlier, larger indexes count) and
-                # its memory now, with this index built
-                "peak_rss_bytes": peak_rss_bytes(), "rss_bytes": rss_bytes(),
-                "recall": recall_at_k(indices, search_set.truth, ks),
-                "intersection": {k: knn_intersection(indices, reference, k) for k in ks},
-                "mean_source_rank": _mean_rank(indices, search_set.truth),
-                **knn_micro_ap(distances, indices, search_set.truth),
-                "micro_ap_candidates": int(indices.shape[1]),
-                # the nearest alone: what the hashing benchmark's digests score
-                "micro_ap_nearest": knn_micro_ap(distances[:, :1], indices[:, :1],
-                                                 search_set.truth)["micro_ap"],
-                "synthetic_distractors": search_set.synthetic_rows,
-            }
-            if thresholds:
-                run["range"] = _range(index, search_set, distances, indices, thresholds)
-            runs.append(run)
-            points.add_operating_point(len(runs) - 1, run["recall"][ks[0]],
-                                       run["ms_per_query"])
-        del index
-    return SearchResult(runs, search_set.describe(),
-                        sorted(p[0] for p in points.operating_points))
+    for position, run in enumerate(runs):
+        points.add_operating_point(position, run["recall"][min(run["recall"])],
+                                   run["ms_per_query"])
+    return sorted(p[0] for p in points.operating_points)
 
 
 def _mean_rank(indices: np.ndarray, truth: np.ndarray) -> float:
@@ -425,8 +446,6 @@ def index_matcher(factory: str, params: dict[str, Any] | None = None, device: st
     callable
         ``matcher(label, database_descriptors)`` -> ``search(query_descriptors)`` or ``None``.
     """
-    from helpers.descriptors import BinaryCodes, FloatFeatures
-
     def matcher(label: str, database: Any):
         if not isinstance(database, BinaryCodes | FloatFeatures):
             logger.info("%s: %s cannot go in a Faiss index; matched exactly", label,
@@ -486,15 +505,8 @@ def recommend(result: SearchResult, max_bytes: float | None = None,
 def merge_results(results: Sequence[SearchResult]) -> SearchResult:
     """Runs of several experiments on one search set (e.g. one per metric) as one result, the
     Pareto front taken again over all of them."""
-    from faiss.contrib.evaluation import OperatingPoints
-
     runs = [run for result in results for run in result.runs]
-    points = OperatingPoints()
-    for position, run in enumerate(runs):
-        points.add_operating_point(position, run["recall"][min(run["recall"])],
-                                   run["ms_per_query"])
-    return SearchResult(runs, results[0].search_set if results else {},
-                        sorted(p[0] for p in points.operating_points))
+    return SearchResult(runs, results[0].search_set if results else {}, _pareto(runs))
 
 
 def parse_search_params(items: Sequence[str], flag: str = "--param"
@@ -508,8 +520,6 @@ def parse_search_params(items: Sequence[str], flag: str = "--param"
     ValueError
         Naming the flag and the value.
     """
-    from fast_search.index import _COUNT_PARAMS
-
     if not items:
         return None
     out: dict[str, list[int | float]] = {}
@@ -557,8 +567,6 @@ def check_index_matcher(descriptors: Any, factory: str, params: dict[str, Any] |
     """Refuse now, before a benchmark describes its database, an `index_matcher` string or
     parameter that will not work for descriptors like ``descriptors`` (one image's is enough)
     over ``n_database`` images. Multi-codes are matched exactly and pass."""
-    from helpers.descriptors import BinaryCodes, FloatFeatures
-
     if not isinstance(descriptors, BinaryCodes | FloatFeatures):
         return
     binary = isinstance(descriptors, BinaryCodes)

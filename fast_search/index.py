@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 import re
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from helpers import get_logger, progress
+from helpers import atomic_path, get_logger, progress
 from helpers.descriptors import METRICS
 
 logger = get_logger(__name__)
@@ -52,7 +53,7 @@ _JS_FLOOR = np.float32(1e-20)
 
 def _faiss():
     try:
-        import faiss
+        import faiss  # lazy: importing fast_search loads no Faiss
     except ImportError as exc:  # pragma: no cover - faiss is a declared extra
         raise ImportError("fast_search needs Faiss: pip install faiss-cpu (or faiss-gpu)"
                           ) from exc
@@ -393,8 +394,6 @@ class SearchIndex:
     def nbytes(self) -> int:
         """Size of the index as `faiss.write_index` writes it (written to a temporary file:
         serialising in memory would hold a second copy of the index)."""
-        import tempfile
-
         faiss = _faiss()
         with tempfile.TemporaryDirectory(prefix="index-size-") as folder:
             path = str(Path(folder) / "index")
@@ -413,8 +412,6 @@ class SearchIndex:
 
     def save(self, path: str | Path) -> Path:
         """Write the index with `faiss.write_index` (to a temporary name, then renamed)."""
-        from helpers import atomic_path
-
         faiss = _faiss()
         path = Path(path)
         with atomic_path(path) as tmp:
