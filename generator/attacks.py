@@ -11,13 +11,16 @@ from __future__ import annotations
 import functools
 import io
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
+import skimage
 from PIL import Image, ImageColor, ImageEnhance, ImageOps
 
 from generator.registry import register_attack
 from generator.text import draw_meme_text
+from helpers import load_image
 
 _BICUBIC = Image.Resampling.BICUBIC
 # Every numeric parameter is bounded: the id prints it, so 1e16 would print as "1e+16" and
@@ -279,17 +282,11 @@ def grayscale(image: Image.Image) -> Image.Image:
 
 def default_background() -> str:
     """The cameraman photo from scikit-image: unrelated to the colour photos of ``sample``."""
-    from pathlib import Path
-
-    import skimage
-
     return str(Path(skimage.__file__).parent / "data" / "camera.png")
 
 
 @functools.lru_cache(maxsize=8)
 def _background(path: str) -> Image.Image:
-    from helpers import load_image
-
     return load_image(path)  # decoded once per process, copied for each use
 
 

@@ -23,6 +23,7 @@ from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -145,8 +146,6 @@ def _report_bad(problem: BadImage, on_error: str, bad: list[BadImage]) -> None:
 
 
 def _init_worker() -> None:
-    import cv2
-
     cv2.setNumThreads(1)  # one process per core already; threads would oversubscribe
     # Ctrl-C reaches the whole process group: the parent stops the pool and reports once,
     # the workers must not each print a traceback.
@@ -431,18 +430,11 @@ def _write_one(task: tuple) -> tuple[list[ImageRecord], int, int, BadImage | Non
 
 
 def write_attacks(
-    records: Sequence[ImageRecord],
-    attacks: Sequence[AnyAttack],
-    output_dir: str | os.PathLike,
-    seed: int = 0,
-    image_format: str = "png",
-    workers: int | None = None,
-    include_originals: bool = False,
-    save_options: dict[str, Any] | None = None,
-    on_error: str = "skip",
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    show_progress: bool | None = None,
-    known_bad: Sequence[BadImage] = (),
+    records: Sequence[ImageRecord], attacks: Sequence[AnyAttack], output_dir: str | os.PathLike,
+    seed: int = 0, image_format: str = "png", workers: int | None = None,
+    include_originals: bool = False, save_options: dict[str, Any] | None = None,
+    on_error: str = "skip", max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    show_progress: bool | None = None, known_bad: Sequence[BadImage] = (),
 ) -> WriteReport:
     """Attack images and save them with a manifest; whole files already there are kept
     (resume).
@@ -497,10 +489,22 @@ def write_attacks(
     output_dir.mkdir(parents=True, exist_ok=True)
     workers = _resolve_workers(workers)
     attacks = list(attacks)
-    out_records: list[ImageRecord] = []
     bad: list[BadImage] = list(known_bad)
+    records = _nameable(records, attacks, output_dir, ext, on_error, bad)
+    tasks = [(r, attacks, seed, output_dir, ext, fmt, options, max_pixels) for r in records]
+    out_records, written, skipped = _write_all(tasks, output_dir, workers, include_originals,
+                                               on_error, bad, show_progress)
+    manifest = write_manifest(out_records, output_dir / "manifest.csv")
+    _write_bad_list(output_dir / "bad_images.csv", bad)
+    return WriteReport(output_dir, manifest, out_records, written, skipped, bad)
+
+
+def _nameable(records: Sequence[ImageRecord], attacks: list[AnyAttack], output_dir: Path,
+              ext: str, on_error: str, bad: list[BadImage]) -> list[ImageRecord]:
+    """The records whose ids name an output file of every attack inside ``output_dir``
+    (checked before the first image is written); the others are reported as bad."""
     usable = []
-    for record in records:  # every id is checked before the first image is written
+    for record in records:
         try:
             for attack in attacks:
                 attack_path(output_dir, record, attack, ext)
@@ -509,21 +513,29 @@ def write_attacks(
                                  f"cannot name an output file: {exc}"), on_error, bad)
             continue
         usable.append(record)
-    records = usable
-    tasks = [(r, attacks, seed, output_dir, ext, fmt, options, max_pixels) for r in records]
+    return usable
+
+
+def _write_all(tasks: list[tuple], output_dir: Path, workers: int, include_originals: bool,
+               on_error: str, bad: list[BadImage], show_progress: bool | None
+               ) -> tuple[list[ImageRecord], int, int]:
+    """Run `_write_one` on every task (in worker processes when ``workers``): the records of
+    the images there now (each original first when ``include_originals``), how many were
+    written and how many kept. Temporary files of writes cut short are removed."""
+    out_records: list[ImageRecord] = []
     written = skipped = 0
     bar = progress(total=len(tasks), desc="writing attacks", unit="img",
                    disable=None if show_progress is None else not show_progress)
     pool = _pool(workers) if workers else None
     try:
         results = pool.imap(_write_one, tasks) if pool else map(_write_one, tasks)
-        for record, (made, n_written, n_skipped, problem) in zip(records, results, strict=True):
+        for task, (made, n_written, n_skipped, problem) in zip(tasks, results, strict=True):
             bar.update(1)
             if problem is not None:
                 _report_bad(problem, on_error, bad)
                 continue
             if include_originals:
-                out_records.append(record)
+                out_records.append(task[0])
             out_records.extend(made)
             written += n_written
             skipped += n_skipped
@@ -533,14 +545,16 @@ def write_attacks(
             pool.terminate()
             pool.join()
         remove_stale_tmp(output_dir)  # of writes the pool's end cut short
-    manifest = write_manifest(out_records, output_dir / "manifest.csv")
-    bad_file = output_dir / "bad_images.csv"
+    return out_records, written, skipped
+
+
+def _write_bad_list(path: Path, bad: list[BadImage]) -> None:
+    """``bad_images.csv`` (path, reason) when there are bad inputs; else no such file."""
     if bad:
-        with atomic_write(bad_file, "w", newline="", errors="surrogateescape") as handle:
+        with atomic_write(path, "w", newline="", errors="surrogateescape") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "reason"])
             writer.writerows([spreadsheet_escape(str(b.path)), spreadsheet_escape(b.reason)]
                              for b in bad)
-    elif bad_file.exists():
-        bad_file.unlink()
-    return WriteReport(output_dir, manifest, out_records, written, skipped, bad)
+    elif path.exists():
+        path.unlink()
