@@ -52,6 +52,7 @@ from helpers.params import (
     method_label,
     parse_key_values,
     unknown_name,
+    weights_tag,
 )
 from helpers.paths import printable, project_root, results_root
 from helpers.plotting import figure_style, new_figure, save_figure
@@ -130,6 +131,7 @@ __all__ = [
     "write_experiment_json",
     "write_json",
     "write_csv",
+    "weights_tag",
     "spreadsheet_escape",
     "spreadsheet_unescape",
 ]

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import threading
@@ -31,6 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from helpers.io import write_json
 from helpers.logs import get_logger
 from helpers.paths import project_root
 
@@ -141,8 +144,6 @@ def file_name(text: str, limit: int = 150) -> str:
     """A label (an algorithm with its parameters, a weights path...) made safe as one file name
     component: characters other than letters, digits and ``._=+-`` become ``_``, no leading
     dot, at most ``limit`` characters (longer ones end with a hash of the whole)."""
-    import hashlib
-
     name = re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).lstrip(".") or "_"
     if len(name) > limit:
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
@@ -500,8 +501,6 @@ def record_outputs(folder: str | os.PathLike, since: float | None = None) -> Pat
         written since then (a file put there by hand between runs stays unlisted). None for a
         folder the run started empty (new, or the earlier result set aside): every file.
     """
-    from helpers.io import write_json
-
     folder = Path(folder)
     files = _files(folder)
     if since is not None:
@@ -544,10 +543,6 @@ def _unmade(folder: Path) -> list[str]:
 
 def _set_aside(folder: Path) -> Path:
     """Move the earlier result into ``<folder>/.previous-<hex>/`` (same file system: renames)."""
-    import secrets
-
-    from helpers.io import write_json
-
     aside = folder / f"{PREVIOUS_PREFIX}{secrets.token_hex(4)}"
     aside.mkdir()
     write_json(aside / _ASIDE_MARK, {"pid": os.getpid(), "folder": str(folder)})
@@ -651,42 +646,9 @@ def output_dir(
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output folder {path}: {exc.strerror or exc}") from exc
-    aside = None
     with FolderLock(path):
         _restore_interrupted(path)
-        contents = [p for p in path.iterdir() if p.name != LOCK_NAME]
-        if contents:
-            why = _made_by(path, script)
-            if overwrite or resume:
-                if why:
-                    raise OutputError(f"refusing to {'overwrite' if overwrite else 'resume'} "
-                                      f"{path}: {why}")
-                if overwrite:
-                    nested = _nested_results(path)
-                    if nested:
-                        raise OutputError(
-                            f"refusing to overwrite {path}: it holds other results "
-                            f"({', '.join(str(p) for p in nested[:3])}"
-                            f"{' ...' if len(nested) > 3 else ''}); move them or choose "
-                            "another output")
-                    unmade = _unmade(path)
-                    if unmade:
-                        raise OutputError(
-                            f"refusing to overwrite {path}: it holds {len(unmade)} file(s) "
-                            f"the earlier {script} run did not make ({', '.join(unmade[:3])}"
-                            f"{' ...' if len(unmade) > 3 else ''}); move them or choose "
-                            "another output (files of a run killed with SIGKILL are not "
-                            "listed either: if they are its, delete the folder yourself)")
-                    logger.warning("overwriting the previous %s result in %s (kept aside "
-                                   "until this run succeeds)", script, path)
-                    aside = _set_aside(path)
-                else:
-                    remove_stale_tmp(path)
-            else:
-                hints = " or ".join(f"{f} to {'continue' if f == '--resume' else 'replace'} it"
-                                    for f in flags)
-                raise OutputError(f"{path} already exists and is not empty; choose another "
-                                  f"output{', or pass ' + hints if hints and not why else ''}")
+        aside = _take_over(path, script, overwrite, resume, flags)
         try:
             yield path
         except BaseException:
@@ -695,3 +657,43 @@ def output_dir(
             raise
         if aside is not None:
             _remove(aside)
+
+
+def _take_over(path: Path, script: str, overwrite: bool, resume: bool,
+               flags: Sequence[str]) -> Path | None:
+    """Make the locked folder ready for a run of ``script`` (`output_dir`): nothing to do
+    when it is empty; resume (unfinished temporary files removed) or overwrite (the earlier
+    result set aside, its folder returned) when asked and allowed; refused otherwise."""
+    contents = [p for p in path.iterdir() if p.name != LOCK_NAME]
+    if not contents:
+        return None
+    why = _made_by(path, script)
+    if not (overwrite or resume):
+        hints = " or ".join(f"{f} to {'continue' if f == '--resume' else 'replace'} it"
+                            for f in flags)
+        raise OutputError(f"{path} already exists and is not empty; choose another "
+                          f"output{', or pass ' + hints if hints and not why else ''}")
+    if why:
+        raise OutputError(f"refusing to {'overwrite' if overwrite else 'resume'} "
+                          f"{path}: {why}")
+    if not overwrite:
+        remove_stale_tmp(path)
+        return None
+    nested = _nested_results(path)
+    if nested:
+        raise OutputError(
+            f"refusing to overwrite {path}: it holds other results "
+            f"({', '.join(str(p) for p in nested[:3])}"
+            f"{' ...' if len(nested) > 3 else ''}); move them or choose "
+            "another output")
+    unmade = _unmade(path)
+    if unmade:
+        raise OutputError(
+            f"refusing to overwrite {path}: it holds {len(unmade)} file(s) "
+            f"the earlier {script} run did not make ({', '.join(unmade[:3])}"
+            f"{' ...' if len(unmade) > 3 else ''}); move them or choose "
+            "another output (files of a run killed with SIGKILL are not "
+            "listed either: if they are its, delete the folder yourself)")
+    logger.warning("overwriting the previous %s result in %s (kept aside "
+                   "until this run succeeds)", script, path)
+    return _set_aside(path)

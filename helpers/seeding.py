@@ -1,4 +1,4 @@
-"""Seeds: global seeding and stable per-item random generators.
+"""Seeds: stable per-item random generators.
 
 Per-item generators are derived from a hash of their keys, so an item's randomness does not
 depend on the order in which items are processed, nor on the process that handles them.
@@ -7,7 +7,6 @@ depend on the order in which items are processed, nor on the process that handle
 from __future__ import annotations
 
 import hashlib
-import random
 
 import numpy as np
 
@@ -34,14 +33,3 @@ def derive_seed(*keys: object) -> int:
 def rng_for(*keys: object) -> np.random.Generator:
     """A NumPy generator seeded by ``keys``, e.g. ``rng_for(seed, image_id, attack_id)``."""
     return np.random.default_rng(derive_seed(*keys))
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy's legacy global generator, and torch when installed."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency, but seeding should not need it
-        return
-    torch.manual_seed(seed)
