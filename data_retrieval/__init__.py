@@ -22,7 +22,6 @@ from data_retrieval.records import (
     MANIFEST_COLUMNS,
     ImageRecord,
     read_manifest,
-    records_to_frame,
     source_rows,
     write_manifest,
 )
@@ -57,7 +56,6 @@ __all__ = [
     "load_images",
     "read_manifest",
     "source_rows",
-    "records_to_frame",
     "register_dataset",
     "sample_files",
     "split_groups",

@@ -76,13 +76,40 @@ def split_kaggle_memes(
     if not images_dir.is_dir():
         raise FileNotFoundError(f"Kaggle memes image folder {images_dir} not found")
 
+    by_stem = _images_by_stem(images_dir)
+    split = MemeSplit()
+    labelled = _labels(csv_path, by_stem, stem_column, template_column, split.missing_images)
+    seen = {stem for stem, _ in labelled}
+    for stem, template in relabel.items():
+        if stem in by_stem and stem not in seen:
+            labelled.append((stem, normalise_template(template)))
+            seen.add(stem)
+    split.unlabelled_images = [path for stem, path in by_stem.items() if stem not in seen]
+    _write_split(split, labelled, by_stem, output_dir)
+    if split.missing_images:
+        logger.warning("%d CSV rows have no image file in %s (first: %s)",
+                       len(split.missing_images), images_dir, split.missing_images[:5])
+    for path in split.unlabelled_images:
+        logger.warning("skipping %s: not in %s and not relabelled", path, csv_path.name)
+    logger.info("%d templates, %d memes written to %s",
+                len(split.templates), len(split.memes), output_dir)
+    return split
+
+
+def _images_by_stem(images_dir: Path) -> dict[str, Path]:
+    """The image files under ``images_dir`` by file stem (the first in path order)."""
     by_stem: dict[str, Path] = {}
     for path in sorted(images_dir.rglob("*")):
         if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
             by_stem.setdefault(path.stem, path)
+    return by_stem
 
-    labelled: list[tuple[str, str]] = []  # (stem, template), CSV order
-    split = MemeSplit()
+
+def _labels(csv_path: Path, by_stem: dict[str, Path], stem_column: int, template_column: int,
+            missing: list[str]) -> list[tuple[str, str]]:
+    """``(stem, template)`` of the CSV's rows that have an image, in CSV order (a stem with
+    a stray ``?`` matched without it); the stems without one are added to ``missing``."""
+    labelled: list[tuple[str, str]] = []
     with open(csv_path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         next(reader, None)
@@ -94,16 +121,16 @@ def split_kaggle_memes(
             if stem not in by_stem and stem.replace("?", "") in by_stem:
                 stem = stem.replace("?", "")
             if stem not in by_stem:
-                split.missing_images.append(stem)
+                missing.append(stem)
                 continue
             labelled.append((stem, template))
-    seen = {stem for stem, _ in labelled}
-    for stem, template in relabel.items():
-        if stem in by_stem and stem not in seen:
-            labelled.append((stem, normalise_template(template)))
-            seen.add(stem)
-    split.unlabelled_images = [path for stem, path in by_stem.items() if stem not in seen]
+    return labelled
 
+
+def _write_split(split: MemeSplit, labelled: list[tuple[str, str]], by_stem: dict[str, Path],
+                 output_dir: Path) -> None:
+    """Copy each template's first meme to ``templates/<template><ext>`` and write the memes'
+    manifest ``memes.csv``, filling ``split``."""
     templates_dir = output_dir / "templates"
     templates_dir.mkdir(parents=True, exist_ok=True)
     for stem, template in labelled:
@@ -114,12 +141,3 @@ def split_kaggle_memes(
             split.templates[template] = target
         split.memes.append(ImageRecord(stem, by_stem[stem], template, "meme"))
     write_manifest(split.memes, output_dir / "memes.csv")
-
-    if split.missing_images:
-        logger.warning("%d CSV rows have no image file in %s (first: %s)",
-                       len(split.missing_images), images_dir, split.missing_images[:5])
-    for path in split.unlabelled_images:
-        logger.warning("skipping %s: not in %s and not relabelled", path, csv_path.name)
-    logger.info("%d templates, %d memes written to %s",
-                len(split.templates), len(split.memes), output_dir)
-    return split

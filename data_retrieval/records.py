@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from helpers import (
     OutputError,
@@ -191,18 +190,3 @@ def source_rows(queries: Iterable[ImageRecord], database: Iterable[ImageRecord |
             raise ValueError(f"database image id {image_id!r} repeats (rows "
                              f"{index[image_id]} and {row})")
     return np.fromiter((index.get(q.source_id, -1) for q in queries), dtype=np.int64)
-
-
-def records_to_frame(records: Iterable[ImageRecord]) -> pd.DataFrame:
-    """Records as a DataFrame with the manifest's columns."""
-    rows = [
-        {
-            "image_id": r.image_id,
-            "path": None if r.path is None else str(r.path),
-            "source_id": r.source_id,
-            "attack_id": r.attack_id,
-            "group": r.group,
-        }
-        for r in records
-    ]
-    return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
