@@ -10,11 +10,15 @@ Distances of 0 between distinct rows (exact duplicates) are stored as explicit z
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from clustering.points import Points
+from fast_search import build_index
+from hashing.distances import native
 from helpers import available_cpus, progress
 
 logger = logging.getLogger(__name__)
@@ -26,8 +30,6 @@ EDGE_BYTES = 32
 
 
 def _flat_index(points: Points, device: str):
-    from fast_search import build_index
-
     if points.binary:
         index = build_index("BFlat", "hamming", points.values.shape[1], n_bits=points.n_bits,
                             device=device)
@@ -59,8 +61,6 @@ def exact_edge_distances(points: Points, rows: np.ndarray, cols: np.ndarray,
     slower at 512 dimensions: ``scripts/benchmark_clustering.py --parts edges``)."""
     if points.binary or points.metric == "jensenshannon" or not len(rows):
         return dist
-    from hashing.distances import native
-
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     cols = np.ascontiguousarray(cols, dtype=np.int64)
     lib = native.pair_kernel()
@@ -79,8 +79,6 @@ def exact_edge_distances(points: Points, rows: np.ndarray, cols: np.ndarray,
     if len(starts) == 1:
         block(0)
     else:  # ctypes releases the GIL: the blocks run on all cores
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(min(len(starts), available_cpus())) as pool:
             list(pool.map(block, starts))
     return out
@@ -273,8 +271,6 @@ def join_components(graph: sp.csr_matrix) -> tuple[sp.csr_matrix, int, float]:
         The joined graph (the same object when it was connected), how many components there
         were, and the length given to the joining edges.
     """
-    from scipy.sparse.csgraph import connected_components
-
     ones = sp.csr_matrix((np.ones_like(graph.data), graph.indices, graph.indptr),
                          shape=graph.shape)  # explicit zeros are edges too
     n_comp, comp = connected_components(ones, directed=False)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fast_search import open_described
 from helpers.descriptors import (
     FLOAT_METRICS,
     BinaryCodes,
@@ -132,42 +133,16 @@ def as_points(features: Any, metric: str | None = None,
     if isinstance(features, np.ndarray):
         features = _from_array(features, metric, n_bits)
     elif not isinstance(features, BinaryCodes | FloatFeatures):
-        from fast_search import open_described
-
         features, meta = open_described(features, root, "features")
         made = made_from(meta)
     if isinstance(features, BinaryCodes):
         if metric not in (None, "hamming"):
             raise ValueError(f"binary codes ({features.method or 'codes'}) are compared with "
                              f"hamming only, not {metric!r}")
-        values, use, bits = np.ascontiguousarray(features.packed), "hamming", features.n_bits
-        spare = 8 * values.shape[1] - bits
-        if spare and (values[:, -1] & np.uint8((1 << spare) - 1)).any():
-            # every distance of the library ignores padding bits: clear them so Faiss's and
-            # the unpacked bits' distances agree with hashing.distances
-            values = values.copy()
-            values[:, -1] &= np.uint8((0xFF << spare) & 0xFF)
+        values, use, bits = _code_rows(features), "hamming", features.n_bits
     else:
-        use = metric or features.metric
-        if use not in FLOAT_METRICS:
-            raise ValueError(f"unknown metric {use!r} for float features; choose one of "
-                             f"{', '.join(FLOAT_METRICS)}")
-        values, bits = np.ascontiguousarray(features.values, dtype=np.float32), None
-        bad = ~np.isfinite(values).all(axis=1)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            name = features.ids[row] if features.ids is not None else f"row {row}"
-            raise ValueError(f"features of {name} hold NaN or infinite values "
-                             f"({int(bad.sum())} such rows)")
-        if use == "jensenshannon" and (values < 0).any():
-            raise ValueError("jensenshannon needs non-negative features (distributions)")
-        if use in ("cosine", "jensenshannon"):
-            empty = ~values.any(axis=1)
-            if empty.any():
-                row = int(np.flatnonzero(empty)[0])
-                name = features.ids[row] if features.ids is not None else f"row {row}"
-                raise ValueError(f"features of {name} are all zero: {use} distances to it are "
-                                 f"undefined ({int(empty.sum())} such rows)")
+        use, bits = metric or features.metric, None
+        values = _float_rows(features, use)
     n = len(values)
     if n < min_rows:
         raise ValueError(f"clustering needs at least {min_rows} rows, got {n}")
@@ -178,6 +153,44 @@ def as_points(features: Any, metric: str | None = None,
         repeated = next(i for i in ids if i in seen or seen.add(i))
         raise ValueError(f"image id {repeated!r} appears twice; ids must be unique")
     return Points(np.asarray(values), use, bits, ids, features.records, features.method, made)
+
+
+def _code_rows(codes: BinaryCodes) -> np.ndarray:
+    """Packed codes, C-contiguous, with their padding bits cleared."""
+    values, bits = np.ascontiguousarray(codes.packed), codes.n_bits
+    spare = 8 * values.shape[1] - bits
+    if spare and (values[:, -1] & np.uint8((1 << spare) - 1)).any():
+        # every distance of the library ignores padding bits: clear them so Faiss's and
+        # the unpacked bits' distances agree with hashing.distances
+        values = values.copy()
+        values[:, -1] &= np.uint8((0xFF << spare) & 0xFF)
+    return values
+
+
+def _float_rows(features: FloatFeatures, use: str) -> np.ndarray:
+    """The features as float32 rows, refused when ``use`` is not a float metric or the rows
+    cannot take it (NaN or infinite values; negative values or all-zero rows where the
+    metric is undefined for them)."""
+    if use not in FLOAT_METRICS:
+        raise ValueError(f"unknown metric {use!r} for float features; choose one of "
+                         f"{', '.join(FLOAT_METRICS)}")
+    values = np.ascontiguousarray(features.values, dtype=np.float32)
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        name = features.ids[row] if features.ids is not None else f"row {row}"
+        raise ValueError(f"features of {name} hold NaN or infinite values "
+                         f"({int(bad.sum())} such rows)")
+    if use == "jensenshannon" and (values < 0).any():
+        raise ValueError("jensenshannon needs non-negative features (distributions)")
+    if use in ("cosine", "jensenshannon"):
+        empty = ~values.any(axis=1)
+        if empty.any():
+            row = int(np.flatnonzero(empty)[0])
+            name = features.ids[row] if features.ids is not None else f"row {row}"
+            raise ValueError(f"features of {name} are all zero: {use} distances to it are "
+                             f"undefined ({int(empty.sum())} such rows)")
+    return values
 
 
 def made_from(meta: dict) -> dict | None:

@@ -22,16 +22,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.cluster.hierarchy import dendrogram
 
+from clustering.graph import knn
 from clustering.methods import Clustering
 from clustering.metrics import (
+    NEIGHBOURS,
     cluster_attributes,
     external_measures,
     summarize_attributes,
     truth_labels,
 )
 from clustering.points import Points
-from helpers import atomic_write, printable, write_csv, write_json
+from hashing.distances import pairwise
+from helpers import ImageLoadError, atomic_write, load_image, printable, write_csv, write_json
 from helpers.plotting import new_figure, save_figure
 
 logger = logging.getLogger(__name__)
@@ -53,9 +57,6 @@ def evaluate(result: Clustering, points: Points | None = None,
         Per setting: ``name``, ``setting``, ``n_clusters``, ``n_noise``, ``measures``,
         ``attributes`` (summary) and ``clusters`` (a DataFrame).
     """
-    from clustering.graph import knn
-    from clustering.metrics import NEIGHBOURS
-
     if truth is None and result.records is not None:
         truth = truth_labels(result.records)
         if len(set(truth)) == len(truth):  # a folder: every image its own source, no truth
@@ -196,8 +197,6 @@ def plot_clustering(result: Clustering, folder: str | Path,
         ax.legend(fontsize=6)
         written += save_figure(fig, folder, "diameter_vs_size")
     if result.tree is not None:
-        from scipy.cluster.hierarchy import dendrogram
-
         fig, ax = new_figure(figsize=(8, 4))
         dendrogram(result.tree, truncate_mode="lastp", p=40, ax=ax, no_labels=False,
                    leaf_font_size=6, show_contracted=True)
@@ -241,8 +240,7 @@ def image_loader(records: Sequence[Any] | None, made: dict | None):
     shown as missing: an id ``a+b`` unless the store says every source was an original (it
     could be ``b`` made on a written copy ``a``), and a text or overlay attack when the store
     did not record its font or background."""
-    from generator import AttackedImage, parse_attack_id
-    from helpers import ImageLoadError, load_image
+    from generator import AttackedImage, parse_attack_id  # lazy: generator loads matplotlib
 
     sources = {r.image_id: r for r in records or () if r.path is not None and r.attack_id is None}
     reported: set[str] = set()
@@ -289,8 +287,6 @@ def plot_galleries(result: Clustering, entry: dict[str, Any], folder: str | Path
     """Image grids of the ``count`` largest clusters of one setting: random members and, with
     ``points``, the members nearest the medoid and those farthest from it (rows of
     ``members`` images)."""
-    from hashing.distances import pairwise
-
     if result.records is None or "clusters" not in entry:
         return []
     labels = result.labels[result.settings.index(entry["setting"])]
