@@ -156,8 +156,7 @@ def add_output_arguments(
                             "anything else, nor an input)")
     if resume:
         group.add_argument("--resume", action="store_true", help=resume_help)
-    group.add_argument("--log-level", default=log_level,
-                       choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    add_log_level_argument(group, log_level)
     return group
 
 
@@ -180,9 +179,29 @@ def add_output_file_arguments(
     group.add_argument("--overwrite", action="store_true",
                        help="replace an earlier result file of this script (never another "
                             "file, nor an input)")
-    group.add_argument("--log-level", default=log_level,
-                       choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    add_log_level_argument(group, log_level)
     return group
+
+
+#: The levels ``--log-level`` takes.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def add_log_level_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                           default: str = "INFO") -> None:
+    """Add ``--log-level`` (case-insensitive), for every script the same."""
+    parser.add_argument("--log-level", default=default, choices=LOG_LEVELS, type=str.upper,
+                        help=f"logging level (default: {default})")
+
+
+def add_store_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                        overwrite_help: str = "replace a finished store of the same name",
+                        log_level: str = "INFO") -> None:
+    """Add ``--overwrite`` and ``--log-level`` for a script that writes feature stores (or
+    other files of a folder it owns by name, such as reducers): the store module keeps them
+    safe (written aside, renamed whole, locked), so there is no result folder to declare."""
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    add_log_level_argument(parser, log_level)
 
 
 # --- inputs -------------------------------------------------------------------------------------

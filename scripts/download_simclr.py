@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from helpers import DownloadError, FolderLock, setup_logging
+from helpers import DownloadError, FolderLock, add_log_level_argument, setup_logging
 from helpers.cli import run_script, script_main
 from helpers.runs import folder_type
 from SimCLRv2.checkpoints import find_checkpoint, list_checkpoints
@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tf-dir", type=folder_type, default=None,
                         help="where the TensorFlow files go (default: <output-dir>/tf/...)")
     parser.add_argument("--base-url", default=None, help="a mirror of the checkpoint folder")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    add_log_level_argument(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     if args.list:

@@ -46,6 +46,7 @@ from generator import attacked_images
 from generator.cli import add_attack_arguments, attacks_from_args
 from helpers import (
     Distributed,
+    add_store_arguments,
     available_cpus,
     check_name,
     distributed,
@@ -94,9 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch CPU threads per process (default: usable cores / "
                              "processes). Features are bit-identical for the same threads "
                              "per process; other counts change float rounding (~1e-6)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a finished store")
-    parser.add_argument("--log-level", default="INFO", type=str.upper,
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_store_arguments(parser)
     add_attack_arguments(parser, "attacked queries made on the fly, stored with their source "
                                  "(none by default: the images themselves)")
     return parser.parse_args(argv)

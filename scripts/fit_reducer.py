@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import FolderLock, path_inputs, setup_logging
+from helpers import FolderLock, add_store_arguments, path_inputs, setup_logging
 from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
 from helpers.outputs import check_output_dir
 from helpers.runs import folder_type
@@ -61,10 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out.add_argument("--output-dir", type=folder_type, default=None,
                      help="folder of the reducer files (default: Results/reducers/<method>); "
                           "other reducers there are kept")
-    out.add_argument("--overwrite", action="store_true",
-                     help="replace reducer files of the same names that exist")
-    out.add_argument("--log-level", default="INFO",
-                     choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    add_store_arguments(out, "replace reducer files of the same names that exist")
     return parser.parse_args(argv)
 
 

@@ -16,7 +16,7 @@ import argparse
 from data_retrieval.cli import add_data_arguments, images_from_args, input_help
 from generator.cli import add_attack_arguments, attacks_from_args
 from generator.pipeline import output_format, write_attacks
-from helpers import Timer, experiment_run, read_json, setup_logging
+from helpers import Timer, add_log_level_argument, experiment_run, read_json, setup_logging
 from helpers.cli import integer, run_script, script_main
 from helpers.runs import folder_type
 
@@ -44,9 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--overwrite", action="store_true",
                       help="empty an existing OUTPUT of this script first (never anything "
                            "else, nor an input)")
-    parser.add_argument("--log-level", default="INFO", type=str.upper,
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="logging level (default: INFO)")
+    add_log_level_argument(parser)
     return parser.parse_args(argv)
 
 

@@ -34,6 +34,7 @@ from fast_search.distractors import DEFAULT_RECIPE, distractor_views
 from helpers import (
     FolderLock,
     OutputError,
+    add_store_arguments,
     atomic_write,
     check_name,
     get_logger,
@@ -89,9 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=integer(1, 1_000_000), default=4096,
                         help="views per resumable chunk (default: 4096)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a finished store")
-    parser.add_argument("--log-level", default="INFO", type=str.upper,
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_store_arguments(parser)
     return parser.parse_args(argv)
 
 

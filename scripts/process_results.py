@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hashing.evaluation.digest import load_digest
 from hashing.evaluation.plots import plot_digest
-from helpers import result_file, setup_logging
+from helpers import add_log_level_argument, result_file, setup_logging
 from helpers.cli import real, run_script, script_main
 from helpers.outputs import check_output_dir
 from helpers.runs import folder_type
@@ -37,8 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out.add_argument("--overwrite", action="store_true",
                      help=f"redraw a figure folder this script drew before (its {RECORD}); "
                           "never replaces another script's record")
-    out.add_argument("--log-level", default="INFO", type=str.upper,
-                     choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_level_argument(out)
     return parser.parse_args(argv)
 
 

@@ -35,6 +35,7 @@ from generator.cli import add_attack_arguments, attacks_from_args, resolved_opti
 from hashing.evaluation.benchmark import study_protocol
 from helpers import (
     OutputError,
+    add_store_arguments,
     available_cpus,
     check_name,
     get_logger,
@@ -85,10 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=integer(0, 1024), default=None,
                         help="DataLoader workers for models (default: usable cores - 1)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace finished stores of the same names and method")
-    parser.add_argument("--log-level", default="INFO", type=str.upper,
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_store_arguments(parser, "replace finished stores of the same names and method")
     return parser.parse_args(argv)
 
 
