@@ -29,29 +29,42 @@ method's features is an error. ``get_model(name, reduce=...)`` and
 ``get_algorithm(name, reduce=...)`` take a file, or a reducer name (``"pca:128"``, or
 ``"pca:128+uint8"`` for the quantised one) that stands for ``Results/reducers/<method>/pca_128.pt``
 (``pca_128_uint8.pt``) as ``scripts/fit_reducer.py`` writes it.
+
+The kinds are a registry (`REDUCERS`, a `helpers.Registry` of `ReducerKind`), as every named
+thing of the library: ``REDUCERS.get(kind)`` returns the registered entry (how the kind is
+fitted and what its names may hold), `fit_reducer` builds a reducer and `load_reducer` reads
+one; an unknown kind gets the one error that names the closest (``unknown reducer kind 'pac'
+(closest: 'pca'); known: ...``). A new kind is one function decorated with
+``@register_reducer("name")``. The parsed name, `ReducerSpec`, lives in
+`extractor.reducer_spec`, below this module and `extractor.reducer_nets` (the torch networks),
+so that the dependency goes one way.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import math
 import os
 import re
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from helpers import results_root, save_torch
+from extractor.reducer_spec import ReducerSpec
+from helpers import Registry, check_name, results_root, save_torch, unknown_name
+from helpers.descriptors import FloatFeatures
 
 log = logging.getLogger(__name__)
 
 #: The ``format`` entry of a reducer file.
 REDUCER_FORMAT = "image-similarity-lab/reducer-1"
-KINDS = ("pca", "pcaw", "rp", "ae", "head")
 ACTIVATIONS = ("linear", "sigmoid", "relu")
 QUANTIZERS = ("uint8", "sq8")
 #: Rows per block when fitting or applying (bounded memory on any store size).
@@ -62,28 +75,53 @@ BLOCK_ROWS = 1 << 15
 NEAR_ZERO_VARIANCE = 1e-6
 
 
+#: How a kind fits: ``fit(values, spec, **options) -> (state, info)``; ``options`` are
+#: `fit_reducer`'s keywords (seed, epochs, batch_size, lr, weight_decay, device,
+#: show_progress), each kind taking those it uses.
+FitFunction = Callable[..., tuple[dict[str, np.ndarray], dict[str, Any]]]
+
+
 @dataclass(frozen=True)
-class ReducerSpec:
-    """A parsed reducer name: ``kind``, the widths (the last is the output) and activation."""
+class ReducerKind:
+    """A registered reducer kind.
 
-    kind: str
-    dims: tuple[int, ...]
-    activation: str = "linear"
+    Attributes
+    ----------
+    fit : callable or None
+        ``fit(values, spec, **options) -> (state, info)`` (see `FitFunction`); ``None`` for a
+        kind that `fit_reducer` does not fit (``head``: trained elsewhere, see ``fitted_by``).
+    network : bool
+        Applied by a torch network (`extractor.reducer_nets.ReducerNet`) rather than by a
+        matrix (``components``, ``mean``, ``scale`` in the state).
+    several_widths : bool
+        Its names may hold several widths (``ae:1024-512-256``).
+    activation : bool
+        Its one-width names may end with an activation (``ae:256:relu``).
+    fitted_by : str
+        Where a kind without ``fit`` is made (named by `fit_reducer`'s error).
+    """
 
-    @property
-    def dim(self) -> int:
-        return self.dims[-1]
+    fit: FitFunction | None
+    network: bool = False
+    several_widths: bool = False
+    activation: bool = False
+    fitted_by: str = ""
 
-    @property
-    def name(self) -> str:
-        """The canonical spelling, ``pca:128``, ``ae:1024-512-256``, ``ae:256:relu``."""
-        text = f"{self.kind}:{'-'.join(map(str, self.dims))}"
-        return text if self.activation == "linear" else f"{text}:{self.activation}"
 
-    @property
-    def file_name(self) -> str:
-        """``pca_128.pt``: the name of the file under a method's reducer folder."""
-        return self.name.replace(":", "_") + ".pt"
+#: Every reducer kind by name.
+REDUCERS: Registry[ReducerKind] = Registry("reducer kind")
+
+
+def register_reducer(name: str, *, network: bool = False, several_widths: bool = False,
+                     activation: bool = False) -> Callable[[FitFunction], FitFunction]:
+    """Decorator: register ``fit(values, spec, **options) -> (state, info)`` as the reducer
+    kind ``name`` (see `ReducerKind` for the flags)."""
+
+    def decorate(fit: FitFunction) -> FitFunction:
+        REDUCERS.add(name, ReducerKind(fit, network, several_widths, activation))
+        return fit
+
+    return decorate
 
 
 def parse_reducer(spec: str) -> ReducerSpec:
@@ -96,26 +134,25 @@ def parse_reducer(spec: str) -> ReducerSpec:
         Unknown kind or activation, a width that is not a positive integer, or an activation
         on a kind that has none.
     """
-    from helpers import unknown_name
-
     parts = str(spec).strip().split(":")
     if len(parts) not in (2, 3) or not parts[1]:
         raise ValueError(f"reducer {spec!r} is not kind:dim[:activation] (e.g. pca:128, "
                          "ae:1024-512-256, ae:256:relu)")
     kind = parts[0]
-    if kind not in KINDS:
-        raise ValueError(unknown_name("reducer kind", kind, KINDS))
+    entry = REDUCERS.get(kind)
     if not re.fullmatch(r"\d+(-\d+)*", parts[1]):
         raise ValueError(f"reducer {spec!r}: widths must be positive integers separated by '-'")
     dims = tuple(int(x) for x in parts[1].split("-"))
     if any(d < 1 for d in dims):
         raise ValueError(f"reducer {spec!r}: widths must be >= 1")
-    if len(dims) > 1 and kind not in ("ae", "head"):
-        raise ValueError(f"reducer {spec!r}: only ae and head take several widths")
+    if len(dims) > 1 and not entry.several_widths:
+        several = REDUCERS.list(filter=lambda _, k: k.several_widths)
+        raise ValueError(f"reducer {spec!r}: only {' and '.join(several)} take several "
+                         "widths")
     activation = parts[2] if len(parts) == 3 else "linear"
     if activation not in ACTIVATIONS:
         raise ValueError(unknown_name("autoencoder activation", activation, ACTIVATIONS))
-    if activation != "linear" and (kind != "ae" or len(dims) > 1):
+    if activation != "linear" and (not entry.activation or len(dims) > 1):
         raise ValueError(f"reducer {spec!r}: an activation applies to the one-layer ae only "
                          "(deeper encoders use ReLU between layers and a linear code)")
     return ReducerSpec(kind, dims, activation)
@@ -183,13 +220,13 @@ class Reducer:
         return out
 
     def _reduce_block(self, block: np.ndarray) -> np.ndarray:
-        if self.spec.kind in ("pca", "pcaw", "rp"):
+        if not REDUCERS.get(self.spec.kind).network:
             centred = block - self.state["mean"] if "mean" in self.state else block
             out = centred @ self.state["components"].T
             if "scale" in self.state:
                 out /= self.state["scale"]
             return out.astype(np.float32, copy=False)
-        import torch
+        import torch  # reason: torch only for the network kinds; linear reducers need NumPy
 
         net = self.network()
         with torch.inference_mode():
@@ -198,7 +235,7 @@ class Reducer:
     def network(self):
         """The torch module of an ``ae`` or ``head`` reducer (built on first use, CPU)."""
         if self._net is None:
-            from extractor.reducer_nets import build_network
+            from extractor.reducer_nets import build_network  # reason: imports torch
 
             self._net = build_network(self.spec, self.input_dim, self.state)
         return self._net
@@ -237,7 +274,7 @@ class Reducer:
     # -- saving ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the reducer to ``path`` atomically (``.pt``); returns the path."""
-        import torch
+        import torch  # reason: reading stores and parsing names import no torch
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +306,7 @@ def _plain(value: Any) -> Any:
 
 
 def _faiss_sq(q: dict[str, Any]):
-    import faiss
+    import faiss  # reason: heavy, and only the sq8 quantiser needs it
 
     sq = faiss.ScalarQuantizer(int(q["dim"]), faiss.ScalarQuantizer.QT_8bit)
     faiss.copy_array_to_vector(np.ascontiguousarray(q["trained"], dtype=np.float32),
@@ -288,7 +325,7 @@ def load_reducer(path: str | os.PathLike) -> Reducer:
     ValueError
         The file is not a reducer of this library.
     """
-    import torch
+    import torch  # reason: reading stores and parsing names import no torch
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -341,8 +378,6 @@ def resolve_reducer(spec: str | os.PathLike, method: str,
         raise ValueError(f"reducer {text!r}: the quantiser after '+' must be one of "
                          f"{', '.join(QUANTIZERS)}")
     parsed = parse_reducer(name)
-    from helpers import check_name
-
     check_name(method, "method name")
     folder = Path(root) if root is not None else reducers_dir()
     file_name = parsed.file_name if not plus else f"{parsed.file_name[:-3]}_{quantize}.pt"
@@ -399,6 +434,9 @@ def explained_variance(x: np.ndarray) -> np.ndarray:
 
 
 def _fit_pca(x: np.ndarray, dim: int, whiten: bool) -> tuple[dict[str, np.ndarray], dict]:
+    if dim > len(x) - 1:
+        raise ValueError(f"reducer {'pcaw' if whiten else 'pca'}:{dim}: {dim} components need "
+                         f"at least {dim + 1} rows, got {len(x)}")
     mean, cov = covariance(x)
     values, vectors = np.linalg.eigh(cov)
     values, vectors = values[::-1], vectors[:, ::-1]
@@ -430,7 +468,7 @@ def _fit_pca(x: np.ndarray, dim: int, whiten: bool) -> tuple[dict[str, np.ndarra
 
 
 def _fit_rp(dim: int, input_dim: int, seed: int) -> tuple[dict[str, np.ndarray], dict]:
-    from sklearn.random_projection import GaussianRandomProjection
+    from sklearn.random_projection import GaussianRandomProjection  # reason: heavy import
 
     if not 0 <= seed < 2**32:
         raise ValueError(f"rp:{dim}: the seed must be in [0, 2**32) (scikit-learn's random "
@@ -438,6 +476,50 @@ def _fit_rp(dim: int, input_dim: int, seed: int) -> tuple[dict[str, np.ndarray],
     rp = GaussianRandomProjection(n_components=dim, random_state=seed)
     rp.fit(np.zeros((1, input_dim), np.float32))
     return {"components": np.asarray(rp.components_, np.float32)}, {"seed": seed}
+
+
+# --- the kinds --------------------------------------------------------------------------------
+
+@register_reducer("pca")
+def _pca(values: np.ndarray, spec: ReducerSpec, **_options: Any
+         ) -> tuple[dict[str, np.ndarray], dict]:
+    """``pca:d``: the d leading principal components (from the streamed covariance)."""
+    return _fit_pca(values, spec.dim, whiten=False)
+
+
+@register_reducer("pcaw")
+def _pcaw(values: np.ndarray, spec: ReducerSpec, **_options: Any
+          ) -> tuple[dict[str, np.ndarray], dict]:
+    """``pcaw:d``: PCA whose outputs are divided by the square root of their variance."""
+    return _fit_pca(values, spec.dim, whiten=True)
+
+
+@register_reducer("rp")
+def _rp(values: np.ndarray, spec: ReducerSpec, *, seed: int = 0, **_options: Any
+        ) -> tuple[dict[str, np.ndarray], dict]:
+    """``rp:d``: a seeded Gaussian random projection (the rows are only checked)."""
+    check_finite(values)  # PCA and autoencoders check while they read the rows
+    return _fit_rp(spec.dim, values.shape[1], seed)
+
+
+@register_reducer("ae", network=True, several_widths=True, activation=True)
+def _ae(values: np.ndarray, spec: ReducerSpec, **options: Any
+        ) -> tuple[dict[str, np.ndarray], dict]:
+    """``ae:d[:activation]``, ``ae:w1-...-d``: an autoencoder trained with torch
+    (`extractor.reducer_nets.train_autoencoder`, which takes the training options)."""
+    from extractor.reducer_nets import train_autoencoder  # reason: imports torch
+
+    return train_autoencoder(values, spec, **options)
+
+
+#: ``head:d``: a projection trained on pairs or triplets (`finetuning.heads`), saved in the
+#: reducer format; `fit_reducer` does not fit it.
+REDUCERS.add("head", ReducerKind(None, network=True, several_widths=True,
+                                 fitted_by="trained on pairs or triplets: "
+                                           "scripts/train_verifier.py"))
+
+#: The registered kinds' names (`REDUCERS` is the registry).
+KINDS = tuple(REDUCERS.names())
 
 
 def fit_reducer(
@@ -452,7 +534,8 @@ def fit_reducer(
     weight_decay: float = 0.0,
     device: str = "auto",
     quantize: str | None = None,
-    progress: bool = True,
+    show_progress: bool | None = None,
+    progress: bool | None = None,
 ) -> Reducer:
     """Fit a reducer on features.
 
@@ -472,7 +555,10 @@ def fit_reducer(
         Where the autoencoder trains (``auto``: CUDA when present).
     quantize : {"uint8", "sq8"}, optional
         Fit a byte quantiser on the reduced fitting data too.
-    progress : bool
+    show_progress : bool or None
+        A bar per autoencoder epoch; ``None`` shows it when stderr is a terminal.
+    progress : bool, optional
+        The deprecated name of ``show_progress`` (``True`` meant "when a terminal").
 
     Returns
     -------
@@ -483,34 +569,25 @@ def fit_reducer(
     ValueError
         A bad spec, too few rows, an output width above the input's, non-finite features.
     """
+    if progress is not None:
+        warnings.warn("fit_reducer(progress=) is deprecated: use show_progress=",
+                      DeprecationWarning, stacklevel=2)
+        show_progress = None if progress else False
     spec = parse_reducer(spec) if isinstance(spec, str) else spec
+    kind = REDUCERS.get(spec.kind)
     values, fitted_on = _fitting_data(features)
     method = method if method is not None else fitted_on.get("method")
     n, input_dim = values.shape
-    if spec.kind == "head":
-        raise ValueError("head reducers are trained on pairs or triplets: "
-                         "scripts/train_verifier.py")
+    if kind.fit is None:
+        raise ValueError(f"{spec.kind} reducers are {kind.fitted_by}")
     if spec.dim > input_dim:
         raise ValueError(f"reducer {spec.name}: {spec.dim} outputs from {input_dim}-d features")
-    if spec.kind in ("pca", "pcaw") and spec.dim > n - 1:
-        raise ValueError(f"reducer {spec.name}: {spec.dim} components need at least "
-                         f"{spec.dim + 1} rows, got {n}")
     if quantize is not None and quantize not in QUANTIZERS:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZERS)}, got {quantize!r}")
-    if spec.kind == "rp":  # PCA and autoencoders check while they read the rows
-        check_finite(values)
     tic = time.perf_counter()
-    if spec.kind in ("pca", "pcaw"):
-        state, info = _fit_pca(values, spec.dim, whiten=spec.kind == "pcaw")
-    elif spec.kind == "rp":
-        state, info = _fit_rp(spec.dim, input_dim, seed)
-    else:
-        from extractor.reducer_nets import train_autoencoder
-
-        state, info = train_autoencoder(values, spec, seed=seed, epochs=epochs,
-                                        batch_size=batch_size, lr=lr,
-                                        weight_decay=weight_decay, device=device,
-                                        progress=progress)
+    state, info = kind.fit(values, spec, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr,
+                           weight_decay=weight_decay, device=device,
+                           show_progress=show_progress)
     info = {**info, "fitted_on": fitted_on, "seconds": round(time.perf_counter() - tic, 3)}
     reducer = Reducer(spec, input_dim, spec.dim, state, method, info)
     if quantize is not None:
@@ -521,15 +598,11 @@ def fit_reducer(
 
 
 def _fitting_data(features: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    from helpers.descriptors import FloatFeatures
-
     if isinstance(features, FloatFeatures):
         return features.values, {"method": features.method, "count": len(features)}
     if hasattr(features, "features") and hasattr(features, "meta"):  # a FeatureStore
         meta = features.meta
         ids = "\n".join(features.ids).encode()
-        import hashlib
-
         return features.features, {
             "method": meta.get("model"), "dataset": meta.get("dataset"),
             "count": int(meta.get("count", len(features.features))),
@@ -560,8 +633,6 @@ def with_quantizer(reducer: Reducer, values: Any, kind: str) -> Reducer:
     ValueError
         Unknown kind, or reduced values that are not finite.
     """
-    import dataclasses
-
     if kind not in QUANTIZERS:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZERS)}, got {kind!r}")
     values, _ = _fitting_data(values)
@@ -578,7 +649,7 @@ def _fit_quantizer(reducer: Reducer, values: np.ndarray, kind: str) -> dict[str,
     if kind == "uint8":
         return {"kind": "uint8", "low": reduced.min(0).astype(np.float32),
                 "high": reduced.max(0).astype(np.float32)}
-    import faiss
+    import faiss  # reason: heavy, and only the sq8 quantiser needs it
 
     sq = faiss.ScalarQuantizer(reduced.shape[1], faiss.ScalarQuantizer.QT_8bit)
     sq.train(np.ascontiguousarray(reduced))

@@ -4,18 +4,25 @@ Their architecture is rebuilt from the reducer's spec and input width, so that a
 holds tensors and plain data only. Inputs are standardised first: ``z = (x - mean) / scale``
 (the fitting data's mean and the square root of its average per-dimension variance for an
 autoencoder; zero and one for a head).
+
+This module needs only the parsed name (`extractor.reducer_spec.ReducerSpec`); `extractor.reduce`
+imports it, never the other way round.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from extractor.reduce import ReducerSpec
+import helpers
+from extractor.reducer_spec import ReducerSpec
+from helpers import progress as bar
+from helpers import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +115,12 @@ def check_network_fits(spec: ReducerSpec, input_dim: int, device: str,
     ValueError
         Naming the size and ``flag`` (what to lower).
     """
-    from helpers import available_memory
-
     weights = network_weights(spec, input_dim)
     need = 4 * 4 * weights
     if str(device).startswith("cuda"):
         free = torch.cuda.mem_get_info(torch.device(device))[0]
     else:
-        free = available_memory()
+        free = helpers.available_memory()  # looked up when called: tests replace it
     if free is not None and need > free:
         raise ValueError(f"{spec.name} on {input_dim}-d features has {weights:,} weights: "
                          f"training needs about {need / 1e9:,.1f} GB (weights, gradients, "
@@ -131,17 +136,20 @@ def network_state(net: ReducerNet) -> dict[str, np.ndarray]:
 def train_autoencoder(values: np.ndarray, spec: ReducerSpec, *, seed: int = 0,
                       epochs: int = 30, batch_size: int = 256, lr: float = 1e-3,
                       weight_decay: float = 0.0, device: str = "auto",
-                      progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                      show_progress: bool | None = None, progress: bool | None = None
+                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Train an ``ae`` reducer: Adam on the mean squared reconstruction error of the
     standardised features, shuffled with ``seed``.
 
     The fitting data is read into memory as float32 (fit on a sample of a very large store).
     Returns the weights and ``{"losses": per-epoch mean loss, "device": ...}``; the loss of the
-    last epoch is also logged.
+    last epoch is also logged. ``show_progress``: a bar per epoch (``None``: when stderr is a
+    terminal); ``progress`` is its deprecated name.
     """
-    from helpers import progress as bar
-    from helpers import resolve_device
-
+    if progress is not None:
+        warnings.warn("train_autoencoder(progress=) is deprecated: use show_progress=",
+                      DeprecationWarning, stacklevel=2)
+        show_progress = None if progress else False  # progress=True meant "when a terminal"
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {epochs}, "
                          f"{batch_size}, {lr}")
@@ -164,7 +172,7 @@ def train_autoencoder(values: np.ndarray, spec: ReducerSpec, *, seed: int = 0,
     generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     for _epoch in bar(range(epochs), desc=f"autoencoder {spec.name}", unit="epoch",
-                      disable=None if progress else True):
+                      disable=None if show_progress is None else not show_progress):
         order = torch.randperm(len(data), generator=generator).to(device)
         total, count = 0.0, 0
         for start in range(0, len(data), batch_size):

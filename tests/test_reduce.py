@@ -36,7 +36,7 @@ def data(n=400, dim=12, seed=0) -> np.ndarray:
 @pytest.mark.parametrize("whiten", [False, True])
 def test_pca_equals_scikit_learn_up_to_sign(whiten):
     x = data()
-    ours = fit_reducer(x, f"{'pcaw' if whiten else 'pca'}:5", progress=False)
+    ours = fit_reducer(x, f"{'pcaw' if whiten else 'pca'}:5", show_progress=False)
     x64 = x.astype(np.float64)  # scikit-learn computes in the input's precision
     theirs = PCA(5, whiten=whiten).fit(x64)
     a, b = ours.transform(x), theirs.transform(x).astype(np.float32)
@@ -73,7 +73,7 @@ def test_random_projection_is_scikit_learns_and_seeded():
 
 def test_linear_autoencoder_loss_falls_and_spans_the_principal_subspace():
     x = data(n=600, dim=10, seed=1)
-    ae = fit_reducer(x, "ae:3", epochs=150, batch_size=100, lr=1e-2, progress=False)
+    ae = fit_reducer(x, "ae:3", epochs=150, batch_size=100, lr=1e-2, show_progress=False)
     losses = ae.info["losses"]
     assert losses[-1] < 0.5 * losses[0]
     weight = ae.network().weight.detach().numpy()  # (3, 10): the codes' directions
@@ -86,7 +86,7 @@ def test_linear_autoencoder_loss_falls_and_spans_the_principal_subspace():
 @pytest.mark.parametrize("spec", ["ae:4:sigmoid", "ae:4:relu", "ae:8-4"])
 def test_other_autoencoders_train_and_reload(tmp_path, spec):
     x = data(n=200, dim=10, seed=2)
-    ae = fit_reducer(x, spec, epochs=25, batch_size=50, lr=5e-3, progress=False)
+    ae = fit_reducer(x, spec, epochs=25, batch_size=50, lr=5e-3, show_progress=False)
     assert ae.info["losses"][-1] < ae.info["losses"][0]
     codes = ae.transform(x)
     assert codes.shape == (200, 4) and codes.dtype == np.float32
@@ -262,7 +262,7 @@ def test_more_fitting_checks():
     # quantising does not refit: the reduction is the unquantised reducer's
     from extractor.reduce import with_quantizer
 
-    ae = fit_reducer(data(), "ae:3", epochs=3, progress=False)
+    ae = fit_reducer(data(), "ae:3", epochs=3, show_progress=False)
     q = with_quantizer(ae, data(), "uint8")
     np.testing.assert_array_equal(q.reduce(data()), ae.reduce(data()))
     assert q.name == "ae:3+uint8" and ae.quantizer is None
@@ -274,7 +274,7 @@ def test_linear_autoencoder_trains_on_cuda_and_is_used_on_cpu(tmp_path):
     a CPU machine."""
     x = data(n=600, dim=10, seed=1)
     ae = fit_reducer(x, "ae:3", epochs=150, batch_size=100, lr=1e-2, device="cuda",
-                     progress=False)
+                     show_progress=False)
     assert ae.info["losses"][-1] < 0.5 * ae.info["losses"][0]
     weight = ae.network().weight.detach().cpu().numpy()
     angles = np.degrees(subspace_angles(weight.T, PCA(3).fit(x).components_.T))
