@@ -8,6 +8,10 @@ random projection, autoencoders: `fit_reducer`, `get_model(..., reduce=...)`), a
 feature store ``Results/features/<dataset>/<model>.npy`` with its JSON sidecar, resumable
 (`extract_to_store`, `load_store`).
 
+Registries follow the library's one rule: ``model_spec(name)`` returns the registered entry and
+``get_model(name, **params)`` builds the model; ``extractor.reduce.REDUCERS.get(kind)`` returns a
+reducer kind and ``fit_reducer`` / ``load_reducer`` build reducers.
+
 Names load on first use: reading a feature store (`load_store`, `store_paths`) does not import
 torch; the first model name asked for imports torch and registers the model zoo.
 """

@@ -6,6 +6,12 @@ PIL image into the network's input (picklable, so DataLoader workers can run it)
 installed package, a local file (``weights=PATH``) or a download URL; nothing downloads unless
 ``download=True`` is passed, and missing weights give a :class:`WeightsNotFoundError` that says
 how to get them.
+
+The registry (`MODELS`, a `helpers.Registry` of `ModelSpec`) follows the library's one rule:
+``model_spec(name)`` (``MODELS.get``) returns the registered entry (its dimension, weights
+source, parameters and builder), ``get_model(name, **params)`` builds the model;
+``register_model`` adds one (`extractor.zoo` registers the study's), ``list_models`` lists
+them, and an unknown name gets the one error that names the closest.
 """
 
 from __future__ import annotations
@@ -23,7 +29,15 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
-from helpers import check_param_type, get_logger, method_label, unknown_name
+from extractor.reduce import Reducer, load_reducer, resolve_reducer
+from helpers import (
+    Registry,
+    check_param_type,
+    download_file,
+    get_logger,
+    method_label,
+    resolve_device,
+)
 
 logger = get_logger(__name__)
 
@@ -162,7 +176,7 @@ class OnnxFeatureModel(FeatureModel):
     def __init__(self, path: str | os.PathLike, transform: Callable, dim: int, name: str,
                  info: dict[str, Any] | None = None):
         try:
-            import onnxruntime  # noqa: F401
+            import onnxruntime  # noqa: F401  # reason: an optional dependency, for ONNX models
         except ImportError as exc:
             raise ImportError(f"model {name} runs on onnxruntime: pip install onnxruntime "
                               "(or onnxruntime-gpu)") from exc
@@ -178,7 +192,7 @@ class OnnxFeatureModel(FeatureModel):
         self._session = None
 
     def _make_session(self):
-        import onnxruntime as ort
+        import onnxruntime as ort  # reason: an optional dependency, for ONNX models
 
         providers = ["CPUExecutionProvider"]
         if self._device.startswith("cuda") and \
@@ -283,8 +297,6 @@ def resolve_weights(name: str, url: str | None, weights: str | os.PathLike | Non
             f"scripts/extract_features.py --model {name} --download ...` or "
             f"`extractor.get_model({name!r}, download=True)` (needs internet; from {url}), "
             "or pass weights=PATH to a local copy.")
-    from helpers import download_file
-
     logger.info("downloading weights of %s from %s", name, url)
     return download_file(url, path)
 
@@ -317,19 +329,19 @@ class ModelSpec:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-_MODELS: dict[str, ModelSpec] = {}
+#: Every model by name (`extractor.zoo` registers the study's).
+MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def register_model(name: str, dim: int, weights: str, description: str = ""
                    ) -> Callable[[Callable[..., FeatureModel]], Callable[..., FeatureModel]]:
-    """Register ``build(weights=None, download=False, **params) -> FeatureModel``."""
+    """Register ``build(weights=None, download=False, **params) -> FeatureModel`` as model
+    ``name`` (a name taken already is refused)."""
 
     def decorate(build: Callable[..., FeatureModel]) -> Callable[..., FeatureModel]:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is already registered")
         params = {k: p.default for k, p in inspect.signature(build).parameters.items()
                   if k not in ("weights", "download")}
-        _MODELS[name] = ModelSpec(name, dim, weights, description, build, params)
+        MODELS.add(name, ModelSpec(name, dim, weights, description, build, params))
         return build
 
     return decorate
@@ -337,20 +349,18 @@ def register_model(name: str, dim: int, weights: str, description: str = ""
 
 def list_models() -> list[str]:
     """Registered model names."""
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def model_spec(name: str) -> ModelSpec:
-    """The registry entry of ``name``.
+    """The registry entry of ``name`` (`get_model` builds the model).
 
     Raises
     ------
     ValueError
         Unknown name: the message lists the known ones and the closest.
     """
-    if name not in _MODELS:
-        raise ValueError(unknown_name("model", name, _MODELS))
-    return _MODELS[name]
+    return MODELS.get(name)
 
 
 def get_model(name: str, weights: str | os.PathLike | None = None, download: bool = False,
@@ -390,8 +400,6 @@ def get_model(name: str, weights: str | os.PathLike | None = None, download: boo
                          f"{', '.join(spec.params) or 'none'}")
     for key, value in params.items():
         check_param_type(f"model {name!r}", key, value, spec.params[key])
-    from helpers import resolve_device
-
     device = resolve_device(device)
     if weights is not None and not Path(weights).expanduser().is_file():
         raise WeightsNotFoundError(f"weights file {weights} for model {name} not found")
@@ -445,7 +453,7 @@ class ReducedModel(FeatureModel):
         The reducer's file, which names the model (`helpers.method_label`).
     """
 
-    def __init__(self, base: FeatureModel, reducer: Any, file: Path | None = None):
+    def __init__(self, base: FeatureModel, reducer: Reducer, file: Path | None = None):
         self.base = base
         self.reducer = reducer
         self.transform = base.transform
@@ -483,8 +491,6 @@ def reduced_model(model: FeatureModel, reduce: Any) -> ReducedModel:
     ValueError
         A reducer fitted on another method or another width.
     """
-    from extractor.reduce import Reducer, load_reducer, resolve_reducer
-
     if isinstance(reduce, Reducer):
         reducer, file = reduce, None
     else:

