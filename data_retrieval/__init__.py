@@ -1,4 +1,8 @@
-"""Where images come from: records, manifests, named datasets, splits and the memes splitter."""
+"""Where images come from: records, manifests, named datasets, splits and the memes splitter.
+
+Named datasets: ``dataset_spec(name)`` returns the registered entry, ``load_dataset(name)`` lists
+the images (``get_dataset`` and ``dataset_info`` are deprecated names of ``dataset_spec``).
+"""
 
 from data_retrieval.bsds500 import BSDS500_URL, ArchiveError, download_bsds500, extract_bsds500
 from data_retrieval.datasets import (
@@ -8,6 +12,7 @@ from data_retrieval.datasets import (
     DatasetNotFoundError,
     data_root,
     dataset_info,
+    dataset_spec,
     get_dataset,
     list_datasets,
     load_dataset,
@@ -47,6 +52,7 @@ __all__ = [
     "MemeSplit",
     "data_root",
     "dataset_info",
+    "dataset_spec",
     "get_dataset",
     "download_bsds500",
     "extract_bsds500",

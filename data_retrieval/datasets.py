@@ -1,9 +1,19 @@
-"""Named datasets: where each lives under the data root, how to get it, how to list it."""
+"""Named datasets: where each lives under the data root, how to get it, how to list it.
+
+The registry (`DATASETS`, a `helpers.Registry` of `DatasetInfo`) follows the library's one rule:
+``dataset_spec(name)`` (``DATASETS.get``) returns the registered entry (folder, description,
+how to get it, lister), ``load_dataset(name)`` lists the images (a `Dataset`).
+``register_dataset(DatasetInfo(...))`` adds one; ``folder:<path>`` names any folder of images
+(a family of names the registry finds, not lists); an unknown name gets the one error that
+names the closest. ``get_dataset`` and ``dataset_info`` are the deprecated names of
+``dataset_spec``.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +22,7 @@ from data_retrieval import bsds500
 from data_retrieval.listing import BadImage, list_images
 from data_retrieval.records import ImageRecord, read_manifest
 from data_retrieval.roots import DATA_ROOT_ENV, data_root
-from helpers import get_logger, unknown_name
+from helpers import Registry, get_logger
 
 logger = get_logger(__name__)
 
@@ -62,39 +72,46 @@ class DatasetInfo:
         return data_root(root) / self.folder
 
 
-_REGISTRY: dict[str, DatasetInfo] = {}
+#: Every named dataset, and ``folder:<path>`` for any folder of images.
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
-    """Add a named dataset to the registry (used by this module and by plug-ins)."""
-    if info.name in _REGISTRY:
-        raise ValueError(f"dataset {info.name!r} is already registered")
-    _REGISTRY[info.name] = info
-    return info
+    """Add a named dataset to the registry (used by this module and by plug-ins); a name
+    taken already is refused."""
+    return DATASETS.add(info.name, info)
 
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset` (plus ``folder:<path>``)."""
-    return sorted(_REGISTRY)
+    return [name for name, _ in DATASETS.items()]
 
 
-def get_dataset(name: str) -> DatasetInfo:
-    """Registry entry of a named dataset.
+def dataset_spec(name: str) -> DatasetInfo:
+    """The registry entry of a named dataset or ``folder:<path>`` (`load_dataset` lists its
+    images).
 
     Raises
     ------
     ValueError
         Unknown name; the message lists the known ones and the closest.
     """
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(unknown_name("dataset", name, _REGISTRY)
-                         + ", or folder:<path> for any folder of images") from None
+    return DATASETS.get(name)
 
 
-#: The older name of `get_dataset`.
-dataset_info = get_dataset
+def get_dataset(name: str) -> DatasetInfo:
+    """Deprecated: the registry entry, now `dataset_spec` (``get_*`` functions build objects
+    elsewhere; `load_dataset` lists the images)."""
+    warnings.warn("get_dataset is deprecated: use dataset_spec (the entry) or load_dataset "
+                  "(the images)", DeprecationWarning, stacklevel=2)
+    return dataset_spec(name)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Deprecated: the older name of `dataset_spec`."""
+    warnings.warn("dataset_info is deprecated: use dataset_spec", DeprecationWarning,
+                  stacklevel=2)
+    return dataset_spec(name)
 
 
 # --- sample: photos bundled inside installed packages ---------------------------------------
@@ -171,7 +188,7 @@ def _require_folder(info: DatasetInfo, folder: Path) -> None:
 
 def _folder_lister(info_name: str) -> Callable[[Path, str | None, bool], Dataset]:
     def lister(root: Path, subset: str | None, check: bool) -> Dataset:
-        info = _REGISTRY[info_name]
+        info = DATASETS.get(info_name)
         folder = root / info.folder
         _require_folder(info, folder)
         if subset is not None:
@@ -196,7 +213,7 @@ def _folder_lister(info_name: str) -> Callable[[Path, str | None, bool], Dataset
 
 
 def _list_kaggle_memes(root: Path, subset: str | None, check: bool) -> Dataset:
-    info = _REGISTRY["kaggle_memes"]
+    info = DATASETS.get("kaggle_memes")
     folder = root / info.folder
     _require_folder(info, folder)
     templates_dir = folder / "templates"
@@ -220,6 +237,26 @@ def _list_kaggle_memes(root: Path, subset: str | None, check: bool) -> Dataset:
     if len(set(ids)) != len(ids):
         raise ValueError(f"{folder}: a meme id equals a template id; ids must be unique")
     return Dataset("kaggle_memes", folder, records, bad)
+
+
+def _folder_dataset(name: str) -> DatasetInfo | None:
+    """The entry of ``folder:<path>`` (any folder of images, relative to the working
+    directory), or None for another name."""
+    if not name.startswith("folder:"):
+        return None
+    folder = Path(name[len("folder:"):]).expanduser()
+
+    def lister(root: Path, subset: str | None, check: bool) -> Dataset:
+        if not folder.is_dir():
+            raise DatasetNotFoundError(f"{name}: folder {folder} does not exist")
+        records, bad = list_images(folder, check=check)
+        if not records:
+            raise DatasetNotFoundError(f"{name}: no readable image in {folder}"
+                                       + _skipped_summary(bad))
+        return Dataset(name, folder, records, bad)
+
+    return DatasetInfo(name, str(folder.absolute()), f"the images under {folder}",
+                       f"Put images in {folder}.", lister=lister)
 
 
 def _register_builtin() -> None:
@@ -292,6 +329,7 @@ def _register_builtin() -> None:
 
 
 _register_builtin()
+DATASETS.add_finder(_folder_dataset, lambda: ["folder:<path>"])
 
 
 def load_dataset(
@@ -327,19 +365,11 @@ def load_dataset(
     DatasetNotFoundError
         The dataset is not on disk; the message says where it looked and how to get it.
     """
-    if name.startswith("folder:"):
-        folder = Path(name[len("folder:") :]).expanduser()
-        if not folder.is_dir():
-            raise DatasetNotFoundError(f"{name}: folder {folder} does not exist")
-        records, bad = list_images(folder, check=check)
-        if not records:
-            raise DatasetNotFoundError(f"{name}: no readable image in {folder}"
-                                       + _skipped_summary(bad))
-        dataset = Dataset(name, folder, records, bad)
-    else:
-        info = dataset_info(name)
-        assert info.lister is not None
-        dataset = info.lister(data_root(data_root_dir), subset, check)
+    info = dataset_spec(name)
+    if info.lister is None:
+        raise ValueError(f"dataset {name!r} has no lister: register it with "
+                         "DatasetInfo(..., lister=...)")
+    dataset = info.lister(data_root(data_root_dir), subset, check)
     if limit is not None:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
@@ -359,7 +389,7 @@ def load_images(
     path = Path(spec).expanduser()
     if spec.endswith(".csv") and path.is_file():
         return Dataset(spec, path.parent, read_manifest(path))
-    if spec in _REGISTRY or spec.startswith("folder:"):
+    if spec in DATASETS:
         return load_dataset(spec, data_root_dir, check=check)
     if path.is_dir():
         return load_dataset(f"folder:{path}", check=check)

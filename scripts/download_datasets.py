@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from data_retrieval import data_root, dataset_info, list_datasets
+from data_retrieval import data_root, dataset_spec, list_datasets
 from data_retrieval.cli import add_data_root_argument
 from helpers import DownloadError, setup_logging
 from helpers.cli import fail, run_script, script_main
@@ -18,7 +18,7 @@ from helpers.cli import fail, run_script, script_main
 
 @script_main
 def main(argv: list[str] | None = None) -> int:
-    downloadable = [n for n in list_datasets() if dataset_info(n).downloader is not None]
+    downloadable = [n for n in list_datasets() if dataset_spec(n).downloader is not None]
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     # dest "dataset": "name" is the output mechanism's --name everywhere else
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=None, help="archive URL (default: the official one)")
     args = parser.parse_args(argv)
     setup_logging("INFO")
-    info = dataset_info(args.dataset)
+    info = dataset_spec(args.dataset)
     if info.downloader is None:
         raise ValueError(f"{args.dataset} cannot be downloaded automatically. {info.how_to_get}")
     kwargs = {"url": args.url} if args.url else {}
