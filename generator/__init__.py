@@ -1,4 +1,8 @@
-"""Attacks: named, parameterised, deterministic edits of images, and ways to apply them at scale."""
+"""Attacks: named, parameterised, deterministic edits of images, and ways to apply them at scale.
+
+Attack families: ``attack_spec(name)`` returns the registered family, ``get_attack(name,
+**params)`` builds an attack (``get_family`` is the deprecated name of ``attack_spec``).
+"""
 
 from generator import attacks as _attacks  # noqa: F401  (registers the families)
 from generator.config import load_attack_config, parse_attack_specs
@@ -17,6 +21,7 @@ from generator.registry import (
     Attack,
     AttackFamily,
     ComposedAttack,
+    attack_spec,
     compose,
     default_attacks,
     families,
@@ -37,6 +42,7 @@ __all__ = [
     "WriteReport",
     "apply_attack",
     "attack_path",
+    "attack_spec",
     "attacked_images",
     "attacked_record",
     "compose",

@@ -26,16 +26,16 @@ import yaml
 
 from generator.registry import (
     AnyAttack,
+    attack_spec,
     default_attacks,
     families,
-    get_family,
     parse_attack_id,
     unique_attacks,
 )
 
 
 def _family_product(name: str, grid: Mapping[str, Iterable[Any]], options: dict) -> list[AnyAttack]:
-    family = get_family(name)
+    family = attack_spec(name)
     opts = {k: v for k, v in options.items() if k in family.options}
     keys = list(grid)
     values = [list(v) if isinstance(v, list | tuple) else [v] for v in grid.values()]
@@ -44,7 +44,7 @@ def _family_product(name: str, grid: Mapping[str, Iterable[Any]], options: dict)
 
 
 def _family_spec(name: str, options: dict) -> list[AnyAttack]:
-    family = get_family(name)
+    family = attack_spec(name)
     opts = {k: v for k, v in options.items() if k in family.options}
     if family.in_default_set:
         return list(family.defaults(**opts))
@@ -61,7 +61,7 @@ def _parse_text_spec(spec: str, options: dict) -> list[AnyAttack]:
         return _family_spec(spec, options)
     if ":" in spec:
         name, _, rest = spec.partition(":")
-        family = get_family(name.strip())
+        family = attack_spec(name.strip())
         if "=" in rest:
             grid = {}
             for part in rest.split(";"):
@@ -104,7 +104,7 @@ def parse_attack_specs(
                 elif values is None:
                     attacks += _family_spec(name, options)
                 else:
-                    family = get_family(name)
+                    family = attack_spec(name)
                     if not family.params:
                         raise ValueError(f"attack {name!r} takes no parameters")
                     attacks += _family_product(name, {family.params[0].name: values}, options)

@@ -4,6 +4,12 @@ An attack family is one function ``f(image, *params, rng=..., **options) -> imag
 with an id template such as ``"rotation_{angle}_and_rescaling"``. Parameters named in the
 template make the variant (and its id); keyword-only arguments are either ``rng`` (the family
 is random) or options that do not change the id (a font file, a background image).
+
+The families are a registry (`ATTACKS`, a `helpers.Registry` of `AttackFamily`) that follows the
+library's one rule: ``attack_spec(name)`` (``ATTACKS.get``) returns the registered family,
+``get_attack(name, **params)`` builds an attack; `list_attacks` and `families` keep the study's
+order; an unknown name gets the one error that names the closest. ``get_family`` is the
+deprecated name of ``attack_spec``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import inspect
 import math
 import re
 import typing
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from helpers import rng_for, unknown_name
+from helpers import Registry, rng_for
 
 AttackFunction = Callable[..., Image.Image]
 
@@ -162,7 +169,10 @@ class AttackFamily:
         return [self.make(**{main: v}, **options) for v in self.default_values]
 
 
-_FAMILIES: dict[str, AttackFamily] = {}
+#: Every attack family by name.
+ATTACKS: Registry[AttackFamily] = Registry("attack family")
+#: The families' names in registration order (the study's first): the registry lists sorted.
+_ORDER: list[str] = []
 
 
 def _param_kind(hint: Any) -> type:
@@ -198,8 +208,6 @@ def register_attack(
 
     def decorate(func: AttackFunction) -> AttackFunction:
         family_name = name or func.__name__
-        if family_name in _FAMILIES:
-            raise ValueError(f"attack family {family_name!r} is already registered")
         hints = typing.get_type_hints(func)
         signature = inspect.signature(func)
         parameters = list(signature.parameters.values())[1:]  # after the image
@@ -215,7 +223,7 @@ def register_attack(
                 f"{family_name}: id template {id_format!r} must name exactly the parameters "
                 f"{[p.name for p in params]}"
             )
-        _FAMILIES[family_name] = AttackFamily(
+        ATTACKS.add(family_name, AttackFamily(
             name=family_name,
             func=func,
             id_format=id_format,
@@ -224,7 +232,8 @@ def register_attack(
             random="rng" in keyword_only,
             default_values=tuple(default_set),
             checks=dict(checks or {}),
-        )
+        ))
+        _ORDER.append(family_name)
         return func
 
     return decorate
@@ -232,20 +241,29 @@ def register_attack(
 
 def list_attacks() -> list[str]:
     """Names of the registered attack families (the study's order first)."""
-    return list(_FAMILIES)
+    return list(_ORDER)
 
 
 def families() -> dict[str, AttackFamily]:
     """All registered families by name (registration order: the study's order first)."""
-    return dict(_FAMILIES)
+    return {name: ATTACKS.get(name) for name in _ORDER}
+
+
+def attack_spec(name: str) -> AttackFamily:
+    """The registered family ``name`` (`get_attack` builds an attack of it).
+
+    Raises
+    ------
+    ValueError
+        Unknown name: the message names the closest and lists the known ones.
+    """
+    return ATTACKS.get(name)
 
 
 def get_family(name: str) -> AttackFamily:
-    """A family by name; the error lists the known ones."""
-    try:
-        return _FAMILIES[name]
-    except KeyError:
-        raise ValueError(unknown_name("attack family", name, _FAMILIES)) from None
+    """Deprecated: the registered family, now `attack_spec` (``get_attack`` builds)."""
+    warnings.warn("get_family is deprecated: use attack_spec", DeprecationWarning, stacklevel=2)
+    return attack_spec(name)
 
 
 @dataclass(frozen=True)
@@ -269,13 +287,13 @@ class Attack:
     @property
     def id(self) -> str:
         """The attack id, e.g. ``"jpg_compression_50"``."""
-        fmt = get_family(self.family).id_format
+        fmt = ATTACKS.get(self.family).id_format
         return fmt.format(**{k: format_value(v) for k, v in self.params})
 
     @property
     def random(self) -> bool:
         """Whether the attack draws random numbers."""
-        return get_family(self.family).random
+        return ATTACKS.get(self.family).random
 
     @property
     def steps(self) -> tuple[Attack, ...]:
@@ -292,7 +310,7 @@ class Attack:
 
     def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> Image.Image:
         """Attack ``image`` (RGB). ``rng`` feeds random families; seeded by the id if omitted."""
-        family = get_family(self.family)
+        family = ATTACKS.get(self.family)
         kwargs: dict[str, Any] = dict(self.params)
         kwargs.update(self.options)
         if family.random:
@@ -369,7 +387,7 @@ def parse_attack_id(attack_id: str, **options: Any) -> AnyAttack:
     if len(parts) > 1:
         return compose(*(parse_attack_id(p, **options) for p in parts))
     text = parts[0]
-    for family in _FAMILIES.values():
+    for family in families().values():
         try:
             attack = family.parse(text)
         except ValueError as exc:
@@ -378,7 +396,7 @@ def parse_attack_id(attack_id: str, **options: Any) -> AnyAttack:
             opts = {k: v for k, v in options.items() if k in family.options}
             return family.make(**dict(attack.params), **opts) if opts else attack
     examples = ", ".join(
-        f.id_format.replace("{", "<").replace("}", ">") for f in _FAMILIES.values()
+        f.id_format.replace("{", "<").replace("}", ">") for f in families().values()
     )
     raise ValueError(f"unknown attack id {text!r}; ids look like: {examples}")
 
@@ -388,16 +406,20 @@ def get_attack(name: str, *args: Any, **params: Any) -> AnyAttack:
 
     ``get_attack("rotation", angle=20)``, ``get_attack("rotation", 20)`` and
     ``get_attack("rotation_20_and_rescaling")`` are the same attack.
+
+    Raises
+    ------
+    ValueError
+        An unknown family given with parameters (the registry's error, naming the closest),
+        an id no family recognises, or bad parameters.
     """
-    if name in _FAMILIES:
-        return _FAMILIES[name].make(*args, **params)
-    if args or any(k not in _option_names() for k in params):
-        raise ValueError(unknown_name("attack family", name, _FAMILIES))
+    if name in ATTACKS or args or any(k not in _option_names() for k in params):
+        return attack_spec(name).make(*args, **params)
     return parse_attack_id(name, **params)
 
 
 def _option_names() -> set[str]:
-    return {o for f in _FAMILIES.values() for o in f.options}
+    return {o for f in families().values() for o in f.options}
 
 
 def default_attacks(**options: Any) -> list[Attack]:
@@ -409,7 +431,7 @@ def default_attacks(**options: Any) -> list[Attack]:
         Options passed to the families that take them (e.g. ``font=`` for text).
     """
     out: list[Attack] = []
-    for family in _FAMILIES.values():
+    for family in families().values():
         opts = {k: v for k, v in options.items() if k in family.options}
         out.extend(family.defaults(**opts))
     return out
