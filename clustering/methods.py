@@ -1,6 +1,13 @@
 """`cluster(features, method, metric, **params)`: every method, one result type.
 
-Methods (`METHODS`):
+The methods are a registry (`CLUSTER_METHODS`, a `helpers.Registry` of `ClusterMethod`) that
+follows the library's one rule: ``CLUSTER_METHODS.get(name)`` returns the registered entry (its
+function and parameters; `method_params` lists them), ``cluster(features, name, **params)``
+runs it; an unknown name gets the one error that names the closest. A new method is one
+function decorated with ``@register_cluster_method("name")``; `METHODS` holds the names
+registered here (for flags' choices).
+
+Methods:
 
 - ``hierarchical``: ``linkage`` in `LINKAGES`, cut at each of ``n_clusters`` (exactly that many
   clusters: the state after the first N - n merges) and each of ``distance_threshold``
@@ -32,6 +39,7 @@ import itertools
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,16 +49,17 @@ import numpy as np
 from clustering.graph import (
     EDGE_BYTES,
     edge_rows,
+    exact_edge_distances,
     join_components,
     knn_graph,
     radius_graph,
     within,
 )
 from clustering.points import Points, as_points
+from helpers import Registry, unknown_name
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("hierarchical", "dbscan", "hdbscan", "kmeans", "duplicates")
 LINKAGES = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
 #: Linkages defined on Euclidean distances only (Lance-Williams updates of centroids).
 EUCLIDEAN_LINKAGES = ("ward", "centroid", "median")
@@ -153,6 +162,53 @@ def relabel(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+# --- the registry ----------------------------------------------------------------------
+
+#: What `cluster` passes every method besides its own parameters.
+_COMMON = ("points", "device", "max_memory", "show_progress", "notes")
+#: ``run(points, **params, device=, max_memory=, show_progress=, notes=)
+#: -> (settings, labels, tree or None)``.
+MethodFunction = Callable[..., tuple[list[dict], list[np.ndarray], np.ndarray | None]]
+
+
+@dataclass(frozen=True)
+class ClusterMethod:
+    """A registered clustering method.
+
+    Attributes
+    ----------
+    run : callable
+        ``run(points, **params, device=, max_memory=, show_progress=, notes=)`` returning
+        ``(settings, labels, tree)``: one dict and one (N,) int64 labelling per setting, and
+        the linkage matrix or None; ``notes`` collects what a reader should know.
+    params : dict
+        The method's own parameters and their defaults (``None``: no default), read from
+        ``run``'s signature.
+    """
+
+    run: MethodFunction
+    params: dict[str, Any]
+
+
+#: Every clustering method by name.
+CLUSTER_METHODS: Registry[ClusterMethod] = Registry("clustering method")
+
+
+def register_cluster_method(name: str) -> Callable[[MethodFunction], MethodFunction]:
+    """Decorator: register ``run`` (see `ClusterMethod`) as the clustering method ``name``;
+    its parameters other than the common ones (``points``, ``device``, ``max_memory``,
+    ``show_progress``, ``notes``) are the method's own."""
+
+    def decorate(run: MethodFunction) -> MethodFunction:
+        params = {key: (None if p.default is inspect.Parameter.empty else p.default)
+                  for key, p in inspect.signature(run).parameters.items()
+                  if key not in _COMMON}
+        CLUSTER_METHODS.add(name, ClusterMethod(run, params))
+        return run
+
+    return decorate
+
+
 # --- hierarchical ------------------------------------------------------------------------
 
 def cut_counts(tree: np.ndarray, n: int, counts: Sequence[int]) -> list[np.ndarray]:
@@ -187,7 +243,7 @@ def cut_counts(tree: np.ndarray, n: int, counts: Sequence[int]) -> list[np.ndarr
 def cut_distances(tree: np.ndarray, thresholds: Sequence[float]) -> list[np.ndarray]:
     """Flat labels for each threshold: no cluster's cophenetic distance exceeds it
     (`scipy.cluster.hierarchy.fcluster`, ``criterion="distance"``)."""
-    from scipy.cluster.hierarchy import fcluster
+    from scipy.cluster.hierarchy import fcluster  # reason: 0.4 s more for `import clustering`
 
     return [relabel(fcluster(tree, t=float(t), criterion="distance")) for t in thresholds]
 
@@ -233,7 +289,7 @@ def condensed_distances(points: Points, device: str = "cpu", max_memory: float |
         Before any work, when it would need more than ``max_memory`` bytes (the message says
         how many rows would fit and what else to do).
     """
-    from hashing.distances import pairwise
+    from hashing.distances import pairwise  # reason: `import hashing` loads OpenCV
 
     n = len(points)
     need = linkage_bytes(n)
@@ -265,7 +321,7 @@ def linkage_in_place(condensed: np.ndarray, n: int, method: str) -> np.ndarray:
     ``preserve_input``), so ``preserve_input=False`` still needs twice the condensed matrix:
     27.8 GB at 59,000 rows, where the matrix alone is 13.9. Its C routine works in place;
     this calls it directly when the module exposes it."""
-    import fastcluster
+    import fastcluster  # reason: with SciPy's clustering, 0.4 s more for `import clustering`
 
     if not (hasattr(fastcluster, "linkage_wrap") and hasattr(fastcluster, "mthidx")):
         return fastcluster.linkage(condensed, method=method, preserve_input=False)
@@ -288,17 +344,19 @@ def _tree_from_sklearn(children: np.ndarray, distances: np.ndarray, n: int) -> n
     return tree
 
 
+@register_cluster_method("hierarchical")
 def _hierarchical(points: Points, linkage: str = "ward",
                   n_clusters: int | Sequence[int] | None = None,
                   distance_threshold: float | Sequence[float] | None = None,
                   connectivity: int | None = None, *, device: str = "cpu",
                   max_memory: float | None = None, show_progress: bool | None = None,
                   notes: list[str]) -> tuple[list[dict], list[np.ndarray], np.ndarray]:
-    import fastcluster
+    """Hierarchical clustering, cut by counts and by distances (see the module docstring)."""
+    import fastcluster  # reason: with SciPy's clustering, 0.4 s more for `import clustering`
 
     n = len(points)
     if linkage not in LINKAGES:
-        raise ValueError(f"unknown linkage {linkage!r}; choose one of {', '.join(LINKAGES)}")
+        raise ValueError(unknown_name("linkage", linkage, LINKAGES))
     if linkage in EUCLIDEAN_LINKAGES and points.metric != "l2":
         advice = ("another linkage (single, complete, average, weighted)" if points.binary
                   else "metric='l2' (on L2-normalised features it orders pairs as cosine "
@@ -337,9 +395,7 @@ def _hierarchical(points: Points, linkage: str = "ward",
 def _connectivity_tree(points: Points, linkage: str, k: int, device: str,
                        show_progress: bool | None, notes: list[str],
                        max_memory: float | None = None) -> np.ndarray:
-    import warnings
-
-    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.cluster import AgglomerativeClustering  # reason: 3 s to import scikit-learn
 
     if points.metric not in _SKLEARN_METRIC:
         raise ValueError(f"connectivity-constrained linkage cannot use {points.metric} "
@@ -392,11 +448,7 @@ def _edge_lookup_tree(points: Points, graph, linkage: str, max_memory: float | N
     twice: 6.3 GB at 50k x 512 with 10 neighbours): the edge distances are computed here in
     blocks, in our scale, and scikit-learn reads them through a callable metric over row
     numbers."""
-    import warnings
-
-    from sklearn.cluster import linkage_tree
-
-    from clustering.graph import edge_rows, exact_edge_distances
+    from sklearn.cluster import linkage_tree  # reason: 3 s to import scikit-learn
 
     rows, cols = edge_rows(graph), graph.indices.astype(np.int64)
     keep = rows != cols
@@ -432,11 +484,13 @@ def _edge_lookup_tree(points: Points, graph, linkage: str, max_memory: float | N
 
 # --- density -----------------------------------------------------------------------------
 
+@register_cluster_method("dbscan")
 def _dbscan(points: Points, eps: float | Sequence[float] | None = None,
             min_samples: int | Sequence[int] = 5, *, device: str = "cpu",
             max_memory: float | None = None, show_progress: bool | None = None,
             notes: list[str]) -> tuple[list[dict], list[np.ndarray], None]:
-    from sklearn.cluster import DBSCAN
+    """DBSCAN on a sparse radius graph, once per ``eps`` and ``min_samples``."""
+    from sklearn.cluster import DBSCAN  # reason: 3 s to import scikit-learn
 
     eps_list = [float(e) for e in _listed(eps)]
     if not eps_list:
@@ -458,14 +512,14 @@ def _dbscan(points: Points, eps: float | Sequence[float] | None = None,
     return settings, labels, None
 
 
+@register_cluster_method("hdbscan")
 def _hdbscan(points: Points, min_cluster_size: int | Sequence[int] = 5,
              min_samples: int | None = None, k: int | None = None, pca: int | None = None,
              cluster_selection_epsilon: float = 0.0, *, device: str = "cpu",
              max_memory: float | None = None, show_progress: bool | None = None,
              notes: list[str]) -> tuple[list[dict], list[np.ndarray], None]:
-    import warnings
-
-    from sklearn.cluster import HDBSCAN
+    """HDBSCAN on a sparse k-NN graph, once per ``min_cluster_size``."""
+    from sklearn.cluster import HDBSCAN  # reason: 3 s to import scikit-learn
 
     sizes = _counts(min_cluster_size, "min_cluster_size")
     if not sizes or any(not 2 <= s <= len(points) for s in sizes):
@@ -509,7 +563,7 @@ def _hdbscan(points: Points, min_cluster_size: int | Sequence[int] = 5,
 
 
 def _pca(points: Points, components: int, notes: list[str]) -> Points:
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # reason: 3 s to import scikit-learn
 
     if points.binary:
         raise ValueError("pca is for float features, not binary codes")
@@ -529,13 +583,15 @@ def _pca(points: Points, components: int, notes: list[str]) -> Points:
 
 # --- k-means and duplicates --------------------------------------------------------------
 
+@register_cluster_method("kmeans")
 def _kmeans(points: Points, n_clusters: int | Sequence[int] | None = None, niter: int = 25,
             nredo: int = 1, seed: int = 0, *, device: str = "cpu",
             max_memory: float | None = None, show_progress: bool | None = None,
             notes: list[str]) -> tuple[list[dict], list[np.ndarray], None]:
-    import faiss
+    """Faiss k-means, once per ``n_clusters``."""
+    import faiss  # reason: heavy, and only k-means needs it here
 
-    from fast_search.index import faiss_device
+    from fast_search.index import faiss_device  # reason: `import fast_search` loads OpenCV
 
     counts = _counts(n_clusters, "n_clusters")
     if not counts:
@@ -569,11 +625,13 @@ def _kmeans(points: Points, n_clusters: int | Sequence[int] | None = None, niter
     return settings, labels, None
 
 
+@register_cluster_method("duplicates")
 def _duplicates(points: Points, threshold: float | Sequence[float] | None = None, *,
                 device: str = "cpu", max_memory: float | None = None,
                 show_progress: bool | None = None,
                 notes: list[str]) -> tuple[list[dict], list[np.ndarray], None]:
-    from scipy.sparse.csgraph import connected_components
+    """Connected components of "distance <= threshold", once per threshold."""
+    from scipy.sparse.csgraph import connected_components  # reason: 0.3 s more on import
 
     thresholds = [float(t) for t in _listed(threshold)]
     if not thresholds:
@@ -593,21 +651,19 @@ def _duplicates(points: Points, threshold: float | Sequence[float] | None = None
     return settings, labels, None
 
 
-_METHODS: dict[str, Callable[..., Any]] = {
-    "hierarchical": _hierarchical, "dbscan": _dbscan, "hdbscan": _hdbscan,
-    "kmeans": _kmeans, "duplicates": _duplicates,
-}
-_COMMON = ("points", "device", "max_memory", "show_progress", "notes")
+#: The names of the methods registered here (`CLUSTER_METHODS` is the registry).
+METHODS = tuple(CLUSTER_METHODS.names())
 
 
 def method_params(method: str) -> dict[str, Any]:
-    """The parameters a method takes and their defaults (``None``: no default)."""
-    if method not in _METHODS:
-        raise ValueError(f"unknown clustering method {method!r}; choose one of "
-                         f"{', '.join(METHODS)}")
-    sig = inspect.signature(_METHODS[method])
-    return {name: (None if p.default is inspect.Parameter.empty else p.default)
-            for name, p in sig.parameters.items() if name not in _COMMON}
+    """The parameters a method takes and their defaults (``None``: no default).
+
+    Raises
+    ------
+    ValueError
+        Unknown method: the message names the closest and lists the known ones.
+    """
+    return dict(CLUSTER_METHODS.get(method).params)
 
 
 def cluster(features: Any, method: str, metric: str | None = None, *,
@@ -661,9 +717,9 @@ def cluster(features: Any, method: str, metric: str | None = None, *,
             features.ids, features.records, features.method, features.made)
     notes: list[str] = []
     start = time.perf_counter()
-    settings, labels, tree = _METHODS[method](points, **params, device=device,
-                                              max_memory=max_memory,
-                                              show_progress=show_progress, notes=notes)
+    run = CLUSTER_METHODS.get(method).run
+    settings, labels, tree = run(points, **params, device=device, max_memory=max_memory,
+                                 show_progress=show_progress, notes=notes)
     seconds = time.perf_counter() - start
     resolved = {**known, **params}
     logger.info("%s (%s) of %d rows: %d settings in %.1f s", method, points.metric,
@@ -689,8 +745,8 @@ def threshold_from_digest(digest: str, algorithm: str | None = None, fpr: float 
     ValueError
         Unknown or ambiguous algorithm (listing those there), or no threshold meets ``fpr``.
     """
-    from hashing import load_digest
-    from hashing.evaluation.metrics import threshold_at_fpr
+    from hashing import load_digest  # reason: `import hashing` loads OpenCV
+    from hashing.evaluation.metrics import threshold_at_fpr  # reason: as above
 
     roc = load_digest(digest).roc
     names = sorted(roc["algorithm"].unique())
