@@ -44,7 +44,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import fastcluster
 import numpy as np
+from scipy.cluster.hierarchy import fcluster
+from scipy.sparse.csgraph import connected_components
 
 from clustering.graph import (
     EDGE_BYTES,
@@ -56,6 +59,10 @@ from clustering.graph import (
     within,
 )
 from clustering.points import Points, as_points
+from fast_search.index import faiss_device
+from hashing import load_digest
+from hashing.distances import pairwise
+from hashing.evaluation.operating_points import threshold_at_fpr
 from helpers import Registry, unknown_name
 
 logger = logging.getLogger(__name__)
@@ -243,8 +250,6 @@ def cut_counts(tree: np.ndarray, n: int, counts: Sequence[int]) -> list[np.ndarr
 def cut_distances(tree: np.ndarray, thresholds: Sequence[float]) -> list[np.ndarray]:
     """Flat labels for each threshold: no cluster's cophenetic distance exceeds it
     (`scipy.cluster.hierarchy.fcluster`, ``criterion="distance"``)."""
-    from scipy.cluster.hierarchy import fcluster  # reason: 0.4 s more for `import clustering`
-
     return [relabel(fcluster(tree, t=float(t), criterion="distance")) for t in thresholds]
 
 
@@ -289,8 +294,6 @@ def condensed_distances(points: Points, device: str = "cpu", max_memory: float |
         Before any work, when it would need more than ``max_memory`` bytes (the message says
         how many rows would fit and what else to do).
     """
-    from hashing.distances import pairwise  # reason: `import hashing` loads OpenCV
-
     n = len(points)
     need = linkage_bytes(n)
     if max_memory is not None and need > max_memory:
@@ -321,8 +324,6 @@ def linkage_in_place(condensed: np.ndarray, n: int, method: str) -> np.ndarray:
     ``preserve_input``), so ``preserve_input=False`` still needs twice the condensed matrix:
     27.8 GB at 59,000 rows, where the matrix alone is 13.9. Its C routine works in place;
     this calls it directly when the module exposes it."""
-    import fastcluster  # reason: with SciPy's clustering, 0.4 s more for `import clustering`
-
     if not (hasattr(fastcluster, "linkage_wrap") and hasattr(fastcluster, "mthidx")):
         return fastcluster.linkage(condensed, method=method, preserve_input=False)
     if condensed.dtype != np.float64 or not condensed.flags.c_contiguous \
@@ -352,8 +353,6 @@ def _hierarchical(points: Points, linkage: str = "ward",
                   max_memory: float | None = None, show_progress: bool | None = None,
                   notes: list[str]) -> tuple[list[dict], list[np.ndarray], np.ndarray]:
     """Hierarchical clustering, cut by counts and by distances (see the module docstring)."""
-    import fastcluster  # reason: with SciPy's clustering, 0.4 s more for `import clustering`
-
     n = len(points)
     if linkage not in LINKAGES:
         raise ValueError(unknown_name("linkage", linkage, LINKAGES))
@@ -591,8 +590,6 @@ def _kmeans(points: Points, n_clusters: int | Sequence[int] | None = None, niter
     """Faiss k-means, once per ``n_clusters``."""
     import faiss  # reason: heavy, and only k-means needs it here
 
-    from fast_search.index import faiss_device  # reason: `import fast_search` loads OpenCV
-
     counts = _counts(n_clusters, "n_clusters")
     if not counts:
         raise ValueError("kmeans needs n_clusters (one value or a list)")
@@ -631,8 +628,6 @@ def _duplicates(points: Points, threshold: float | Sequence[float] | None = None
                 show_progress: bool | None = None,
                 notes: list[str]) -> tuple[list[dict], list[np.ndarray], None]:
     """Connected components of "distance <= threshold", once per threshold."""
-    from scipy.sparse.csgraph import connected_components  # reason: 0.3 s more on import
-
     thresholds = [float(t) for t in _listed(threshold)]
     if not thresholds:
         raise ValueError("duplicates needs a threshold (one value or a list), or one taken "
@@ -745,9 +740,6 @@ def threshold_from_digest(digest: str, algorithm: str | None = None, fpr: float 
     ValueError
         Unknown or ambiguous algorithm (listing those there), or no threshold meets ``fpr``.
     """
-    from hashing import load_digest  # reason: `import hashing` loads OpenCV
-    from hashing.evaluation.metrics import threshold_at_fpr  # reason: as above
-
     roc = load_digest(digest).roc
     names = sorted(roc["algorithm"].unique())
     if algorithm is None:
