@@ -13,6 +13,12 @@ features for pair verification (triplet or contrastive loss with mined hard nega
 pytorch-metric-learning's), through the same loop (`run_loop`: optimisers, schedule, log,
 atomic, resumable checkpoints); the head is saved as a reducer (`extractor.reduce`) that
 composes with the model.
+
+Objectives and optimisers are registries (`helpers.Registry`) with the library's one rule: the
+registry's ``get(name)`` returns the entry, a function builds the object: `LOSSES` and
+``make_loss(name, ...)``, ``finetuning.losses.HEAD_LOSSES`` (the heads' losses) and
+``finetuning.heads.make_loss_and_miner``, ``finetuning.optim.OPTIMIZER_BUILDERS`` and
+``build_optimizer(modules, name, ...)`` (`OPTIMIZERS`: their names).
 """
 
 from finetuning.heads import HeadConfig, train_head

@@ -21,6 +21,7 @@ reported: the result's ``collapsed`` says why.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,23 @@ import torch
 from extractor.reduce import Reducer, ReducerSpec
 from extractor.reducer_nets import ReducerNet, check_network_fits, network_state
 from finetuning.loop import LoopResult, TrainingLog, latest_checkpoint, run_loop
+from finetuning.losses import HEAD_LOSSES
 from finetuning.optim import OPTIMIZERS, build_optimizer, warmup_cosine
 from helpers import get_logger, resolve_device, save_torch, unknown_name
 from helpers.seeding import derive_seed
 
 logger = get_logger(__name__)
 
-LOSSES = ("triplet", "contrastive")
+
+def __getattr__(name: str) -> Any:
+    """``LOSSES``, the deprecated name of the head losses' names (`HEAD_LOSSES`)."""
+    if name == "LOSSES":
+        warnings.warn("finetuning.heads.LOSSES is deprecated: use "
+                      "finetuning.losses.HEAD_LOSSES", DeprecationWarning, stacklevel=2)
+        return tuple(HEAD_LOSSES.names())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 MINERS = ("semihard", "hard", "all", "batch_hard", "none")
 HEAD_LOG_COLUMNS = ("split", "epoch", "step", "loss", "lr", "mined", "rows_per_s", "seconds")
 
@@ -88,8 +99,7 @@ class HeadConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the first bad field."""
-        if self.loss not in LOSSES:
-            raise ValueError(unknown_name("head loss", self.loss, LOSSES))
+        HEAD_LOSSES.get(self.loss)  # an unknown name raises the registry's error
         if self.miner not in MINERS:
             raise ValueError(unknown_name("miner", self.miner, MINERS))
         if self.optimizer not in OPTIMIZERS:
@@ -120,15 +130,11 @@ class HeadConfig:
 
 def make_loss_and_miner(config: HeadConfig):
     """pytorch-metric-learning's loss and miner for ``config``, in cosine similarity."""
-    from pytorch_metric_learning import losses, miners  # lazy: 0.5 s to import, heads only
+    from pytorch_metric_learning import miners  # lazy: 0.5 s to import, heads only
     from pytorch_metric_learning.distances import CosineSimilarity  # lazy: 0.5 s, heads only
 
     distance = CosineSimilarity()
-    if config.loss == "triplet":
-        loss = losses.TripletMarginLoss(margin=config.margin, distance=distance)
-    else:
-        loss = losses.ContrastiveLoss(pos_margin=config.pos_margin,
-                                      neg_margin=config.neg_margin, distance=distance)
+    loss = HEAD_LOSSES.get(config.loss)(config, distance)
     if config.miner == "none":
         miner = None
     elif config.miner == "batch_hard":

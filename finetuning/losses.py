@@ -6,13 +6,30 @@ the gradients that all processes computed for a slice and hands each process its
 that after DDP averages the parameter gradients they equal the gradients of the loss of the
 global batch computed in one process. Each process builds only its rows of the similarity matrix
 (local anchors against the global batch: ``2n x 2N``), never the full ``2N x 2N`` one.
+
+Two registries (`helpers.Registry`) follow the library's one rule, ``REGISTRY.get(name)``
+returns the registered entry and a function builds the object:
+
+- `LOSSES`, the encoders' objectives on two views (``nt_xent``, ``sscd``): each entry makes
+  ``loss(a, b)`` from a temperature (its recipe's when None) and an entropy weight;
+  ``make_loss(name, ...)`` builds one.
+- `HEAD_LOSSES`, the verification heads' metric-learning losses on labelled embeddings
+  (``triplet``, ``contrastive``, pytorch-metric-learning's): each entry makes the loss from a
+  `finetuning.heads.HeadConfig` and a distance (`finetuning.heads.make_loss_and_miner`).
+
+An unknown name in either gets the one error that names the closest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+from helpers import Registry
 
 #: Temperatures of the two recipes: SimCLR's fine-tuning default and SSCD's.
 SIMCLR_TEMPERATURE = 0.1
@@ -142,18 +159,60 @@ def sscd_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = SSCD_TEMPER
     return loss
 
 
-#: The objectives by name (``--loss``).
-LOSSES = {"nt_xent": nt_xent, "sscd": sscd_loss}
+# --- the registries ----------------------------------------------------------------------------
+
+#: ``loss(a, b) -> scalar`` of two views' embeddings.
+PairLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: The encoders' objectives by name (``--loss``): ``make(temperature, entropy_weight)``
+#: -> ``loss(a, b)``, the recipe's temperature when ``temperature`` is None.
+LOSSES: Registry[Callable[[float | None, float], PairLoss]] = Registry("loss")
+
+
+@LOSSES.register("nt_xent")
+def _nt_xent_loss(temperature: float | None, entropy_weight: float) -> PairLoss:
+    """SimCLR's NT-Xent (no entropy term: ``entropy_weight`` is not used)."""
+    t = SIMCLR_TEMPERATURE if temperature is None else float(temperature)
+    return lambda a, b: nt_xent(a, b, t)
+
+
+@LOSSES.register("sscd")
+def _sscd_loss(temperature: float | None, entropy_weight: float) -> PairLoss:
+    """SSCD's InfoNCE with its KoLeo entropy term."""
+    t = SSCD_TEMPERATURE if temperature is None else float(temperature)
+    return lambda a, b: sscd_loss(a, b, t, entropy_weight)
 
 
 def make_loss(name: str, temperature: float | None = None,
-              entropy_weight: float = SSCD_ENTROPY_WEIGHT):
-    """The objective ``name`` (``nt_xent`` or ``sscd``) as ``loss(a, b)``, with its recipe's
-    temperature when none is given."""
-    if name == "nt_xent":
-        t = SIMCLR_TEMPERATURE if temperature is None else float(temperature)
-        return lambda a, b: nt_xent(a, b, t)
-    if name == "sscd":
-        t = SSCD_TEMPERATURE if temperature is None else float(temperature)
-        return lambda a, b: sscd_loss(a, b, t, entropy_weight)
-    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+              entropy_weight: float = SSCD_ENTROPY_WEIGHT) -> PairLoss:
+    """The objective ``name`` (see `LOSSES`: ``nt_xent`` or ``sscd``) as ``loss(a, b)``, with
+    its recipe's temperature when none is given.
+
+    Raises
+    ------
+    ValueError
+        Unknown name: the message names the closest and lists the known ones.
+    """
+    return LOSSES.get(name)(temperature, entropy_weight)
+
+
+#: The verification heads' losses by name (``HeadConfig.loss``): ``make(config, distance)``
+#: -> a pytorch-metric-learning loss, ``config`` a `finetuning.heads.HeadConfig`.
+HEAD_LOSSES: Registry[Callable[[Any, Any], Any]] = Registry("head loss")
+
+
+@HEAD_LOSSES.register("triplet")
+def _triplet_loss(config: Any, distance: Any) -> Any:
+    """The triplet margin loss (margin ``config.margin``)."""
+    from pytorch_metric_learning import losses  # reason: 0.5 s to import, heads only
+
+    return losses.TripletMarginLoss(margin=config.margin, distance=distance)
+
+
+@HEAD_LOSSES.register("contrastive")
+def _contrastive_loss(config: Any, distance: Any) -> Any:
+    """The contrastive pair loss (``config.pos_margin``, ``config.neg_margin``)."""
+    from pytorch_metric_learning import losses  # reason: 0.5 s to import, heads only
+
+    return losses.ContrastiveLoss(pos_margin=config.pos_margin,
+                                  neg_margin=config.neg_margin, distance=distance)

@@ -4,17 +4,30 @@ LARS comes from timm (`timm.optim.Lars`): SGD with momentum whose step for each 
 scaled by the trust ratio ``trust_coeff * ||w|| / (||g|| + weight_decay * ||w||)``. As in SimCLR,
 biases and batch-norm parameters (every parameter with fewer than two dimensions) get neither
 weight decay nor the adaptation unless asked (``exclude_bias_and_norm=False``).
+
+The optimisers are a registry (`OPTIMIZER_BUILDERS`, a `helpers.Registry`) that follows the
+library's one rule: ``OPTIMIZER_BUILDERS.get(name)`` returns the registered entry,
+``make(groups, lr=, momentum=, trust_coefficient=) -> Optimizer``, and ``build_optimizer(modules,
+name, ...)`` builds the optimiser; an unknown name gets the one error that names the closest.
+`OPTIMIZERS` holds the names registered here (for flags' choices).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
-OPTIMIZERS = ("lars", "adam", "adamw", "sgd")
+from helpers import Registry
+
+#: ``make(groups, lr=, momentum=, trust_coefficient=) -> Optimizer`` over parameter groups
+#: (`parameter_groups`; LARS reads their ``always_adapt``, the others are given groups
+#: without it).
+OptimizerMaker = Callable[..., torch.optim.Optimizer]
+#: Every optimiser by name.
+OPTIMIZER_BUILDERS: Registry[OptimizerMaker] = Registry("optimizer")
 #: SimCLR's base learning rate for its square-root rule: lr = 0.005 * sqrt(global batch).
 SQRT_LR_BASE = 0.005
 
@@ -66,23 +79,48 @@ def build_optimizer(modules: Iterable[nn.Module], name: str = "lars", lr: float 
     exclude_bias_and_norm : bool
         No weight decay (nor LARS adaptation) on biases and normalisation parameters.
     """
+    make = OPTIMIZER_BUILDERS.get(name)
     groups = parameter_groups(modules, weight_decay, exclude_bias_and_norm)
     if not groups:
         raise ValueError("nothing to train: no parameter requires a gradient")
-    if name == "lars":
-        from timm.optim import Lars
+    return make(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)
 
-        return Lars(groups, lr=lr, momentum=momentum, trust_coeff=trust_coefficient)
-    for group in groups:
-        group.pop("always_adapt")
-    if name == "adam":
-        # Adam's weight_decay is L2 added to the gradient, as torch defines it
-        return torch.optim.Adam(groups, lr=lr)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+@OPTIMIZER_BUILDERS.register("lars")
+def _lars(groups: list[dict], *, lr: float, momentum: float, trust_coefficient: float
+          ) -> torch.optim.Optimizer:
+    """timm's LARS; groups whose ``always_adapt`` is False get no trust-ratio adaptation."""
+    from timm.optim import Lars  # reason: importing timm takes seconds; LARS only
+
+    return Lars(groups, lr=lr, momentum=momentum, trust_coeff=trust_coefficient)
+
+
+def _plain(groups: list[dict]) -> list[dict]:
+    """The groups without LARS's ``always_adapt``, which torch's optimisers refuse."""
+    return [{k: v for k, v in group.items() if k != "always_adapt"} for group in groups]
+
+
+@OPTIMIZER_BUILDERS.register("adam")
+def _adam(groups: list[dict], *, lr: float, **_options: float) -> torch.optim.Optimizer:
+    """Adam; its weight_decay is L2 added to the gradient, as torch defines it."""
+    return torch.optim.Adam(_plain(groups), lr=lr)
+
+
+@OPTIMIZER_BUILDERS.register("adamw")
+def _adamw(groups: list[dict], *, lr: float, **_options: float) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay)."""
+    return torch.optim.AdamW(_plain(groups), lr=lr)
+
+
+@OPTIMIZER_BUILDERS.register("sgd")
+def _sgd(groups: list[dict], *, lr: float, momentum: float, **_options: float
+         ) -> torch.optim.Optimizer:
+    """SGD with momentum."""
+    return torch.optim.SGD(_plain(groups), lr=lr, momentum=momentum)
+
+
+#: The names of the optimisers registered here (`OPTIMIZER_BUILDERS` is the registry).
+OPTIMIZERS = tuple(OPTIMIZER_BUILDERS.names())
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int

@@ -100,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="smallest crop area of the random resized crop (default: 0.08)")
     views.add_argument("--no-blur", action="store_true", help="no Gaussian blur")
     objective = parser.add_argument_group("objective and optimiser")
-    objective.add_argument("--loss", default="nt_xent", choices=list(LOSSES),
+    objective.add_argument("--loss", default="nt_xent", choices=LOSSES.names(),
                            help="nt_xent (SimCLR) or sscd (InfoNCE + entropy)")
     objective.add_argument("--temperature", type=real(0, 100, low_open=True), default=None,
                            help="default: 0.1 for nt_xent, 0.05 for sscd")

@@ -32,7 +32,8 @@ import numpy as np
 
 from data_retrieval.cli import add_data_root_argument
 from data_retrieval.roots import data_root
-from finetuning.heads import LOSSES, MINERS, HeadConfig, train_head
+from finetuning.heads import MINERS, HeadConfig, train_head
+from finetuning.losses import HEAD_LOSSES
 from finetuning.optim import OPTIMIZERS
 from generator.cli import add_attack_arguments, attacks_from_args
 from helpers import add_output_arguments, experiment_run, setup_logging
@@ -70,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="widths after the input: 256 (linear), 512 256 (MLP) "
                            "(default: 256; a head whose training would not fit the memory is "
                            "refused)")
-    head.add_argument("--loss", choices=LOSSES, default=defaults.loss)
+    head.add_argument("--loss", choices=HEAD_LOSSES.names(), default=defaults.loss)
     head.add_argument("--margin", type=real(0, 10), default=defaults.margin,
                       help="triplet margin alpha, in cosine similarity (default 0.2)")
     head.add_argument("--pos-margin", type=real(0, 10), default=defaults.pos_margin)
