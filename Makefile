@@ -35,11 +35,14 @@ demo: $(STAMP)
 	  block_mean efficientnet_lite0:distance=jensenshannon sscd_distilled --name demo --overwrite
 
 test: $(STAMP)
+	@# The package map of ARCHITECTURE.md is a contract: layers and no import circles.
+	$(VENV)/bin/lint-imports --no-cache
 	@# pytest exits 5 when it collects nothing: that is not a failure.
 	$(VPY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 clean-venv:
 	rm -rf $(VENV)

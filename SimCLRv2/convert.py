@@ -52,7 +52,7 @@ def read_tf_checkpoint(prefix: str | Path) -> dict[str, np.ndarray]:
         TensorFlow is not installed (``pip install tensorflow-cpu``).
     """
     try:
-        import tensorflow as tf
+        import tensorflow as tf  # TensorFlow: optional, only to convert
     except ImportError as exc:
         raise ImportError("reading TensorFlow checkpoints needs TensorFlow: pip install "
                           "tensorflow-cpu (only the conversion needs it)") from exc

@@ -86,7 +86,7 @@ def download_and_convert(checkpoint: Checkpoint, ema: bool = False,
     Path
         The ``.pth`` file (kept, not redone, when it exists).
     """
-    from SimCLRv2 import convert
+    from SimCLRv2 import convert  # the converter: only for TF checkpoints
 
     output = Path(output) if output is not None else converted_path(checkpoint, ema)
     if output.exists():

@@ -6,8 +6,12 @@ from __future__ import annotations
 import argparse
 import logging
 
+from PIL import Image
+
 from clustering.methods import threshold_from_digest
+from hashing.methods.describe import parse_algorithm
 from helpers.cli import real
+from helpers.descriptors import BinaryCodes, LocalDescriptors, MultiCodes
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +58,7 @@ def descriptor_kind(method: str) -> str:
     ValueError
         An unknown method or parameter.
     """
-    from PIL import Image
-
-    from extractor import list_models
-    from hashing.methods.describe import parse_algorithm
-    from helpers.descriptors import BinaryCodes, LocalDescriptors, MultiCodes
+    from extractor import list_models  # extractor: on use (no torch on import)
 
     algorithm = parse_algorithm(method)
     if algorithm.name in list_models():

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clustering.graph import knn
 from clustering.points import Points
+from hashing.distances import pairwise
 
 #: Neighbours per row read for the separation (rows whose list stays inside their cluster are
 #: searched exactly).
@@ -54,7 +56,9 @@ def external_measures(truth: Sequence[Any], labels: np.ndarray) -> dict[str, flo
         (each true group's best intersection over union with a cluster, averaged over groups),
         ``n_clusters``, ``n_noise``, ``n_groups``.
     """
-    from sklearn import metrics
+    from sklearn import metrics  # scikit-learn: on use
+
+    # scikit-learn: on use
     from sklearn.metrics.cluster import contingency_matrix, pair_confusion_matrix
 
     truth = np.asarray(truth)
@@ -121,9 +125,6 @@ def cluster_attributes(points: Points, labels: np.ndarray,
         from the cluster to the nearest member of another cluster; NaN with one cluster),
         ``nearest_cluster``, ``separation_ratio`` (separation / diameter), ``sampled``.
     """
-    from clustering.graph import knn
-    from hashing.distances import pairwise
-
     labels = np.asarray(labels)
     clusters = np.unique(labels[labels >= 0])
     rng = np.random.default_rng(seed)
@@ -171,8 +172,6 @@ def _nearest_elsewhere(points: Points, labels: np.ndarray,
     that cluster; exact. Read from the neighbour lists where they reach another cluster; rows
     whose lists never leave their cluster are searched against every row, in blocks, when they
     could lower their cluster's separation."""
-    from hashing.distances import pairwise
-
     n_dist, n_idx = neighbours
     n = len(labels)
     other = (n_idx >= 0) & (labels[n_idx] >= 0) & (labels[n_idx] != labels[:, None])

@@ -6,14 +6,13 @@ import argparse
 
 from data_retrieval.datasets import DATA_ROOT_ENV, Dataset, list_datasets, load_images
 from helpers.cli import MAX_COUNT, integer
+from helpers.runs import folder_type
 
 
 def add_data_root_argument(parser, writes: bool = False) -> None:
     """Add ``--data-root`` (where the named datasets live) to a parser or argument group: one
     flag, one help text, in every script. ``writes``: the script writes into it (a download),
     so it is checked as an output folder (`helpers.runs.folder_type`) when parsed."""
-    from helpers.runs import folder_type
-
     parser.add_argument(
         "--data-root",
         default=None,

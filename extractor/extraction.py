@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from data_retrieval import ImageRecord
 from data_retrieval.items import load_item, loadable
 from extractor.models import FeatureModel
-from helpers import ImageLoadError, get_logger, progress
+from helpers import ImageLoadError, get_logger, progress, resolve_device
 from helpers.descriptors import FLOAT_METRICS, FloatFeatures
 
 logger = get_logger(__name__)
@@ -99,8 +99,6 @@ def extract(
     if metric not in FEATURE_METRICS:
         raise ValueError(f"metric must be one of {', '.join(FEATURE_METRICS)}, got {metric!r}")
     if device is not None:
-        from helpers import resolve_device
-
         model.to(resolve_device(device))
     dataset = _ImageDataset(images, model.transform)
     features = np.empty((len(dataset), model.dim), dtype=np.float32)

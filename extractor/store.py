@@ -24,6 +24,7 @@ image, the norm and the cutoff in the sidecar. `load_descriptors` gives back the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 import zipfile
@@ -293,8 +294,6 @@ def _extract_chunks(model, images, records, npy, sidecar, dataset, batch_size, w
 
 
 def _hash_ids(ids: list[str]) -> str:
-    import hashlib
-
     return hashlib.sha256("\n".join(ids).encode("utf-8", "surrogatepass")).hexdigest()
 
 

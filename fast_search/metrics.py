@@ -47,7 +47,7 @@ def recall_at_k(indices: np.ndarray, truth: np.ndarray, ks: Sequence[int]) -> di
 def knn_intersection(indices: np.ndarray, reference: np.ndarray, k: int) -> float:
     """Share of the exact k nearest neighbours an approximate search also returns (Faiss's
     ``knn_intersection_measure``), averaged over queries."""
-    from faiss.contrib.evaluation import knn_intersection_measure
+    from faiss.contrib.evaluation import knn_intersection_measure  # Faiss: on use
 
     if indices.shape[1] < k or reference.shape[1] < k:
         raise ValueError(f"intersection@{k} needs {k} neighbours")
@@ -96,7 +96,7 @@ def range_pr(lims: np.ndarray, distances: np.ndarray, indices: np.ndarray, truth
     thresholds : sequence of float
         Results at a distance <= t count.
     """
-    from faiss.contrib.evaluation import range_PR_multiple_thresholds
+    from faiss.contrib.evaluation import range_PR_multiple_thresholds  # Faiss: on use
 
     truth = np.asarray(truth, dtype=np.int64)
     positive = truth >= 0

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from PIL import ImageFont
+
+from generator.attacks import default_background
 from generator.config import load_attack_config, parse_attack_specs
 from generator.registry import AnyAttack, families
+from generator.text import default_font_path
+from helpers import ImageLoadError, load_image
 from helpers.cli import MAX_SEED, integer
 
 
@@ -68,9 +73,6 @@ def resolved_options(attacks: list[AnyAttack], options: dict[str, Any]) -> dict[
     """The options the chosen attacks run with, defaults resolved: what a store records so
     that its images made on the fly can be made again elsewhere (the default font depends on
     the machine: Impact where installed, else DejaVu Sans Bold)."""
-    from generator.attacks import default_background
-    from generator.text import default_font_path
-
     used = {step.family for attack in attacks for step in attack.steps}
     out = {key: str(value) for key, value in options.items()}
     if "text" in used:
@@ -92,16 +94,12 @@ def check_attack_options(attacks: list[AnyAttack], options: dict[str, Any]) -> N
     used = {step.family for attack in attacks for step in attack.steps}
     font = options.get("font")
     if font and "text" in used:
-        from PIL import ImageFont
-
         try:
             ImageFont.truetype(str(font), 20)
         except (OSError, ValueError) as exc:
             raise ValueError(f"--font {font}: not a font Pillow can read ({exc})") from None
     background = options.get("background")
     if background and "overlay" in used:
-        from helpers import ImageLoadError, load_image
-
         try:
             load_image(background)
         except ImageLoadError as exc:

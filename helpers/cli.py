@@ -4,11 +4,14 @@ they accept."""
 
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
 import logging
+import math
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable
 
@@ -66,8 +69,6 @@ def error_message(exc: BaseException) -> str | None:
 def _special_files(argv: list[str]) -> tuple[str, str] | None:
     """The first command-line value (as it is, after ``prefix:`` or ``key=``) that names an
     existing FIFO, socket or device, with what it is; None when there is none."""
-    import stat
-
     kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
     for token in argv:
@@ -182,9 +183,6 @@ class Number:
         return f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
 
     def __call__(self, text: str) -> int | float:
-        import argparse
-        import math
-
         try:
             value = self.kind(text)
         except (TypeError, ValueError):

@@ -46,7 +46,7 @@ def resolve_device(device: str = "auto") -> str:
     ValueError
         CUDA was asked for but is not available, or the string is not a device.
     """
-    import torch
+    import torch  # torch: only when a device is resolved
 
     device = str(device).strip().lower()
     if device == "auto":

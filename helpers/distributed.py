@@ -57,8 +57,8 @@ def distributed(device: str = "auto") -> Iterator[Distributed]:
     if world == 1:
         yield Distributed(device=device)
         return
-    import torch
-    import torch.distributed as dist
+    import torch  # torch: only under torchrun
+    import torch.distributed as dist  # torch: only under torchrun
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.startswith("cuda"):

@@ -169,7 +169,7 @@ def write_csv(frame: Any, path: str | os.PathLike, index: bool = False) -> Path:
     (`spreadsheet_escape`), file names that are not UTF-8 as their own bytes
     (``surrogateescape``; read them with ``pandas.read_csv(...,
     encoding_errors="surrogateescape")``)."""
-    from pandas.api.types import is_object_dtype, is_string_dtype
+    from pandas.api.types import is_object_dtype, is_string_dtype  # pandas: only for frames
 
     def text(values: Any) -> bool:
         return is_object_dtype(values.dtype) or is_string_dtype(values.dtype)
@@ -271,7 +271,7 @@ def encode_png(image: Image.Image, level: int = 1) -> bytes:
     about 10% of Pillow's default size at half its time or less (see
     ``scripts/benchmark_generator.py``). Other modes go through Pillow.
     """
-    import cv2
+    import cv2  # OpenCV: only to encode images
 
     if image.mode not in ("RGB", "L"):
         buffer = io.BytesIO()

@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from helpers.io import atomic_path
+from helpers.outputs import file_name, safe_child
+
 # the PDF backend's font subsetting logs every table at INFO
 logging.getLogger("fontTools").setLevel(logging.WARNING)
 
@@ -37,7 +40,7 @@ STYLE = {
 def figure_style(usetex: bool = False) -> Iterator[None]:
     """The library's figure style inside the block (no LaTeX unless ``usetex``); matplotlib's
     settings, and its backend, are as they were afterwards."""
-    import matplotlib
+    import matplotlib  # matplotlib: only when drawing
 
     with matplotlib.rc_context({**STYLE, "text.usetex": bool(usetex)}):
         yield
@@ -45,7 +48,7 @@ def figure_style(usetex: bool = False) -> Iterator[None]:
 
 def new_figure(*grid: int, figsize: tuple[float, float], **kwargs: Any):
     """``(figure, axes)`` like ``pyplot.subplots``, on a figure pyplot does not manage."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib: only when drawing
 
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(*grid, **kwargs)
@@ -60,9 +63,6 @@ def save_figure(fig, folder: str | Path, name: str, formats: tuple[str, ...] = (
     -------
     list of Path
     """
-    from helpers.io import atomic_path
-    from helpers.outputs import file_name, safe_child
-
     name = file_name(name)
     out = []
     for ext in formats:

@@ -62,7 +62,7 @@ def _check_metric(metric: str) -> str:
 
 
 def _as_tensor(array, name: str, metric: str, offset: int = 0) -> torch.Tensor:
-    import torch
+    import torch  # torch: only when computing
 
     if isinstance(array, torch.Tensor):
         tensor = array
@@ -129,7 +129,7 @@ def _inputs(queries, database, metric: str, device: str):
 
 def _prepare(x: torch.Tensor, metric: str, device: str) -> torch.Tensor:
     """Per-item preprocessing done once, not per block."""
-    import torch
+    import torch  # torch: only when computing
 
     x = x.to(device)
     if metric == "hamming":
@@ -157,7 +157,7 @@ def _js_block_native(lib, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     for p = 0 it is r log 2. The first part of each is a float64 matrix product; the kernel
     sums the log1p part (see jensenshannon.c).
     """
-    import torch
+    import torch  # torch: only when computing
 
     p, r = q.numpy(), d.numpy()
     p64, r64 = p.astype(np.float64), r.astype(np.float64)
@@ -205,7 +205,7 @@ def _block(q: torch.Tensor, d: torch.Tensor, metric: str, lib=None,
 
     ``lib`` is the compiled Jensen-Shannon kernel, when it applies; ``n_bits`` the true code
     length for ``hamming`` (default: every unpacked bit)."""
-    import torch
+    import torch  # torch: only when computing
 
     if lib is not None:
         return _js_block_native(lib, q, d)
@@ -263,7 +263,7 @@ def _check_bits(n_bits: int | None, width: int) -> int | None:
 
 def _is_blocks(database) -> bool:
     """Whether ``database`` is a stream of blocks rather than one array or descriptor."""
-    import torch
+    import torch  # torch: only when computing
 
     if isinstance(database, np.ndarray | torch.Tensor | BinaryCodes | FloatFeatures):
         return False
@@ -370,7 +370,7 @@ def pairwise(
         Unknown metric, mismatched dimensions, wrong dtype, negative or zero-sum vectors for
         ``jensenshannon`` (the message gives the row).
     """
-    import torch
+    import torch  # torch: only when computing
 
     chunks = _query_chunks(queries, database, metric, max_block_elements)
     if chunks is not None:  # many queries: a block of them at a time, never all converted
@@ -433,7 +433,7 @@ def nearest(
     indices : numpy.ndarray, shape (Q, k), int64
         Database rows (counted across blocks). Ties go to the lowest row.
     """
-    import torch
+    import torch  # torch: only when computing
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")

@@ -135,7 +135,7 @@ class _Matcher:
         if self.kernel is not None:
             self._layout_for_kernel(database)
         else:
-            import torch
+            import torch  # torch: only when computing
 
             self.torch_device = torch.device(device)
             values = database.values.reshape(n_db * width, -1)
@@ -207,7 +207,7 @@ class _Matcher:
     def _torch_minima(self, q: np.ndarray) -> np.ndarray:
         """(m, N) float32: for query descriptors ``q`` (m, D), the distance to the nearest
         descriptor of each database image (inf for an image without any)."""
-        import torch
+        import torch  # torch: only when computing
 
         n_db, width = self.valid.shape
         rows = max(1, self.budget // max(1, n_db * width))

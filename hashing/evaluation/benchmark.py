@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from data_retrieval.records import ImageRecord, source_rows
+from data_retrieval.splits import CONTROL, EXPERIMENTAL, split_groups
 from hashing.distances import descriptor_distances
 from hashing.methods.describe import Algorithm, concat_descriptors, describe_all
 from helpers import ImageLoadError, load_image, progress
@@ -352,6 +353,7 @@ class Protocol:
         id and attack id, in worker processes)."""
         if self.query_records is not None:
             return load_records(self.query_records, self.bad)
+        # the generator loads fonts and matplotlib: on use
         from generator.pipeline import iter_attacks
 
         self._stream = iter_attacks(self.attacked, self.attacks, seed=self.seed,
@@ -388,8 +390,6 @@ def study_protocol(
     ValueError
         An empty database, more attacked images than a group holds, or no query.
     """
-    from data_retrieval.splits import CONTROL, EXPERIMENTAL, split_groups
-
     groups = split_groups(list(records), n_experimental, n_control, split_seed)
     database = [r for r in groups if r.group == EXPERIMENTAL]
     control = [r for r in groups if r.group == CONTROL]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from hashing.evaluation.digest import Digest
 from helpers import figure_style, printable
@@ -99,8 +100,6 @@ def plot_times(digest: Digest, folder: Path) -> list[Path]:
 
 def _gallery(rows: pd.DataFrame, value: str, title: str, folder: Path, name: str
              ) -> list[Path]:
-    from PIL import Image
-
     fig, axes = new_figure(1, max(len(rows), 1), figsize=(2.2 * max(len(rows), 1), 2.6),
                              squeeze=False)
     for ax, (_, row) in zip(axes.flat, rows.iterrows(), strict=False):

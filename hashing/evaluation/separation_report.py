@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from extractor.reduce import explained_variance, fit_reducer, with_quantizer
 from hashing.evaluation.separation import (
     DEFAULT_FPRS,
     DEFAULT_MAX_PAIRS,
@@ -201,6 +200,9 @@ def _reduced_variants(algorithm: Any, originals: Any, copies: Any, fit_on: Any |
                     "non-negative vectors)", label)
         params["distance"] = "cosine"
     metric = params.get("distance", "cosine")
+    # the reducers (and torch): on use, so that `import hashing` imports nothing of extractor
+    from extractor.reduce import explained_variance, fit_reducer, with_quantizer
+
     fit_on = fit_on if fit_on is not None else originals
     ratio = explained_variance(fit_on.values)
     report.curves[label] = ratio / ratio.sum() if ratio.sum() > 0 else ratio

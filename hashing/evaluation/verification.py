@@ -205,7 +205,7 @@ def make_pairs(records: Sequence[Any], attacks: Sequence[Any], method: Any = Non
     """
     # reason: the attack generator loads only when pairs are made, not with `import hashing`
     from generator import AttackedImage
-    from generator.pipeline import attacked_record
+    from generator.pipeline import attacked_record  # the generator: on use
 
     records = list(records)
     _check_pair_settings(len(records), attacks, method, negatives, hard)

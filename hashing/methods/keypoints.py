@@ -55,7 +55,7 @@ def _safely(compute: Callable[[np.ndarray], np.ndarray | None], name: str,
             array: np.ndarray) -> np.ndarray | None:
     """Descriptors of one image; ``None`` (no keypoint) where OpenCV cannot look at it at all
     (ORB's pyramid fails on an image one pixel wide or high), logged with its size."""
-    import cv2
+    import cv2  # OpenCV: only for keypoints
 
     try:
         return compute(array)
@@ -77,7 +77,7 @@ def _own_keypoints(name: str, batch: GrayBatch, n_features: int, cutoff: int, no
 def _fast_then(name: str, batch: GrayBatch, n_features: int, cutoff: int, norm: str,
                make_extractor: Callable[[], object]) -> LocalDescriptors:
     """FAST keypoints as ORB's detector ranks them, described by another extractor."""
-    import cv2
+    import cv2  # OpenCV: only for keypoints
 
     _check(name, n_features, cutoff, norm)
     detector, extractor = cv2.ORB_create(nfeatures=n_features), make_extractor()
@@ -98,7 +98,7 @@ def orb(batch: GrayBatch, n_features: int = 20, cutoff: int = 1,
     image (OpenCV's ``ORB_create(nfeatures=n_features).detectAndCompute``).
 
     ``cutoff`` is the matching rule (see `LocalDescriptors`); ``norm`` is ``hamming``."""
-    import cv2
+    import cv2  # OpenCV: only for keypoints
 
     return _own_keypoints("orb", batch, n_features, cutoff, norm, cv2.ORB_create)
 
@@ -109,7 +109,7 @@ def sift(batch: GrayBatch, n_features: int = 20, cutoff: int = 1,
     """SIFT: up to ``n_features`` keypoints (a keypoint with several orientations gives
     several descriptors), 128-d descriptors (OpenCV's ``SIFT_create``); ``norm`` ``l2``
     (the study's) or ``l1``."""
-    import cv2
+    import cv2  # OpenCV: only for keypoints
 
     return _own_keypoints("sift", batch, n_features, cutoff, norm, cv2.SIFT_create)
 
@@ -120,7 +120,7 @@ def daisy(batch: GrayBatch, n_features: int = 20, cutoff: int = 1,
     """FAST + DAISY: ORB's FAST keypoints (up to ``n_features``), 200-d DAISY descriptors
     (OpenCV contrib's ``xfeatures2d.DAISY_create``); ``norm`` ``l2`` (the study's) or
     ``l1``."""
-    import cv2
+    import cv2  # OpenCV: only for keypoints
 
     return _fast_then("daisy", batch, n_features, cutoff, norm, cv2.xfeatures2d.DAISY_create)
 
@@ -131,6 +131,6 @@ def latch(batch: GrayBatch, n_features: int = 20, cutoff: int = 1,
     """FAST + LATCH: ORB's FAST keypoints (up to ``n_features``; LATCH drops those too close
     to the border), 256-bit LATCH descriptors (OpenCV contrib's ``xfeatures2d.LATCH_create``);
     ``norm`` is ``hamming``."""
-    import cv2
+    import cv2  # OpenCV: only for keypoints
 
     return _fast_then("latch", batch, n_features, cutoff, norm, cv2.xfeatures2d.LATCH_create)

@@ -120,14 +120,14 @@ def model_label(name: str, params: dict[str, Any]) -> str:
     """The name of the model an algorithm runs (what its feature store and its reducers are
     named by): `extractor.model_name` of its model parameters and weights file, without the
     algorithm's own (``distance``, ``bits``, ``seed``, ``batch_size``, ``device``, ``reduce``)."""
-    from extractor import model_name
+    from extractor import model_name  # extractor: on use (no torch on import)
 
     return model_name(name, params, params.get("weights"))
 
 
 def algorithm_model_label(algorithm: Any) -> str | None:
     """`model_label` of a neural `Algorithm`; None for other algorithms."""
-    from extractor import list_models
+    from extractor import list_models  # extractor: on use (no torch on import)
 
     if algorithm.name not in list_models():
         return None
@@ -155,14 +155,14 @@ def resolve_reduce_param(name: str, params: dict[str, Any]) -> dict[str, Any]:
                          f"{reduce!r}")
     if params.get("distance") == "jensenshannon":
         raise ValueError(JS_REDUCE_ERROR)
-    from extractor import model_spec
+    from extractor import model_spec  # extractor: on use (no torch on import)
 
     label = model_label(name, params)
     reducer = loaded_reducer(reduce, label)
     if reducer.input_dim != model_spec(name).dim:
         raise ValueError(f"reducer {reduce} takes {reducer.input_dim}-d features; {name} gives "
                          f"{model_spec(name).dim}-d")
-    from extractor.reduce import resolve_reducer
+    from extractor.reduce import resolve_reducer  # extractor: on use (no torch on import)
 
     return {**params, "reduce": str(resolve_reducer(reduce, label))}
 

@@ -22,6 +22,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+from PIL import Image
 
 _PRECISION_BITS = 32 - 8 - 2
 _ONE = float(1 << _PRECISION_BITS)
@@ -97,8 +98,6 @@ def pass_order(height: int, width: int, w: int, h: int) -> bool | None:
 
     Decided on a random probe image: the order whose result equals Pillow's, if exactly one does.
     """
-    from PIL import Image
-
     rng = np.random.default_rng(height * 100003 + width)
     probe = rng.integers(0, 256, (height, width), dtype=np.uint8)
     expected = np.asarray(Image.fromarray(probe).resize((w, h), Image.Resampling.LANCZOS))
@@ -121,8 +120,6 @@ def resize_stack(stack: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     -------
     numpy.ndarray, shape (n, height, width), uint8
     """
-    from PIL import Image
-
     n, height, width = stack.shape
     order = pass_order(height, width, *size)
     if order is None:
