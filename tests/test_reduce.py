@@ -327,8 +327,8 @@ def test_fit_reducer_takes_the_folder_lock_and_refuses_what_is_not_its_own(tmp_p
 
 
 def test_fit_reducer_refuses_a_store_of_binary_codes(tmp_path, capsys):
-    from hashing import describe
     from extractor.store import save_descriptors
+    from hashing import describe
     from tests.conftest import load_script
 
     features = tmp_path / "features"
