@@ -11,14 +11,18 @@ from data_retrieval.datasets import (
     DatasetInfo,
     DatasetNotFoundError,
     data_root,
-    dataset_info,
     dataset_spec,
-    get_dataset,
     list_datasets,
     load_dataset,
     load_images,
     register_dataset,
     sample_files,
+)
+from data_retrieval.datasets import (
+    dataset_info as dataset_info,  # deprecated (warns); not in __all__
+)
+from data_retrieval.datasets import (
+    get_dataset as get_dataset,  # deprecated (warns); not in __all__
 )
 from data_retrieval.items import as_record, load_item, loadable
 from data_retrieval.listing import IMAGE_EXTENSIONS, BadImage, list_images
@@ -51,9 +55,7 @@ __all__ = [
     "ImageRecord",
     "MemeSplit",
     "data_root",
-    "dataset_info",
     "dataset_spec",
-    "get_dataset",
     "download_bsds500",
     "extract_bsds500",
     "list_datasets",

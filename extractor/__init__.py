@@ -23,7 +23,7 @@ from typing import Any
 
 _STORE = ("FeatureStore", "extract_to_store", "load_descriptors", "load_store", "save_descriptors",
           "save_store", "store_paths")
-_EXTRACT = ("FEATURE_METRICS", "extract")
+_EXTRACT = ("extract",)
 _MODELS = ("FINETUNE_FORMAT", "FeatureModel", "ModelSpec", "OnnxFeatureModel",
            "TorchFeatureModel", "WeightsNotFoundError", "custom_model", "get_model",
            "imagenet_transform", "list_models", "model_spec", "read_finetuned", "register_model",

@@ -26,10 +26,12 @@ from generator.registry import (
     default_attacks,
     families,
     get_attack,
-    get_family,
     list_attacks,
     parse_attack_id,
     register_attack,
+)
+from generator.registry import (
+    get_family as get_family,  # deprecated (warns); not in __all__
 )
 from generator.text import default_font_path
 
@@ -50,7 +52,6 @@ __all__ = [
     "default_font_path",
     "families",
     "get_attack",
-    "get_family",
     "iter_attacks",
     "list_attacks",
     "load_attack_config",
