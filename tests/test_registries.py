@@ -119,11 +119,17 @@ def test_folder_paths_are_a_family_of_dataset_names(tmp_path):
         load_dataset(f"folder:{tmp_path}")
 
 
+def _scratch_copy(monkeypatch, module, name: str) -> None:
+    """Replace ``module.<name>`` by a copy for the test, so what it registers goes away."""
+    original = getattr(module, name)
+    registry: Registry = Registry(original.kind)
+    for key, entry in original.items():
+        registry.add(key, entry)
+    monkeypatch.setattr(module, name, registry)
+
+
 def test_a_cluster_method_is_one_decorated_function(monkeypatch):
-    registry: Registry = Registry("clustering method")
-    for name, entry in methods.CLUSTER_METHODS.items():
-        registry.add(name, entry)
-    monkeypatch.setattr(methods, "CLUSTER_METHODS", registry)
+    _scratch_copy(monkeypatch, methods, "CLUSTER_METHODS")
 
     @methods.register_cluster_method("halves")
     def halves(points, parts: int = 2, *, device, max_memory, show_progress, notes):
@@ -138,10 +144,7 @@ def test_a_cluster_method_is_one_decorated_function(monkeypatch):
 
 
 def test_a_reducer_kind_is_one_decorated_function(monkeypatch):
-    registry: Registry = Registry("reducer kind")
-    for name, entry in reduce.REDUCERS.items():
-        registry.add(name, entry)
-    monkeypatch.setattr(reduce, "REDUCERS", registry)
+    _scratch_copy(monkeypatch, reduce, "REDUCERS")
 
     @reduce.register_reducer("first")
     def first(values, spec, **options):  # the first d coordinates

@@ -342,34 +342,9 @@ def pairwise(
     max_block_elements: int = DEFAULT_BLOCK_ELEMENTS,
     n_bits: int | None = None,
 ) -> np.ndarray:
-    """Distance matrix between every query and every database item.
-
-    Parameters
-    ----------
-    queries : array-like (Q, D), BinaryCodes or FloatFeatures
-        Float vectors, or packed ``uint8`` codes for ``hamming``; descriptor objects bring
-        their own metric and bit count.
-    database : same kind as ``queries``, N items; or an iterable of such blocks
-        Read block by block: a memory-mapped store is never copied whole.
-    metric : {"hamming", "cosine", "jensenshannon", "l1", "l2"}, optional
-        See the module docstring; needed for arrays only.
-    device : str
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
-    max_block_elements : int
-        Bound on the values held by one intermediate array.
-    n_bits : int, optional
-        True length of packed ``hamming`` codes (default: 8 x the packed width).
-
-    Returns
-    -------
-    numpy.ndarray, shape (Q, N), float32
-
-    Raises
-    ------
-    ValueError
-        Unknown metric, mismatched dimensions, wrong dtype, negative or zero-sum vectors for
-        ``jensenshannon`` (the message gives the row).
-    """
+    """Distance matrix between every query and every database item, for dense descriptors
+    (arrays, `BinaryCodes`, `FloatFeatures`): the part of `hashing.distances.pairwise` (see
+    there for the parameters, returns and errors) that every matching rule builds on."""
     import torch  # torch: only when computing
 
     chunks = _query_chunks(queries, database, metric, max_block_elements)
@@ -412,27 +387,9 @@ def nearest(
     max_block_elements: int = DEFAULT_BLOCK_ELEMENTS,
     n_bits: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest database items of every query, blockwise over both sets.
-
-    The database may be an array, a descriptor object, a memory-mapped store, or any
-    iterable of blocks of them (faiss.contrib's exhaustive search over a stream): it is read
-    block by block and only the running ``k`` best of each query are kept, so memory stays
-    flat whatever its size.
-
-    Parameters
-    ----------
-    queries, database, metric, device, max_block_elements, n_bits
-        As in :func:`pairwise`.
-    k : int
-        Neighbours per query (at most the database size).
-
-    Returns
-    -------
-    distances : numpy.ndarray, shape (Q, k), float32
-        Ascending per row.
-    indices : numpy.ndarray, shape (Q, k), int64
-        Database rows (counted across blocks). Ties go to the lowest row.
-    """
+    """The ``k`` nearest database items of every query, blockwise over both sets, for dense
+    descriptors: the part of `hashing.distances.nearest` (see there) that reads the database
+    block by block and keeps only the running ``k`` best of each query."""
     import torch  # torch: only when computing
 
     if k < 1:
