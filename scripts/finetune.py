@@ -57,6 +57,15 @@ SCRIPT = "finetune"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    _model_and_data_arguments(parser)
+    _training_arguments(parser)
+    add_output_arguments(parser, "Results/<name> (default: ft_<model>)", resume=True,
+                         resume_help="continue the run in the folder from its newest "
+                                     "checkpoint")
+    return parser.parse_args(argv)
+
+
+def _model_and_data_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="efficientnet_lite0",
                        help="a torch model of the extractor registry (default: "
@@ -86,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--val-subset", default=None, help="subset of --val-data, e.g. val")
     data.add_argument("--val-fraction", type=real(0, 1), default=0.1,
                       help="originals held out for the validation loss (default: 0.1)")
+
+
+def _training_arguments(parser: argparse.ArgumentParser) -> None:
     views = parser.add_argument_group("views")
     views.add_argument("--views", default="simclr", choices=VIEW_KINDS,
                        help="simclr: SimCLR's augmentations; attacks: the attack generator's "
@@ -131,10 +143,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     run.add_argument("--checkpoint-every", type=integer(0, MAX_COUNT), default=0,
                      help="also checkpoint every N optimiser steps (the newest kept)")
-    add_output_arguments(parser, "Results/<name> (default: ft_<model>)", resume=True,
-                         resume_help="continue the run in the folder from its newest "
-                                     "checkpoint")
-    return parser.parse_args(argv)
 
 
 def config_from(args: argparse.Namespace) -> FinetuneConfig:
