@@ -62,3 +62,15 @@ def test_every_import_inside_a_function_says_why():
         if "#" not in here and not above.startswith("#"):
             silent.append(f"{path.relative_to(REPO)}:{node.lineno}: {lines[node.lineno - 1]}")
     assert not silent, "imports inside functions without a reason:\n" + "\n".join(silent)
+
+
+def test_every_sub_package_is_installed():
+    """A wheel holds only the packages pyproject.toml lists: a sub-package left out (hashing's
+    three roles) would import from a clone and fail from an install."""
+    listed = set(CONFIG["tool"]["setuptools"]["packages"])
+    found = {str(init.parent.relative_to(REPO)).replace("/", ".")
+             for package in PACKAGES for init in (REPO / package).rglob("__init__.py")}
+    assert found == listed
+    kernels = {str(c.parent.relative_to(REPO)).replace("/", ".")
+               for c in REPO.glob("*/**/*.c")}
+    assert kernels <= set(CONFIG["tool"]["setuptools"]["package-data"])
