@@ -72,5 +72,5 @@ def test_every_sub_package_is_installed():
              for package in PACKAGES for init in (REPO / package).rglob("__init__.py")}
     assert found == listed
     kernels = {str(c.parent.relative_to(REPO)).replace("/", ".")
-               for c in REPO.glob("*/**/*.c")}
+               for package in PACKAGES for c in (REPO / package).rglob("*.c")}
     assert kernels <= set(CONFIG["tool"]["setuptools"]["package-data"])
