@@ -34,7 +34,7 @@ from extractor.reduce import Reducer, ReducerSpec
 from extractor.reducer_nets import ReducerNet, check_network_fits, network_state
 from finetuning.loop import LoopResult, TrainingLog, latest_checkpoint, run_loop
 from finetuning.losses import HEAD_LOSSES
-from finetuning.optim import OPTIMIZERS, build_optimizer, warmup_cosine
+from finetuning.optim import OPTIMIZER_BUILDERS, build_optimizer, warmup_cosine
 from helpers import get_logger, resolve_device, save_torch, unknown_name
 from helpers.seeding import derive_seed
 
@@ -102,8 +102,7 @@ class HeadConfig:
         HEAD_LOSSES.get(self.loss)  # an unknown name raises the registry's error
         if self.miner not in MINERS:
             raise ValueError(unknown_name("miner", self.miner, MINERS))
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(unknown_name("optimizer", self.optimizer, OPTIMIZERS))
+        OPTIMIZER_BUILDERS.get(self.optimizer)  # an unknown name raises the registry's error
         if not self.dims or any(int(d) < 1 for d in self.dims):
             raise ValueError(f"dims must be positive widths, got {self.dims}")
         for name in ("epochs", "batch_size", "per_source"):

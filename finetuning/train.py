@@ -28,7 +28,7 @@ from finetuning.loop import (
     mean_over_processes,
     run_loop,
 )
-from finetuning.losses import SSCD_ENTROPY_WEIGHT, make_loss
+from finetuning.losses import LOSSES, SSCD_ENTROPY_WEIGHT, make_loss
 from finetuning.model import (
     Encoder,
     Trainable,
@@ -39,6 +39,7 @@ from finetuning.model import (
     set_rng_state,
 )
 from finetuning.optim import (
+    OPTIMIZER_BUILDERS,
     SQRT_LR_BASE,
     build_optimizer,
     default_learning_rate,
@@ -122,6 +123,8 @@ class FinetuneConfig:
 
     def check(self) -> None:
         """Refuse impossible settings before any work."""
+        LOSSES.get(self.loss)  # unknown names raise the registries' one error, before any work
+        OPTIMIZER_BUILDERS.get(self.optimizer)
         if self.views not in VIEW_KINDS:
             raise ValueError(f"views must be one of {', '.join(VIEW_KINDS)}, got {self.views!r}")
         for key in ("epochs", "batch_size", "accumulate"):

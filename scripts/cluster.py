@@ -34,8 +34,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from clustering import LINKAGES, METHODS, as_points, cluster
+from clustering import LINKAGES, as_points, cluster
 from clustering.cli import add_digest_threshold_arguments, digest_threshold
+from clustering.methods import CLUSTER_METHODS
+from clustering.methods import method_params as registered_params
 from clustering.points import Points, concat_points
 from clustering.report import evaluate, write_clustering
 from extractor.store import default_features_dir
@@ -44,6 +46,7 @@ from helpers import (
     available_memory,
     experiment_run,
     get_logger,
+    parse_key_values,
     setup_logging,
 )
 from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
@@ -72,7 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="a file of image ids, one per line: cluster only these (the "
                            "study's 'clean' set is such a list)")
     how = parser.add_argument_group("method")
-    how.add_argument("--method", default="hierarchical", choices=METHODS)
+    how.add_argument("--method", default="hierarchical", choices=CLUSTER_METHODS.names(),
+                     help="a registered clustering method (default: hierarchical); one "
+                          "without flags of its own takes --param")
+    how.add_argument("--param", action="append", default=[], metavar="K=V",
+                     help="a parameter of a method this script has no flag for (repeatable; "
+                          "values as Python literals)")
     how.add_argument("--metric", default=None,
                      choices=METRICS,
                      help="default: the features' own (hamming for codes)")
@@ -135,8 +143,15 @@ def load_points(spec: str, root: Path, metric: str | None, min_rows: int = 2) ->
     return as_points(spec, metric, root, min_rows=min_rows)
 
 
+#: The methods this script has flags for (any other registered method takes --param K=V).
+FLAGGED = ("hierarchical", "kmeans", "dbscan", "hdbscan", "duplicates")
+
+
 def method_params(args: argparse.Namespace, points: Points) -> dict[str, Any]:
     """The method's parameters from the flags, with the study's defaults."""
+    if args.param and args.method in FLAGGED:
+        raise ValueError(f"--param is for methods without flags of their own; {args.method} "
+                         "takes its flags (see --help)")
     if args.method == "hierarchical":
         counts = args.n_clusters
         if counts is None and args.distance_threshold is None:
@@ -160,6 +175,13 @@ def method_params(args: argparse.Namespace, points: Points) -> dict[str, Any]:
     if args.method == "hdbscan":
         return {"min_cluster_size": args.min_cluster_size, "min_samples": args.min_samples,
                 "k": args.k, "pca": args.pca}
+    if args.method != "duplicates":  # a method registered elsewhere: its own K=V parameters
+        params = parse_key_values(args.param, f"--param of {args.method}")
+        unknown = sorted(set(params) - set(registered_params(args.method)))
+        if unknown:
+            raise ValueError(f"{args.method} has no parameter(s) {unknown}; its parameters: "
+                             f"{', '.join(registered_params(args.method)) or 'none'}")
+        return params
     from_digest = digest_threshold(args)
     threshold = [from_digest] if from_digest is not None else args.threshold
     if not threshold:

@@ -28,9 +28,10 @@ import os
 from pathlib import Path
 
 from data_retrieval.roots import data_root
-from finetuning import OPTIMIZERS, VIEW_KINDS, FinetuneConfig, train
+from finetuning import VIEW_KINDS, FinetuneConfig, train
 from finetuning.losses import LOSSES, SSCD_ENTROPY_WEIGHT
 from finetuning.model import INITS
+from finetuning.optim import OPTIMIZER_BUILDERS
 from helpers import (
     add_output_arguments,
     experiment_run,
@@ -118,7 +119,7 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
                            help="default: 0.1 for nt_xent, 0.05 for sscd")
     objective.add_argument("--entropy-weight", type=real(0, 1e6), default=SSCD_ENTROPY_WEIGHT,
                            help="sscd's entropy weight (default: 10)")
-    objective.add_argument("--optimizer", default="lars", choices=OPTIMIZERS)
+    objective.add_argument("--optimizer", default="lars", choices=OPTIMIZER_BUILDERS.names())
     objective.add_argument("--lr", type=real(0, 10, low_open=True), default=None,
                            help="peak learning rate (default: --lr-base x sqrt(global batch))")
     objective.add_argument("--lr-base", type=real(0, 10, low_open=True), default=0.005,

@@ -34,7 +34,7 @@ from data_retrieval.cli import add_data_root_argument
 from data_retrieval.roots import data_root
 from finetuning.heads import MINERS, HeadConfig, train_head
 from finetuning.losses import HEAD_LOSSES
-from finetuning.optim import OPTIMIZERS
+from finetuning.optim import OPTIMIZER_BUILDERS
 from generator.cli import add_attack_arguments, attacks_from_args
 from helpers import add_output_arguments, experiment_run, setup_logging
 from helpers.cli import MAX_COUNT, integer, real, run_script, script_main
@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     head.add_argument("--batch-size", type=integer(1, 65_536), default=defaults.batch_size)
     head.add_argument("--per-source", type=integer(2, 65_536), default=defaults.per_source,
                       help="rows of each source image in a batch (default 4)")
-    head.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    head.add_argument("--optimizer", choices=OPTIMIZER_BUILDERS.names(), default=defaults.optimizer)
     head.add_argument("--lr", type=real(0, 10, low_open=True), default=defaults.lr)
     head.add_argument("--weight-decay", type=real(0, 1), default=defaults.weight_decay)
     head.add_argument("--warmup-epochs", type=real(0, 100_000), default=defaults.warmup_epochs)

@@ -143,6 +143,31 @@ def test_a_cluster_method_is_one_decorated_function(monkeypatch):
         methods.register_cluster_method("halves")(halves)
 
 
+def test_a_registered_cluster_method_runs_from_the_script(monkeypatch, tmp_path):
+    """cluster.py offers every registered method, and one without flags of its own takes
+    --param K=V (checked against the method's parameters)."""
+    from tests.conftest import run_main
+
+    _scratch_copy(monkeypatch, methods, "CLUSTER_METHODS")
+
+    @methods.register_cluster_method("halves")
+    def halves(points, parts: int = 2, *, device, max_memory, show_progress, notes):
+        labels = np.arange(len(points)) * parts // len(points)
+        return [{"parts": parts}], [labels.astype(np.int64)], None
+
+    argv = ["--features", "sample:dhash", "--method", "halves", "--no-attributes"]
+    code, err = run_main("cluster", [*argv, "--param", "parts=3", "--output",
+                                     str(tmp_path / "run")])
+    assert code == 0, err
+    assert "halves" in (tmp_path / "run" / "clusters.json").read_text()
+    code, err = run_main("cluster", [*argv, "--param", "part=3", "--output",
+                                     str(tmp_path / "bad")])
+    assert code == 2 and "halves has no parameter(s) ['part']" in err
+    code, err = run_main("cluster", ["--features", "sample:dhash", "--param", "k=3",
+                                     "--output", str(tmp_path / "bad2")])
+    assert code == 2 and "--param is for methods without flags" in err
+
+
 def test_a_reducer_kind_is_one_decorated_function(monkeypatch):
     _scratch_copy(monkeypatch, reduce, "REDUCERS")
 
@@ -205,3 +230,20 @@ def test_fit_reducer_takes_show_progress_and_still_the_old_progress():
     old = _warns_and_returns(lambda: fit_reducer(x, "ae:2", epochs=2, progress=False),
                              "show_progress")
     np.testing.assert_array_equal(new.transform(x), old.transform(x))
+
+
+def test_configs_check_loss_and_optimizer_names_before_any_work(monkeypatch):
+    """A misspelt loss or optimiser fails when the configuration is checked (not after the
+    model is built), with the registries' one error; an optimiser registered later is
+    accepted by the heads' configuration too."""
+    from finetuning import FinetuneConfig, optim
+    from finetuning.heads import HeadConfig
+
+    with pytest.raises(ValueError, match=r"unknown loss 'ntxent' \(closest: 'nt_xent'\)"):
+        FinetuneConfig(loss="ntxent").check()
+    with pytest.raises(ValueError, match=r"unknown optimizer 'lrs' \(closest: 'lars'\)"):
+        FinetuneConfig(optimizer="lrs").check()
+    # registered for this test only (the modules hold the registry itself, not a copy)
+    monkeypatch.setitem(optim.OPTIMIZER_BUILDERS._entries, "toysgd",
+                        optim.OPTIMIZER_BUILDERS.get("sgd"))
+    HeadConfig(optimizer="toysgd").check()
