@@ -9,7 +9,7 @@ import logging
 from PIL import Image
 
 from clustering.methods import threshold_from_digest
-from hashing.methods.describe import parse_algorithm
+from hashing.methods.describing import parse_algorithm
 from helpers.cli import real
 from helpers.descriptors import BinaryCodes, LocalDescriptors, MultiCodes
 

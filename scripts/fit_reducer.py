@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         parse_reducer,
         reducers_dir,
     )
-    from hashing.evaluation.separation import plot_explained_variance
+    from hashing.evaluation.separation_analysis import plot_explained_variance
     from helpers import check_name, resolve_device, write_json
 
     features_dir = args.features_dir

@@ -38,7 +38,7 @@ from data_retrieval.cli import add_data_root_argument
 from extractor.reduce import parse_reducer
 from generator.cli import add_attack_arguments, attacks_from_args
 from hashing import parse_algorithm
-from hashing.evaluation.separation import DEFAULT_FPRS, DEFAULT_MAX_PAIRS
+from hashing.evaluation.separation_analysis import DEFAULT_FPRS, DEFAULT_MAX_PAIRS
 from hashing.evaluation.separation_report import run_separation_report, write_separation_report
 from helpers import add_output_arguments, experiment_run, setup_logging
 from helpers.cli import MAX_COUNT, integer, real, run_script, script_main

@@ -16,7 +16,9 @@ from hashing.evaluation.operating_points import (
     sweep,
     threshold_at_fpr,
 )
-from hashing.evaluation.separation import threshold_at_fpr as separation_threshold_at_fpr
+from hashing.evaluation.separation_analysis import (
+    unrelated_threshold_at_fpr as separation_threshold_at_fpr,
+)
 from hashing.evaluation.verification import fit_threshold
 
 

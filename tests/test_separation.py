@@ -14,15 +14,15 @@ from scipy.spatial.distance import cdist, pdist
 
 from data_retrieval import ImageRecord
 from hashing import BinaryCodes, FloatFeatures
-from hashing.evaluation.separation import (
+from hashing.evaluation.separation_analysis import (
     copy_distances,
     pair_distances,
     separation,
     separation_thresholds,
     share_table,
-    threshold_at_fpr,
     unrelated_distances,
     unrelated_pairs,
+    unrelated_threshold_at_fpr,
 )
 from tests.conftest import REPO
 
@@ -31,11 +31,11 @@ def test_threshold_at_fpr_by_hand():
     u = np.array([1, 2, 2, 2, 3, 4, 5, 6, 7, 8.0])
     # 10 pairs: FPR 0.1 accepts one pair (distance <= 1); 0.2 would accept two, but the next
     # value is a triple tie, so it stays at 1; 0.4 accepts the four up to 2; 0.5 five.
-    assert threshold_at_fpr(u, 0.1) == 1.0
-    assert threshold_at_fpr(u, 0.2) == 1.0
-    assert threshold_at_fpr(u, 0.4) == 2.0
-    assert threshold_at_fpr(u, 0.5) == 3.0
-    below = threshold_at_fpr(u, 0.05)  # not even one pair allowed
+    assert unrelated_threshold_at_fpr(u, 0.1) == 1.0
+    assert unrelated_threshold_at_fpr(u, 0.2) == 1.0
+    assert unrelated_threshold_at_fpr(u, 0.4) == 2.0
+    assert unrelated_threshold_at_fpr(u, 0.5) == 3.0
+    below = unrelated_threshold_at_fpr(u, 0.05)  # not even one pair allowed
     assert below < 1.0 and np.mean(u <= below) == 0
 
 

@@ -279,7 +279,7 @@ def test_several_methods_decode_each_image_once_and_share_the_network(sample_pat
                "efficientnet_lite0:distance='l2'"]
     alone = {m: pair_distances_of(pairs, m) for m in methods}
     loads, forwards = [], []
-    module = importlib.import_module("hashing.methods.describe")  # not hashing.describe: a function
+    module = importlib.import_module("hashing.methods.describing")
     load_item, forward = module.load_item, TorchFeatureModel.forward
     monkeypatch.setattr(module, "load_item",
                         lambda source: loads.append(source) or load_item(source))

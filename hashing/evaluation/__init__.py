@@ -19,7 +19,7 @@ from hashing.evaluation.digest import (
     write_digest,
 )
 from hashing.evaluation.operating_points import OperatingPoint, Sweep, sweep
-from hashing.evaluation.separation import separation, separation_thresholds
+from hashing.evaluation.separation_analysis import separation, separation_thresholds
 from hashing.evaluation.separation_report import SeparationReport, run_separation_report
 from hashing.evaluation.verification import (
     PairSet,

@@ -21,7 +21,7 @@ from PIL import Image
 from data_retrieval.records import ImageRecord, source_rows
 from data_retrieval.splits import CONTROL, EXPERIMENTAL, split_groups
 from hashing.distances import descriptor_distances
-from hashing.methods.describe import Algorithm, concat_descriptors, describe_all
+from hashing.methods.describing import Algorithm, concat_descriptors, describe_all
 from helpers import ImageLoadError, load_image, progress
 
 logger = logging.getLogger(__name__)

@@ -2,12 +2,13 @@
 of ``scripts/separation_report.py``).
 
 The originals and their attacked copies (made on the fly, never written) are described by every
-method once (`hashing.evaluation.separation.describe_originals_and_copies`). Every method that
-gives float features (a model) is also reduced by every reducer spec (PCA, whitened PCA, random
-projection, autoencoders: `extractor.reduce`), fitted on the originals' features or on other
-records, and optionally quantised to bytes. Each method and variant then gets its
-`hashing.evaluation.separation.separation`: unrelated distances, T1, T2, the thresholds at the
-target false positive rates, and the share of copies above each per attack.
+method once (`hashing.evaluation.separation_analysis.describe_originals_and_copies`). Every
+method that gives float features (a model) is also reduced by every reducer spec (PCA,
+whitened PCA, random projection, autoencoders: `extractor.reduce`), fitted on the originals'
+features or on other records, and optionally quantised to bytes. Each method and variant then
+gets its `hashing.evaluation.separation_analysis.separation`: unrelated distances, T1, T2,
+the thresholds at the target false positive rates, and the share of copies above each per
+attack.
 
 `run_separation_report` returns a `SeparationReport` (and saves the fitted reducers, which
 must exist as files for their variants to be named by them); `write_separation_report` writes
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hashing.evaluation.separation import (
+from hashing.evaluation.separation_analysis import (
     DEFAULT_FPRS,
     DEFAULT_MAX_PAIRS,
     describe_originals_and_copies,
@@ -38,7 +39,7 @@ from hashing.evaluation.separation import (
     separation_frame,
     share_pivot,
 )
-from hashing.methods.describe import describe, get_algorithm
+from hashing.methods.describing import describe, get_algorithm
 from hashing.methods.neural import algorithm_model_label
 from helpers import write_csv, write_json
 from helpers.descriptors import FloatFeatures

@@ -38,8 +38,8 @@ from data_retrieval import ImageRecord
 from data_retrieval.items import as_record
 from hashing.distances import nearest
 from hashing.evaluation.operating_points import sweep
-from hashing.evaluation.separation import pair_distances
-from hashing.methods.describe import describe, describe_all, parse_algorithm
+from hashing.evaluation.separation_analysis import pair_distances
+from hashing.methods.describing import describe, describe_all, parse_algorithm
 from helpers import (
     ImageLoadError,
     figure_style,

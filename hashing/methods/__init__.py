@@ -8,7 +8,7 @@ methods join through the extractor's model registry on first request (no torch o
 from hashing.methods import classical as _classical  # noqa: F401  (registers the hashes)
 from hashing.methods import keypoints as _keypoints  # noqa: F401  (registers orb, sift, ...)
 from hashing.methods import neural as _neural  # noqa: F401  (registers the model provider)
-from hashing.methods.describe import (
+from hashing.methods.describing import (
     Algorithm,
     concat_descriptors,
     describe,

@@ -2,7 +2,7 @@
 neural models), each registered with one decorated function.
 
 ``register_algorithm("phash")`` adds ``f(batch, **params) -> descriptors``; the models of the
-extractor join through `register_provider`, asked on first request. `hashing.methods.describe`
+extractor join through `register_provider`, asked on first request. `hashing.methods.describing`
 turns a name and parameters into an `Algorithm` and describes images with it.
 """
 

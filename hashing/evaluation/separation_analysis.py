@@ -30,7 +30,7 @@ import pandas as pd
 from data_retrieval import source_rows
 from hashing.distances import pairwise
 from hashing.evaluation.operating_points import sweep
-from hashing.methods.describe import concat_descriptors, describe_all
+from hashing.methods.describing import concat_descriptors, describe_all
 from helpers import figure_style, new_figure, save_figure
 from helpers.descriptors import FloatFeatures
 
@@ -120,7 +120,7 @@ def unrelated_distances(originals: Any, max_pairs: int = DEFAULT_MAX_PAIRS, seed
     return out, True
 
 
-def threshold_at_fpr(unrelated: np.ndarray, fpr: float) -> float:
+def unrelated_threshold_at_fpr(unrelated: np.ndarray, fpr: float) -> float:
     """The threshold at false positive rate ``fpr`` of unrelated distances (every pair a
     negative): the largest unrelated distance t with share(unrelated <= t) <= ``fpr``, a tie
     never split (`hashing.evaluation.operating_points.Sweep.at_fpr`). ``-inf`` when even one
@@ -148,7 +148,7 @@ class Thresholds:
     fpr_t1, fpr_t2 : float
         Share of unrelated pairs at or below T1 and T2 (what they let through).
     at_fpr : dict
-        ``{fpr: threshold}`` (`threshold_at_fpr`; ``-inf`` where no pair may be accepted).
+        ``{fpr: threshold}`` (`unrelated_threshold_at_fpr`; ``-inf`` where no pair may be accepted).
     reliable : dict
         ``{fpr: bool}``: at least `MIN_TAIL` unrelated pairs at or below the threshold's
         target count (``fpr x pairs >= MIN_TAIL``).
@@ -193,7 +193,7 @@ def separation_thresholds(unrelated: np.ndarray, fprs: Sequence[float] = DEFAULT
             raise ValueError(f"false positive rates must be in (0, 1), got {f}")
     mu, sigma = float(u.mean()), float(u.std())
     t1, t2 = mu - 2 * sigma, mu - sigma
-    at = {float(f): threshold_at_fpr(u, f) for f in fprs}
+    at = {float(f): unrelated_threshold_at_fpr(u, f) for f in fprs}
     reliable = {float(f): bool(f * len(u) >= min_tail) for f in fprs}
     unreliable = [f for f, ok in reliable.items() if not ok]
     if unreliable:
