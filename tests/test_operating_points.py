@@ -139,3 +139,23 @@ def test_every_user_gives_the_same_threshold_at_a_false_positive_rate():
         assert not len(above) or np.mean(negatives <= above.min()) > max_fpr
     assert fit_threshold(d, y) == sweep(d, y).best_f1().threshold
     assert fit_threshold(d, y, "precision", 0.9) == sweep(d, y).at_precision(0.9).threshold
+
+
+def test_a_digest_gives_back_the_thresholds_the_sweep_made(tmp_path):
+    """JSON has no infinity: the digest stores null, and loading it gives back -inf for the
+    curve's first point (nothing accepted) and +inf for infinite distances, so the threshold
+    at an FPR is the same number before and after the round trip."""
+    import pandas as pd
+
+    from hashing.evaluation.digest import _curve, _roc_frame
+    from hashing.evaluation.operating_points import sweep, threshold_at_fpr
+
+    curve = sweep(np.array([0.1, 0.3, np.inf, 0.2]),
+                  np.array([False, True, True, False])).roc()
+    back = _roc_frame(_curve(curve), algorithm="a")
+    assert isinstance(back, pd.DataFrame)
+    np.testing.assert_array_equal(back["threshold"].to_numpy(), curve["thresholds"])
+    for fpr in (0.0, 0.5, 1.0):
+        assert threshold_at_fpr({"fpr": back["fpr"].to_numpy(),
+                                 "thresholds": back["threshold"].to_numpy()}, fpr) == \
+            threshold_at_fpr(curve, fpr)

@@ -292,8 +292,13 @@ class Digest:
 
 
 def _roc_frame(curves: dict[str, Any], **keys: str) -> pd.DataFrame:
+    """A stored ROC curve as a frame, its thresholds as the sweep made them: JSON has no
+    infinity, so the file holds null where the curve holds -inf (its first point: nothing
+    accepted) or +inf (a later point: infinite distances accepted too)."""
+    thresholds = [(-np.inf if i == 0 else np.inf) if t is None else t
+                  for i, t in enumerate(curves["thresholds"])]
     return pd.DataFrame({"fpr": curves["fpr"], "tpr": curves["tpr"],
-                         "threshold": curves["thresholds"], **keys})
+                         "threshold": np.asarray(thresholds, dtype=np.float64), **keys})
 
 
 def _tags(paths: list[Path]) -> list[str]:
