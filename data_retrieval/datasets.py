@@ -11,6 +11,7 @@ names the closest. ``get_dataset`` and ``dataset_info`` are the deprecated names
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import warnings
@@ -64,6 +65,8 @@ class DatasetInfo:
     description: str
     how_to_get: str
     subsets: tuple[str, ...] = ()
+    #: ``lister(root, subset, check) -> Dataset``; default: every image of ``root/folder``
+    #: (of ``root/folder/subset`` for a subset), listed and checked as ``folder:<path>`` is.
     lister: Callable[[Path, str | None, bool], Dataset] | None = None
     downloader: Callable[..., Path] | None = None
 
@@ -366,10 +369,9 @@ def load_dataset(
         The dataset is not on disk; the message says where it looked and how to get it.
     """
     info = dataset_spec(name)
-    if info.lister is None:
-        raise ValueError(f"dataset {name!r} has no lister: register it with "
-                         "DatasetInfo(..., lister=...)")
-    dataset = info.lister(data_root(data_root_dir), subset, check)
+    # without a lister of its own, a dataset is the images of its folder (and subset folders)
+    lister = info.lister or _folder_lister(info.name)
+    dataset = lister(data_root(data_root_dir), subset, check)
     if limit is not None:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
@@ -393,7 +395,9 @@ def load_images(
         return load_dataset(spec, data_root_dir, check=check)
     if path.is_dir():
         return load_dataset(f"folder:{path}", check=check)
+    close = difflib.get_close_matches(spec, list_datasets(), n=1, cutoff=0.6)
+    hint = f" (closest: {close[0]!r})" if close else ""
     raise ValueError(
-        f"{spec!r} is neither a dataset name ({', '.join(list_datasets())}), "
+        f"{spec!r}{hint} is neither a dataset name ({', '.join(list_datasets())}), "
         "folder:<path>, an existing folder, nor a manifest .csv"
     )

@@ -14,6 +14,7 @@ deprecated name of ``attack_spec``.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import re
@@ -398,7 +399,10 @@ def parse_attack_id(attack_id: str, **options: Any) -> AnyAttack:
     examples = ", ".join(
         f.id_format.replace("{", "<").replace("}", ">") for f in families().values()
     )
-    raise ValueError(f"unknown attack id {text!r}; ids look like: {examples}")
+    known = [*families(), *(a.id for a in default_attacks())]
+    close = difflib.get_close_matches(text, known, n=1, cutoff=0.6)
+    hint = f" (closest: {close[0]!r})" if close else ""
+    raise ValueError(f"unknown attack id {text!r}{hint}; ids look like: {examples}")
 
 
 def get_attack(name: str, *args: Any, **params: Any) -> AnyAttack:

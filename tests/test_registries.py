@@ -247,3 +247,30 @@ def test_configs_check_loss_and_optimizer_names_before_any_work(monkeypatch):
     monkeypatch.setitem(optim.OPTIMIZER_BUILDERS._entries, "toysgd",
                         optim.OPTIMIZER_BUILDERS.get("sgd"))
     HeadConfig(optimizer="toysgd").check()
+
+
+def test_misspelt_attack_ids_and_dataset_specs_name_the_closest():
+    """The one unknown-name rule holds where a name arrives as a whole id or spec too."""
+    from data_retrieval import load_images
+    from generator import get_attack
+
+    with pytest.raises(ValueError, match=r"'jpg_compresion_50' \(closest: 'jpg_compression_50'\)"):
+        get_attack("jpg_compresion_50")
+    with pytest.raises(ValueError, match=r"'bsd500' \(closest: 'bsds500'\)"):
+        load_images("bsd500")
+
+
+def test_a_dataset_without_a_lister_is_the_images_of_its_folder(monkeypatch, tmp_path):
+    from PIL import Image
+
+    from data_retrieval import datasets
+    from data_retrieval.datasets import DatasetInfo, register_dataset
+
+    _scratch_copy(monkeypatch, datasets, "DATASETS")
+    (tmp_path / "toys").mkdir()
+    for name in ("a", "b"):
+        Image.new("RGB", (8, 8), name == "a" and "red" or "blue").save(tmp_path / "toys" /
+                                                                        f"{name}.png")
+    register_dataset(DatasetInfo("toys", "toys", "two squares", "make them"))
+    dataset = load_dataset("toys", data_root_dir=tmp_path)
+    assert sorted(r.image_id for r in dataset.records) == ["a", "b"]
