@@ -518,8 +518,6 @@ REDUCERS.add("head", ReducerKind(None, network=True, several_widths=True,
                                  fitted_by="trained on pairs or triplets: "
                                            "scripts/train_verifier.py"))
 
-#: The registered kinds' names (`REDUCERS` is the registry).
-KINDS = tuple(REDUCERS.names())
 
 
 def fit_reducer(
@@ -570,6 +568,8 @@ def fit_reducer(
         A bad spec, too few rows, an output width above the input's, non-finite features.
     """
     if progress is not None:
+        if show_progress is not None:
+            raise ValueError("give show_progress= only (progress= is its deprecated name)")
         warnings.warn("fit_reducer(progress=) is deprecated: use show_progress=",
                       DeprecationWarning, stacklevel=2)
         show_progress = None if progress else False

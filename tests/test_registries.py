@@ -274,3 +274,23 @@ def test_a_dataset_without_a_lister_is_the_images_of_its_folder(monkeypatch, tmp
     register_dataset(DatasetInfo("toys", "toys", "two squares", "make them"))
     dataset = load_dataset("toys", data_root_dir=tmp_path)
     assert sorted(r.image_id for r in dataset.records) == ["a", "b"]
+
+
+def test_an_algorithm_returning_a_plain_array_is_told_what_to_return(monkeypatch):
+    from PIL import Image
+
+    from hashing.methods.registry import ALGORITHMS, AlgorithmEntry
+
+    monkeypatch.setitem(ALGORITHMS._entries, "rawbits",
+                        AlgorithmEntry(lambda batch: np.zeros((len(batch), 8), np.uint8)))
+    with pytest.raises(TypeError, match="returned a ndarray; an algorithm returns BinaryCodes"):
+        hashing.get_algorithm("rawbits").describe([Image.new("RGB", (8, 8))])
+
+
+def test_clear_caches_frees_the_resize_matrices_too():
+    from hashing.methods.resize import lanczos_matrix
+
+    lanczos_matrix(64, 8)
+    assert lanczos_matrix.cache_info().currsize > 0
+    hashing.clear_caches()
+    assert lanczos_matrix.cache_info().currsize == 0

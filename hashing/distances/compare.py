@@ -56,7 +56,7 @@ def pairwise(
         Float vectors, or packed ``uint8`` codes for ``hamming``; descriptor objects bring
         their own metric and bit count (multi-codes and local descriptors their matching
         rule).
-    database : same kind as ``queries``, N items; or an iterable of such blocks
+    database : same kind as ``queries``, N items; or (dense kinds) an iterable of such blocks
         Read block by block: a memory-mapped store is never copied whole.
     metric : {"hamming", "cosine", "jensenshannon", "l1", "l2"}, optional
         See `hashing.distances.dense`; needed for arrays only.

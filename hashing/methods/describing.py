@@ -41,6 +41,7 @@ from helpers import (
     parse_key_values,
     progress,
 )
+from helpers.descriptors import BinaryCodes, FloatFeatures, LocalDescriptors, MultiCodes
 
 logger = get_logger(__name__)
 
@@ -76,7 +77,11 @@ class Algorithm:
         else:
             batch = images if isinstance(images, GrayBatch) else GrayBatch(images)
         out = ALGORITHMS.get(self.name).function(batch, **dict(self.params))
-        return out.with_identity(method=self.label) if hasattr(out, "with_identity") else out
+        if not isinstance(out, BinaryCodes | MultiCodes | FloatFeatures | LocalDescriptors):
+            raise TypeError(f"algorithm {self.name!r} returned a {type(out).__name__}; an "
+                            "algorithm returns BinaryCodes, MultiCodes, FloatFeatures or "
+                            "LocalDescriptors (e.g. BinaryCodes.from_bits(bits))")
+        return out.with_identity(method=self.label)
 
 
 def get_algorithm(name: str, **params: Any) -> Algorithm:
@@ -120,13 +125,10 @@ def parse_algorithm(spec: str | Algorithm) -> Algorithm:
 
 
 def concat_descriptors(parts: Sequence[Any]) -> Any:
-    """Descriptors of consecutive batches joined in order (codes, multi-codes or arrays)."""
+    """Descriptors of consecutive batches joined in order (of one kind)."""
     if not len(parts):
         raise ValueError("no descriptors to join (an empty list of batches)")
-    first = parts[0]
-    if hasattr(first, "concat"):
-        return type(first).concat(list(parts))
-    return np.concatenate(parts)
+    return type(parts[0]).concat(list(parts))
 
 
 def _describe_images(
