@@ -76,10 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+",
                         default=["quality", "scale", "edges", "imagededup"],
-                        choices=["quality", "scale", "edges", "imagededup"])
+                        choices=["quality", "scale", "edges", "imagededup"],
+                        help="which measurements to run (default: %(default)s)")
     parser.add_argument("--features", nargs="*", default=[], metavar="STORE",
                         help="ground-truth stores of the quality part")
-    parser.add_argument("--features-dir", default=None)
+    parser.add_argument("--features-dir", default=None,
+                        help="feature stores' folder (default: Results/features)")
     parser.add_argument("--methods", nargs="+",
                         default=["duplicates", "dbscan", "hdbscan", "kmeans",
                                  "hierarchical_average", "hierarchical_ward"],
@@ -93,15 +95,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scale-store", default=None,
                         help="take the scale part's rows from this store (default: blobs)")
     parser.add_argument("--scale-methods", nargs="+", default=list(SCALE_METHODS),
-                        choices=list(SCALE_METHODS))
+                        choices=list(SCALE_METHODS),
+                        help="methods of the scale part (default: %(default)s)")
     parser.add_argument("--scale-timeout", type=real(0, 7 * 86400, low_open=True),
                         default=1800, help="seconds a scale method may run (default: 1800)")
     parser.add_argument("--edge-count", type=integer(1, MAX_COUNT), default=2_000_000,
                         help="edges of the edges part")
     parser.add_argument("--dedup-originals", type=integer(1, MAX_COUNT), default=100,
                         help="BSDS500 originals of the imagededup part (x 58 copies)")
-    parser.add_argument("--dedup-dataset", default="bsds500")
-    parser.add_argument("--seed", type=integer(0, MAX_SEED), default=0)
+    parser.add_argument("--dedup-dataset", default="bsds500",
+                        help="photos of the duplicates part (a dataset name or folder:<path>) "
+                             "(default: %(default)s)")
+    parser.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
+                        help="seed of samples and attacked copies (default: %(default)s)")
     add_output_file_arguments(parser, "benchmarks/clustering.json", log_level="WARNING")
     parser.add_argument("--run-one", default=None, choices=list(SCALE_METHODS),
                         help=argparse.SUPPRESS)

@@ -40,8 +40,11 @@ SCRIPT = "benchmark_extraction"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--dataset", default="bsds500")
+    parser.add_argument("--model", default="efficientnet_lite0",
+                        help="extractor model to time (default: %(default)s)")
+    parser.add_argument("--dataset", default="bsds500",
+                        help="photos to extract (a dataset name or folder:<path>) (default: "
+                             "%(default)s)")
     add_data_root_argument(parser)
     parser.add_argument("--n-images", type=integer(1, 10_000), default=320,
                         help="images, decoded and transformed in memory (default: 320)")

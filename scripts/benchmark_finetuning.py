@@ -45,13 +45,19 @@ OUTPUT = "benchmarks/finetuning.json"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--model", default="efficientnet_lite0",
+                        help="extractor model to fine-tune (default: %(default)s)")
     parser.add_argument("--image-size", type=integer(32, 4096), default=None,
                         help="the model's image_size parameter (default: the model's own)")
-    parser.add_argument("--data", default="bsds500")
+    parser.add_argument("--data", default="bsds500",
+                        help="training photos (a dataset name or folder:<path>) (default: "
+                             "%(default)s)")
     parser.add_argument("--subset", default="train", help="dataset subset ('none': the whole)")
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--views", default="simclr", choices=["simclr", "attacks", "mixed"])
+    parser.add_argument("--data-root", default=None,
+                        help="datasets folder (default: $DATASETS_DIR or Datasets/)")
+    parser.add_argument("--views", default="simclr", choices=["simclr", "attacks", "mixed"],
+                        help="view kind: simclr augmentations, attacks, or mixed (default: "
+                             "%(default)s)")
     parser.add_argument("--batch-size", type=integer(2, 65_536), default=32,
                         help="a contrastive batch needs 2 images or more (default: 32)")
     parser.add_argument("--steps", type=integer(1, 100_000), default=8,
@@ -60,8 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=integer(0, 1024), nargs="+", default=[0, 2],
                         help="DataLoader worker counts to time our loop with (default: 0 2; "
                              "on a 2-core CPU, workers compete with the model for the cores)")
-    parser.add_argument("--optimizer", default="lars")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--optimizer", default="lars",
+                        help="optimiser (a name of finetuning.optim.OPTIMIZER_BUILDERS) (default: "
+                             "%(default)s)")
+    parser.add_argument("--device", default="cpu",
+                        help="auto, cpu or cuda (default: %(default)s)")
     add_output_file_arguments(parser, OUTPUT, log_level="WARNING")
     return parser.parse_args(argv)
 

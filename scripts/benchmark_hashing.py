@@ -258,7 +258,9 @@ def check_sizes(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="bsds500")
+    parser.add_argument("--dataset", default="bsds500",
+                        help="photos to hash (a dataset name or folder:<path>) (default: "
+                             "%(default)s)")
     add_data_root_argument(parser)
     parser.add_argument("--n-images", type=integer(1, 10_000), default=200,
                         help="photos hashed, all decoded in memory (200)")

@@ -59,25 +59,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", default=["overhead", "memory", "scale", "quality"],
-                        choices=["overhead", "memory", "scale", "quality"])
-    parser.add_argument("--overhead-rows", type=integer(1, MAX_COUNT), default=200000)
-    parser.add_argument("--overhead-dim", type=integer(1, 65_536), default=512)
+                        choices=["overhead", "memory", "scale", "quality"],
+                        help="which measurements to run (default: %(default)s)")
+    parser.add_argument("--overhead-rows", type=integer(1, MAX_COUNT), default=200000,
+                        help="database rows of the overhead part (default: %(default)s)")
+    parser.add_argument("--overhead-dim", type=integer(1, 65_536), default=512,
+                        help="vector dimension of the overhead part (default: %(default)s)")
     parser.add_argument("--queries", type=integer(1, MAX_COUNT), default=1000, dest="n_queries",
                         help="queries of the overhead and scale parts (default: 1000)")
-    parser.add_argument("--memory-rows", type=integer(1, MAX_COUNT), default=500000)
-    parser.add_argument("--memory-dim", type=integer(1, 65_536), default=1280)
-    parser.add_argument("--scale-rows", type=integer(1, MAX_COUNT), default=1000000)
-    parser.add_argument("--scale-dim", type=integer(1, 65_536), default=512)
+    parser.add_argument("--memory-rows", type=integer(1, MAX_COUNT), default=500000,
+                        help="database rows of the memory part (default: %(default)s)")
+    parser.add_argument("--memory-dim", type=integer(1, 65_536), default=1280,
+                        help="vector dimension of the memory part (default: %(default)s)")
+    parser.add_argument("--scale-rows", type=integer(1, MAX_COUNT), default=1000000,
+                        help="database rows of the scale part (default: %(default)s)")
+    parser.add_argument("--scale-dim", type=integer(1, 65_536), default=512,
+                        help="vector dimension of the scale part (default: %(default)s)")
     parser.add_argument("--scale-indexes", nargs="+", default=["Flat", "IVF1024,Flat",
-                                                                 "HNSW32"])
+                                                                 "HNSW32"],
+                        help="Faiss factory strings of the scale part (default: %(default)s)")
     parser.add_argument("--scale-train-size", type=integer(1, MAX_COUNT), default=65536,
                         help="training points of the scale part's IVF (k-means on 2 cores "
                              "is the slow step; default: 65536)")
-    parser.add_argument("--database", nargs="+", default=None, metavar="STORE")
+    parser.add_argument("--database", nargs="+", default=None, metavar="STORE",
+                        help="database stores of the quality part (dataset/method)")
     parser.add_argument("--query-store", default=None, metavar="STORE",
                         help="queries store of the quality part")
-    parser.add_argument("--distractors", nargs="*", default=[], metavar="STORE")
-    parser.add_argument("--features-dir", default=None)
+    parser.add_argument("--distractors", nargs="*", default=[], metavar="STORE",
+                        help="distractor stores of the quality part (dataset/method; default: "
+                             "none)")
+    parser.add_argument("--features-dir", default=None,
+                        help="feature stores' folder (default: Results/features)")
     parser.add_argument("--quality-indexes", nargs="+",
                         default=["Flat", "IVF1024,Flat", "HNSW32", "IVF1024,PQ64x4fs,RFlat"],
                         help="the last default is an IVF whose lists hold 4-bit fast-scan PQ "
@@ -87,12 +99,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "search of 11,600 queries in 100k rows takes minutes)")
     parser.add_argument("--quality-params", nargs="+",
                         default=["nprobe=1,2,4,8,16,32,64,96,128", "efSearch=16,32,64,128,256",
-                                 "k_factor_rf=8"])
+                                 "k_factor_rf=8"],
+                        help="search parameters of the quality part, name=v1,v2,... (default: "
+                             "%(default)s)")
     parser.add_argument("--quality-threads", type=integer(1, 4096), default=1,
                         help="Faiss threads of the quality part (default: 1, the speed of "
                              "one core, as the README's real run)")
-    parser.add_argument("--repeats", type=integer(1, 1000), default=5)
-    parser.add_argument("--seed", type=integer(0, MAX_SEED), default=0)
+    parser.add_argument("--repeats", type=integer(1, 1000), default=5,
+                        help="timing repeats (the median is reported) (default: %(default)s)")
+    parser.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
+                        help="seed of the synthetic vectors and samples (default: %(default)s)")
     add_output_file_arguments(parser, "benchmarks/search.json", log_level="WARNING")
     return parser.parse_args(argv)
 

@@ -124,7 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="auto (GPU where faiss-gpu sees one), cpu or cuda")
     run.add_argument("--no-attributes", action="store_true",
                      help="skip diameter / dispersion / separation per cluster")
-    run.add_argument("--no-figures", action="store_true")
+    run.add_argument("--no-figures", action="store_true",
+                     help="write the tables only, no figures (default: figures)")
     run.add_argument("--galleries", type=integer(0, 1000), default=12,
                      help="clusters shown as image grids (the largest of the best setting)")
     add_output_arguments(parser, "Results/<name> (default: from the features and method)")

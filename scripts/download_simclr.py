@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true", help="list the published checkpoints")
-    parser.add_argument("--version", default="v2", choices=["v1", "v2"])
+    parser.add_argument("--version", default="v2", choices=["v1", "v2"],
+                        help="SimCLR v1 or v2 checkpoints (default: %(default)s)")
     parser.add_argument("--model", default="r50_1x_sk1",
                         help="v2: r50_1x_sk0 ... r152_3x_sk1; v1: 1x, 2x, 4x (default: "
                              "%(default)s)")

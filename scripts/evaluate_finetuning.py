@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data = parser.add_argument_group("evaluation set")
     data.add_argument("--dataset", default="bsds500", help="dataset name or folder:<path>")
     data.add_argument("--subset", default=None, help="e.g. test (bsds500)")
-    data.add_argument("--data-root", default=None)
+    data.add_argument("--data-root", default=None,
+                      help="datasets folder (default: $DATASETS_DIR or Datasets/)")
     data.add_argument("--n-experimental", type=integer(1, MAX_COUNT), default=250,
                       help="originals in the database (default: 250)")
     data.add_argument("--n-control", type=integer(0, MAX_COUNT), default=250,
@@ -59,13 +60,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--n-attacked", type=integer(0, MAX_COUNT), default=100,
                       help="images of each group that are attacked (default: 100; at most "
                            "what a group holds)")
-    data.add_argument("--split-seed", type=integer(0, MAX_SEED), default=0)
+    data.add_argument("--split-seed", type=integer(0, MAX_SEED), default=0,
+                      help="seed of the experimental/control split (default: %(default)s)")
     data.add_argument("--queries", default=None, metavar="MANIFEST",
                       help="read the queries from this manifest instead of making them")
     add_attack_arguments(parser)
     work = parser.add_argument_group("work")
-    work.add_argument("--batch-size", type=integer(1, 65_536), default=64)
-    work.add_argument("--device", default="auto")
+    work.add_argument("--batch-size", type=integer(1, 65_536), default=64,
+                      help="images per forward pass (default: %(default)s)")
+    work.add_argument("--device", default="auto",
+                      help="auto, cpu or cuda (default: %(default)s)")
     work.add_argument("--workers", type=integer(1, 1024), default=None,
                       help="processes making the attacked copies and threads describing them "
                            "(default: the usable cores)")

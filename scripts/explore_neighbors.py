@@ -50,10 +50,14 @@ MAX_K, MAX_QUERIES = 100, 200
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database", nargs="+", required=True, metavar="STORE")
-    parser.add_argument("--distractors", nargs="*", default=[], metavar="STORE")
-    parser.add_argument("--queries", required=True, metavar="STORE")
-    parser.add_argument("--features-dir", default=None)
+    parser.add_argument("--database", nargs="+", required=True, metavar="STORE",
+                        help="database stores (dataset/method)")
+    parser.add_argument("--distractors", nargs="*", default=[], metavar="STORE",
+                        help="distractor stores (dataset/method; default: none)")
+    parser.add_argument("--queries", required=True, metavar="STORE",
+                        help="query store (dataset/method)")
+    parser.add_argument("--features-dir", default=None,
+                        help="feature stores' folder (default: Results/features)")
     parser.add_argument("--images", default=None,
                         help="dataset or folder holding the originals (to remake attacked "
                              "queries and find sources by id)")

@@ -69,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto",
                         help="Faiss's device for grouping: auto, cpu or cuda (a model runs on "
                              "CUDA when present; 'sscd_distilled:device=cpu' chooses)")
-    parser.add_argument("--batch-size", type=integer(1, 65_536), default=64)
+    parser.add_argument("--batch-size", type=integer(1, 65_536), default=64,
+                        help="images described at once (default: %(default)s)")
     parser.add_argument("--galleries", type=integer(0, 1000), default=24,
                         help="groups shown as image grids in index.html")
     add_output_arguments(parser, "Results/<name> (default: duplicates_<folder>_<method>)")

@@ -119,25 +119,30 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
                            help="default: 0.1 for nt_xent, 0.05 for sscd")
     objective.add_argument("--entropy-weight", type=real(0, 1e6), default=SSCD_ENTROPY_WEIGHT,
                            help="sscd's entropy weight (default: 10)")
-    objective.add_argument("--optimizer", default="lars", choices=OPTIMIZER_BUILDERS.names())
+    objective.add_argument("--optimizer", default="lars", choices=OPTIMIZER_BUILDERS.names(),
+                           help="optimiser (default: %(default)s)")
     objective.add_argument("--lr", type=real(0, 10, low_open=True), default=None,
                            help="peak learning rate (default: --lr-base x sqrt(global batch))")
     objective.add_argument("--lr-base", type=real(0, 10, low_open=True), default=0.005,
                            help="of the square-root rule (default: 0.005)")
-    objective.add_argument("--weight-decay", type=real(0, 1), default=1e-6)
+    objective.add_argument("--weight-decay", type=real(0, 1), default=1e-6,
+                           help="weight decay (default: %(default)s)")
     objective.add_argument("--momentum", type=real(0, 1), default=0.9, help="LARS and SGD")
     objective.add_argument("--trust-coefficient", type=real(0, 1, low_open=True), default=0.001,
                            help="LARS")
     run = parser.add_argument_group("run")
-    run.add_argument("--epochs", type=integer(1, 100_000), default=10)
-    run.add_argument("--warmup-epochs", type=real(0, 100_000), default=1.0)
+    run.add_argument("--epochs", type=integer(1, 100_000), default=10,
+                     help="training epochs (default: %(default)s)")
+    run.add_argument("--warmup-epochs", type=real(0, 100_000), default=1.0,
+                     help="epochs of linear learning-rate warm-up (default: %(default)s)")
     run.add_argument("--batch-size", type=integer(2, 65_536), default=64,
                      help="per process (default: 64)")
     run.add_argument("--accumulate", type=integer(1, 65_536), default=1,
                      help="micro-batches per optimiser step (negatives stay within one)")
     run.add_argument("--max-steps", type=integer(1, MAX_COUNT), default=None,
                      help="stop the schedule after this many optimiser steps")
-    run.add_argument("--seed", type=integer(0, MAX_SEED), default=0)
+    run.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
+                     help="seed of views, sampling and initialisation (default: %(default)s)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda")
     run.add_argument("--workers", type=integer(0, 1024), default=2,
                      help="DataLoader workers per process")

@@ -52,11 +52,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quantize", choices=["uint8", "sq8"], default=None,
                         help="fit a byte quantiser on the reduced rows too")
     ae = parser.add_argument_group("autoencoder training (Adam, MSE)")
-    ae.add_argument("--epochs", type=integer(1, 100_000), default=30)
-    ae.add_argument("--lr", type=real(0, 10, low_open=True), default=1e-3)
-    ae.add_argument("--batch-size", type=integer(1, 65_536), default=256)
-    ae.add_argument("--weight-decay", type=real(0, 1), default=0.0)
-    ae.add_argument("--device", default="auto")
+    ae.add_argument("--epochs", type=integer(1, 100_000), default=30,
+                    help="autoencoder training epochs (default: %(default)s)")
+    ae.add_argument("--lr", type=real(0, 10, low_open=True), default=1e-3,
+                    help="autoencoder learning rate (default: %(default)s)")
+    ae.add_argument("--batch-size", type=integer(1, 65_536), default=256,
+                    help="autoencoder batch size (default: %(default)s)")
+    ae.add_argument("--weight-decay", type=real(0, 1), default=0.0,
+                    help="autoencoder weight decay (default: %(default)s)")
+    ae.add_argument("--device", default="auto",
+                    help="auto, cpu or cuda (default: %(default)s)")
     out = parser.add_argument_group("output")
     out.add_argument("--output-dir", type=folder_type, default=None,
                      help="folder of the reducer files (default: Results/reducers/<method>); "

@@ -80,7 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="add N synthetic distractors drawn from a Gaussian fitted to the "
                            "first database store: speed and memory only, labelled so "
                            "(default: 0)")
-    data.add_argument("--synthetic-seed", type=integer(0, MAX_SEED), default=0)
+    data.add_argument("--synthetic-seed", type=integer(0, MAX_SEED), default=0,
+                      help="seed of the synthetic distractor vectors (default: %(default)s)")
     data.add_argument("--queries", required=True, metavar="STORE",
                       help="store of the queries (records carry their source_id)")
     data.add_argument("--features-dir", default=None,

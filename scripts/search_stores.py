@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-attacked", type=integer(1, MAX_COUNT), default=100,
                         help="first originals of each group attacked into queries (at most "
                              "a group's size; default: 100)")
-    parser.add_argument("--split-seed", type=integer(0, MAX_SEED), default=0)
+    parser.add_argument("--split-seed", type=integer(0, MAX_SEED), default=0,
+                        help="seed of the experimental/control split (default: %(default)s)")
     add_attack_arguments(parser)
     parser.add_argument("--method", required=True, help="a model or a hash spec")
     parser.add_argument("--copies", action="store_true",
@@ -82,10 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--features-dir", type=folder_type, default=str(default_features_dir()),
                         help="feature store root the stores are written into (default: "
                              "%(default)s)")
-    parser.add_argument("--batch-size", type=integer(1, 65_536), default=32)
+    parser.add_argument("--batch-size", type=integer(1, 65_536), default=32,
+                        help="images described at once (default: %(default)s)")
     parser.add_argument("--workers", type=integer(0, 1024), default=None,
                         help="DataLoader workers for models (default: usable cores - 1)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto",
+                        help="auto, cpu or cuda (default: %(default)s)")
     add_store_arguments(parser, "replace finished stores of the same names and method")
     return parser.parse_args(argv)
 

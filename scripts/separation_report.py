@@ -72,9 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                               "originals themselves, as the related work did)")
     methods.add_argument("--quantize", choices=["uint8", "sq8"], default=None,
                          help="also compare every reducer's output quantised to bytes")
-    methods.add_argument("--ae-epochs", type=integer(1, 100_000), default=30)
-    methods.add_argument("--ae-lr", type=real(0, 10, low_open=True), default=1e-3)
-    methods.add_argument("--ae-batch-size", type=integer(1, 65_536), default=256)
+    methods.add_argument("--ae-epochs", type=integer(1, 100_000), default=30,
+                         help="autoencoder reducers' training epochs (default: %(default)s)")
+    methods.add_argument("--ae-lr", type=real(0, 10, low_open=True), default=1e-3,
+                         help="autoencoder reducers' learning rate (default: %(default)s)")
+    methods.add_argument("--ae-batch-size", type=integer(1, 65_536), default=256,
+                         help="autoencoder reducers' batch size (default: %(default)s)")
     analysis = parser.add_argument_group("analysis")
     analysis.add_argument("--fprs", nargs="+", type=real(0, 1, low_open=True),
                           default=list(DEFAULT_FPRS),
@@ -84,7 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="unrelated pairs: all pairs of originals up to this many, "
                                "else a seeded sample of this size (default: 2,000,000)")
     work = parser.add_argument_group("work")
-    work.add_argument("--batch-size", type=integer(1, 65_536), default=64)
+    work.add_argument("--batch-size", type=integer(1, 65_536), default=64,
+                      help="images described at once (default: %(default)s)")
     work.add_argument("--device", default="auto", help="where distances are computed")
     work.add_argument("--workers", type=integer(0, 1024), default=0,
                       help="processes making the attacked copies (default 0: this one)")

@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            "sscd_distilled)")
     data.add_argument("--dataset", default="imagenet_samples",
                       help="originals (default: imagenet_samples)")
-    data.add_argument("--subset", default=None)
+    data.add_argument("--subset", default=None,
+                      help="dataset subset, e.g. train (default: the whole dataset)")
     add_data_root_argument(data)
     data.add_argument("--count", type=integer(0, MAX_COUNT), default=0,
                       help="a seeded sample of this many originals (default 0: all)")
@@ -71,22 +72,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="widths after the input: 256 (linear), 512 256 (MLP) "
                            "(default: 256; a head whose training would not fit the memory is "
                            "refused)")
-    head.add_argument("--loss", choices=HEAD_LOSSES.names(), default=defaults.loss)
+    head.add_argument("--loss", choices=HEAD_LOSSES.names(), default=defaults.loss,
+                      help="metric-learning loss of the head (default: %(default)s)")
     head.add_argument("--margin", type=real(0, 10), default=defaults.margin,
                       help="triplet margin alpha, in cosine similarity (default 0.2)")
-    head.add_argument("--pos-margin", type=real(0, 10), default=defaults.pos_margin)
-    head.add_argument("--neg-margin", type=real(0, 10), default=defaults.neg_margin)
-    head.add_argument("--miner", choices=MINERS, default=defaults.miner)
-    head.add_argument("--epochs", type=integer(1, 100_000), default=defaults.epochs)
-    head.add_argument("--batch-size", type=integer(1, 65_536), default=defaults.batch_size)
+    head.add_argument("--pos-margin", type=real(0, 10), default=defaults.pos_margin,
+                      help="contrastive loss: positive margin (default: %(default)s)")
+    head.add_argument("--neg-margin", type=real(0, 10), default=defaults.neg_margin,
+                      help="contrastive loss: negative margin (default: %(default)s)")
+    head.add_argument("--miner", choices=MINERS, default=defaults.miner,
+                      help="pair/triplet miner (default: %(default)s)")
+    head.add_argument("--epochs", type=integer(1, 100_000), default=defaults.epochs,
+                      help="training epochs (default: %(default)s)")
+    head.add_argument("--batch-size", type=integer(1, 65_536), default=defaults.batch_size,
+                      help="rows per batch (default: %(default)s)")
     head.add_argument("--per-source", type=integer(2, 65_536), default=defaults.per_source,
                       help="rows of each source image in a batch (default 4)")
-    head.add_argument("--optimizer", choices=OPTIMIZER_BUILDERS.names(), default=defaults.optimizer)
-    head.add_argument("--lr", type=real(0, 10, low_open=True), default=defaults.lr)
-    head.add_argument("--weight-decay", type=real(0, 1), default=defaults.weight_decay)
-    head.add_argument("--warmup-epochs", type=real(0, 100_000), default=defaults.warmup_epochs)
-    head.add_argument("--val-fraction", type=real(0, 1), default=defaults.val_fraction)
-    head.add_argument("--device", default="auto")
+    head.add_argument("--optimizer", choices=OPTIMIZER_BUILDERS.names(), default=defaults.optimizer,
+                      help="optimiser (default: %(default)s)")
+    head.add_argument("--lr", type=real(0, 10, low_open=True), default=defaults.lr,
+                      help="learning rate (default: %(default)s)")
+    head.add_argument("--weight-decay", type=real(0, 1), default=defaults.weight_decay,
+                      help="weight decay (default: %(default)s)")
+    head.add_argument("--warmup-epochs", type=real(0, 100_000), default=defaults.warmup_epochs,
+                      help="epochs of linear learning-rate warm-up (default: %(default)s)")
+    head.add_argument("--val-fraction", type=real(0, 1), default=defaults.val_fraction,
+                      help="sources held out for validation (default: %(default)s)")
+    head.add_argument("--device", default="auto",
+                      help="auto, cpu or cuda (default: %(default)s)")
     add_output_arguments(parser, "Results/<name> (default: verifier_<model>, or "
                                  "verifier_<dataset>_<method> with --store)", resume=True,
                          resume_help="continue the run in the folder from its newest "

@@ -95,7 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     method.add_argument("--folds", type=integer(0, 1000), default=0,
                         help="also k-fold cross-validation over all pairs (default 0: no)")
     work = parser.add_argument_group("work")
-    work.add_argument("--batch-size", type=integer(1, 65_536), default=64)
+    work.add_argument("--batch-size", type=integer(1, 65_536), default=64,
+                      help="images described at once (default: %(default)s)")
     work.add_argument("--device", default="auto", help="where distances are computed")
     add_output_arguments(parser, "Results/<name> (default: verify_<dataset>, or "
                                  "verify_<CSV name> with --pairs)")

@@ -217,3 +217,13 @@ def test_hostile_names_and_outputs_are_refused_through_main(name, monkeypatch, t
     assert readme.read_text() == "mine" and rows.read_bytes() == b"rows"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "store.npy"]
     assert not (REPO.parent / "escaped").exists()
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_flag_says_what_it_does(name, monkeypatch):
+    """--help is the script's manual: every flag has a help text (a flag hidden on purpose says
+    so with argparse.SUPPRESS)."""
+    parser = script_parser(name, monkeypatch)
+    silent = [_flag(a) for a in _actions(parser)
+              if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert not silent, f"scripts/{name}.py: flags without help: {silent}"
