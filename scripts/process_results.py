@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate every figure of one or more benchmark digests, or of a search experiment, from
-the result files alone.
+the result files alone. (A clustering result's figures are drawn by cluster.py or
+find_duplicates.py, which made it: this script says so.)
 
 python scripts/process_results.py Results/evaluate_copy_detection
 python scripts/process_results.py Results/run_a Results/run_b --output Results/merged_figures
@@ -53,6 +54,12 @@ def _record_file(args: argparse.Namespace, figures: Path):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
+    for folder in args.results:
+        if (Path(folder) / "clusters.json").is_file() and not (
+                Path(folder) / "general.json").is_file():
+            raise ValueError(f"{folder} is a clustering result: its figures and index.html are "
+                             "drawn by the script that made it (scripts/cluster.py or "
+                             "scripts/find_duplicates.py; run it again with --overwrite)")
     searches = [r for r in args.results if (Path(r) / "search.json").is_file()]
     if searches and len(args.results) > 1:
         raise ValueError(f"{searches[0]} is a search experiment: search results are redrawn "

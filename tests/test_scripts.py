@@ -242,3 +242,11 @@ def test_the_former_name_of_the_study_script_still_runs_and_says_so(tmp_path):
     new = run("scripts/evaluate_copy_detection.py", *args, "--overwrite")
     assert new.returncode == 0, new.stderr
     assert "DeprecationWarning" not in new.stderr
+
+
+def test_process_results_names_the_script_that_draws_a_clustering_result(tmp_path):
+    (tmp_path / "clusters.json").write_text("{}")
+    done = run("scripts/process_results.py", str(tmp_path))
+    assert done.returncode == 2
+    assert "is a clustering result" in done.stderr and "scripts/cluster.py" in done.stderr
+    assert not (tmp_path / "figures").exists()
