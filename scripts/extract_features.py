@@ -80,8 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=integer(1, MAX_COUNT), default=None,
                         help="first N images only")
     parser.add_argument("--store-name", default=None,
-                        help="store folder name, one plain name (default: the dataset name; "
-                             "an empty name is refused, not taken for the default)")
+                        help="store folder name, one plain name (default: the dataset name, "
+                             "with _<subset> and _first<N> for --subset and --limit; an empty "
+                             "name is refused, not taken for the default)")
     parser.add_argument("--features-dir", type=folder_type, default=str(default_features_dir()),
                         help="feature store root (default: %(default)s)")
     parser.add_argument("--batch-size", type=integer(1, 65_536), default=32, help="default: 32")
@@ -127,6 +128,9 @@ def images_to_describe(args: argparse.Namespace) -> tuple[list, str, dict]:
         raise ValueError(f"dataset {spec} has no readable image")
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(spec).stem if spec.endswith(".csv")
                   else spec).strip("_.") or "images"
+    # a part of a dataset is named as such: a 40-image store is never "bsds500"
+    name += (f"_{args.subset}" if args.subset else "") + (
+        f"_first{args.limit}" if args.limit is not None else "")
     meta = {"skipped_at_listing": [str(b) for b in dataset.bad]}
     if not (args.attacks or args.attack_config):
         return dataset.records, name, meta

@@ -132,6 +132,18 @@ def test_extract_features_script_and_torchrun_agree(tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
+def test_a_store_of_part_of_a_dataset_is_named_as_such(tmp_path):
+    """--limit (and --subset) are in the default store name: 3 sample photos are not
+    the store "sample"."""
+    done = _run([sys.executable, "scripts/extract_features.py", "--model", "efficientnet_lite0",
+                 "--dataset", "sample", "--limit", "3", "--features-dir", str(tmp_path),
+                 "--batch-size", "3", "--workers", "0", "--device", "cpu"])
+    assert done.returncode == 0, done.stderr
+    assert load_store("sample_first3", "efficientnet_lite0", tmp_path).ids == \
+        list(sample_files())[:3]
+    assert not (tmp_path / "sample").exists()
+
+
 def test_extract_features_script_errors(tmp_path):
     out = _run([sys.executable, "scripts/extract_features.py", "--model", "nope", "--dataset",
                 "sample", "--features-dir", str(tmp_path)])
