@@ -104,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "%(default)s)")
     parser.add_argument("--quality-threads", type=integer(1, 4096), default=1,
                         help="Faiss threads of the quality part (default: 1, the speed of "
-                             "one core, as the README's real run)")
+                             "one core, as docs/performance.md's real run)")
     parser.add_argument("--repeats", type=integer(1, 1000), default=5,
                         help="timing repeats (the median is reported) (default: %(default)s)")
     parser.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
