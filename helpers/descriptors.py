@@ -91,6 +91,20 @@ class _Identity:
                             else tuple(self.records[i] for i in rows)),
                 "method": self.method}
 
+    def _facts(self) -> list[str]:
+        """What the one-line repr says after the count and the method (sizes, metric)."""
+        return []
+
+    def __repr__(self) -> str:
+        """One line: the count of images, the method ("no method" when none is known), the
+        sizes and the metric; never the arrays (``BinaryCodes(60 images, phash, 64 bits)``)."""
+        n = len(self)
+        parts = [f"{n} image{'' if n == 1 else 's'}", self.method or "no method",
+                 *self._facts()]
+        if self.bad:
+            parts.append(f"{len(self.bad)} skipped")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     def with_identity(self, ids=None, records=None, method=None, bad=None):
         """A copy that names its rows, its method and the skipped images (what is not given is
         kept)."""
@@ -99,7 +113,7 @@ class _Identity:
         return dataclasses.replace(self, **changes)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class BinaryCodes(_Identity):
     """Binary codes of N images, packed 8 bits a byte (``np.packbits`` order).
 
@@ -215,8 +229,11 @@ class BinaryCodes(_Identity):
         """Distance used to compare these codes."""
         return "hamming"
 
+    def _facts(self) -> list[str]:
+        return [f"{self.n_bits} bits"]
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class MultiCodes(_Identity):
     """Several binary codes per image (one per segment, as the crop-resistant hash makes).
 
@@ -317,8 +334,11 @@ class MultiCodes(_Identity):
         """Distance used to compare these codes."""
         return "multi_hamming"
 
+    def _facts(self) -> list[str]:
+        return [f"{len(self.packed)} codes of {self.n_bits} bits", f"cutoff {self.cutoff}"]
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class FloatFeatures(_Identity):
     """Float features of N images with the distance that compares them (neural methods).
 
@@ -355,12 +375,16 @@ class FloatFeatures(_Identity):
     def __len__(self) -> int:
         return len(self.values)
 
+    def _facts(self) -> list[str]:
+        shape = np.shape(self.values)
+        return [f"{shape[1]}-d" if len(shape) == 2 else f"shape {shape}", str(self.metric)]
+
 
 #: Norms that compare local descriptors (`LocalDescriptors.norm`).
 LOCAL_NORMS = ("hamming", "l1", "l2")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LocalDescriptors(_Identity):
     """Local (keypoint) descriptors of N images: one padded array and a count per image.
 
@@ -468,3 +492,9 @@ class LocalDescriptors(_Identity):
     def metric(self) -> str:
         """Distance used to compare these descriptors' images."""
         return f"local_{self.norm}"
+
+    def _facts(self) -> list[str]:
+        size = (f"{self.n_bits} bits" if self.norm == "hamming"
+                else f"{self.values.shape[2]}-d")
+        return [f"{int(self.counts.sum())} descriptors of {size}", self.norm,
+                f"cutoff {self.cutoff}"]
