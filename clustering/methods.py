@@ -46,6 +46,7 @@ from typing import Any
 
 import fastcluster
 import numpy as np
+import pandas as pd
 from scipy.cluster.hierarchy import fcluster
 from scipy.sparse.csgraph import connected_components
 
@@ -64,6 +65,7 @@ from hashing import load_digest
 from hashing.distances import pairwise
 from hashing.evaluation.operating_points import threshold_at_fpr
 from helpers import Registry, unknown_name
+from helpers.display import html_table, plural
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +131,40 @@ class Clustering:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per setting: ``setting`` (its name), its parameters (``param_n_clusters``
+        for the asked count of a cut or of k-means), ``n_clusters`` (found; noise not
+        counted), ``n_noise``, ``singletons`` (clusters of one image) and ``largest`` (images
+        in the largest cluster)."""
+        own = ("setting", "n_clusters", "n_noise", "singletons", "largest")
+        rows = []
+        for name, setting, labels in zip(self.names(), self.settings, self.labels,
+                                         strict=True):
+            sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0)
+            sizes = sizes[sizes > 0]
+            rows.append({"setting": name,
+                         **{f"param_{k}" if k in own else k: v for k, v in setting.items()},
+                         "n_clusters": len(sizes),
+                         "n_noise": int((labels < 0).sum()),
+                         "singletons": int((sizes == 1).sum()),
+                         "largest": int(sizes.max(initial=0))})
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        """One line: method, images, features and metric, clusters per setting (the first
+        three), never the labels."""
+        counts = [f"{name}: {n}" for name, n in zip(self.names()[:3], self.n_clusters()[:3],
+                                                   strict=True)]
+        if len(self.settings) > 3:
+            counts.append(f"{len(self.settings) - 3} more")
+        return (f"Clustering({self.method}, {plural(len(self), 'image')}, "
+                f"{self.features or 'features'}, {self.metric}, "
+                f"{plural(len(self.settings), 'setting')}, clusters {'; '.join(counts)}, "
+                f"{self.seconds:.2f} s)")
+
+    def _repr_html_(self) -> str:
+        return html_table(self.to_frame(), repr(self), notes=self.notes)
 
 
 def setting_name(setting: dict[str, Any]) -> str:

@@ -50,6 +50,7 @@ from helpers import (
     write_json,
 )
 from helpers.descriptors import BinaryCodes, FloatFeatures
+from helpers.display import html_table, plural
 
 logger = get_logger(__name__)
 
@@ -117,6 +118,50 @@ class SearchResult:
             row["pareto"] = position in self.pareto
             rows.append(row)
         return pd.DataFrame(rows)
+
+
+    def to_frame(self) -> pd.DataFrame:
+        """The runs, one row each (`frame`): index, metric, parameters, recall@k,
+        intersection@k, timings, memory, ``pareto``."""
+        return self.frame()
+
+    def __repr__(self) -> str:
+        """One line: runs, indexes, the search set, and the best recall at the smallest k."""
+        indexes = list(dict.fromkeys(run["index"] for run in self.runs))
+        shown = ", ".join(indexes[:4]) + (f" and {len(indexes) - 4} more"
+                                          if len(indexes) > 4 else "")
+        facts = [f"{plural(len(self.runs), 'run')} of "
+                 f"{plural(len(indexes), 'index', 'indexes')} [{shown}]",
+                 f"{self.search_set.get('method')}",
+                 f"{self.search_set.get('database')} database rows",
+                 f"{self.search_set.get('queries')} queries"]
+        best = _best_run(self.runs)
+        if best is not None:
+            k = min(best["recall"])
+            setting = " ".join(filter(None, (best["index"], _param_text(best["params"]))))
+            facts.append(f"best recall@{k} {best['recall'][k]:.3f} ({setting}, "
+                         f"{best['ms_per_query']:.3g} ms/query)")
+        return f"SearchResult({', '.join(facts)})"
+
+    def _repr_html_(self) -> str:
+        frame = self.frame()
+        columns = [c for c in frame.columns if c in _SHOWN or c.startswith("recall@")]
+        return html_table(frame[columns], repr(self))
+
+
+#: Columns of a search result's HTML table (with every recall@k).
+_SHOWN = ("index", "metric", "params", "ms_per_query", "queries_per_s", "index_bytes",
+          "pareto")
+
+
+def _best_run(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run with the best recall at the smallest k measured (ties: the faster); None
+    when there is none or recall is undefined."""
+    measured = [r for r in runs if r.get("recall")
+                and not math.isnan(r["recall"][min(r["recall"])])]
+    if not measured:
+        return None
+    return max(measured, key=lambda r: (r["recall"][min(r["recall"])], -r["ms_per_query"]))
 
 
 def _param_text(params: dict[str, Any]) -> str:

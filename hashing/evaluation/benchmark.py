@@ -21,8 +21,11 @@ from PIL import Image
 from data_retrieval.records import ImageRecord, source_rows
 from data_retrieval.splits import CONTROL, EXPERIMENTAL, split_groups
 from hashing.distances import descriptor_distances
+from hashing.evaluation.metrics import micro_average_precision
+from hashing.evaluation.operating_points import roc
 from hashing.methods.describing import Algorithm, concat_descriptors, describe_all
 from helpers import ImageLoadError, load_image, progress
+from helpers.display import html_table, plural
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +68,47 @@ class BenchmarkResult:
     wall_seconds: float = 0.0
     descriptors: dict[str, tuple[Any, Any]] | None = None
     metrics: dict[str, str] = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per algorithm, from ``matches`` alone (no threshold chosen): ``algorithm``,
+        ``metric``, ``queries``, ``positives``, ``negatives``, ``identified`` (positives whose
+        nearest database image is their source), ``top1_accuracy`` (identified / positives),
+        ``auc`` (detection ROC), ``micro_ap`` and ``recall_at_p90`` (DISC21), and the
+        milliseconds per image to describe the database and to match a query. The same
+        scores as the digest's ``summary.csv`` (`hashing.evaluation.digest`), which adds the
+        rates at its summary threshold."""
+        rows = []
+        db_ms = self.db_time.set_index("algorithm")["seconds_per_image"] * 1e3
+        match_ms = self.match_time.set_index("algorithm")["seconds_per_image"] * 1e3
+        for label, group in self.matches.groupby("algorithm", sort=False):
+            positive = (group["kind"] == POSITIVE).to_numpy()
+            correct = group["correct"].to_numpy(bool)
+            distance = group["distance"].to_numpy(np.float64)
+            ap, r90 = micro_average_precision(distance, correct, int(positive.sum()))
+            rows.append({
+                "algorithm": label, "metric": self.metrics.get(label, ""),
+                "queries": len(group), "positives": int(positive.sum()),
+                "negatives": int((~positive).sum()), "identified": int(correct.sum()),
+                "top1_accuracy": (correct.sum() / positive.sum() if positive.any()
+                                  else np.nan),
+                "auc": roc(distance, positive)["auc"], "micro_ap": ap, "recall_at_p90": r90,
+                "db_ms_per_image": db_ms.get(label, np.nan),
+                "match_ms_per_image": match_ms.get(label, np.nan)})
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        """One line: algorithms, images and queries, never the tables."""
+        labels = list(dict.fromkeys(self.matches["algorithm"])) if len(self.matches) else []
+        queries = len(self.matches) // max(len(labels), 1)
+        shown = ", ".join(labels[:4]) + (f" and {len(labels) - 4} more" if len(labels) > 4
+                                         else "")
+        return (f"BenchmarkResult({plural(len(labels), 'algorithm')} [{shown}], "
+                f"{plural(len(self.database), 'database image')}, "
+                f"{plural(queries, 'query', 'queries')}, {len(self.bad)} skipped, "
+                f"{self.wall_seconds:.1f} s)")
+
+    def _repr_html_(self) -> str:
+        return html_table(self.to_frame(), repr(self))
 
 
 def load_records(records: Sequence[ImageRecord], bad: list[tuple[str, str]]) -> Iterator[Query]:

@@ -49,6 +49,7 @@ from helpers import (
     unknown_name,
     write_csv,
 )
+from helpers.display import html_table
 
 log = logging.getLogger(__name__)
 
@@ -669,6 +670,35 @@ class VerificationResult:
     curves: dict[str, pd.DataFrame]
     cross_validation: pd.DataFrame | None
     unread: dict[str, int]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The scores: one row per method and split (``method``, ``split``, `pair_scores`),
+        with ``unread`` (pairs without a distance) and, with folds, the cross-validation's
+        ``cv_f1_mean``, ``cv_f1_std`` and ``cv_accuracy_mean`` of the method."""
+        frame = self.scores.copy()
+        frame["unread"] = frame["method"].map(lambda m: self.unread.get(m, 0))
+        for method, values in self.cross_validation_summary().items():
+            for key, value in values.items():
+                frame.loc[frame["method"] == method, f"cv_{key}"] = value
+        return frame
+
+    def __repr__(self) -> str:
+        """One line: pairs, and each method's F1 on its test pairs (or on all with a fixed
+        threshold) at its threshold."""
+        same = np.asarray(self.pairs.same, bool)
+        split = "test" if (self.scores["split"] == "test").any() else "all"
+        rows = self.scores[self.scores["split"] == split]
+        methods = [f"{r.method}: F1 {r.f1:.3f} at {r.threshold:.4g}"
+                   for r in rows.head(4).itertuples()]
+        if len(rows) > 4:
+            methods.append(f"{len(rows) - 4} more")
+        unread = sum(self.unread.values())
+        return (f"VerificationResult({len(same)} pairs ({int(same.sum())} positive), "
+                f"{split}: " + "; ".join(methods)
+                + (f", {unread} distances unread" if unread else "") + ")")
+
+    def _repr_html_(self) -> str:
+        return html_table(self.to_frame(), repr(self))
 
     def cross_validation_summary(self) -> dict[str, dict[str, float]]:
         """``{label: {f1_mean, f1_std, accuracy_mean}}`` over the folds (empty without)."""
