@@ -5,8 +5,12 @@ names), in imagededup's dictionary shape, and against `scripts/find_duplicates.p
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -17,7 +21,8 @@ from clustering.duplicates import DEFAULT_THRESHOLDS, TABLE_COLUMNS
 from data_retrieval import ImageRecord, list_images
 from generator import get_attack, write_attacks
 from hashing import describe
-from tests.conftest import run_main
+from helpers.descriptors import BinaryCodes
+from tests.conftest import load_script, run_main
 
 PHOTOS = ("chelsea", "coffee", "rocket", "motorcycle")
 ATTACKS = ("jpg_compression_50", "scaling_0.8")
@@ -152,3 +157,255 @@ def test_refusals(copies, small_photos, monkeypatch):
             extra.unlink()
     with pytest.raises(ValueError, match="need at least 2"):
         find_duplicates(small_photos, "dhash")
+
+
+# --- what a person acts on: keepers, the removable list, the page, the figure, the notebook ----
+
+def _save(path: Path, size: tuple[int, int], noisy: bool, seed: int = 0) -> Path:
+    """A PNG of ``size``: random noise (a large file) or one flat colour (a small one)."""
+    rng = np.random.default_rng(seed)
+    if noisy:
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(path)
+    else:
+        Image.new("RGB", size, (90, 120, 150)).save(path)
+    return path
+
+
+def _hand_grouped(folder: Path, groups: list[list[Path]], threshold: float | None = None
+                  ) -> Duplicates:
+    """`find_duplicates` on hand-made dhash codes: every file of a group the same random
+    64-bit code (two random codes within 5 bits of each other: odds under 1e-12), so the
+    groups are known whatever the pictures hold."""
+    rng = np.random.default_rng(1)
+    rows, records = [], []
+    for members in groups:
+        code = np.packbits(rng.integers(0, 2, 64, dtype=np.uint8))
+        for path in members:
+            rows.append(code)
+            records.append(ImageRecord(path.stem, path))
+    codes = BinaryCodes(np.array(rows), 64, ids=tuple(r.image_id for r in records),
+                        records=tuple(records), method="dhash")
+    return find_duplicates(codes, threshold=threshold, root=folder)
+
+
+@pytest.fixture
+def keeper_folder(tmp_path) -> tuple[Path, list[list[Path]], dict[str, str]]:
+    """Four groups that each step of the keeper rule decides, a lone image, and the keepers
+    worked out by hand."""
+    folder = tmp_path / "keep"
+    folder.mkdir()
+    # pixels decide: 120x100 = 12,000 beats the wider 300x30 = 9,000 and 100x100, although
+    # its flat colour makes it the smallest file
+    a = [_save(folder / "a_flat_120x100.png", (120, 100), noisy=False),
+         _save(folder / "a_noise_300x30.png", (300, 30), noisy=True),
+         _save(folder / "a_noise_100x100.png", (100, 100), noisy=True)]
+    # the same pixels: the larger file (noise) wins, although its path sorts last
+    b = [_save(folder / "b_a_flat.png", (100, 100), noisy=False),
+         _save(folder / "b_z_noise.png", (100, 100), noisy=True)]
+    # the same pixels and bytes (one file copied): the older wins, although its path is last
+    c = [_save(folder / "c_a_new.png", (80, 80), noisy=True, seed=3),
+         folder / "c_b_old.png"]
+    shutil.copyfile(c[0], c[1])
+    os.utime(c[0], (1_500_000_000, 1_500_000_000))
+    os.utime(c[1], (1_000_000_000, 1_000_000_000))
+    # everything equal: the first path in alphabetical order
+    d = [folder / "d_b.png", _save(folder / "d_a.png", (64, 64), noisy=True, seed=4)]
+    shutil.copyfile(d[1], d[0])
+    for path in d:
+        os.utime(path, (1_200_000_000, 1_200_000_000))
+    alone = [_save(folder / "e_alone.png", (50, 50), noisy=True, seed=5)]
+    keepers = {"a_flat_120x100.png": "most pixels", "b_z_noise.png": "largest file",
+               "c_b_old.png": "oldest", "d_a.png": "alphabetical"}
+    return folder, [a, b, c, d, alone], keepers
+
+
+def test_keepers_follow_the_stated_rule(keeper_folder):
+    folder, groups, expected = keeper_folder
+    found = _hand_grouped(folder, groups)
+    assert found.n_groups == 4 and len(found) == 10
+    keepers = found.keepers()
+    assert list(keepers.columns) == list(clustering.duplicates.KEEPER_COLUMNS)
+    assert sorted(keepers["file"]) == sorted(expected)
+    for _, row in keepers.iterrows():
+        assert expected[row["file"]] in row["reason"], row["reason"]
+        with Image.open(row["image"]) as image:
+            assert (row["width"], row["height"]) == image.size
+        assert row["bytes"] == Path(row["image"]).stat().st_size
+    # the keeper is one of its own group, and every group of two or more has one
+    members = found.groups.set_index("image_id")["group"]
+    assert sorted(members[keepers["image_id"]]) == sorted(keepers["group"])
+    # the others are removable; the lone image is neither kept nor removable
+    every = {p.resolve() for g in groups[:4] for p in g}
+    kept = {(folder / name).resolve() for name in expected}
+    assert {Path(p).resolve() for p in found.removable()} == every - kept
+    assert "most pixels" in found.keeper_rule and "oldest" in found.keeper_rule
+
+
+def test_list_removable_writes_the_non_keepers_and_refuses_another_file(copies, tmp_path,
+                                                                        monkeypatch):
+    folder, truth = copies
+    # the oracle: each group is an original (a PNG) and its JPEG and 0.8-scaled copies; the
+    # original has the most pixels or, against the JPEG copy of the same size, the larger file
+    originals = {p for p in truth if p.parent == folder.resolve()}
+    for original in originals:
+        jpeg = folder / "copies" / f"{original.stem}_jpg_compression_50.jpg"
+        with Image.open(original) as a, Image.open(jpeg) as b:
+            assert a.size == b.size
+        assert original.stat().st_size > jpeg.stat().st_size
+    expected = sorted(str(p) for p in truth if p not in originals)
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "Results"))
+    listed = tmp_path / "lists" / "remove.txt"
+    argv = [str(folder), "--method", "dhash", "--name", "dups", "--log-level", "WARNING",
+            "--list-removable", str(listed)]
+    code, err = run_main("find_duplicates", argv)
+    assert code == 0, err
+    lines = listed.read_text().splitlines()
+    assert sorted(str(Path(line).resolve()) for line in lines) == expected
+    assert all(Path(line).is_absolute() for line in lines)
+    inside = (tmp_path / "Results" / "dups" / "removable.txt").read_text().splitlines()
+    assert inside == lines and all(Path(p).exists() for p in truth)  # nothing deleted
+    # a file it did not make is never replaced, --overwrite or not; nothing is written
+    mine = tmp_path / "mine.txt"
+    mine.write_text("my notes\n")
+    for extra in ([], ["--overwrite"]):
+        code, err = run_main("find_duplicates", [str(folder), "--method", "dhash", "--name",
+                                                 "other", "--list-removable", str(mine),
+                                                 *extra])
+        assert code != 0 and ("refusing" in err or "exists" in err), err
+        assert mine.read_text() == "my notes\n"
+    assert not (tmp_path / "Results" / "other").exists()
+    # its own list: replaced only with --overwrite
+    code, err = run_main("find_duplicates", [*argv[:4], "again", *argv[5:]])
+    assert code != 0 and "overwrite" in err, err
+    code, err = run_main("find_duplicates", [*argv[:4], "again", *argv[5:], "--overwrite"])
+    assert code == 0, err
+    assert listed.read_text().splitlines() == lines
+
+
+class _Page(HTMLParser):
+    """The numbers index.html states: its counts table, each group section and figures."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[str, str] = {}
+        self.sections: list[dict[str, str]] = []
+        self.skipped: list[list[str]] = []
+        self._table = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table" and attrs.get("id") == "counts":
+            self.counts = {k[5:]: v for k, v in attrs.items() if k.startswith("data-")}
+        if tag == "table":
+            self._table = attrs.get("class")
+        if tag == "section":
+            self.sections.append({**attrs, "figures": [], "kept": []})
+        if tag == "figure":
+            self.sections[-1]["figures"].append(attrs["data-image-id"])
+            if attrs.get("class") == "keep":
+                self.sections[-1]["kept"].append(attrs["data-image-id"])
+        if tag == "tr" and self._table == "skipped":
+            self.skipped.append([])
+        if tag == "td" and self._table == "skipped":
+            self._cell = []
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self.skipped[-1].append("".join(self._cell))
+            self._cell = None
+        if tag == "table":
+            self._table = None
+
+
+def test_index_html_counts_agree_with_duplicates_csv_and_lists_the_skipped(
+        small_photos, tmp_path, monkeypatch, capsys):
+    """A folder of three photos, two edited copies of one, a lone copy of another, a text
+    file and an empty .jpg: the page and the script's output say what the CSV says."""
+    for name, attack in (("chelsea", "jpg_compression_50"), ("chelsea", "scaling_0.8"),
+                         ("coffee", "jpg_compression_50")):
+        with Image.open(small_photos / f"{name}.png") as image:
+            get_attack(attack)(image.convert("RGB")).save(small_photos / f"{name}_{attack}.png")
+    (small_photos / "notes.txt").write_text("not a photo")
+    (small_photos / "empty.jpg").write_bytes(b"")
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "Results"))
+    code = load_script("find_duplicates").main([str(small_photos), "--method", "dhash",
+                                                "--name", "page", "--log-level", "WARNING"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    out = tmp_path / "Results" / "page"
+    table = pd.read_csv(out / "duplicates.csv")
+    everyone = pd.read_csv(out / "assignments.csv")
+    page = _Page()
+    page.feed((out / "index.html").read_text(encoding="utf-8"))
+    sizes = table["group"].value_counts().sort_index()
+    assert int(page.counts["groups"]) == table["group"].nunique() == 2
+    assert int(page.counts["images-in-groups"]) == len(table) == 5
+    assert int(page.counts["singletons"]) == len(everyone) - len(table) == 1
+    assert int(page.counts["removable"]) == len(table) - table["group"].nunique()
+    assert int(page.counts["images"]) == len(everyone) == 6
+    # the same group numbers and members as the CSV, one keeper each (keepers.csv's)
+    assert [int(s["data-group"]) for s in page.sections] == list(sizes.index)
+    assert [int(s["data-size"]) for s in page.sections] == list(sizes)
+    keepers = pd.read_csv(out / "keepers.csv")
+    for section in page.sections:
+        members = table[table["group"] == int(section["data-group"])]
+        assert section["figures"] == list(members["image_id"])
+        assert section["kept"] == list(keepers.loc[keepers["group"] == int(
+            section["data-group"]), "image_id"])
+    # the text file and the empty file: skipped, with the reason, on the page and on screen
+    skipped = {Path(path).name: reason for path, reason in filter(None, page.skipped)}
+    assert set(skipped) == {"notes.txt", "empty.jpg"} and int(page.counts["skipped"]) == 2
+    assert int(page.counts["not-images"]) == 1 and int(page.counts["unreadable"]) == 1
+    assert "not an image" in skipped["notes.txt"] and ".txt" in skipped["notes.txt"]
+    assert "empty" in skipped["empty.jpg"]
+    assert "notes.txt: not an image" in printed and "Keeper rule:" in printed
+    assert "2 groups of two or more" in printed
+    data = json.loads((out / "clusters.json").read_text())
+    assert [Path(p).name for _, p, _ in data["skipped"]] == ["empty.jpg"]
+    assert [Path(p).name for _, p, _ in data["not_images"]] == ["notes.txt"]
+    # and the library's result reports the text file too
+    found = find_duplicates(small_photos, "dhash")
+    assert [(Path(p).name, "not an image" in why) for _, p, why in found.not_images] == \
+        [("notes.txt", True)]
+    assert "not_images=1" in repr(found)
+
+
+def test_plot_returns_a_figure_and_writes_only_when_asked(found, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure  # matplotlib: only this test draws
+
+    monkeypatch.chdir(tmp_path)
+    figure = found.plot()
+    assert isinstance(figure, Figure) and list(tmp_path.iterdir()) == []
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    assert sum("KEEP" in t for t in titles) == found.n_groups
+    assert {t.split("\n")[0] for t in titles} == set(found.groups["file"].map(
+        lambda f: f if len(f) <= 26 else "..." + f[-23:]))
+    found.plot(tmp_path / "groups.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["groups.png"]
+    with Image.open(tmp_path / "groups.png") as image:
+        assert image.format == "PNG" and image.width > 300
+
+
+def test_repr_html_is_bounded(tmp_path):
+    """40 groups, one of 9 images: the notebook table shows the 10 largest, 6 images each,
+    and says what it leaves out."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    groups = [[_save(folder / f"big_{k}.png", (40, 30), noisy=True, seed=k) for k in range(9)]]
+    groups += [[_save(folder / f"g{g}_{k}.png", (40, 30), noisy=True, seed=100 * g + k)
+                for k in range(2)] for g in range(1, 40)]
+    found = _hand_grouped(folder, groups, threshold=0.05)
+    assert found.n_groups == 40
+    text = found._repr_html_()
+    assert text == found.to_html()
+    assert text.count("<img") == 6 + 9 * 2 and "+3 more" in text
+    assert "10 largest of 40 groups" in text and "30 more" in text
+    assert text.count("data:image/png;base64,") == text.count("<img")
+    assert len(text) < 24 * 8_000 + 10_000
+    assert len(found.to_html(groups=3)) < len(text)
