@@ -148,12 +148,14 @@ def test_a_registered_cluster_method_runs_from_the_script(monkeypatch, tmp_path)
     --param K=V (checked against the method's parameters)."""
     from tests.conftest import run_main
 
-    _scratch_copy(monkeypatch, methods, "CLUSTER_METHODS")
-
-    @methods.register_cluster_method("halves")
     def halves(points, parts: int = 2, *, device, max_memory, show_progress, notes):
         labels = np.arange(len(points)) * parts // len(points)
         return [{"parts": parts}], [labels.astype(np.int64)], None
+
+    # registered in the live registry for this test only: the script (loaded once per test
+    # session) holds that registry, as a plug-in's registration would reach it
+    monkeypatch.setitem(methods.CLUSTER_METHODS._entries, "halves",
+                        methods.ClusterMethod(halves, {"parts": 2}))
 
     argv = ["--features", "sample:dhash", "--method", "halves", "--no-attributes"]
     code, err = run_main("cluster", [*argv, "--param", "parts=3", "--output",
