@@ -116,6 +116,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="false groups allowed on the distinct photos (default: 5)")
     parser.add_argument("--closest-pairs", type=integer(0, 1000), default=10,
                         help="closest distinct pairs listed per method (default: 10)")
+    parser.add_argument("--scale-count", type=integer(0, MAX_COUNT), default=0,
+                        help="also time a folder of this many images end to end (originals of "
+                             "--scale-datasets and their attacked copies; 0: skip)"
+                             " (default: %(default)s)")
+    parser.add_argument("--scale-datasets", nargs="+", default=["bsds500", "imagenet_samples"],
+                        help="originals of the scale folder (default: %(default)s)")
     parser.add_argument("--batch-size", type=integer(1, 4096), default=64,
                         help="images described at once (default: 64)")
     parser.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
@@ -364,6 +370,65 @@ def run_imagededup(args, folder: Path, truth: dict[Path, str] | None) -> dict[st
 # --- the parts -----------------------------------------------------------------------------------
 
 
+def write_scale_folder(args, folder: Path) -> dict[Path, str]:
+    """``--scale-count`` images in one folder: every original of ``--scale-datasets`` and
+    attacked copies of them (``--attacks`` in turn, seeded) until the count; each file's
+    source."""
+    originals = []
+    for dataset in args.scale_datasets:
+        for record in load_dataset(dataset).records:
+            name = f"{dataset}__{record.image_id.replace('/', '__')}"
+            path = folder / f"{name}{Path(record.path).suffix.lower()}"
+            shutil.copyfile(record.path, path)
+            originals.append(ImageRecord(name, path, source_id=name))
+    remaining = max(0, args.scale_count - len(originals))
+    truth = {Path(r.path).resolve(): r.source_id for r in originals}
+    for attack in parse_attack_specs(args.attacks):  # each attack on every original in turn
+        chosen = originals[:remaining]
+        if not chosen:
+            break
+        report = write_attacks(chosen, [attack], folder, seed=args.seed, image_format="jpg",
+                               workers=0, show_progress=False)
+        truth.update({Path(r.path).resolve(): r.source_id for r in report.records})
+        remaining -= len(report.records)
+    (folder / "manifest.csv").unlink(missing_ok=True)
+    return truth
+
+
+def measure_scale(args, folder: Path) -> dict[str, Any]:
+    """The scale folder grouped end to end by each method at its default threshold and by
+    imagededup's PHash at its default (10 bits): time and V-measure against the sources."""
+    truth = write_scale_folder(args, folder)
+    out: dict[str, Any] = {"images": len(truth), "datasets": args.scale_datasets}
+    for method in args.methods:
+        found, timing = _describe_folder(folder, method, args)
+        sources = [truth[p.resolve()] for p in _image_paths(found)]
+        timing["v_measure"] = float(homogeneity_completeness_v_measure(
+            sources, labels_of(found))[2])
+        out[method] = timing
+        print(f"  scale {method}: {timing['images']} images, {timing['end_to_end_s']:.1f} s, "
+              f"V {timing['v_measure']:.3f}", flush=True)
+    try:
+        from imagededup import methods  # optional: pip install imagededup (the compare extra)
+    except ImportError as exc:
+        out["imagededup"] = {"skipped": f"imagededup cannot be imported: {exc}"}
+        return out
+    hasher = methods.PHash(verbose=False)
+    start = time.perf_counter()
+    encodings = hasher.encode_images(image_dir=str(folder))
+    with warnings.catch_warnings():  # "num_enc_workers has no effect" on each call
+        warnings.simplefilter("ignore", RuntimeWarning)
+        found = hasher.find_duplicates(encoding_map=encodings, max_distance_threshold=10)
+    seconds = time.perf_counter() - start
+    names = sorted(encodings)
+    labels = _dedup_labels(names, found)
+    sources = [truth[(folder / n).resolve()] for n in names]
+    out["imagededup_PHash"] = {
+        "images": len(names), "end_to_end_s": seconds, "images_per_s": len(names) / seconds,
+        "v_measure": float(homogeneity_completeness_v_measure(sources, labels)[2])}
+    return out
+
+
 def measure(args, copies_dir: Path, distinct_dir: Path) -> dict[str, Any]:
     print("copies folder...", flush=True)
     truth, attack_of = write_copies_folder(args, copies_dir)
@@ -471,6 +536,10 @@ def main(argv: list[str] | None = None) -> int:
             copies_dir.mkdir()
             distinct_dir.mkdir()
             out.update(measure(args, copies_dir, distinct_dir))
+            if args.scale_count:
+                scale_dir = Path(tmp, "scale")
+                scale_dir.mkdir()
+                out["scale"] = measure_scale(args, scale_dir)
         output.write(out)
     print(f"wrote {output.path}")
     return 0

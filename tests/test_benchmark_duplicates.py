@@ -17,7 +17,8 @@ def result(tmp_path_factory) -> dict:
     code, err = run_main("benchmark_duplicates", [
         "--dataset", "sample", "--subset", "", "--count", "3", "--distinct-dataset", "sample",
         "--distinct-count", "8", "--methods", "dhash", "--hamming-grid", "0", "1",
-        "--dedup-bits", "64", "--rules", "pairs_fpr:0.5", "--output", str(output)])
+        "--dedup-bits", "64", "--rules", "pairs_fpr:0.5", "--scale-count", "30",
+        "--scale-datasets", "sample", "--output", str(output)])
     assert code == 0, err
     return json.loads(output.read_text())
 
@@ -86,3 +87,14 @@ def test_recommendation_takes_the_middle_of_what_reaches_both_targets():
     low = [{**c, "v_measure": c["v_measure"] - 0.1} for c in copies]
     best = script.recommend(args, low, distinct, 2)  # none reaches 0.97: the best V allowed
     assert best["both_targets_at"] == [] and best["threshold"] == .4
+
+
+def test_the_scale_folder_holds_the_count_and_is_grouped_end_to_end(result):
+    """11 sample originals and their copies until 30 images, each copy of one source: grouped
+    at dhash's default and by imagededup, with time and V-measure for each."""
+    scale = result["scale"]
+    assert scale["images"] == 30 and scale["datasets"] == ["sample"]
+    assert scale["dhash"]["images"] == 30 and scale["dhash"]["end_to_end_s"] > 0
+    assert 0 <= scale["dhash"]["v_measure"] <= 1
+    if "imagededup_PHash" in scale:
+        assert scale["imagededup_PHash"]["images"] == 30
