@@ -364,6 +364,21 @@ class Duplicates:
                 *(p for p in written if p.name != "index.html"), *page]
 
 
+def _described(images: Any, method: str, unreadable: Sequence[BadImage], batch_size: int,
+               show_progress: bool | None) -> tuple[Points, list[tuple[str, str, str]]]:
+    """A folder's images (or records) described by ``method``, as rows, and every image
+    skipped on the way."""
+    if isinstance(images, str | os.PathLike):
+        records, unreadable = list_folder(Path(images))
+    else:
+        records = list(images)
+        if len(records) < 2:
+            raise ValueError(f"{len(records)} images given; duplicates need at least 2")
+    described = describe(records, method, batch_size=batch_size, show_progress=show_progress)
+    skipped = [_bad_row(b) for b in unreadable] + [tuple(b) for b in described.bad]
+    return as_points(described), skipped
+
+
 def find_duplicates(
     images: Any,
     method: str = DEFAULT_METHOD,
@@ -434,16 +449,8 @@ def find_duplicates(
         threshold = threshold if threshold is not None else default_threshold(label)
         if isinstance(images, str | os.PathLike):
             folder = Path(images)
-            records, unreadable = list_folder(folder)
             not_images = other_files(folder)
-        else:
-            records = list(images)
-            if len(records) < 2:
-                raise ValueError(f"{len(records)} images given; duplicates need at least 2")
-        described = describe(records, method, batch_size=batch_size,
-                             show_progress=show_progress)
-        points = as_points(described)
-        skipped = [_bad_row(b) for b in unreadable] + [tuple(b) for b in described.bad]
+        points, skipped = _described(images, method, unreadable, batch_size, show_progress)
     result = cluster(points, "duplicates", threshold=[threshold], device=device)
     found = _duplicates(result, points, float(threshold), label, skipped, folder)
     found.not_images = [_bad_row(b) for b in not_images]

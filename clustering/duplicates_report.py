@@ -329,33 +329,9 @@ def write_report(found: Duplicates, folder: str | os.PathLike, groups: int = PAG
     folder = Path(folder)
     n = _counts(found)
     shown, keepers = _members(found)
-    written: list[Path] = []
-    sections = []
-    for number, rows in shown[:groups]:
-        keeper = keepers.loc[number]
-        figures = []
-        for k, (_, row) in enumerate(rows.iterrows()):
-            image = thumbnail(row["image"], size)
-            thumb = None
-            if image is not None:
-                target = folder / "thumbnails" / f"g{number:05d}_{k:04d}.jpg"
-                with atomic_write(target, "wb", fsync=False) as handle:
-                    image.save(handle, format="JPEG", quality=85)
-                written.append(target)
-                thumb = target.relative_to(folder).as_posix()
-            figures.append(_figure(row, keeper, found.file_facts(row["image"]), thumb))
-        sections.append(
-            f'<section class="group" id="group-{number}" data-group="{number}" '
-            f'data-size="{len(rows)}"><h3>Group {number}: {len(rows)} images, keep '
-            f'<code>{html.escape(printable(str(keeper["file"])))}</code></h3>'
-            f'{"".join(figures)}</section>')
+    sections, written = _group_sections(found, shown[:groups], keepers, folder, size)
     left = len(shown) - len(sections)
-    every_skipped = [*found.not_images, *found.skipped]
-    skipped = "".join(f"<tr><td>{html.escape(printable(str(path)))}</td>"
-                      f"<td>{html.escape(str(reason))}</td></tr>"
-                      for _, path, reason in every_skipped[:PAGE_SKIPPED])
-    more_skipped = (f"<p>{len(every_skipped) - PAGE_SKIPPED} more in clusters.json.</p>"
-                    if len(every_skipped) > PAGE_SKIPPED else "")
+    skipped, more_skipped = _skipped_rows(found)
     where = f" in {found.folder}" if found.folder is not None else ""
     rule = found.keeper_rule
     grid_links = ("<p>The largest groups as image grids (members nearest the group's medoid "
@@ -401,3 +377,40 @@ out of the groups; hidden files and folders (names starting with a dot) are not 
         handle.write(page)
     logger.info("wrote %s (%d groups shown)", path, len(sections))
     return [path, *written]
+
+
+def _group_sections(found: Duplicates, shown: list, keepers, folder: Path, size: int
+                    ) -> tuple[list[str], list[Path]]:
+    """The page's sections of the groups shown (thumbnails written to ``thumbnails/``)."""
+    written: list[Path] = []
+    sections = []
+    for number, rows in shown:
+        keeper = keepers.loc[number]
+        figures = []
+        for k, (_, row) in enumerate(rows.iterrows()):
+            image = thumbnail(row["image"], size)
+            thumb = None
+            if image is not None:
+                target = folder / "thumbnails" / f"g{number:05d}_{k:04d}.jpg"
+                with atomic_write(target, "wb", fsync=False) as handle:
+                    image.save(handle, format="JPEG", quality=85)
+                written.append(target)
+                thumb = target.relative_to(folder).as_posix()
+            figures.append(_figure(row, keeper, found.file_facts(row["image"]), thumb))
+        sections.append(
+            f'<section class="group" id="group-{number}" data-group="{number}" '
+            f'data-size="{len(rows)}"><h3>Group {number}: {len(rows)} images, keep '
+            f'<code>{html.escape(printable(str(keeper["file"])))}</code></h3>'
+            f'{"".join(figures)}</section>')
+    return sections, written
+
+
+def _skipped_rows(found: Duplicates) -> tuple[str, str]:
+    """The skipped files' table rows (at most `PAGE_SKIPPED`) and a line for the rest."""
+    every_skipped = [*found.not_images, *found.skipped]
+    rows = "".join(f"<tr><td>{html.escape(printable(str(path)))}</td>"
+                   f"<td>{html.escape(str(reason))}</td></tr>"
+                   for _, path, reason in every_skipped[:PAGE_SKIPPED])
+    more = (f"<p>{len(every_skipped) - PAGE_SKIPPED} more in clusters.json.</p>"
+            if len(every_skipped) > PAGE_SKIPPED else "")
+    return rows, more

@@ -74,3 +74,18 @@ def test_every_sub_package_is_installed():
     kernels = {str(c.parent.relative_to(REPO)).replace("/", ".")
                for package in PACKAGES for c in (REPO / package).rglob("*.c")}
     assert kernels <= set(CONFIG["tool"]["setuptools"]["package-data"])
+
+
+def test_no_function_is_over_80_lines():
+    """Long functions hid whole protocols (run_loop was 170 lines, run_benchmark 160): a
+    function longer than a screen and a half is split at its seams."""
+    long = []
+    for folder in [*PACKAGES, "scripts"]:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > 80:
+                        long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} "
+                                    f"({lines} lines)")
+    assert not long, "functions over 80 lines:\n" + "\n".join(long)
