@@ -357,3 +357,35 @@ def test_search_figures_are_returned_unwritten(tmp_path, monkeypatch):
                                "recall_vs_index_size"]
     assert all(isinstance(f, Figure) for f in figures.values())
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_separation_and_verification_figures_return_a_figure_without_a_folder(tmp_path,
+                                                                              monkeypatch):
+    """Without a folder each gives its Figure and writes nothing; with one it writes the PDF
+    and PNG it wrote before."""
+    from matplotlib.figure import Figure
+
+    from hashing.evaluation.separation_analysis import (
+        plot_explained_variance,
+        plot_separation,
+        plot_shares,
+        separation_thresholds,
+    )
+    from hashing.evaluation.verification import plot_f1_curve
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    unrelated, copies = rng.uniform(0.3, 0.6, 200), rng.uniform(0.0, 0.3, 40)
+    result = {"method": "m", "unrelated": unrelated, "copies": copies,
+              "attack": np.array(["a", "b"] * 20),
+              "thresholds": separation_thresholds(unrelated, [1e-3])}
+    frame = pd.DataFrame({"method": ["m", "m", "m"], "attack": ["a", "b", "all"],
+                          "above_t1": [0.1, 0.2, 0.15]})
+    curve = pd.DataFrame({"threshold": [0.1, 0.2, 0.3], "f1": [0.5, 0.8, 0.6]})
+    figures = [plot_separation(result), plot_shares(frame),
+               plot_explained_variance({"m": np.array([0.5, 0.3, 0.2])}),
+               plot_f1_curve({"m": curve}, {"m": 0.2})]
+    assert all(isinstance(f, Figure) for f in figures)
+    assert list(tmp_path.iterdir()) == []
+    written = plot_f1_curve({"m": curve}, {"m": 0.2}, tmp_path / "figures")
+    assert sorted(p.name for p in written) == ["f1_curve.pdf", "f1_curve.png"]

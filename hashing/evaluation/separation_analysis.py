@@ -358,10 +358,14 @@ def separation_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def plot_separation(result: dict[str, Any], folder: Any, bins: int = 60,
-                    max_panels: int = 30) -> list:
+def plot_separation(result: dict[str, Any], folder: Any = None, bins: int = 60,
+                    max_panels: int = 30) -> Any:
     """One figure per method: the copies' distance histogram of each attack (and of all of
-    them) drawn over the unrelated pairs' one, with T1, T2 and the FPR 1e-3 threshold."""
+    them) drawn over the unrelated pairs' one, with T1, T2 and the FPR 1e-3 threshold.
+
+    Returns the `Figure` when ``folder`` is None (a notebook shows it); otherwise saves it
+    there (PDF and PNG) and returns the files written.
+    """
     th = result["thresholds"]
     attack = result["attack"]
     names = ["all", *sorted(set(attack.tolist()))][:max_panels]
@@ -396,7 +400,8 @@ def plot_separation(result: dict[str, Any], folder: Any, bins: int = 60,
                      fontsize=9)
         fig.supxlabel("distance", fontsize=8)
         fig.supylabel("density", fontsize=8)
-        return save_figure(fig, folder, f"separation_{result['method']}")
+        return fig if folder is None else save_figure(fig, folder,
+                                                      f"separation_{result['method']}")
 
 
 def share_pivot(frame: pd.DataFrame, column: str = "above_t1") -> pd.DataFrame:
@@ -406,8 +411,12 @@ def share_pivot(frame: pd.DataFrame, column: str = "above_t1") -> pd.DataFrame:
     return table.loc[order, list(dict.fromkeys(frame["method"]))]
 
 
-def plot_shares(frame: pd.DataFrame, folder: Any, column: str = "above_t1") -> list:
-    """Heat map of attacks x methods: the share of copies above a threshold."""
+def plot_shares(frame: pd.DataFrame, folder: Any = None, column: str = "above_t1") -> Any:
+    """Heat map of attacks x methods: the share of copies above a threshold.
+
+    Returns the `Figure` when ``folder`` is None (a notebook shows it); otherwise saves it
+    there (PDF and PNG) and returns the files written.
+    """
     table = share_pivot(frame, column)
     with figure_style():
         fig, ax = new_figure(figsize=(1.0 + 0.9 * table.shape[1], 1.0 + 0.28 * table.shape[0]))
@@ -420,12 +429,16 @@ def plot_shares(frame: pd.DataFrame, folder: Any, column: str = "above_t1") -> l
             ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=5,
                     color="w" if value > 0.5 else "k")
         fig.colorbar(image, ax=ax, label=f"share of copies {column.replace('_', ' ')}")
-        return save_figure(fig, folder, f"shares_{column}")
+        return fig if folder is None else save_figure(fig, folder, f"shares_{column}")
 
 
-def plot_explained_variance(curves: dict[str, np.ndarray], folder: Any,
-                            name: str = "explained_variance") -> list:
-    """Cumulative explained variance of each method's principal components."""
+def plot_explained_variance(curves: dict[str, np.ndarray], folder: Any = None,
+                            name: str = "explained_variance") -> Any:
+    """Cumulative explained variance of each method's principal components.
+
+    Returns the `Figure` when ``folder`` is None (a notebook shows it); otherwise saves it
+    there (PDF and PNG) and returns the files written.
+    """
     with figure_style():
         fig, ax = new_figure(figsize=(5, 3.5))
         for label, ratio in curves.items():
@@ -435,4 +448,4 @@ def plot_explained_variance(curves: dict[str, np.ndarray], folder: Any,
         ax.set_ylabel("cumulative explained variance")
         ax.set_ylim(0, 1.01)
         ax.legend(fontsize=7)
-        return save_figure(fig, folder, name)
+        return fig if folder is None else save_figure(fig, folder, name)

@@ -785,9 +785,13 @@ def write_verification(result: VerificationResult, folder: str | os.PathLike) ->
         plot_f1_curve(result.curves, result.thresholds, folder / "figures")
 
 
-def plot_f1_curve(curves: dict[str, pd.DataFrame], thresholds: dict[str, float], folder: Any,
-                  name: str = "f1_curve") -> list:
-    """F1 against threshold for each method, its chosen threshold marked."""
+def plot_f1_curve(curves: dict[str, pd.DataFrame], thresholds: dict[str, float],
+                  folder: Any = None, name: str = "f1_curve") -> Any:
+    """F1 against threshold for each method, its chosen threshold marked.
+
+    Returns the `Figure` when ``folder`` is None (a notebook shows it); otherwise saves it
+    there (PDF and PNG) and returns the files written.
+    """
     with figure_style():
         fig, ax = new_figure(figsize=(5.5, 3.6))
         for k, (label, curve) in enumerate(curves.items()):
@@ -799,4 +803,4 @@ def plot_f1_curve(curves: dict[str, pd.DataFrame], thresholds: dict[str, float],
         ax.set_ylabel("F1")
         ax.set_ylim(0, 1.02)
         ax.legend(fontsize=7)
-        return save_figure(fig, folder, name)
+        return fig if folder is None else save_figure(fig, folder, name)
