@@ -1,8 +1,9 @@
 """Progress bars: tqdm's notebook widget where it can be drawn, its text bar elsewhere.
 
 ``tqdm.auto`` warns ``TqdmWarning: IProgress not found`` on import inside a Jupyter kernel
-without ipywidgets (and falls back to the text bar). The bar is chosen here instead: the widget (``tqdm.notebook``) only in a kernel that can import
-ipywidgets, the plain text bar (``tqdm.std``) everywhere else, and no warning either way.
+without ipywidgets (and falls back to the text bar). The bar is chosen here instead: the
+widget (``tqdm.notebook``) only in a kernel that can import ipywidgets, the plain text bar
+(``tqdm.std``) everywhere else, and no warning either way.
 """
 
 from __future__ import annotations
