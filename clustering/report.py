@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,10 @@ from clustering.metrics import (
 from clustering.points import Points
 from hashing.distances import pairwise
 from helpers import ImageLoadError, atomic_write, load_image, printable, write_csv, write_json
-from helpers.plotting import new_figure, save_figure
+from helpers.plotting import figure_style, new_figure, save_figure
+
+if TYPE_CHECKING:  # matplotlib loads only when a figure is drawn
+    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -161,11 +164,49 @@ def _axes(settings: list[dict[str, Any]]) -> list[tuple[str, list[int]]]:
     return out
 
 
-def plot_clustering(result: Clustering, folder: str | Path,
-                    evaluation: list[dict[str, Any]] | None = None) -> list[Path]:
-    """Measures against the setting, cluster sizes, diameter against size, dendrogram."""
-    folder = Path(folder)
+def clustering_figures(result: Clustering, evaluation: list[dict[str, Any]] | None = None
+                       ) -> dict[str, Figure]:
+    """The figures of a clustering, by file name: measures against the setting (with the
+    truth), cluster sizes, diameter against size (with `evaluate`'s cluster attributes), the
+    dendrogram (hierarchical). A notebook shows each `Figure` as it is.
+
+    Parameters
+    ----------
+    result : Clustering
+    evaluation : list of dict, optional
+        `evaluate`'s entries (measures and cluster attributes per setting).
+
+    Returns
+    -------
+    dict of str to matplotlib.figure.Figure
+    """
+    with figure_style():
+        return dict(_figures(result, evaluation))
+
+
+def plot_clustering(result: Clustering, folder: str | Path | None = None,
+                    evaluation: list[dict[str, Any]] | None = None
+                    ) -> list[Path] | dict[str, Figure]:
+    """`clustering_figures` written into ``folder`` (PDF and PNG each, one figure at a time),
+    or returned as ``{file name: Figure}`` when ``folder`` is None.
+
+    Returns
+    -------
+    list of Path or dict of str to Figure
+        The files written, or the figures.
+    """
+    if folder is None:
+        return clustering_figures(result, evaluation)
     written: list[Path] = []
+    with figure_style():
+        for name, fig in _figures(result, evaluation):
+            written += save_figure(fig, folder, name)
+    return written
+
+
+def _figures(result: Clustering, evaluation: list[dict[str, Any]] | None
+             ) -> Iterator[tuple[str, Figure]]:
+    """``(file name, figure)`` of each figure of `clustering_figures`, drawn when asked for."""
     for key, members in (_axes(result.settings)
                          if evaluation and "measures" in evaluation[0] else []):
         values = np.array([float(result.settings[i][key]) for i in members])
@@ -179,10 +220,10 @@ def plot_clustering(result: Clustering, folder: str | Path,
         ax.set_ylim(-0.05, 1.05)
         ax.set_title(f"{result.method} ({result.features or 'features'}, {result.metric})")
         ax.legend(fontsize=7)
-        written += save_figure(fig, folder, f"measures_vs_{key}")
+        yield f"measures_vs_{key}", fig
     sizes = [np.bincount(lab[lab >= 0]) for lab in result.labels]
     if any(len(s) for s in sizes):  # not all noise
-        written += _plot_sizes(result.names(), sizes, folder)
+        yield "cluster_sizes", _plot_sizes(result.names(), sizes)
     drawn = [e for e in (evaluation or []) if "clusters" in e
              and (e["clusters"]["size"] > 1).any()][:6]
     if drawn:  # clusters of one have no diameter
@@ -195,18 +236,17 @@ def plot_clustering(result: Clustering, folder: str | Path,
         ax.set_xlabel("cluster size")
         ax.set_ylabel(f"diameter ({result.metric})")
         ax.legend(fontsize=6)
-        written += save_figure(fig, folder, "diameter_vs_size")
+        yield "diameter_vs_size", fig
     if result.tree is not None:
         fig, ax = new_figure(figsize=(8, 4))
         dendrogram(result.tree, truncate_mode="lastp", p=40, ax=ax, no_labels=False,
                    leaf_font_size=6, show_contracted=True)
         ax.set_ylabel(f"merge distance ({result.params.get('linkage')}, {result.metric})")
         ax.set_title("last 40 merges (leaf labels: cluster sizes)")
-        written += save_figure(fig, folder, "dendrogram")
-    return written
+        yield "dendrogram", fig
 
 
-def _plot_sizes(names: list[str], sizes: list[np.ndarray], folder: Path) -> list[Path]:
+def _plot_sizes(names: list[str], sizes: list[np.ndarray]) -> Figure:
     """Histogram (log-log) and violins of the cluster sizes of every setting."""
     fig, (left, right) = new_figure(1, 2, figsize=(10, 4))
     for name, s in zip(names, sizes, strict=True):
@@ -225,7 +265,7 @@ def _plot_sizes(names: list[str], sizes: list[np.ndarray], folder: Path) -> list
                          [n for n, s in zip(names, sizes, strict=True) if len(s)],
                          rotation=45, ha="right", fontsize=6)
     right.set_ylabel("log10 cluster size")
-    return save_figure(fig, folder, "cluster_sizes")
+    return fig
 
 
 def image_loader(records: Sequence[Any] | None, made: dict | None):
@@ -281,14 +321,33 @@ def image_loader(records: Sequence[Any] | None, made: dict | None):
     return load
 
 
-def plot_galleries(result: Clustering, entry: dict[str, Any], folder: str | Path,
+def plot_galleries(result: Clustering, entry: dict[str, Any], folder: str | Path | None = None,
                    count: int = 12, members: int = 8, points: Points | None = None,
-                   seed: int = 0) -> list[Path]:
+                   seed: int = 0) -> list[Path] | dict[str, Figure]:
     """Image grids of the ``count`` largest clusters of one setting: random members and, with
     ``points``, the members nearest the medoid and those farthest from it (rows of
-    ``members`` images)."""
+    ``members`` images).
+
+    Returns
+    -------
+    list of Path or dict of str to Figure
+        The PNG files written into ``folder``, or ``{file name: Figure}`` when ``folder`` is
+        None (a notebook shows them); empty without records or cluster attributes.
+    """
+    figures = _gallery_figures(result, entry, count, members, points, seed)
+    if folder is None:
+        return dict(figures)
+    written: list[Path] = []
+    for name, fig in figures:
+        written += save_figure(fig, folder, name, formats=("png",))
+    return written
+
+
+def _gallery_figures(result: Clustering, entry: dict[str, Any], count: int, members: int,
+                     points: Points | None, seed: int) -> Iterator[tuple[str, Figure]]:
+    """``(file name, figure)`` of each gallery of `plot_galleries`, drawn when asked for."""
     if result.records is None or "clusters" not in entry:
-        return []
+        return
     labels = result.labels[result.settings.index(entry["setting"])]
     table = entry["clusters"]
     if (table["size"] > 1).any():  # groups first: a singleton shows nothing grouped
@@ -297,7 +356,6 @@ def plot_galleries(result: Clustering, entry: dict[str, Any], folder: str | Path
     index = {image_id: i for i, image_id in enumerate(result.ids)}
     load = image_loader(result.records, points.made if points is not None else None)
     rng = np.random.default_rng(seed)
-    written: list[Path] = []
     for _, row in table.iterrows():
         rows_of = np.flatnonzero(labels == row["cluster"])
         if points is not None:
@@ -333,9 +391,7 @@ def plot_galleries(result: Clustering, entry: dict[str, Any], folder: str | Path
                             ha="right", va="center", fontsize=6)
         fig.suptitle(f"cluster {row['cluster']}: {row['size']} images, diameter "
                      f"{row['diameter']:.3g} ({result.metric})", fontsize=8)
-        written += save_figure(fig, folder, f"cluster_{int(row['cluster']):05d}",
-                               formats=("png",))
-    return written
+        yield f"cluster_{int(row['cluster']):05d}", fig
 
 
 def write_html(result: Clustering, evaluation: list[dict[str, Any]], best: int,

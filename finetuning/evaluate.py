@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,9 @@ from finetuning.model import load_checkpoint
 from hashing import parse_algorithm, run_benchmark, score_matches
 from helpers import get_logger, resolve_device
 from helpers.plotting import figure_style, new_figure, save_figure
+
+if TYPE_CHECKING:  # matplotlib loads only when a figure is drawn
+    from matplotlib.figure import Figure
 
 logger = get_logger(__name__)
 
@@ -231,43 +234,76 @@ def evaluate_checkpoints(checkpoints: Sequence[Checkpoint], protocol: Any,
     return Evaluation(table, groups[["label", "epoch", *groups.columns[:-2]]], result)
 
 
-def plot_evaluation(evaluation: Evaluation, folder: str | Path) -> list[Path]:
-    """Each measure against epoch, and violins of the group measures per checkpoint (as the
-    study drew them): ``measures_by_epoch`` and ``group_violins`` (PDF and PNG) in ``folder``."""
+def evaluation_figures(evaluation: Evaluation) -> dict[str, Figure]:
+    """Each measure against epoch (``measures_by_epoch``), and violins of the group measures
+    per checkpoint (``group_violins``), as the study drew them; a notebook shows each
+    `Figure` as it is.
+
+    Returns
+    -------
+    dict of str to matplotlib.figure.Figure
+    """
+    with figure_style():
+        return {"measures_by_epoch": _measures_by_epoch(evaluation.table),
+                "group_violins": _group_violins(evaluation.table, evaluation.groups)}
+
+
+def plot_evaluation(evaluation: Evaluation, folder: str | Path | None = None
+                    ) -> list[Path] | dict[str, Figure]:
+    """`evaluation_figures` written into ``folder`` (PDF and PNG each), or returned as
+    ``{file name: Figure}`` when ``folder`` is None.
+
+    Returns
+    -------
+    list of Path or dict of str to Figure
+        The files written, or the figures.
+    """
+    figures = evaluation_figures(evaluation)
+    if folder is None:
+        return figures
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    table, groups = evaluation.table, evaluation.groups
-    labels = list(table["label"])
+    written: list[Path] = []
+    with figure_style():
+        for name, fig in figures.items():
+            written += save_figure(fig, folder, name)
+    return written
+
+
+def _measures_by_epoch(table: pd.DataFrame) -> Figure:
+    """One panel per measure, against the epoch."""
     measures = [m for m in ("auc", "micro_ap", "hard_auc", "hard_micro_ap",
                             *(f"{m}_median" for m in GROUP_MEASURES)) if m in table]
     columns = 3
-    written: list[Path] = []
-    with figure_style():
-        fig, axes = new_figure(-(-len(measures) // columns), columns,
-                               figsize=(4.2 * columns, 3.2 * -(-len(measures) // columns)),
-                               squeeze=False)
-        fig.set_layout_engine("constrained")
-        for ax, measure in zip(axes.flat, measures, strict=False):
-            ax.plot(table["epoch"], table[measure], marker="o")
-            ax.set_xticks(table["epoch"])
-            ax.set_xlabel("epoch (0: before fine-tuning)")
-            ax.set_title(measure.replace("_", " "))
-        for ax in list(axes.flat)[len(measures):]:
-            ax.set_visible(False)
-        written += save_figure(fig, folder, "measures_by_epoch")
-        fig, axes = new_figure(1, len(GROUP_MEASURES),
-                               figsize=(4.5 * len(GROUP_MEASURES), 3.8), squeeze=False)
-        fig.set_layout_engine("constrained")
-        for ax, measure in zip(axes[0], GROUP_MEASURES, strict=True):
-            data = []
-            for label in labels:
-                values = groups.loc[groups["label"] == label, measure]
-                if measure != "separation":
-                    values = values[groups.loc[groups["label"] == label, "size"] > 1]
-                values = values.replace([np.inf, -np.inf], np.nan).dropna().to_numpy(float)
-                data.append(values if len(values) else np.array([np.nan]))
-            ax.violinplot(data, showmedians=True)
-            ax.set_xticks(range(1, len(labels) + 1), labels, rotation=45, ha="right")
-            ax.set_title(f"{measure.replace('_', ' ')} of the true groups")
-        written += save_figure(fig, folder, "group_violins")
-    return written
+    fig, axes = new_figure(-(-len(measures) // columns), columns,
+                           figsize=(4.2 * columns, 3.2 * -(-len(measures) // columns)),
+                           squeeze=False)
+    fig.set_layout_engine("constrained")
+    for ax, measure in zip(axes.flat, measures, strict=False):
+        ax.plot(table["epoch"], table[measure], marker="o")
+        ax.set_xticks(table["epoch"])
+        ax.set_xlabel("epoch (0: before fine-tuning)")
+        ax.set_title(measure.replace("_", " "))
+    for ax in list(axes.flat)[len(measures):]:
+        ax.set_visible(False)
+    return fig
+
+
+def _group_violins(table: pd.DataFrame, groups: pd.DataFrame) -> Figure:
+    """Violins of each group measure, one per checkpoint."""
+    labels = list(table["label"])
+    fig, axes = new_figure(1, len(GROUP_MEASURES),
+                           figsize=(4.5 * len(GROUP_MEASURES), 3.8), squeeze=False)
+    fig.set_layout_engine("constrained")
+    for ax, measure in zip(axes[0], GROUP_MEASURES, strict=True):
+        data = []
+        for label in labels:
+            values = groups.loc[groups["label"] == label, measure]
+            if measure != "separation":
+                values = values[groups.loc[groups["label"] == label, "size"] > 1]
+            values = values.replace([np.inf, -np.inf], np.nan).dropna().to_numpy(float)
+            data.append(values if len(values) else np.array([np.nan]))
+        ax.violinplot(data, showmedians=True)
+        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=45, ha="right")
+        ax.set_title(f"{measure.replace('_', ' ')} of the true groups")
+    return fig

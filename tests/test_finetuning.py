@@ -541,6 +541,10 @@ def test_evaluation_of_checkpoints_against_sklearn_and_scipy(tmp_path):
     assert table.loc["epoch_2", "diameter_median"] != table.loc["before", "diameter_median"]
     written = plot_evaluation(evaluation, tmp_path / "figures")
     assert {p.name for p in written} >= {"measures_by_epoch.png", "group_violins.png"}
+    figures = plot_evaluation(evaluation)  # no folder: the Figures, for a notebook
+    assert sorted(figures) == ["group_violins", "measures_by_epoch"]
+    auc_panel = next(ax for ax in figures["measures_by_epoch"].axes if ax.get_title() == "auc")
+    assert list(auc_panel.lines[0].get_ydata()) == list(table["auc"])
     with pytest.raises(ValueError, match="not found"):
         run_checkpoints(tmp_path / "run", ["7"])
 

@@ -25,6 +25,7 @@ from hashing import (
     FloatFeatures,
     LocalDescriptors,
     MultiCodes,
+    describe,
     get_algorithm,
     load_digest,
     run_benchmark,
@@ -204,6 +205,42 @@ def test_clustering_counts_per_setting_and_bounded_html():
     assert _table_rows(page) == MAX_ROWS and f"first {MAX_ROWS} of 45 rows" in page
     assert len(many.to_frame()) == 45 and "42 more" in repr(many)
 
+
+
+def test_clustering_figures_are_returned_unwritten_and_show_the_measures(tmp_path, monkeypatch,
+                                                                         sample_paths):
+    from matplotlib.figure import Figure  # matplotlib: only this test draws
+    from sklearn.metrics import v_measure_score
+
+    from clustering import as_points
+    from clustering.report import evaluate, plot_clustering
+    from clustering.report import plot_galleries as cluster_galleries
+    from data_retrieval import load_dataset
+
+    records = load_dataset("sample").records[:6]
+    codes = describe(records, "dhash")
+    points = as_points(codes)
+    result = cluster(points, "hierarchical", linkage="average", n_clusters=[2, 3, 6])
+    truth = np.array([0, 0, 0, 1, 1, 1])  # a hand-made truth: two groups of three
+    evaluation = evaluate(result, points, truth=truth)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    figures = plot_clustering(result, evaluation=evaluation)
+    assert sorted(figures) == ["cluster_sizes", "dendrogram", "diameter_vs_size",
+                               "measures_vs_n_clusters"]
+    assert all(isinstance(f, Figure) for f in figures.values())
+    # the V-measure line holds scikit-learn's V-measure of each cut, in setting order
+    line = next(ln for ln in figures["measures_vs_n_clusters"].axes[0].lines
+                if ln.get_label() == "v_measure")
+    assert list(line.get_xdata()) == [2, 3, 6]
+    assert np.allclose(line.get_ydata(), [v_measure_score(truth, lab) for lab in result.labels])
+    shown = cluster_galleries(result, evaluation[0], points=points)
+    assert shown and all(isinstance(f, Figure) for f in shown.values())
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written anywhere
+    written = plot_clustering(result, tmp_path / "figs", evaluation)
+    assert {p.name for p in written} >= {"dendrogram.pdf", "cluster_sizes.png"}
+    assert [p.name for p in cluster_galleries(result, evaluation[0], tmp_path / "g")] == [
+        f"{name}.png" for name in shown]
 
 # --- verification ---------------------------------------------------------------------------
 
