@@ -53,8 +53,12 @@ def loadable(item: Any, index: int) -> tuple[str, Any]:
     return record.image_id, record.path
 
 
-def load_item(source: Any) -> Image.Image:
+def load_item(source: Any, draft: int | None = None) -> Image.Image:
     """The RGB pixels of what `loadable` returned.
+
+    ``draft`` reaches `helpers.load_image` for a path (a JPEG file is decoded at a reduced
+    scale whose short side stays >= ``draft``); an image in memory or made on the fly (an
+    attacked image) is returned as it is, whatever ``draft`` says.
 
     Raises
     ------
@@ -67,4 +71,4 @@ def load_item(source: Any) -> Image.Image:
         return source if source.mode == "RGB" else source.convert("RGB")
     if hasattr(source, "load") and callable(source.load):
         return source.load()
-    return load_image(source)
+    return load_image(source, draft=draft)

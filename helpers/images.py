@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 #: Default pixel limit of :func:`load_image` (width x height), above which an image is refused.
 #: 100 megapixels: far above any photo dataset we use, far below what exhausts memory.
@@ -87,9 +87,36 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
 _ORIENTATION = 0x0112
 
 
+#: The first bytes of every JPEG file (start of image, then a marker).
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def is_jpeg_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a readable file that starts as a JPEG does (whatever its name
+    says); False for anything else, an unreadable or missing file included."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(3) == _JPEG_MAGIC
+    except OSError:
+        return False
+
+
+def _decode(image: Image.Image, draft: int | None) -> Image.Image:
+    """The first frame of an opened image, decoded (at a draft scale for a JPEG when
+    ``draft`` is set), EXIF orientation applied."""
+    image.seek(0)  # (an MPO's seek resets its decoder: the draft comes after)
+    if draft is not None and isinstance(image, JpegImagePlugin.JpegImageFile):
+        image.draft("RGB", (draft, draft))
+    image.load()
+    if image.getexif().get(_ORIENTATION, 1) != 1:  # else no copy is needed
+        image = ImageOps.exif_transpose(image)
+    return image
+
+
 def load_image(
     path: str | os.PathLike,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    draft: int | None = None,
 ) -> Image.Image:
     """Load an image file as an RGB PIL image, EXIF orientation applied.
 
@@ -102,6 +129,12 @@ def load_image(
     max_pixels : int or None
         Refuse images with more pixels than this (checked from the header, before decoding).
         ``None`` disables the check.
+    draft : int, optional
+        A JPEG file (MPO included) is decoded by libjpeg at 1/2, 1/4 or 1/8 scale straight
+        from its DCT coefficients: the smallest of these scales whose short side is still at
+        least ``draft`` pixels (Pillow's ``Image.draft("RGB", (draft, draft))``); an image
+        already smaller is decoded whole. Other formats are decoded whole whatever ``draft``
+        says. The pixels are not those of a full decode resized.
 
     Returns
     -------
@@ -112,7 +145,12 @@ def load_image(
     ------
     ImageLoadError
         The file is missing, empty, not an image, truncated or corrupt, or too large.
+    ValueError
+        ``draft`` is not a positive integer.
     """
+    if draft is not None and (not isinstance(draft, int) or isinstance(draft, bool)
+                              or draft < 1):
+        raise ValueError(f"draft must be a positive number of pixels or None, got {draft!r}")
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -136,11 +174,7 @@ def load_image(
                         f"image too large: {width}x{height} = {width * height:,} pixels, "
                         f"limit is {max_pixels:,} (raise max_pixels to load it)",
                     )
-                image.seek(0)
-                image.load()
-                if image.getexif().get(_ORIENTATION, 1) != 1:  # else no copy is needed
-                    image = ImageOps.exif_transpose(image)
-                return to_rgb(image)
+                return to_rgb(_decode(image, draft))
     except ImageLoadError:
         raise
     except UnidentifiedImageError:

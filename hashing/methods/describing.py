@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 from threadpoolctl import threadpool_limits
 
 from data_retrieval import BadImage, Dataset, ImageRecord, load_images, read_manifest
@@ -42,21 +42,32 @@ from helpers import (
     progress,
 )
 from helpers.descriptors import BinaryCodes, FloatFeatures, LocalDescriptors, MultiCodes
+from helpers.images import is_jpeg_file
 
 logger = get_logger(__name__)
 
 
+#: How an algorithm's images are decoded: ``exact`` (the default: every pixel, bits equal to
+#: imagehash's) or ``draft`` (a JPEG file decoded by libjpeg at 1/2, 1/4 or 1/8 scale, its
+#: short side kept >= the algorithm's draft side; see `Algorithm.draft_side`).
+DECODES = ("exact", "draft")
+
+
 @dataclass(frozen=True)
 class Algorithm:
-    """A named algorithm with its parameters; ``describe(images)`` gives descriptors."""
+    """A named algorithm with its parameters; ``describe(images)`` gives descriptors.
+
+    ``params`` holds the non-default parameters, ``decode='draft'`` among them when asked: the
+    decode mode is part of the method's identity (its label, so its stores and results).
+    """
 
     name: str
     params: tuple[tuple[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
-        """The name with its non-default parameters, e.g. ``phash`` or ``phash_hash_size=16``:
-        how results name this algorithm."""
+        """The name with its non-default parameters, e.g. ``phash`` or ``phash_hash_size=16``
+        (``phash_decode=draft`` with a draft decode): how results name this algorithm."""
         return method_label(self.name, dict(self.params))
 
     @property
@@ -64,10 +75,37 @@ class Algorithm:
         """Runs on whole batches of PIL images (neural), not on per-thread `GrayBatch` slices."""
         return ALGORITHMS.get(self.name).whole_batch
 
+    @property
+    def decode(self) -> str:
+        """``exact`` or ``draft`` (see `DECODES`)."""
+        return dict(self.params).get("decode", "exact")
+
+    @property
+    def draft_side(self) -> int | None:
+        """With ``decode='draft'``, the short side (pixels) a JPEG file keeps when `describe`
+        decodes it at reduced scale for this algorithm: at least 16 pixels per cell of the
+        hash grid and at least the side the algorithm resizes to (the rule each hash
+        registers: 128 for the 8 x 8 hashes and colorhash, 256 for block_mean, 300 for
+        crop_resistant at their defaults). ``None`` with the exact decode."""
+        if self.decode != "draft":
+            return None
+        entry = ALGORITHMS.get(self.name)
+        signature = list(inspect.signature(entry.function).parameters.values())[1:]
+        params = {p.name: p.default for p in signature}
+        params.update(self.function_params)
+        return int(entry.draft(params))
+
+    @property
+    def function_params(self) -> dict[str, Any]:
+        """The parameters the algorithm's function takes (the decode mode is not one)."""
+        return {k: v for k, v in self.params if k != "decode"}
+
     def describe(self, images: Sequence[Image.Image] | Any) -> Any:
         """Descriptors of a list of PIL images (or of a prepared ``GrayBatch``): the building
-        block, no ids attached. Anything else `hashing.describe` takes (paths, records, a
-        dataset, a manifest...) goes through `hashing.describe` and gets its ids."""
+        block, no ids attached; images in memory are hashed as they are, whatever the decode
+        mode. Anything else `hashing.describe` takes (paths, records, a dataset, a
+        manifest...) goes through `hashing.describe` and gets its ids (and a draft decode
+        where the algorithm asks for one)."""
         if not isinstance(images, GrayBatch) and not (
                 isinstance(images, list | tuple)
                 and all(isinstance(im, Image.Image) for im in images)):
@@ -76,7 +114,7 @@ class Algorithm:
             batch = images.images if isinstance(images, GrayBatch) else list(images)
         else:
             batch = images if isinstance(images, GrayBatch) else GrayBatch(images)
-        out = ALGORITHMS.get(self.name).function(batch, **dict(self.params))
+        out = ALGORITHMS.get(self.name).function(batch, **self.function_params)
         if not isinstance(out, BinaryCodes | MultiCodes | FloatFeatures | LocalDescriptors):
             raise TypeError(f"algorithm {self.name!r} returned a {type(out).__name__}; an "
                             "algorithm returns BinaryCodes, MultiCodes, FloatFeatures or "
@@ -87,24 +125,44 @@ class Algorithm:
 def get_algorithm(name: str, **params: Any) -> Algorithm:
     """An algorithm by name, its parameters checked against the function's signature.
 
+    ``decode`` (``'exact'`` or ``'draft'``, see `DECODES`) is a parameter of every algorithm
+    that registers a draft rule (the classical hashes but hist_hash).
+
     Raises
     ------
     ValueError
-        Unknown name (the message lists the known ones) or parameter.
+        Unknown name (the message lists the known ones) or parameter, or a decode mode the
+        algorithm does not have.
     """
     entry = ALGORITHMS.get(name)
+    decode = params.pop("decode", "exact")
+    _check_decode(name, entry, decode)
     accepted = list(inspect.signature(entry.function).parameters)[1:]
     unknown = set(params) - set(accepted)
     if unknown:
         raise ValueError(f"algorithm {name!r} has no parameter(s) {sorted(unknown)}; "
-                         f"parameters: {', '.join(accepted)}")
+                         f"parameters: {', '.join(accepted)}"
+                         + (", decode" if entry.draft is not None else ""))
     signature = inspect.signature(entry.function).parameters
     for key, value in params.items():
         check_param_type(f"algorithm {name!r}", key, value, signature[key].default)
     if entry.normalise is not None:
         params = entry.normalise(dict(params))
     explicit = {k: v for k, v in params.items() if signature[k].default != v}
+    if decode != "exact":
+        explicit["decode"] = decode
     return Algorithm(name, tuple(sorted(explicit.items())))
+
+
+def _check_decode(name: str, entry: Any, decode: Any) -> None:
+    """``decode`` must be one of `DECODES`, and ``draft`` one the algorithm registered."""
+    if not isinstance(decode, str) or decode not in DECODES:
+        raise ValueError(f"algorithm {name!r}: decode must be one of "
+                         f"{', '.join(map(repr, DECODES))}, got {decode!r}")
+    if decode != "exact" and entry.draft is None:
+        drafts = [n for n, e in ALGORITHMS.items() if e.draft is not None]
+        raise ValueError(f"algorithm {name!r} has no draft decode (decode={decode!r}); "
+                         f"algorithms with one: {', '.join(drafts)}")
 
 
 def parse_algorithm(spec: str | Algorithm) -> Algorithm:
@@ -256,10 +314,15 @@ def _unique_ids(entries: list, items: Sequence) -> list:
     return entries
 
 
-def _load(source: Any) -> tuple[Any, ImageLoadError | None]:
-    """An item's image, or the error that names why it cannot be read."""
+def _load(source: Any, sides: Sequence[int | None] = (None,)
+          ) -> tuple[dict[int | None, Any] | None, ImageLoadError | None]:
+    """An item's image for each decode (``None``: exact; a number: a draft decode keeping
+    that short side), or the error that names why it cannot be read. Only a JPEG file is
+    decoded once per side; anything else is loaded once and serves every side as it is."""
     try:
-        return load_item(source), None
+        if any(sides) and isinstance(source, str | os.PathLike) and is_jpeg_file(source):
+            return {side: load_item(source, draft=side) for side in sides}, None
+        return dict.fromkeys(sides, load_item(source)), None
     except ImageLoadError as exc:
         return None, exc
 
@@ -402,36 +465,59 @@ def _describe_entries(entries: list, algorithms: list[Algorithm], batch_size: in
                       ) -> tuple[dict[str, list], list]:
     """Each batch of (record, source) entries loaded (in threads, in order) and described by
     every algorithm: the descriptors of each batch by label, and the records kept. Unreadable
-    images are appended to ``skipped`` (or raised with ``on_error="raise"``)."""
+    images are appended to ``skipped`` (or raised with ``on_error="raise"``). A JPEG file is
+    decoded once for the exact algorithms and once per draft side (`Algorithm.draft_side`)."""
     parts: dict[str, list] = {a.label: [] for a in algorithms}
     kept = []
+    sides = sorted({a.draft_side for a in algorithms}, key=lambda s: -1 if s is None else s)
+    given = 0  # images handed over decoded already from a JPEG file: no draft possible
     threads = workers if workers is not None else available_cpus()
     # decoding (and attacking) images releases the GIL for most of its time: a batch loads in
     # threads, in order
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
     try:
         for batch in _batches(entries, batch_size):
-            images = []
+            images: dict[int | None, list] = {side: [] for side in sides}
             sources = [source for _, source in batch]
-            loaded = pool.map(_load, sources) if pool is not None else map(_load, sources)
-            for (record, _), (image, exc) in zip(batch, loaded, strict=True):
+            if any(sides):
+                given += sum(isinstance(s, JpegImagePlugin.JpegImageFile)
+                             and bool(getattr(s, "filename", "")) for s in sources)
+            loaded = (pool.map(_load, sources, [sides] * len(sources)) if pool is not None
+                      else map(_load, sources, [sides] * len(sources)))
+            for (record, _), (decoded, exc) in zip(batch, loaded, strict=True):
                 if exc is not None:
                     if on_error == "raise":
                         raise exc
                     logger.warning("skipping %s: %s", exc.path, exc.reason)
                     skipped.append((record.image_id, os.fsdecode(exc.path or ""), exc.reason))
                     continue
-                images.append(image)
+                for side in sides:
+                    images[side].append(decoded[side])
                 kept.append(record)
-            if images:
-                for label, found in _describe_images(algorithms, images, workers,
-                                                     seconds).items():
-                    parts[label].append(found)
+            _describe_decodes(algorithms, images, workers, seconds, parts)
             bar.update(len(batch))
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+    if given:
+        logger.warning("%s: %d images came decoded already from JPEG files and were hashed as "
+                       "given; a draft decode applies where describe reads the file itself "
+                       "(give paths or records)", ", ".join(a.label for a in algorithms
+                                                            if a.draft_side), given)
     return parts, kept
+
+
+def _describe_decodes(algorithms: list[Algorithm], images: dict[int | None, list],
+                      workers: int | None, seconds: dict[str, float] | None,
+                      parts: dict[str, list]) -> None:
+    """One batch described by every algorithm, each on the images of its own decode
+    (``images[side]``); the descriptors are appended to ``parts[label]``."""
+    for side, decoded in images.items():
+        if not decoded:
+            continue
+        group = [a for a in algorithms if a.draft_side == side]
+        for label, found in _describe_images(group, decoded, workers, seconds).items():
+            parts[label].append(found)
 
 
 def _report_empty(descriptors: Any) -> None:
