@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Which Faiss build to install: cpu (default) or gpu.
 FAISS ?= cpu
 
-.PHONY: demo test lint install clean-venv
+.PHONY: demo paper test lint install clean-venv
 
 $(VPY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || { \
@@ -33,6 +33,13 @@ demo: $(STAMP)
 	$(VPY) scripts/evaluate_copy_detection.py --dataset sample --n-experimental 6 --n-control 5 \
 	  --n-attacked 5 --algorithms ahash phash dhash whash colorhash crop_resistant hist_hash \
 	  block_mean efficientnet_lite0:distance=jensenshannon sscd_distilled --name demo --overwrite
+
+# The study regenerated (scripts/reproduce_study.py, docs/paper.md): every experiment the data
+# under $DATASETS_DIR allows, cached step by step, into Results/paper/ (report.html). A second
+# run only redraws. SCALE=full is the study's own protocols (a GPU box).
+SCALE ?= quick
+paper: $(STAMP)
+	$(VPY) scripts/reproduce_study.py --scale $(SCALE)
 
 test: $(STAMP)
 	@# The package map of ARCHITECTURE.md is a contract: layers and no import circles.
