@@ -121,6 +121,9 @@ STUDY_KEYPOINTS = ("orb", "sift", "daisy", "latch")
 #: ``scripts/download_simclr.py`` first (full scale only).
 OFFLINE_NEURAL = ("efficientnet_lite0:distance=jensenshannon", "sscd_distilled")
 SIMCLR = "simclr_v2_r50_2x_sk1"
+SIMCLR_NOTE = (f"{SIMCLR} reads converted weights: run `python scripts/download_simclr.py "
+               "--version v2 --model r50_2x_sk1 --category pretrained` once (internet, "
+               "`pip install -e .[tensorflow]`) before this scale.")
 
 
 def _sizes(scale: str, root: Path) -> Sizes:
@@ -150,10 +153,17 @@ def _sizes(scale: str, root: Path) -> Sizes:
                      (50, 50, 4) if bsds else (6, 5, 2), 100 if bsds else 0,
                      ("pca:64", "pca:32"), notes)
     flickr = available("flickr500k", root)
+    main, missing = "bsds500", [d for d in ("bsds500", "imagenet_samples") if not
+                                available(d, root)]
+    if missing:  # the study's protocols need its data: no fallback at this scale
+        notes["main"] = (f"{' and '.join(missing)} missing under the data root: get "
+                         "BSDS500 with `python scripts/download_datasets.py bsds500` and "
+                         "see docs/datasets.md before running the full scale.",)
+    photos = "flickr500k" if flickr else "imagenet_samples"
+    memes = "meme_templates"
     return Sizes(main, (250, 250, 100), (250, 250, 100), (), STUDY_HASHES, STUDY_KEYPOINTS,
                  (*OFFLINE_NEURAL, SIMCLR), memes, (0, 0, 0),
-                 "flickr500k" if flickr else photos,
-                 (10_000, 100_000, 500_000), ("dhash", "sscd_distilled", SIMCLR), main,
+                 photos, (10_000, 100_000, 500_000), ("dhash", "sscd_distilled", SIMCLR), main,
                  ("--model", SIMCLR, "--epochs", "10", "--batch-size", "256"),
                  (250, 250, 100), 0, ("pca:256", "pca:128", "pca:64", "pca:32", "ae:256"),
                  notes)
@@ -185,7 +195,7 @@ def _benchmark(name: str, title: str, dataset: str, sizes: tuple[int, int, int],
 
 def _method_families(scale: str, s: Sizes) -> list[Step]:
     """The study's three method families on the BSDS500 protocol."""
-    neural_note = () if SIMCLR in s.neural else (
+    neural_note = (SIMCLR_NOTE,) if SIMCLR in s.neural else (
         f"The study's best neural descriptor, SimCLR v2 ({SIMCLR}), needs weights downloaded "
         "with scripts/download_simclr.py (no network here): EfficientNet-Lite0 and SSCD "
         "(distilled), whose weights install offline, stand in for it.",)
@@ -280,7 +290,7 @@ def _clustering(s: Sizes) -> list[Step]:
     method = s.search_methods[-1]
     store = f"copies_copies/{method}"
     common = ("--features", store, "--features-dir", FEATURES, "--galleries", "4")
-    columns = ("name", "n_clusters", "v_measure", "pair_f1", "ari")
+    columns = ("name", "n_clusters", "v_measure", "pair_f1", "pair_precision", "ari")
     return [
         Step("copies", "Originals with all their attacked copies (ground truth of the "
              "clustering)", "search_stores",
@@ -291,12 +301,13 @@ def _clustering(s: Sizes) -> list[Step]:
              "cluster", (*common, "--method", "duplicates", "--threshold", "0.1", "0.15",
                          "0.2", "0.25"),
              datasets=(s.copies_dataset,), after=("copies",), part="follow-up",
-             figures=("figures/cluster_sizes",), table="clusters.json", columns=columns),
+             figures=("figures/measures_vs_threshold", "figures/cluster_sizes"),
+             table="clusters.json", columns=columns),
         Step("cluster_dbscan", "DBSCAN on a Faiss radius graph", "cluster",
              (*common, "--method", "dbscan", "--eps", "0.1", "0.15", "0.2",
               "--min-samples", "5"),
              datasets=(s.copies_dataset,), after=("copies",), part="follow-up",
-             figures=("figures/cluster_sizes",), table="clusters.json", columns=columns),
+             figures=("figures/measures_vs_eps",), table="clusters.json", columns=columns),
     ]
 
 

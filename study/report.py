@@ -79,7 +79,9 @@ def _table(step: Step, folder: Path, published: pd.DataFrame) -> pd.DataFrame | 
     if step.table is None or not (folder / step.table).is_file():
         return None
     if step.table.endswith(".json"):  # a clustering's settings, one row each
-        table = pd.DataFrame(read_json(folder / step.table).get("settings", []))
+        table = pd.DataFrame([{"name": e.get("name"), "n_clusters": e.get("n_clusters"),
+                               **(e.get("measures") or {})}
+                              for e in read_json(folder / step.table).get("settings", [])])
     else:
         table = pd.read_csv(folder / step.table).map(spreadsheet_unescape)
     if step.columns:

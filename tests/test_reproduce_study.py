@@ -1,0 +1,134 @@
+"""``make paper`` (scripts/reproduce_study.py) end to end at the tiny scale on `sample`: every
+figure and table of the report is there, a second run recomputes nothing, ``--redo`` recomputes
+one step, an interrupted run resumes, and the full plan is the study's protocol."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from study import build_plan
+from study.report import load_published
+from tests.conftest import REPO
+
+SCRIPT = REPO / "scripts" / "reproduce_study.py"
+
+
+def _run(*argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True,
+                          cwd=REPO, timeout=timeout)
+
+
+def _ledger(folder: Path) -> dict[str, dict]:
+    return {s["name"]: s for s in json.loads((folder / "experiments.json").read_text())["steps"]}
+
+
+def _stamps(folder: Path) -> dict[str, float]:
+    """Modification times of every file the steps wrote (not the report, redrawn each run)."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns
+            for part in ("steps", "features") for p in (folder / part).rglob("*")
+            if p.is_file() and p.name not in (".lock", ".outputs.json")}
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("study") / "paper"
+    done = _run("--scale", "tiny", "--output", str(folder))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return folder
+
+
+def test_every_step_ran_and_every_figure_and_table_is_in_the_report(paper):
+    plan = build_plan("tiny", Path("/nonexistent"))
+    ledger = _ledger(paper)
+    assert list(ledger) == [s.name for s in plan]
+    assert {e["status"] for e in ledger.values()} == {"computed"}
+    report = (paper / "report.md").read_text()
+    html = (paper / "report.html").read_text()
+    for step in plan:
+        entry = ledger[step.name]
+        assert f"### {step.name}:" in report and entry["command"] in report
+        assert Path(entry["result"]).is_dir() and entry["inputs"]["script"] == step.script
+        for figure in step.figures:
+            assert f"({f'steps/{step.name}/{figure}'}.png)" in report, (step.name, figure)
+        if step.table:
+            assert f"*{step.table}*" in report, step.name
+    figures = re.findall(r"\]\(([^)]+\.(?:png|pdf))\)", report)
+    assert {"figures/roc.png", "figures/auc_families.png", "figures/times.png",
+            "figures/recall_size.png"} <= set(figures)
+    for name in figures:
+        magic = b"%PDF" if name.endswith(".pdf") else b"\x89PNG"
+        assert (paper / name).read_bytes()[:4] == magic, name
+        assert f"src='{name}'" in html or name.endswith(".pdf")
+
+
+def test_the_digest_tables_are_the_steps_own_numbers_beside_the_study_column(paper):
+    summary = pd.read_csv(paper / "steps" / "hashes" / "summary.csv")
+    report = (paper / "report.md").read_text()
+    assert "| study auc | difference |" in report
+    for _, row in summary.iterrows():  # the report shows what the digest holds
+        assert f"| {row['algorithm']} | {row['auc']:.4g} |" in report
+
+
+def test_a_second_run_recomputes_nothing_and_redo_recomputes_one_step(paper):
+    before = _stamps(paper)
+    again = _run("--scale", "tiny", "--output", str(paper))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {e["status"] for e in _ledger(paper).values()} == {"cached"}
+    assert _stamps(paper) == before
+    redo = _run("--scale", "tiny", "--output", str(paper), "--redo", "hashes")
+    assert redo.returncode == 0, redo.stderr[-2000:]
+    ledger = _ledger(paper)
+    assert ledger["hashes"]["status"] == "computed"
+    assert {e["status"] for n, e in ledger.items() if n != "hashes"} == {"cached"}
+    after = _stamps(paper)
+    changed = {k for k in before if after.get(k) != before[k]}
+    assert changed and all(k.startswith("steps/hashes/") for k in changed)
+
+
+def test_an_interrupted_run_resumes_from_the_unfinished_step(paper):
+    record = paper / "experiments.json"
+    ledger = json.loads(record.read_text())
+    ledger["steps"] = ledger["steps"][:-1]  # as if stopped before the last step finished
+    record.write_text(json.dumps(ledger))
+    last = build_plan("tiny", Path("/nonexistent"))[-1].name
+    done = _run("--scale", "tiny", "--output", str(paper))
+    assert done.returncode == 0, done.stderr[-2000:]
+    statuses = {n: e["status"] for n, e in _ledger(paper).items()}
+    assert statuses.pop(last) == "computed" and set(statuses.values()) == {"cached"}
+
+
+def test_the_full_plan_is_the_studys_protocol_and_a_dry_run_writes_nothing(tmp_path):
+    done = _run("--scale", "full", "--dry-run", "--datasets-dir", str(tmp_path),
+                "--output", str(tmp_path / "paper"))
+    assert done.returncode == 0, done.stderr
+    for algorithms in ("ahash phash dhash whash crop_resistant", "orb sift daisy latch"):
+        assert (f"--n-experimental 250 --n-control 250 --n-attacked 100 --algorithms "
+                f"{algorithms}") in done.stdout
+    assert "simclr_v2_r50_2x_sk1" in done.stdout and "500000" in done.stdout
+    assert "bsds500 (missing)" in done.stdout
+    assert not (tmp_path / "paper").exists()
+
+
+def test_unknown_step_names_are_one_line_errors(tmp_path):
+    done = _run("--scale", "tiny", "--redo", "hashez", "--output", str(tmp_path / "p"))
+    assert done.returncode == 2 and "no step hashez" in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "p").exists()
+
+
+def test_the_published_file_cites_a_table_and_page_for_every_value():
+    published = load_published()
+    assert set(published["kind"]) <= {"value", "claim"}
+    for _, row in published.iterrows():
+        assert row["table"], row.to_dict()
+        if row["value"]:  # a number read from the paper says where
+            float(row["value"])
+            assert row["page"] and row["table"] != "not read", row.to_dict()
+        if row["kind"] == "claim":
+            assert row["page"] and row["note"]
