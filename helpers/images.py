@@ -101,11 +101,19 @@ def is_jpeg_file(path: str | os.PathLike) -> bool:
         return False
 
 
+def is_draftable(image: Image.Image, draft: int | None) -> bool:
+    """Whether `load_image` decodes an opened, unloaded ``image`` at a reduced scale for
+    ``draft``: a JPEG whose short side is at least twice ``draft`` (a smaller one would keep
+    its full size: it is decoded whole, as without ``draft``)."""
+    return (draft is not None and isinstance(image, JpegImagePlugin.JpegImageFile)
+            and min(image.size) >= 2 * draft)
+
+
 def _decode(image: Image.Image, draft: int | None) -> Image.Image:
     """The first frame of an opened image, decoded (at a draft scale for a JPEG when
     ``draft`` is set), EXIF orientation applied."""
     image.seek(0)  # (an MPO's seek resets its decoder: the draft comes after)
-    if draft is not None and isinstance(image, JpegImagePlugin.JpegImageFile):
+    if is_draftable(image, draft):
         image.draft("RGB", (draft, draft))
     image.load()
     if image.getexif().get(_ORIENTATION, 1) != 1:  # else no copy is needed
@@ -132,9 +140,10 @@ def load_image(
     draft : int, optional
         A JPEG file (MPO included) is decoded by libjpeg at 1/2, 1/4 or 1/8 scale straight
         from its DCT coefficients: the smallest of these scales whose short side is still at
-        least ``draft`` pixels (Pillow's ``Image.draft("RGB", (draft, draft))``); an image
-        already smaller is decoded whole. Other formats are decoded whole whatever ``draft``
-        says. The pixels are not those of a full decode resized.
+        least ``draft`` pixels (Pillow's ``Image.draft("RGB", (draft, draft))``). A JPEG
+        whose short side is under ``2 * draft`` is decoded whole, exactly as without
+        ``draft``, and so is every other format. The pixels are not those of a full decode
+        resized.
 
     Returns
     -------

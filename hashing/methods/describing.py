@@ -42,7 +42,7 @@ from helpers import (
     progress,
 )
 from helpers.descriptors import BinaryCodes, FloatFeatures, LocalDescriptors, MultiCodes
-from helpers.images import is_jpeg_file
+from helpers.images import is_draftable, is_jpeg_file
 
 logger = get_logger(__name__)
 
@@ -318,13 +318,43 @@ def _load(source: Any, sides: Sequence[int | None] = (None,)
           ) -> tuple[dict[int | None, Any] | None, ImageLoadError | None]:
     """An item's image for each decode (``None``: exact; a number: a draft decode keeping
     that short side), or the error that names why it cannot be read. Only a JPEG file is
-    decoded once per side; anything else is loaded once and serves every side as it is."""
+    decoded once per size; anything else is loaded once and serves every side as it is."""
     try:
         if any(sides) and isinstance(source, str | os.PathLike) and is_jpeg_file(source):
-            return {side: load_item(source, draft=side) for side in sides}, None
+            return _jpeg_decodes(source, sides), None
         return dict.fromkeys(sides, load_item(source)), None
     except ImageLoadError as exc:
         return None, exc
+
+
+def _jpeg_decodes(path: str | os.PathLike, sides: Sequence[int | None]
+                  ) -> dict[int | None, Image.Image]:
+    """A JPEG file decoded once per distinct size that Pillow's draft gives its sides (a side
+    that leaves the image whole shares the exact decode): each side gets the pixels that
+    ``load_item(path, draft=side)`` gives, whatever other sides are asked with it."""
+    decoded: dict[Any, Image.Image] = {}
+    out = {}
+    for side in sides:
+        key = _draft_size(path, side)
+        if key not in decoded:
+            decoded[key] = load_item(path, draft=None if key is None else side)
+        out[side] = decoded[key]
+    return out
+
+
+def _draft_size(path: str | os.PathLike, side: int | None) -> Any:
+    """The size a draft decode for ``side`` gives (Pillow's own choice, from the header), or
+    ``None`` when the file is decoded whole (no side, or too small to draft)."""
+    if side is None:
+        return None
+    try:
+        with Image.open(path) as image:
+            if not is_draftable(image, side):
+                return None
+            image.draft("RGB", (side, side))
+            return image.size
+    except Exception:  # an unreadable header: load_item then names the reason
+        return ("unread", side)
 
 
 def _batches(entries: list, size: int) -> Iterator[list]:
