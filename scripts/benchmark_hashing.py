@@ -435,11 +435,12 @@ def _database_aucs(items: list, exact: list, draft: list, sides: list[int],
     return out
 
 
-def _upscaled(record, folder: Path) -> Path:
-    """The record's photo upscaled to ~12 MP as `make_large_jpegs` makes its 'upscaled' kind."""
+def _upscaled(record, index: int, folder: Path) -> Path:
+    """The record's photo upscaled to ~12 MP as `make_large_jpegs` makes its 'upscaled' kind
+    (file named by its position: ids may hold folders)."""
     photo = load_image(record.path)
     size = LARGE_SIZE if photo.width >= photo.height else LARGE_SIZE[::-1]
-    path = folder / f"{record.image_id}.jpg"
+    path = folder / f"{index}.jpg"
     photo.resize(size, Image.Resampling.LANCZOS).save(path, quality=LARGE_QUALITY)
     return path
 
@@ -470,7 +471,8 @@ def bench_draft_auc(records, sizes: list[int], sides: list[int], large_sides: li
                                           draft, sides, queries, positive, family, workers)
     with tempfile.TemporaryDirectory(prefix="draft_database_") as folder:
         with ThreadPoolExecutor(max(1, workers or 1)) as pool:
-            paths = list(pool.map(lambda r: _upscaled(r, Path(folder)), protocol.database))
+            paths = list(pool.map(lambda k: _upscaled(protocol.database[k], k, Path(folder)),
+                                  range(len(protocol.database))))
         out["large_database_made"] = (
             "each database original resized with Pillow's LANCZOS to 4000x3000 (3000x4000 "
             "for a portrait photo) and saved by Pillow as JPEG at quality 92 (4:2:0), in a "
