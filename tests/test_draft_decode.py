@@ -63,10 +63,11 @@ def test_the_decode_mode_is_part_of_the_identity(name):
 
 
 def test_draft_sides_follow_the_rule():
-    """At least 16 pixels per hash cell, and at least the side the hash resizes to."""
+    """At least 16 pixels per hash cell, and at least the side the hash resizes to
+    (colorhash, without a grid: a measured side)."""
     sides = {n: get_algorithm(n, decode="draft").draft_side for n in DRAFTABLE}
     assert sides == {"ahash": 128, "phash": 128, "dhash": 128, "whash": 128,
-                     "colorhash": 256, "block_mean": 256, "crop_resistant": 300}
+                     "colorhash": 400, "block_mean": 256, "crop_resistant": 300}
     assert get_algorithm("phash", decode="draft", hash_size=16).draft_side == 256
     assert get_algorithm("phash", decode="draft", highfreq_factor=32).draft_side == 256
     assert get_algorithm("whash", decode="draft", image_scale=512).draft_side == 512
@@ -131,7 +132,7 @@ def test_a_jpeg_too_small_to_draft_gives_the_exact_bits(tmp_path, sample_paths):
     assert load_image(path, draft=150).size == (226, 150)
     codes = describe_all([path], ["colorhash", "colorhash:decode='draft'", "block_mean",
                                   "block_mean:decode='draft'"], show_progress=False)
-    for name in ("colorhash", "block_mean"):  # drafts of 256: whole below 512
+    for name in ("colorhash", "block_mean"):  # drafts of 400 and 256: whole below 800, 512
         np.testing.assert_array_equal(codes[f"{name}_decode=draft"].to_bits(),
                                       codes[name].to_bits())
 

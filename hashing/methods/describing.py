@@ -85,8 +85,9 @@ class Algorithm:
         """With ``decode='draft'``, the short side (pixels) a JPEG file keeps when `describe`
         decodes it at reduced scale for this algorithm: at least 16 pixels per cell of the
         hash grid and at least the side the algorithm resizes to (the rule each hash
-        registers: 128 for the 8 x 8 hashes and colorhash, 256 for block_mean, 300 for
-        crop_resistant at their defaults). ``None`` with the exact decode."""
+        registers: 128 for the 8 x 8 hashes, 256 for block_mean, 300 for crop_resistant at
+        their defaults; colorhash, which has no grid, 400, measured). ``None`` with the exact
+        decode."""
         if self.decode != "draft":
             return None
         entry = ALGORITHMS.get(self.name)
