@@ -32,6 +32,7 @@ from helpers import add_output_arguments, experiment_run, setup_logging
 from helpers.cli import run_script, script_main
 from study import SCALES, Layout, Study, build_plan, command_line, write_report
 from study.plan import available
+from study.runs import check_same_study
 
 SCRIPT = "reproduce_study"
 SCRIPTS = Path(__file__).resolve().parent
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                  else sys.argv[1:])])
     started = time.perf_counter()
     with experiment_run(args, SCRIPT, inputs=[root]) as run:
+        if not rerun_all:
+            check_same_study(Layout(run.folder), args.scale, root)
         run.record({**vars(args), "data_root": str(root),
                     "steps": [s.name for s in plan]})
         study = Study(plan, Layout(run.folder), root, args.scale, run_step)

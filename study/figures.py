@@ -12,7 +12,6 @@ import pandas as pd
 
 from generator import families
 from hashing.evaluation.digest import load_digest
-from hashing.evaluation.plots import plot_roc, plot_times
 from helpers import figure_style, new_figure, read_json, save_figure
 
 logger = logging.getLogger(__name__)
@@ -38,12 +37,74 @@ def plot_family_heatmap(attack_summary: pd.DataFrame, folder: Path, name: str) -
         for (row, col), value in pd.DataFrame(table.to_numpy()).stack().items():
             ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
                     color="white" if value < 0.8 else "black")
-        ax.set_xticks(range(table.shape[1]), table.columns, rotation=45, ha="right",
-                      fontsize=7)
+        ax.set_xticks(range(table.shape[1]), [short_label(c) for c in table.columns],
+                      rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(table.shape[0]), table.index, fontsize=7)
         ax.set_title("AUC per attack family")
         fig.colorbar(image, ax=ax, label="AUC")
         return save_figure(fig, folder, name)
+
+
+def short_label(label: str) -> str:
+    """A method's label short enough for an axis (``efficientnet_lite0_distance=
+    jensenshannon`` -> ``efficientnet_lite0 (jensenshannon)``)."""
+    name, sep, rest = label.partition("_distance=")
+    return f"{name} ({rest})" if sep else label
+
+
+def plot_roc_families(digest, folder: Path, name: str) -> list[Path]:
+    """ROC of detection, one panel per method family (each digest), AUC in the legends."""
+    families = list(dict.fromkeys(digest.summary["digest"]))
+    auc = dict(zip(digest.summary["algorithm"], digest.summary["auc"], strict=False))
+    with figure_style():
+        fig, axes = new_figure(1, len(families), figsize=(3.3 * len(families), 3.4),
+                               squeeze=False, sharey=True)
+        for ax, family in zip(axes.flat, families, strict=True):
+            rows = digest.roc[digest.roc["digest"] == family]
+            for method, curve in rows.groupby("algorithm", sort=False):
+                ax.plot(curve["fpr"], curve["tpr"], drawstyle="steps-post", lw=1.2,
+                        label=f"{short_label(method)} ({auc.get(method, float('nan')):.3f})")
+            ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+            ax.set_title(family)
+            ax.set_xlabel("false positive rate")
+            ax.legend(fontsize=6.5, loc="lower right", title="AUC", title_fontsize=7)
+        axes.flat[0].set_ylabel("true positive rate")
+        return save_figure(fig, folder, name)
+
+
+def plot_time_per_image(digest, folder: Path, name: str) -> list[Path]:
+    """Milliseconds per image to describe a database image and to describe and match a
+    query, per method, on a log scale (hashes and networks differ by 100x)."""
+    db = digest.db_time.groupby("algorithm", sort=False)["seconds_per_image"].mean() * 1e3
+    match = digest.match_time.groupby("algorithm", sort=False)["seconds_per_image"].mean()
+    match = match.reindex(db.index) * 1e3
+    with figure_style():
+        fig, ax = new_figure(figsize=(5.2, 0.9 + 0.32 * len(db)))
+        y = range(len(db))
+        ax.barh([i - 0.2 for i in y], db.to_numpy(), 0.4, label="database image (describe)")
+        ax.barh([i + 0.2 for i in y], match.to_numpy(), 0.4,
+                label="query (describe + match)")
+        ax.set_yticks(list(y), [short_label(m) for m in db.index], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+        ax.set_xlabel("milliseconds per image (log scale)")
+        ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2,
+                  frameon=False)
+        return save_figure(fig, folder, name)
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log-scale ticks labelled 1, 10, 100 (no minor labels to collide)."""
+    from matplotlib.ticker import (  # matplotlib: only when drawing
+        FuncFormatter,
+        LogLocator,
+        NullFormatter,
+    )
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def method_figures(digests: list[Path], folder: Path) -> dict[str, list[Path]]:
@@ -52,16 +113,10 @@ def method_figures(digests: list[Path], folder: Path) -> dict[str, list[Path]]:
     if not found:
         return {}
     digest = load_digest(found)
-    written = {"roc": _saved(plot_roc(digest), folder, "roc"),
-               "auc_families": plot_family_heatmap(digest.attack_summary, folder,
-                                                   "auc_families"),
-               "times": _saved(plot_times(digest), folder, "times")}
-    return written
-
-
-def _saved(fig, folder: Path, name: str) -> list[Path]:
-    with figure_style():
-        return save_figure(fig, folder, name)
+    return {"roc": plot_roc_families(digest, folder, "roc"),
+            "auc_families": plot_family_heatmap(digest.attack_summary, folder,
+                                                "auc_families"),
+            "times": plot_time_per_image(digest, folder, "times")}
 
 
 def search_points(searches: list[Path]) -> pd.DataFrame:

@@ -149,7 +149,8 @@ def _sizes(scale: str, root: Path) -> Sizes:
                      (50, 50, 4) if memes != "sample" else (6, 5, 2), photos, (1000, 4000),
                      ("dhash", "sscd_distilled"),
                      f"folder:{root / 'BSDS500' / 'val'}" if bsds else "sample",
-                     ("--epochs", "1", "--max-steps", "12", "--batch-size", "16"),
+                     ("--epochs", "1", "--max-steps", "12", "--batch-size", "16") if bsds
+                     else ("--epochs", "1", "--max-steps", "4", "--batch-size", "4"),
                      (50, 50, 4) if bsds else (6, 5, 2), 100 if bsds else 0,
                      ("pca:64", "pca:32"), notes)
     flickr = available("flickr500k", root)
@@ -200,8 +201,10 @@ def _method_families(scale: str, s: Sizes) -> list[Step]:
         "with scripts/download_simclr.py (no network here): EfficientNet-Lite0 and SSCD "
         "(distilled), whose weights install offline, stand in for it.",)
     subset = () if scale != "quick" else (
-        "A subset of the study's protocol (the same split and attacks, fewer images): "
-        "numbers move by a few hundredths from the full protocol's.",)
+        "A subset of the study's protocol (the same split seed and the 58 attacks, fewer "
+        "images): expect differences of up to a few hundredths of AUC from the full "
+        "protocol, more for the weakest methods; docs/performance.md has the full "
+        "protocol's numbers from earlier runs of the same script.",)
     return [
         _benchmark("hashes", "Perceptual hashes under the 58 attacks", s.main, s.protocol,
                    s.hashes, s, subset),
@@ -250,14 +253,14 @@ def _search(scale: str, s: Sizes) -> list[Step]:
             f"stores_{method}", f"The protocol's database and queries as {method} stores",
             "search_stores", ("--dataset", s.main, *_protocol(s.protocol), *_attacks(s),
                               "--method", method),
-            writes="stores", datasets=(s.main,), part="follow-up"))
+            writes="stores", datasets=(s.main,)))
         for count in s.distractor_counts:
             steps.append(Step(
                 f"views_{method}_{count}", f"{count} distractors described by {method}",
                 "make_distractors", ("--photos", s.distractor_photos, "--count", str(count),
                                      "--seed", "1", "--method", method,
                                      "--store-name", f"views{count}"),
-                writes="stores", datasets=(s.distractor_photos,), part="follow-up"))
+                writes="stores", datasets=(s.distractor_photos,)))
         binary = method in STUDY_HASHES
         for count in (0, *s.distractor_counts):
             largest = count == max(s.distractor_counts)
@@ -268,7 +271,9 @@ def _search(scale: str, s: Sizes) -> list[Step]:
             extra = ("--distractors", f"views{count}/{method}") if count else ()
             steps.append(Step(
                 f"search_{method}_{count}",
-                f"Search with {count} distractors ({method}, Faiss)", "search_experiment",
+                f"Search with {count} distractors ({method}): exact"
+                + (", and Faiss inverted files (follow-up)" if largest else ""),
+                "search_experiment",
                 ("--database", f"{prefix}_database/{method}", *extra,
                  "--queries", f"{prefix}_queries/{method}", "--features-dir", FEATURES,
                  "--index", *indexes, "--k", "1", "10",
@@ -276,7 +281,6 @@ def _search(scale: str, s: Sizes) -> list[Step]:
                  "--threads", "1", "--repeats", "1", "--warmup", "0"),
                 datasets=(s.main, *((s.distractor_photos,) if count else ())),
                 after=(f"stores_{method}", *((f"views_{method}_{count}",) if count else ())),
-                part="study" if not largest else "follow-up",
                 notes=view_note if count else (),
                 figures=("figures/recall_at_1_vs_qps",) if largest else (),
                 table="search.csv",
@@ -324,12 +328,15 @@ def _finetuning(scale: str, s: Sizes) -> list[Step]:
     return [
         Step("finetune", "Contrastive (SimCLR) fine-tuning", "finetune",
              (*model, *s.finetune, *data, "--workers", "0"), datasets=(s.main,),
-             part="follow-up", notes=note),
+             part="follow-up", notes=note, table="log.csv",
+             columns=("epoch", "step", "loss", "lr", "images_per_s")),
         Step("finetune_eval", "The fine-tuned checkpoints on the protocol", "evaluate_finetuning",
              ("--run", step_folder("finetune"), *evaluation), datasets=(s.main,),
              after=("finetune",), part="follow-up",
              figures=("figures/measures_by_epoch", "figures/group_violins"),
-             table="evaluation.csv"),
+             table="evaluation.csv",
+             columns=("label", "auc", "micro_ap", "hard_auc", "rotation_auc",
+                      "text_length_auc", "separation_ratio_median")),
     ]
 
 

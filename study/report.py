@@ -149,7 +149,7 @@ def check_claims(layout: Layout, published: pd.DataFrame) -> pd.DataFrame:
 
 def _study_blocks(layout: Layout, figures: dict[str, list[Path]], published: pd.DataFrame
                   ) -> list[Block]:
-    captions = {"roc": "ROC of detection per method (hashes, keypoints, neural merged)",
+    captions = {"roc": "ROC of detection per method, one panel per method family",
                 "auc_families": "AUC per attack family and method",
                 "times": "Time per image: describing the database, and a query",
                 "recall_size": "Recall@1 of exact search against the database's size"}

@@ -88,6 +88,28 @@ def load_ledger(layout: Layout) -> dict[str, dict]:
         return {}
 
 
+def check_same_study(layout: Layout, scale: str, root: Path) -> None:
+    """Refuse to continue a paper folder made at another scale or from another data root:
+    its steps would be replaced by different ones (``--overwrite`` does it on purpose).
+
+    Raises
+    ------
+    ValueError
+    """
+    path = layout.folder / LEDGER
+    try:
+        earlier = read_json(path) if path.is_file() else {}
+    except (OSError, ValueError):
+        return
+    old_scale, old_root = earlier.get("scale"), earlier.get("data_root")
+    if (old_scale, old_root) not in ((None, None), (scale, str(root))):
+        raise ValueError(
+            f"{layout.folder} holds the study at scale {old_scale} from the data in {old_root}; "
+            f"this run (scale {scale}, data in {root}) would replace its steps: pass the same "
+            "--scale and --datasets-dir (or $DATASETS_DIR), another --name, or --overwrite "
+            "to replace them")
+
+
 def _finished(step: Step, layout: Layout) -> bool:
     """Whether the step's result is there and complete (its record has an end, no error)."""
     if step.writes == "stores":

@@ -92,6 +92,13 @@ def test_a_second_run_recomputes_nothing_and_redo_recomputes_one_step(paper):
     assert changed and all(k.startswith("steps/hashes/") for k in changed)
 
 
+def test_a_run_at_another_scale_never_replaces_the_folders_steps(paper):
+    before = _stamps(paper)
+    done = _run("--scale", "quick", "--output", str(paper))
+    assert done.returncode == 2 and "holds the study at scale tiny" in done.stderr
+    assert _stamps(paper) == before
+
+
 def test_an_interrupted_run_resumes_from_the_unfinished_step(paper):
     record = paper / "experiments.json"
     ledger = json.loads(record.read_text())
