@@ -78,10 +78,8 @@ def _paragraph(step: Step, entry: dict) -> str:
 def _table(step: Step, folder: Path, published: pd.DataFrame) -> pd.DataFrame | None:
     if step.table is None or not (folder / step.table).is_file():
         return None
-    if step.table.endswith(".json"):  # a clustering's settings, one row each
-        table = pd.DataFrame([{"name": e.get("name"), "n_clusters": e.get("n_clusters"),
-                               **(e.get("measures") or {})}
-                              for e in read_json(folder / step.table).get("settings", [])])
+    if step.table.endswith(".json"):
+        table = _json_table(folder, step.table)
     else:
         table = pd.read_csv(folder / step.table).map(spreadsheet_unescape)
     if step.columns:
@@ -89,6 +87,24 @@ def _table(step: Step, folder: Path, published: pd.DataFrame) -> pd.DataFrame | 
     if step.script == "evaluate_copy_detection" and "auc" in table.columns:
         table = _with_published(table, published)
     return table.head(MAX_ROWS)
+
+
+def _json_table(folder: Path, name: str) -> pd.DataFrame:
+    """A JSON result as rows: a clustering's settings (``clusters.json``), or one row per
+    method (``thresholds.json`` of a separation report, with the share of copies above T1
+    of its ``shares_above_t1.csv``)."""
+    data = read_json(folder / name)
+    if "settings" in data:
+        return pd.DataFrame([{"name": e.get("name"), "n_clusters": e.get("n_clusters"),
+                              **(e.get("measures") or {})} for e in data["settings"]])
+    table = pd.DataFrame([{"method": method, **values} for method, values in data.items()
+                          if isinstance(values, dict)])
+    shares = folder / "shares_above_t1.csv"
+    if shares.is_file():
+        above = pd.read_csv(shares).set_index("attack")
+        if "all" in above.index:
+            table["copies above t1"] = table["method"].map(above.loc["all"])
+    return table
 
 
 def _with_published(table: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:

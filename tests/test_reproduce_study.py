@@ -139,3 +139,15 @@ def test_the_published_file_cites_a_table_and_page_for_every_value():
             assert row["page"] and row["table"] != "not read", row.to_dict()
         if row["kind"] == "claim":
             assert row["page"] and row["note"]
+
+
+def test_a_published_value_shows_beside_ours_with_the_difference():
+    from study.report import _with_published
+
+    ours = pd.DataFrame({"algorithm": ["dhash", "phash"], "auc": [0.93, 0.95]})
+    published = pd.DataFrame([{"kind": "value", "table": "Table 9", "page": "7",
+                               "method": "dhash", "quantity": "AUC", "value": "0.90",
+                               "note": ""}])
+    table = _with_published(ours, published)
+    assert table["study auc"].tolist() == ["0.900", "not read"]
+    assert table["difference"].tolist() == ["+0.030", "—"]
