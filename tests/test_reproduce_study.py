@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -151,3 +152,34 @@ def test_a_published_value_shows_beside_ours_with_the_difference():
     table = _with_published(ours, published)
     assert table["study auc"].tolist() == ["0.900", "not read"]
     assert table["difference"].tolist() == ["+0.030", "—"]
+
+
+def test_the_study_results_file_names_its_source_and_our_methods():
+    from hashing.methods.registry import ALGORITHMS
+    from study.report import load_study_results
+
+    results = load_study_results()
+    assert len(results) == 16  # the study's 16 methods of Constant_FPR_BSDS500
+    assert (results["source"] == "Results/Constant_FPR_BSDS500/general.json").all()
+    for column in ("recall", "precision", "fpr", "accuracy"):
+        assert results[column].between(0, 1).all(), column
+    assert results["fpr"].between(0.003, 0.031).all()  # "about 0.005", as the study chose
+    # accuracy = (recall + 1 - fpr) / 2 on the study's balanced protocol (5,800 + 5,800)
+    assert np.allclose(results["accuracy"], (results["recall"] + 1 - results["fpr"]) / 2)
+    named = [m for m in results["method"] if m]
+    assert len(named) >= 11 and all(m in ALGORITHMS for m in named), named
+
+
+def test_the_study_results_show_beside_ours_with_the_difference():
+    from study.report import beside_study_results
+
+    study = pd.DataFrame({"study_method": ["Dhash 64 bits", "SIFT 30 descriptors", "X"],
+                          "method": ["dhash", "sift", ""], "threshold": [0.159, 67.8, 0.5],
+                          "recall": [0.8147, 0.7455, 0.9], "fpr": [0.0066, 0.0053, 0.005]})
+    ours = pd.DataFrame({"algorithm": ["dhash", "phash"], "recall_at_fpr_0.005": [0.85, 0.9],
+                         "threshold_at_fpr_0.005": [0.171875, 0.25]})
+    table = beside_study_results(ours, study)
+    assert table["difference"].tolist() == ["+0.035", "—", "—"]
+    assert table["our recall at fpr 0.005"].tolist() == [0.85, "not run", "not run"]
+    assert table["ours"].tolist() == ["dhash", "sift", "no counterpart"]
+    assert table["our threshold"].tolist()[0] == 0.171875
