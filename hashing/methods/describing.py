@@ -42,6 +42,7 @@ from helpers import (
     progress,
 )
 from helpers.descriptors import BinaryCodes, FloatFeatures, LocalDescriptors, MultiCodes
+from helpers.display import plural
 from helpers.images import is_draftable, is_jpeg_file
 
 logger = get_logger(__name__)
@@ -531,10 +532,11 @@ def _describe_entries(entries: list, algorithms: list[Algorithm], batch_size: in
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
     if given:
-        logger.warning("%s: %d images came decoded already from JPEG files and were hashed as "
-                       "given; a draft decode applies where describe reads the file itself "
-                       "(give paths or records)", ", ".join(a.label for a in algorithms
-                                                            if a.draft_side), given)
+        logger.warning("%s: %s came decoded already from JPEG files and %s hashed as given; "
+                       "a draft decode applies where describe reads the file itself (give "
+                       "paths or records)", ", ".join(a.label for a in algorithms
+                                                      if a.draft_side),
+                       plural(given, "image"), "was" if given == 1 else "were")
     return parts, kept
 
 
