@@ -303,7 +303,7 @@ def bench_draft_files(paths: list[Path], workers: list[int]) -> dict:
     """The five hashes from files: imagehash's functions per image on the full decode (and on
     a draft decode, for reference), our exact decode and our draft decode, timed interleaved
     (best of 2); then each hash alone (imagehash: decode + that function; ours: `describe`
-    with one worker), one run each."""
+    with one worker), best of 2."""
     exact = [get_algorithm(n) for n in FIVE]
     draft = [get_algorithm(n, decode="draft") for n in FIVE]
     side = draft[0].draft_side
@@ -342,15 +342,15 @@ def bench_draft_files(paths: list[Path], workers: list[int]) -> dict:
 
 
 def _per_hash(paths: list[Path], exact: list, draft: list) -> dict:
-    """Each hash alone from the files, one run each: imagehash's function (decode included),
-    our exact and our draft `describe` with one worker."""
+    """Each hash alone from the files, best of 2 interleaved runs: imagehash's function
+    (decode included), our exact and our draft `describe` with one worker."""
     out = {}
     for function, e, d in zip(REFERENCE, exact, draft, strict=True):
         timing = time_repeated({
             "imagehash": lambda f=function: _imagehash_files(paths, [f]),
             "exact": lambda a=e: describe(paths, a, workers=1, show_progress=False),
             "draft": lambda a=d: describe(paths, a, workers=1, show_progress=False),
-        }, repeats=1, warmup=0)
+        }, repeats=2, warmup=0)
         base = timing["imagehash"].best
         out[e.name] = {"imagehash_seconds": base, "exact_seconds": timing["exact"].best,
                        "draft_seconds": timing["draft"].best,
@@ -409,14 +409,30 @@ def _change(exact: dict, other: dict) -> dict:
             "families": families}
 
 
+def _described(items: list, algorithms: list, workers: int | None, side: int | None = None,
+               chunk: int = 16) -> dict:
+    """`describe_all` of (record, file) pairs ``chunk`` at a time (12 MP photos: 36 MB each
+    decoded), files read by `describe_all` itself or, with ``side``, drafted to that side
+    first (so hashed as given)."""
+    parts: dict[str, list] = {a.label: [] for a in algorithms}
+    for k in range(0, len(items), chunk):
+        batch = items[k:k + chunk]
+        if side is not None:
+            batch = [(r, load_image(path, draft=side)) for r, path in batch]
+        found = describe_all(batch, algorithms, workers=workers, on_error="raise",
+                             show_progress=False)
+        for label, codes in found.items():
+            parts[label].append(codes)
+    return {label: type(p[0]).concat(p) for label, p in parts.items()}
+
+
 def _database_aucs(items: list, exact: list, draft: list, sides: list[int],
                    queries: dict, positive: np.ndarray, family: np.ndarray,
                    workers: int | None) -> dict:
     """AUC of each hash with the database ``items`` ((record, file) pairs) described with the
     exact decode, with the draft decode (each hash's own side), and with the exact hashes on
     drafts of each side of ``sides``; the queries' codes are given."""
-    database = describe_all(items, exact + draft, workers=workers, on_error="raise",
-                            show_progress=False)
+    database = _described(items, exact + draft, workers)
     out: dict = {"hashes": {}, "sides": {}}
     exact_aucs = {}
     for e, d in zip(exact, draft, strict=True):
@@ -426,8 +442,7 @@ def _database_aucs(items: list, exact: list, draft: list, sides: list[int],
         same = (database[e.label].to_bits() == database[d.label].to_bits()).all(axis=1)
         out["hashes"][e.name]["database_codes_identical_share"] = float(same.mean())
     for side in sides:
-        drafted = describe_all([(r, load_image(path, draft=side)) for r, path in items],
-                               exact, workers=workers, on_error="raise", show_progress=False)
+        drafted = _described(items, exact, workers, side)
         out["sides"][str(side)] = {e.name: _change(exact_aucs[e.name], _aucs(
             queries[e.label], drafted[e.label], positive, family)) for e in exact}
         for summary in out["sides"][str(side)].values():
