@@ -1,5 +1,9 @@
 """Classical perceptual hashes on batches of images, bit-identical to ``imagehash``.
 
+By default; ``decode='draft'`` (a parameter of every hash here but ``hist_hash``, handled by
+`hashing.methods.describing`) trades that for speed on large JPEGs: each hash registers the
+short side its draft decode keeps (`draft_side`).
+
 Each image is converted to gray once; each resized gray size is computed once per image and
 shared by every algorithm that needs it (``GrayBatch``). The arithmetic then runs on stacks of
 images at once.

@@ -384,7 +384,9 @@ def describe(
         ``folder:<path>``, a folder, or one image file.
     method : str or Algorithm
         A name or spec (``"phash"``, ``"phash:hash_size=16"``,
-        ``"efficientnet_lite0:distance='jensenshannon'"``), or an `Algorithm`.
+        ``"efficientnet_lite0:distance='jensenshannon'"``), or an `Algorithm`. A classical
+        hash with ``decode='draft'`` (``"phash:decode='draft'"``) has the JPEG files it reads
+        decoded at reduced scale (`Algorithm.draft_side`); everything else is decoded whole.
     batch_size : int
         Images decoded and described at once (memory stays bounded by it).
     workers : int, optional
