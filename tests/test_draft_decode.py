@@ -202,3 +202,34 @@ def test_images_decoded_already_are_reported(large_jpegs, caplog):
         codes = describe(pairs, "ahash:decode='draft'", show_progress=False)
     assert "3 images came decoded already from JPEG files and were hashed" in caplog.text
     np.testing.assert_array_equal(codes.to_bits(), describe(pairs, "ahash").to_bits())
+
+
+def test_the_benchmark_drafts_its_database_files(large_jpegs, large_png):
+    """run_benchmark (evaluate_copy_detection.py's protocol) describes a draft method's
+    database from the JPEG files, as describe does, not from the images it decoded already;
+    an exact method beside it still gets the full decode, and a PNG is never drafted."""
+    from data_retrieval import ImageRecord
+    from hashing import run_benchmark
+
+    records = [ImageRecord(p.name, p) for p in [*large_jpegs, large_png]]
+    database = [(r, load_image(r.path)) for r in records]
+    queries = [(ImageRecord(f"{r.image_id}_copy", None, source_id=r.image_id,
+                            attack_id="resize"), image.resize((400, 300)))
+               for r, image in database]
+    algorithms = [parse_algorithm("ahash:decode='draft'"), parse_algorithm("ahash"),
+                  parse_algorithm("whash:decode='draft'")]
+    result = run_benchmark(algorithms, database, queries, workers=1, device="cpu",
+                           keep_descriptors=True)
+    paths = [r.path for r in records]
+    for algorithm in algorithms:
+        stored, _ = result.descriptors[algorithm.label]
+        alone = describe(paths, algorithm)  # the oracle: describe on the files
+        assert np.array_equal(stored.packed, alone.packed), algorithm.label
+    exact, _ = result.descriptors["ahash"]
+    draft, _ = result.descriptors["ahash_decode=draft"]
+    expected = [imagehash.average_hash(Image.open(p)).hash.flatten() for p in paths]
+    assert np.array_equal(exact.to_bits(), np.array(expected))  # the full decode, imagehash's
+    # these upscaled photos hash alike at 1/8 scale but for one bit of one of them: the
+    # database was drafted (the images decoded already would have given the exact bits)
+    assert not np.array_equal(draft.packed[:3], exact.packed[:3])
+    assert np.array_equal(draft.packed[3], exact.packed[3])  # the PNG was not

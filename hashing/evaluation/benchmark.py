@@ -26,6 +26,7 @@ from hashing.evaluation.operating_points import roc
 from hashing.methods.describing import Algorithm, concat_descriptors, describe_all
 from helpers import ImageLoadError, load_image, progress
 from helpers.display import html_table, plural
+from helpers.images import is_jpeg_file
 
 logger = logging.getLogger(__name__)
 
@@ -236,8 +237,10 @@ def _describe_database(algorithms: Sequence[Algorithm], database: Iterable[Query
     seconds = dict.fromkeys(labels, 0.0)
     records: list[ImageRecord] = []
     parts: dict[str, list] = {label: [] for label in labels}
+    drafted = any(a.draft_side for a in algorithms)
     for batch in _batches(database, batch_size):
-        described = _describe_batch(batch, algorithms, workers, seconds)
+        items = _as_files(batch) if drafted else batch
+        described = _describe_batch(items, algorithms, workers, seconds)
         records += [r for r, _ in batch]
         for label in labels:
             parts[label].append(described[label])
@@ -251,6 +254,15 @@ def _describe_database(algorithms: Sequence[Algorithm], database: Iterable[Query
                            label, len(empty), ", ".join(empty[:5]))
     source_rows([], records)  # repeated database ids fail now, before any query
     return _Database(records, descriptors, seconds)
+
+
+def _as_files(batch: list[Query]) -> list[Any]:
+    """A draft decode (``decode='draft'``) reads the JPEG file itself: the database
+    originals go to `describe_all` as their records (their files, read again), not as the
+    images decoded already, which a draft method could only hash as they are. Anything that
+    is not a JPEG file stays the decoded image."""
+    return [record if record.path is not None and is_jpeg_file(record.path) else (record, image)
+            for record, image in batch]
 
 
 def _match_queries(algorithms: Sequence[Algorithm], queries: Iterable[Query], db: _Database,
