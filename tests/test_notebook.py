@@ -426,3 +426,26 @@ def test_separation_and_verification_figures_return_a_figure_without_a_folder(tm
     assert list(tmp_path.iterdir()) == []
     written = plot_f1_curve({"m": curve}, {"m": 0.2}, tmp_path / "figures")
     assert sorted(p.name for p in written) == ["f1_curve.pdf", "f1_curve.png"]
+
+
+def test_the_separation_figure_shows_the_hardest_attacks_when_they_do_not_all_fit():
+    """58 attacks do not fit 30 panels: the figure keeps `all` and the 29 attacks with the
+    most copies above T1 (counted here by hand), not the first 29 by name."""
+    from hashing.evaluation.separation_analysis import plot_separation, separation_thresholds
+
+    rng = np.random.default_rng(0)
+    unrelated = rng.uniform(0.3, 0.6, 500)
+    thresholds = separation_thresholds(unrelated, [1e-3])
+    names = [f"attack_{i:02d}" for i in range(58)]
+    # attack i: 60 copies, i of them far (above any threshold), the rest near 0
+    copies = np.concatenate([np.r_[np.full(i, 0.9), np.full(60 - i, 0.01)]
+                             for i in range(58)])
+    attack = np.repeat(names, 60)
+    figure = plot_separation({"method": "m", "unrelated": unrelated, "copies": copies,
+                              "attack": attack, "thresholds": thresholds})
+    shown = [ax.get_title().split("\n")[0] for ax in figure.axes if ax.get_visible()]
+    share = {n: np.mean(copies[attack == n] > thresholds.t1) for n in names}
+    hardest = sorted(names, key=lambda n: -share[n])[:29]
+    assert shown[0] == "all" and sorted(shown[1:]) == sorted(hardest)
+    assert "attack_57" in shown and "attack_00" not in shown
+    assert "29 of 58 attacks" in figure._suptitle.get_text()

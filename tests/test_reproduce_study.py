@@ -183,3 +183,34 @@ def test_the_study_results_show_beside_ours_with_the_difference():
     assert table["our recall at fpr 0.005"].tolist() == [0.85, "not run", "not run"]
     assert table["ours"].tolist() == ["dhash", "sift", "no counterpart"]
     assert table["our threshold"].tolist()[0] == 0.171875
+
+
+#: BSDS500's official splits (Arbelaez et al. 2011): 200 train, 100 val, 200 test photos.
+BSDS500_SPLITS = {"train": 200, "val": 100, "test": 200, None: 500}
+
+
+def _flag(argv: tuple, name: str, default=None):
+    return argv[argv.index(name) + 1] if name in argv else default
+
+
+@pytest.mark.parametrize("scale", ["quick", "full"])
+def test_every_bsds500_step_fits_its_split(scale, tmp_path):
+    """The study's plan at quick and full scale asks no split for more photos than it holds
+    (a protocol's experimental + control groups, a fine-tuning batch from the training
+    photos less the validation tenth), and each step's figures are ones its methods draw."""
+    for name in ("BSDS500/train", "BSDS500/val", "BSDS500/test", "imagenet_samples"):
+        (tmp_path / name).mkdir(parents=True)  # the data root has the study's data
+    for step in build_plan(scale, tmp_path):
+        argv = tuple(step.argv)
+        if _flag(argv, "--dataset", _flag(argv, "--data")) != "bsds500":
+            continue
+        held = BSDS500_SPLITS[_flag(argv, "--subset")]
+        if "--n-experimental" in argv:
+            asked = int(_flag(argv, "--n-experimental")) + int(_flag(argv, "--n-control"))
+            assert asked <= held, (step.name, asked, held)
+        if step.script == "finetune":
+            assert int(_flag(argv, "--batch-size")) <= int(held * 0.9), step.name
+        for figure in step.figures:
+            if figure.startswith("figures/separation_"):
+                methods = argv[argv.index("--methods") + 1:]
+                assert figure.removeprefix("figures/separation_") in methods, step.name

@@ -361,14 +361,22 @@ def separation_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
 def plot_separation(result: dict[str, Any], folder: Any = None, bins: int = 60,
                     max_panels: int = 30) -> Any:
     """One figure per method: the copies' distance histogram of each attack (and of all of
-    them) drawn over the unrelated pairs' one, with T1, T2 and the FPR 1e-3 threshold.
+    them) drawn over the unrelated pairs' one, with T1, T2 and the FPR 1e-3 threshold. With
+    more attacks than ``max_panels - 1``, those with the most copies above T1 are shown (the
+    title says how many of how many).
 
     Returns the `Figure` when ``folder`` is None (a notebook shows it); otherwise saves it
     there (PDF and PNG) and returns the files written.
     """
     th = result["thresholds"]
     attack = result["attack"]
-    names = ["all", *sorted(set(attack.tolist()))][:max_panels]
+    attacks = sorted(set(attack.tolist()))
+    if len(attacks) + 1 > max_panels:  # the hardest attacks: most copies above T1 first
+        above = {a: float(np.mean(result["copies"][attack == a] > th.t1)) for a in attacks}
+        attacks = sorted(sorted(attacks, key=lambda a: -above[a])[:max_panels - 1])
+    names = ["all", *attacks]
+    shown = (f" ({len(attacks)} of {len(set(attack.tolist()))} attacks: those with the most "
+             "copies above T1)" if len(attacks) < len(set(attack.tolist())) else "")
     cols = min(4, len(names))
     rows = int(np.ceil(len(names) / cols))
     unrelated = result["unrelated"][np.isfinite(result["unrelated"])]
@@ -396,7 +404,7 @@ def plot_separation(result: dict[str, Any], folder: Any = None, bins: int = 60,
         for ax in axes.ravel()[len(names):]:
             ax.set_visible(False)
         axes[0, 0].legend(fontsize=6)
-        fig.suptitle(f"{result['method']}: distances of copies to their originals",
+        fig.suptitle(f"{result['method']}: distances of copies to their originals{shown}",
                      fontsize=9)
         fig.supxlabel("distance", fontsize=8)
         fig.supylabel("density", fontsize=8)
