@@ -161,15 +161,18 @@ _DESCRIPTORS = (Points, BinaryCodes, FloatFeatures, MultiCodes, LocalDescriptors
 
 
 def default_threshold(label: str) -> float:
-    """The default threshold of a method label (`DEFAULT_THRESHOLDS`).
+    """The default threshold of a method label (`DEFAULT_THRESHOLDS`); a hash's draft decode
+    (``dhash_decode=draft``) takes its exact mode's, since the draft moves its AUC by
+    thousandths (docs/performance.md, "Draft decode").
 
     Raises
     ------
     ValueError
         The method has none.
     """
-    if label in DEFAULT_THRESHOLDS:
-        return DEFAULT_THRESHOLDS[label]
+    exact = label.replace("_decode=draft", "")
+    if exact in DEFAULT_THRESHOLDS:
+        return DEFAULT_THRESHOLDS[exact]
     raise ValueError(f"no default threshold for {label}: give threshold= (in its distance) or "
                      "one from a benchmark digest of it (clustering.threshold_from_digest)")
 

@@ -11,7 +11,7 @@ folder, time, computed or cached). A second run recomputes nothing and redraws t
 
 Examples
 --------
-python scripts/reproduce_study.py                          # quick scale, ~30 min on 2 cores
+python scripts/reproduce_study.py                          # quick scale, ~15 min on 2 cores
 python scripts/reproduce_study.py --scale full --dry-run   # the study's protocols: the plan
 python scripts/reproduce_study.py --redo hashes            # recompute one step
 python scripts/reproduce_study.py --only hashes keypoints neural

@@ -93,14 +93,25 @@ def beside_study_results(ours: pd.DataFrame, study: pd.DataFrame) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def _study_results_blocks(layout: Layout) -> list[Block]:
+def _ours(by_name: dict[str, dict]) -> Block:
+    """What our side of the comparison ran on: the digest steps' commands, and a warning
+    when it was not BSDS500."""
+    commands = [f"`{by_name[n]['command']}`" for n in DIGEST_STEPS if n in by_name]
+    text = "Ours: " + "; ".join(commands) + "."
+    if not any("--dataset bsds500" in c for c in commands):
+        text += (" **These ran on another dataset than BSDS500: the differences below say "
+                 "nothing about the reproduction.**")
+    return Block("p", text)
+
+
+def _study_results_blocks(layout: Layout, by_name: dict[str, dict]) -> list[Block]:
     summaries = [s for s in (_summary(layout, n) for n in DIGEST_STEPS) if s is not None]
     needed = {"algorithm", "recall_at_fpr_0.005", "threshold_at_fpr_0.005"}
     summaries = [s for s in summaries if needed <= set(s.columns)]
     if not summaries:
         return []
     table = beside_study_results(pd.concat(summaries), load_study_results())
-    return [Block("h2", "The study's own results beside ours"),
+    return [Block("h2", "The study's own results beside ours"), _ours(by_name),
             Block("p", "The study's recall, precision and false positive rate per method at "
                        "the thresholds it chose for a false positive rate of about 0.005 on "
                        "the full BSDS500 protocol (5,800 copies and 5,800 unrelated queries), "
@@ -111,12 +122,14 @@ def _study_results_blocks(layout: Layout) -> list[Block]:
                        "false positive rate of 0.005 on this run's protocol. Thresholds "
                        "compare for the hashes (bit error rate in both); the keypoint and "
                        "neural distances are scaled differently here. Below the `full` "
-                       "scale our database holds fewer originals than the study's 250, so "
-                       "a larger threshold keeps the same false positive rate and recall "
-                       "comes out higher; compare at `full` (docs/performance.md has our "
+                       "scale our database holds fewer originals than the study's 250 and "
+                       "fewer queries measure the rate, so the threshold at the same false "
+                       "positive rate and the recall there move; compare at `full` "
+                       "(docs/performance.md has our "
                        "full-protocol recall at 0.005 for the hashes: within 0.02 of the "
                        "study's but whash's, whose study threshold sat at a false positive "
-                       "rate of 0.031). Our neural models are not all the study's."),
+                       "rate of 0.031). Neural methods compare only where ours is the "
+                       "study's model (the full scale's SimCLR; the quick scale has none)."),
             Block("table", "the study's operating point against ours", table)]
 
 
@@ -374,7 +387,8 @@ def write_report(plan: list[Step], entries: list[dict], layout: Layout, scale: s
     figures = study_figures([layout.step(n) for n in DIGEST_STEPS],
                             sorted(layout.steps.glob("search_*")), layout.folder / "figures")
     blocks = [*_header(plan, by_name, scale, command),
-              *_study_blocks(layout, figures, published), *_study_results_blocks(layout)]
+              *_study_blocks(layout, figures, published),
+              *_study_results_blocks(layout, by_name)]
     for part, title in (("study", "The study's experiments"),
                         ("follow-up", "The follow-up work")):
         blocks.append(Block("h2", title))

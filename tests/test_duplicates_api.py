@@ -410,3 +410,13 @@ def test_repr_html_is_bounded(tmp_path):
     assert text.count("data:image/png;base64,") == text.count("<img")
     assert len(text) < 24 * 8_000 + 10_000
     assert len(found.to_html(groups=3)) < len(text)
+
+
+def test_a_draft_decode_takes_its_hashs_default_threshold(copies, found):
+    """`dhash:decode='draft'` (a folder of large JPEGs is where it helps) groups with dhash's
+    default threshold; these small files are decoded whole, so the groups are dhash's."""
+    drafted = find_duplicates(copies[0], "dhash:decode='draft'")
+    assert drafted.threshold == DEFAULT_THRESHOLDS["dhash"]
+    assert drafted.to_dict() == found.to_dict()
+    with pytest.raises(ValueError, match="no default threshold for phash_hash_size=16"):
+        find_duplicates(copies[0], "phash:hash_size=16")
