@@ -31,7 +31,7 @@ from data_retrieval import DATA_ROOT_ENV, data_root
 from helpers import add_output_arguments, experiment_run, setup_logging
 from helpers.cli import run_script, script_main
 from study import SCALES, Layout, Study, build_plan, command_line, write_report
-from study.plan import available
+from study.plan import SIMCLR, SIMCLR_NOTE, available
 from study.runs import check_same_study
 
 SCRIPT = "reproduce_study"
@@ -78,17 +78,43 @@ def run_step(script: str, argv: list[str]) -> int:
 
 
 def check_names(args: argparse.Namespace, names: list[str]) -> None:
-    """Step names given to --only and --redo must be in the plan."""
+    """Step names given to --only and --redo must be in the plan, and a step to redo among
+    those --only runs."""
     for flag, given in (("--only", args.only or []), ("--redo", args.redo)):
         unknown = [n for n in given if n not in names]
         if unknown:
             raise ValueError(f"{flag}: no step {', '.join(unknown)} at scale {args.scale}; "
                              f"steps: {', '.join(names)}")
+    outside = [n for n in args.redo if args.only and n not in args.only]
+    if outside:
+        raise ValueError(f"--redo {' '.join(outside)}: not among --only {' '.join(args.only)}; "
+                         "add it there, or leave --only out")
+
+
+def missing_weights(plan) -> list[str]:
+    """Lines for the models the plan names whose weights are not on this machine (the
+    SimCLR checkpoints must be downloaded and converted first)."""
+    from extractor import WeightsNotFoundError, get_model  # torch: only for a dry run
+
+    used = [s.name for s in plan if any(SIMCLR in a for a in s.argv)]
+    if not used:
+        return []
+    try:
+        get_model(SIMCLR, device="cpu")
+    except WeightsNotFoundError as exc:
+        return [f"weights missing for {SIMCLR} ({exc}), which {len(used)} steps use "
+                f"({', '.join(used)}): {SIMCLR_NOTE}"]
+    return []
 
 
 def dry_run(plan, root: Path, scale: str) -> int:
-    """Print the plan: each step, its data (found or not) and its command."""
+    """Print the plan: each step, its data (found or not), its command, and the model
+    weights a real run would miss."""
     print(f"scale {scale}, data root {root}: {len(plan)} steps")
+    for line in missing_weights(plan):
+        print(f"warning: {line}")
+
+
     for step in plan:
         data = ", ".join(f"{d} ({'found' if available(d, root) else 'missing'})"
                          for d in step.datasets) or "results of " + ", ".join(step.after)

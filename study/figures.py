@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from generator import families
@@ -32,8 +33,9 @@ def plot_family_heatmap(attack_summary: pd.DataFrame, folder: Path, name: str) -
                               aggfunc="mean", sort=False)
     with figure_style():
         fig, ax = new_figure(figsize=(1.6 + 0.75 * table.shape[1], 0.9 + 0.3 * table.shape[0]))
-        image = ax.imshow(table.to_numpy(dtype=float), vmin=0.5, vmax=1, cmap="viridis",
-                          aspect="auto")
+        values = table.to_numpy(dtype=float)
+        low = min(0.5, float(np.nanmin(values))) if np.isfinite(values).any() else 0.5
+        image = ax.imshow(values, vmin=low, vmax=1, cmap="viridis", aspect="auto")
         for (row, col), value in pd.DataFrame(table.to_numpy()).stack().items():
             ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
                     color="white" if value < 0.8 else "black")

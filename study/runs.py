@@ -152,7 +152,8 @@ class Study:
                     status="not run", reason="not among --only")
             elif failed & set(step.after):
                 entry.update(status="skipped",
-                             reason=f"needs {', '.join(sorted(failed & set(step.after)))}")
+                             reason=f"needs {', '.join(sorted(failed & set(step.after)))}"
+                             + (" (add it to --only)" if only is not None else ""))
             elif (not rerun_all and step.name not in redo and old and old.get("key") == key
                   and old.get("status") in ("computed", "cached")
                   and _finished(step, self.layout)):
@@ -161,7 +162,7 @@ class Study:
                             old.get("computed_at"))
             else:
                 self._compute(step, entry, rerun=True)
-            if entry["status"] in ("failed", "skipped"):
+            if entry["status"] in ("failed", "skipped", "not run"):
                 failed.add(step.name)
             entries.append(entry)
             self.save(entries + [e for e in earlier.values()

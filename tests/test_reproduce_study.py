@@ -223,3 +223,31 @@ def test_the_comparison_with_the_study_says_what_ours_ran_on(paper):
     section = report[report.index("## The study's own results beside ours"):]
     assert "Ours: `python scripts/evaluate_copy_detection.py --dataset sample" in section
     assert "say nothing about the reproduction" in section
+
+
+def test_redo_outside_only_and_missing_prerequisites_are_said(tmp_path):
+    done = _run("--scale", "tiny", "--only", "hashes", "--redo", "neural",
+                "--output", str(tmp_path / "a"))
+    assert done.returncode == 2 and "--redo neural: not among --only hashes" in done.stderr
+    done = _run("--scale", "tiny", "--only", "search_dhash_0", "--output", str(tmp_path / "b"))
+    assert done.returncode == 1
+    entry = _ledger(tmp_path / "b")["search_dhash_0"]
+    assert entry["status"] == "skipped"
+    assert entry["reason"] == "needs stores_dhash (add it to --only)"
+
+
+def test_a_full_dry_run_says_which_weights_are_missing(tmp_path):
+    from extractor import WeightsNotFoundError, get_model
+
+    try:
+        get_model("simclr_v2_r50_2x_sk1", device="cpu")
+        missing = False
+    except WeightsNotFoundError:
+        missing = True
+    done = _run("--scale", "full", "--dry-run", "--datasets-dir", str(tmp_path),
+                "--output", str(tmp_path / "paper"))
+    assert done.returncode == 0, done.stderr
+    said = "warning: weights missing for simclr_v2_r50_2x_sk1" in done.stdout
+    assert said == missing
+    if missing:
+        assert "download_simclr.py --version v2 --model r50_2x_sk1" in done.stdout
