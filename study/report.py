@@ -78,8 +78,9 @@ def beside_study_results(ours: pd.DataFrame, study: pd.DataFrame) -> pd.DataFram
     mine = ours.drop_duplicates("algorithm").set_index("algorithm")
     rows = []
     for _, row in study.iterrows():
-        method = row["method"]
-        ran = bool(method) and method in mine.index
+        label = _our_label(row["method"], mine.index)
+        method = label or row["method"]
+        ran = label is not None
         recall = float(mine.loc[method, "recall_at_fpr_0.005"]) if ran else None
         rows.append({
             "study method": row["study_method"], "ours": method or "no counterpart",
@@ -102,6 +103,18 @@ def _ours(by_name: dict[str, dict]) -> Block:
         text += (" **These ran on another dataset than BSDS500: the differences below say "
                  "nothing about the reproduction.**")
     return Block("p", text)
+
+
+def _our_label(method: str, labels: pd.Index) -> str | None:
+    """Our result label of the study's method: its name as the study ran it first (raw
+    features in Jensen-Shannon distance, SimCLR v2's EMA weights), else the bare name."""
+    if not method:
+        return None
+    for label in (f"{method}_distance=jensenshannon_ema=True", f"{method}_distance=jensenshannon",
+                  f"{method}_ema=True", method):
+        if label in labels:
+            return label
+    return None
 
 
 def _study_results_blocks(layout: Layout, by_name: dict[str, dict]) -> list[Block]:

@@ -167,7 +167,11 @@ def test_the_study_results_file_names_its_source_and_our_methods():
     # accuracy = (recall + 1 - fpr) / 2 on the study's balanced protocol (5,800 + 5,800)
     assert np.allclose(results["accuracy"], (results["recall"] + 1 - results["fpr"]) / 2)
     named = [m for m in results["method"] if m]
-    assert len(named) >= 11 and all(m in ALGORITHMS for m in named), named
+    # every method of the study has its own counterpart here (the study's neuralhash.py
+    # loaders name them), registered
+    assert len(set(named)) == len(named) == 16 and all(m in ALGORITHMS for m in named), named
+    assert dict(zip(results["study_method"], results["method"], strict=True))[
+        "ResNet50 2x raw features Jensen-Shannon"] == "wide_resnet50_2"
 
 
 def test_the_study_results_show_beside_ours_with_the_difference():
@@ -180,6 +184,12 @@ def test_the_study_results_show_beside_ours_with_the_difference():
                          "threshold_at_fpr_0.005": [0.171875, 0.25]})
     table = beside_study_results(ours, study)
     assert table["difference"].tolist() == ["+0.035", "—", "—"]
+    # the study's own configuration of a method is preferred: raw features in Jensen-Shannon
+    ours = pd.DataFrame({"algorithm": ["sift", "sift_distance=jensenshannon"],
+                         "recall_at_fpr_0.005": [0.5, 0.8455],
+                         "threshold_at_fpr_0.005": [1.0, 2.0]})
+    row = beside_study_results(ours, study).iloc[1]
+    assert row["ours"] == "sift_distance=jensenshannon" and row["difference"] == "+0.100"
     assert table["our recall at fpr 0.005"].tolist() == [0.85, "not run", "not run"]
     assert table["ours"].tolist() == ["dhash", "sift", "no counterpart"]
     assert table["our threshold"].tolist()[0] == 0.171875
