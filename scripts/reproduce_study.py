@@ -99,12 +99,14 @@ def missing_weights(plan) -> list[str]:
     used = [s.name for s in plan if any(SIMCLR in a for a in s.argv)]
     if not used:
         return []
-    try:
-        get_model(SIMCLR, device="cpu")
-    except WeightsNotFoundError as exc:
-        return [f"weights missing for {SIMCLR} ({exc}), which {len(used)} steps use "
-                f"({', '.join(used)}): {SIMCLR_NOTE}"]
-    return []
+    lines = []
+    for ema in (False, True):  # the study's neural step reads the EMA weights
+        try:
+            get_model(SIMCLR, device="cpu", ema=ema)
+        except WeightsNotFoundError as exc:
+            lines.append(f"weights missing for {SIMCLR}{' (EMA)' if ema else ''} ({exc}), "
+                         f"which {len(used)} steps use ({', '.join(used)}): {SIMCLR_NOTE}")
+    return lines
 
 
 def dry_run(plan, root: Path, scale: str) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -72,8 +73,16 @@ def command_line(step: Step, layout: Layout | None = None) -> str:
     if layout is not None:
         argv += (["--features-dir", str(layout.features)] if step.writes == "stores"
                  else ["--output", str(layout.step(step.name))])
-    words = [w if re.fullmatch(r"[\w@%+=:,./{}-]+", w) else f"'{w}'" for w in argv]
+    words = [w if re.fullmatch(r"[\w@%+=:,./{}-]+", w) else _quoted(w) for w in argv]
     return " ".join(["python", f"scripts/{step.script}.py", *words])
+
+
+def _quoted(word: str) -> str:
+    """A word as a shell reads it back: a spec with Python quotes in double quotes
+    (``"sscd:reduce='pca:64'"``), anything else as `shlex.quote` gives it."""
+    if "'" in word and not re.search(r'["$`\\!]', word):
+        return f'"{word}"'
+    return shlex.quote(word)
 
 
 def load_ledger(layout: Layout) -> dict[str, dict]:

@@ -261,3 +261,19 @@ def test_a_full_dry_run_says_which_weights_are_missing(tmp_path):
     assert said == missing
     if missing:
         assert "download_simclr.py --version v2 --model r50_2x_sk1" in done.stdout
+
+
+def test_every_shown_command_reads_back_as_its_arguments(tmp_path):
+    """The commands the plan prints split (as a shell splits them) into the step's own
+    arguments, quotes in method specs included."""
+    import shlex
+
+    from study import command_line
+
+    for name in ("BSDS500/train", "BSDS500/val", "BSDS500/test", "imagenet_samples"):
+        (tmp_path / name).mkdir(parents=True)
+    for scale in ("quick", "full"):
+        for step in build_plan(scale, tmp_path):
+            words = shlex.split(command_line(step))
+            assert words[:2] == ["python", f"scripts/{step.script}.py"]
+            assert words[2:] == list(step.argv), step.name
