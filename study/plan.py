@@ -335,7 +335,7 @@ def _finetuning(scale: str, s: Sizes) -> list[Step]:
         Step("finetune", "Contrastive (SimCLR) fine-tuning", "finetune",
              (*model, *s.finetune, *data, "--workers", "0"), datasets=(s.main,),
              part="follow-up", notes=note, table="log.csv",
-             columns=("epoch", "step", "loss", "lr", "images_per_s")),
+             columns=("split", "epoch", "step", "loss", "lr", "images_per_s")),
         Step("finetune_eval", "The fine-tuned checkpoints on the protocol", "evaluate_finetuning",
              ("--run", step_folder("finetune"), *evaluation), datasets=(s.main,),
              after=("finetune",), part="follow-up",

@@ -293,6 +293,8 @@ def _study_blocks(layout: Layout, figures: dict[str, list[Path]], published: pd.
 
 
 def _fmt(value: object) -> str:
+    if isinstance(value, float) and value != value:  # NaN: no value (a Flat index's params)
+        return "—"
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     return str(value)
