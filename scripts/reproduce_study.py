@@ -28,11 +28,12 @@ import time
 from pathlib import Path
 
 from data_retrieval import DATA_ROOT_ENV, data_root
-from helpers import add_output_arguments, experiment_run, setup_logging
+from helpers import add_output_arguments, experiment_run, results_root, setup_logging
 from helpers.cli import run_script, script_main
 from study import SCALES, Layout, Study, build_plan, command_line, write_report
+from study.cache import step_key
 from study.plan import SIMCLR, SIMCLR_NOTE, available
-from study.runs import check_same_study
+from study.runs import check_same_study, is_cached, load_ledger
 
 SCRIPT = "reproduce_study"
 SCRIPTS = Path(__file__).resolve().parent
@@ -109,19 +110,27 @@ def missing_weights(plan) -> list[str]:
     return lines
 
 
-def dry_run(plan, root: Path, scale: str) -> int:
-    """Print the plan: each step, its data (found or not), its command, and the model
-    weights a real run would miss."""
-    print(f"scale {scale}, data root {root}: {len(plan)} steps")
+def dry_run(plan, root: Path, scale: str, folder: Path) -> int:
+    """Print the plan: each step, its data (found or not), whether a run would compute it or
+    find it cached in ``folder``, its command there, and what a real run would miss or
+    refuse (model weights, a folder of another scale or data root)."""
+    layout = Layout(folder)
+    print(f"scale {scale}, data root {root}, results {folder}: {len(plan)} steps")
     for line in missing_weights(plan):
         print(f"warning: {line}")
-
-
+    try:
+        check_same_study(layout, scale, root)
+    except ValueError as exc:
+        print(f"warning: a run would stop: {exc}")
+    ledger, keys = load_ledger(layout), {}
     for step in plan:
+        keys[step.name] = step_key(step, root, keys)[0]
+        state = ("cached" if is_cached(step, keys[step.name], ledger.get(step.name), layout)
+                 else "to run")
         data = ", ".join(f"{d} ({'found' if available(d, root) else 'missing'})"
                          for d in step.datasets) or "results of " + ", ".join(step.after)
-        print(f"\n[{step.part}] {step.name}: {step.title}\n  data: {data}")
-        print(f"  run:  {command_line(step)}")
+        print(f"\n[{step.part}] {step.name}: {step.title} ({state})\n  data: {data}")
+        print(f"  run:  {command_line(step, layout)}")
         for note in step.notes:
             print(f"  note: {note}")
     return 0
@@ -144,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = build_plan(args.scale, root)
     check_names(args, [s.name for s in plan])
     if args.dry_run:
-        return dry_run(plan, root, args.scale)
+        folder = Path(args.output) if args.output else results_root() / args.name
+        return dry_run(plan, root, args.scale, folder.resolve())
     os.environ[DATA_ROOT_ENV] = str(root)  # the steps' scripts find the datasets there
     rerun_all, args.overwrite, args.resume = args.overwrite, False, True
     command = " ".join(["python scripts/reproduce_study.py", *(argv if argv is not None

@@ -119,6 +119,13 @@ def check_same_study(layout: Layout, scale: str, root: Path) -> None:
             "to replace them")
 
 
+def is_cached(step: Step, key: str, old: dict | None, layout: Layout) -> bool:
+    """Whether ``old`` (the step's entry in ``experiments.json``) was made with ``key`` and
+    its result is there and complete: a run would not compute the step again."""
+    return bool(old and old.get("key") == key and old.get("status") in ("computed", "cached")
+                and _finished(step, layout))
+
+
 def _finished(step: Step, layout: Layout) -> bool:
     """Whether the step's result is there and complete (its record has an end, no error)."""
     if step.writes == "stores":
@@ -155,17 +162,15 @@ class Study:
             old = earlier.get(step.name)
             entry = self._entry(step, key, inputs, old)
             if only is not None and step.name not in only:
-                kept = bool(old and old.get("key") == key and old.get("status") in
-                            ("computed", "cached") and _finished(step, self.layout))
+                kept = is_cached(step, key, old, self.layout)
                 entry.update(status="cached") if kept else entry.update(
                     status="not run", reason="not among --only")
             elif failed & set(step.after):
                 entry.update(status="skipped",
                              reason=f"needs {', '.join(sorted(failed & set(step.after)))}"
                              + (" (add it to --only)" if only is not None else ""))
-            elif (not rerun_all and step.name not in redo and old and old.get("key") == key
-                  and old.get("status") in ("computed", "cached")
-                  and _finished(step, self.layout)):
+            elif (not rerun_all and step.name not in redo
+                  and is_cached(step, key, old, self.layout)):
                 entry.update(status="cached")
                 logger.info("%s: cached (key %s, computed %s)", step.name, key,
                             old.get("computed_at"))

@@ -277,3 +277,18 @@ def test_every_shown_command_reads_back_as_its_arguments(tmp_path):
             words = shlex.split(command_line(step))
             assert words[:2] == ["python", f"scripts/{step.script}.py"]
             assert words[2:] == list(step.argv), step.name
+
+
+def test_a_dry_run_says_what_is_cached_and_shows_runnable_commands(paper, tmp_path):
+    done = _run("--scale", "tiny", "--dry-run", "--output", str(paper))
+    assert done.returncode == 0, done.stderr
+    titles = [line for line in done.stdout.splitlines() if line.startswith("[")]
+    assert titles and all(t.endswith("(cached)") for t in titles), titles
+    runs = [line for line in done.stdout.splitlines() if line.strip().startswith("run:")]
+    assert runs and not any("{" in line for line in runs)  # no placeholders left
+    done = _run("--scale", "tiny", "--dry-run", "--output", str(tmp_path / "new"))
+    assert all(t.endswith("(to run)") for t in done.stdout.splitlines() if t.startswith("["))
+    done = _run("--scale", "quick", "--dry-run", "--datasets-dir", str(tmp_path),
+                "--output", str(paper))
+    assert "warning: a run would stop:" in done.stdout and "scale tiny" in done.stdout
+    assert not (tmp_path / "new").exists()
