@@ -68,6 +68,7 @@ from helpers.runs import (
     experiment_run,
     path_inputs,
     result_file,
+    result_folder,
 )
 from helpers.seeding import derive_seed, rng_for
 from helpers.timing import Timer, Timing, time_repeated
@@ -82,6 +83,7 @@ __all__ = [
     "experiment_run",
     "path_inputs",
     "result_file",
+    "result_folder",
     "Distributed",
     "distributed",
     "DEFAULT_MAX_PIXELS",

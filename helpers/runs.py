@@ -324,6 +324,24 @@ def _flags(args: argparse.Namespace) -> tuple[str, ...]:
     return ("--resume", "--overwrite") if hasattr(args, "resume") else ("--overwrite",)
 
 
+def result_folder(args: argparse.Namespace, script: str, name: str | None = None) -> Path:
+    """The result folder `experiment_run` would use (``--output``, else
+    ``Results/<--name>``, else ``Results/<name>``), named, not made: what a dry run shows.
+
+    Raises
+    ------
+    OutputError
+        Neither a name nor a folder, or a name that is not one plain name.
+    """
+    chosen = getattr(args, "name", None) or name
+    output = getattr(args, "output", None)
+    if output:
+        return Path(output)
+    if chosen is None:
+        raise OutputError(f"{script}: no --name nor --output given")
+    return results_root() / check_name(chosen, "--name")
+
+
 @contextlib.contextmanager
 def experiment_run(
     args: argparse.Namespace,
@@ -367,14 +385,7 @@ def experiment_run(
         A refused name or folder, or a folder in use.
     """
     started = now_iso()
-    chosen = getattr(args, "name", None) or name
-    output = getattr(args, "output", None)
-    if not output:
-        if chosen is None:
-            raise OutputError(f"{script}: no --name nor --output given")
-        target = results_root() / check_name(chosen, "--name")
-    else:
-        target = Path(output)
+    target = result_folder(args, script, name)
     protected = [Path(os.path.abspath(p)) for p in inputs if p is not None]
     protected += path_inputs(args, roots)
     resume = bool(getattr(args, "resume", False))

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from data_retrieval import DATA_ROOT_ENV, data_root
-from helpers import add_output_arguments, experiment_run, results_root, setup_logging
+from helpers import add_output_arguments, experiment_run, result_folder, setup_logging
 from helpers.cli import run_script, script_main
 from study import SCALES, Layout, Study, build_plan, command_line, write_report
 from study.cache import step_key
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = build_plan(args.scale, root)
     check_names(args, [s.name for s in plan])
     if args.dry_run:
-        folder = Path(args.output) if args.output else results_root() / args.name
+        folder = result_folder(args, SCRIPT)
         return dry_run(plan, root, args.scale, folder.resolve())
     os.environ[DATA_ROOT_ENV] = str(root)  # the steps' scripts find the datasets there
     rerun_all, args.overwrite, args.resume = args.overwrite, False, True
