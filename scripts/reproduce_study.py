@@ -93,20 +93,22 @@ def check_names(args: argparse.Namespace, names: list[str]) -> None:
 
 
 def missing_weights(plan) -> list[str]:
-    """Lines for the models the plan names whose weights are not on this machine (the
-    SimCLR checkpoints must be downloaded and converted first)."""
-    from extractor import WeightsNotFoundError, get_model  # torch: only for a dry run
+    """Lines for the SimCLR weight files the plan needs that are not on this machine
+    (downloaded and converted by scripts/download_simclr.py): where `get_model` looks for
+    them, checked without building the network."""
+    from SimCLRv2 import converted_path, find_checkpoint  # torch: only for a dry run
 
     used = [s.name for s in plan if any(SIMCLR in a for a in s.argv)]
     if not used:
         return []
+    checkpoint = find_checkpoint("v2", SIMCLR.removeprefix("simclr_v2_"), "pretrained")
     lines = []
     for ema in (False, True):  # the study's neural step reads the EMA weights
-        try:
-            get_model(SIMCLR, device="cpu", ema=ema)
-        except WeightsNotFoundError as exc:
-            lines.append(f"weights missing for {SIMCLR}{' (EMA)' if ema else ''} ({exc}), "
-                         f"which {len(used)} steps use ({', '.join(used)}): {SIMCLR_NOTE}")
+        path = converted_path(checkpoint, ema)
+        if not path.is_file():
+            lines.append(f"weights missing for {SIMCLR}{' (EMA)' if ema else ''} (not in "
+                         f"{path}), which {len(used)} steps use ({', '.join(used)}): "
+                         f"{SIMCLR_NOTE}")
     return lines
 
 
